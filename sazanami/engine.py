@@ -36,6 +36,9 @@ class RowRequest:
     index: int = 0
     tag: Any = None
     """Free slot for callers (search keeps its node here)."""
+    noise: list[tuple[int, float]] | None = None
+    """Optional mixture of seeded noise streams [(seed, weight)], Σw² = 1, used by the
+    fluctuation instead of ``seed`` (zero-order noise search mixes a pivot with fresh noise)."""
 
 
 @dataclass
@@ -191,7 +194,23 @@ class Engine:
         params = params or SamplingParams()
         if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict)):
             prompts = [prompts]  # type: ignore[list-item]
+        fl = params.fluctuation
+        if fl is not None and fl.beams is not None:
+            return self.beam_search(prompts, params, raw)  # type: ignore[arg-type]
         return self.run(self.rows_for(prompts, params, raw))  # type: ignore[arg-type]
+
+    def beam_search(self, prompts: list[Prompt], params: SamplingParams, raw: bool = False) -> list[Completion]:
+        """Stochastic beam search (the fluctuation's ``beams`` entry): ``width`` samples per prompt."""
+        from sazanami.beams import beams_from_entry, stochastic_beam_search
+
+        width, beta = beams_from_entry(params.fluctuation.beams)
+        out = []
+        for i, prompt in enumerate(prompts):
+            seed = derive_seed(params.seed, i) if params.seed is not None else None
+            for c in stochastic_beam_search(self, prompt, params.replace(seed=seed), width, beta, raw):
+                c.prompt_index = i
+                out.append(c)
+        return out
 
     def stream(self, prompts: Prompt | list[Prompt], params: SamplingParams | None = None, raw: bool = False) -> Iterator[list[Delta]]:
         """Yield, per step, the text each row added (row index = position in (prompt, variant) order)."""
@@ -217,7 +236,9 @@ class Engine:
         rows = [_Row(r, self.tokenizer) for r in requests]
         capacity = max(len(r.prompt_ids) + r.params.max_tokens for r in requests) + 1
         cache = backend.new_cache(B, capacity)
-        sampler = SamplerBatch([RowSpec(r.params, r.seed, r.prompt_ids) for r in requests], backend.vocab_size)
+        sampler = SamplerBatch(
+            [RowSpec(r.params, r.seed, r.prompt_ids, r.noise) for r in requests], backend.vocab_size, backend.hidden_size
+        )
         lengths = torch.tensor([len(r.prompt_ids) for r in requests], dtype=torch.long)
 
         # Prefill: each distinct prompt runs once; its cache is copied to its rows.
@@ -256,7 +277,7 @@ class Engine:
                 lengths = lengths[keep_t]
                 tokens = tokens[keep_t]
                 active = [active[i] for i in keep]
-            logits = backend.forward(tokens[:, None], cache, lengths)
+            logits = backend.forward(tokens[:, None], cache, lengths, sampler.hidden_hook(backend.num_layers))
             lengths = lengths + 1
         out.extend(r.completion() for r in rows)
 

@@ -36,6 +36,8 @@ class RowSpec:
     params: SamplingParams
     seed: int
     prompt_ids: list[int]
+    noise: list[tuple[int, float]] | None = None
+    """Mixture of seeded noise streams replacing ``seed`` for the fluctuation (noise search)."""
 
 
 def apply_penalties(
@@ -141,7 +143,7 @@ class SamplerBatch:
     fluctuation states; ``select`` keeps a subset of rows when others finish.
     """
 
-    def __init__(self, rows: list[RowSpec], vocab_size: int) -> None:
+    def __init__(self, rows: list[RowSpec], vocab_size: int, hidden_size: int = 0) -> None:
         self.rows = rows
         self.vocab_size = vocab_size
         B = len(rows)
@@ -174,7 +176,7 @@ class SamplerBatch:
                 ids = torch.tensor([t for t in r.prompt_ids if t < vocab_size], dtype=torch.long)
                 self.seen[b, ids] = True
         self.fluct = [
-            x.fluctuation.start(seed=r.seed, vocab_size=vocab_size) if x.fluctuation is not None else None
+            x.fluctuation.start(r.seed, vocab_size, hidden_size, r.noise) if x.fluctuation is not None else None
             for x, r in zip(p, rows)
         ]
         self.step = 0
@@ -258,3 +260,28 @@ class SamplerBatch:
             info["noise"] = [f.last_noise() if f is not None else None for f in self.fluct]
         self.step += 1
         return tokens, info
+
+    def hidden_hook(self, num_layers: int) -> Any:
+        """A backend hook adding each row's hidden/embedding noise, or None if no row has any.
+
+        Noise enters generated positions only: the shared prompt prefill stays shared.
+        """
+        rows = [b for b, f in enumerate(self.fluct) if f is not None and (f.hidden_noise or f.embed_noise)]
+        if not rows:
+            return None
+        fluct = self.fluct
+
+        def hook(layer: int, h: torch.Tensor) -> torch.Tensor:  # h: (B, T, C)
+            out = None
+            for b in rows:
+                x = fluct[b].hidden_noise_for(layer, num_layers)
+                if x is None:
+                    continue
+                if out is None:
+                    out = h.clone()
+                # scale: ‖noise‖ ≈ σ‖h‖ (x has unit variance per dimension)
+                scale = fluct[b].sigma_for(layer) * h[b, -1].float().norm() / math.sqrt(h.shape[-1])
+                out[b, -1] += (scale * x).to(h.dtype)
+            return h if out is None else out
+
+        return hook

@@ -136,8 +136,8 @@ class LlamaBackend:
         inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float64) / cfg.head_dim))
         angles = torch.outer(torch.arange(cfg.max_positions, dtype=torch.float64), inv_freq)
         angles = torch.cat([angles, angles], dim=-1)  # (P, D)
-        self.cos = angles.cos().to(dtype)
-        self.sin = angles.sin().to(dtype)
+        self.cos = angles.cos().float()
+        self.sin = angles.sin().float()
 
     @classmethod
     def from_dir(cls, path: str | Path, name: str | None = None, dtype: torch.dtype = torch.float32) -> "LlamaBackend":
@@ -158,7 +158,8 @@ class LlamaBackend:
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         if capacity > self.cfg.max_positions:
             capacity = self.cfg.max_positions
-        return KVCache.empty(self.cfg, batch, capacity, self.dtype)
+        # float32 cache: CPU attention kernels are several times faster in float32 than bf16
+        return KVCache.empty(self.cfg, batch, capacity, torch.float32)
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         # x: (B, heads, T, D); cos/sin: (B, 1, T, D)
@@ -202,9 +203,9 @@ class LlamaBackend:
             h = F.rms_norm(x, (cfg.hidden_size,), self.attn_norm[i], cfg.rms_norm_eps)
             qkv = h @ self.wqkv[i]  # (B, T, (H + 2KV) * D)
             q, k, v = qkv.split([H * D, KV * D, KV * D], dim=-1)
-            q = self._rope(q.view(B, T, H, D).transpose(1, 2), cos, sin)  # (B, H, T, D)
-            k = self._rope(k.view(B, T, KV, D).transpose(1, 2), cos, sin)  # (B, KV, T, D)
-            v = v.view(B, T, KV, D).transpose(1, 2)
+            q = self._rope(q.view(B, T, H, D).transpose(1, 2).float(), cos, sin)  # (B, H, T, D)
+            k = self._rope(k.view(B, T, KV, D).transpose(1, 2).float(), cos, sin)  # (B, KV, T, D)
+            v = v.view(B, T, KV, D).transpose(1, 2).float()
             ck, cv = cache.k[i], cache.v[i]  # (B, KV, cap, D)
             if uniform:
                 ck[:, :, s0 : s0 + T] = k
@@ -215,7 +216,7 @@ class LlamaBackend:
             att = F.scaled_dot_product_attention(
                 q, ck[:, :, :key_len], cv[:, :, :key_len], attn_mask=mask, enable_gqa=True
             )  # (B, H, T, D)
-            x = x + att.transpose(1, 2).reshape(B, T, H * D) @ self.wo[i]
+            x = x + att.transpose(1, 2).reshape(B, T, H * D).to(self.dtype) @ self.wo[i]
             h = F.rms_norm(x, (cfg.hidden_size,), self.mlp_norm[i], cfg.rms_norm_eps)
             gate, up = (h @ self.wgu[i]).chunk(2, dim=-1)
             x = x + (F.silu(gate) * up) @ self.wdown[i]

@@ -1,0 +1,194 @@
+"""Fluctuations: parsing, each point of entry, exactness of the colored draw, adapters."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from sazanami.engine import Engine, RowRequest
+from sazanami.errors import ParameterError
+from sazanami.fluctuation import PRESETS, Entry, Fluctuation
+from sazanami.params import SamplingParams
+
+SHORT = dict(seed=3, max_tokens=24, ignore_eos=True)
+
+
+def tokens(engine: Engine, fl, **kw) -> list[list[int]]:
+    p = SamplingParams(fluctuation=fl, **(SHORT | kw))
+    return [c.token_ids for c in engine.generate("noise", p)]
+
+
+# -- the object -------------------------------------------------------------------------------
+def test_presets_parse_and_round_trip(tmp_path):
+    for name, fl in PRESETS.items():
+        assert Fluctuation.parse(name) == fl
+        assert Fluctuation.from_dict(json.loads(json.dumps(fl.to_dict()))) == fl
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps({"temperature": {"sigma": 0.5, "beta": 2}, "draw": {}}))
+    fl = Fluctuation.parse(str(path))
+    assert fl.temperature == Entry(sigma=0.5, beta=2) and fl.draw == Entry()
+    assert Fluctuation.parse('{"preset": "pink-logits", "draw": {"beta": 0}}').active == ("logits", "draw")
+
+
+def test_override_sigma_beta():
+    fl = Fluctuation.parse("pink-temperature").override(sigma=0.4, beta=2.0)
+    assert fl.temperature.sigma == 0.4 and fl.temperature.beta == 2.0
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"temperature": {"beta": 2.5}}, "temperature.beta must be in [0, 2], got 2.5"),
+        ({"logits": {"sigma": -1}}, "logits.sigma must be in [0, 10], got -1"),
+        ({"colour": {}}, "unknown fluctuation field 'colour'"),
+        ({"draw": {"gamma": 1}}, "unknown field 'gamma' in fluctuation.draw"),
+        ("purple-noise", "fluctuation must be a preset"),
+        ({"preset": "nope"}, "unknown preset 'nope'"),
+    ],
+)
+def test_bad_fluctuations(spec, message):
+    with pytest.raises(ParameterError) as info:
+        SamplingParams(fluctuation=spec)
+    assert message in str(info.value)
+
+
+# -- points of entry in the engine ------------------------------------------------------------------
+@pytest.mark.parametrize("name", [n for n in PRESETS if n != "none"])
+def test_each_preset_changes_output_and_is_reproducible(tiny_engine: Engine, name: str):
+    base = tokens(tiny_engine, "none")
+    a = tokens(tiny_engine, name)
+    assert a == tokens(tiny_engine, name)
+    fl = Fluctuation.parse(name)
+    if name.endswith("hidden") or name.endswith("embedding"):
+        fl = fl.override(sigma=0.5)  # the tiny model needs a strong push to flip tokens
+        a = tokens(tiny_engine, fl)
+    assert a != base
+
+
+def test_none_equals_no_fluctuation(tiny_engine: Engine):
+    assert tokens(tiny_engine, "none") == tokens(tiny_engine, None)
+
+
+def test_hidden_noise_leaves_no_residue(tiny_engine: Engine):
+    before = tokens(tiny_engine, None)
+    tokens(tiny_engine, Fluctuation.parse("pink-hidden").override(sigma=0.5))
+    assert tokens(tiny_engine, None) == before
+
+
+def test_fluctuation_rows_are_batch_invariant(tiny_engine: Engine):
+    p = SamplingParams(fluctuation="pink-logits", **SHORT)
+    ids = tiny_engine.encode("alone")
+    alone = tiny_engine.run([RowRequest(ids, p, seed=5)])[0]
+    mixed = tiny_engine.run([RowRequest(tiny_engine.encode("x" * 30), p, seed=6), RowRequest(ids, p, seed=5)])[1]
+    assert alone.token_ids == mixed.token_ids
+
+
+def test_temperature_trace_follows_formula(tiny_engine: Engine):
+    fl = Fluctuation(temperature=Entry(sigma=0.5, beta=1.0, t_min=0.3, t_max=1.5))
+    c = tiny_engine.generate("t", SamplingParams(fluctuation=fl, trace=True, temperature=0.8, **SHORT))[0]
+    temps = [s["temperature"] for s in c.trace]
+    xs = [s["noise"]["temperature"] for s in c.trace]
+    for t, x in zip(temps, xs):
+        assert t == pytest.approx(min(max(0.8 * math.exp(0.5 * x), 0.3), 1.5), rel=1e-5)
+    assert len(set(temps)) > 5
+
+
+def test_noise_mixture_neighbour(tiny_engine: Engine):
+    """A mixture with weight 1 on one seed equals that seed; a c=0.99 neighbour stays close."""
+    p = SamplingParams(fluctuation="pink-logits", **SHORT)
+    ids = tiny_engine.encode("mix")
+    plain = tiny_engine.run([RowRequest(ids, p, seed=1, noise=[(77, 1.0)])])[0]
+    same = tiny_engine.run([RowRequest(ids, p, seed=2, noise=[(77, 1.0)])])[0]
+    assert plain.token_ids == same.token_ids
+
+
+# -- exactness of the colored draw ----------------------------------------------------------------
+@pytest.mark.parametrize("beta", [0.0, 1.0, 2.0])
+def test_colored_gumbel_draw_is_exact(beta: float):
+    """Across 3000 independent seeds, the token drawn at steps 0, 7 and 31 follows softmax(logits).
+
+    Colored noise is correlated in time, so one long run is not a set of independent
+    draws; independent seeds are, and every step must be an exact sample.
+    """
+    probs = torch.tensor([0.45, 0.25, 0.15, 0.1, 0.05])
+    logits = probs.log()
+    fl = Fluctuation(draw=Entry(beta=beta))
+    seeds = 3000
+    counts = torch.zeros(3, 5)
+    for s in range(seeds):
+        st = fl.start(s, 5)
+        for step in range(32):
+            tok = st.gumbel_argmax(logits)
+            if step in (0, 7, 31):
+                counts[(0, 7, 31).index(step), tok] += 1
+    expected = probs * seeds
+    for row in counts:
+        chi2 = float(((row - expected) ** 2 / expected).sum())
+        assert chi2 < 18.47  # p = 0.001, 4 degrees of freedom
+
+
+def test_perturb_logits_keeps_masks_and_input():
+    fl = Fluctuation.parse("pink-logits").override(sigma=2.0)
+    st = fl.start(1, 6)
+    logits = torch.tensor([1.0, -math.inf, 0.5, 2.0, -math.inf, 0.0])
+    before = logits.clone()
+    out = st.perturb_logits(logits)
+    assert torch.equal(logits, before)
+    assert torch.isinf(out[[1, 4]]).all() and torch.isfinite(out[[0, 2, 3, 5]]).all()
+    assert not torch.equal(out, logits)
+
+
+# -- stochastic beam search ----------------------------------------------------------------------
+def test_stochastic_beams_distinct_and_seeded(tiny_engine: Engine):
+    fl = {"beams": {"width": 4, "beta": 0}}
+    p = SamplingParams(fluctuation=fl, seed=1, max_tokens=8, ignore_eos=True)
+    a = tiny_engine.generate("beam", p)
+    b = tiny_engine.generate("beam", p)
+    assert len(a) == 4
+    assert len({tuple(c.token_ids) for c in a}) == 4  # without replacement
+    assert [c.token_ids for c in a] == [c.token_ids for c in b]
+    g = [c.tag["perturbed_logprob"] for c in a]
+    assert g == sorted(g, reverse=True)
+    colored = tiny_engine.generate("beam", p.replace(fluctuation={"beams": {"width": 4, "beta": 1}}))
+    assert len({tuple(c.token_ids) for c in colored}) == 4
+
+
+def test_beam_width_one_top_value_matches_sequence_logprob(tiny_engine: Engine):
+    """The sequence log-prob reported for a beam equals the sum of its processed step log-probs at T=1."""
+    p = SamplingParams(fluctuation={"beams": {"width": 2, "beta": 0}}, seed=4, max_tokens=6, ignore_eos=True, temperature=1.0)
+    for c in tiny_engine.generate("sum", p):
+        assert c.tag["sequence_logprob"] == pytest.approx(sum(c.logprobs), abs=1e-3)
+
+
+# -- adapters for transformers' generate ---------------------------------------------------------------
+def test_logits_processor_inside_generate():
+    transformers = pytest.importorskip("transformers")
+    from sazanami.adapters import FluctuationLogitsProcessor, hidden_noise_hooks
+
+    cfg = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = transformers.LlamaForCausalLM(cfg).eval()
+    ids = torch.tensor([[1, 2, 3, 4]])
+
+    def run(fl, seed):
+        proc = FluctuationLogitsProcessor(fl, seed=seed)
+        with torch.random.fork_rng():
+            torch.manual_seed(123)  # generate's own multinomial must not matter with `draw`
+            out = model.generate(ids, do_sample=True, max_new_tokens=12, logits_processor=[proc], top_k=0, pad_token_id=0)
+        return out[0, 4:].tolist()
+
+    assert run("pink-draw", 1) == run("pink-draw", 1)
+    assert run("pink-draw", 1) != run("pink-draw", 2)
+    greedy = model.generate(ids, do_sample=False, max_new_tokens=12, pad_token_id=0)[0, 4:].tolist()
+    with hidden_noise_hooks(model, Fluctuation.parse("pink-hidden").override(sigma=3.0), seed=1):
+        noisy = model.generate(ids, do_sample=False, max_new_tokens=12, pad_token_id=0)[0, 4:].tolist()
+    after = model.generate(ids, do_sample=False, max_new_tokens=12, pad_token_id=0)[0, 4:].tolist()
+    assert noisy != greedy and after == greedy
+    assert not any(layer._forward_hooks for layer in model.model.layers)
