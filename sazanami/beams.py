@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from sazanami.engine import Completion, Engine, Prompt
-from sazanami.fluctuation import Entry, MixedNoise
+from sazanami.fluctuation import Entry, MixedNoise, gumbel_from_normal
 from sazanami.params import SamplingParams
 from sazanami.sampling import truncate
 from sazanami.seeds import derive_seed, fresh_seed
@@ -38,10 +38,8 @@ class _Beam:
 def _gumbel(noise: MixedNoise | None, shape: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
     """Standard Gumbel noise (k, V): colored through Φ when ``noise`` is given, else white."""
     if noise is not None:
-        u = torch.special.ndtr(noise.step().double().view(shape))
-    else:
-        u = torch.rand(shape, generator=gen, dtype=torch.float64)
-    u = u.clamp(1e-300, 1 - 1e-16)
+        return gumbel_from_normal(noise.step().view(shape))
+    u = torch.rand(shape, generator=gen, dtype=torch.float64).clamp(1e-300, 1 - 1e-16)
     return -torch.log(-torch.log(u))
 
 

@@ -180,6 +180,12 @@ class Fluctuation:
         return FluctuationState(self, mix or [(seed, 1.0)], vocab_size, hidden_size)
 
 
+def gumbel_from_normal(z: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel variates from N(0, 1) ones: −log(−log Φ(z)), in float64."""
+    u = torch.special.ndtr(z.double()).clamp(1e-300, 1 - 1e-16)
+    return -torch.log(-torch.log(u))
+
+
 class MixedNoise:
     """A weighted sum of independent seeded colored-noise sources: still unit variance, same spectrum."""
 
@@ -243,10 +249,7 @@ class FluctuationState:
 
     def gumbel_argmax(self, logits: torch.Tensor) -> int:
         """Step 5 (draw): argmax(logits + G), G = −log(−log Φ(z)), z colored N(0, 1) per token."""
-        z = self.draw_noise.step()
-        u = torch.special.ndtr(z.double()).clamp(1e-300, 1 - 1e-16)
-        g = -torch.log(-torch.log(u))
-        return int((logits.double() + g).argmax())
+        return int((logits.double() + gumbel_from_normal(self.draw_noise.step())).argmax())
 
     def advance(self) -> None:
         """Called after each sampled token (sources already stepped on use)."""

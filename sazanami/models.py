@@ -138,7 +138,8 @@ def tiny_random(seed: int = 0, dtype: str = "float32") -> LlamaBackend:
         return torch.randn(*shape, generator=gen) * std
 
     C, I, D = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
-    weights = {"model.embed_tokens.weight": rand(cfg.vocab_size, C, std=1.0), "model.norm.weight": torch.ones(C)}
+    # final norm 0.25: logits std ≈ 2, so sampling is neither uniform nor near-greedy
+    weights = {"model.embed_tokens.weight": rand(cfg.vocab_size, C, std=1.0), "model.norm.weight": torch.full((C,), 0.25)}
     for i in range(cfg.num_layers):
         p = f"model.layers.{i}."
         weights |= {

@@ -10,7 +10,8 @@ import torch
 
 from sazanami.engine import Engine, RowRequest
 from sazanami.errors import ParameterError
-from sazanami.fluctuation import PRESETS, Entry, Fluctuation
+from sazanami.fluctuation import PRESETS, Entry, Fluctuation, gumbel_from_normal
+from sazanami.noise import ColoredNoise
 from sazanami.params import SamplingParams
 
 SHORT = dict(seed=3, max_tokens=24, ignore_eos=True)
@@ -96,38 +97,48 @@ def test_temperature_trace_follows_formula(tiny_engine: Engine):
     assert len(set(temps)) > 5
 
 
-def test_noise_mixture_neighbour(tiny_engine: Engine):
-    """A mixture with weight 1 on one seed equals that seed; a c=0.99 neighbour stays close."""
-    p = SamplingParams(fluctuation="pink-logits", **SHORT)
+def test_noise_mixture_replaces_row_seed(tiny_engine: Engine):
+    """With a noise-driven draw, a row's randomness is its noise mixture, not its seed."""
+    p = SamplingParams(fluctuation={"logits": {"sigma": 0.3}, "draw": {"beta": 1}}, **SHORT)
     ids = tiny_engine.encode("mix")
-    plain = tiny_engine.run([RowRequest(ids, p, seed=1, noise=[(77, 1.0)])])[0]
-    same = tiny_engine.run([RowRequest(ids, p, seed=2, noise=[(77, 1.0)])])[0]
-    assert plain.token_ids == same.token_ids
+    a = tiny_engine.run([RowRequest(ids, p, seed=1, noise=[(77, 1.0)])])[0]
+    b = tiny_engine.run([RowRequest(ids, p, seed=2, noise=[(77, 1.0)])])[0]
+    c = tiny_engine.run([RowRequest(ids, p, seed=1, noise=[(77, 0.6), (78, 0.8)])])[0]
+    assert a.token_ids == b.token_ids
+    assert a.token_ids != c.token_ids
 
 
 # -- exactness of the colored draw ----------------------------------------------------------------
 @pytest.mark.parametrize("beta", [0.0, 1.0, 2.0])
 def test_colored_gumbel_draw_is_exact(beta: float):
-    """Across 3000 independent seeds, the token drawn at steps 0, 7 and 31 follows softmax(logits).
+    """Across 4000 independent streams, the token drawn at steps 0, 7 and 31 follows softmax(logits).
 
     Colored noise is correlated in time, so one long run is not a set of independent
-    draws; independent seeds are, and every step must be an exact sample.
+    draws; independent streams are (the counter-based RNG keys each stream), and every
+    step must be an exact sample.
     """
     probs = torch.tensor([0.45, 0.25, 0.15, 0.1, 0.05])
-    logits = probs.log()
-    fl = Fluctuation(draw=Entry(beta=beta))
-    seeds = 3000
+    rows = 4000
+    src = ColoredNoise(beta, rows * 5, seed=11)
     counts = torch.zeros(3, 5)
-    for s in range(seeds):
-        st = fl.start(s, 5)
-        for step in range(32):
-            tok = st.gumbel_argmax(logits)
-            if step in (0, 7, 31):
-                counts[(0, 7, 31).index(step), tok] += 1
-    expected = probs * seeds
+    for step in range(32):
+        tok = (probs.log().double() + gumbel_from_normal(src.step().view(rows, 5))).argmax(-1)
+        if step in (0, 7, 31):
+            counts[(0, 7, 31).index(step)] = torch.bincount(tok, minlength=5).float()
+    expected = probs * rows
     for row in counts:
         chi2 = float(((row - expected) ** 2 / expected).sum())
         assert chi2 < 18.47  # p = 0.001, 4 degrees of freedom
+
+
+def test_gumbel_argmax_matches_vectorised_draw():
+    """The per-row sampler path uses the same transform as the test above."""
+    fl = Fluctuation(draw=Entry(beta=1.0))
+    st = fl.start(5, 5)
+    logits = torch.tensor([0.3, -1.0, 2.0, 0.0, -0.5])
+    tok = st.gumbel_argmax(logits)
+    z = st.draw_noise.last
+    assert tok == int((logits.double() + gumbel_from_normal(z)).argmax())
 
 
 def test_perturb_logits_keeps_masks_and_input():

@@ -1,0 +1,716 @@
+"""Colored (1/f^β) noise: a streaming source, a block generator and spectral estimates.
+
+β = 0 is white, 1 pink, 2 brown; every generator here gives zero-mean, unit-variance
+Gaussian samples laid out as ``(steps, streams)``: time runs along axis 0.
+
+Streaming source (:class:`ColoredNoise`)
+    One sample per stream per :meth:`~ColoredNoise.step`, for as many steps as needed.
+
+    1. *Fit* (cached per (β, max_steps)). K ≈ 2 AR(1) corner frequencies per decade,
+       log-spaced from 1/(10·max_steps) to Nyquist, φ_k = exp(−2π f_k), plus a white
+       term. Their weights are fitted by non-negative least squares against the exact
+       discrete AR(1) spectra S_k(f) = (1 − φ_k²)/|1 − φ_k e^{−2πif}|² (continuous-time
+       "textbook" weights bias the slope by up to 0.1), on a log-spaced grid from
+       1/max_steps to 1/2, in log space: rows are scaled by the target (relative error),
+       then a few Gauss–Newton steps on the log error. A log-spaced grid makes every
+       decade count equally. Weights are normalised to unit total variance; components
+       the fit leaves at zero are dropped. β = 0 is exactly white.
+    2. *One innovation per stream per step.* A bank of independent AR(1)s needs K + 1
+       normals per stream per step. The sum is a Gaussian process with a rational
+       spectrum, so its Kalman innovations form (spectral factorisation through the
+       discrete algebraic Riccati equation) has the same law, and the same K poles,
+       driven by ONE normal e_t per stream::
+
+           y_t = a·e_t + Σ_k c_k v_k(t),     v_k(t+1) = v_k(t) + (1 − φ_k)·(e_t − v_k(t))
+
+       (the update is one ``torch.lerp_`` over the (K, streams) state). The realised
+       spectrum equals the fitted one to ~1e-8 (checked in the tests).
+    3. *Stationary start.* v(0) is drawn from the stationary covariance of the state, so
+       the variance is 1 from step 0, not after a burn-in.
+
+Counter-based randomness
+    The normal e_t of a stream is a pure function of (seed, stream id, step): a stream's
+    values do not depend on which other streams are generated with it, on how many steps
+    are generated at once, or on any global RNG. The construction (SplitMix64 in counter
+    mode, in int64 torch ops; ``>>>`` is a logical shift, emulated by an arithmetic shift
+    and a mask; all arithmetic modulo 2^64)::
+
+        mix64(z)   = z ^= z >>> 30; z *= 0xBF58476D1CE4E5B9;
+                     z ^= z >>> 27; z *= 0x94D049BB133111EB; z ^ (z >>> 31)
+        seed key   s = mix64(seed ^ 0x6A09E667F3BCC909)
+        stream key k = mix64(s + (id + 1)·γ),                 γ = 0x9E3779B97F4A7C15
+        pair word  h = mix64(k + (m + 1)·γ)                   m = step // 2
+
+    The top 24 bits of h give u1 ∈ (0, 1], the low 24 bits u2 ∈ [0, 1), and Box–Muller
+    gives e_{2m} = √(−2 ln u1)·cos 2πu2 and e_{2m+1} = √(−2 ln u1)·sin 2πu2
+    (|e| ≤ 5.77). The initial state uses the same words at negative pair indices
+    m = −1, −2, … Only element-wise torch ops are used (no reductions or BLAS, whose
+    summation order may depend on the batch shape), so values are bitwise identical
+    whatever the batch or block size.
+
+Block generator (:func:`colored_noise_block`)
+    Timmer & König (1995), "On generating power law noise", A&A 300, 707: Gaussian
+    Fourier amplitudes with variance ∝ f^−β, inverse real FFT; for a known length.
+
+Estimators
+    :func:`psd` (Welch), :func:`psd_slope` (log-log fit over a band, β̂ > 0 for
+    PSD ∝ 1/f^β̂), :func:`dfa_exponent` (detrended fluctuation analysis, α ≈ (β + 1)/2)
+    and :func:`plot_psd`.
+
+Example::
+
+    >>> src = ColoredNoise(1.0, streams=4, seed=7)
+    >>> src.step().shape
+    torch.Size([4])
+    >>> round(psd_slope(colored_noise_block(1.0, 4096, 64, seed=1)), 1)
+    1.0
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import scipy.linalg
+import scipy.optimize
+import scipy.signal
+import torch
+
+from sazanami.errors import ParameterError, check_range
+
+__all__ = [
+    "ColoredNoise",
+    "NoiseState",
+    "colored_noise_block",
+    "dfa_exponent",
+    "plot_psd",
+    "psd",
+    "psd_slope",
+]
+
+SeedLike = int | Sequence[int] | torch.Tensor
+"""One seed for all streams, or one per stream."""
+
+_U64 = (1 << 64) - 1
+_GAMMA = 0x9E3779B97F4A7C15  # 2^64 / golden ratio, the SplitMix64 increment
+_MIX = ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB), (31, None))
+_SEED_DOMAIN = 0x6A09E667F3BCC909  # frac(√2): keeps seed keys apart from stream ids
+_PER_DECADE = 2.0  # AR(1) corners per frequency decade
+_GRID_PER_DECADE = 50  # rows of the fit per decade
+_FIT_HI = 0.25  # top of the fit grid: above it no positive AR(1) sum can stay steep (see module doc)
+_MAX_BLOCK = 64  # most steps of normals generated per refill
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_int(param: str, value: object, low: int, high: int | None = None) -> int:
+    """``value`` as an int in [low, high], else ParameterError naming the range and value."""
+    rng = f"[{low}, {'inf)' if high is None else f'{high}]'}"
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ParameterError(param, f"{param} must be an integer in {rng}, got {value!r}")
+    try:
+        v = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise ParameterError(param, f"{param} must be an integer in {rng}, got {value!r}") from None
+    if v < low or (high is not None and v > high):
+        raise ParameterError(param, f"{param} must be an integer in {rng}, got {v!r}")
+    return v
+
+
+def _check_seed(seed: object, streams: int, param: str = "seed") -> int | torch.Tensor:
+    """One seed (an int in [0, 2**64)) or one per stream (an int64 tensor of ``streams`` values ≥ 0)."""
+    msg = f"{param} must be an integer in [0, 2**64) or one such integer per stream, got "
+    if isinstance(seed, torch.Tensor):
+        if seed.dtype.is_floating_point or seed.dtype.is_complex or seed.dtype == torch.bool:
+            raise ParameterError(param, msg + f"a {seed.dtype} tensor")
+        if seed.dim() == 0:
+            return _check_seed(int(seed), streams, param)
+        seeds = seed.detach().to("cpu", torch.int64).reshape(-1).clone()
+        if seeds.numel() != streams:
+            raise ParameterError(param, f"{param} must hold one seed per stream ({streams}), got {seeds.numel()}")
+        if bool((seeds < 0).any()):
+            raise ParameterError(param, msg + f"{int(seeds.min())}")
+        return seeds
+    if isinstance(seed, Sequence) and not isinstance(seed, (str, bytes)):
+        if len(seed) != streams:
+            raise ParameterError(param, f"{param} must hold one seed per stream ({streams}), got {len(seed)}")
+        return torch.tensor([_i64(_check_seed(s, 1, param)) for s in seed], dtype=torch.int64)  # type: ignore[arg-type]
+    if isinstance(seed, bool) or isinstance(seed, float):
+        raise ParameterError(param, msg + repr(seed))
+    try:
+        v = operator.index(seed)  # type: ignore[arg-type]
+    except TypeError:
+        raise ParameterError(param, msg + repr(seed)) from None
+    if not 0 <= v <= _U64:
+        raise ParameterError(param, msg + repr(v))
+    return v
+
+
+def _check_beta(beta: object) -> float:
+    check_range("beta", beta, 0, 2)  # type: ignore[arg-type]
+    return float(beta)  # type: ignore[arg-type]
+
+
+def _check_dtype(dtype: object) -> torch.dtype:
+    if dtype not in (torch.float32, torch.float64):
+        raise ParameterError("dtype", f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    return dtype  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- counter-based RNG
+
+
+def _i64(x: int) -> int:
+    """The int64 (two's complement) view of the 64-bit word ``x mod 2**64``."""
+    x &= _U64
+    return x - (1 << 64) if x >> 63 else x
+
+
+def _mix64(x: int) -> int:
+    """SplitMix64's finaliser on a Python int (reference for the tensor version)."""
+    x &= _U64
+    for shift, mult in _MIX:
+        x ^= x >> shift
+        if mult is not None:
+            x = (x * mult) & _U64
+    return x
+
+
+def _mix64_(z: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser, in place on an int64 tensor (``tmp``: scratch of the same shape)."""
+    for shift, mult in _MIX:
+        torch.bitwise_right_shift(z, shift, out=tmp)
+        tmp.bitwise_and_((1 << (64 - shift)) - 1)  # arithmetic → logical shift
+        z.bitwise_xor_(tmp)
+        if mult is not None:
+            z.mul_(_i64(mult))  # int64 products wrap modulo 2^64
+    return z
+
+
+def _stream_keys(seed: int | torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """k = mix64(mix64(seed ^ D) + (id + 1)·γ) per stream: (N,) int64 on ``ids.device``."""
+    if isinstance(seed, torch.Tensor):
+        s = seed.to(ids.device) ^ _i64(_SEED_DOMAIN)
+        s = _mix64_(s, torch.empty_like(s))
+    else:
+        s = _i64(_mix64(seed ^ _SEED_DOMAIN))
+    z = ids * _i64(_GAMMA) + s + _i64(_GAMMA)
+    return _mix64_(z, torch.empty_like(z))
+
+
+def _box_muller(
+    keys: torch.Tensor, m0: int, pairs: int, out: torch.Tensor, scratch: list[torch.Tensor] | None = None
+) -> torch.Tensor:
+    """Normals for steps 2·m0 … 2·(m0 + pairs) − 1 of every stream into ``out`` (2·pairs, N).
+
+    ``scratch``: reusable buffers (filled on first use) so refills allocate nothing.
+    """
+    n = keys.numel()
+    if not scratch:
+        ints = [torch.empty(pairs, n, dtype=torch.int64, device=keys.device) for _ in range(2)]
+        flts = [torch.empty(pairs, n, dtype=out.dtype, device=keys.device) for _ in range(2)]
+        if scratch is not None:
+            scratch.extend(ints + flts)
+    else:
+        ints, flts = scratch[:2], scratch[2:]
+    z, tmp = ints
+    r, theta = flts
+    counters = [_i64((m + 1) * _GAMMA) for m in range(m0, m0 + pairs)]
+    offs = torch.tensor(counters, dtype=torch.int64, device=keys.device).unsqueeze(1)  # (P, 1)
+    torch.add(keys.unsqueeze(0), offs, out=z)  # (P, N): k + (m + 1)·γ
+    _mix64_(z, tmp)
+    # u1 = (top 24 bits + 1)·2^-24 ∈ (0, 1]; exact in float32
+    torch.bitwise_right_shift(z, 40, out=tmp)  # signed: [-2^23, 2^23)
+    r.copy_(tmp).add_(2**23 + 1).mul_(2.0**-24)
+    r.log_().mul_(-2.0).sqrt_()  # √(−2 ln u1)
+    # u2 = (low 24 bits)·2^-24 ∈ [0, 1)
+    torch.bitwise_and(z, 0xFFFFFF, out=tmp)
+    theta.copy_(tmp).mul_(2 * math.pi * 2.0**-24)
+    pair = out.view(pairs, 2, n)  # row 2i ↔ step 2(m0 + i), row 2i + 1 ↔ the next step
+    torch.cos(theta, out=pair[:, 0]).mul_(r)
+    torch.sin(theta, out=pair[:, 1]).mul_(r)
+    return out
+
+
+# --------------------------------------------------------------------------- fitted bank
+
+
+@dataclass(frozen=True)
+class _Bank:
+    """Fitted AR(1) bank in innovations form; arrays are read-only."""
+
+    phi: np.ndarray  # (K,) poles
+    weights: np.ndarray  # (K + 1,) NNLS variance weights (last: white), Σ = 1
+    a: float  # weight of e_t in y_t
+    c: np.ndarray  # (K,) weights of the state in y_t
+    lerp: np.ndarray  # (K,) 1 − φ_k
+    chol: np.ndarray  # (K, K) stationary covariance factor of v
+
+    def spectrum(self, freqs: np.ndarray) -> np.ndarray:
+        """Two-sided PSD of the fitted bank (∫_{−1/2}^{1/2} S = 1)."""
+        return _ar1_spectra(self.phi, np.asarray(freqs, dtype=np.float64)) @ self.weights
+
+
+def _ar1_spectra(phi: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """(len(f), K + 1): exact unit-variance AR(1) spectra, then a white column."""
+    cos = np.cos(2 * np.pi * f)[:, None]
+    s = (1 - phi**2)[None, :] / (1 - 2 * phi[None, :] * cos + phi[None, :] ** 2)
+    return np.hstack([s, np.ones((len(f), 1))])
+
+
+def _readonly(*arrays: np.ndarray) -> None:
+    for arr in arrays:
+        arr.flags.writeable = False
+
+
+@lru_cache(maxsize=128)
+def _fit_bank(beta: float, max_steps: int) -> _Bank:
+    """NNLS fit of a 1/f^β spectrum, then its one-innovation (Kalman) form; see the module doc."""
+    if beta == 0.0:  # exactly white
+        empty = np.zeros(0)
+        bank = _Bank(empty, np.ones(1), 1.0, empty, empty, np.zeros((0, 0)))
+        _readonly(bank.phi, bank.weights, bank.c, bank.lerp, bank.chol)
+        return bank
+    f_lo = 1.0 / (10 * max_steps)
+    n_poles = math.ceil(_PER_DECADE * math.log10(0.5 / f_lo)) + 1
+    phi = np.exp(-2 * np.pi * np.geomspace(f_lo, 0.5, n_poles))
+    grid_lo = min(1.0 / max_steps, 1.0 / 16)
+    n_grid = max(32, round(_GRID_PER_DECADE * math.log10(_FIT_HI / grid_lo)))
+    grid = np.geomspace(grid_lo, _FIT_HI, n_grid)
+    basis = _ar1_spectra(phi, grid)  # (G, K + 1)
+    target = grid**-beta
+    w, _ = scipy.optimize.nnls(basis / target[:, None], np.ones(len(grid)))  # relative error
+    for _ in range(5):  # Gauss–Newton on log(model) − log(target), w ≥ 0
+        model = basis @ w
+        w, _ = scipy.optimize.nnls(basis / model[:, None], 1.0 - np.log(model / target))
+    w = w / w.sum()
+    keep = w[:-1] > 1e-6
+    phi, wk, w0 = phi[keep], w[:-1][keep], w[-1]
+    total = wk.sum() + w0
+    wk, w0 = wk / total, w0 / total
+
+    # Innovations form. State s_t = x(t − 1) of the independent bank x_k(t) = φ_k x_k(t−1) + σ_k e_k(t):
+    #   s_{t+1} = A s_t + σ∘e(t),   y_t = φᵀ s_t + (σᵀ e(t) + √w0 e_0(t)),  σ_k² = w_k (1 − φ_k²).
+    sig2 = wk * (1 - phi**2)
+    A, C = np.diag(phi), phi[None, :]
+    Q, R, S = np.diag(sig2), np.array([[sig2.sum() + w0]]), sig2[:, None]
+    P = scipy.linalg.solve_discrete_are(A.T, C.T, Q, R, s=S)  # steady prediction-error covariance
+    omega = float((C @ P @ C.T + R)[0, 0])  # innovation variance
+    gain = ((A @ P @ C.T + S) / omega)[:, 0]
+    # ŝ_{t+1} = A ŝ_t + gain·ε_t,  y_t = φᵀ ŝ_t + ε_t,  ε_t = √ω e_t.  With u_k = φ_k ŝ_k and
+    # v_k = u_k (1 − φ_k) / b_k (b_k = φ_k gain_k √ω), the update is a lerp towards e_t.
+    b = phi * gain * math.sqrt(omega)
+    lerp = 1.0 - phi
+    c = b / lerp
+    pi_s = np.diag(wk) - P  # stationary covariance of ŝ
+    cov_v = pi_s * np.outer(phi / c, phi / c)
+    cov_v = (cov_v + cov_v.T) / 2
+    try:
+        chol = np.linalg.cholesky(cov_v)
+    except np.linalg.LinAlgError:  # numerically semi-definite: symmetric square root
+        lam, vec = np.linalg.eigh(cov_v)
+        chol = vec * np.sqrt(np.clip(lam, 0, None))
+    bank = _Bank(phi, np.append(wk, w0), math.sqrt(omega), c, lerp, chol)
+    _readonly(bank.phi, bank.weights, bank.c, bank.lerp, bank.chol)
+    return bank
+
+
+# --------------------------------------------------------------------------- streaming source
+
+
+@dataclass(frozen=True)
+class NoiseState:
+    """A snapshot of a :class:`ColoredNoise`: restore it to continue exactly from ``step``.
+
+    Immutable by convention: the tensors are private copies; do not modify them.
+    """
+
+    step: int
+    """Steps generated before the snapshot."""
+    state: torch.Tensor
+    """(K, streams) AR state (the lerp form of the module doc)."""
+    seed: int | torch.Tensor
+    """The seed, or the per-stream seeds."""
+    beta: float
+    max_steps: int
+    streams: int
+
+
+class ColoredNoise:
+    """Streaming 1/f^β noise: ``streams`` independent unit-variance Gaussian streams.
+
+    Args:
+        beta: spectral exponent in [0, 2] (0 white, 1 pink, 2 brown).
+        streams: number of streams N ≥ 1.
+        seed: an int in [0, 2**64), or one per stream (a sequence or int64 tensor of N).
+        max_steps: the longest time scale with the 1/f^β shape; the lowest corner is
+            1/(10·max_steps), below it the spectrum flattens. Stepping further is allowed.
+        dtype: ``torch.float32`` or ``torch.float64``.
+        device: where the state and the samples live.
+        stream_ids: N distinct ids ≥ 0 keying the streams (default 0 … N − 1): stream
+            (seed, id) gives the same values in any source that holds it, so a batch of
+            rows × vocabulary can use ``ids = arange(V).repeat(rows)`` with per-row seeds.
+        block: steps of normals generated per refill (even, ≥ 2; default: by N). It only
+            changes speed, never values.
+
+    ``step()`` → (N,), ``steps(n)`` → (n, N). Stateful; not thread-safe.
+    """
+
+    def __init__(
+        self,
+        beta: float,
+        streams: int,
+        seed: SeedLike,
+        *,
+        max_steps: int = 4096,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+        stream_ids: Sequence[int] | torch.Tensor | None = None,
+        block: int | None = None,
+    ) -> None:
+        self.beta = _check_beta(beta)
+        self.streams = _check_int("streams", streams, 1)
+        self.max_steps = _check_int("max_steps", max_steps, 1)
+        self.dtype = _check_dtype(dtype)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        if block is None:
+            block = 2 * min(max(2**16 // self.streams, 1), _MAX_BLOCK // 2)
+        self.block = _check_int("block", block, 2)
+        if self.block % 2:
+            raise ParameterError("block", f"block must be an even integer in [2, inf), got {block!r}")
+        self._ids = self._check_ids(stream_ids)
+        self._bank = _fit_bank(self.beta, self.max_steps)
+        bank = self._bank
+        self._a = bank.a
+        self._c = bank.c.tolist()
+        self._lerp = torch.tensor(bank.lerp, dtype=self.dtype, device=self.device).unsqueeze(1)  # (K, 1)
+        self._set_seed(_check_seed(seed, self.streams))
+        self._step = 0
+        self._state = self._initial_state()  # (K, N)
+
+    # -- public API --------------------------------------------------------------------------
+    @property
+    def components(self) -> int:
+        """K, the number of AR(1) components (0 for white noise)."""
+        return len(self._c)
+
+    @property
+    def position(self) -> int:
+        """Steps generated so far (the index of the next step)."""
+        return self._step
+
+    @property
+    def seed(self) -> int | torch.Tensor:
+        return self._seed.clone() if isinstance(self._seed, torch.Tensor) else self._seed
+
+    def step(self) -> torch.Tensor:
+        """The next sample of every stream: (N,)."""
+        out = torch.empty(self.streams, dtype=self.dtype, device=self.device)
+        self._advance(out)
+        return out
+
+    def steps(self, n: int) -> torch.Tensor:
+        """The next ``n`` samples of every stream: (n, N)."""
+        n = _check_int("n", n, 1)
+        out = torch.empty(n, self.streams, dtype=self.dtype, device=self.device)
+        for i in range(n):
+            self._advance(out[i])
+        return out
+
+    def snapshot(self) -> NoiseState:
+        """The state at the current step (a private copy)."""
+        seed = self._seed.clone() if isinstance(self._seed, torch.Tensor) else self._seed
+        return NoiseState(self._step, self._state.clone(), seed, self.beta, self.max_steps, self.streams)
+
+    def restore(self, state: NoiseState) -> None:
+        """Continue from ``state``: the following values equal those after the snapshot."""
+        if not isinstance(state, NoiseState):
+            raise ParameterError("state", f"state must be a NoiseState, got {type(state).__name__}")
+        mine = (self.beta, self.max_steps, self.streams)
+        theirs = (state.beta, state.max_steps, state.streams)
+        if mine != theirs:
+            raise ParameterError(
+                "state", f"state is for (beta, max_steps, streams) = {theirs}, this source has {mine}"
+            )
+        self._set_seed(state.seed.clone() if isinstance(state.seed, torch.Tensor) else state.seed)
+        self._state = state.state.to(self.device, self.dtype, copy=True)
+        self._step = state.step
+
+    def fork(self, seed: SeedLike) -> ColoredNoise:
+        """A new source continuing from the current AR state with fresh randomness from ``seed``.
+
+        The original is unchanged. ``fork(s)`` with this source's own seed would repeat its
+        continuation; any other seed diverges from the next step on.
+        """
+        new = copy.copy(self)
+        new._set_seed(_check_seed(seed, self.streams))
+        new._state = self._state.clone()
+        return new
+
+    def spectrum(self, freqs: np.ndarray | Sequence[float]) -> np.ndarray:
+        """The source's exact two-sided PSD at ``freqs`` (cycles/step), ∫_{−1/2}^{1/2} = 1."""
+        return self._bank.spectrum(np.asarray(freqs, dtype=np.float64))
+
+    def __repr__(self) -> str:
+        return (
+            f"ColoredNoise(beta={self.beta:g}, streams={self.streams}, max_steps={self.max_steps}, "
+            f"components={self.components}, step={self._step}, dtype={self.dtype}, device={self.device})"
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+    def _check_ids(self, stream_ids: Sequence[int] | torch.Tensor | None) -> torch.Tensor:
+        if stream_ids is None:
+            return torch.arange(self.streams, dtype=torch.int64, device=self.device)
+        if isinstance(stream_ids, torch.Tensor):
+            if stream_ids.dtype.is_floating_point or stream_ids.dtype == torch.bool:
+                raise ParameterError("stream_ids", f"stream_ids must be integers, got a {stream_ids.dtype} tensor")
+            ids = stream_ids.detach().reshape(-1).to(self.device, torch.int64).clone()
+        else:
+            ids = torch.tensor([_check_int("stream_ids", i, 0) for i in stream_ids], dtype=torch.int64)
+            ids = ids.to(self.device)
+        if ids.numel() != self.streams:
+            raise ParameterError("stream_ids", f"stream_ids must hold {self.streams} ids, got {ids.numel()}")
+        if ids.numel() and bool((ids < 0).any()):
+            raise ParameterError("stream_ids", f"stream_ids must be in [0, 2**63), got {int(ids.min())}")
+        return ids
+
+    def _set_seed(self, seed: int | torch.Tensor) -> None:
+        self._seed = seed
+        self._keys = _stream_keys(seed, self._ids)  # (N,) int64
+        self._buf: torch.Tensor | None = None  # (block, N) normals of steps [buf_start, buf_start + block)
+        self._buf_start = -1
+        self._scratch: list[torch.Tensor] = []
+
+    def _initial_state(self) -> torch.Tensor:
+        """v(0) ~ N(0, Σ_v) per stream from the words at negative pair indices."""
+        k = self.components
+        state = torch.zeros(k, self.streams, dtype=self.dtype, device=self.device)
+        if k == 0:
+            return state
+        pairs = (k + 1) // 2
+        z = torch.empty(2 * pairs, self.streams, dtype=self.dtype, device=self.device)
+        _box_muller(self._keys, -pairs, pairs, z)  # pair indices −pairs … −1
+        chol = self._bank.chol.tolist()
+        for i in range(k):  # v = L z, element-wise (not BLAS) so values do not depend on N
+            for j in range(k):
+                if chol[i][j] != 0.0:
+                    state[i].add_(z[j], alpha=chol[i][j])
+        return state
+
+    def _normals(self) -> torch.Tensor:
+        """The normals e_t of the current step: (N,), from the refill buffer."""
+        t = self._step
+        if self._buf is None or not self._buf_start <= t < self._buf_start + self.block:
+            if self._buf is None:
+                self._buf = torch.empty(self.block, self.streams, dtype=self.dtype, device=self.device)
+            self._buf_start = t - t % 2  # pairs start at even steps
+            _box_muller(self._keys, self._buf_start // 2, self.block // 2, self._buf, self._scratch)
+        return self._buf[t - self._buf_start]
+
+    def _advance(self, out: torch.Tensor) -> None:
+        """y_t into ``out``; then the state moves to t + 1."""
+        e = self._normals()
+        torch.mul(e, self._a, out=out)
+        for k, ck in enumerate(self._c):
+            out.add_(self._state[k], alpha=ck)
+        if self._c:
+            self._state.lerp_(e, self._lerp)
+        self._step += 1
+
+
+# --------------------------------------------------------------------------- block generator
+
+
+def colored_noise_block(
+    beta: float,
+    steps: int,
+    streams: int = 1,
+    seed: int | torch.Generator = 0,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``streams`` series of ``steps`` samples of 1/f^β noise: (steps, streams).
+
+    Timmer & König (1995), A&A 300, 707: for each positive FFT frequency f the Fourier
+    amplitude is complex Gaussian with variance ∝ f^−β (real at Nyquist), the DC term is 0,
+    and the inverse real FFT gives the series; it is then divided by its expected standard
+    deviation, so every stream has zero sample mean and unit variance in expectation. The
+    series is periodic (its end joins its start); use :class:`ColoredNoise` for streaming.
+
+    Args:
+        beta: in [0, 2]. steps: ≥ 2. streams: ≥ 1.
+        seed: an int in [0, 2**64) (a private ``torch.Generator`` is seeded from it) or a
+            ``torch.Generator`` (CPU) that is advanced.
+
+    >>> colored_noise_block(1.0, 1024, 8, seed=3).shape
+    torch.Size([1024, 8])
+    """
+    beta = _check_beta(beta)
+    steps = _check_int("steps", steps, 2)
+    streams = _check_int("streams", streams, 1)
+    dtype = _check_dtype(dtype)
+    if isinstance(seed, torch.Generator):
+        gen = seed
+    else:
+        gen = torch.Generator().manual_seed(_i64(_mix64(_check_seed(seed, 1))))  # type: ignore[arg-type]
+    freqs = torch.fft.rfftfreq(steps, dtype=torch.float64)  # (F,)
+    amp = torch.zeros_like(freqs)
+    amp[1:] = freqs[1:] ** (-beta / 2)
+    re = torch.randn(len(freqs), streams, generator=gen, dtype=torch.float64)
+    im = torch.randn(len(freqs), streams, generator=gen, dtype=torch.float64)
+    scale = torch.full_like(freqs, math.sqrt(0.5))
+    if steps % 2 == 0:  # the Nyquist term of a real series is real
+        im[-1] = 0.0
+        scale[-1] = 1.0
+    spec = torch.complex(re, im) * (amp * scale).unsqueeze(1)  # (F, streams)
+    x = torch.fft.irfft(spec, n=steps, dim=0)
+    # E Σ_t x_t² = (1/n) Σ_k E|X_k|²: every positive frequency twice, Nyquist once
+    power = amp**2
+    twice = power[1:-1].sum() if steps % 2 == 0 else power[1:].sum()
+    nyquist = power[-1] if steps % 2 == 0 else 0.0
+    sigma = torch.sqrt((2 * twice + nyquist)) / steps
+    return (x / sigma).to(device=device, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- estimators
+
+
+def _as_series(x: object, param: str = "x", min_steps: int = 8) -> np.ndarray:
+    """(steps, streams) float64 array from a 1-D or 2-D tensor/array (time along axis 0)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().to("cpu", torch.float64).numpy()
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ParameterError(param, f"{param} must be 1-D (steps,) or 2-D (steps, streams), got shape {arr.shape}")
+    if arr.shape[0] < min_steps or arr.shape[1] < 1:
+        raise ParameterError(param, f"{param} must have at least {min_steps} steps, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ParameterError(param, f"{param} must be finite")
+    return arr
+
+
+def psd(x: torch.Tensor | np.ndarray, *, nperseg: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Welch PSD along axis 0 (time), averaged over streams (axis 1): (freqs, power).
+
+    ``x``: (steps,) or (steps, streams). One-sided density in cycles/step (∫_0^{1/2} ≈ var),
+    Hann window, 50 % overlap, per-segment mean removed. ``nperseg`` defaults to
+    min(steps, max(16, min(1024, steps // 2))).
+    """
+    arr = _as_series(x)
+    n = arr.shape[0]
+    if nperseg is None:
+        nperseg = min(n, max(16, min(1024, n // 2)))
+    nperseg = _check_int("nperseg", nperseg, 8, n)
+    freqs, power = scipy.signal.welch(arr, fs=1.0, window="hann", nperseg=nperseg, axis=0, detrend="constant")
+    return freqs, power.mean(axis=1)
+
+
+def psd_slope(
+    x: torch.Tensor | np.ndarray, band: tuple[float, float] = (0.01, 0.25), *, nperseg: int | None = None
+) -> float:
+    """β̂ with PSD ∝ 1/f^β̂ over ``band`` (cycles/step; white ≈ 0, pink ≈ 1, brown ≈ 2).
+
+    Welch spectrum of :func:`psd` (axis 0 time, averaged over streams), then a least-squares
+    line through (log f, log P) for f in [band[0], band[1]], each point weighted by 1/f so
+    every decade of the band counts equally.
+    """
+    lo, hi = _check_band(band)
+    freqs, power = psd(x, nperseg=nperseg)
+    keep = (freqs >= lo) & (freqs <= hi) & (power > 0)
+    if keep.sum() < 3:
+        raise ParameterError("band", f"band {band} holds fewer than 3 frequencies of the spectrum; widen it")
+    lf, lp, w = np.log(freqs[keep]), np.log(power[keep]), 1.0 / freqs[keep]
+    slope = np.polyfit(lf, lp, 1, w=np.sqrt(w))[0]
+    return float(-slope)
+
+
+def _check_band(band: object) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in band)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ParameterError("band", f"band must be a pair (f_lo, f_hi), got {band!r}") from None
+    if not 0 < lo < hi <= 0.5:
+        raise ParameterError("band", f"band must satisfy 0 < f_lo < f_hi <= 0.5, got {band!r}")
+    return lo, hi
+
+
+def dfa_exponent(x: torch.Tensor | np.ndarray, *, scales: Sequence[int] | None = None) -> float:
+    """Detrended fluctuation analysis (DFA-1) exponent α of ``x`` (steps,) or (steps, streams).
+
+    Profile Y = cumsum(x − mean) per stream; for each scale s, non-overlapping windows of
+    s steps each get a least-squares line removed; F(s)² is the mean squared residual over
+    windows and streams; α is the slope of log F against log s. For 1/f^β noise α ≈ (β + 1)/2
+    (white 0.5, pink 1, brown 1.5). Default scales: ~16 log-spaced integers from
+    max(4, min(16, steps // 16)) to steps // 4.
+    """
+    arr = _as_series(x, min_steps=16)
+    n = arr.shape[0]
+    if scales is None:
+        lo, hi = max(4, min(16, n // 16)), n // 4
+        scales = sorted(set(np.unique(np.geomspace(lo, hi, 16).astype(int)).tolist()))
+    else:
+        scales = sorted({_check_int("scales", s, 3, n) for s in scales})
+    if len(scales) < 2:
+        raise ParameterError("scales", f"scales must hold at least 2 distinct sizes in [3, {n}], got {scales}")
+    profile = np.cumsum(arr - arr.mean(axis=0), axis=0)
+    fluct = []
+    for s in scales:
+        w = n // s
+        seg = profile[: w * s].reshape(w, s, -1)  # (windows, s, streams)
+        t = np.arange(s) - (s - 1) / 2
+        slope = np.einsum("i,wik->wk", t, seg) / (t @ t)
+        resid = seg - seg.mean(axis=1, keepdims=True) - t[None, :, None] * slope[:, None, :]
+        fluct.append(np.sqrt(np.mean(resid**2)))
+    return float(np.polyfit(np.log(scales), np.log(fluct), 1)[0])
+
+
+def plot_psd(
+    x: torch.Tensor | np.ndarray,
+    beta: float,
+    path: str | Path,
+    *,
+    nperseg: int | None = None,
+    title: str | None = None,
+) -> Path:
+    """Write a log-log PNG of the Welch PSD of ``x`` with the ideal 1/f^β line; returns the path.
+
+    The ideal line is scaled to meet the spectrum (least squares in log) over (0.01, 0.25).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    beta = _check_beta(beta)
+    freqs, power = psd(x, nperseg=nperseg)
+    f, p = freqs[1:], power[1:]
+    band = (f >= 0.01) & (f <= 0.25)
+    if not band.any():
+        band = np.ones_like(f, dtype=bool)
+    offset = np.mean(np.log(p[band]) + beta * np.log(f[band]))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.loglog(f, p, lw=1, label="Welch PSD")
+    ax.loglog(f, np.exp(offset) * f**-beta, "--", lw=1, label=f"1/f^{beta:g}")
+    try:
+        ax.set_title(title or f"β = {beta:g}, measured {psd_slope(x, nperseg=nperseg):.3f}")
+    except ParameterError:
+        ax.set_title(title or f"β = {beta:g}")
+    ax.set_xlabel("frequency (cycles/step)")
+    ax.set_ylabel("power")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
