@@ -1,4 +1,9 @@
-"""``make run``: a short demonstration on the embedded model."""
+"""``make run``: a short demonstration on the embedded model.
+
+One prompt, variants from different seeds side by side under three decodings
+(plain sampling, 1/f-fluctuating temperature, colored-Gumbel draw), a small
+temperature trace, and a short search when the search package is present.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from sazanami.engine import Engine
 from sazanami.params import SamplingParams
 
 PROMPT = "Write a two-line poem about the sea at night."
+BARS = " ▁▂▃▄▅▆▇█"
 
 
 def side_by_side(columns: list[tuple[str, str]], width: int) -> str:
@@ -18,25 +24,37 @@ def side_by_side(columns: list[tuple[str, str]], width: int) -> str:
     col = max(20, (width - 3 * (len(columns) - 1)) // len(columns))
     wrapped = [[t[:col]] + ["─" * min(col, len(t))] + textwrap.wrap(x.strip().replace("\n", " / "), col) for t, x in columns]
     height = max(len(w) for w in wrapped)
-    lines = []
-    for i in range(height):
-        lines.append(" │ ".join((w[i] if i < len(w) else "").ljust(col) for w in wrapped))
-    return "\n".join(lines)
+    return "\n".join(" │ ".join((w[i] if i < len(w) else "").ljust(col) for w in wrapped) for i in range(height))
+
+
+def sparkline(values: list[float], low: float, high: float) -> str:
+    span = max(high - low, 1e-9)
+    return "".join(BARS[min(len(BARS) - 1, max(0, int((v - low) / span * (len(BARS) - 1) + 0.5)))] for v in values)
 
 
 def main() -> None:
     width = min(shutil.get_terminal_size((120, 20)).columns, 140)
     t = time.perf_counter()
     engine = Engine(models.load())
-    print(f"model {models.DEFAULT_MODEL} loaded in {time.perf_counter() - t:.1f} s ({engine.backend.dtype})\n")
+    print(f"model {models.DEFAULT_MODEL} loaded in {time.perf_counter() - t:.1f} s ({engine.backend.dtype})")
     print(f"prompt: {PROMPT}\n")
-    params = SamplingParams(n=3, seed=2026, max_tokens=48, temperature=0.8)
-    t = time.perf_counter()
-    out = engine.generate(PROMPT, params)
-    dt = time.perf_counter() - t
-    tokens = sum(c.completion_tokens for c in out)
-    print(side_by_side([(f"seed {c.seed % 10000:04d}…", c.text) for c in out], width))
-    print(f"\n3 variants, {tokens} tokens in {dt:.1f} s ({tokens / dt:.0f} tok/s aggregate)")
+    base = SamplingParams(n=3, seed=2026, max_tokens=40, temperature=0.8, trace=True)
+    for fluctuation in ("none", "pink-temperature", "pink-draw"):
+        t = time.perf_counter()
+        out = engine.generate(PROMPT, base.replace(fluctuation=fluctuation))
+        dt = time.perf_counter() - t
+        tokens = sum(c.completion_tokens for c in out)
+        print(f"━━ fluctuation: {fluctuation}  ({tokens} tokens, {tokens / dt:.0f} tok/s aggregate)")
+        print(side_by_side([(f"variant {c.index} (seed …{c.seed % 10000:04d})", c.text) for c in out], width))
+        if fluctuation == "pink-temperature":
+            temps = [s["temperature"] for s in out[0].trace]
+            print(f"\n   temperature trace of variant 0 ({min(temps):.2f}–{max(temps):.2f}): {sparkline(temps, min(temps), max(temps))}")
+        print()
+    try:
+        from sazanami.demo_search import run_search_demo
+    except ImportError:
+        return
+    run_search_demo(engine, width)
 
 
 if __name__ == "__main__":
