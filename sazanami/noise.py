@@ -11,10 +11,13 @@ Streaming source (:class:`ColoredNoise`)
        term. Their weights are fitted by non-negative least squares against the exact
        discrete AR(1) spectra S_k(f) = (1 − φ_k²)/|1 − φ_k e^{−2πif}|² (continuous-time
        "textbook" weights bias the slope by up to 0.1), on a log-spaced grid from
-       1/max_steps to 1/2, in log space: rows are scaled by the target (relative error),
+       1/max_steps to 1/4, in log space: rows are scaled by the target (relative error),
        then a few Gauss–Newton steps on the log error. A log-spaced grid makes every
        decade count equally. Weights are normalised to unit total variance; components
-       the fit leaves at zero are dropped. β = 0 is exactly white.
+       the fit leaves at zero are dropped. β = 0 is exactly white. The local log-log
+       slope stays within 0.03 of β up to f = 0.1; above, every positive sum of AR(1)
+       spectra flattens towards Nyquist (its slope is at most 2πf·cot(πf), 1.57 at
+       f = 1/4), so β = 2 is a random walk with a corner at 1/(10·max_steps).
     2. *One innovation per stream per step.* A bank of independent AR(1)s needs K + 1
        normals per stream per step. The sum is a Gaussian process with a rational
        spectrum, so its Kalman innovations form (spectral factorisation through the
@@ -44,9 +47,10 @@ Counter-based randomness
     The top 24 bits of h give u1 ∈ (0, 1], the low 24 bits u2 ∈ [0, 1), and Box–Muller
     gives e_{2m} = √(−2 ln u1)·cos 2πu2 and e_{2m+1} = √(−2 ln u1)·sin 2πu2
     (|e| ≤ 5.77). The initial state uses the same words at negative pair indices
-    m = −1, −2, … Only element-wise torch ops are used (no reductions or BLAS, whose
-    summation order may depend on the batch shape), so values are bitwise identical
-    whatever the batch or block size.
+    m = −1, −2, … Only element-wise torch ops are used (no reductions or BLAS: torch's
+    ``sum(0)`` and small matmuls were measured to round differently for different batch
+    shapes), so values are bitwise identical whatever the batch or block size (tested on
+    this CPU build, which runs every element through the same vector code).
 
 Block generator (:func:`colored_noise_block`)
     Timmer & König (1995), "On generating power law noise", A&A 300, 707: Gaussian
@@ -85,6 +89,7 @@ import torch
 from sazanami.errors import ParameterError, check_range
 
 __all__ = [
+    "DEFAULT_BAND",
     "ColoredNoise",
     "NoiseState",
     "colored_noise_block",
@@ -105,6 +110,8 @@ _PER_DECADE = 2.0  # AR(1) corners per frequency decade
 _GRID_PER_DECADE = 50  # rows of the fit per decade
 _FIT_HI = 0.25  # top of the fit grid: above it no positive AR(1) sum can stay steep (see module doc)
 _MAX_BLOCK = 64  # most steps of normals generated per refill
+DEFAULT_BAND = (1 / 128, 1 / 8)
+"""Frequency band (cycles/step) of :func:`psd_slope` and :func:`plot_psd` unless told otherwise."""
 
 
 # --------------------------------------------------------------------------- validation
@@ -246,7 +253,7 @@ def _box_muller(
 class _Bank:
     """Fitted AR(1) bank in innovations form; arrays are read-only."""
 
-    phi: np.ndarray  # (K,) poles
+    fit_phi: np.ndarray  # (K,) poles of the fit
     weights: np.ndarray  # (K + 1,) NNLS variance weights (last: white), Σ = 1
     a: float  # weight of e_t in y_t
     c: np.ndarray  # (K,) weights of the state in y_t
@@ -255,7 +262,7 @@ class _Bank:
 
     def spectrum(self, freqs: np.ndarray) -> np.ndarray:
         """Two-sided PSD of the fitted bank (∫_{−1/2}^{1/2} S = 1)."""
-        return _ar1_spectra(self.phi, np.asarray(freqs, dtype=np.float64)) @ self.weights
+        return _ar1_spectra(self.fit_phi, np.asarray(freqs, dtype=np.float64)) @ self.weights
 
 
 def _ar1_spectra(phi: np.ndarray, f: np.ndarray) -> np.ndarray:
@@ -263,6 +270,13 @@ def _ar1_spectra(phi: np.ndarray, f: np.ndarray) -> np.ndarray:
     cos = np.cos(2 * np.pi * f)[:, None]
     s = (1 - phi**2)[None, :] / (1 - 2 * phi[None, :] * cos + phi[None, :] ** 2)
     return np.hstack([s, np.ones((len(f), 1))])
+
+
+def _nnls(m: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """argmin ‖m w − rhs‖ over w ≥ 0, with unit-norm columns for conditioning."""
+    norms = np.linalg.norm(m, axis=0)
+    w, _ = scipy.optimize.nnls(m / norms, rhs, maxiter=100 * m.shape[1])
+    return w / norms
 
 
 def _readonly(*arrays: np.ndarray) -> None:
@@ -273,11 +287,8 @@ def _readonly(*arrays: np.ndarray) -> None:
 @lru_cache(maxsize=128)
 def _fit_bank(beta: float, max_steps: int) -> _Bank:
     """NNLS fit of a 1/f^β spectrum, then its one-innovation (Kalman) form; see the module doc."""
-    if beta == 0.0:  # exactly white
-        empty = np.zeros(0)
-        bank = _Bank(empty, np.ones(1), 1.0, empty, empty, np.zeros((0, 0)))
-        _readonly(bank.phi, bank.weights, bank.c, bank.lerp, bank.chol)
-        return bank
+    if beta == 0.0:
+        return _white_bank()
     f_lo = 1.0 / (10 * max_steps)
     n_poles = math.ceil(_PER_DECADE * math.log10(0.5 / f_lo)) + 1
     phi = np.exp(-2 * np.pi * np.geomspace(f_lo, 0.5, n_poles))
@@ -286,15 +297,17 @@ def _fit_bank(beta: float, max_steps: int) -> _Bank:
     grid = np.geomspace(grid_lo, _FIT_HI, n_grid)
     basis = _ar1_spectra(phi, grid)  # (G, K + 1)
     target = grid**-beta
-    w, _ = scipy.optimize.nnls(basis / target[:, None], np.ones(len(grid)))  # relative error
+    w = _nnls(basis / target[:, None], np.ones(len(grid)))  # relative error
     for _ in range(5):  # Gauss–Newton on log(model) − log(target), w ≥ 0
         model = basis @ w
-        w, _ = scipy.optimize.nnls(basis / model[:, None], 1.0 - np.log(model / target))
+        w = _nnls(basis / model[:, None], 1.0 - np.log(model / target))
     w = w / w.sum()
     keep = w[:-1] > 1e-6
     phi, wk, w0 = phi[keep], w[:-1][keep], w[-1]
     total = wk.sum() + w0
     wk, w0 = wk / total, w0 / total
+    if not len(phi):
+        return _white_bank()
 
     # Innovations form. State s_t = x(t − 1) of the independent bank x_k(t) = φ_k x_k(t−1) + σ_k e_k(t):
     #   s_{t+1} = A s_t + σ∘e(t),   y_t = φᵀ s_t + (σᵀ e(t) + √w0 e_0(t)),  σ_k² = w_k (1 − φ_k²).
@@ -307,10 +320,12 @@ def _fit_bank(beta: float, max_steps: int) -> _Bank:
     # ŝ_{t+1} = A ŝ_t + gain·ε_t,  y_t = φᵀ ŝ_t + ε_t,  ε_t = √ω e_t.  With u_k = φ_k ŝ_k and
     # v_k = u_k (1 − φ_k) / b_k (b_k = φ_k gain_k √ω), the update is a lerp towards e_t.
     b = phi * gain * math.sqrt(omega)
-    lerp = 1.0 - phi
+    live = np.abs(b) > 1e-12 * np.abs(b).max()  # an undriven component has zero stationary variance
+    pi_s = (np.diag(wk) - P)[np.ix_(live, live)]  # stationary covariance of ŝ
+    b, phi_v = b[live], phi[live]
+    lerp = 1.0 - phi_v
     c = b / lerp
-    pi_s = np.diag(wk) - P  # stationary covariance of ŝ
-    cov_v = pi_s * np.outer(phi / c, phi / c)
+    cov_v = pi_s * np.outer(phi_v / c, phi_v / c)
     cov_v = (cov_v + cov_v.T) / 2
     try:
         chol = np.linalg.cholesky(cov_v)
@@ -318,7 +333,14 @@ def _fit_bank(beta: float, max_steps: int) -> _Bank:
         lam, vec = np.linalg.eigh(cov_v)
         chol = vec * np.sqrt(np.clip(lam, 0, None))
     bank = _Bank(phi, np.append(wk, w0), math.sqrt(omega), c, lerp, chol)
-    _readonly(bank.phi, bank.weights, bank.c, bank.lerp, bank.chol)
+    _readonly(bank.fit_phi, bank.weights, bank.c, bank.lerp, bank.chol)
+    return bank
+
+
+def _white_bank() -> _Bank:
+    empty = np.zeros(0)
+    bank = _Bank(empty, np.ones(1), 1.0, empty, empty, np.zeros((0, 0)))
+    _readonly(bank.fit_phi, bank.weights, bank.c, bank.lerp, bank.chol)
     return bank
 
 
@@ -381,7 +403,10 @@ class ColoredNoise:
         self.dtype = _check_dtype(dtype)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         if block is None:
-            block = 2 * min(max(2**16 // self.streams, 1), _MAX_BLOCK // 2)
+            # refills of ≤ 2048 normals per op while N is small: torch runs log/cos/sin on
+            # ≥ 4096 elements in parallel, and a parallel region costs more than it saves there
+            # (on a busy 2-core machine, milliseconds); large N refill one pair of steps at a time
+            block = 2 * min(max(2048 // self.streams, 1), _MAX_BLOCK // 2)
         self.block = _check_int("block", block, 2)
         if self.block % 2:
             raise ParameterError("block", f"block must be an even integer in [2, inf), got {block!r}")
@@ -436,9 +461,7 @@ class ColoredNoise:
         mine = (self.beta, self.max_steps, self.streams)
         theirs = (state.beta, state.max_steps, state.streams)
         if mine != theirs:
-            raise ParameterError(
-                "state", f"state is for (beta, max_steps, streams) = {theirs}, this source has {mine}"
-            )
+            raise ParameterError("state", f"state is for (beta, max_steps, streams) = {theirs}, this source has {mine}")
         self._set_seed(state.seed.clone() if isinstance(state.seed, torch.Tensor) else state.seed)
         self._state = state.state.to(self.device, self.dtype, copy=True)
         self._step = state.step
@@ -516,13 +539,16 @@ class ColoredNoise:
 
     def _advance(self, out: torch.Tensor) -> None:
         """y_t into ``out``; then the state moves to t + 1."""
-        e = self._normals()
+        self._recurrence(self._normals(), out)
+        self._step += 1
+
+    def _recurrence(self, e: torch.Tensor, out: torch.Tensor) -> None:
+        """y_t = a·e_t + Σ_k c_k v_k(t) into ``out``; v ← lerp(v, e_t, 1 − φ). Element-wise only."""
         torch.mul(e, self._a, out=out)
         for k, ck in enumerate(self._c):
             out.add_(self._state[k], alpha=ck)
         if self._c:
-            self._state.lerp_(e, self._lerp)
-        self._step += 1
+            self._state.lerp_(e, self._lerp)  # (K, N) ← (N,) broadcast, weights (K, 1)
 
 
 # --------------------------------------------------------------------------- block generator
@@ -561,23 +587,22 @@ def colored_noise_block(
         gen = seed
     else:
         gen = torch.Generator().manual_seed(_i64(_mix64(_check_seed(seed, 1))))  # type: ignore[arg-type]
-    freqs = torch.fft.rfftfreq(steps, dtype=torch.float64)  # (F,)
+    freqs = torch.fft.rfftfreq(steps, dtype=dtype)  # (F,)
     amp = torch.zeros_like(freqs)
     amp[1:] = freqs[1:] ** (-beta / 2)
-    re = torch.randn(len(freqs), streams, generator=gen, dtype=torch.float64)
-    im = torch.randn(len(freqs), streams, generator=gen, dtype=torch.float64)
-    scale = torch.full_like(freqs, math.sqrt(0.5))
-    if steps % 2 == 0:  # the Nyquist term of a real series is real
-        im[-1] = 0.0
-        scale[-1] = 1.0
-    spec = torch.complex(re, im) * (amp * scale).unsqueeze(1)  # (F, streams)
-    x = torch.fft.irfft(spec, n=steps, dim=0)
+    # complex Gaussian per (frequency, stream): real and imaginary parts of variance amp²/2
+    spec = torch.view_as_complex(torch.randn(len(freqs), streams, 2, generator=gen, dtype=dtype))
+    scale = amp * math.sqrt(0.5)
+    spec.imag[0] = 0.0
+    if steps % 2 == 0:  # the Nyquist term of a real series is real, of variance amp²
+        spec.imag[-1] = 0.0
+        scale[-1] = amp[-1]
+    spec *= scale.unsqueeze(1)
+    x = torch.fft.irfft(spec, n=steps, dim=0)  # (steps, streams)
     # E Σ_t x_t² = (1/n) Σ_k E|X_k|²: every positive frequency twice, Nyquist once
-    power = amp**2
-    twice = power[1:-1].sum() if steps % 2 == 0 else power[1:].sum()
-    nyquist = power[-1] if steps % 2 == 0 else 0.0
-    sigma = torch.sqrt((2 * twice + nyquist)) / steps
-    return (x / sigma).to(device=device, dtype=dtype)
+    power = amp.double() ** 2
+    sigma = math.sqrt(2 * float(power[1:].sum()) - (float(power[-1]) if steps % 2 == 0 else 0.0)) / steps
+    return x.div_(sigma).to(device=device)
 
 
 # --------------------------------------------------------------------------- estimators
@@ -616,9 +641,13 @@ def psd(x: torch.Tensor | np.ndarray, *, nperseg: int | None = None) -> tuple[np
 
 
 def psd_slope(
-    x: torch.Tensor | np.ndarray, band: tuple[float, float] = (0.01, 0.25), *, nperseg: int | None = None
+    x: torch.Tensor | np.ndarray, band: tuple[float, float] = DEFAULT_BAND, *, nperseg: int | None = None
 ) -> float:
     """β̂ with PSD ∝ 1/f^β̂ over ``band`` (cycles/step; white ≈ 0, pink ≈ 1, brown ≈ 2).
+
+    The default band, [1/128, 1/8], avoids the lowest Welch bins (window leakage) and the
+    top octaves, where every discrete-time brown noise (a random walk's 1/sin²(πf), and
+    :class:`ColoredNoise` at β = 2) is flatter than f^−2: over (0.01, 0.25) its β̂ ≈ 1.96.
 
     Welch spectrum of :func:`psd` (axis 0 time, averaged over streams), then a least-squares
     line through (log f, log P) for f in [band[0], band[1]], each point weighted by 1/f so
@@ -650,14 +679,14 @@ def dfa_exponent(x: torch.Tensor | np.ndarray, *, scales: Sequence[int] | None =
     Profile Y = cumsum(x − mean) per stream; for each scale s, non-overlapping windows of
     s steps each get a least-squares line removed; F(s)² is the mean squared residual over
     windows and streams; α is the slope of log F against log s. For 1/f^β noise α ≈ (β + 1)/2
-    (white 0.5, pink 1, brown 1.5). Default scales: ~16 log-spaced integers from
-    max(4, min(16, steps // 16)) to steps // 4.
+    (white 0.5, pink 1, brown 1.5). Needs ≥ 32 steps. Default scales: ~16 log-spaced
+    integers from max(4, min(16, steps // 16)) to steps // 4.
     """
-    arr = _as_series(x, min_steps=16)
+    arr = _as_series(x, min_steps=32)
     n = arr.shape[0]
     if scales is None:
         lo, hi = max(4, min(16, n // 16)), n // 4
-        scales = sorted(set(np.unique(np.geomspace(lo, hi, 16).astype(int)).tolist()))
+        scales = np.unique(np.geomspace(lo, hi, 16).astype(int)).tolist()
     else:
         scales = sorted({_check_int("scales", s, 3, n) for s in scales})
     if len(scales) < 2:
@@ -684,7 +713,7 @@ def plot_psd(
 ) -> Path:
     """Write a log-log PNG of the Welch PSD of ``x`` with the ideal 1/f^β line; returns the path.
 
-    The ideal line is scaled to meet the spectrum (least squares in log) over (0.01, 0.25).
+    The ideal line is scaled to meet the spectrum (least squares in log) over ``DEFAULT_BAND``.
     """
     import matplotlib
 
@@ -694,7 +723,7 @@ def plot_psd(
     beta = _check_beta(beta)
     freqs, power = psd(x, nperseg=nperseg)
     f, p = freqs[1:], power[1:]
-    band = (f >= 0.01) & (f <= 0.25)
+    band = (f >= DEFAULT_BAND[0]) & (f <= DEFAULT_BAND[1])
     if not band.any():
         band = np.ones_like(f, dtype=bool)
     offset = np.mean(np.log(p[band]) + beta * np.log(f[band]))
