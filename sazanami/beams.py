@@ -79,7 +79,8 @@ def stochastic_beam_search(
         if not live:
             break
         k = len(live)
-        x = logits[live] / temp  # (k, V)
+        # logits hold one row per live beam, in order (finished beams are not run)
+        x = logits / temp  # (k, V)
         x = truncate(
             x,
             torch.full((k,), params.top_k),
@@ -88,7 +89,7 @@ def stochastic_beam_search(
             torch.full((k,), params.typical_p),
         )
         step_logp = torch.log_softmax(x.double(), -1)  # processed distribution
-        model_logp = torch.log_softmax(logits[live].double(), -1)
+        model_logp = torch.log_softmax(logits.double(), -1)
         phi = torch.tensor([beams[i].phi for i in live], dtype=torch.float64)[:, None] + step_logp
         g_phi = phi + _gumbel(noise, (width, V), gen)[:k]
         g = _shift(torch.tensor([beams[i].g for i in live], dtype=torch.float64), g_phi)

@@ -39,6 +39,8 @@ class RowRequest:
     noise: list[tuple[int, float]] | None = None
     """Optional mixture of seeded noise streams [(seed, weight)], Σw² = 1, used by the
     fluctuation instead of ``seed`` (zero-order noise search mixes a pivot with fresh noise)."""
+    islands: Any = None
+    """Optional :class:`sazanami.islands.Islands`: tools the row may call, a grammar it must follow."""
 
 
 @dataclass
@@ -51,12 +53,16 @@ class Completion:
     """Log-probability of each generated token under the model (before any processing)."""
     seed: int
     finish_reason: str
-    """``stop`` (end-of-sequence or a stop string) or ``length``."""
+    """``stop`` (end-of-sequence, a stop string or a complete grammar) or ``length``."""
     prompt_tokens: int
     index: int = 0
     prompt_index: int = 0
     trace: list[dict[str, Any]] = field(default_factory=list)
     tag: Any = None
+    spans: list[dict[str, Any]] = field(default_factory=list)
+    """Injected islands: ``{"kind": "tool", "start", "end"`` (characters of ``text``),
+    ``"token_start", "token_end"`` (of ``token_ids``), ``"name", "args", "result", "error", …}``.
+    Injected tokens are in ``token_ids`` with log-prob 0 (given, not drawn)."""
 
     @property
     def completion_tokens(self) -> int:
@@ -64,7 +70,9 @@ class Completion:
 
     @property
     def mean_logprob(self) -> float:
-        return sum(self.logprobs) / len(self.logprobs) if self.logprobs else 0.0
+        """Mean log-prob of the drawn tokens (injected tokens, at 0, are left out)."""
+        drawn = len(self.logprobs) - sum(s["token_end"] - s["token_start"] for s in self.spans)
+        return sum(self.logprobs) / drawn if drawn > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -80,6 +88,8 @@ class Completion:
         }
         if self.trace:
             out["trace"] = self.trace
+        if self.spans:
+            out["spans"] = self.spans
         return out
 
 
@@ -108,6 +118,8 @@ class _Row:
         self.finish_reason: str | None = None
         self.stop = req.params.stop
         self.hold = max((len(s) for s in self.stop), default=0)
+        self.injected = 0  # tokens injected by islands (they do not count against max_tokens)
+        self.spans: list[dict[str, Any]] = []
 
     def push(self, token: int, logprob: float, eos: bool) -> None:
         p = self.req.params
@@ -124,8 +136,24 @@ class _Row:
                 self.text = self.text[: min(cuts)]
                 self.finish_reason = "stop"
                 return
-        if len(self.tokens) >= p.max_tokens:
+        if len(self.tokens) - self.injected >= p.max_tokens:
             self.finish_reason = "length"
+
+    def inject(self, ids: list[int], span: dict[str, Any]) -> None:
+        """Append tokens that came from outside the model (a tool's result) and mark them."""
+        start, token_start = len(self.text), len(self.tokens)
+        self.tokens.extend(ids)
+        self.logprobs.extend([0.0] * len(ids))
+        self.injected += len(ids)
+        self.text = self.tokenizer.decode(self.tokens)
+        where = {"start": start, "end": len(self.text), "token_start": token_start, "token_end": len(self.tokens)}
+        self.spans.append(span | where)
+
+    def replace_last(self, token: int, logprob: float) -> None:
+        """Swap the last drawn token (islands end a tool call's text at its closing bracket)."""
+        self.tokens[-1] = token
+        self.logprobs[-1] = logprob
+        self.text = self.tokenizer.decode(self.tokens)
 
     def delta(self) -> str:
         """New text safe to emit: holds back a partial UTF-8 char and a possible stop-string prefix."""
@@ -151,6 +179,7 @@ class _Row:
             prompt_index=r.prompt_index,
             trace=self.trace,
             tag=r.tag,
+            spans=[s for s in self.spans if s["start"] < len(self.text)],
         )
 
 
@@ -176,28 +205,42 @@ class Engine:
             raise ParameterError("prompt", "prompt must not be empty")
         return ids
 
-    def rows_for(self, prompts: list[Prompt], params: SamplingParams, raw: bool = False) -> list[RowRequest]:
-        """n rows per prompt with seeds derived from the request seed."""
+    def rows_for(
+        self, prompts: list[Prompt], params: SamplingParams, raw: bool = False, islands: Any = None
+    ) -> list[RowRequest]:
+        """n rows per prompt with seeds derived from the request seed.
+
+        ``islands`` (:class:`sazanami.islands.Islands`) goes to every row; its tools'
+        descriptions are added to each prompt unless it says otherwise.
+        """
         if not prompts:
             raise ParameterError("prompt", "at least one prompt is needed")
         seed = params.seed if params.seed is not None else fresh_seed()
         rows = []
         for p_index, prompt in enumerate(prompts):
-            ids = self.encode(prompt, raw)
+            ids = self.encode(islands.apply_to_prompt(prompt, raw) if islands is not None else prompt, raw)
             for i in range(params.n):
-                rows.append(RowRequest(ids, params, derive_seed(seed, p_index, i), p_index, i))
+                rows.append(RowRequest(ids, params, derive_seed(seed, p_index, i), p_index, i, islands=islands))
         return rows
 
     # -- public entry points ---------------------------------------------------------------
-    def generate(self, prompts: Prompt | list[Prompt], params: SamplingParams | None = None, raw: bool = False) -> list[Completion]:
-        """Generate ``params.n`` variants of each prompt; completions in (prompt, variant) order."""
+    def generate(
+        self, prompts: Prompt | list[Prompt], params: SamplingParams | None = None, raw: bool = False,
+        islands: Any = None,
+    ) -> list[Completion]:
+        """Generate ``params.n`` variants of each prompt; completions in (prompt, variant) order.
+
+        ``islands``: tools the model may call and/or a grammar (:class:`sazanami.islands.Islands`).
+        """
         params = params or SamplingParams()
         if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict)):
             prompts = [prompts]  # type: ignore[list-item]
         fl = params.fluctuation
         if fl is not None and fl.beams is not None:
+            if islands is not None:
+                raise ParameterError("islands", "tools and grammars do not work with beam search (beams) yet")
             return self.beam_search(prompts, params, raw)  # type: ignore[arg-type]
-        return self.run(self.rows_for(prompts, params, raw))  # type: ignore[arg-type]
+        return self.run(self.rows_for(prompts, params, raw, islands))  # type: ignore[arg-type]
 
     def beam_search(self, prompts: list[Prompt], params: SamplingParams, raw: bool = False) -> list[Completion]:
         """Stochastic beam search (the fluctuation's ``beams`` entry): ``width`` samples per prompt."""
@@ -212,13 +255,16 @@ class Engine:
                 out.append(c)
         return out
 
-    def stream(self, prompts: Prompt | list[Prompt], params: SamplingParams | None = None, raw: bool = False) -> Iterator[list[Delta]]:
+    def stream(
+        self, prompts: Prompt | list[Prompt], params: SamplingParams | None = None, raw: bool = False,
+        islands: Any = None,
+    ) -> Iterator[list[Delta]]:
         """Yield, per step, the text each row added (row index = position in (prompt, variant) order)."""
         params = params or SamplingParams()
         if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict)):
             prompts = [prompts]  # type: ignore[list-item]
         out: list[Completion] = []
-        yield from self.steps(self.rows_for(prompts, params, raw), out)  # type: ignore[arg-type]
+        yield from self.steps(self.rows_for(prompts, params, raw, islands), out)  # type: ignore[arg-type]
 
     def run(self, rows: list[RowRequest]) -> list[Completion]:
         """Generate every row; completions in the order of ``rows``."""
@@ -234,7 +280,13 @@ class Engine:
         backend = self.backend
         B = len(requests)
         rows = [_Row(r, self.tokenizer) for r in requests]
-        capacity = max(len(r.prompt_ids) + r.params.max_tokens for r in requests) + 1
+        islands = None
+        if any(r.islands is not None for r in requests):
+            from sazanami.islands.runtime import IslandBatch
+
+            islands = IslandBatch([r.islands for r in requests], self.tokenizer, backend.vocab_size)
+        reserve = islands.reserve if islands is not None else (lambda _: 0)
+        capacity = max(len(r.prompt_ids) + r.params.max_tokens + reserve(r.islands) for r in requests) + 1
         cache = backend.new_cache(B, capacity)
         sampler = SamplerBatch(
             [RowSpec(r.params, r.seed, r.prompt_ids, r.noise) for r in requests], backend.vocab_size, backend.hidden_size
@@ -255,17 +307,29 @@ class Engine:
         active = list(range(B))  # rows[active[i]] is batch row i
         while True:
             trace = any(rows[a].req.params.trace for a in active)
-            tokens, info = sampler.sample(logits, trace=trace)  # (B,)
+            # Grammar rows: −inf outside the grammar, before every sampler step (noise cannot unmask).
+            masked = islands.mask(logits) if islands is not None else logits
+            tokens, info = sampler.sample(masked, trace=trace)  # (B,)
+            if islands is not None:
+                tokens = islands.guard(tokens, masked)
             logprobs = torch.log_softmax(logits, -1).gather(-1, tokens[:, None]).squeeze(-1)
             is_eos = torch.isin(tokens, self.eos)
-            deltas = []
             tok_list, lp_list, eos_list = tokens.tolist(), logprobs.tolist(), is_eos.tolist()
             for i, a in enumerate(active):
                 row = rows[a]
                 row.push(tok_list[i], lp_list[i], eos_list[i])
+                if islands is not None:
+                    islands.observe(i, row, tok_list[i])
                 if row.req.params.trace:
                     row.trace.append({k: v[i] for k, v in info.items()} | {"token": tok_list[i], "logprob": lp_list[i]})
-                deltas.append(Delta(a, row.delta(), tok_list[i], row.finish_reason is not None, row.finish_reason))
+            # Tool calls completed this step run now; their results join those rows' next forward.
+            injected = islands.inject([rows[a] for a in active], logits) if islands is not None else {}
+            for i, (first, _) in injected.items():
+                tokens[i] = first
+            deltas = [
+                Delta(a, rows[a].delta(), tok_list[i], rows[a].finish_reason is not None, rows[a].finish_reason)
+                for i, a in enumerate(active)
+            ]
             yield deltas
             keep = [i for i, a in enumerate(active) if rows[a].finish_reason is None]
             if not keep:
@@ -274,12 +338,46 @@ class Engine:
                 keep_t = torch.tensor(keep)
                 cache = cache.select(keep_t)
                 sampler.select(keep_t)
+                if islands is not None:
+                    islands.select(keep)
                 lengths = lengths[keep_t]
                 tokens = tokens[keep_t]
+                injected = {keep.index(i): v for i, v in injected.items() if i in keep}
                 active = [active[i] for i in keep]
             logits = backend.forward(tokens[:, None], cache, lengths, sampler.hidden_hook(backend.num_layers))
             lengths = lengths + 1
+            if injected:
+                cache, logits, lengths = self._inject(cache, logits, lengths, injected, [rows[a] for a in active])
         out.extend(r.completion() for r in rows)
+
+    def _inject(
+        self,
+        cache: Any,
+        logits: torch.Tensor,
+        lengths: torch.Tensor,
+        injected: dict[int, tuple[int, list[int]]],
+        rows: list[_Row],
+    ) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """Run injected tokens through the model, each row on its own (a one-row view of the cache).
+
+        Row ``i``'s next-token logits become those after its injected tokens; its length
+        advances by their count. The cache grows when a row would outrun it.
+        """
+        left = [r.req.params.max_tokens - (len(r.tokens) - r.injected) for r in rows]  # draws still allowed
+        need = max(int(lengths[i]) + len(ids) + left[i] + 1 for i, (_, ids) in injected.items())
+        if need > cache.capacity:
+            grown = self.backend.new_cache(cache.batch, need + 64)
+            for b in range(cache.batch):
+                grown.copy_rows(cache, b, torch.tensor([b]), int(lengths[b]))
+            cache = grown
+        for i, (_, ids) in injected.items():
+            ids = ids[: max(0, cache.capacity - int(lengths[i]) - 1)]
+            if not ids:
+                continue
+            start = lengths[i : i + 1].clone()
+            logits[i] = self.backend.forward(torch.tensor([ids]), cache.narrow(i, 1), start)[0]
+            lengths[i] += len(ids)
+        return cache, logits, lengths
 
 
 def timed(fn: Any) -> tuple[Any, float]:

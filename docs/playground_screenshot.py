@@ -1,0 +1,46 @@
+"""Take docs/playground.png: the playground after a search on the embedded model, in headless Chromium.
+
+    python docs/playground_screenshot.py [--model smollm2-135m] [--out docs/playground.png]
+
+Needs Debian's chromium and ``pip install playwright`` (the system browser is used).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from playwright.sync_api import sync_playwright
+
+from sazanami.server import Limits, create_app
+from sazanami.server.testing import serving
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--out", default="docs/playground.png")
+    ap.add_argument("--prompt", default="Write one sentence about a lighthouse in a storm.")
+    args = ap.parse_args()
+    with serving(create_app(args.model, Limits())) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        page = browser.new_page(viewport={"width": 1360, "height": 1000}, device_scale_factor=1)
+        page.goto(url + "/")
+        page.wait_for_selector("#preset option[value='pink-temperature']", state="attached")
+        page.fill("#prompt", args.prompt)
+        page.fill("#max_tokens", "40")
+        page.fill("#seed", "7")
+        page.select_option("#strategy", "anneal")
+        page.fill("#budget", "480")
+        page.fill("#scorer", "logprob")
+        page.click("#run")
+        page.wait_for_selector(".tree .node.winner", timeout=600_000)
+        page.screenshot(path=args.out, full_page=True)
+        browser.close()
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Islands in the engine: the per-request configuration and the per-batch runtime.
+
+``Islands`` says what may come from outside the model (tools, a grammar) and the limits;
+it rides on each ``RowRequest``. ``IslandBatch`` is what the engine loop talks to, at
+three points of a step:
+
+1. ``mask(logits)`` before the sampler — −inf outside each constrained row's grammar;
+2. ``observe(b, row, token)`` after the draw — advances the row's grammar, ends the row
+   when the grammar is complete;
+3. ``inject(rows, logits)`` after every row took its token — finds complete tool calls,
+   runs them (concurrently, each with its time limit), appends each result's tokens to
+   its row and returns them so the engine can run them through the model for that row
+   only. Other rows take their normal step in the same iteration.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from sazanami.errors import ParameterError, check_range
+from sazanami.islands.constraints import Constraint, ConstraintBatch
+from sazanami.islands.tools import Call, CallResult, CallSyntax, CallWatcher, ToolRegistry, run_calls
+
+Prompt = str | list[dict[str, str]]
+
+
+@dataclass
+class Islands:
+    """Tools and/or a grammar for the rows of a request (the same object for all its rows).
+
+    Identical calls (same tool, same argument text) are run once per ``Islands`` object:
+    its ``cache`` lives as long as the request that holds it.
+    """
+
+    tools: ToolRegistry | None = None
+    """Tools the model may call; None for none."""
+    constraint: Constraint | None = None
+    """Grammar the output must follow; None for free text."""
+    syntax: CallSyntax = field(default_factory=CallSyntax)
+    """How calls are written and results injected."""
+    max_calls: int = 8
+    """Calls per row; in [0, 1000]. One more call gets an injected error, later ones are ignored."""
+    timeout: float = 5.0
+    """Seconds a call may run (a tool's own ``timeout`` wins); in (0, 3600]."""
+    max_result_chars: int = 1000
+    """A result is cut to this many characters; in [1, 100000]."""
+    max_result_tokens: int = 128
+    """…and its injected text to this many tokens; in [4, 4096]."""
+    describe_tools: bool = True
+    """Put the tools' descriptions into the prompt (a system message, or before a raw prompt)."""
+    cache: dict[tuple[str, str], CallResult] = field(default_factory=dict, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.tools is not None and not isinstance(self.tools, ToolRegistry):
+            raise ParameterError("tools", f"tools must be a ToolRegistry, got {type(self.tools).__name__}")
+        if self.constraint is not None and not isinstance(self.constraint, Constraint):
+            raise ParameterError("constraint", f"constraint must be a Constraint, got {type(self.constraint).__name__}")
+        for name, low, high in (
+            ("max_calls", 0, 1000),
+            ("max_result_chars", 1, 100_000),
+            ("max_result_tokens", 4, 4096),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ParameterError(name, f"{name} must be in [{low}, {high}], got {value!r}")
+        check_range("timeout", self.timeout, 0, 3600, low_open=True)
+        if self.tools is not None:
+            start = self.syntax.start_regex()
+            for name in self.tools.names:
+                if not start.fullmatch(self.syntax.prefix + name + self.syntax.open):
+                    raise ParameterError(
+                        "tools", f"tool name {name!r} does not match name_pattern {self.syntax.name_pattern!r}"
+                    )
+
+    @property
+    def has_tools(self) -> bool:
+        return self.tools is not None and len(self.tools) > 0
+
+    def preamble(self) -> str | None:
+        """The tools' description for the prompt, or None."""
+        if not self.has_tools or not self.describe_tools:
+            return None
+        assert self.tools is not None
+        return self.tools.describe(self.syntax)
+
+    def apply_to_prompt(self, prompt: Prompt, raw: bool = False) -> Prompt:
+        """The prompt with the tools' description added (as a system message unless ``raw``)."""
+        text = self.preamble()
+        if text is None:
+            return prompt
+        if isinstance(prompt, list):
+            msgs = [dict(m) for m in prompt]
+            if msgs and msgs[0].get("role") == "system":
+                msgs[0]["content"] = f"{msgs[0]['content']}\n\n{text}"
+                return msgs
+            return [{"role": "system", "content": text}, *msgs]
+        if raw:
+            return f"{text}\n\n{prompt}"
+        return [{"role": "system", "content": text}, {"role": "user", "content": prompt}]
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a JSON report needs: tool names, the constraint and the limits."""
+        return {
+            "tools": self.tools.names if self.tools is not None else [],
+            "constraint": self.constraint.to_dict() if self.constraint is not None else None,
+            "max_calls": self.max_calls,
+            "timeout": self.timeout,
+            "max_result_chars": self.max_result_chars,
+            "max_result_tokens": self.max_result_tokens,
+        }
+
+
+class IslandBatch:
+    """Per-row island state of an engine batch, aligned with the batch rows (``select`` compacts)."""
+
+    def __init__(self, islands: list[Islands | None], tokenizer: Any, vocab_size: int) -> None:
+        self.islands = list(islands)
+        self.tokenizer = tokenizer
+        self.watchers = [CallWatcher(i.syntax) if i is not None and i.has_tools else None for i in islands]
+        self.calls = [0] * len(islands)
+        matchers = [
+            i.constraint.matcher(tokenizer, vocab_size) if i is not None and i.constraint else None for i in islands
+        ]
+        self.constraints = ConstraintBatch(matchers, vocab_size) if any(m is not None for m in matchers) else None
+        self.has_tools = any(w is not None for w in self.watchers)
+
+    @staticmethod
+    def reserve(islands: Islands | None) -> int:
+        """Cache positions to set aside up front for one row's injections (more are grown on demand)."""
+        return islands.max_result_tokens + 4 if islands is not None and islands.has_tools and islands.max_calls else 0
+
+    def select(self, keep: list[int]) -> None:
+        self.islands = [self.islands[i] for i in keep]
+        self.watchers = [self.watchers[i] for i in keep]
+        self.calls = [self.calls[i] for i in keep]
+        if self.constraints is not None:
+            self.constraints.select(keep)
+
+    # 1. before the draw
+    def mask(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits if self.constraints is None else self.constraints.mask(logits)
+
+    def guard(self, tokens: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        return tokens if self.constraints is None else self.constraints.guard(tokens, masked)
+
+    # 2. after the draw
+    def observe(self, b: int, row: Any, token: int) -> None:
+        """Feed the row's grammar the token it took; a complete grammar ends the row."""
+        if self.constraints is not None and row.finish_reason is None and self.constraints.consume(b, token):
+            row.finish_reason = "stop"
+
+    # 3. tool calls
+    def inject(self, rows: list[Any], logits: torch.Tensor) -> dict[int, tuple[int, list[int]]]:
+        """Run the calls rows completed this step; ``{b: (token, injected ids)}`` for the engine.
+
+        ``token`` is what row ``b`` feeds the model at its normal position (the drawn token,
+        or its prefix up to the end of the call); the injected ids follow it.
+        """
+        if not self.has_tools:
+            return {}
+        found: list[tuple[int, Any, Call]] = []
+        for b, row in enumerate(rows):
+            w = self.watchers[b]
+            if w is None or row.finish_reason is not None:
+                continue
+            call = w.find(row.text)
+            if call is not None:
+                found.append((b, row, call))
+        if not found:
+            return {}
+        out: dict[int, tuple[int, list[int]]] = {}
+        groups: dict[int, list[tuple[int, Any, Call]]] = {}
+        for b, row, call in found:
+            isl = self.islands[b]
+            assert isl is not None
+            self.calls[b] += 1
+            if self.calls[b] > isl.max_calls + 1:  # over the cap and already told: ignore
+                self.watchers[b].settle(call.end)  # type: ignore[union-attr]
+                continue
+            self._trim(b, row, call, logits)
+            groups.setdefault(id(isl), []).append((b, row, call))
+        for members in groups.values():
+            isl = self.islands[members[0][0]]
+            assert isl is not None and isl.tools is not None
+            runnable = [(b, row, call) for b, row, call in members if self.calls[b] <= isl.max_calls]
+            results = run_calls(
+                [(isl.tools.get(call.name), call) for _, _, call in runnable],
+                isl.tools, isl.timeout, isl.max_result_chars, isl.cache, isl._lock,
+            )  # fmt: skip
+            by_row = {b: r for (b, _, _), r in zip(runnable, results, strict=True)}
+            for b, row, call in members:
+                r = by_row.get(b) or CallResult(f"error: call limit reached ({isl.max_calls} per row)", True, 0.0)
+                ids = self._encode(isl, r.text)
+                row.inject(ids, {
+                    "kind": "tool", "name": call.name, "args": call.args, "result": r.text,
+                    "error": r.error, "cached": r.cached, "seconds": round(r.seconds, 4),
+                })  # fmt: skip
+                self.watchers[b].settle(len(row.text))  # type: ignore[union-attr]
+                out[b] = (row.tokens[-len(ids) - 1], ids)
+        return out
+
+    def _encode(self, isl: Islands, result: str) -> list[int]:
+        """Token ids of `` => result\\n``, cut to ``max_result_tokens`` (the suffix kept)."""
+        s = isl.syntax
+        ids = self.tokenizer.encode(s.format_result(result))
+        if len(ids) > isl.max_result_tokens:
+            tail = self.tokenizer.encode("…" + s.result_suffix) if s.result_suffix else self.tokenizer.encode("…")
+            ids = ids[: isl.max_result_tokens - len(tail)] + tail
+        return ids
+
+    def _trim(self, b: int, row: Any, call: Call, logits: torch.Tensor) -> None:
+        """End the row's text at the call: a drawn token like ``).`` becomes ``)`` when one token spells it.
+
+        The replacement's log-probability is read from this step's logits (the model's,
+        unprocessed), like every drawn token's; its grammar, if any, must accept it.
+        """
+        if call.end >= len(row.text) or not row.tokens:
+            return
+        before = self.tokenizer.decode(row.tokens[:-1])
+        if not row.text.startswith(before) or call.end <= len(before):
+            return
+        piece = row.text[len(before) : call.end]
+        ids = self.tokenizer.encode(piece)
+        if len(ids) != 1 or ids[0] == row.tokens[-1]:
+            return
+        new = ids[0]
+        if self.constraints is not None and not self.constraints.replace_last(b, row.tokens[-1], new):
+            return
+        row.replace_last(new, float(torch.log_softmax(logits[b], -1)[new]))

@@ -1,0 +1,323 @@
+"""The running state of one search: engine, prompt, scorer, ledger, tree, progress bar.
+
+Strategies and flows are written with the same few moves, all methods of
+:class:`SearchContext`:
+
+- build row specs — :meth:`fresh` (a new sample of the prompt), :meth:`continuation`
+  (regenerate the suffix of a node from a cut point), :meth:`improvement` (ask the model to
+  improve a draft), :meth:`synthesis` (merge several winners);
+- :meth:`generate` the specs in one batched engine call, after the ledger has clipped them
+  to the budget; each completion becomes a node of the tree;
+- :meth:`score` nodes; :meth:`pool` lists the finished candidates;
+- :meth:`finish` picks the winner and returns the :class:`~sazanami.search.tree.Tree`.
+
+Every seed is derived from the search seed (:meth:`seed_for`), so the same seed gives the
+same tree.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from sazanami.engine import Engine, Prompt, RowRequest
+from sazanami.errors import ParameterError
+from sazanami.params import SamplingParams
+from sazanami.search.budget import Budget, Ledger
+from sazanami.search.scorers import Score, Scorer, make_scorer
+from sazanami.search.selectors import rank
+from sazanami.search.synthesis import Improver, Synthesizer
+from sazanami.search.tree import Node, Tree
+from sazanami.seeds import derive_seed, fresh_seed
+
+__all__ = ["RowSpec", "SearchContext"]
+
+
+@dataclass
+class RowSpec:
+    """One row to generate and the node it will become."""
+
+    parent: Node
+    prompt_ids: list[int]
+    params: SamplingParams
+    seed: int
+    kind: str
+    round: int
+    prefix_ids: list[int] = field(default_factory=list)
+    """Output tokens the node inherits (continuations); not charged again."""
+    prefix_logprobs: list[float] = field(default_factory=list)
+    noise: list[tuple[int, float]] | None = None
+    sources: list[int] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def prompt_text(prompt: Prompt) -> str:
+    """The task as text for rewriting templates (the last user message of a chat)."""
+    if isinstance(prompt, list):
+        users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        return str(users[-1]) if users else ""
+    return prompt
+
+
+class SearchContext:
+    """State shared by the moves of one search (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        prompt: Prompt,
+        *,
+        strategy: str,
+        params: SamplingParams | None = None,
+        scorer: Any = "judge",
+        budget: Any = None,
+        seed: int | None = None,
+        raw: bool = False,
+        progress: bool = False,
+        improver: Improver | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.prompt = prompt
+        self.raw = raw
+        self.params = params or SamplingParams()
+        if not isinstance(self.params, SamplingParams):
+            raise ParameterError("params", f"params must be SamplingParams, got {type(self.params).__name__}")
+        self.scorer: Scorer = make_scorer(scorer)
+        if budget is None:
+            budget = 16 * self.params.max_tokens
+        self.budget = Budget.parse(budget)
+        if seed is None:
+            seed = self.params.seed if self.params.seed is not None else fresh_seed()
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise ParameterError("seed", f"seed must be an integer in [0, 2^63), got {seed!r}")
+        self.seed = seed
+        self.improver = improver or Improver()
+        self.task = prompt_text(prompt)
+        self.prompt_ids = engine.encode(prompt, raw)
+        self.ledger = Ledger(self.budget)
+        self.cache: dict[Any, Any] = {}
+        """Per-search memo for scorers (a text is judged once)."""
+        self.tree = Tree(
+            prompt=prompt,
+            strategy=strategy,
+            seed=seed,
+            config={
+                "strategy": strategy,
+                "scorer": self.scorer.spec(),
+                "budget": self.budget.to_dict(),
+                "params": _params_dict(self.params),
+                **(config or {}),
+            },
+        )
+        self.root = self.tree.add(Node(0, None, text=self.task, kind="root"))
+        self.round = 0
+        self._bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.budget.tokens, unit="tok", file=sys.stderr, desc=f"{strategy} r0", leave=False)
+
+    # -- seeds and rounds ----------------------------------------------------------------------
+    def seed_for(self, *keys: object) -> int:
+        return derive_seed(self.seed, *keys)
+
+    def start_round(self, r: int, label: str = "") -> None:
+        self.round = r
+        if self._bar is not None:
+            self._bar.set_description(f"{self.tree.strategy} r{r}{(' ' + label) if label else ''}")
+
+    # -- specs ----------------------------------------------------------------------------------
+    def fresh(
+        self, index: int, params: SamplingParams | None = None, key: str = "sample", noise: Any = None
+    ) -> RowSpec:
+        """A new sample of the prompt; its seed is derived from (key, index)."""
+        return RowSpec(
+            self.root,
+            self.prompt_ids,
+            params or self.params,
+            self.seed_for(key, index),
+            "sample",
+            self.round,
+            noise=noise,
+        )
+
+    def continuation(
+        self, node: Node, cut: int, index: int, params: SamplingParams | None = None, kind: str = "continue"
+    ) -> RowSpec:
+        """Keep ``node``'s first ``cut`` output tokens and regenerate the rest with a fresh seed."""
+        params = params or self.params
+        cut = max(0, min(cut, len(node.token_ids)))
+        prefix = node.token_ids[:cut]
+        left = self.params.max_tokens - cut
+        return RowSpec(
+            node,
+            self.prompt_ids + prefix,
+            params.replace(max_tokens=max(1, min(params.max_tokens, left))),
+            self.seed_for(kind, node.id, cut, index),
+            kind,
+            self.round,
+            prefix_ids=prefix,
+            prefix_logprobs=node.logprobs[:cut],
+            meta={"cut": cut},
+        )
+
+    def improvement(self, node: Node, index: int, params: SamplingParams | None = None) -> RowSpec:
+        """Ask the model to improve ``node`` (with the scorer's reason as feedback)."""
+        text = self.improver.prompt(self.task, node.text, node.reason)
+        return RowSpec(
+            node,
+            self.engine.encode(text),
+            params or self.params,
+            self.seed_for("improve", node.id, index),
+            "improve",
+            self.round,
+        )
+
+    def synthesis(
+        self, nodes: list[Node], synth: Synthesizer, index: int, params: SamplingParams | None = None
+    ) -> RowSpec:
+        """Merge ``nodes`` (best first); the node's parent is the best, ``sources`` all of them."""
+        params = params or self.params
+        changes: dict[str, Any] = {}
+        if synth.max_tokens is not None:
+            changes["max_tokens"] = synth.max_tokens
+        if synth.temperature is not None:
+            changes["temperature"] = synth.temperature
+        text = synth.prompt(self.task, [n.text for n in nodes])
+        return RowSpec(
+            nodes[0],
+            self.engine.encode(text),
+            params.replace(**changes) if changes else params,
+            self.seed_for("synthesis", *[n.id for n in nodes], index),
+            "synthesis",
+            self.round,
+            sources=[n.id for n in nodes],
+        )
+
+    # -- generation -------------------------------------------------------------------------------
+    def generate(
+        self, specs: list[RowSpec], reserve: int | None = None, limit: int | None = None, kind: str = "generate"
+    ) -> list[Node]:
+        """Run ``specs`` in one engine call, clipped to the budget; returns their nodes in order.
+
+        ``reserve`` (default: the scorer's cost per item) is kept free per row for scoring;
+        ``limit`` caps the tokens this call may use below what remains. Rows that do not
+        fit are dropped from the end; an empty list means the budget (or time) is spent.
+        """
+        reserve = self.scorer.cost_per_item if reserve is None else reserve
+        allowed = self.ledger.allot([s.params.max_tokens for s in specs], reserve, limit=limit)
+        if not allowed:
+            return []
+        specs = specs[: len(allowed)]
+        rows = []
+        for i, (s, m) in enumerate(zip(specs, allowed, strict=False)):
+            params = s.params if s.params.max_tokens == m else s.params.replace(max_tokens=m)
+            rows.append(RowRequest(s.prompt_ids, params, s.seed, index=i, tag=s, noise=s.noise))
+        self.ledger.check(sum(r.params.max_tokens for r in rows))
+        completions = self.engine.run(rows)
+        generated = sum(c.completion_tokens for c in completions)
+        self._charge(kind, generated, _prefill_tokens(rows))
+        nodes = []
+        for s, row, c in zip(specs, rows, completions, strict=False):
+            ids = s.prefix_ids + c.token_ids
+            text = self.engine.tokenizer.decode(ids) if s.prefix_ids else c.text
+            fl = row.params.fluctuation
+            node = Node(
+                0,
+                s.parent.id,
+                text=text,
+                kind=s.kind,
+                round=s.round,
+                seed=s.seed,
+                noise=[(int(a), float(b)) for a, b in s.noise] if s.noise is not None else None,
+                temperature=row.params.temperature,
+                fluctuation=fl.to_dict() if fl is not None else None,
+                tokens=c.completion_tokens,
+                token_ids=ids,
+                logprobs=s.prefix_logprobs + c.logprobs,
+                finish_reason=c.finish_reason,
+                sources=list(s.sources),
+                meta=dict(s.meta),
+            )
+            if row.params.max_tokens < s.params.max_tokens:
+                node.meta["clipped_to"] = row.params.max_tokens
+            nodes.append(self.tree.add(node))
+        return nodes
+
+    def complete(
+        self, prompts: list[str], max_tokens: int, kind: str, engine: Engine | None = None
+    ) -> list[str | None]:
+        """Greedy replies to chat ``prompts`` (judge calls), charged to the budget.
+
+        Prompts the budget cannot pay for get None (their items stay unscored).
+        """
+        engine = engine or self.engine
+        allowed = self.ledger.allot([max_tokens] * len(prompts))
+        replies: list[str | None] = [None] * len(prompts)
+        if not allowed:
+            return replies
+        base = SamplingParams(temperature=0.0, max_tokens=max_tokens, seed=0)
+        rows = [
+            RowRequest(engine.encode(p), base.replace(max_tokens=m), 0, index=i)
+            for i, (p, m) in enumerate(zip(prompts, allowed, strict=False))
+        ]
+        self.ledger.check(sum(allowed))
+        completions = engine.run(rows)
+        self._charge(kind, sum(c.completion_tokens for c in completions), _prefill_tokens(rows))
+        for i, c in enumerate(completions):
+            replies[i] = c.text
+        return replies
+
+    def charge(self, kind: str, generated: int, prompt: int = 0) -> None:
+        """Account for tokens generated outside :meth:`generate` (e.g. beam search)."""
+        self._charge(kind, generated, prompt)
+
+    def _charge(self, kind: str, generated: int, prompt: int) -> None:
+        self.ledger.charge(kind, generated, prompt)
+        if self._bar is not None:
+            self._bar.update(generated)
+
+    # -- scoring -----------------------------------------------------------------------------------
+    def score(self, nodes: list[Node], scorer: Scorer | None = None) -> list[Node]:
+        """Score ``nodes`` in one call (novelty and rank compare them with each other)."""
+        if not nodes:
+            return nodes
+        scorer = scorer or self.scorer
+        results: list[Score] = scorer.score(nodes, self)
+        for node, s in zip(nodes, results, strict=False):
+            node.score = s.value
+            node.reason = s.reason
+            node.scores = dict(s.parts) if s.parts else {scorer.name: s.value}
+        return nodes
+
+    def pool(self) -> list[Node]:
+        """Finished candidates (not the root, not partial, not pruned), in creation order."""
+        return [n for n in self.tree.nodes[1:] if not n.partial and not n.pruned]
+
+    def best(self) -> Node | None:
+        """The best finished candidate (else the best partial one), ties to the earliest."""
+        ranked = rank(self.pool()) or rank([n for n in self.tree.nodes[1:] if n.partial])
+        return ranked[0] if ranked else None
+
+    # -- the end ------------------------------------------------------------------------------------
+    def finish(self) -> Tree:
+        best = self.best()
+        self.tree.best = best.id if best is not None else None
+        self.tree.spend = self.ledger.to_dict()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self.tree.validate()
+        return self.tree
+
+
+def _prefill_tokens(rows: list[RowRequest]) -> int:
+    """Prompt tokens the engine runs: each distinct prompt once (rows sharing one share its prefill)."""
+    return sum(len(ids) for ids in {tuple(r.prompt_ids) for r in rows})
+
+
+def _params_dict(params: SamplingParams) -> dict[str, Any]:
+    out = params.to_dict()
+    return {k: v for k, v in out.items() if k != "seed"}

@@ -1,0 +1,797 @@
+"""Scorers: text(s) in, one float per text out (higher is better), with a reason where there is one.
+
+Every scorer implements ``score(items, ctx=None) -> list[Score]`` over a batch (some scorers,
+like novelty and mean rank, compare the items with each other) and is callable on plain
+strings: ``ContainsScorer(["dog", "ball"])("A dog and a ball.")``. A :class:`Score` whose
+``value`` is None is *unscored* — a judge that answered no number, a verifier that returned
+None — and ranks below every scored item; it never raises.
+
+Built-ins:
+
+- :class:`LogprobScorer` — mean token log-probability (perplexity in the reason), under the
+  generating model or, with ``engine=``, another one;
+- :class:`JudgeScorer` — LLM-as-judge: the model is asked for a 0–100 score, the reply
+  parsed robustly by :func:`parse_judge_score`; value in [0, 1];
+- :class:`NoveltyScorer` — mean cosine distance to the other items' embeddings
+  (all-MiniLM-L6-v2);
+- :class:`VerifierScorer` — any callable text → float | bool | None (| (value, reason));
+  :class:`RegexScorer` and :class:`ContainsScorer` (keyword coverage, inflection-tolerant);
+- :class:`CombinedScorer` — weighted sum or mean rank of several scorers.
+
+:func:`make_scorer` builds any of them from a spec string (``"contains:dog,ball"``,
+``"0.7*judge+0.3*novelty"``, ``"rank:judge+logprob"``) or a dict (flows).
+
+Scorers that run the model (the judge) charge the tokens they generate to the search's
+budget through ``ctx``; ``cost_per_item`` is the most one item may cost, so strategies can
+keep room for scoring when they plan a round.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sazanami.errors import ParameterError, check_range
+
+if TYPE_CHECKING:
+    from sazanami.embeddings import TextEncoder
+    from sazanami.engine import Engine
+
+__all__ = [
+    "CombinedScorer",
+    "ContainsScorer",
+    "JudgeScorer",
+    "LogprobScorer",
+    "NoveltyScorer",
+    "RegexScorer",
+    "Score",
+    "Scorer",
+    "VerifierScorer",
+    "concept_coverage",
+    "make_scorer",
+    "parse_judge_score",
+    "uses_word",
+]
+
+
+@dataclass(frozen=True)
+class Score:
+    """One scorer's verdict on one item."""
+
+    value: float | None
+    """Higher is better; None = unscored."""
+    reason: str = ""
+    parts: dict[str, float | None] = field(default_factory=dict)
+    """Per-scorer values for combined scorers."""
+
+    @property
+    def scored(self) -> bool:
+        return self.value is not None
+
+
+class Candidate(Protocol):
+    """What scorers read from an item (a tree node or a plain text)."""
+
+    text: str
+    logprobs: list[float]
+    token_ids: list[int]
+
+
+@dataclass
+class _Text:
+    text: str
+    logprobs: list[float] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+
+
+class Host(Protocol):
+    """The running search, as scorers see it (see :class:`sazanami.search.context.SearchContext`)."""
+
+    engine: Engine
+    task: str
+    cache: dict[Any, Any]
+
+    def complete(
+        self, prompts: list[str], max_tokens: int, kind: str, engine: Engine | None = None
+    ) -> list[str | None]:
+        """Greedy replies to chat ``prompts``, charged to the budget; None where it ran out."""
+        ...
+
+
+def _items(items: Any) -> list[Any]:
+    if isinstance(items, str):
+        return [_Text(items)]
+    return [_Text(x) if isinstance(x, str) else x for x in items]
+
+
+class Scorer:
+    """Base class: subclasses implement :meth:`score`."""
+
+    name: str = "scorer"
+    cost_per_item: int = 0
+    """Most tokens the model may generate to score one item."""
+
+    def score(self, items: Sequence[Any], ctx: Host | None = None) -> list[Score]:
+        raise NotImplementedError
+
+    def __call__(self, items: str | Sequence[Any], ctx: Host | None = None) -> Score | list[Score]:
+        """Score one text (returns a Score) or a list (returns a list)."""
+        out = self.score(_items(items), ctx)
+        return out[0] if isinstance(items, str) else out
+
+    def spec(self) -> Any:
+        """A JSON-able description (recorded in the tree's config)."""
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec()!r})"
+
+
+# --------------------------------------------------------------------------- logprob
+
+
+class LogprobScorer(Scorer):
+    """Mean token log-probability; the reason gives the perplexity.
+
+    Without ``engine`` the log-probs recorded when the item was generated are used (under
+    whatever prompt produced it). With ``engine`` (the same model or another) the text is
+    re-scored by teacher forcing after the task prompt; those prompt tokens are reported,
+    nothing is generated. Items with no tokens are unscored.
+    """
+
+    name = "logprob"
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.engine = engine
+
+    def score(self, items: Sequence[Any], ctx: Host | None = None) -> list[Score]:
+        items = _items(items)
+        out = []
+        for it in items:
+            lps = list(getattr(it, "logprobs", []) or [])
+            if self.engine is not None or (not lps and ctx is not None and it.text):
+                engine = self.engine or ctx.engine  # type: ignore[union-attr]
+                task = ctx.task if ctx is not None else ""
+                lps = token_logprobs(engine, task, it.text)
+            if not lps:
+                out.append(Score(None, "no tokens"))
+                continue
+            mean = sum(lps) / len(lps)
+            out.append(Score(mean, f"perplexity {math.exp(-mean):.2f}"))
+        return out
+
+
+def token_logprobs(engine: Engine, task: str, text: str) -> list[float]:
+    """Log-probability of each token of ``text`` as the answer to ``task`` (teacher forcing)."""
+    import torch
+
+    prompt_ids = engine.encode(task) if task else []
+    answer = engine.tokenizer.encode(text)
+    if not answer:
+        return []
+    ids = prompt_ids + answer
+    backend = engine.backend
+    with torch.inference_mode():
+        cache = backend.new_cache(1, len(ids) + 1)
+        logits = backend.forward(
+            torch.tensor([ids]), cache, torch.zeros(1, dtype=torch.long), last_only=False
+        )  # (1, T, V)
+        logp = torch.log_softmax(logits[0].float(), -1)  # (T, V)
+    # Position t predicts token t+1; the first answer token is predicted by the last prompt token.
+    start = len(prompt_ids)
+    positions = range(max(start, 1), len(ids))
+    return [float(logp[t - 1, ids[t]]) for t in positions]
+
+
+# --------------------------------------------------------------------------- judge
+
+DEFAULT_JUDGE_TEMPLATE = (
+    "Rate how well the answer below fulfils the task, on a scale from 0 (useless) to 100 (perfect).\n\n"
+    "Task: {task}\n\nAnswer: {text}\n\nReply with the number only."
+)
+
+_RATIO = re.compile(r"(-?\d+(?:\.\d+)?)\s*(?:/|out of|of)\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+_PERCENT = re.compile(r"(-?\d+(?:\.\d+)?)\s*%")
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
+_WORDS = {
+    "zero": 0,
+    "ten": 10,
+    "twenty": 20,
+    "thirty": 30,
+    "forty": 40,
+    "fifty": 50,
+    "sixty": 60,
+    "seventy": 70,
+    "eighty": 80,
+    "ninety": 90,
+    "hundred": 100,
+}
+
+
+def parse_judge_score(reply: str) -> float | None:
+    """The 0–100 score in a judge's reply, or None when there is none.
+
+    Accepts ``"85"``, ``"Score: 85."``, ``"85/100"``, ``"8/10"`` (→ 80), ``"4 out of 5"``
+    (→ 80), ``"85%"``, ``"eighty"``; a ratio wins over a percentage, which wins over a bare
+    number. Numbers outside [0, 100], ratios above 1 and replies without a number give None.
+    """
+    if not isinstance(reply, str):
+        return None
+    text = reply.strip()
+    m = _RATIO.search(text)
+    if m:
+        num, den = float(m.group(1)), float(m.group(2))
+        # A ratio that is not a score ("12/5", a date) means the reply is not a score at all.
+        return 100.0 * num / den if den > 0 and 0 <= num <= den else None
+    m = _PERCENT.search(text)
+    if m:
+        v = float(m.group(1))
+        return v if 0 <= v <= 100 else None
+    m = _NUMBER.search(text)
+    if m:
+        v = float(m.group(0))
+        return v if 0 <= v <= 100 else None
+    for word in re.findall(r"[a-z]+", text.lower()):
+        if word in _WORDS:
+            return float(_WORDS[word])
+    return None
+
+
+class JudgeScorer(Scorer):
+    """LLM-as-judge: asks for a 0–100 score; value = score / 100 in [0, 1].
+
+    Args:
+        template: the judge prompt, with ``{task}`` and ``{text}``.
+        max_tokens: reply length; a number needs 1–4 tokens.
+        engine: the judging model (default: the search's own engine).
+        fn: a callable ``prompt -> reply`` used instead of a model (tests, remote judges);
+            its replies cost no budget.
+
+    The reply is decoded greedily, so a judge is deterministic. Replies that hold no
+    number in range are *unscored* (reason: the reply), never an error. Identical texts
+    are judged once per search.
+    """
+
+    name = "judge"
+
+    def __init__(
+        self,
+        template: str = DEFAULT_JUDGE_TEMPLATE,
+        max_tokens: int = 4,
+        engine: Engine | None = None,
+        fn: Callable[[str], str] | None = None,
+    ) -> None:
+        if "{text}" not in template:
+            raise ParameterError("template", "judge template must contain {text}")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= 64:
+            raise ParameterError("max_tokens", f"judge max_tokens must be in [1, 64], got {max_tokens!r}")
+        self.template = template
+        self.max_tokens = max_tokens
+        self.engine = engine
+        self.fn = fn
+        self.cost_per_item = 0 if fn is not None else max_tokens
+
+    def prompt_for(self, task: str, text: str) -> str:
+        return self.template.replace("{task}", task).replace("{text}", text)
+
+    def score(self, items: Sequence[Any], ctx: Host | None = None) -> list[Score]:
+        items = _items(items)
+        task = ctx.task if ctx is not None else ""
+        # Cached per search (ctx.cache), so a shared scorer never hands out free verdicts.
+        cache: dict[Any, Score] | None = getattr(ctx, "cache", None)
+        if cache is None:
+            cache = {}
+        key = ("judge", self.template, task)
+        out: list[Score | None] = [cache.get((*key, it.text)) for it in items]
+        todo = sorted({it.text for it, s in zip(items, out, strict=False) if s is None})
+        if todo:
+            prompts = [self.prompt_for(task, t) for t in todo]
+            if self.fn is not None:
+                replies: list[str | None] = [self.fn(p) for p in prompts]
+            elif ctx is not None:
+                replies = ctx.complete(prompts, self.max_tokens, "judge", self.engine)
+            elif self.engine is not None:
+                replies = _greedy(self.engine, prompts, self.max_tokens)
+            else:
+                raise ParameterError("judge", "the judge needs a model: pass engine= or fn=, or score inside a search")
+            for text, reply in zip(todo, replies, strict=False):
+                if reply is None:
+                    score = Score(None, "unscored: budget spent")
+                else:
+                    value = parse_judge_score(reply)
+                    said = " ".join(str(reply).split())[:60]
+                    score = Score(None if value is None else value / 100.0, f"judge said {said!r}")
+                    cache[(*key, text)] = score
+                for i, it in enumerate(items):
+                    if out[i] is None and it.text == text:
+                        out[i] = score
+        return [s if s is not None else Score(None, "unscored") for s in out]
+
+    def spec(self) -> Any:
+        if self.template == DEFAULT_JUDGE_TEMPLATE and self.max_tokens == 4:
+            return "judge"
+        return {"type": "judge", "template": self.template, "max_tokens": self.max_tokens}
+
+
+def _greedy(engine: Engine, prompts: list[str], max_tokens: int) -> list[str | None]:
+    from sazanami.engine import RowRequest
+    from sazanami.params import SamplingParams
+
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=0)
+    rows = [RowRequest(engine.encode(p), params, 0, index=i) for i, p in enumerate(prompts)]
+    return [c.text for c in engine.run(rows)]
+
+
+# --------------------------------------------------------------------------- novelty
+
+
+class NoveltyScorer(Scorer):
+    """Mean cosine distance (1 − cos) of an item's embedding to the other items scored with it.
+
+    In [0, 2], in practice [0, 1]. With ``reference`` texts, the distance is to those
+    instead (e.g. what an earlier round produced). A lone item with no reference is
+    unscored. Embeddings come from all-MiniLM-L6-v2 unless ``embedder`` is given.
+    """
+
+    name = "novelty"
+
+    def __init__(self, embedder: TextEncoder | None = None, reference: Sequence[str] | None = None) -> None:
+        self.embedder = embedder
+        self.reference = list(reference) if reference is not None else None
+
+    def score(self, items: Sequence[Any], ctx: Host | None = None) -> list[Score]:
+        import torch
+
+        items = _items(items)
+        texts = [it.text for it in items]
+        ref = self.reference
+        if not texts or (ref is None and len(texts) < 2) or (ref is not None and not ref):
+            return [Score(None, "nothing to compare with") for _ in texts]
+        embedder = self.embedder
+        if embedder is None:
+            from sazanami.embeddings import get_embedder
+
+            embedder = get_embedder()
+        emb = torch.nn.functional.normalize(embedder.encode(texts + (ref or [])).float(), dim=-1)  # (N+R, D)
+        x = emb[: len(texts)]
+        if ref is None:
+            sim = x @ x.T  # (N, N)
+            n = len(texts)
+            mean_sim = (sim.sum(-1) - sim.diagonal()) / (n - 1)
+        else:
+            mean_sim = (x @ emb[len(texts) :].T).mean(-1)
+        return [Score(float(1 - s), f"mean cosine {float(s):.2f} to the others") for s in mean_sim]
+
+
+# --------------------------------------------------------------------------- verifiers
+
+
+class VerifierScorer(Scorer):
+    """Any callable ``text -> float | bool | None`` (or ``(value, reason)``) as a scorer.
+
+    True/False become 1.0/0.0; None and NaN are unscored. Exceptions raised by the
+    callable propagate (a broken verifier should not pass silently).
+    """
+
+    def __init__(self, fn: Callable[[str], Any], name: str | None = None) -> None:
+        if not callable(fn):
+            raise ParameterError("verifier", f"verifier must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "verifier")
+
+    def score(self, items: Sequence[Any], ctx: Host | None = None) -> list[Score]:
+        return [_as_score(self.fn(it.text)) for it in _items(items)]
+
+    def spec(self) -> Any:
+        mod = getattr(self.fn, "__module__", None)
+        return f"py:{mod}:{self.fn.__qualname__}" if mod and hasattr(self.fn, "__qualname__") else self.name
+
+
+def _as_score(result: Any) -> Score:
+    reason = ""
+    if isinstance(result, tuple) and len(result) == 2:
+        result, reason = result
+    if isinstance(result, Score):
+        return result
+    if result is None:
+        return Score(None, reason or "verifier returned None")
+    if isinstance(result, bool):
+        return Score(1.0 if result else 0.0, reason)
+    try:
+        value = float(result)
+    except (TypeError, ValueError):
+        return Score(None, f"verifier returned {result!r}")
+    return Score(value, str(reason)) if math.isfinite(value) else Score(None, f"verifier returned {value}")
+
+
+class RegexScorer(Scorer):
+    """Fraction of ``patterns`` found (``re.search``) in the text: 1.0 when all match."""
+
+    name = "regex"
+
+    def __init__(self, patterns: str | Sequence[str], ignore_case: bool = False) -> None:
+        pats = [patterns] if isinstance(patterns, str) else list(patterns)
+        if not pats:
+            raise ParameterError("patterns", "regex scorer needs at least one pattern")
+        try:
+            self.compiled = [re.compile(p, re.IGNORECASE if ignore_case else 0) for p in pats]
+        except re.error as exc:
+            raise ParameterError("patterns", f"invalid regular expression: {exc}") from exc
+        self.patterns = pats
+        self.ignore_case = ignore_case
+
+    def score(self, items: Sequence[Any], ctx: Host | None = None) -> list[Score]:
+        out = []
+        for it in _items(items):
+            missing = [p for p, c in zip(self.patterns, self.compiled, strict=False) if not c.search(it.text)]
+            value = 1 - len(missing) / len(self.patterns)
+            out.append(Score(value, "all patterns match" if not missing else "no match: " + ", ".join(missing)))
+        return out
+
+    def spec(self) -> Any:
+        if len(self.patterns) == 1 and not self.ignore_case:
+            return f"regex:{self.patterns[0]}"
+        return {"type": "regex", "patterns": self.patterns, "ignore_case": self.ignore_case}
+
+
+# Irregular inflections (base → forms) for common words; regular ones follow rules below.
+_IRREGULAR: dict[str, tuple[str, ...]] = {
+    "be": ("am", "is", "are", "was", "were", "been", "being"),
+    "begin": ("began", "begun"),
+    "bite": ("bit", "bitten"),
+    "blow": ("blew", "blown"),
+    "break": ("broke", "broken"),
+    "bring": ("brought",),
+    "build": ("built",),
+    "buy": ("bought",),
+    "catch": ("caught",),
+    "child": ("children",),
+    "come": ("came",),
+    "dig": ("dug",),
+    "do": ("did", "done", "does"),
+    "draw": ("drew", "drawn"),
+    "drink": ("drank", "drunk"),
+    "drive": ("drove", "driven"),
+    "eat": ("ate", "eaten"),
+    "fall": ("fell", "fallen"),
+    "feed": ("fed",),
+    "feel": ("felt",),
+    "fight": ("fought",),
+    "find": ("found",),
+    "fly": ("flew", "flown"),
+    "foot": ("feet",),
+    "freeze": ("froze", "frozen"),
+    "get": ("got", "gotten"),
+    "give": ("gave", "given"),
+    "go": ("went", "gone", "goes"),
+    "goose": ("geese",),
+    "grow": ("grew", "grown"),
+    "hang": ("hung",),
+    "have": ("has", "had"),
+    "hide": ("hid", "hidden"),
+    "hold": ("held",),
+    "keep": ("kept",),
+    "kneel": ("knelt",),
+    "know": ("knew", "known"),
+    "lead": ("led",),
+    "leave": ("left",),
+    "lose": ("lost",),
+    "make": ("made",),
+    "man": ("men",),
+    "meet": ("met",),
+    "mouse": ("mice",),
+    "person": ("people",),
+    "ride": ("rode", "ridden"),
+    "ring": ("rang", "rung"),
+    "rise": ("rose", "risen"),
+    "run": ("ran",),
+    "say": ("said",),
+    "see": ("saw", "seen"),
+    "sell": ("sold",),
+    "send": ("sent",),
+    "shine": ("shone",),
+    "shoot": ("shot",),
+    "sing": ("sang", "sung"),
+    "sink": ("sank", "sunk"),
+    "sit": ("sat",),
+    "sleep": ("slept",),
+    "speak": ("spoke", "spoken"),
+    "spend": ("spent",),
+    "stand": ("stood",),
+    "steal": ("stole", "stolen"),
+    "swim": ("swam", "swum"),
+    "take": ("took", "taken"),
+    "teach": ("taught",),
+    "tell": ("told",),
+    "think": ("thought",),
+    "throw": ("threw", "thrown"),
+    "tooth": ("teeth",),
+    "wake": ("woke", "woken"),
+    "wear": ("wore", "worn"),
+    "win": ("won",),
+    "woman": ("women",),
+    "write": ("wrote", "written"),
+}
+_VOWELS = set("aeiou")
+
+
+def inflections(word: str) -> set[str]:
+    """Forms that count as using ``word``: plural, 3rd person, past, -ing, -er, irregulars.
+
+    >>> sorted(inflections("jump"))[:4]
+    ['jump', 'jumped', 'jumper', 'jumpers']
+    """
+    w = word.lower()
+    forms = {w, w + "s", w + "es", w + "ed", w + "ing", w + "er", w + "ers"}
+    if w.endswith("e"):
+        forms |= {w + "d", w[:-1] + "ing", w + "r", w + "rs"}
+    if w.endswith("ie"):
+        forms.add(w[:-2] + "ying")
+    if len(w) > 1 and w.endswith("y") and w[-2] not in _VOWELS:
+        forms |= {w[:-1] + "ies", w[:-1] + "ied", w[:-1] + "ier"}
+    if w.endswith("fe"):
+        forms.add(w[:-2] + "ves")
+    elif w.endswith("f"):
+        forms.add(w[:-1] + "ves")
+    # Consonant doubling: sip → sipped, run → running (short words ending consonant-vowel-consonant).
+    if len(w) >= 3 and w[-1] not in _VOWELS | set("wxy") and w[-2] in _VOWELS and w[-3] not in _VOWELS:
+        forms |= {w + w[-1] + s for s in ("ed", "ing", "er", "ers")}
+    forms.update(_IRREGULAR.get(w, ()))
+    return forms
+
+
+_WORD = re.compile(r"\w+")
+
+
+def uses_word(keyword: str, text: str) -> bool:
+    """Whether ``text`` uses ``keyword`` or an inflection of it (case-insensitive, whole words).
+
+    A multi-word keyword must appear as consecutive words, each possibly inflected.
+    """
+    words = _WORD.findall(text.lower())
+    parts = _WORD.findall(keyword.lower())
+    if not parts:
+        return False
+    forms = [inflections(p) for p in parts]
+    n = len(parts)
+    return any(all(words[i + j] in forms[j] for j in range(n)) for i in range(len(words) - n + 1))
+
+
+def concept_coverage(text: str, keywords: Sequence[str]) -> tuple[float, list[str]]:
+    """(fraction of ``keywords`` used, the missing ones)."""
+    missing = [k for k in keywords if not uses_word(k, text)]
+    return 1 - len(missing) / len(keywords), missing
+
+
+class ContainsScorer(Scorer):
+    """Keyword coverage: the fraction of ``words`` the text uses, inflections included.
+
+    "jumps", "jumped" and "jumping" all use "jump"; irregular forms of common words too
+    ("ran" uses "run", "knives" uses "knife"). The reason names the missing words.
+    """
+
+    name = "contains"
+
+    def __init__(self, words: Sequence[str]) -> None:
+        if isinstance(words, str):
+            words = [w.strip() for w in words.split(",")]
+        words = [w for w in words if isinstance(w, str) and w.strip()]
+        if not words:
+            raise ParameterError("words", "contains scorer needs at least one word")
+        self.words = list(words)
+
+    def score(self, items: Sequence[Any], ctx: Host | None = None) -> list[Score]:
+        out = []
+        for it in _items(items):
+            value, missing = concept_coverage(it.text, self.words)
+            out.append(Score(value, "uses every word" if not missing else "missing: " + ", ".join(missing)))
+        return out
+
+    def spec(self) -> Any:
+        return "contains:" + ",".join(self.words)
+
+
+# --------------------------------------------------------------------------- combine
+
+
+class CombinedScorer(Scorer):
+    """Several scorers in one: ``mode="sum"`` or ``"rank"``.
+
+    - ``sum``: the weighted mean Σ wᵢ·vᵢ / Σ wᵢ over the parts that scored the item (an
+      unscored part drops out; all unscored → unscored). Parts should share a scale
+      (judge, contains, regex and novelty lie in [0, 1]; logprob does not — use rank).
+    - ``rank``: the weighted mean of each part's normalised rank of the item among the
+      items scored together (0 = worst, 1 = best; ties share the mean rank; unscored = 0).
+
+    Per-part values are kept in ``Score.parts`` (a tree node's ``scores``).
+    """
+
+    name = "combine"
+
+    def __init__(self, parts: Sequence[tuple[Scorer, float]], mode: str = "sum") -> None:
+        if mode not in ("sum", "rank"):
+            raise ParameterError("mode", f"combine mode must be 'sum' or 'rank', got {mode!r}")
+        if not parts:
+            raise ParameterError("parts", "combine needs at least one scorer")
+        for _, w in parts:
+            check_range("weight", w, 0, None, low_open=True)
+        self.parts = list(parts)
+        self.mode = mode
+        self.cost_per_item = sum(s.cost_per_item for s, _ in parts)
+        names: list[str] = []
+        for s, _ in self.parts:
+            base, k = s.name, 2
+            while (s.name if k == 2 else f"{base}{k - 1}") in names:
+                k += 1
+            names.append(base if k == 2 else f"{base}{k - 1}")
+        self.names = names
+
+    def score(self, items: Sequence[Any], ctx: Host | None = None) -> list[Score]:
+        items = _items(items)
+        per = [s.score(items, ctx) for s, _ in self.parts]  # per[part][item]
+        weights = [w for _, w in self.parts]
+        if self.mode == "rank":
+            per_values = [_ranks([x.value for x in scores]) for scores in per]
+        else:
+            per_values = [[x.value for x in scores] for scores in per]
+        out = []
+        for i in range(len(items)):
+            pairs = [(vals[i], w) for vals, w in zip(per_values, weights, strict=False) if vals[i] is not None]
+            value = sum(v * w for v, w in pairs) / sum(w for _, w in pairs) if pairs else None
+            parts = {name: scores[i].value for name, scores in zip(self.names, per, strict=False)}
+            reason = "; ".join(
+                f"{name}: {scores[i].reason}" for name, scores in zip(self.names, per, strict=False) if scores[i].reason
+            )
+            out.append(Score(value, reason, parts))
+        return out
+
+    def spec(self) -> Any:
+        return {
+            "type": "combine",
+            "mode": self.mode,
+            "parts": [{"scorer": s.spec(), "weight": w} for s, w in self.parts],
+        }
+
+
+def _ranks(values: list[float | None]) -> list[float | None]:
+    """Normalised ranks in [0, 1] (ties averaged); unscored items rank 0; one item → 1."""
+    scored = sorted((v, i) for i, v in enumerate(values) if v is not None)
+    out: list[float | None] = [0.0] * len(values)
+    n = len(values)
+    j = 0
+    while j < len(scored):
+        k = j
+        while k + 1 < len(scored) and scored[k + 1][0] == scored[j][0]:
+            k += 1
+        # Unscored items occupy the bottom ranks 0..(n - len(scored) - 1).
+        mean_rank = (n - len(scored)) + (j + k) / 2
+        for t in range(j, k + 1):
+            out[scored[t][1]] = mean_rank / (n - 1) if n > 1 else 1.0
+        j = k + 1
+    return out
+
+
+# --------------------------------------------------------------------------- specs
+
+SCORER_NAMES = ("logprob", "judge", "novelty", "contains:WORDS", "regex:PATTERN", "py:MODULE:FUNCTION")
+
+
+def make_scorer(spec: Any) -> Scorer:
+    """A scorer from a spec: a Scorer, a callable (verifier), a string or a dict.
+
+    Strings: ``logprob``, ``judge``, ``novelty``, ``contains:dog,ball,park``,
+    ``regex:PATTERN`` (the rest of the string is the pattern), ``py:module:function``
+    (a verifier), ``0.7*judge+0.3*novelty`` (weighted sum), ``rank:judge+logprob``
+    (mean rank). Dicts: ``{"type": "contains", "words": [...]}``, ``{"type": "judge",
+    "template": ..., "max_tokens": 4}``, ``{"type": "combine", "mode": "sum", "parts":
+    [{"scorer": ..., "weight": 1.0}, ...]}`` and so on.
+    """
+    if isinstance(spec, Scorer):
+        return spec
+    if isinstance(spec, dict):
+        return _from_dict(spec)
+    if callable(spec):
+        return VerifierScorer(spec)
+    if not isinstance(spec, str) or not spec.strip():
+        raise ParameterError("scorer", f"scorer must be a name, spec string, dict or callable, got {spec!r}")
+    text = spec.strip()
+    if text.startswith("regex:"):
+        return RegexScorer(text[len("regex:") :])
+    mode = "sum"
+    if text.startswith("rank:"):
+        mode, text = "rank", text[len("rank:") :]
+    terms = [t.strip() for t in text.split("+")]
+    if len(terms) == 1 and mode == "sum" and "*" not in terms[0]:
+        return _single(terms[0])
+    parts = []
+    for term in terms:
+        weight = 1.0
+        if "*" in term:
+            w, term = term.split("*", 1)
+            try:
+                weight = float(w)
+            except ValueError as exc:
+                raise ParameterError("scorer", f"bad weight {w!r} in scorer spec {spec!r}") from exc
+        parts.append((_single(term.strip()), weight))
+    return CombinedScorer(parts, mode)
+
+
+def _single(name: str) -> Scorer:
+    if name == "logprob":
+        return LogprobScorer()
+    if name == "judge":
+        return JudgeScorer()
+    if name == "novelty":
+        return NoveltyScorer()
+    if name.startswith("contains:"):
+        return ContainsScorer(name[len("contains:") :])
+    if name.startswith("py:"):
+        return VerifierScorer(_import(name[3:]))
+    raise ParameterError("scorer", f"unknown scorer {name!r}; known: {', '.join(SCORER_NAMES)}")
+
+
+def _import(path: str) -> Callable[[str], Any]:
+    module, _, attr = path.partition(":")
+    if not module or not attr:
+        raise ParameterError("scorer", f"a Python verifier is py:module:function, got py:{path}")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ParameterError("scorer", f"cannot import verifier {path!r}: {exc}") from exc
+    if not callable(obj):
+        raise ParameterError("scorer", f"verifier {path!r} is not callable")
+    return obj
+
+
+_DICT_KEYS = {
+    "logprob": set(),
+    "judge": {"template", "max_tokens"},
+    "novelty": {"reference"},
+    "contains": {"words"},
+    "regex": {"patterns", "pattern", "ignore_case"},
+    "verifier": {"function"},
+    "combine": {"mode", "parts"},
+}
+
+
+def _from_dict(spec: dict[str, Any]) -> Scorer:
+    kind = spec.get("type")
+    if kind not in _DICT_KEYS:
+        raise ParameterError("scorer.type", f"scorer type must be one of {', '.join(_DICT_KEYS)}, got {kind!r}")
+    extra = sorted(set(spec) - _DICT_KEYS[kind] - {"type"})
+    if extra:
+        known = ", ".join(sorted(_DICT_KEYS[kind])) or "none"
+        raise ParameterError(f"scorer.{extra[0]}", f"unknown field {extra[0]!r} for a {kind} scorer; known: {known}")
+    try:
+        if kind == "logprob":
+            return LogprobScorer()
+        if kind == "judge":
+            return JudgeScorer(**{k: spec[k] for k in ("template", "max_tokens") if k in spec})
+        if kind == "novelty":
+            return NoveltyScorer(reference=spec.get("reference"))
+        if kind == "contains":
+            return ContainsScorer(spec.get("words") or [])
+        if kind == "regex":
+            return RegexScorer(spec.get("patterns", spec.get("pattern", [])), bool(spec.get("ignore_case", False)))
+        if kind == "verifier":
+            return VerifierScorer(_import(str(spec.get("function", ""))))
+    except TypeError as exc:
+        raise ParameterError("scorer", f"bad {kind} scorer: {exc}") from exc
+    parts = spec.get("parts")
+    if not isinstance(parts, list) or not parts:
+        raise ParameterError("scorer.parts", "combine needs a non-empty list of parts")
+    built = []
+    for i, p in enumerate(parts):
+        if isinstance(p, dict) and "scorer" in p:
+            built.append((make_scorer(p["scorer"]), float(p.get("weight", 1.0))))
+        elif isinstance(p, (str, dict)):
+            built.append((make_scorer(p), 1.0))
+        else:
+            raise ParameterError(f"scorer.parts[{i}]", f"bad combine part {p!r}")
+    return CombinedScorer(built, spec.get("mode", "sum"))

@@ -1,0 +1,597 @@
+"""The OpenAI-compatible HTTP API and the web playground: ``create_app(model=..., limits=...)``.
+
+Endpoints:
+
+- ``GET /v1/models``, ``GET /v1/models/{id}`` — the served model;
+- ``POST /v1/completions`` (plain text) and ``POST /v1/chat/completions`` (chat template),
+  streamed as server-sent events with ``"stream": true``;
+- ``GET /v1/sazanami`` — presets, strategies, scorers, tools and limits (the playground's menus);
+- ``GET /`` — the playground; ``GET /health``.
+
+A request goes: parse and validate (400 with ``param``; 404 unknown model; 413 too large) →
+admission (503 when ``max_concurrent + max_queue`` requests are in) → a running slot → the
+:class:`~sazanami.server.batcher.Batcher` (plain sampling; rows share engine batches) or a
+search thread (search, stochastic beams) → the response. A client that goes away cancels
+its generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing, asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sazanami.engine import Completion, Engine, RowRequest
+from sazanami.errors import ModelNotFoundError, ParameterError, SazanamiError
+from sazanami.models import DEFAULT_MODEL
+from sazanami.params import SamplingParams
+from sazanami.seeds import fresh_seed
+from sazanami.server.batcher import BatchedEngine, Batcher, Cancelled, Event
+from sazanami.server.limits import Limits
+from sazanami.server.responses import DONE, Choice, Shape, error_body, sse, usage
+from sazanami.server.schemas import ChatCompletionRequest, CompletionRequest, Prompt
+
+STATIC = Path(__file__).parent / "static"
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's format."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.type, self.param, self.code)
+
+
+def api_error(exc: BaseException) -> ApiError:
+    """The HTTP answer to an exception (sazanami's own errors are the client's; others are 500s)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ParameterError):
+        return ApiError(400, str(exc), param=exc.param, code="invalid_value")
+    if isinstance(exc, ModelNotFoundError):
+        return ApiError(404, str(exc), param="model", code="model_not_found")
+    if isinstance(exc, ValidationError):
+        return _validation_error(exc.errors())
+    if isinstance(exc, Cancelled):
+        return ApiError(499, str(exc), "cancelled", code="client_closed_request")
+    if isinstance(exc, SazanamiError):
+        return ApiError(400, str(exc))
+    return ApiError(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
+
+
+def _validation_error(errors: list[Any]) -> ApiError:
+    e = errors[0]
+    param = ".".join(str(x) for x in e["loc"] if x not in ("body",)) or None
+    if e["type"] == "extra_forbidden":
+        return ApiError(400, f"unknown field {param!r} (see /docs for the fields)", param=param, code="unknown_field")
+    if e["type"] == "missing":
+        return ApiError(400, f"{param} is required", param=param, code="missing_field")
+    return ApiError(400, f"{param}: {e['msg']}, got {e.get('input')!r}", param=param, code="invalid_type")
+
+
+class _Run:
+    """The events of one running request, delivered on the event loop; ``cancel`` drops it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.ended = False
+        self.cancel: Callable[[], None] = lambda: None
+
+    def sink(self, event: Event) -> None:
+        """Called from any thread."""
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+
+    async def events(self, request: Request) -> AsyncIterator[Event]:
+        """Events until done/error; a client disconnect cancels the run and ends them."""
+        watcher = asyncio.create_task(_disconnected(request))
+        try:
+            while True:
+                getter = asyncio.create_task(self.queue.get())
+                await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    raise Cancelled("the client went away")
+                event = getter.result()
+                if event[0] != "deltas":
+                    self.ended = True
+                yield event
+                if self.ended:
+                    return
+        finally:
+            watcher.cancel()
+            if not self.ended:
+                self.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+class _Plan:
+    """A validated request, ready to run."""
+
+    def __init__(self, server: Server, req: CompletionRequest | ChatCompletionRequest, chat: bool) -> None:
+        self.req, self.chat = req, chat
+        limits, engine = server.limits, server.engine
+        server.check_model(req.model)
+        params = req.sampling_params(limits)
+        if params.seed is None:
+            params = params.replace(seed=fresh_seed())  # reported back, so any request can be rerun
+        self.params = params
+        self.prompts: list[Prompt] = req.prompts(limits)
+        self.islands = req.islands(server.tools)
+        req.check_search(params, limits)
+        self.kind = "search" if req.search is not None else "sample"
+        if self.kind == "sample" and params.fluctuation is not None and params.fluctuation.beams is not None:
+            if self.islands is not None:
+                raise ParameterError("fluctuation", "tools and grammars do not work with stochastic beams yet")
+            self.kind = "beams"
+        self.rows: list[RowRequest] = []
+        if self.kind == "sample":
+            self.rows = engine.rows_for(self.prompts, params, req.raw, self.islands)
+            ids = {tuple(r.prompt_ids) for r in self.rows}
+        else:
+            ids = {tuple(engine.encode(p, req.raw)) for p in self.prompts}
+        self.prompt_tokens = sum(len(i) for i in ids)
+        where = "messages" if chat else "prompt"
+        for i in ids:
+            if len(i) > limits.max_prompt_tokens:
+                raise ApiError(
+                    413,
+                    f"{where} has {len(i)} tokens; this server takes at most {limits.max_prompt_tokens}",
+                    param=where,
+                    code="context_length_exceeded",
+                )
+            if server.max_positions and len(i) + params.max_tokens > server.max_positions:
+                raise ApiError(
+                    413,
+                    f"{where} ({len(i)} tokens) + max_tokens ({params.max_tokens}) exceeds "
+                    f"the model's context of {server.max_positions}",
+                    param=where,
+                    code="context_length_exceeded",
+                )
+        self.shape = Shape(chat, server.model_name)
+        self.want_logprobs = req.wants_logprobs()
+        has_tools = self.islands is not None and self.islands.has_tools
+        # logprobs, traces and tool spans come with the engine's completions, at the end of a batch
+        self.needs_completion = self.want_logprobs or params.trace or has_tools
+
+    def choices(self) -> list[Choice]:
+        return [Choice(i, seed=r.seed) for i, r in enumerate(self.rows)]
+
+    def echo(self, index: int) -> str:
+        req = self.req
+        if isinstance(req, CompletionRequest) and req.echo:
+            return str(self.prompts[self.rows[index].prompt_index] if self.rows else self.prompts[0])
+        return ""
+
+
+class Server:
+    """What the routes share: the engine, its batcher, the limits and the admission counter."""
+
+    def __init__(self, engine: Engine, model_name: str, limits: Limits, tools: Any = None) -> None:
+        self.engine = engine
+        self.model_name = model_name
+        self.limits = limits
+        self.tools = tools
+        self.batcher = Batcher(engine, limits.max_batch_rows, limits.cohorts)
+        self.pool = ThreadPoolExecutor(limits.max_searches, thread_name_prefix="sazanami-search")
+        self.admitted = 0
+        self.created = int(time.time())
+        self._slots: asyncio.Semaphore | None = None
+        self.eos = set(engine.tokenizer.eos_token_ids)
+        cfg = getattr(engine.backend, "cfg", None)
+        self.max_positions: int | None = getattr(cfg, "max_positions", None)
+
+    @property
+    def slots(self) -> asyncio.Semaphore:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.limits.max_concurrent)
+        return self._slots
+
+    def check_model(self, model: str | None) -> None:
+        if model is not None and model not in (self.model_name, self.engine.backend.name):
+            raise ApiError(
+                404,
+                f"The model {model!r} does not exist; this server serves {self.model_name!r}",
+                param="model",
+                code="model_not_found",
+            )
+
+    # -- admission ------------------------------------------------------------------------------
+    def admit(self) -> Callable[[], None]:
+        """Count a request in (503 when full); returns its idempotent release."""
+        room = self.limits.max_concurrent + self.limits.max_queue
+        if self.admitted >= room:
+            raise ApiError(
+                503,
+                f"the server is overloaded ({self.admitted} requests running or waiting); retry later",
+                "server_error",
+                code="server_overloaded",
+            )
+        self.admitted += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.admitted -= 1
+
+        return release
+
+    # -- running --------------------------------------------------------------------------------
+    def start(self, plan: _Plan) -> _Run:
+        """Start the plan's generation; its events arrive on the returned run."""
+        run = _Run()
+        if plan.kind == "sample":
+            job = self.batcher.submit(plan.rows, run.sink)
+            run.cancel = job.cancel
+            return run
+        cancelled = threading.Event()
+        run.cancel = cancelled.set
+        if plan.kind == "beams":
+            fn: Callable[[], Any] = partial(self.engine.generate, plan.prompts, plan.params, plan.req.raw)
+        else:
+            fn = partial(self._search, plan, BatchedEngine(self.engine, self.batcher, cancelled))
+
+        def work() -> None:
+            try:
+                run.sink(("done", fn()))
+            except BaseException as exc:  # noqa: BLE001 - reported to the client
+                run.sink(("error", exc))
+
+        self.pool.submit(work)
+        return run
+
+    def _search(self, plan: _Plan, engine: BatchedEngine) -> Any:
+        from sazanami.search import search
+
+        spec = plan.req.search
+        assert spec is not None
+        kw: dict[str, Any] = {"scorer": spec.scorer} if spec.scorer is not None else {}
+        return search(
+            engine,
+            plan.prompts[0],
+            spec.strategy,
+            budget=plan.req.search_budget(plan.params, self.limits),
+            params=plan.params,
+            seed=plan.params.seed,
+            raw=plan.req.raw,
+            **kw,
+            **spec.options,
+        )
+
+    # -- results --------------------------------------------------------------------------------
+    def feed(self, plan: _Plan, choices: list[Choice], deltas: list[Any]) -> None:
+        """Add one step's deltas to the choices (text, drawn-token count, finish)."""
+        ignore_eos = plan.params.ignore_eos
+        for d in deltas:
+            c = choices[d.row]
+            c.text += d.text
+            eos = d.finished and d.finish_reason == "stop" and d.token_id in self.eos and not ignore_eos
+            if d.token_id is not None and not eos:
+                c.tokens += 1
+                c.token_ids.append(d.token_id)
+            if d.finished:
+                c.finish_reason = d.finish_reason
+
+    def complete(self, plan: _Plan, choices: list[Choice], completions: list[Completion]) -> list[Choice]:
+        """The exact results from the engine's completions (or a beam search's)."""
+        if not choices:
+            choices = [Choice(i) for i in range(len(completions))]
+        for c, comp in zip(choices, completions, strict=True):
+            c.text, c.finish_reason, c.tokens = comp.text, comp.finish_reason, comp.completion_tokens
+            c.seed, c.token_ids, c.logprobs = comp.seed, comp.token_ids, comp.logprobs
+            c.trace, c.spans = comp.trace or None, comp.spans or None
+        return choices
+
+    def search_result(self, plan: _Plan, tree: Any) -> tuple[Choice, dict[str, Any]]:
+        best = tree.best_node
+        choice = Choice(
+            0,
+            text=tree.text,
+            finish_reason=(best.finish_reason if best else None) or "stop",
+            seed=best.seed if best else None,
+        )
+        if best is not None:
+            choice.tokens, choice.token_ids, choice.logprobs = best.tokens, best.token_ids, best.logprobs
+            choice.trace = best.meta.get("trace")
+        info: dict[str, Any] = {
+            "strategy": tree.strategy,
+            "seed": tree.seed,
+            "best": tree.best,
+            "score": best.score if best is not None else None,
+            "nodes": len(tree),
+            "spend": tree.spend,
+        }
+        if plan.req.search is not None and plan.req.search.return_tree:
+            info["tree"] = tree.to_dict()
+        return choice, info
+
+    # -- the two ways of answering ----------------------------------------------------------------
+    async def respond(self, plan: _Plan, request: Request) -> dict[str, Any]:
+        """A whole (non-streamed) response."""
+        choices = plan.choices()
+        extra: dict[str, Any] = {"seed": plan.params.seed}
+        completion_tokens = None
+        async with aclosing(self.start(plan).events(request)) as events:
+            async for kind, value in events:
+                if kind == "error":
+                    raise value
+                if kind == "deltas":
+                    self.feed(plan, choices, value)
+                    if not plan.needs_completion and all(c.finish_reason for c in choices):
+                        break  # every row is done; the rest of its batch is someone else's
+                elif plan.kind == "search":
+                    choice, extra["search"] = self.search_result(plan, value)
+                    choices = [choice]
+                    completion_tokens = value.spend.get("generated_tokens")
+                else:
+                    choices = self.complete(plan, choices, value)
+        for i, c in enumerate(choices):
+            c.text = plan.echo(i) + c.text
+        if completion_tokens is None:
+            completion_tokens = sum(c.tokens for c in choices)
+        tokens = usage(plan.prompt_tokens, completion_tokens)
+        return plan.shape.response(choices, tokens, self.engine.tokenizer, plan.want_logprobs, **extra)
+
+    async def stream(self, plan: _Plan, request: Request) -> AsyncIterator[str]:
+        """Server-sent events: pieces per choice index as they are generated, then [DONE]."""
+        shape, tok, seed = plan.shape, self.engine.tokenizer, plan.params.seed
+        choices = plan.choices()
+        ended: set[int] = set()
+        completion_tokens = None
+        if shape.chat and plan.kind != "beams":
+            for c in choices or [Choice(0)]:
+                yield shape.chunk([shape.start(c.index)], seed=seed)
+        for c in choices:
+            if plan.echo(c.index):
+                yield shape.chunk([shape.piece(c.index, plan.echo(c.index))])
+        async with aclosing(self.start(plan).events(request)) as events:
+            async for kind, value in events:
+                if kind == "error":
+                    raise value
+                if kind == "deltas":
+                    self.feed(plan, choices, value)
+                    for d in value:
+                        if d.text:
+                            yield shape.chunk([shape.piece(d.row, d.text)])
+                        if d.finished and not plan.needs_completion:
+                            ended.add(d.row)
+                            yield shape.chunk([shape.end(choices[d.row])])
+                    if not plan.needs_completion and len(ended) == len(choices):
+                        break
+                elif plan.kind == "search":
+                    choice, info = self.search_result(plan, value)
+                    completion_tokens = value.spend.get("generated_tokens")
+                    choices = [choice]
+                    if choice.text:
+                        yield shape.chunk([shape.piece(0, choice.text)])
+                    yield shape.chunk([shape.end(choice, tok, plan.want_logprobs)], search=info, seed=seed)
+                elif plan.kind == "beams":  # nothing was streamed: all of it now
+                    choices = self.complete(plan, [], value)
+                    for c in choices:
+                        if shape.chat:
+                            yield shape.chunk([shape.start(c.index)], seed=seed)
+                        yield shape.chunk([shape.piece(c.index, plan.echo(c.index) + c.text)])
+                        yield shape.chunk([shape.end(c, tok, plan.want_logprobs)])
+                else:
+                    choices = self.complete(plan, choices, value)
+                    for c in choices:
+                        if c.index not in ended:
+                            yield shape.chunk([shape.end(c, tok, plan.want_logprobs)])
+        if plan.req.wants_usage():
+            if completion_tokens is None:
+                completion_tokens = sum(c.tokens for c in choices)
+            yield shape.chunk([], usage(plan.prompt_tokens, completion_tokens), seed=seed)
+        yield DONE
+
+
+def create_app(
+    model: str = DEFAULT_MODEL,
+    limits: Limits | None = None,
+    *,
+    engine: Engine | None = None,
+    tools: Any = "builtin",
+) -> FastAPI:
+    """The server for ``model`` (a registry name or HF directory; or a ready ``engine``).
+
+    ``tools``: the :class:`~sazanami.islands.ToolRegistry` requests may use; ``"builtin"``
+    (default) is CALC; None allows none.
+    """
+    limits = limits or Limits()
+    if engine is None:
+        from sazanami.models import load
+
+        engine = Engine(load(model))
+    if tools == "builtin":
+        from sazanami.islands import builtin_tools
+
+        tools = builtin_tools(["calc"])
+    server = Server(engine, model, limits, tools)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        server.batcher.start()
+        try:
+            yield
+        finally:
+            server.batcher.stop()
+            server.pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="sazanami",
+        version=_version(),
+        lifespan=lifespan,
+        summary="OpenAI-compatible API with fluctuation and search",
+    )
+    app.state.server = server
+
+    @app.exception_handler(ApiError)
+    async def _api(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            error_body(str(exc.detail), "invalid_request_error", code=str(exc.status_code)), status_code=exc.status_code
+        )
+
+    @app.exception_handler(Exception)
+    async def _other(request: Request, exc: Exception) -> JSONResponse:
+        err = api_error(exc)
+        return JSONResponse(err.body(), status_code=err.status)
+
+    async def generate(request: Request, cls: type[CompletionRequest] | type[ChatCompletionRequest]) -> Any:
+        body = await _read_body(request, limits.max_body_bytes)
+        try:
+            req = cls.model_validate_json(body)
+            plan = _Plan(server, req, cls is ChatCompletionRequest)
+        except Exception as exc:  # noqa: BLE001
+            raise api_error(exc) from exc
+        release = server.admit()
+        if not req.stream:
+            try:
+                async with server.slots:
+                    return await server.respond(plan, request)
+            except Exception as exc:  # noqa: BLE001
+                raise api_error(exc) from exc
+            finally:
+                release()
+        return StreamingResponse(
+            _guarded(server, plan, request, release),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            background=BackgroundTask(release),
+        )
+
+    @app.post("/v1/completions", summary="Complete prompts (OpenAI-compatible; no chat template)")
+    async def completions(request: Request) -> Any:
+        return await generate(request, CompletionRequest)
+
+    @app.post("/v1/chat/completions", summary="Chat completions (OpenAI-compatible)")
+    async def chat_completions(request: Request) -> Any:
+        return await generate(request, ChatCompletionRequest)
+
+    def model_card() -> dict[str, Any]:
+        return {"id": server.model_name, "object": "model", "created": server.created, "owned_by": "sazanami"}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model_info(model_id: str) -> dict[str, Any]:
+        server.check_model(model_id)
+        return model_card()
+
+    @app.get("/v1/sazanami", summary="Presets, strategies, scorers, tools and limits")
+    async def info() -> dict[str, Any]:
+        return _info(server)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        b = server.batcher
+        return {
+            "status": "ok",
+            "model": server.model_name,
+            "admitted": server.admitted,
+            "running_rows": b.running_rows,
+            "waiting": b.waiting,
+            "stats": b.stats,
+        }
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+async def _guarded(server: Server, plan: _Plan, request: Request, release: Callable[[], None]) -> AsyncIterator[str]:
+    """The stream, with errors sent as an error event (the status line is already out)."""
+    try:
+        async with server.slots:
+            async for line in server.stream(plan, request):
+                yield line
+    except Cancelled:
+        return
+    except Exception as exc:  # noqa: BLE001 - reported in the stream
+        err = api_error(exc)
+        yield sse(err.body())
+    finally:
+        release()
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing more than ``limit`` bytes (413) before reading it all."""
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > limit:
+        raise ApiError(
+            413, f"request body of {size} bytes exceeds this server's limit of {limit}", code="request_too_large"
+        )
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise ApiError(413, f"request body exceeds this server's limit of {limit} bytes", code="request_too_large")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    try:
+        json.loads(body or b"null")
+    except ValueError as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from exc
+    return body
+
+
+def _info(server: Server) -> dict[str, Any]:
+    from sazanami.fluctuation import PRESETS
+    from sazanami.search import STRATEGIES, strategy_options
+    from sazanami.search.scorers import SCORER_NAMES
+
+    def plain(x: Any) -> Any:
+        return json.loads(json.dumps(x, default=str))
+
+    return {
+        "model": server.model_name,
+        "presets": {name: fl.to_dict() for name, fl in PRESETS.items()},
+        "strategies": {name: plain(strategy_options(name)) for name in STRATEGIES},
+        "scorers": [s for s in SCORER_NAMES if not s.startswith("py:")],
+        "tools": server.tools.names if server.tools is not None else [],
+        "limits": server.limits.to_dict(),
+        "defaults": {k: v for k, v in SamplingParams().to_dict().items() if k != "fluctuation"},
+    }
+
+
+def _version() -> str:
+    from sazanami import __version__
+
+    return __version__

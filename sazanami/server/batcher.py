@@ -1,0 +1,261 @@
+"""One engine worker thread that batches the rows of concurrent requests.
+
+A request becomes a :class:`Job` (its rows, and a ``sink`` that receives what they produce).
+The worker groups waiting jobs into **cohorts** — one :meth:`Engine.steps` batch each — and
+advances every live cohort by one step per turn:
+
+1. jobs that arrived during the last turn start a new cohort, if fewer than ``cohorts``
+   are running (else they wait for one to end); a cohort takes waiting jobs in arrival
+   order up to ``max_batch_rows`` rows;
+2. each cohort runs one step; its deltas go to their jobs' sinks, renumbered to the
+   job's own rows;
+3. a cohort that ends sends each job its completions (in the job's row order).
+
+``cohorts=1`` is "join the next batch"; ``cohorts≥2`` lets a request start at the next
+step instead of waiting for the running batch to end, at the cost of one more (smaller)
+forward pass per step. A true join into the running batch needs the engine to grow its
+cache mid-loop (see the server notes in the README).
+
+A cancelled job (its client went away) has its rows cut: their ``max_tokens`` is set to 1,
+so the engine finishes them at its next step and drops them from the batch; a cohort whose
+jobs are all cancelled is closed at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from sazanami.engine import Completion, Delta, Engine, RowRequest
+from sazanami.errors import SazanamiError
+
+Event = tuple[str, Any]
+"""What a sink receives: ``("deltas", [Delta])`` per step (``Delta.row`` is the job's own
+row index), ``("done", [Completion])`` once, or ``("error", exception)`` once."""
+
+
+class Cancelled(SazanamiError):
+    """The client of a request went away; its generation was dropped."""
+
+
+class Job:
+    """The rows of one request and where their output goes."""
+
+    def __init__(self, rows: list[RowRequest], sink: Callable[[Event], None], batcher: Batcher) -> None:
+        self.rows = rows
+        self.sink = sink
+        self.cancelled = threading.Event()
+        self._batcher = batcher
+
+    def cancel(self) -> None:
+        """Drop this job's rows (thread-safe; takes effect at the engine's next step)."""
+        if not self.cancelled.is_set():
+            self.cancelled.set()
+            self._batcher.wake()
+
+
+class _Cohort:
+    """One engine batch: a running :meth:`Engine.steps` generator over the rows of some jobs."""
+
+    def __init__(self, engine: Engine, jobs: list[Job]) -> None:
+        self.jobs = jobs
+        self.owner: list[tuple[Job, int]] = [(j, i) for j in jobs for i in range(len(j.rows))]
+        self.out: list[Completion] = []
+        self.gen = engine.steps([r for j in jobs for r in j.rows], self.out)
+        self.cut: set[int] = set()  # ids of jobs whose rows were cut already
+        self.live = set(range(len(self.owner)))  # rows still generating
+
+    @property
+    def rows(self) -> int:
+        return len(self.owner)
+
+    def step(self) -> bool:
+        """Run one engine step and hand out its deltas; False when the cohort has ended."""
+        try:
+            deltas = next(self.gen)
+        except StopIteration:
+            self._finish()
+            return False
+        except Exception as exc:  # noqa: BLE001 - a failed batch fails its requests, not the worker
+            for j in self.jobs:
+                if id(j) not in self.cut:
+                    j.sink(("error", exc))
+            return False
+        by_job: dict[int, list[Delta]] = {}
+        for d in deltas:
+            if d.finished:
+                self.live.discard(d.row)
+            job, local = self.owner[d.row]
+            if id(job) not in self.cut:
+                by_job.setdefault(id(job), []).append(Delta(local, d.text, d.token_id, d.finished, d.finish_reason))
+        for job in self.jobs:
+            if id(job) in by_job:
+                job.sink(("deltas", by_job[id(job)]))
+        return True
+
+    def cancel_rows(self) -> bool:
+        """Cut the rows of newly cancelled jobs (and tell them); True when no job is left (closed)."""
+        for job in self.jobs:
+            if job.cancelled.is_set() and id(job) not in self.cut:
+                self.cut.add(id(job))
+                self.live -= {b for b, (j, _) in enumerate(self.owner) if j is job}
+                for r in job.rows:
+                    # The engine checks req.params.max_tokens after every push: 1 ends the row there.
+                    r.params = r.params.replace(max_tokens=1)
+                job.sink(("error", Cancelled("the client went away")))
+        if len(self.cut) == len(self.jobs):
+            self.gen.close()
+            return True
+        return False
+
+    def _finish(self) -> None:
+        start = 0
+        for job in self.jobs:
+            n = len(job.rows)
+            if id(job) not in self.cut:
+                job.sink(("done", self.out[start : start + n]))
+            start += n
+
+
+class Batcher:
+    """Owns the engine: one worker thread runs every generation step (see the module docstring)."""
+
+    def __init__(self, engine: Engine, max_batch_rows: int = 64, cohorts: int = 2) -> None:
+        self.engine = engine
+        self.max_batch_rows = max_batch_rows
+        self.cohorts = cohorts
+        self._pending: deque[Job] = deque()
+        self._live: list[_Cohort] = []
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self.stats = {"steps": 0, "batches": 0, "rows": 0, "peak_rows": 0, "busy_s": 0.0}
+        """Counters for benchmarks: engine steps, cohorts started, rows run, most rows at once."""
+
+    # -- client side (any thread) ------------------------------------------------------------
+    def submit(self, rows: list[RowRequest], sink: Callable[[Event], None]) -> Job:
+        """Queue ``rows``; ``sink`` is called from the worker thread with each :data:`Event`."""
+        job = Job(rows, sink, self)
+        with self._cond:
+            if self._stop:
+                raise SazanamiError("the server is shutting down")
+            self._pending.append(job)
+            self._cond.notify()
+        return job
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    @property
+    def running_rows(self) -> int:
+        """Rows generating now (approximate when read from another thread)."""
+        return sum(len(c.live) for c in list(self._live))
+
+    @property
+    def waiting(self) -> int:
+        return len(self._pending)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop = False
+            self._thread = threading.Thread(target=self._loop, name="sazanami-engine", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Fail waiting jobs, cancel running ones and join the worker."""
+        with self._cond:
+            self._stop = True
+            pending, self._pending = list(self._pending), deque()
+            for c in self._live:
+                for j in c.jobs:
+                    j.cancelled.set()
+            self._cond.notify()
+        for job in pending:
+            job.sink(("error", SazanamiError("the server is shutting down")))
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    # -- the worker ----------------------------------------------------------------------------
+    def _take(self) -> list[Job]:
+        """Waiting jobs for a new cohort, in arrival order, up to ``max_batch_rows`` rows (≥ 1 job)."""
+        jobs: list[Job] = []
+        rows = 0
+        while self._pending:
+            job = self._pending[0]
+            if job.cancelled.is_set():
+                self._pending.popleft()
+                job.sink(("error", Cancelled("the client went away")))
+                continue
+            if jobs and rows + len(job.rows) > self.max_batch_rows:
+                break
+            jobs.append(self._pending.popleft())
+            rows += len(job.rows)
+        return jobs
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop and not self._live and not self._pending:
+                    self._cond.wait()
+                if self._stop and not self._live:
+                    return
+                new = self._take() if len(self._live) < self.cohorts and not self._stop else []
+            if new:
+                self._live.append(_Cohort(self.engine, new))
+                self.stats["batches"] += 1
+                self.stats["rows"] += self._live[-1].rows
+            self.stats["peak_rows"] = max(self.stats["peak_rows"], self.running_rows)
+            t = time.perf_counter()
+            for cohort in list(self._live):
+                if cohort.cancel_rows() or not cohort.step():
+                    self._live.remove(cohort)
+            self.stats["steps"] += 1
+            self.stats["busy_s"] += time.perf_counter() - t
+
+
+class BatchedEngine:
+    """The engine as a search sees it: :meth:`run` goes through the batcher, so a search's rows
+    share engine batches with other requests. Everything else is the engine's own.
+
+    ``cancelled`` set (the client went away) makes the running and every later :meth:`run`
+    raise :class:`Cancelled`. Rows whose ``tag`` has a ``meta`` dict (search row specs) get
+    their completion's per-step trace there as ``meta["trace"]`` when tracing is on.
+    """
+
+    def __init__(self, engine: Engine, batcher: Batcher, cancelled: threading.Event) -> None:
+        self._engine = engine
+        self._batcher = batcher
+        self._cancelled = cancelled
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def run(self, rows: list[RowRequest]) -> list[Completion]:
+        if self._cancelled.is_set():
+            raise Cancelled("the client went away")
+        done = threading.Event()
+        box: list[Event] = []
+
+        def sink(event: Event) -> None:
+            if event[0] != "deltas":
+                box.append(event)
+                done.set()
+
+        job = self._batcher.submit(rows, sink)
+        while not done.wait(0.05):
+            if self._cancelled.is_set():
+                job.cancel()
+        kind, value = box[0]
+        if kind == "error":
+            raise value
+        for r, c in zip(rows, value, strict=True):
+            meta = getattr(r.tag, "meta", None)
+            if c.trace and isinstance(meta, dict):
+                meta["trace"] = c.trace
+        return value

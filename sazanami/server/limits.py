@@ -1,0 +1,67 @@
+"""What one server lets its clients ask for: the knobs of ``sazanami serve``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from sazanami.errors import ParameterError
+from sazanami.params import MAX_N, MAX_TOKENS_LIMIT
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request and per-server limits. Every field is validated on construction."""
+
+    max_tokens: int = 1024
+    """New tokens per variant at most (also the default when a request gives none, if lower
+    than SamplingParams' default); in [1, 32768]."""
+    max_n: int = 16
+    """Variants per prompt at most; in [1, 256]."""
+    max_prompts: int = 16
+    """Prompts per /v1/completions request at most; in [1, 1024]."""
+    max_search_budget: int = 8192
+    """Generated tokens one search may spend at most; in [1, inf)."""
+    max_concurrent: int = 64
+    """Requests whose rows may be in the engine at once; in [1, 4096]."""
+    max_queue: int = 64
+    """Requests that may wait for a slot; one more gets 503; in [0, 65536]."""
+    max_searches: int = 2
+    """Searches (and beam searches) running at once; each holds a request slot too; in [1, 64]."""
+    max_prompt_tokens: int = 4096
+    """Prompt tokens per prompt at most (more is 413); in [1, inf)."""
+    max_body_bytes: int = 1 << 20
+    """Request body size at most (more is 413); in [1024, inf)."""
+    max_batch_rows: int = 64
+    """Rows the batcher puts in one engine batch at most; in [1, 4096]."""
+    cohorts: int = 2
+    """Engine batches the batcher interleaves step by step. 1 = requests that arrive while a batch
+    runs wait for it to end; 2+ = they start a new batch at the next step; in [1, 16]."""
+
+    def __post_init__(self) -> None:
+        for name, low, high in (
+            ("max_tokens", 1, MAX_TOKENS_LIMIT),
+            ("max_n", 1, MAX_N),
+            ("max_prompts", 1, 1024),
+            ("max_search_budget", 1, None),
+            ("max_concurrent", 1, 4096),
+            ("max_queue", 0, 65536),
+            ("max_searches", 1, 64),
+            ("max_prompt_tokens", 1, None),
+            ("max_body_bytes", 1024, None),
+            ("max_batch_rows", 1, 4096),
+            ("cohorts", 1, 16),
+        ):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < low
+                or (high is not None and value > high)
+            ):
+                hi = "inf)" if high is None else f"{high}]"
+                raise ParameterError(name, f"{name} must be in [{low}, {hi}, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

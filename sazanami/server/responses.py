@@ -1,0 +1,153 @@
+"""OpenAI response objects: completions, chat completions, their stream chunks, errors.
+
+Two shapes share everything but names: ``text_completion`` choices carry ``text``, chat
+choices carry ``message`` (``delta`` when streamed). sazanami adds fields the clients keep
+as extras: per choice ``seed`` (rerun a variant alone) and, when asked, ``trace`` and
+``spans`` (injected tool results); top level ``seed`` and ``search``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sazanami import __version__
+
+FINGERPRINT = f"sazanami-{__version__}"
+
+
+@dataclass
+class Choice:
+    """What one variant produced, as the response needs it."""
+
+    index: int
+    text: str = ""
+    finish_reason: str | None = None
+    tokens: int = 0
+    seed: int | None = None
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] | None = None
+    trace: list[dict[str, Any]] | None = None
+    spans: list[dict[str, Any]] | None = None
+
+
+class Shape:
+    """Names and ids of one endpoint's objects (``chat`` or not)."""
+
+    def __init__(self, chat: bool, model: str) -> None:
+        self.chat = chat
+        self.model = model
+        self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+        self.created = int(time.time())
+
+    def _head(self, obj: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": FINGERPRINT,
+        }
+
+    # -- whole responses ----------------------------------------------------------------------
+    def response(
+        self, choices: list[Choice], usage: dict[str, int], tokenizer: Any, want_logprobs: bool, **extra: Any
+    ) -> dict[str, Any]:
+        out = self._head("chat.completion" if self.chat else "text_completion")
+        out["choices"] = [self.choice(c, tokenizer, want_logprobs) for c in choices]
+        out["usage"] = usage
+        out.update({k: v for k, v in extra.items() if v is not None})
+        return out
+
+    def choice(self, c: Choice, tokenizer: Any, want_logprobs: bool) -> dict[str, Any]:
+        lp = logprobs_object(c, tokenizer, self.chat) if want_logprobs else None
+        if self.chat:
+            out: dict[str, Any] = {"index": c.index, "message": {"role": "assistant", "content": c.text}}
+        else:
+            out = {"index": c.index, "text": c.text}
+        out |= {"logprobs": lp, "finish_reason": c.finish_reason}
+        return out | _extras(c)
+
+    # -- stream chunks ------------------------------------------------------------------------
+    def chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None, **extra: Any) -> str:
+        out = self._head("chat.completion.chunk" if self.chat else "text_completion")
+        out["choices"] = choices
+        if usage is not None:
+            out["usage"] = usage
+        out.update({k: v for k, v in extra.items() if v is not None})
+        return sse(out)
+
+    def start(self, index: int) -> dict[str, Any]:
+        """The first chunk of a chat choice announces the role (completions have none)."""
+        return {"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+
+    def piece(self, index: int, text: str) -> dict[str, Any]:
+        if self.chat:
+            return {"index": index, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
+        return {"index": index, "text": text, "logprobs": None, "finish_reason": None}
+
+    def end(self, c: Choice, tokenizer: Any = None, want_logprobs: bool = False) -> dict[str, Any]:
+        """A choice's last chunk: its finish reason (and what is known only at the end)."""
+        lp = logprobs_object(c, tokenizer, self.chat) if want_logprobs and c.logprobs is not None else None
+        body: dict[str, Any] = {"delta": {}} if self.chat else {"text": ""}
+        return {"index": c.index, **body, "logprobs": lp, "finish_reason": c.finish_reason} | _extras(c)
+
+
+def _extras(c: Choice) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if c.seed is not None:
+        out["seed"] = c.seed
+    if c.trace:
+        out["trace"] = c.trace
+    if c.spans:
+        out["spans"] = c.spans
+    return out
+
+
+def logprobs_object(c: Choice, tokenizer: Any, chat: bool) -> dict[str, Any] | None:
+    """Each generated token's log-prob, in the endpoint's format (top alternatives are not reported)."""
+    if c.logprobs is None:
+        return None
+    texts = [tokenizer.token_text(t) for t in c.token_ids]
+    if chat:
+        return {
+            "content": [
+                {"token": t, "logprob": round(lp, 5), "bytes": list(t.encode()), "top_logprobs": []}
+                for t, lp in zip(texts, c.logprobs, strict=True)
+            ],
+            "refusal": None,
+        }
+    offsets, pos = [], 0
+    for t in texts:
+        offsets.append(pos)
+        pos += len(t)
+    return {
+        "tokens": texts,
+        "token_logprobs": [round(x, 5) for x in c.logprobs],
+        "top_logprobs": None,
+        "text_offset": offsets,
+    }
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error object."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def sse(obj: Any) -> str:
+    """One server-sent event carrying ``obj`` as JSON."""
+    return f"data: {json.dumps(obj, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+DONE = "data: [DONE]\n\n"

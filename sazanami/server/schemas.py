@@ -1,0 +1,331 @@
+"""HTTP request bodies: OpenAI's fields plus sazanami's extensions, mapped onto the library's objects.
+
+The sampling fields are generated from :class:`~sazanami.params.SamplingParams` (one per
+dataclass field, same name, documented by the field's docstring), so every parameter of the
+Python API is reachable from the body and SamplingParams stays the one place that checks
+ranges: the server's 400 carries its message ("top_p must be in (0, 1], got 1.5") and param.
+
+Extensions in the body (pass them with the openai client's ``extra_body``):
+
+- ``fluctuation`` — a preset name or the fluctuation JSON (a SamplingParams field);
+- ``search`` — ``{"strategy", "budget", "scorer", "options", "return_tree"}``;
+- ``tools`` — names of tools the server runs (``["calc"]``, or OpenAI function objects
+  naming them); the model's calls are run and their results injected into the text;
+- ``grammar`` (Lark) / ``regex`` / ``json_schema`` — a constraint the output follows
+  (OpenAI's ``response_format`` with ``json_schema`` or ``json_object`` maps here too).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from sazanami.errors import ParameterError
+from sazanami.params import SamplingParams
+from sazanami.server.limits import Limits
+
+Prompt = str | list[dict[str, str]]
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (``name: type = default`` then ``\"\"\"doc\"\"\"``)."""
+    body = ast.parse(inspect.getsource(cls)).body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _sampling_fields() -> dict[str, Any]:
+    """One optional pydantic field per SamplingParams field (None = the library's default)."""
+    hints = typing.get_type_hints(SamplingParams)
+    docs = _field_docs(SamplingParams)
+    wire = {"stop": str | list[str], "fluctuation": str | dict[str, Any]}
+    return {
+        f.name: (wire.get(f.name, hints[f.name]) | None, Field(None, description=docs.get(f.name)))
+        for f in dataclasses.fields(SamplingParams)
+    }
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+SamplingFields = create_model("SamplingFields", __base__=_Strict, **_sampling_fields())
+"""Every :class:`SamplingParams` field, optional; request bodies extend it."""
+
+
+class SearchSpec(_Strict):
+    """The ``search`` extension: spend more compute, answer with the winner."""
+
+    strategy: str = Field("best_of_n", description="best_of_n, anneal, noise_search, beam, tree, optimize, synthesize.")
+    budget: int | dict[str, Any] | None = Field(
+        None, description="Generated tokens (or {tokens, wall_s}); default 16 × max_tokens, capped by the server."
+    )
+    scorer: str | dict[str, Any] | None = Field(
+        None, description="logprob, judge, novelty, contains:a,b, regex:PATTERN, or a combination (default judge)."
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="The strategy's own options (rounds, keep …).")
+    return_tree: bool = Field(False, description="Add the whole search tree to the response.")
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class FunctionRef(BaseModel):
+    name: str
+
+
+class ToolRef(BaseModel):
+    """An OpenAI tool object; only its function's name is used (the server runs the tool)."""
+
+    type: str = "function"
+    function: FunctionRef
+
+
+class ResponseFormat(BaseModel):
+    type: str
+    json_schema: dict[str, Any] | None = None
+
+
+class Message(BaseModel):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+
+class _Request(SamplingFields):  # type: ignore[misc, valid-type]
+    model: str | None = Field(None, description="The served model's id (GET /v1/models); default: it.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    logit_bias: dict[str, float] | None = Field(None, description="Not supported; must be empty.")
+    # accepted and ignored, as some clients send them
+    store: bool | None = None
+    metadata: dict[str, Any] | None = None
+    service_tier: str | None = None
+    parallel_tool_calls: bool | None = None
+    # sazanami's extensions
+    search: SearchSpec | None = None
+    tools: list[str | ToolRef] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    grammar: str | None = Field(None, description="A Lark grammar (llguidance dialect) the output must follow.")
+    regex: str | None = Field(None, description="A regex the whole output must match.")
+    json_schema: dict[str, Any] | str | None = Field(None, description="A JSON schema the output must follow.")
+    response_format: ResponseFormat | None = None
+
+    # -- to the library's objects ---------------------------------------------------------------
+    def sampling_params(self, limits: Limits) -> SamplingParams:
+        """The request's SamplingParams (None fields keep the library's defaults), within ``limits``."""
+        values = {name: getattr(self, name) for name in SamplingParams.field_names() if getattr(self, name) is not None}
+        if isinstance(values.get("stop"), list):
+            values["stop"] = tuple(values["stop"])
+        values.setdefault("max_tokens", min(SamplingParams.max_tokens, limits.max_tokens))
+        params = SamplingParams(**values)
+        if params.n > limits.max_n:
+            raise ParameterError("n", f"n must be in [1, {limits.max_n}] on this server, got {params.n}")
+        if params.max_tokens > limits.max_tokens:
+            raise ParameterError(
+                "max_tokens", f"max_tokens must be in [1, {limits.max_tokens}] on this server, got {params.max_tokens}"
+            )
+        if self.logit_bias:
+            raise ParameterError("logit_bias", "logit_bias is not supported")
+        return params
+
+    def wants_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def constraint(self) -> Any:
+        """The grammar the output must follow (a :class:`sazanami.islands.Constraint`), or None."""
+        given = [k for k in ("grammar", "regex", "json_schema") if getattr(self, k) is not None]
+        fmt = self.response_format
+        if fmt is not None and fmt.type != "text":
+            if fmt.type not in ("json_object", "json_schema"):
+                raise ParameterError(
+                    "response_format.type",
+                    f"response_format.type must be text, json_object or json_schema, got {fmt.type!r}",
+                )
+            given.append("response_format")
+        if len(given) > 1:
+            raise ParameterError(
+                given[1], f"give one of grammar, regex, json_schema, response_format; got {', '.join(given)}"
+            )
+        if not given:
+            return None
+        from sazanami.islands import Constraint
+
+        if given[0] == "grammar":
+            return Constraint.lark(self.grammar)  # type: ignore[arg-type]
+        if given[0] == "regex":
+            return Constraint.regex(self.regex)  # type: ignore[arg-type]
+        if given[0] == "json_schema":
+            return Constraint.json_schema(self.json_schema)  # type: ignore[arg-type]
+        assert fmt is not None
+        if fmt.type == "json_object":
+            return Constraint.json_schema({"type": "object"})
+        schema = (fmt.json_schema or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise ParameterError(
+                "response_format.json_schema.schema", "response_format.json_schema needs a 'schema' object"
+            )
+        return Constraint.json_schema(schema)
+
+    def islands(self, server_tools: Any) -> Any:
+        """Tools and grammar of this request (:class:`sazanami.islands.Islands`), or None.
+
+        ``server_tools`` is the server's :class:`~sazanami.islands.ToolRegistry`; a request
+        names the tools it lets the model call (case-insensitive).
+        """
+        constraint = self.constraint()
+        tools = None
+        if self.tools and self.tool_choice != "none":
+            if self.tool_choice not in (None, "auto"):
+                raise ParameterError("tool_choice", f"tool_choice must be auto or none, got {self.tool_choice!r}")
+            from sazanami.islands import ToolRegistry
+
+            known = {name.upper(): name for name in (server_tools.names if server_tools is not None else [])}
+            tools = ToolRegistry()
+            for i, t in enumerate(self.tools):
+                name = t if isinstance(t, str) else t.function.name
+                if name.upper() not in known:
+                    raise ParameterError(
+                        f"tools[{i}]",
+                        f"tool {name!r} is not run by this server (its tools: {', '.join(known.values()) or 'none'}); "
+                        "sazanami runs tools itself and injects their results, it does not return tool_calls",
+                    )
+                tools.add(server_tools.get(known[name.upper()]))
+        if tools is None and constraint is None:
+            return None
+        from sazanami.islands import Islands
+
+        return Islands(tools=tools, constraint=constraint)
+
+    def check_search(self, params: SamplingParams, limits: Limits) -> None:
+        """Reject what a search cannot do and budgets over the server's limit."""
+        spec = self.search
+        if spec is None:
+            return
+        if params.n != 1:
+            raise ParameterError("n", "n must be 1 with search (the strategy's options set how many candidates)")
+        if self.tools or self.constraint() is not None:
+            raise ParameterError("search", "tools and grammars do not work with search yet")
+        from sazanami.search import Budget, make_scorer, strategy_options
+
+        known = strategy_options(spec.strategy)  # raises for an unknown strategy
+        for key in spec.options:
+            if key not in known and spec.strategy != "synthesize":  # synthesize passes the rest to its base
+                raise ParameterError(
+                    f"search.options.{key}",
+                    f"strategy {spec.strategy} has no option {key!r}; its options: {', '.join(known)}",
+                )
+        if spec.budget is not None:
+            tokens = Budget.parse(spec.budget).tokens
+            if tokens > limits.max_search_budget:
+                raise ParameterError(
+                    "search.budget",
+                    f"search.budget must be in [1, {limits.max_search_budget}] tokens on this server, got {tokens}",
+                )
+        _check_scorer(spec.scorer)
+        if spec.scorer is not None:
+            make_scorer(spec.scorer)  # raises for a bad spec
+
+    def search_budget(self, params: SamplingParams, limits: Limits) -> Any:
+        budget = self.search.budget if self.search is not None else None
+        return budget if budget is not None else min(16 * params.max_tokens, limits.max_search_budget)
+
+
+def _check_scorer(spec: Any, where: str = "search.scorer") -> None:
+    """Refuse Python verifiers (``py:module:function``, ``{"type": "verifier"}``): they import code."""
+    if isinstance(spec, str):
+        if spec.strip().startswith("regex:"):
+            return
+        text = spec.strip().removeprefix("rank:")
+        for term in text.split("+"):
+            if term.split("*")[-1].strip().startswith("py:"):
+                raise ParameterError(where, "Python verifier scorers (py:...) cannot be used over HTTP")
+    elif isinstance(spec, dict):
+        if spec.get("type") == "verifier":
+            raise ParameterError(where, "verifier scorers cannot be used over HTTP")
+        for i, part in enumerate(spec.get("parts") or []):
+            _check_scorer(
+                part.get("scorer") if isinstance(part, dict) and "scorer" in part else part, f"{where}.parts[{i}]"
+            )
+
+
+class CompletionRequest(_Request):
+    """POST /v1/completions: plain text in, no chat template."""
+
+    prompt: str | list[str]
+    logprobs: int | None = Field(None, ge=0, le=5, description="Return each token's log-prob (top alternatives: no).")
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = None
+
+    def prompts(self, limits: Limits) -> list[Prompt]:
+        prompts = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+        if not prompts:
+            raise ParameterError("prompt", "prompt must not be an empty list")
+        if len(prompts) > limits.max_prompts:
+            raise ParameterError("prompt", f"prompt must have at most {limits.max_prompts} strings, got {len(prompts)}")
+        if self.suffix:
+            raise ParameterError("suffix", "suffix is not supported")
+        if self.best_of not in (None, self.n or 1):
+            raise ParameterError("best_of", "best_of is not supported; use the search extension (strategy best_of_n)")
+        return prompts  # type: ignore[return-value]
+
+    @property
+    def raw(self) -> bool:
+        return True
+
+    def wants_logprobs(self) -> bool:
+        return self.logprobs is not None
+
+
+class ChatCompletionRequest(_Request):
+    """POST /v1/chat/completions: messages through the model's chat template."""
+
+    messages: list[Message]
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="Accepted; top alternatives are not reported.")
+    max_completion_tokens: int | None = None
+
+    def prompts(self, limits: Limits) -> list[Prompt]:
+        if not self.messages:
+            raise ParameterError("messages", "messages must not be empty")
+        out = []
+        for i, m in enumerate(self.messages):
+            content = m.content
+            if isinstance(content, list):
+                parts = []
+                for j, part in enumerate(content):
+                    if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                        raise ParameterError(f"messages[{i}].content[{j}]", "only text content parts are supported")
+                    parts.append(part["text"])
+                content = "".join(parts)
+            role = "system" if m.role == "developer" else m.role
+            out.append({"role": role, "content": content or ""})
+        return [out]
+
+    def sampling_params(self, limits: Limits) -> SamplingParams:
+        if self.max_completion_tokens is not None:
+            if self.max_tokens is not None and self.max_tokens != self.max_completion_tokens:
+                raise ParameterError("max_completion_tokens", "give max_tokens or max_completion_tokens, not both")
+            return self.model_copy(
+                update={"max_tokens": self.max_completion_tokens, "max_completion_tokens": None}
+            ).sampling_params(limits)
+        return super().sampling_params(limits)
+
+    @property
+    def raw(self) -> bool:
+        return False
+
+    def wants_logprobs(self) -> bool:
+        return self.logprobs

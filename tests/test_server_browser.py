@@ -1,0 +1,82 @@
+"""The playground in headless Chromium: load the page, stream variants, run a search, see the tree.
+
+Needs Debian's ``chromium`` (``apt-get install -y chromium chromium-driver``) and Playwright for
+Python (``pip install playwright``); it drives the system browser, so no ``playwright install``.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from sazanami.server import Limits, create_app
+from sazanami.server.testing import serving
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs: pip install playwright")
+if not shutil.which("chromium"):
+    pytest.skip(
+        "the browser test needs Debian's chromium: apt-get install -y chromium chromium-driver", allow_module_level=True
+    )
+
+
+@pytest.fixture(scope="module")
+def page(tiny_engine):
+    with serving(create_app("tiny-random", Limits(max_tokens=64), engine=tiny_engine)) as url:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            try:
+                pg = browser.new_page(viewport={"width": 1280, "height": 900})
+                errors: list[str] = []
+                pg.on("pageerror", lambda e: errors.append(str(e)))
+                pg.goto(url + "/")
+                pg.wait_for_selector("#preset option[value='pink-temperature']", state="attached")
+                yield pg
+                assert not errors, errors
+            finally:
+                browser.close()
+
+
+def test_streams_variants_side_by_side_with_traces(page):
+    page.fill("#n", "3")
+    page.fill("#max_tokens", "12")
+    page.fill("#seed", "7")
+    page.select_option("#strategy", "")
+    page.click("#run")
+    page.wait_for_function("document.querySelectorAll('.variant.done').length === 3", timeout=20_000)
+    assert page.locator(".variant svg.plot").count() == 3  # temperature/noise trace per variant
+    assert page.locator(".variant svg.plot polyline.series-noise").count() == 3  # pink-temperature's noise
+    assert "seed" in page.inner_text("#variant-0 .label")
+    assert page.is_hidden("#search")
+
+
+def test_search_shows_tree_with_winner_and_node_details(page):
+    page.select_option("#strategy", "best_of_n")
+    page.fill("#budget", "48")
+    page.fill("#scorer", "logprob")
+    page.fill("#max_tokens", "8")
+    page.click("#run")
+    page.wait_for_selector(".tree .node.winner", timeout=30_000)
+    nodes = page.locator(".tree .node")
+    assert nodes.count() >= 3
+    assert page.is_visible("#detail") and "winner" in page.inner_text("#detail")
+    assert page.locator("#variant-0.winner").count() == 1
+    other = page.locator(".tree .node:not(.winner):not(.root)").first
+    other.click()
+    detail = page.inner_text("#detail")
+    assert "node #" in detail and "winner" not in detail
+    assert page.locator("#detail svg.plot").count() == 1
+
+
+def test_server_errors_are_shown(page):
+    page.select_option("#strategy", "best_of_n")
+    page.fill("#budget", "100000")
+    page.click("#run")
+    page.wait_for_selector("#status.error", timeout=10_000)
+    assert "400" in page.inner_text("#status") and "search.budget" in page.inner_text("#status")
