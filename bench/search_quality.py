@@ -133,7 +133,7 @@ def unit_tokens(engine: Engine, tasks: list[Task]) -> int:
     return max(1, round(statistics.mean(lengths)))
 
 
-def run_one(engine: Engine, task: Task, setting: str, name: str, budget: int, seed: int) -> dict[str, Any]:
+def run_one(engine: Engine, task: Task, setting: str, name: str, budget: int, seed: int, unit: int) -> dict[str, Any]:
     strategy, options, changes = STRATEGIES[name]
     params = SamplingParams(max_tokens=task.max_tokens, temperature=0.7, **changes)
     scorer: Any = "judge" if setting == "judge" else task.check
@@ -157,6 +157,7 @@ def run_one(engine: Engine, task: Task, setting: str, name: str, budget: int, se
         "judge_tokens": s["by_kind"].get("judge", 0),
         "nodes": len(tree.nodes),
         "wall_s": round(time.perf_counter() - t0, 2),
+        "unit": unit,
         "text": " ".join(best.split())[:200],
     }
 
@@ -224,14 +225,16 @@ def plot(summary: list[dict[str, Any]], path: Path, unit: int) -> None:
             ax = axes[i][j]
             rows = [s for s in summary if s["setting"] == setting and s["group"] == group]
             for name in STRATEGIES:
-                pts = sorted((s["tokens"], s["solved"], s["solved_sd"]) for s in rows if s["strategy"] == name)
+                pts = sorted((s["budget_x"], s["solved"], s["solved_sd"]) for s in rows if s["strategy"] == name)
                 if not pts:
                     continue
                 x, y, e = zip(*pts, strict=False)
                 style = dict(lw=2.5, color="black") if name == "best_of_n" else dict(lw=1.3)
                 ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=2, label=name, **style)
             ax.set_xscale("log", base=2)
-            ax.set_xlabel(f"generated tokens per task (1 sample ≈ {unit})")
+            xs = sorted({s["budget_x"] for s in rows})
+            ax.set_xticks(xs, [f"{x:g}×" for x in xs])
+            ax.set_xlabel(f"budget per task (× one sample ≈ {unit} tokens)")
             ax.set_ylabel("solved rate")
             ax.set_ylim(-0.02, 1.02)
             ax.set_title(f"{setting} scorer · {group}")
@@ -259,7 +262,11 @@ def main() -> None:
     ap.add_argument("--tag", default="search_quality", help="Output file stem.")
     ap.add_argument("--docs", action="store_true", help="Copy the plot and summary to docs/.")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (1 is far faster on a shared CPU).")
+    ap.add_argument("--from-csv", default=None, help="Only summarise and plot an existing (maybe partial) run CSV.")
     args = ap.parse_args()
+    if args.from_csv:
+        report(Path(args.from_csv), args.docs)
+        return
     if args.threads:
         import torch
 
@@ -312,7 +319,7 @@ def main() -> None:
             t_cfg = time.perf_counter()
             for task in tasks:
                 for seed in seeds:
-                    row = run_one(engine, task, setting, name, budget, seed)
+                    row = run_one(engine, task, setting, name, budget, seed, unit)
                     rows.append(row)
                     if writer is None:
                         writer = csv.DictWriter(fh, fieldnames=list(row))
@@ -330,22 +337,46 @@ def main() -> None:
             )
             sys.stdout.flush()
 
+    report(raw_path, args.docs)
+    print(f"({(time.perf_counter() - t0) / 60:.1f} min)")
+
+
+def report(raw_path: Path, docs: bool) -> None:
+    """Summary CSV, tables and plot from a run CSV (complete or partial)."""
+    with raw_path.open() as fh:
+        rows = [
+            {k: (int(v) if k in _INTS and v else float(v) if k in _FLOATS and v else v) for k, v in r.items()}
+            for r in csv.DictReader(fh)
+        ]
+    # Keep only configurations every seed × task finished (a partial run stops mid-config).
+    counts = defaultdict(int)
+    for r in rows:
+        counts[(r["setting"], r["strategy"], r["budget_tokens"])] += 1
+    full = max(counts.values())
+    rows = [r for r in rows if counts[(r["setting"], r["strategy"], r["budget_tokens"])] == full]
+    # Older files have no unit column: the 1× baseline's budget is one sample's tokens.
+    unit = int(rows[0].get("unit") or min(r["budget_tokens"] for r in rows))
     summary = summarise(rows, unit)
-    sum_path = out / f"{args.tag}_summary.csv"
+    stem = raw_path.with_suffix("")
+    sum_path = Path(f"{stem}_summary.csv")
     with sum_path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(summary[0]))
         writer.writeheader()
         writer.writerows(summary)
     for group in ("concepts-5-6", "arithmetic", "all"):
         print_table(summary, group)
-    png = out / f"{args.tag}.png"
+    png = Path(f"{stem}.png")
     plot(summary, png, unit)
-    print(f"\nwrote {raw_path}, {sum_path}, {png}  ({(time.perf_counter() - t0) / 60:.1f} min)")
-    if args.docs:
+    print(f"\nwrote {raw_path}, {sum_path}, {png}")
+    if docs:
         DOCS.mkdir(exist_ok=True)
         shutil.copy(png, DOCS / png.name)
         shutil.copy(sum_path, DOCS / sum_path.name)
         print(f"copied to {DOCS}")
+
+
+_FLOATS = {"quality", "wall_s"}
+_INTS = {"budget_tokens", "seed", "solved", "generated_tokens", "prompt_tokens", "judge_tokens", "nodes", "unit"}
 
 
 if __name__ == "__main__":

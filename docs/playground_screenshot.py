@@ -23,7 +23,12 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--out", default="docs/playground.png")
     ap.add_argument("--prompt", default="Write one sentence about a lighthouse in a storm.")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     with serving(create_app(args.model, Limits())) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
         page = browser.new_page(viewport={"width": 1360, "height": 1000}, device_scale_factor=1)

@@ -124,15 +124,12 @@ def frontier(
         f"{result.config.max_tokens} tokens in {result.wall_s:.0f} s "
         f"({sum(r.generated for r in result.results)} rows generated)"
     )
-    click.echo(
-        "beyond the temperature frontier (95% CI of the gain above 0): "
-        + (
-            ", ".join(
-                f"{r['method']} {r['label']} (+{r['gain']:.3f} [{r['gain_lo']:.3f}, {r['gain_hi']:.3f}])"
-                for r in beyond
-            )
-            or "none"
-        )
-    )
+    click.echo("beyond the temperature frontier (95% interval of the semantic-diversity gain above 0):")
+    for r in beyond:
+        repetitive = r["distinct_2_verdict"] == "below"
+        note = "  (but distinct-2 below the temperature curve: repetition)" if repetitive else ""
+        click.echo(f"  {r['method']} {r['label']}: +{r['gain']:.3f} [{r['gain_lo']:.3f}, {r['gain_hi']:.3f}]{note}")
+    if not beyond:
+        click.echo("  none")
     for key, path in paths.items():
-        click.echo(f"{key}: {path}", err=False)
+        click.echo(f"{key}: {path}")

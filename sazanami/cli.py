@@ -161,5 +161,14 @@ def noise(beta: float, steps: int, streams: int, seed: int, method: str, plot: s
         click.echo(f"plot: {plot}")
 
 
+def _register_commands() -> None:
+    """Commands that live beside their subsystem (imports stay light until they run)."""
+    from sazanami.server.command import serve
+
+    main.add_command(serve)
+
+
+_register_commands()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

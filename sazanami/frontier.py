@@ -24,7 +24,13 @@ log-perplexity traced by the temperature sweep. A setting's **frontier gain** is
 diversity minus that curve interpolated (linearly in log-perplexity) at its mean
 log-perplexity; positive = more diversity than temperature gives at the same perplexity.
 Its interval comes from the same prompt resamples, recomputing the curve each time. Settings
-outside the temperature curve's perplexity range get no gain (nan): no extrapolation.
+outside the temperature curve's perplexity range get no gain (nan): no extrapolation. The
+verdict is ``beyond`` (interval above 0), ``below`` (under 0), ``on`` or ``outside``.
+
+Semantic diversity alone can be fooled: rows that each loop on their own word are far apart
+in embedding space, and repetition is cheap in perplexity. So the same gain is computed for
+distinct-2 (``distinct_2_gain``, ``distinct_2_verdict``); a setting ``beyond`` on meaning but
+``below`` on distinct-2 is reported as repetitive, not as a win.
 
 Generations are cached in a JSONL file keyed by model, sampling parameters, prompt, seed and
 ``max_tokens``, so a rerun only generates what changed.
@@ -80,7 +86,9 @@ __all__ = [
     "resample_indices",
     "run_frontier",
     "score_completions",
+    "summarize",
     "write_csv",
+    "write_outputs",
 ]
 
 #: The development prompt set shipped in the repository.
@@ -754,12 +762,14 @@ def summarize(results: list[SettingResult], idx: np.ndarray, level: float) -> No
         }
     ref = [r for r in results if r.setting.method == "temperature"]
     cx = np.array([r.per_prompt["nll"] for r in ref])  # (J, P)
-    cy = np.array([r.per_prompt["semantic_diversity"] for r in ref])
-    for r in results:
-        gain = lo = hi = math.nan
-        if r.setting.method != "temperature" and len(ref) >= 2:
-            gain, lo, hi = frontier_gain(cx, cy, r.per_prompt["nll"], r.per_prompt["semantic_diversity"], idx, level)
-        r.summary |= {"gain": gain, "gain_lo": lo, "gain_hi": hi, "verdict": _verdict(r.setting, lo, hi)}
+    for metric, prefix in (("semantic_diversity", "gain"), ("distinct_2", "distinct_2_gain")):
+        cy = np.array([r.per_prompt[metric] for r in ref])  # (J, P)
+        for r in results:
+            gain = lo = hi = math.nan
+            if r.setting.method != "temperature" and len(ref) >= 2:
+                gain, lo, hi = frontier_gain(cx, cy, r.per_prompt["nll"], r.per_prompt[metric], idx, level)
+            r.summary |= {prefix: gain, f"{prefix}_lo": lo, f"{prefix}_hi": hi}
+            r.summary[f"{prefix.replace('gain', 'verdict')}"] = _verdict(r.setting, lo, hi)
 
 
 def _verdict(setting: Setting, lo: float, hi: float) -> str:
@@ -855,7 +865,7 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
         for row in csv.DictReader(f):
             parsed: dict[str, Any] = {}
             for k, v in row.items():
-                if k in ("method", "sweep", "label", "params", "verdict"):
+                if k in ("method", "sweep", "label", "params") or k.endswith("verdict"):
                     parsed[k] = v
                 elif v in ("True", "False"):
                     parsed[k] = v == "True"
@@ -869,32 +879,53 @@ _BASELINES = ("top_p", "min_p", "typical", "dynatemp", "mirostat")
 
 
 def plot_frontier(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Semantic diversity (y) vs perplexity (x, log) per method, with interval bars.
+    """Semantic diversity (top row) and distinct-2 (bottom) vs perplexity (x, log) per method.
 
-    Two panels over the same temperature curve: truncation/adaptive baselines (left), noise
-    methods (right). Lines join a method's sweep; off-curve β points are hollow markers.
+    Three panels over the same temperature curve (black): truncation and adaptive baselines;
+    noise on the temperature and the logits; noise on the draw and inside the model. Lines
+    join a method's sweep; off-curve β points are hollow markers.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    noise = [m for m in methods if m != "temperature" and m not in _BASELINES]
-    panels = [("baselines", [m for m in methods if m in _BASELINES]), ("noise", noise)]
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "temperature"]
+    baselines = [m for m in methods if m in _BASELINES]
+    outer = [m for m in methods if m not in _BASELINES and ("temperature" in m or "logits" in m)]
+    inner = [m for m in methods if m not in baselines and m not in outer]
+    panels = [
+        ("truncation and adaptive samplers", baselines),
+        ("noise on the temperature or the logits", outer),
+        ("noise on the draw or inside the model", inner),
+    ]
     panels = [p for p in panels if p[1]] or [("temperature", [])]
-    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 6), sharex=True, sharey=True, squeeze=False)
+    metrics = (
+        ("semantic_diversity", "semantic diversity (mean pairwise cosine distance)"),
+        ("distinct_2", "distinct-2 (distinct bigrams / bigrams)"),
+    )
+    fig, axes = plt.subplots(
+        len(metrics),
+        len(panels),
+        figsize=(6.5 * len(panels), 5.5 * len(metrics)),
+        sharex=True,
+        sharey="row",
+        squeeze=False,
+    )
     colors = plt.get_cmap("tab10").colors
-    for ax, (name, members) in zip(axes[0], panels, strict=True):
-        for i, m in enumerate(["temperature", *members]):
-            color = "black" if m == "temperature" else colors[(i - 1) % len(colors)]
-            _plot_method(ax, [r for r in rows if r["method"] == m], m, color, m == "temperature")
-        ax.set_xscale("log")
-        ax.set_xlabel("perplexity under the reference model (T = 1), log scale")
-        ax.set_title(name)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8, loc="lower right")
-    axes[0][0].set_ylabel("semantic diversity (mean pairwise cosine distance)")
+    for row, (metric, ylabel) in enumerate(metrics):
+        for ax, (name, members) in zip(axes[row], panels, strict=True):
+            for i, m in enumerate(["temperature", *members]):
+                color = "black" if m == "temperature" else colors[(i - 1) % len(colors)]
+                _plot_method(ax, [r for r in rows if r["method"] == m], m, color, m == "temperature", metric)
+            ax.set_xscale("log")
+            ax.grid(alpha=0.3, which="both")
+            if row == 0:
+                ax.set_title(name)
+                ax.legend(fontsize=8, loc="lower right")
+            if row == len(metrics) - 1:
+                ax.set_xlabel("perplexity under the reference model (T = 1), log scale")
+        axes[row][0].set_ylabel(ylabel)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -905,13 +936,13 @@ def plot_frontier(rows: list[dict[str, Any]], path: str | Path, title: str = "")
     return path
 
 
-def _plot_method(ax: Any, rows: list[dict[str, Any]], name: str, color: Any, reference: bool) -> None:
+def _plot_method(ax: Any, rows: list[dict[str, Any]], name: str, color: Any, reference: bool, metric: str) -> None:
     curve = sorted((r for r in rows if r["sweep"] != "beta"), key=lambda r: r["value"])
     for group, hollow in ((curve, False), ([r for r in rows if r["sweep"] == "beta"], True)):
         if not group:
             continue
         x = np.array([r["perplexity"] for r in group])
-        y = np.array([r["semantic_diversity"] for r in group])
+        y = np.array([r[metric] for r in group])
         xerr = np.array(
             [
                 [r["perplexity"] - r["perplexity_lo"] for r in group],
@@ -920,8 +951,8 @@ def _plot_method(ax: Any, rows: list[dict[str, Any]], name: str, color: Any, ref
         )
         yerr = np.array(
             [
-                [r["semantic_diversity"] - r["semantic_diversity_lo"] for r in group],
-                [r["semantic_diversity_hi"] - r["semantic_diversity"] for r in group],
+                [r[metric] - r[f"{metric}_lo"] for r in group],
+                [r[f"{metric}_hi"] - r[metric] for r in group],
             ]
         )
         ax.errorbar(

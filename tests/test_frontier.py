@@ -19,6 +19,8 @@ from sazanami.frontier import (
     METHODS,
     FrontierConfig,
     GenerationCache,
+    Setting,
+    SettingResult,
     bootstrap_ci,
     frontier_gain,
     interpolate_curve,
@@ -27,6 +29,7 @@ from sazanami.frontier import (
     resample_indices,
     run_frontier,
     score_completions,
+    summarize,
 )
 
 
@@ -123,6 +126,34 @@ def test_frontier_gain_checks_shapes() -> None:
         frontier_gain(np.zeros(3), np.zeros(3), np.zeros(3), np.zeros(3))
     with pytest.raises(ParameterError, match=r"x and y must have shape \(4,\)"):
         frontier_gain(np.zeros((2, 4)), np.zeros((2, 4)), np.zeros(3), np.zeros(3))
+
+
+def test_summarize_verdicts_and_repetition_flag() -> None:
+    """A setting above the curve on meaning but below it on distinct-2 is flagged as repetitive."""
+    P = 8
+    jitter = np.random.default_rng(0).normal(0, 0.01, size=P)  # prompt effects, shared by all settings
+
+    def result(method: str, nll: float, div: float, d2: float) -> SettingResult:
+        per = {m: np.full(P, 1.0) for m in ("self_bleu", "gap", "tokens")}
+        per |= {"nll": nll + jitter, "semantic_diversity": div + jitter, "distinct_2": d2 + jitter}
+        return SettingResult(Setting(method, "temperature", nll, ()), per)
+
+    curve = [result("temperature", x, x / 10, 0.5 + x / 10) for x in (1.0, 2.0, 3.0)]
+    loop = result("pink-draw", 2.0, 0.4, 0.3)  # diversity +0.2, distinct-2 -0.4 at x = 2
+    same = result("top_p", 1.5, 0.15, 0.65)  # on both curves
+    far = result("mirostat", 5.0, 0.5, 0.9)  # beyond the curve's x range
+    results = [*curve, loop, same, far]
+    summarize(results, resample_indices(P, 200, seed=0), 0.95)
+    assert [r.summary["verdict"] for r in results] == ["reference"] * 3 + ["beyond", "on", "outside"]
+    assert loop.summary["gain"] == pytest.approx(0.2, abs=0.01)
+    assert loop.summary["distinct_2_gain"] == pytest.approx(-0.4, abs=0.01)
+    assert loop.summary["distinct_2_verdict"] == "below"
+    assert loop.summary["perplexity"] == pytest.approx(math.exp(2.0), rel=0.01)
+    assert (
+        loop.summary["semantic_diversity_lo"]
+        < loop.summary["semantic_diversity"]
+        < loop.summary["semantic_diversity_hi"]
+    )
 
 
 # --------------------------------------------------------------------------- settings and inputs

@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sazanami.engine import Engine
+from sazanami.engine import Engine, RowRequest
 from sazanami.errors import ParameterError
 from sazanami.islands import Constraint, Islands, builtin_tools
 from sazanami.islands.cli_options import highlight, island_options, islands_from_options
@@ -47,6 +47,14 @@ def check_schema(text: str) -> None:
     assert isinstance(doc["name"], str) and len(doc["name"]) <= 6
     assert isinstance(doc["age"], int) and 0 <= doc["age"] <= 120
     assert isinstance(doc["ok"], bool)
+
+
+def without_spans(c) -> str:
+    out, pos = [], 0
+    for s in c.spans:
+        out.append(c.text[pos : s["start"]])
+        pos = s["end"]
+    return "".join(out) + c.text[pos:]
 
 
 @pytest.fixture
@@ -124,11 +132,32 @@ def test_unpack_bitmask():
 
 
 def test_tool_result_is_exempt_from_the_grammar(tiny_engine: Engine):
-    isl = Islands(tools=builtin_tools(["calc"]), constraint=Constraint.regex(r"CALC\(6\*7\) is [a-z]{3}"), describe_tools=False)
+    isl = Islands(
+        tools=builtin_tools(["calc"]), constraint=Constraint.regex(r"CALC\(6\*7\) is [a-z]{3}"), describe_tools=False
+    )
     for c in tiny_engine.generate("x", SamplingParams(n=2, seed=1, max_tokens=40), raw=True, islands=isl):
         assert c.text.startswith("CALC(6*7) => 42\n is ")
         (span,) = c.spans
         assert re.fullmatch(r"CALC\(6\*7\) is [a-z]{3}", c.text[: span["start"]] + c.text[span["end"] :])
+
+
+def test_a_continuation_stays_inside_the_grammar(tiny_engine: Engine):
+    """Search continues partial outputs: the grammar first consumes the drawn prefix (tool results skipped)."""
+    regex = r"CALC\(1\+1\) [a-z]{20,30}"
+    isl = Islands(tools=builtin_tools(["calc"]), constraint=Constraint.regex(regex), describe_tools=False)
+    ids = tiny_engine.encode("x", raw=True)
+    (part,) = tiny_engine.run([RowRequest(ids, SamplingParams(max_tokens=14), 1, islands=isl)])
+    assert part.finish_reason == "length" and part.spans
+    rest = RowRequest(
+        ids + part.token_ids, SamplingParams(max_tokens=40), 2, islands=isl.continuing(part.token_ids, part.spans)
+    )
+    (tail,) = tiny_engine.run([rest])
+    whole = without_spans(part) + tail.text
+    assert tail.finish_reason == "stop" and re.fullmatch(regex, whole), whole
+    with pytest.raises(ParameterError, match="prefix"):
+        tiny_engine.run(
+            [RowRequest(ids, SamplingParams(max_tokens=4), 3, islands=isl.continuing(tiny_engine.encode("no")))]
+        )
 
 
 def test_invalid_grammars_name_their_parameter():
@@ -171,7 +200,7 @@ def test_two_phase_falls_back_with_a_clear_message(tiny_engine: Engine):
 def test_extract_grammar():
     assert extract_grammar("```regex\n/[a-z]+/\n```", "regex") == "[a-z]+"
     assert extract_grammar("`\\d{3}`\nexplanation", "regex") == "\\d{3}"
-    assert extract_grammar("```lark\nstart: \"a\"\n```", "lark") == 'start: "a"'
+    assert extract_grammar('```lark\nstart: "a"\n```', "lark") == 'start: "a"'
 
 
 @click.command()
@@ -187,7 +216,9 @@ def test_cli_options(tmp_path):
     run = CliRunner().invoke
     assert json.loads(run(_cmd, []).output) is None
     doc = json.loads(run(_cmd, ["--tools", "calc", "--regex", "[0-9]+", "--tool-timeout", "2"]).output)
-    assert doc["tools"] == ["CALC"] and doc["constraint"] == {"kind": "regex", "source": "[0-9]+"} and doc["timeout"] == 2
+    assert (
+        doc["tools"] == ["CALC"] and doc["constraint"] == {"kind": "regex", "source": "[0-9]+"} and doc["timeout"] == 2
+    )
     schema = tmp_path / "s.json"
     schema.write_text(json.dumps(SCHEMA))
     assert json.loads(run(_cmd, ["--json-schema", str(schema)]).output)["constraint"]["kind"] == "json_schema"
@@ -196,7 +227,10 @@ def test_cli_options(tmp_path):
     assert json.loads(run(_cmd, ["--grammar", str(grammar)]).output)["constraint"]["kind"] == "lark"
     corpus = tmp_path / "c.jsonl"
     corpus.write_text('{"id": "a", "text": "pink noise"}\n')
-    assert json.loads(run(_cmd, ["--tools", "search,load", "--corpus", str(corpus)]).output)["tools"] == ["SEARCH", "LOAD"]
+    assert json.loads(run(_cmd, ["--tools", "search,load", "--corpus", str(corpus)]).output)["tools"] == [
+        "SEARCH",
+        "LOAD",
+    ]
     for args, param in (
         (["--regex", "a", "--grammar", str(grammar)], "grammar"),
         (["--corpus", str(corpus)], "corpus"),

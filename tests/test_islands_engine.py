@@ -21,7 +21,9 @@ from sazanami.params import SamplingParams
 
 
 def forced(regex: str, tools: ToolRegistry | None = None, **kw) -> Islands:
-    return Islands(tools=tools or builtin_tools(["calc"]), constraint=Constraint.regex(regex), describe_tools=False, **kw)
+    return Islands(
+        tools=tools or builtin_tools(["calc"]), constraint=Constraint.regex(regex), describe_tools=False, **kw
+    )
 
 
 def without_spans(c) -> str:
@@ -52,7 +54,11 @@ def test_call_injected_mid_generation_while_other_rows_continue(tiny_engine: Eng
     isl = forced(r"The sum CALC\(1\+2\)[a-z ]{8,12}")
     ids = tiny_engine.encode("q", raw=True)
     free = SamplingParams(seed=1, max_tokens=30, ignore_eos=True)
-    rows = [RowRequest(ids, free, 11), RowRequest(ids, SamplingParams(max_tokens=40), 12, islands=isl), RowRequest(ids, free, 13)]
+    rows = [
+        RowRequest(ids, free, 11),
+        RowRequest(ids, SamplingParams(max_tokens=40), 12, islands=isl),
+        RowRequest(ids, free, 13),
+    ]
     out = tiny_engine.run(rows)
     c = out[1]
     assert c.text.startswith("The sum CALC(1+2) => 3\n")
@@ -87,7 +93,10 @@ def test_cache_grows_for_long_injections(tiny_engine: Engine):
     tools.register(lambda x: "z" * 150, name="LONG")
     isl = forced(r"(LONG\(1\)[a-z] ){3}", tools, max_result_tokens=200, max_result_chars=200)
     ids = tiny_engine.encode("x", raw=True)
-    rows = [RowRequest(ids, SamplingParams(max_tokens=30), 3, islands=isl), RowRequest(ids, SamplingParams(max_tokens=30), 4)]
+    rows = [
+        RowRequest(ids, SamplingParams(max_tokens=30), 3, islands=isl),
+        RowRequest(ids, SamplingParams(max_tokens=30), 4),
+    ]
     c = tiny_engine.run(rows)[0]
     assert len(c.spans) == 3 and sum(s["token_end"] - s["token_start"] for s in c.spans) > 450
     ref = recomputed_logprobs(tiny_engine, ids, c)

@@ -27,7 +27,9 @@ def test_model_calls_calc_and_continues_from_the_result(real_engine: Engine):
         constraint=Constraint.regex(r"CALC\([0-9*+ ]{1,12}\)[A-Za-z0-9 ,.]{1,40}"),
         describe_tools=False,
     )
-    out = real_engine.generate(FEW_SHOT, SamplingParams(n=2, seed=1, max_tokens=24, temperature=0.5), raw=True, islands=isl)
+    out = real_engine.generate(
+        FEW_SHOT, SamplingParams(n=2, seed=1, max_tokens=24, temperature=0.5), raw=True, islands=isl
+    )
     for c in out:
         assert c.text.startswith("CALC(17*23) => 391\n"), c.text
         assert c.spans[0]["result"] == "391" and c.finish_reason == "stop"

@@ -25,9 +25,13 @@ def stream_calls(text: str, syntax: CallSyntax | None = None) -> list[Call]:
 
 
 def test_watcher_finds_each_complete_call_once_as_it_closes():
-    text = "So CALC((1+2)*3) then SEARCH(Kool's beam search) and print(x) and SEARCH(\"a)b\") done"
+    text = 'So CALC((1+2)*3) then SEARCH(Kool\'s beam search) and print(x) and SEARCH("a)b") done'
     calls = stream_calls(text)
-    assert [(c.name, c.args) for c in calls] == [("CALC", "(1+2)*3"), ("SEARCH", "Kool's beam search"), ("SEARCH", '"a)b"')]
+    assert [(c.name, c.args) for c in calls] == [
+        ("CALC", "(1+2)*3"),
+        ("SEARCH", "Kool's beam search"),
+        ("SEARCH", '"a)b"'),
+    ]
     assert text[calls[0].start : calls[0].end] == "CALC((1+2)*3)"
 
 

@@ -153,6 +153,7 @@ def test_cli_errors_are_one_line(cli, tmp_path):
         (["--budget", "0"], "error: budget must be"),
         (["--scorer", "contains:"], "error: contains scorer needs"),
         (["--schedule", "hot,cold", "--strategy", "anneal"], "error: schedule must be"),
+        (["--scorer", "logprob", "--judge-template", "Rate {text}"], "error: a judge template needs a judge"),
     ):
         r = CliRunner().invoke(cli, base + extra)
         assert r.exit_code == 2, (extra, r.output)

@@ -269,3 +269,12 @@ def test_selector_validation():
 
 def test_score_dataclass():
     assert Score(None).scored is False and Score(0.0).scored is True
+
+
+def test_with_judge_template():
+    from sazanami.search.scorers import with_judge_template
+
+    c = with_judge_template(make_scorer("0.5*judge+0.5*contains:a"), "Rate {text}")
+    assert c.parts[0][0].template == "Rate {text}" and isinstance(c.parts[1][0], ContainsScorer)
+    with pytest.raises(ParameterError, match="judge"):
+        with_judge_template(make_scorer("logprob"), "Rate {text}")

@@ -174,14 +174,18 @@ class ConstraintBatch:
         W = packed.shape[1]
         pairs = [(self.matchers[b], j) for j, b in enumerate(rows)]
         self.executor.unsafe_compute_mask_ptr(pairs, packed.data_ptr(), W * 4, len(rows))
-        blocked = torch.from_numpy(_bits(packed, self.vocab_size) == 0)  # (n, V)
-        self.blocked = blocked
-        if len(rows) == logits.shape[0]:
-            return logits.masked_fill(blocked, NEG_INF)
-        out = logits.clone()
-        idx = torch.tensor(rows)
-        out[idx] = logits[idx].masked_fill(blocked, NEG_INF)
-        return out
+        blocked = _bits(packed, self.vocab_size) == 0  # (n, V)
+        self.blocked = torch.from_numpy(blocked)
+        # In numpy, single-threaded: for an op this small a thread-pool round trip costs more
+        # than it saves, and far more on a busy machine.
+        out = logits.numpy().copy()
+        if len(rows) == len(out):
+            np.copyto(out, NEG_INF, where=blocked)
+        else:
+            sub = out[rows]  # a copy (fancy index): fill it, put it back
+            np.copyto(sub, NEG_INF, where=blocked)
+            out[rows] = sub
+        return torch.from_numpy(out)
 
     def guard(self, tokens: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """Tokens (B,) with any draw outside its mask replaced by the best allowed token."""

@@ -15,7 +15,9 @@ three points of a step:
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +54,9 @@ class Islands:
     """…and its injected text to this many tokens; in [4, 4096]."""
     describe_tools: bool = True
     """Put the tools' descriptions into the prompt (a system message, or before a raw prompt)."""
+    prefix: tuple[int, ...] = ()
+    """Tokens drawn earlier under ``constraint`` that the grammar consumes before the row starts
+    (a search continuing a partial output); see :meth:`continuing`."""
     cache: dict[tuple[str, str], CallResult] = field(default_factory=dict, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -76,6 +81,16 @@ class Islands:
                     raise ParameterError(
                         "tools", f"tool name {name!r} does not match name_pattern {self.syntax.name_pattern!r}"
                     )
+
+    def continuing(self, token_ids: list[int], spans: Sequence[dict[str, Any]] = ()) -> Islands:
+        """The same islands (same cache) for a row that continues ``token_ids`` (prompt + these).
+
+        The grammar first consumes the drawn tokens (injected ``spans`` are skipped, as they
+        were when drawn), so the continuation stays inside it.
+        """
+        injected = {i for sp in spans for i in range(sp["token_start"], sp["token_end"])}
+        drawn = tuple(t for i, t in enumerate(token_ids) if i not in injected)
+        return dataclasses.replace(self, prefix=drawn)
 
     @property
     def has_tools(self) -> bool:
@@ -115,6 +130,16 @@ class Islands:
         }
 
 
+def _matcher(islands: Islands | None, tokenizer: Any, vocab_size: int) -> Any:
+    """A row's grammar matcher, advanced past its ``prefix``; None without a constraint."""
+    if islands is None or islands.constraint is None:
+        return None
+    m = islands.constraint.matcher(tokenizer, vocab_size)
+    if islands.prefix and not m.consume_tokens(list(islands.prefix)):
+        raise ParameterError("prefix", f"the prefix does not follow the grammar: {m.get_error()}")
+    return m
+
+
 class IslandBatch:
     """Per-row island state of an engine batch, aligned with the batch rows (``select`` compacts)."""
 
@@ -123,9 +148,7 @@ class IslandBatch:
         self.tokenizer = tokenizer
         self.watchers = [CallWatcher(i.syntax) if i is not None and i.has_tools else None for i in islands]
         self.calls = [0] * len(islands)
-        matchers = [
-            i.constraint.matcher(tokenizer, vocab_size) if i is not None and i.constraint else None for i in islands
-        ]
+        matchers = [_matcher(i, tokenizer, vocab_size) for i in islands]
         self.constraints = ConstraintBatch(matchers, vocab_size) if any(m is not None for m in matchers) else None
         self.has_tools = any(w is not None for w in self.watchers)
 

@@ -111,6 +111,7 @@ def _extra(pairs: tuple[str, ...]) -> dict[str, Any]:
     help="judge, logprob, novelty, contains:W1,W2, regex:PATTERN, py:MODULE:FUNC, "
     "0.7*judge+0.3*novelty, rank:judge+logprob.",
 )
+@click.option("--judge-template", default=None, help="Judge prompt with {task} and {text} (for judge scorers).")
 @click.option(
     "--budget", type=int, default=None, help="Generated tokens, every model call included [default: 16 × max-tokens]."
 )
@@ -142,6 +143,7 @@ def search(
     prompt: str,
     strategy: str,
     scorer: str,
+    judge_template: str | None,
     budget: int | None,
     wall_time: float | None,
     extra: tuple[str, ...],
@@ -163,6 +165,7 @@ def search(
     from sazanami.engine import Engine
     from sazanami.models import load
     from sazanami.search.budget import Budget
+    from sazanami.search.scorers import make_scorer, with_judge_template
     from sazanami.search.strategies import search as run_search
 
     n_given = ctx.get_parameter_source("n") not in (click.core.ParameterSource.DEFAULT, None)
@@ -177,11 +180,14 @@ def search(
     kw["n"] = 1
     params = params_from_options(kw)
     engine = Engine(load(kw["model"]))
+    scorer_obj = make_scorer(scorer)
+    if judge_template is not None:
+        scorer_obj = with_judge_template(scorer_obj, judge_template)
     tree = run_search(
         engine,
         prompt,
         strategy,
-        scorer=scorer,
+        scorer=scorer_obj,
         budget=Budget(budget if budget is not None else 16 * params.max_tokens, wall_time),
         params=params,
         seed=kw["seed"],

@@ -720,6 +720,23 @@ def make_scorer(spec: Any) -> Scorer:
     return CombinedScorer(parts, mode)
 
 
+def with_judge_template(scorer: Scorer, template: str) -> Scorer:
+    """``scorer`` with every judge in it (combined parts included) using ``template``."""
+
+    def swap(s: Scorer) -> tuple[Scorer, bool]:
+        if isinstance(s, JudgeScorer):
+            return JudgeScorer(template, s.max_tokens, s.engine, s.fn), True
+        if isinstance(s, CombinedScorer):
+            parts = [(swap(p), w) for p, w in s.parts]
+            return CombinedScorer([(p, w) for (p, _), w in parts], s.mode), any(f for (_, f), _ in parts)
+        return s, False
+
+    out, found = swap(scorer)
+    if not found:
+        raise ParameterError("judge_template", "a judge template needs a judge scorer (e.g. --scorer judge)")
+    return out
+
+
 def _single(name: str) -> Scorer:
     if name == "logprob":
         return LogprobScorer()

@@ -13,8 +13,8 @@ advances every live cohort by one step per turn:
 
 ``cohorts=1`` is "join the next batch"; ``cohorts≥2`` lets a request start at the next
 step instead of waiting for the running batch to end, at the cost of one more (smaller)
-forward pass per step. A true join into the running batch needs the engine to grow its
-cache mid-loop (see the server notes in the README).
+forward pass per step. A true join into the running batch (one forward per step) needs the
+engine loop to take new rows mid-loop: grow its cache, sampler and island state.
 
 A cancelled job (its client went away) has its rows cut: their ``max_tokens`` is set to 1,
 so the engine finishes them at its next step and drops them from the batch; a cohort whose
