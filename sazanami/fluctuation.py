@@ -236,7 +236,7 @@ class FluctuationState:
             return logits
         x = self.logit_noise.step()
         finite = torch.isfinite(logits)
-        std = logits[finite].std() if bool(finite.any()) else torch.tensor(0.0)
+        std = logits[finite].std(correction=0) if bool(finite.any()) else torch.tensor(0.0)
         return logits + self.fl.logits.sigma * std * x
 
     def temperature(self, base: float) -> float:
