@@ -1,6 +1,6 @@
 """Per-token cost of islands on the embedded model, side by side in one run.
 
-    python bench/islands_overhead.py [--tokens 48] [--reps 5] [--quick]
+    python bench/islands_overhead.py [--tokens 48] [--reps 5] [--threads 1] [--quick]
 
 For batch 1 and 16, each run times the decode steps only (from the first streamed step
 to the last; the prefill is left out) of:
@@ -94,9 +94,12 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5, help="repetitions of each configuration")
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--quick", action="store_true", help="24 steps, 3 repetitions")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default); 1 is steadier on a busy CPU")
     args = ap.parse_args()
     tokens, reps = (24, 3) if args.quick else (args.tokens, args.reps)
     torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     engine = Engine(models.load())
     ll_tokenizer(engine.tokenizer, engine.backend.vocab_size)  # built once per process (~0.3 s), not per run
     timer = HookTimer()

@@ -224,12 +224,13 @@ def plot(summary: list[dict[str, Any]], path: Path, unit: int) -> None:
         for j, group in enumerate(panels):
             ax = axes[i][j]
             rows = [s for s in summary if s["setting"] == setting and s["group"] == group]
-            for name in STRATEGIES:
+            for index, name in enumerate(STRATEGIES):
                 pts = sorted((s["budget_x"], s["solved"], s["solved_sd"]) for s in rows if s["strategy"] == name)
                 if not pts:
                     continue
                 x, y, e = zip(*pts, strict=False)
-                style = dict(lw=2.5, color="black") if name == "best_of_n" else dict(lw=1.3)
+                # One colour per strategy in every panel; the baseline is the thick black line.
+                style = dict(lw=2.5, color="black") if name == "best_of_n" else dict(lw=1.3, color=f"C{index % 10}")
                 ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=2, label=name, **style)
             ax.set_xscale("log", base=2)
             xs = sorted({s["budget_x"] for s in rows})
@@ -239,7 +240,8 @@ def plot(summary: list[dict[str, Any]], path: Path, unit: int) -> None:
             ax.set_ylim(-0.02, 1.02)
             ax.set_title(f"{setting} scorer · {group}")
             ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    for row in axes:
+        row[-1].legend(fontsize=8, loc="lower right")
     fig.suptitle("sazanami search vs best-of-n at equal generated tokens (SmolLM2-135M, CPU)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -12,6 +12,8 @@ import click
 from sazanami.errors import ParameterError
 
 DEFAULT_OUT = Path("bench") / "out" / "frontier"
+#: One cache for every run, so a full run reuses a quick run's generations.
+DEFAULT_CACHE = Path("bench") / "out" / "frontier-cache.jsonl"
 
 
 @click.group(name="bench")
@@ -47,7 +49,7 @@ def bench_group() -> None:
     "--cache",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Generation cache (JSONL)  [default: OUT/generations.jsonl]",
+    help="Generation cache (JSONL), shared by runs  [default: bench/out/frontier-cache.jsonl]",
 )
 @click.option("--fresh", is_flag=True, help="Ignore cached generations.")
 @click.option("--model", "-m", default=None, help="Registry name or HF directory  [default: the embedded model]")
@@ -112,7 +114,7 @@ def frontier(
         model=model,
         seed=seed,
         n_boot=n_boot,
-        cache=Path(cache) if cache else out_dir / "generations.jsonl",
+        cache=Path(cache) if cache else DEFAULT_CACHE,
         fresh=fresh,
     )
     result = fr.run_frontier(config, progress=not quiet, log=(lambda s: None) if quiet else None)

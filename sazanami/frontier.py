@@ -32,8 +32,9 @@ in embedding space, and repetition is cheap in perplexity. So the same gain is c
 distinct-2 (``distinct_2_gain``, ``distinct_2_verdict``); a setting ``beyond`` on meaning but
 ``below`` on distinct-2 is reported as repetitive, not as a win.
 
-Generations are cached in a JSONL file keyed by model, sampling parameters, prompt, seed and
-``max_tokens``, so a rerun only generates what changed.
+Generations are cached in a JSONL file keyed by model, sampling parameters, prompt, seed,
+``max_tokens`` and a fingerprint of the generating code (:func:`code_fingerprint`), so a rerun
+only generates what changed.
 
 Entry points: :func:`run_frontier` (Python), ``sazanami bench frontier`` (CLI, see
 :mod:`sazanami.bench_cli`) and ``bench/frontier.py``.
@@ -43,13 +44,16 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
+import importlib.util
 import json
 import math
 import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +67,7 @@ from sazanami.errors import ParameterError
 if TYPE_CHECKING:
     from sazanami.embeddings import TextEncoder
     from sazanami.engine import Completion, Engine
+    from sazanami.params import SamplingParams
 
 __all__ = [
     "DEFAULT_PROMPTS",
@@ -75,6 +80,7 @@ __all__ = [
     "Setting",
     "SettingResult",
     "bootstrap_ci",
+    "code_fingerprint",
     "frontier_gain",
     "interpolate_curve",
     "load_prompts",
@@ -100,8 +106,8 @@ MAX_BATCH = 64
 #: The per-prompt metrics, in CSV order. ``nll`` is log-perplexity (the frontier's x axis).
 METRICS = ("semantic_diversity", "distinct_2", "self_bleu", "nll", "gap", "tokens")
 
-#: Base temperature of the noise methods: inside the temperature sweep, below T = 1, so noise
-#: can move a setting either way along the frontier.
+#: Base temperature of the noise methods: a point of the temperature sweep (their σ → 0 limit),
+#: below T = 1, so noise can move a setting either way along the frontier.
 NOISE_T0 = 0.8
 
 
@@ -152,7 +158,7 @@ METHODS: dict[str, Method] = {
             "temperature",
             "temperature sweep (the reference frontier)",
             "temperature",
-            (0.3, 0.4, 0.55, 0.7, 0.85, 1.0, 1.15, 1.3),
+            (0.3, 0.4, 0.55, 0.7, 0.8, 0.85, 1.0, 1.15, 1.3),
             (0.4, 0.7, 1.0, 1.3),
         ),
         Method(
@@ -279,7 +285,7 @@ class Setting:
         fl = self.kwargs.get("fluctuation") or {}
         return bool(fl.get("hidden") or fl.get("embedding"))
 
-    def sampling_params(self, max_tokens: int):  # -> SamplingParams
+    def sampling_params(self, max_tokens: int) -> SamplingParams:
         from sazanami.params import SamplingParams
 
         return SamplingParams(max_tokens=max_tokens, trace=True, **self.kwargs)
@@ -514,10 +520,29 @@ def generate_setting(
 
 
 def _model_key(engine: Engine) -> str:
+    """Model name, dtype and :func:`code_fingerprint`: what else decides a seeded row's tokens."""
     backend = engine.backend
-    return (
-        f"{getattr(backend, 'name', type(backend).__name__)}/{str(getattr(backend, 'dtype', '')).replace('torch.', '')}"
-    )
+    dtype = str(getattr(backend, "dtype", "")).replace("torch.", "")
+    return f"{getattr(backend, 'name', type(backend).__name__)}/{dtype}@{code_fingerprint()}"
+
+
+#: Modules whose source decides what a seeded row generates.
+GENERATION_MODULES = ("engine", "sampling", "params", "fluctuation", "noise", "seeds", "tokenizer", "backends.llama")
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A hash of the source of :data:`GENERATION_MODULES`, part of every cache key.
+
+    Generations made by other code (an edited noise source, a new sampler step) are not
+    reused, at the price of regenerating after any edit to those files.
+    """
+    h = hashlib.blake2b(digest_size=6)
+    for name in GENERATION_MODULES:
+        spec = importlib.util.find_spec(f"sazanami.{name}")
+        if spec is not None and spec.origin:
+            h.update(Path(spec.origin).read_bytes())
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- metrics and statistics
@@ -555,21 +580,10 @@ def resample_indices(n: int, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
 
 
 def _nanmean(x: np.ndarray, axis: int | None = None) -> Any:
-    # nanmean warns on all-nan slices; nan is the answer there.
-    with np.errstate(all="ignore"), _quiet():
-        return np.nanmean(x, axis=axis)
-
-
-class _quiet:
-    def __enter__(self) -> None:
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
+    with warnings.catch_warnings():
+        # An all-nan slice (a metric undefined on every resampled prompt) warns; nan is the answer.
         warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
+        return np.nanmean(x, axis=axis)
 
 
 def _interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
@@ -707,11 +721,9 @@ class SettingResult:
     def row(self) -> dict[str, Any]:
         """The setting's CSV row."""
         s = self.setting
-        return (
-            {"method": s.method, "sweep": s.sweep, "value": s.value, "label": s.label, "params": s.key}
-            | {k: _round(v) for k, v in self.summary.items()}
-            | {"seconds": round(self.seconds, 1), "generated": self.generated}
-        )
+        return {"method": s.method, "sweep": s.sweep, "value": s.value, "label": s.label, "params": s.key} | {
+            k: _round(v) for k, v in self.summary.items()
+        }
 
 
 @dataclass
@@ -982,35 +994,50 @@ def _plot_method(ax: Any, rows: list[dict[str, Any]], name: str, color: Any, ref
 
 
 def plot_gains(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Frontier gain of every non-temperature setting with its interval (a forest plot)."""
+    """Frontier gains of every non-temperature setting with their intervals (a forest plot).
+
+    Left: semantic diversity; right: distinct-2 (a drop there flags repetition). Green: the
+    interval lies above 0; red: below; blue: it holds 0.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     items = [r for r in rows if r["method"] != "temperature"]
-    fig, ax = plt.subplots(figsize=(7, 0.26 * len(items) + 1.5))
-    for i, r in enumerate(items):
-        y = len(items) - 1 - i
-        g = r["gain"]
-        if not math.isfinite(g):
-            ax.text(0, y, "outside the temperature range", fontsize=7, va="center", ha="center", color="grey")
-            continue
-        color = "tab:green" if r["gain_lo"] > 0 else ("tab:red" if r["gain_hi"] < 0 else "tab:blue")
-        ax.errorbar([g], [y], xerr=[[g - r["gain_lo"]], [r["gain_hi"] - g]], fmt="o", color=color, ms=4, capsize=2)
-    ax.set_yticks(range(len(items)))
-    ax.set_yticklabels([f"{r['method']} {r['label']}" for r in reversed(items)], fontsize=7)
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel("semantic-diversity gain over the temperature curve at equal perplexity (95% CI)")
+    n = len(items)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.22 * n + 1.6), sharey=True, squeeze=False)
+    panels = (("gain", "semantic-diversity gain"), ("distinct_2_gain", "distinct-2 gain"))
+    for ax, (key, xlabel) in zip(axes[0], panels, strict=True):
+        for i, r in enumerate(items):
+            y, g, lo, hi = n - 1 - i, r[key], r[f"{key}_lo"], r[f"{key}_hi"]
+            if not math.isfinite(g):
+                ax.text(0, y, "outside the temperature range", fontsize=7, va="center", ha="center", color="grey")
+                continue
+            color = "tab:green" if lo > 0 else ("tab:red" if hi < 0 else "tab:blue")
+            ax.errorbar([g], [y], xerr=[[g - lo], [hi - g]], fmt="o", color=color, ms=4, capsize=2)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_xlabel(f"{xlabel} over the temperature curve\nat equal perplexity (95% interval)", fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0][0].set_yticks(range(n))
+    axes[0][0].set_yticklabels([f"{r['method']} {r['label']}" for r in reversed(items)], fontsize=7)
+    axes[0][0].set_ylim(-0.7, n - 0.3)
     if title:
-        ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3, axis="x")
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when inside it (reports do not leak home paths)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def write_outputs(result: FrontierResult, out: str | Path, name: str = "frontier") -> dict[str, Path]:
@@ -1033,12 +1060,16 @@ def write_outputs(result: FrontierResult, out: str | Path, name: str = "frontier
     ]
     paths["prompts_csv"] = write_csv(per_prompt, out / f"{name}_prompts.csv")
     meta = {
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
+        "config": {k: (_shown_path(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
         "prompts": len(result.prompts),
         "settings": len(result.results),
         "wall_s": round(result.wall_s, 1),
         "generated_rows": sum(r.generated for r in result.results),
         "machine": result.machine,
+        "timings": [
+            {"setting": r.setting.name, "seconds": round(r.seconds, 1), "generated_rows": r.generated}
+            for r in result.results
+        ],
     }
     paths["json"] = out / f"{name}.json"
     paths["json"].write_text(json.dumps(meta, indent=2, default=str) + "\n")

@@ -242,6 +242,31 @@ def test_run_frontier_uses_cache(tiny_engine, tmp_path: Path) -> None:
     assert len(GenerationCache(tmp_path / "cache.jsonl").records) == 32
 
 
+def test_cache_misses_when_the_generating_code_changes(tiny_engine, tmp_path: Path, monkeypatch) -> None:
+    import sazanami.frontier as fr
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "Tell me."}\n')
+    cfg = FrontierConfig(
+        prompts=prompts,
+        methods=("temperature",),
+        samples=2,
+        max_tokens=3,
+        quick=True,
+        cache=tmp_path / "cache.jsonl",
+        n_boot=20,
+    )
+
+    def generated() -> list[int]:
+        result = run_frontier(cfg, tiny_engine, HashEmbedder(), progress=False, log=lambda s: None)
+        return [r.generated for r in result.results]
+
+    assert len(fr.code_fingerprint()) == 12
+    assert generated() == [2] * 4 and generated() == [0] * 4
+    monkeypatch.setattr(fr, "code_fingerprint", lambda: "edited")
+    assert generated() == [2] * 4
+
+
 def test_cli_micro_run_writes_csv_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sazanami.embeddings as emb
 
@@ -264,6 +289,8 @@ def test_cli_micro_run_writes_csv_and_plot(tmp_path: Path, monkeypatch: pytest.M
         "--quick",
         "--out",
         str(out),
+        "--cache",
+        str(tmp_path / "cache.jsonl"),
         "--bootstrap",
         "50",
         "-q",

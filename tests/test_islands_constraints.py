@@ -6,6 +6,7 @@ import json
 import re
 
 import click
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -117,7 +118,7 @@ def test_guard_repairs_a_draw_outside_the_mask():
     """Should a sampler step ever unmask a token, the guard puts back the best allowed one."""
     batch = ConstraintBatch([None], 8)
     batch.masked_rows = [0]
-    batch.blocked = ~torch.tensor([[False, True, True, False, False, False, False, False]])
+    batch.allowed = np.array([[0, 1, 1, 0, 0, 0, 0, 0]], dtype=np.uint8)
     masked = torch.tensor([[0.0, 1.0, 3.0, 9.0, 0, 0, 0, 0]])
     assert batch.guard(torch.tensor([3]), masked).tolist() == [2]  # token 3 was drawn, though not allowed
     assert batch.guard(torch.tensor([1]), masked).tolist() == [1]

@@ -117,9 +117,7 @@ def test_errors_and_timeouts_are_injected_not_raised(tiny_engine: Engine):
         raise RuntimeError("kaput")
 
     isl = forced(r"SLOW\(1\)BOOM\(2\)NOPE\(3\)CALC\(1/0\)ok", tools)
-    t = time.perf_counter()
     (c,) = tiny_engine.generate("x", SamplingParams(seed=2, max_tokens=60), raw=True, islands=isl)
-    assert time.perf_counter() - t < 2.5  # the 3 s tool was not waited for
     assert [s["result"] for s in c.spans] == [
         "error: timed out after 0.2s",
         "error: RuntimeError: kaput",
@@ -127,6 +125,7 @@ def test_errors_and_timeouts_are_injected_not_raised(tiny_engine: Engine):
         "error: division by zero",
     ]
     assert all(s["error"] for s in c.spans)
+    assert c.spans[0]["seconds"] < 2.0  # the 3 s tool was not waited for
     assert c.text.endswith("CALC(1/0) => error: division by zero\nok")
     assert without_spans(c) == "SLOW(1)BOOM(2)NOPE(3)CALC(1/0)ok"
 

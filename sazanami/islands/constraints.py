@@ -131,10 +131,7 @@ def ll_tokenizer(tokenizer: Any, vocab_size: int | None = None) -> Any:
 
 
 def _bits(bitmask: torch.Tensor, vocab_size: int) -> np.ndarray:
-    """Packed int32 masks (B, ⌈V/32⌉) → (B, V) uint8 0/1; bit j of word w is token 32w + j.
-
-    numpy, not torch: a small op like this is faster without a trip through the thread pool.
-    """
+    """Packed int32 masks (B, ⌈V/32⌉) → (B, V) uint8 0/1; bit j of word w is token 32w + j."""
     return np.unpackbits(bitmask.numpy().view(np.uint8), axis=-1, bitorder="little")[:, :vocab_size]
 
 
@@ -147,13 +144,10 @@ class ConstraintBatch:
     """The matchers of the constrained rows of an engine batch (None for free rows)."""
 
     def __init__(self, matchers: list[Any], vocab_size: int) -> None:
-        from llguidance import LLExecutor
-
         self.matchers = matchers
         self.vocab_size = vocab_size
-        self.executor = LLExecutor()
         self.bitmask = torch.full((len(matchers), (vocab_size + 31) // 32), -1, dtype=torch.int32)
-        self.blocked: torch.Tensor | None = None  # (n, V) bool: what the last mask ruled out
+        self.allowed: np.ndarray | None = None  # (n, V) uint8 0/1 of the last mask
         self.masked_rows: list[int] = []
         self.repairs = 0
         """Draws the post-draw guard had to correct (0 unless a sampler step unmasked a token)."""
@@ -162,42 +156,43 @@ class ConstraintBatch:
         self.matchers = [self.matchers[i] for i in keep]
 
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits (B, V) with disallowed tokens at −inf on constrained rows; a new tensor."""
+        """Logits (B, V) with disallowed tokens at −inf on constrained rows; a new tensor.
+
+        Everything here runs in the calling thread (llguidance's per-row mask takes tens of
+        µs; numpy for the rest): a thread-pool round trip would cost more than it saves, and
+        its spinning workers slow the model's own threads on a small CPU.
+        """
         rows = [i for i, m in enumerate(self.matchers) if m is not None]
         self.masked_rows = rows
         if not rows:
-            self.blocked = None
+            self.allowed = None
             return logits
         packed = self.bitmask[: len(rows)]  # (n, W) int32, contiguous
-        # What llguidance.torch.fill_next_token_bitmask_par does, without importing that module
-        # (it runs torch.compile at import: seconds).
-        W = packed.shape[1]
-        pairs = [(self.matchers[b], j) for j, b in enumerate(rows)]
-        self.executor.unsafe_compute_mask_ptr(pairs, packed.data_ptr(), W * 4, len(rows))
-        blocked = _bits(packed, self.vocab_size) == 0  # (n, V)
-        self.blocked = torch.from_numpy(blocked)
-        # In numpy, single-threaded: for an op this small a thread-pool round trip costs more
-        # than it saves, and far more on a busy machine.
-        out = logits.numpy().copy()
-        if len(rows) == len(out):
-            np.copyto(out, NEG_INF, where=blocked)
-        else:
-            sub = out[rows]  # a copy (fancy index): fill it, put it back
-            np.copyto(sub, NEG_INF, where=blocked)
-            out[rows] = sub
+        nbytes = packed.shape[1] * 4
+        for j, b in enumerate(rows):
+            self.matchers[b].unsafe_compute_mask_ptr(packed[j].data_ptr(), nbytes)
+        allowed = _bits(packed, self.vocab_size)  # (n, V)
+        self.allowed = allowed
+        x = logits.numpy()
+        if len(rows) == len(x):
+            return torch.from_numpy(np.where(allowed.view(np.bool_), x, NEG_INF))
+        out = x.copy()
+        out[rows] = np.where(allowed.view(np.bool_), x[rows], NEG_INF)
         return torch.from_numpy(out)
 
     def guard(self, tokens: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """Tokens (B,) with any draw outside its mask replaced by the best allowed token."""
-        if self.blocked is None:
+        if self.allowed is None:
             return tokens
-        bad = [j for j, b in enumerate(self.masked_rows) if self.blocked[j, int(tokens[b])]]
+        drawn = tokens.tolist()
+        bad = [j for j, b in enumerate(self.masked_rows) if not self.allowed[j, drawn[b]]]
         if not bad:
             return tokens
         tokens = tokens.clone()
         for j in bad:
             b = self.masked_rows[j]
-            tokens[b] = masked[b].masked_fill(self.blocked[j], NEG_INF).argmax()
+            keep = torch.from_numpy(self.allowed[j].astype(np.bool_))
+            tokens[b] = masked[b].masked_fill(~keep, NEG_INF).argmax()
             self.repairs += 1
         return tokens
 

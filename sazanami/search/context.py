@@ -247,9 +247,11 @@ class SearchContext:
         return nodes
 
     def complete(
-        self, prompts: list[str], max_tokens: int, kind: str, engine: Engine | None = None
+        self, prompts: list[str], max_tokens: int, kind: str, engine: Engine | None = None, prefix: str = ""
     ) -> list[str | None]:
         """Greedy replies to chat ``prompts`` (judge calls), charged to the budget.
+
+        ``prefix`` is written as the start of each reply (the model continues it).
 
         Prompts the budget cannot pay for get None (their items stay unscored).
         """
@@ -259,8 +261,9 @@ class SearchContext:
         if not allowed:
             return replies
         base = SamplingParams(temperature=0.0, max_tokens=max_tokens, seed=0)
+        extra = engine.tokenizer.encode(prefix) if prefix else []
         rows = [
-            RowRequest(engine.encode(p), base.replace(max_tokens=m), 0, index=i)
+            RowRequest(engine.encode(p) + extra, base.replace(max_tokens=m), 0, index=i)
             for i, (p, m) in enumerate(zip(prompts, allowed, strict=False))
         ]
         self.ledger.check(sum(allowed))

@@ -96,9 +96,9 @@ class Host(Protocol):
     cache: dict[Any, Any]
 
     def complete(
-        self, prompts: list[str], max_tokens: int, kind: str, engine: Engine | None = None
+        self, prompts: list[str], max_tokens: int, kind: str, engine: Engine | None = None, prefix: str = ""
     ) -> list[str | None]:
-        """Greedy replies to chat ``prompts``, charged to the budget; None where it ran out."""
+        """Greedy replies to chat ``prompts`` (after ``prefix``), charged to the budget; None where it ran out."""
         ...
 
 
@@ -193,6 +193,7 @@ DEFAULT_JUDGE_TEMPLATE = (
     "Rate how well the answer below fulfils the task, on a scale from 0 (useless) to 100 (perfect).\n\n"
     "Task: {task}\n\nAnswer: {text}\n\nReply with the number only."
 )
+DEFAULT_JUDGE_PREFIX = "Score: "
 
 _RATIO = re.compile(r"(-?\d+(?:\.\d+)?)\s*(?:/|out of|of)\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 _PERCENT = re.compile(r"(-?\d+(?:\.\d+)?)\s*%")
@@ -250,6 +251,8 @@ class JudgeScorer(Scorer):
         engine: the judging model (default: the search's own engine).
         fn: a callable ``prompt -> reply`` used instead of a model (tests, remote judges);
             its replies cost no budget.
+        prefix: the start of the judge's reply, written for it ("Score: "), so that the
+            number comes first; what the model adds is parsed.
 
     The reply is decoded greedily, so a judge is deterministic. Replies that hold no
     number in range are *unscored* (reason: the reply), never an error. Identical texts
@@ -264,6 +267,7 @@ class JudgeScorer(Scorer):
         max_tokens: int = 4,
         engine: Engine | None = None,
         fn: Callable[[str], str] | None = None,
+        prefix: str = DEFAULT_JUDGE_PREFIX,
     ) -> None:
         if "{text}" not in template:
             raise ParameterError("template", "judge template must contain {text}")
@@ -273,6 +277,7 @@ class JudgeScorer(Scorer):
         self.max_tokens = max_tokens
         self.engine = engine
         self.fn = fn
+        self.prefix = str(prefix)
         self.cost_per_item = 0 if fn is not None else max_tokens
 
     def prompt_for(self, task: str, text: str) -> str:
@@ -293,9 +298,9 @@ class JudgeScorer(Scorer):
             if self.fn is not None:
                 replies: list[str | None] = [self.fn(p) for p in prompts]
             elif ctx is not None:
-                replies = ctx.complete(prompts, self.max_tokens, "judge", self.engine)
+                replies = ctx.complete(prompts, self.max_tokens, "judge", self.engine, self.prefix)
             elif self.engine is not None:
-                replies = _greedy(self.engine, prompts, self.max_tokens)
+                replies = _greedy(self.engine, prompts, self.max_tokens, self.prefix)
             else:
                 raise ParameterError("judge", "the judge needs a model: pass engine= or fn=, or score inside a search")
             for text, reply in zip(todo, replies, strict=False):
@@ -312,17 +317,18 @@ class JudgeScorer(Scorer):
         return [s if s is not None else Score(None, "unscored") for s in out]
 
     def spec(self) -> Any:
-        if self.template == DEFAULT_JUDGE_TEMPLATE and self.max_tokens == 4:
+        if self.template == DEFAULT_JUDGE_TEMPLATE and self.max_tokens == 4 and self.prefix == DEFAULT_JUDGE_PREFIX:
             return "judge"
-        return {"type": "judge", "template": self.template, "max_tokens": self.max_tokens}
+        return {"type": "judge", "template": self.template, "max_tokens": self.max_tokens, "prefix": self.prefix}
 
 
-def _greedy(engine: Engine, prompts: list[str], max_tokens: int) -> list[str | None]:
+def _greedy(engine: Engine, prompts: list[str], max_tokens: int, prefix: str = "") -> list[str | None]:
     from sazanami.engine import RowRequest
     from sazanami.params import SamplingParams
 
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=0)
-    rows = [RowRequest(engine.encode(p), params, 0, index=i) for i, p in enumerate(prompts)]
+    extra = engine.tokenizer.encode(prefix) if prefix else []
+    rows = [RowRequest(engine.encode(p) + extra, params, 0, index=i) for i, p in enumerate(prompts)]
     return [c.text for c in engine.run(rows)]
 
 
@@ -725,7 +731,7 @@ def with_judge_template(scorer: Scorer, template: str) -> Scorer:
 
     def swap(s: Scorer) -> tuple[Scorer, bool]:
         if isinstance(s, JudgeScorer):
-            return JudgeScorer(template, s.max_tokens, s.engine, s.fn), True
+            return JudgeScorer(template, s.max_tokens, s.engine, s.fn, s.prefix), True
         if isinstance(s, CombinedScorer):
             parts = [(swap(p), w) for p, w in s.parts]
             return CombinedScorer([(p, w) for (p, _), w in parts], s.mode), any(f for (_, f), _ in parts)
@@ -768,7 +774,7 @@ def _import(path: str) -> Callable[[str], Any]:
 
 _DICT_KEYS = {
     "logprob": set(),
-    "judge": {"template", "max_tokens"},
+    "judge": {"template", "max_tokens", "prefix"},
     "novelty": {"reference"},
     "contains": {"words"},
     "regex": {"patterns", "pattern", "ignore_case"},
@@ -789,7 +795,7 @@ def _from_dict(spec: dict[str, Any]) -> Scorer:
         if kind == "logprob":
             return LogprobScorer()
         if kind == "judge":
-            return JudgeScorer(**{k: spec[k] for k in ("template", "max_tokens") if k in spec})
+            return JudgeScorer(**{k: spec[k] for k in ("template", "max_tokens", "prefix") if k in spec})
         if kind == "novelty":
             return NoveltyScorer(reference=spec.get("reference"))
         if kind == "contains":
