@@ -81,7 +81,9 @@ def bf16_quality(tokens: int) -> tuple[float, float]:
     nll = []
     for e in (f32, b16):
         be = e.backend
-        logits = be.forward(torch.tensor([ids]), be.new_cache(1, len(ids)), torch.zeros(1, dtype=torch.long), last_only=False)[0]
+        logits = be.forward(
+            torch.tensor([ids]), be.new_cache(1, len(ids)), torch.zeros(1, dtype=torch.long), last_only=False
+        )[0]
         logp = torch.log_softmax(logits, -1)[P - 1 : -1].gather(-1, torch.tensor(a.token_ids)[:, None])
         nll.append(-logp.squeeze(-1))
     return agree / len(a.token_ids), float((nll[0] - nll[1]).abs().mean())
@@ -115,7 +117,9 @@ def main() -> None:
     ft = first_token_seconds()
     print(f"\nprocess start → first token (warm cache): {ft:.2f} s")
     agree, dnll = bf16_quality(tokens)
-    print(f"bf16 vs float32: greedy tokens identical for the first {agree:.0%} of {tokens}; mean |ΔNLL| {dnll:.4f} nats/token")
+    print(
+        f"bf16 vs float32: greedy tokens identical for the first {agree:.0%} of {tokens}; mean |ΔNLL| {dnll:.4f} nats/token"
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from sazanami.errors import SazanamiError
+from sazanami.islands.cli_options import island_options
 from sazanami.models import DEFAULT_MODEL
 
 
@@ -45,9 +46,17 @@ def sampling_options(fn: Any) -> Any:
         click.option("--repetition-penalty", type=float, default=1.0, show_default=True),
         click.option("--presence-penalty", type=float, default=0.0, show_default=True),
         click.option("--frequency-penalty", type=float, default=0.0, show_default=True),
-        click.option("--dynatemp-range", type=float, default=0.0, show_default=True, help="llama.cpp dynamic temperature range."),
+        click.option(
+            "--dynatemp-range", type=float, default=0.0, show_default=True, help="llama.cpp dynamic temperature range."
+        ),
         click.option("--dynatemp-exponent", type=float, default=1.0, show_default=True),
-        click.option("--mirostat-tau", type=float, default=0.0, show_default=True, help="Mirostat v2 target surprise (bits); 0 = off."),
+        click.option(
+            "--mirostat-tau",
+            type=float,
+            default=0.0,
+            show_default=True,
+            help="Mirostat v2 target surprise (bits); 0 = off.",
+        ),
         click.option("--mirostat-eta", type=float, default=0.1, show_default=True),
         click.option("--max-tokens", type=int, default=128, show_default=True),
         click.option("--stop", multiple=True, help="Stop string (repeatable)."),
@@ -65,9 +74,24 @@ def sampling_options(fn: Any) -> Any:
 
 
 PARAM_OPTIONS = (
-    "n", "seed", "temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty",
-    "presence_penalty", "frequency_penalty", "dynatemp_range", "dynatemp_exponent", "mirostat_tau",
-    "mirostat_eta", "max_tokens", "stop", "ignore_eos", "trace",
+    "n",
+    "seed",
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "typical_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "dynatemp_range",
+    "dynatemp_exponent",
+    "mirostat_tau",
+    "mirostat_eta",
+    "max_tokens",
+    "stop",
+    "ignore_eos",
+    "trace",
 )
 
 
@@ -81,41 +105,56 @@ def params_from_options(kw: dict[str, Any]) -> Any:
     if fluct is not None or kw.get("sigma") is not None or kw.get("beta") is not None:
         from sazanami.fluctuation import Fluctuation
 
-        values["fluctuation"] = Fluctuation.parse(fluct or "pink-temperature").override(sigma=kw.get("sigma"), beta=kw.get("beta"))
+        values["fluctuation"] = Fluctuation.parse(fluct or "pink-temperature").override(
+            sigma=kw.get("sigma"), beta=kw.get("beta")
+        )
     return SamplingParams(**values)
 
 
 @main.command()
 @click.argument("prompt")
 @sampling_options
+@island_options
 @click.option("--stream", is_flag=True, help="Print tokens as they are generated.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (injected spans marked).")
 def generate(prompt: str, stream: bool, as_json: bool, **kw: Any) -> None:
     """Generate N variants of PROMPT, each from its own seed."""
     from sazanami.engine import Engine
+    from sazanami.islands.cli_options import highlight, islands_from_options
     from sazanami.models import load
 
     params = params_from_options(kw)
     engine = Engine(load(kw["model"]))
-    if stream and not as_json:
-        rows = engine.rows_for([prompt], params, kw["raw"])
-        out: list[Any] = []
-        multi = len(rows) > 1
-        for deltas in engine.steps(rows, out):
-            for d in deltas:
-                if d.text:
-                    click.echo(f"[{d.row}] {d.text}\n" if multi else d.text, nl=False)
-        click.echo()
-        return
-    completions = engine.run(engine.rows_for([prompt], params, kw["raw"]))
+    islands = islands_from_options(kw, engine.tokenizer)
+    fl = params.fluctuation
+    if fl is not None and fl.beams is not None:
+        completions = engine.generate(prompt, params, kw["raw"], islands=islands)
+    else:
+        rows = engine.rows_for([prompt], params, kw["raw"], islands=islands)
+        if stream and not as_json:
+            out: list[Any] = []
+            multi = len(rows) > 1
+            for deltas in engine.steps(rows, out):
+                for d in deltas:
+                    if d.text:
+                        click.echo(f"[{d.row}] {d.text}\n" if multi else d.text, nl=False)
+            click.echo()
+            return
+        completions = engine.run(rows)
     if as_json:
-        doc = {"model": kw["model"], "prompt": prompt, "params": params.to_dict(), "completions": [c.to_dict() for c in completions]}
+        doc = {
+            "model": kw["model"],
+            "prompt": prompt,
+            "params": params.to_dict(),
+            "islands": islands.to_dict() if islands is not None else None,
+            "completions": [c.to_dict() for c in completions],
+        }
         click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
         return
     for c in completions:
         header = f"── variant {c.index}  seed={c.seed}  tokens={c.completion_tokens}  finish={c.finish_reason}  mean logprob={c.mean_logprob:.2f}"
         click.echo(click.style(header, bold=True))
-        click.echo(c.text.strip() + "\n")
+        click.echo(highlight(c, lambda s: click.style(s, dim=True)).strip() + "\n")
 
 
 @main.command()
@@ -141,7 +180,13 @@ def models(as_json: bool) -> None:
 @click.option("--steps", type=int, default=4096, show_default=True)
 @click.option("--streams", type=int, default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--method", type=click.Choice(["stream", "fft"]), default="stream", show_default=True, help="Streaming AR bank or FFT block generator.")
+@click.option(
+    "--method",
+    type=click.Choice(["stream", "fft"]),
+    default="stream",
+    show_default=True,
+    help="Streaming AR bank or FFT block generator.",
+)
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a log-log PSD plot (PNG).")
 def noise(beta: float, steps: int, streams: int, seed: int, method: str, plot: str | None) -> None:
     """Generate colored noise and print its fitted spectral slope."""
@@ -155,7 +200,9 @@ def noise(beta: float, steps: int, streams: int, seed: int, method: str, plot: s
     slope = nz.psd_slope(x)
     x = x.double()
     click.echo(f"beta={beta:g} method={method} streams={streams} steps={steps}")
-    click.echo(f"fitted slope: {slope:.3f} (target {beta:g}); mean {float(x.mean()):+.3f}, variance {float(x.var()):.3f}")
+    click.echo(
+        f"fitted slope: {slope:.3f} (target {beta:g}); mean {float(x.mean()):+.3f}, variance {float(x.var()):.3f}"
+    )
     if plot:
         nz.plot_psd(x, beta, plot)
         click.echo(f"plot: {plot}")

@@ -22,7 +22,9 @@ BARS = " ▁▂▃▄▅▆▇█"
 def side_by_side(columns: list[tuple[str, str]], width: int) -> str:
     """Lay out (title, text) columns next to each other."""
     col = max(20, (width - 3 * (len(columns) - 1)) // len(columns))
-    wrapped = [[t[:col]] + ["─" * min(col, len(t))] + textwrap.wrap(x.strip().replace("\n", " / "), col) for t, x in columns]
+    wrapped = [
+        [t[:col]] + ["─" * min(col, len(t))] + textwrap.wrap(x.strip().replace("\n", " / "), col) for t, x in columns
+    ]
     height = max(len(w) for w in wrapped)
     return "\n".join(" │ ".join((w[i] if i < len(w) else "").ljust(col) for w in wrapped) for i in range(height))
 
@@ -48,7 +50,9 @@ def main() -> None:
         print(side_by_side([(f"variant {c.index} (seed …{c.seed % 10000:04d})", c.text) for c in out], width))
         if fluctuation == "pink-temperature":
             temps = [s["temperature"] for s in out[0].trace]
-            print(f"\n   temperature trace of variant 0 ({min(temps):.2f}–{max(temps):.2f}): {sparkline(temps, min(temps), max(temps))}")
+            print(
+                f"\n   temperature trace of variant 0 ({min(temps):.2f}–{max(temps):.2f}): {sparkline(temps, min(temps), max(temps))}"
+            )
         print()
     try:
         from sazanami.demo_search import run_search_demo

@@ -225,7 +225,10 @@ class Engine:
 
     # -- public entry points ---------------------------------------------------------------
     def generate(
-        self, prompts: Prompt | list[Prompt], params: SamplingParams | None = None, raw: bool = False,
+        self,
+        prompts: Prompt | list[Prompt],
+        params: SamplingParams | None = None,
+        raw: bool = False,
         islands: Any = None,
     ) -> list[Completion]:
         """Generate ``params.n`` variants of each prompt; completions in (prompt, variant) order.
@@ -256,7 +259,10 @@ class Engine:
         return out
 
     def stream(
-        self, prompts: Prompt | list[Prompt], params: SamplingParams | None = None, raw: bool = False,
+        self,
+        prompts: Prompt | list[Prompt],
+        params: SamplingParams | None = None,
+        raw: bool = False,
         islands: Any = None,
     ) -> Iterator[list[Delta]]:
         """Yield, per step, the text each row added (row index = position in (prompt, variant) order)."""
@@ -289,7 +295,9 @@ class Engine:
         capacity = max(len(r.prompt_ids) + r.params.max_tokens + reserve(r.islands) for r in requests) + 1
         cache = backend.new_cache(B, capacity)
         sampler = SamplerBatch(
-            [RowSpec(r.params, r.seed, r.prompt_ids, r.noise) for r in requests], backend.vocab_size, backend.hidden_size
+            [RowSpec(r.params, r.seed, r.prompt_ids, r.noise) for r in requests],
+            backend.vocab_size,
+            backend.hidden_size,
         )
         lengths = torch.tensor([len(r.prompt_ids) for r in requests], dtype=torch.long)
 

@@ -86,12 +86,16 @@ class Fluctuation:
                 if not isinstance(entry, Entry):
                     raise ParameterError(point, f"{point} must be an Entry, got {type(entry).__name__}")
                 entry.validate(point)
-        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or not 16 <= self.max_steps <= 1_000_000:
+        if (
+            isinstance(self.max_steps, bool)
+            or not isinstance(self.max_steps, int)
+            or not 16 <= self.max_steps <= 1_000_000
+        ):
             raise ParameterError("max_steps", f"max_steps must be in [16, 1000000], got {self.max_steps!r}")
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
-    def parse(cls, spec: Any) -> "Fluctuation":
+    def parse(cls, spec: Any) -> Fluctuation:
         """A Fluctuation from a preset name, dict, JSON string, ``.json`` path or Fluctuation."""
         if isinstance(spec, Fluctuation):
             return spec
@@ -113,10 +117,12 @@ class Fluctuation:
             )
         if isinstance(spec, dict):
             return cls.from_dict(spec)
-        raise ParameterError("fluctuation", f"fluctuation must be a preset name or an object, got {type(spec).__name__}")
+        raise ParameterError(
+            "fluctuation", f"fluctuation must be a preset name or an object, got {type(spec).__name__}"
+        )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Fluctuation":
+    def from_dict(cls, data: dict[str, Any]) -> Fluctuation:
         """Inverse of :meth:`to_dict`; a ``preset`` key starts from that preset."""
         data = dict(data)
         name = data.pop("preset", None)
@@ -139,13 +145,18 @@ class Fluctuation:
                     raise ParameterError(key, f"fluctuation.{key} must be an object, got {value!r}")
                 unknown = set(value) - entry_fields
                 if unknown:
-                    raise ParameterError(f"{key}.{sorted(unknown)[0]}", f"unknown field {sorted(unknown)[0]!r} in fluctuation.{key}; known: {', '.join(sorted(entry_fields))}")
+                    raise ParameterError(
+                        f"{key}.{sorted(unknown)[0]}",
+                        f"unknown field {sorted(unknown)[0]!r} in fluctuation.{key}; known: {', '.join(sorted(entry_fields))}",
+                    )
                 value = dict(value)
                 if "layers" in value:
                     value["layers"] = tuple(value["layers"])
                 kwargs[key] = Entry(**value)
             else:
-                raise ParameterError(key, f"unknown fluctuation field {key!r}; known: {', '.join(POINTS + ('max_steps', 'preset'))}")
+                raise ParameterError(
+                    key, f"unknown fluctuation field {key!r}; known: {', '.join(POINTS + ('max_steps', 'preset'))}"
+                )
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,7 +170,7 @@ class Fluctuation:
         out["max_steps"] = self.max_steps
         return out
 
-    def override(self, sigma: float | None = None, beta: float | None = None) -> "Fluctuation":
+    def override(self, sigma: float | None = None, beta: float | None = None) -> Fluctuation:
         """A copy with σ and/or β replaced in every active entry."""
         changes: dict[str, Any] = {}
         for point in POINTS:
@@ -173,7 +184,9 @@ class Fluctuation:
     def active(self) -> tuple[str, ...]:
         return tuple(p for p in POINTS if getattr(self, p) is not None)
 
-    def start(self, seed: int, vocab_size: int, hidden_size: int = 0, mix: NoiseMix | None = None) -> "FluctuationState | None":
+    def start(
+        self, seed: int, vocab_size: int, hidden_size: int = 0, mix: NoiseMix | None = None
+    ) -> FluctuationState | None:
         """Per-row state for a row with this seed (or noise mixture); None when nothing is active."""
         if not any(getattr(self, p) is not None for p in POINTS if p != "beams"):
             return None

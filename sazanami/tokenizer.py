@@ -38,7 +38,7 @@ class Tokenizer:
         )
 
     @classmethod
-    def from_dir(cls, path: str | Path, extra_eos_ids: tuple[int, ...] = ()) -> "Tokenizer":
+    def from_dir(cls, path: str | Path, extra_eos_ids: tuple[int, ...] = ()) -> Tokenizer:
         """Load ``tokenizer.json`` (+ ``tokenizer_config.json``, ``chat_template.jinja``)."""
         path = Path(path)
         rust = _RustTokenizer.from_file(str(path / "tokenizer.json"))

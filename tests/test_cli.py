@@ -15,7 +15,20 @@ def invoke(*args: str):
 
 
 def test_generate_json():
-    r = invoke("generate", "hello", "-m", "tiny-random", "-n", "3", "--seed", "1", "--max-tokens", "5", "--ignore-eos", "--json")
+    r = invoke(
+        "generate",
+        "hello",
+        "-m",
+        "tiny-random",
+        "-n",
+        "3",
+        "--seed",
+        "1",
+        "--max-tokens",
+        "5",
+        "--ignore-eos",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc["params"]["n"] == 3

@@ -169,7 +169,9 @@ def test_stochastic_beams_distinct_and_seeded(tiny_engine: Engine):
 
 def test_beam_width_one_top_value_matches_sequence_logprob(tiny_engine: Engine):
     """The sequence log-prob reported for a beam equals the sum of its processed step log-probs at T=1."""
-    p = SamplingParams(fluctuation={"beams": {"width": 2, "beta": 0}}, seed=4, max_tokens=6, ignore_eos=True, temperature=1.0)
+    p = SamplingParams(
+        fluctuation={"beams": {"width": 2, "beta": 0}}, seed=4, max_tokens=6, ignore_eos=True, temperature=1.0
+    )
     for c in tiny_engine.generate("sum", p):
         assert c.tag["sequence_logprob"] == pytest.approx(sum(c.logprobs), abs=1e-3)
 
@@ -180,8 +182,13 @@ def test_logits_processor_inside_generate():
     from sazanami.adapters import FluctuationLogitsProcessor, hidden_noise_hooks
 
     cfg = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
     )
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -192,7 +199,9 @@ def test_logits_processor_inside_generate():
         proc = FluctuationLogitsProcessor(fl, seed=seed)
         with torch.random.fork_rng():
             torch.manual_seed(123)  # generate's own multinomial must not matter with `draw`
-            out = model.generate(ids, do_sample=True, max_new_tokens=12, logits_processor=[proc], top_k=0, pad_token_id=0)
+            out = model.generate(
+                ids, do_sample=True, max_new_tokens=12, logits_processor=[proc], top_k=0, pad_token_id=0
+            )
         return out[0, 4:].tolist()
 
     assert run("pink-draw", 1) == run("pink-draw", 1)

@@ -132,6 +132,7 @@ def test_paths_continuations_keep_the_prefix(tiny_engine):
     tree = run(tiny_engine, "noise_search", {"mode": "paths", "rounds": 3})
     conts = [n for n in tree.nodes if n.kind == "continue"]
     assert conts
+    assert len({n.seed for n in conts}) == len(conts)  # a winner kept over rounds gets new seeds
     for n in conts:
         cut = n.meta["cut"]
         assert n.token_ids[:cut] == tree[n.parent].token_ids[:cut]

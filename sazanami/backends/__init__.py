@@ -8,7 +8,8 @@ vLLM) can be added by implementing the same protocol.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
@@ -24,7 +25,7 @@ class Cache(Protocol):
     batch: int
     capacity: int
 
-    def select(self, rows: torch.Tensor) -> "Cache":
+    def select(self, rows: torch.Tensor) -> Cache:
         """A new cache holding only ``rows`` (in that order)."""
         ...
 

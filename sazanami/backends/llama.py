@@ -36,7 +36,7 @@ class LlamaConfig:
     tie_word_embeddings: bool
 
     @classmethod
-    def from_hf(cls, cfg: dict) -> "LlamaConfig":
+    def from_hf(cls, cfg: dict) -> LlamaConfig:
         rope = cfg.get("rope_parameters") or {}
         heads = cfg["num_attention_heads"]
         return cls(
@@ -62,7 +62,7 @@ class KVCache:
         self.v = v
 
     @classmethod
-    def empty(cls, cfg: LlamaConfig, batch: int, capacity: int, dtype: torch.dtype) -> "KVCache":
+    def empty(cls, cfg: LlamaConfig, batch: int, capacity: int, dtype: torch.dtype) -> KVCache:
         shape = (cfg.num_layers, batch, cfg.num_kv_heads, capacity, cfg.head_dim)
         return cls(torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype))
 
@@ -74,15 +74,15 @@ class KVCache:
     def capacity(self) -> int:
         return self.k.shape[3]
 
-    def select(self, rows: torch.Tensor) -> "KVCache":
+    def select(self, rows: torch.Tensor) -> KVCache:
         """A compacted copy holding ``rows`` only (finished rows stop costing compute)."""
         return KVCache(self.k.index_select(1, rows), self.v.index_select(1, rows))
 
-    def narrow(self, row: int, count: int = 1) -> "KVCache":
+    def narrow(self, row: int, count: int = 1) -> KVCache:
         """A view of ``count`` rows from ``row``: writes go to this cache."""
         return KVCache(self.k.narrow(1, row, count), self.v.narrow(1, row, count))
 
-    def copy_rows(self, src: "KVCache", src_row: int, dst_rows: torch.Tensor, length: int) -> None:
+    def copy_rows(self, src: KVCache, src_row: int, dst_rows: torch.Tensor, length: int) -> None:
         """Copy the first ``length`` positions of ``src`` row ``src_row`` into ``dst_rows``.
 
         This is how n variants share one prompt: it runs through the model once
@@ -123,13 +123,11 @@ class LlamaBackend:
         self.mlp_norm = [w(p.format(i) + "post_attention_layernorm.weight") for i in layers]
         # Fused projections: one matmul for q,k,v and one for gate,up.
         self.wqkv = [
-            torch.cat([w(p.format(i) + f"self_attn.{x}_proj.weight") for x in "qkv"]).T.contiguous()
-            for i in layers
+            torch.cat([w(p.format(i) + f"self_attn.{x}_proj.weight") for x in "qkv"]).T.contiguous() for i in layers
         ]  # (C, (H + 2KV) * D)
         self.wo = [w(p.format(i) + "self_attn.o_proj.weight").T.contiguous() for i in layers]
         self.wgu = [
-            torch.cat([w(p.format(i) + f"mlp.{x}_proj.weight") for x in ("gate", "up")]).T.contiguous()
-            for i in layers
+            torch.cat([w(p.format(i) + f"mlp.{x}_proj.weight") for x in ("gate", "up")]).T.contiguous() for i in layers
         ]  # (C, 2I)
         self.wdown = [w(p.format(i) + "mlp.down_proj.weight").T.contiguous() for i in layers]
         self.lm_head_t = self.lm_head.T.contiguous()  # (C, V)
@@ -140,7 +138,7 @@ class LlamaBackend:
         self.sin = angles.sin().float()
 
     @classmethod
-    def from_dir(cls, path: str | Path, name: str | None = None, dtype: torch.dtype = torch.float32) -> "LlamaBackend":
+    def from_dir(cls, path: str | Path, name: str | None = None, dtype: torch.dtype = torch.float32) -> LlamaBackend:
         """Load ``config.json``, ``model.safetensors`` and the tokenizer from ``path``."""
         from safetensors.torch import load_file
 

@@ -235,8 +235,11 @@ def _anneal(
                 return [ctx.fresh(start + i, p) for i in range(count)]
         else:
 
-            def make(start: int, count: int, p: SamplingParams = p, w: list[Node] = winners) -> list[RowSpec]:
-                return [ctx.improvement(w[(start + i) % len(w)], start + i, p) for i in range(count)]
+            def make(
+                start: int, count: int, p: SamplingParams = p, w: list[Node] = winners, r: int = r
+            ) -> list[RowSpec]:
+                # The round is part of the seed: a winner kept for several rounds gets new seeds.
+                return [ctx.improvement(w[(start + i) % len(w)], r * 100_000 + start + i, p) for i in range(count)]
 
         _waves(ctx, make, n, share)
 
@@ -294,13 +297,15 @@ def _noise_search(
         else:
             winners = sel.select(pool)
 
-            def make(start: int, count: int, w: list[Node] = winners) -> list[RowSpec]:
+            def make(start: int, count: int, w: list[Node] = winners, r: int = r) -> list[RowSpec]:
                 specs = []
                 for i in range(count):
                     node = w[(start + i) % len(w)]
-                    rng = random.Random(ctx.seed_for("cut", node.id, start + i))
+                    # The round is part of the seed: a winner kept for several rounds gets new cuts.
+                    index = r * 100_000 + start + i
+                    rng = random.Random(ctx.seed_for("cut", node.id, index))
                     cut = rng.randrange(1, len(node.token_ids)) if len(node.token_ids) > 1 else 0
-                    specs.append(ctx.continuation(node, cut, start + i, params))
+                    specs.append(ctx.continuation(node, cut, index, params))
                 return specs
 
         _waves(ctx, make, n, share)
