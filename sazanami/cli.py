@@ -210,9 +210,11 @@ def noise(beta: float, steps: int, streams: int, seed: int, method: str, plot: s
 
 def _register_commands() -> None:
     """Commands that live beside their subsystem (imports stay light until they run)."""
+    from sazanami.bench_cli import bench_group
     from sazanami.server.command import serve
 
     main.add_command(serve)
+    main.add_command(bench_group)
 
 
 _register_commands()
