@@ -211,10 +211,11 @@ def noise(beta: float, steps: int, streams: int, seed: int, method: str, plot: s
 def _register_commands() -> None:
     """Commands that live beside their subsystem (imports stay light until they run)."""
     from sazanami.bench_cli import bench_group
+    from sazanami.search.commands import flow, search, tree
     from sazanami.server.command import serve
 
-    main.add_command(serve)
-    main.add_command(bench_group)
+    for command in (search, flow, tree, serve, bench_group):
+        main.add_command(command)
 
 
 _register_commands()
