@@ -52,7 +52,7 @@ class FluctuationLogitsProcessor(LogitsProcessor):  # type: ignore[misc]
             t = st.temperature(self.base_temperature)
             row = row / t if t > 0 else row
             if st.draws:
-                token = st.gumbel_argmax(row)
+                token = st.draw(row)
                 row = torch.full_like(row, -math.inf)
                 row[token] = 0.0
             out[b] = row

@@ -33,6 +33,7 @@ from sazanami.noise import ColoredNoise
 from sazanami.seeds import derive_seed
 
 POINTS = ("temperature", "logits", "draw", "hidden", "embedding", "beams")
+DRAW_MODES = ("gumbel", "quantile")
 
 NoiseMix = list[tuple[int, float]]
 """A row's noise as a mixture of seeded streams: [(seed, weight)], Σ weight² = 1."""
@@ -54,8 +55,14 @@ class Entry:
     """Layers whose output is perturbed (hidden only); empty = the middle layer."""
     width: int = 4
     """Beam width k (beams only)."""
+    mode: str = "gumbel"
+    """draw only: ``gumbel`` — one colored stream per token, Gumbel-max; ``quantile`` — one
+    colored stream per row sets the quantile u_t = Φ(z_t) of an inverse-CDF draw over tokens
+    sorted by probability (exact each step; no per-token lock-in)."""
 
     def validate(self, point: str) -> None:
+        if self.mode not in DRAW_MODES:
+            raise ParameterError(f"{point}.mode", f"{point}.mode must be one of {', '.join(DRAW_MODES)}, got {self.mode!r}")
         check_range(f"{point}.sigma", self.sigma, 0, 10)
         check_range(f"{point}.beta", self.beta, 0, 2)
         check_range(f"{point}.t_min", self.t_min, 0, 100, low_open=True)
@@ -237,7 +244,8 @@ class FluctuationState:
 
         self.temp_noise = src("temperature", 1)
         self.logit_noise = src("logits", vocab_size)
-        self.draw_noise = src("draw", vocab_size)
+        quantile = fl.draw is not None and fl.draw.mode == "quantile"
+        self.draw_noise = src("draw", 1 if quantile else vocab_size)
         self.hidden_noise = src("hidden", hidden_size) if hidden_size else None
         self.embed_noise = src("embedding", hidden_size) if hidden_size else None
         self._temp_x = 0.0
@@ -260,9 +268,22 @@ class FluctuationState:
         self._temp_x = float(self.temp_noise.step()[0])
         return min(max(base * math.exp(e.sigma * self._temp_x), e.t_min), e.t_max)
 
+    def draw(self, logits: torch.Tensor) -> int:
+        """Step 5 with the draw entry: an exact sample of softmax(logits) (V,) from colored noise."""
+        if self.fl.draw.mode == "quantile":
+            return self.quantile_draw(logits)
+        return self.gumbel_argmax(logits)
+
     def gumbel_argmax(self, logits: torch.Tensor) -> int:
-        """Step 5 (draw): argmax(logits + G), G = −log(−log Φ(z)), z colored N(0, 1) per token."""
+        """argmax(logits + G), G = −log(−log Φ(z)), z colored N(0, 1) per token."""
         return int((logits.double() + gumbel_from_normal(self.draw_noise.step())).argmax())
+
+    def quantile_draw(self, logits: torch.Tensor) -> int:
+        """Inverse-CDF draw at quantile u = Φ(z_t) over tokens sorted most likely first."""
+        u = float(torch.special.ndtr(self.draw_noise.step().double())[0])
+        probs, order = logits.double().softmax(-1).sort(descending=True)
+        idx = int(torch.searchsorted(probs.cumsum(-1), torch.tensor([u * float(probs.sum())], dtype=torch.float64)))
+        return int(order[min(idx, int((probs > 0).sum()) - 1)])
 
     def advance(self) -> None:
         """Called after each sampled token (sources already stepped on use)."""

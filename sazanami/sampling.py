@@ -252,7 +252,7 @@ class SamplerBatch:
         uniforms = torch.stack([torch.rand((), generator=g) for g in self.generators])  # (B,)
         tokens = draw_inverse_cdf(x, uniforms)
         for b in gumbel_rows:
-            tokens[b] = self.fluct[b].gumbel_argmax(x[b])
+            tokens[b] = self.fluct[b].draw(x[b])
         if bool(greedy.any()):
             tokens = torch.where(greedy, x.argmax(-1), tokens)
         # mirostat v2 update: μ ← μ − η (surprise − τ)

@@ -212,3 +212,27 @@ def test_logits_processor_inside_generate():
     after = model.generate(ids, do_sample=False, max_new_tokens=12, pad_token_id=0)[0, 4:].tolist()
     assert noisy != greedy and after == greedy
     assert not any(layer._forward_hooks for layer in model.model.layers)
+
+
+def test_quantile_draw_is_exact_and_validated():
+    """The quantile draw: one colored stream per row; across 2000 rows each step follows softmax."""
+    probs = torch.tensor([0.45, 0.25, 0.15, 0.1, 0.05])
+    fl = Fluctuation.parse({"draw": {"beta": 1, "mode": "quantile"}})
+    counts = torch.zeros(2, 5)
+    for s in range(2000):
+        st = fl.start(s, 5)
+        for step in range(16):
+            tok = st.draw(probs.log())
+            if step in (0, 15):
+                counts[(0, 15).index(step), tok] += 1
+    for row in counts:
+        chi2 = float(((row - probs * 2000) ** 2 / (probs * 2000)).sum())
+        assert chi2 < 18.47  # p = 0.001, 4 degrees of freedom
+    with pytest.raises(ParameterError, match="draw.mode must be one of gumbel, quantile"):
+        Fluctuation.parse({"draw": {"mode": "median"}})
+
+
+def test_quantile_draw_in_engine(tiny_engine: Engine):
+    a = tokens(tiny_engine, {"draw": {"beta": 1, "mode": "quantile"}})
+    assert a == tokens(tiny_engine, {"draw": {"beta": 1, "mode": "quantile"}})
+    assert a != tokens(tiny_engine, "pink-draw")
