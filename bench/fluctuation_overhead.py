@@ -36,11 +36,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 is steadier on a shared 2-core box)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     engine = Engine(models.load())
     names = list(PRESETS)
-    print(f"embedded model ({engine.backend.dtype}), {args.tokens} tokens per run, best of {args.repeats}\n")
+    print(
+        f"embedded model ({engine.backend.dtype}), {torch.get_num_threads()} torch threads, "
+        f"{args.tokens} tokens per run, best of {args.repeats}\n"
+    )
     for n in (1, 16):
         ms_per_step(engine, n, "none", 4)  # warm-up
         best = {name: float("inf") for name in names}
