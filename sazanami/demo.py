@@ -2,7 +2,7 @@
 
 One prompt, variants from different seeds side by side under three decodings
 (plain sampling, 1/f-fluctuating temperature, colored-Gumbel draw), a small
-temperature trace, and a short search when the search package is present.
+temperature trace, and a short search over paths scored by keyword coverage.
 """
 
 from __future__ import annotations
@@ -54,11 +54,30 @@ def main() -> None:
                 f"\n   temperature trace of variant 0 ({min(temps):.2f}–{max(temps):.2f}): {sparkline(temps, min(temps), max(temps))}"
             )
         print()
-    try:
-        from sazanami.demo_search import run_search_demo
-    except ImportError:
-        return
-    run_search_demo(engine, width)
+    search_demo(engine)
+
+
+SEARCH_PROMPT = "Write one sentence that uses the words: lantern, river, whisper."
+
+
+def search_demo(engine: Engine) -> None:
+    """A short search: variants scored by keyword coverage, the best prefixes regrown."""
+    from sazanami.search import search
+
+    print(f"━━ search: {SEARCH_PROMPT}")
+    t = time.perf_counter()
+    tree = search(
+        engine,
+        SEARCH_PROMPT,
+        "noise_search",
+        mode="paths",
+        scorer="contains:lantern,river,whisper",
+        budget=400,
+        seed=7,
+        params=SamplingParams(max_tokens=40, temperature=0.8),
+    )
+    print(tree.render())
+    print(f"\nwinner ({time.perf_counter() - t:.0f} s): {tree.text.strip()}")
 
 
 if __name__ == "__main__":
