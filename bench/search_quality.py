@@ -1,7 +1,13 @@
 """Does search beat best-of-n at equal compute? Solved rate vs generated tokens per strategy.
 
-    python bench/search_quality.py --quick          # a few minutes on 2 cores
-    python bench/search_quality.py                  # the fuller run (an hour or more)
+    python bench/search_quality.py --quick --threads 1     # 6 tasks, 2 seeds
+    python bench/search_quality.py --sizes 5,6 --arithmetic 0 --threads 1 \
+        --strategies best_of_n,paths,tree,beam,zero_order,synthesize --judge-strategies best_of_n,paths \
+        --tag search_quality_full --docs                  # the run quoted in the README (~70 min)
+    python bench/search_quality.py --from-csv bench/out/search_quality_full.csv   # re-summarise / plot
+
+On a CPU shared with other processes use ``--threads 1``: torch's spinning threads slow
+down tenfold when the cores are oversubscribed.
 
 Tasks (development sets, say so when quoting numbers):
 - ``../shared/bench/concepts_dev.jsonl`` (or ``$SAZANAMI_CONCEPTS``): write one sentence that
@@ -218,7 +224,12 @@ def plot(summary: list[dict[str, Any]], path: Path, unit: int) -> None:
     import matplotlib.pyplot as plt
 
     settings = sorted({s["setting"] for s in summary}, key=lambda x: x != "verifier")
-    panels = [g for g in ("concepts-5-6", "all") if any(s["group"] == g for s in summary)]
+    groups = {s["group"] for s in summary}
+    # "all" repeats "concepts-5-6" when those are the only tasks.
+    panels = (
+        ["concepts-5-6"] if groups <= {"concepts-5", "concepts-6", "concepts-5-6", "all"} else ["concepts-5-6", "all"]
+    )
+    panels = [g for g in panels if g in groups]
     fig, axes = plt.subplots(len(settings), len(panels), figsize=(5.5 * len(panels), 4 * len(settings)), squeeze=False)
     for i, setting in enumerate(settings):
         for j, group in enumerate(panels):

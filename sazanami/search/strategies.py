@@ -53,6 +53,7 @@ __all__ = [
     "noise_search",
     "optimize",
     "search",
+    "strategy_options",
     "synthesize",
     "temperature_schedule",
     "tree_search",
