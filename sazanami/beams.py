@@ -10,16 +10,22 @@ G_φ ~ Gumbel(φ(y')) and are shifted so that their maximum equals the parent's 
 and the k largest G are kept each step. The Gumbel noise is white, or colored:
 made from colored Gaussian streams (one per beam slot × vocabulary entry)
 through the normal CDF, so the marginals stay exact.
+
+Islands work per beam: a grammar masks each beam's logits before its children are
+scored (a child forks its parent's matcher), and a call a beam completes is run and
+its result injected into that beam only (the result's tokens have probability 1:
+they change no beam's φ or G).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from sazanami.engine import Completion, Engine, Prompt
+from sazanami.engine import Completion, Engine, Prompt, forward_injected
 from sazanami.fluctuation import Entry, MixedNoise, gumbel_from_normal
 from sazanami.params import SamplingParams
 from sazanami.sampling import truncate
@@ -33,6 +39,65 @@ class _Beam:
     phi: float
     g: float
     done: bool = False
+    matcher: Any = None
+    """The beam's grammar state (llguidance), None without a grammar."""
+    spans: list[dict[str, Any]] = field(default_factory=list)
+    """Injected tool results, as in ``Completion.spans``."""
+    injected: int = 0
+
+    @property
+    def drawn(self) -> int:
+        return len(self.tokens) - self.injected
+
+
+def _child(parent: _Beam, tok: int, logprob: float, phi: float, g: float, eos: bool, max_tokens: int) -> _Beam:
+    """``parent`` extended by ``tok`` (nothing on end-of-sequence); a grammar it completes ends it."""
+    matcher = parent.matcher
+    done = eos or parent.drawn + 1 >= max_tokens
+    if matcher is not None and not eos:
+        matcher = matcher.deep_copy()
+        matcher.consume_token(tok)
+        done = done or matcher.is_stopped() or matcher.is_error()
+    return _Beam(
+        parent.tokens + ([] if eos else [tok]),
+        parent.logprobs + ([] if eos else [logprob]),
+        phi,
+        g,
+        done,
+        matcher,
+        list(parent.spans),
+        parent.injected,
+    )
+
+
+def _run_call(beam: _Beam, islands: Any, tokenizer: Any) -> list[int]:
+    """Run the call ``beam``'s text just completed, if any, and append its result; the injected ids."""
+    if beam.done or len(beam.spans) > islands.max_calls:
+        return []
+    text = tokenizer.decode(beam.tokens)
+    from sazanami.islands.tools import CallResult, CallWatcher, run_calls
+
+    watcher = CallWatcher(islands.syntax, islands.lead)
+    watcher.settle(max((sp["end"] for sp in beam.spans), default=0))
+    call = watcher.find(text)
+    if call is None:
+        return []
+    if len(beam.spans) + islands.calls_made >= islands.max_calls:
+        result = CallResult(f"error: call limit reached ({islands.max_calls} per row)", True, 0.0)
+    else:
+        (result,) = run_calls(
+            [(islands.tools.get(call.name), call)], islands.tools, islands.timeout, islands.max_result_chars,
+            islands.cache, islands._lock,
+        )  # fmt: skip
+    ids = islands.encode_result(tokenizer, result.text)
+    token_start = len(beam.tokens)
+    beam.tokens = beam.tokens + ids
+    beam.logprobs = beam.logprobs + [0.0] * len(ids)
+    beam.injected += len(ids)
+    where = {"start": len(text), "end": len(tokenizer.decode(beam.tokens)), "token_start": token_start,
+             "token_end": len(beam.tokens)}  # fmt: skip
+    beam.spans.append(islands.span(call, result) | where)
+    return ids
 
 
 def _gumbel(noise: MixedNoise | None, shape: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
@@ -58,21 +123,29 @@ def stochastic_beam_search(
     width: int = 4,
     beta: float | None = None,
     raw: bool = False,
+    islands: Any = None,
 ) -> list[Completion]:
     """``width`` samples without replacement, best perturbed value first.
 
     ``beta`` None = white Gumbel noise; else colored with that exponent.
     Temperature and truncation of ``params`` shape each step's distribution.
+    ``islands`` (:class:`sazanami.islands.Islands`): a grammar every beam follows and/or
+    tools any beam may call (each beam has its own call history).
     """
+    from sazanami.islands.constraints import ConstraintBatch
+    from sazanami.islands.runtime import IslandBatch, _matcher
+
     backend = engine.backend
     seed = params.seed if params.seed is not None else fresh_seed()
-    ids = engine.encode(prompt, raw)
+    ids = engine.encode(islands.apply_to_prompt(prompt, raw) if islands is not None else prompt, raw)
     P, V = len(ids), backend.vocab_size
-    cache = backend.new_cache(1, P + params.max_tokens + 1)
+    cache = backend.new_cache(1, P + params.max_tokens + IslandBatch.reserve(islands) + 1)
     logits = backend.forward(torch.tensor([ids]), cache, torch.zeros(1, dtype=torch.long))
     gen = torch.Generator().manual_seed(derive_seed(seed, "beams"))
     noise = MixedNoise(beta, width * V, [(seed, 1.0)], "beams", 4096) if beta is not None else None
-    beams = [_Beam([], [], 0.0, 0.0)]
+    beams = [_Beam([], [], 0.0, 0.0, matcher=_matcher(islands, engine.tokenizer, V))]
+    tools = islands is not None and islands.has_tools
+    grammar = islands is not None and islands.constraint is not None
     temp = params.temperature if params.temperature > 0 else 1.0
     for _ in range(params.max_tokens):
         live = [i for i, b in enumerate(beams) if not b.done]
@@ -80,6 +153,8 @@ def stochastic_beam_search(
             break
         k = len(live)
         # logits hold one row per live beam, in order (finished beams are not run)
+        if grammar:  # −inf outside each beam's grammar, before anything else
+            logits = ConstraintBatch([beams[i].matcher for i in live], V).mask(logits)
         x = logits / temp  # (k, V)
         x = truncate(
             x,
@@ -108,13 +183,8 @@ def stochastic_beam_search(
             row, tok = divmod(item, V)
             parent = beams[live[row]]
             eos = tok in engine.tokenizer.eos_token_ids and not params.ignore_eos
-            beam = _Beam(
-                parent.tokens + ([] if eos else [tok]),
-                parent.logprobs + ([] if eos else [float(model_logp[row, tok])]),
-                float(phi[row, tok]),
-                value,
-                done=eos or len(parent.tokens) + 1 >= params.max_tokens,
-            )
+            logprob = float(model_logp[row, tok])
+            beam = _child(parent, tok, logprob, float(phi[row, tok]), value, eos, params.max_tokens)
             new_beams.append(beam)
             if not beam.done:
                 parents.append(row)
@@ -124,8 +194,14 @@ def stochastic_beam_search(
             break
         # reorder the cache to the surviving live beams, then run their new tokens
         cache = cache.select(torch.tensor(parents))
-        lengths = torch.tensor([P + len(b.tokens) - 1 for b in beams if not b.done])
+        running = [b for b in beams if not b.done]
+        lengths = torch.tensor([P + len(b.tokens) - 1 for b in running])
         logits = backend.forward(torch.tensor(next_tokens)[:, None], cache, lengths)
+        if tools:  # a beam that completed a call gets its result, through the model for that beam only
+            injected = {i: got for i, b in enumerate(running) if (got := _run_call(b, islands, engine.tokenizer))}
+            if injected:
+                room = {i: params.max_tokens - running[i].drawn for i in injected}
+                cache, logits, _ = forward_injected(backend, cache, logits, lengths + 1, injected, room)
     beams.sort(key=lambda b: -b.g)
     return [
         Completion(
@@ -133,10 +209,11 @@ def stochastic_beam_search(
             token_ids=b.tokens,
             logprobs=b.logprobs,
             seed=seed,
-            finish_reason="stop" if b.done and len(b.tokens) < params.max_tokens else "length",
+            finish_reason="stop" if b.done and b.drawn < params.max_tokens else "length",
             prompt_tokens=P,
             index=i,
             tag={"perturbed_logprob": b.g, "sequence_logprob": b.phi},
+            spans=b.spans,
         )
         for i, b in enumerate(beams)
     ]

@@ -240,12 +240,12 @@ class Engine:
             prompts = [prompts]  # type: ignore[list-item]
         fl = params.fluctuation
         if fl is not None and fl.beams is not None:
-            if islands is not None:
-                raise ParameterError("islands", "tools and grammars do not work with beam search (beams) yet")
-            return self.beam_search(prompts, params, raw)  # type: ignore[arg-type]
+            return self.beam_search(prompts, params, raw, islands)  # type: ignore[arg-type]
         return self.run(self.rows_for(prompts, params, raw, islands))  # type: ignore[arg-type]
 
-    def beam_search(self, prompts: list[Prompt], params: SamplingParams, raw: bool = False) -> list[Completion]:
+    def beam_search(
+        self, prompts: list[Prompt], params: SamplingParams, raw: bool = False, islands: Any = None
+    ) -> list[Completion]:
         """Stochastic beam search (the fluctuation's ``beams`` entry): ``width`` samples per prompt."""
         from sazanami.beams import beams_from_entry, stochastic_beam_search
 
@@ -253,7 +253,7 @@ class Engine:
         out = []
         for i, prompt in enumerate(prompts):
             seed = derive_seed(params.seed, i) if params.seed is not None else None
-            for c in stochastic_beam_search(self, prompt, params.replace(seed=seed), width, beta, raw):
+            for c in stochastic_beam_search(self, prompt, params.replace(seed=seed), width, beta, raw, islands):
                 c.prompt_index = i
                 out.append(c)
         return out
@@ -355,7 +355,8 @@ class Engine:
             logits = backend.forward(tokens[:, None], cache, lengths, sampler.hidden_hook(backend.num_layers))
             lengths = lengths + 1
             if injected:
-                cache, logits, lengths = self._inject(cache, logits, lengths, injected, [rows[a] for a in active])
+                hooks = {i: sampler.hidden_hook(backend.num_layers, row=i) for i in injected}
+                cache, logits, lengths = self._inject(cache, logits, lengths, injected, [rows[a] for a in active], hooks)
         out.extend(r.completion() for r in rows)
 
     def _inject(
@@ -365,27 +366,47 @@ class Engine:
         lengths: torch.Tensor,
         injected: dict[int, tuple[int, list[int]]],
         rows: list[_Row],
+        hooks: dict[int, Any] | None = None,
     ) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        """Run injected tokens through the model, each row on its own (a one-row view of the cache).
-
-        Row ``i``'s next-token logits become those after its injected tokens; its length
-        advances by their count. The cache grows when a row would outrun it.
-        """
+        """Run injected tokens through the model for their rows (see :func:`forward_injected`)."""
         left = [r.req.params.max_tokens - (len(r.tokens) - r.injected) for r in rows]  # draws still allowed
-        need = max(int(lengths[i]) + len(ids) + left[i] + 1 for i, (_, ids) in injected.items())
-        if need > cache.capacity:
-            grown = self.backend.new_cache(cache.batch, need + 64)
-            for b in range(cache.batch):
-                grown.copy_rows(cache, b, torch.tensor([b]), int(lengths[b]))
-            cache = grown
-        for i, (_, ids) in injected.items():
-            ids = ids[: max(0, cache.capacity - int(lengths[i]) - 1)]
-            if not ids:
-                continue
-            start = lengths[i : i + 1].clone()
-            logits[i] = self.backend.forward(torch.tensor([ids]), cache.narrow(i, 1), start)[0]
-            lengths[i] += len(ids)
-        return cache, logits, lengths
+        ids = {i: tokens for i, (_, tokens) in injected.items()}
+        return forward_injected(self.backend, cache, logits, lengths, ids, {i: left[i] for i in ids}, hooks)
+
+
+def forward_injected(
+    backend: Any,
+    cache: Any,
+    logits: torch.Tensor,
+    lengths: torch.Tensor,
+    injected: dict[int, list[int]],
+    room: dict[int, int],
+    hooks: dict[int, Any] | None = None,
+) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """Run injected tokens through the model, each row on its own (a one-row view of the cache).
+
+    Row ``i``'s next-token logits become those after its injected tokens; its length
+    advances by their count. The cache grows when a row would outrun it (``room[i]``
+    positions are kept free after the injection for the row's later draws); ``hooks[i]`` is
+    row ``i``'s one-row hidden-noise hook, so its last injected position is perturbed like
+    any position it generates. Returns the
+    (possibly new) cache, ``logits`` and ``lengths``, updated in place.
+    """
+    need = max(int(lengths[i]) + len(ids) + room.get(i, 0) + 1 for i, ids in injected.items())
+    if need > cache.capacity:
+        grown = backend.new_cache(cache.batch, need + 64)
+        for b in range(cache.batch):
+            grown.copy_rows(cache, b, torch.tensor([b]), int(lengths[b]))
+        cache = grown
+    for i, ids in injected.items():
+        ids = ids[: max(0, cache.capacity - int(lengths[i]) - 1)]
+        if not ids:
+            continue
+        start = lengths[i : i + 1].clone()
+        hook = hooks.get(i) if hooks else None
+        logits[i] = backend.forward(torch.tensor([ids]), cache.narrow(i, 1), start, hook)[0]
+        lengths[i] += len(ids)
+    return cache, logits, lengths
 
 
 def timed(fn: Any) -> tuple[Any, float]:

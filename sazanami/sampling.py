@@ -272,15 +272,20 @@ class SamplerBatch:
         self.step += 1
         return tokens, info
 
-    def hidden_hook(self, num_layers: int) -> Any:
+    def hidden_hook(self, num_layers: int, row: int | None = None) -> Any:
         """A backend hook adding each row's hidden/embedding noise, or None if no row has any.
 
-        Noise enters generated positions only: the shared prompt prefill stays shared.
+        Noise enters generated positions only (the last position of each row): the shared
+        prompt prefill stays shared. ``row`` makes a hook for a one-row forward of that row
+        alone (the tokens a tool injected into it): its noise goes to batch row 0.
         """
         rows = [b for b, f in enumerate(self.fluct) if f is not None and (f.hidden_noise or f.embed_noise)]
+        if row is not None:
+            rows = [row] if row in rows else []
         if not rows:
             return None
         fluct = self.fluct
+        at = {b: (0 if row is not None else b) for b in rows}  # batch row of each sampler row
 
         def hook(layer: int, h: torch.Tensor) -> torch.Tensor:  # h: (B, T, C)
             out = None
@@ -291,8 +296,9 @@ class SamplerBatch:
                 if out is None:
                     out = h.clone()
                 # scale: ‖noise‖ ≈ σ‖h‖ (x has unit variance per dimension)
-                scale = fluct[b].sigma_for(layer) * h[b, -1].float().norm() / math.sqrt(h.shape[-1])
-                out[b, -1] += (scale * x).to(h.dtype)
+                i = at[b]
+                scale = fluct[b].sigma_for(layer) * h[i, -1].float().norm() / math.sqrt(h.shape[-1])
+                out[i, -1] += (scale * x).to(h.dtype)
             return h if out is None else out
 
         return hook

@@ -139,15 +139,15 @@ def test_a_continuation_stays_inside_the_grammar(tiny_engine: Engine):
     ids = tiny_engine.encode("x", raw=True)
     (part,) = tiny_engine.run([RowRequest(ids, SamplingParams(max_tokens=14), 1, islands=isl)])
     assert part.finish_reason == "length" and part.spans
-    rest = RowRequest(
-        ids + part.token_ids, SamplingParams(max_tokens=40), 2, islands=isl.continuing(part.token_ids, part.spans)
-    )
+    cont, extra, _ = isl.continuing(tiny_engine.tokenizer, part.token_ids, part.spans)
+    assert extra == [] and cont.calls_made == 1 and cont.lead == ""
+    rest = RowRequest(ids + part.token_ids, SamplingParams(max_tokens=40), 2, islands=cont)
     (tail,) = tiny_engine.run([rest])
     whole = without_spans(part) + tail.text
     assert tail.finish_reason == "stop" and re.fullmatch(regex, whole), whole
     with pytest.raises(ParameterError, match="prefix"):
         tiny_engine.run(
-            [RowRequest(ids, SamplingParams(max_tokens=4), 3, islands=isl.continuing(tiny_engine.encode("no")))]
+            [RowRequest(ids, SamplingParams(max_tokens=4), 3, islands=isl.continuing(tiny_engine.tokenizer, tiny_engine.encode("no"))[0])]
         )
 
 

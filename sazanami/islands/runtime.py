@@ -57,6 +57,10 @@ class Islands:
     prefix: tuple[int, ...] = ()
     """Tokens drawn earlier under ``constraint`` that the grammar consumes before the row starts
     (a search continuing a partial output); see :meth:`continuing`."""
+    lead: str = ""
+    """Earlier output that ends inside an open call: the row's call watcher reads it first."""
+    calls_made: int = 0
+    """Calls already made in earlier output; they count against ``max_calls``."""
     cache: dict[tuple[str, str], CallResult] = field(default_factory=dict, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -82,15 +86,63 @@ class Islands:
                         "tools", f"tool name {name!r} does not match name_pattern {self.syntax.name_pattern!r}"
                     )
 
-    def continuing(self, token_ids: list[int], spans: Sequence[dict[str, Any]] = ()) -> Islands:
-        """The same islands (same cache) for a row that continues ``token_ids`` (prompt + these).
+    def continuing(
+        self, tokenizer: Any, token_ids: list[int], spans: Sequence[dict[str, Any]] = ()
+    ) -> tuple[Islands, list[int], list[dict[str, Any]]]:
+        """Islands for a row that continues earlier output ``token_ids`` (prompt + these).
 
-        The grammar first consumes the drawn tokens (injected ``spans`` are skipped, as they
-        were when drawn), so the continuation stays inside it.
+        Each branch of a search keeps its own tool history: the grammar first consumes the
+        drawn tokens (injected ``spans`` are skipped, as they were when drawn), the earlier
+        calls count against ``max_calls``, a call left open at the end is finished by the
+        row (its watcher reads the open text first), and a call that is complete but was
+        never answered (the earlier row ran out of tokens right after it) is run now.
+
+        Returns ``(islands, extra_ids, extra_spans)``: the row's islands (same cache) and
+        the injected result of such a call, which goes after ``token_ids``.
         """
         injected = {i for sp in spans for i in range(sp["token_start"], sp["token_end"])}
         drawn = tuple(t for i, t in enumerate(token_ids) if i not in injected)
-        return dataclasses.replace(self, prefix=drawn)
+        lead, extra_ids, extra_spans = "", [], []
+        if self.has_tools and self.max_calls > 0:
+            assert self.tools is not None
+            text = tokenizer.decode(token_ids)
+            watcher = CallWatcher(self.syntax)
+            watcher.settle(max((sp["end"] for sp in spans), default=0))
+            call = watcher.find(text)
+            if call is not None and len(spans) < self.max_calls:
+                (result,) = run_calls(
+                    [(self.tools.get(call.name), call)], self.tools, self.timeout, self.max_result_chars,
+                    self.cache, self._lock,
+                )  # fmt: skip
+                extra_ids = self.encode_result(tokenizer, result.text)
+                start, token_start = len(text), len(token_ids)
+                extra_spans = [
+                    self.span(call, result)
+                    | {"start": start, "end": len(tokenizer.decode(token_ids + extra_ids)),
+                       "token_start": token_start, "token_end": token_start + len(extra_ids)}
+                ]  # fmt: skip
+            elif call is None:
+                at = watcher.open_call(text)
+                lead = text[at:] if at is not None else ""
+        isl = dataclasses.replace(self, prefix=drawn, lead=lead, calls_made=len(spans) + len(extra_spans))
+        return isl, extra_ids, extra_spans
+
+    def encode_result(self, tokenizer: Any, result: str) -> list[int]:
+        """Token ids of `` => result\\n``, cut to ``max_result_tokens`` (the suffix kept)."""
+        s = self.syntax
+        ids = tokenizer.encode(s.format_result(result))
+        if len(ids) > self.max_result_tokens:
+            tail = tokenizer.encode("…" + s.result_suffix) if s.result_suffix else tokenizer.encode("…")
+            ids = ids[: self.max_result_tokens - len(tail)] + tail
+        return ids
+
+    @staticmethod
+    def span(call: Call, result: CallResult) -> dict[str, Any]:
+        """What ``Completion.spans`` records of one call (positions are added by the caller)."""
+        return {
+            "kind": "tool", "name": call.name, "args": call.args, "result": result.text,
+            "error": result.error, "cached": result.cached, "seconds": round(result.seconds, 4),
+        }  # fmt: skip
 
     @property
     def has_tools(self) -> bool:
@@ -146,8 +198,8 @@ class IslandBatch:
     def __init__(self, islands: list[Islands | None], tokenizer: Any, vocab_size: int) -> None:
         self.islands = list(islands)
         self.tokenizer = tokenizer
-        self.watchers = [CallWatcher(i.syntax) if i is not None and i.has_tools else None for i in islands]
-        self.calls = [0] * len(islands)
+        self.watchers = [CallWatcher(i.syntax, i.lead) if i is not None and i.has_tools else None for i in islands]
+        self.calls = [i.calls_made if i is not None else 0 for i in islands]
         matchers = [_matcher(i, tokenizer, vocab_size) for i in islands]
         self.constraints = ConstraintBatch(matchers, vocab_size) if any(m is not None for m in matchers) else None
         self.has_tools = any(w is not None for w in self.watchers)
@@ -218,23 +270,11 @@ class IslandBatch:
             by_row = {b: r for (b, _, _), r in zip(runnable, results, strict=True)}
             for b, row, call in members:
                 r = by_row.get(b) or CallResult(f"error: call limit reached ({isl.max_calls} per row)", True, 0.0)
-                ids = self._encode(isl, r.text)
-                row.inject(ids, {
-                    "kind": "tool", "name": call.name, "args": call.args, "result": r.text,
-                    "error": r.error, "cached": r.cached, "seconds": round(r.seconds, 4),
-                })  # fmt: skip
+                ids = isl.encode_result(self.tokenizer, r.text)
+                row.inject(ids, isl.span(call, r))
                 self.watchers[b].settle(len(row.text))  # type: ignore[union-attr]
                 out[b] = (row.tokens[-len(ids) - 1], ids)
         return out
-
-    def _encode(self, isl: Islands, result: str) -> list[int]:
-        """Token ids of `` => result\\n``, cut to ``max_result_tokens`` (the suffix kept)."""
-        s = isl.syntax
-        ids = self.tokenizer.encode(s.format_result(result))
-        if len(ids) > isl.max_result_tokens:
-            tail = self.tokenizer.encode("…" + s.result_suffix) if s.result_suffix else self.tokenizer.encode("…")
-            ids = ids[: isl.max_result_tokens - len(tail)] + tail
-        return ids
 
     def _trim(self, b: int, row: Any, call: Call, logits: torch.Tensor) -> None:
         """End the row's text at the call: a drawn token like ``).`` becomes ``)`` when one token spells it.

@@ -140,39 +140,58 @@ class CallWatcher:
     """Finds complete calls in the text a row has generated, each once.
 
     Cheap when idle: the text is only searched when the closing text appears in what
-    was added since the last look.
+    was added since the last look. ``lead`` is output that came before the row's own text
+    (a search continuing a prefix that ends inside an open call): it is searched as if
+    it began the text, and positions stay relative to the row's own text (a call that
+    started in the lead has a negative ``start``).
     """
 
-    def __init__(self, syntax: CallSyntax) -> None:
+    def __init__(self, syntax: CallSyntax, lead: str = "") -> None:
         self.syntax = syntax
         self.start_re = syntax.start_regex()
+        self.lead = lead
         self.region = 0  # text before this is settled: no call can start there
         self.checked = 0  # text before this has been looked at for `close`
 
     def settle(self, position: int) -> None:
         """Nothing before ``position`` may start a call (it was injected or consumed)."""
+        position += len(self.lead)
         self.region = max(self.region, position)
         self.checked = max(self.checked, position)
 
     def find(self, text: str) -> Call | None:
         """The first complete, not yet reported call in ``text[region:]``, if any."""
-        s = self.syntax
-        look = max(self.region, self.checked - len(s.close))
+        full = self.lead + text
+        look = max(self.region, self.checked - len(self.syntax.close))
         # A partial UTF-8 character may decode differently next step: look back a little.
-        self.checked = max(self.region, len(text) - 3)
-        if s.close not in text[look:]:
+        self.checked = max(self.region, len(full) - 3)
+        if self.syntax.close not in full[look:]:
             return None
-        for m in self.start_re.finditer(text, self.region):
-            end = _scan_args(text, m.end(), s)
-            args_end = len(text) if end is None else end - len(s.close)
+        call, _ = self._scan(full)
+        if call is None:
+            return None
+        shift = len(self.lead)
+        return Call(call.name, call.args, call.start - shift, call.end - shift)
+
+    def open_call(self, text: str) -> int | None:
+        """Where an open (started, not closed) call begins in ``text[region:]``, if one does."""
+        call, start = self._scan(self.lead + text)
+        return None if call is not None or start is None else start - len(self.lead)
+
+    def _scan(self, full: str) -> tuple[Call | None, int | None]:
+        """(the first complete call, None) or (None, start of an open call) or (None, None)."""
+        s = self.syntax
+        for m in self.start_re.finditer(full, self.region):
+            end = _scan_args(full, m.end(), s)
+            args_end = len(full) if end is None else end - len(s.close)
             if args_end - m.end() > s.max_args_chars:
                 continue  # abandoned: too long to be a call
             if end is not None:
-                return Call(m.group(1), text[m.end() : args_end], m.start(), end)
-            return None  # an open call: wait for more text
+                return Call(m.group(1), full[m.end() : args_end], m.start(), end), None
+            return None, m.start()  # an open call: wait for more text
         # No call started: keep only a tail that could still become a name.
-        self.region = max(self.region, len(text) - len(s.prefix) - MAX_NAME_CHARS)
-        return None
+        self.region = max(self.region, len(full) - len(s.prefix) - MAX_NAME_CHARS)
+        return None, None
 
 
 # -- the registry -------------------------------------------------------------------------------

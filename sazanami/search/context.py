@@ -23,6 +23,7 @@ from typing import Any
 
 from sazanami.engine import Engine, Prompt, RowRequest
 from sazanami.errors import ParameterError
+from sazanami.islands.runtime import Islands
 from sazanami.params import SamplingParams
 from sazanami.search.budget import Budget, Ledger
 from sazanami.search.scorers import Score, Scorer, make_scorer
@@ -50,6 +51,10 @@ class RowSpec:
     noise: list[tuple[int, float]] | None = None
     sources: list[int] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    prefix_spans: list[dict[str, Any]] = field(default_factory=list)
+    """Injected spans of the inherited prefix (token offsets into ``prefix_ids``)."""
+    islands: Islands | None = None
+    """The row's islands when they differ from the search's (a continuation's tool history)."""
 
 
 def prompt_text(prompt: Prompt) -> str:
@@ -77,8 +82,13 @@ class SearchContext:
         progress: bool = False,
         improver: Improver | None = None,
         config: dict[str, Any] | None = None,
+        islands: Islands | None = None,
     ) -> None:
         self.engine = engine
+        if islands is not None and not isinstance(islands, Islands):
+            raise ParameterError("islands", f"islands must be an Islands, got {type(islands).__name__}")
+        self.islands = islands
+        """Tools and/or a grammar for every candidate row (not for judge calls)."""
         self.prompt = prompt
         self.raw = raw
         self.params = params or SamplingParams()
@@ -95,7 +105,7 @@ class SearchContext:
         self.seed = seed
         self.improver = improver or Improver()
         self.task = prompt_text(prompt)
-        self.prompt_ids = engine.encode(prompt, raw)
+        self.prompt_ids = self.encode(prompt, raw)
         self.ledger = Ledger(self.budget)
         self.cache: dict[Any, Any] = {}
         """Per-search memo for scorers (a text is judged once)."""
@@ -108,6 +118,7 @@ class SearchContext:
                 "scorer": self.scorer.spec(),
                 "budget": self.budget.to_dict(),
                 "params": _params_dict(self.params),
+                **({"islands": islands.to_dict()} if islands is not None else {}),
                 **(config or {}),
             },
         )
@@ -118,6 +129,12 @@ class SearchContext:
             from tqdm import tqdm
 
             self._bar = tqdm(total=self.budget.tokens, unit="tok", file=sys.stderr, desc=f"{strategy} r0", leave=False)
+
+    def encode(self, prompt: Prompt, raw: bool = False) -> list[int]:
+        """Token ids of a candidate's prompt, with the tools' description when there are tools."""
+        if self.islands is not None:
+            prompt = self.islands.apply_to_prompt(prompt, raw)
+        return self.engine.encode(prompt, raw)
 
     # -- seeds and rounds ----------------------------------------------------------------------
     def seed_for(self, *keys: object) -> int:
@@ -146,21 +163,35 @@ class SearchContext:
     def continuation(
         self, node: Node, cut: int, index: int, params: SamplingParams | None = None, kind: str = "continue"
     ) -> RowSpec:
-        """Keep ``node``'s first ``cut`` output tokens and regenerate the rest with a fresh seed."""
+        """Keep ``node``'s first ``cut`` output tokens and regenerate the rest with a fresh seed.
+
+        A cut inside an injected tool result moves to the result's end; the branch keeps the
+        calls of its prefix (see :meth:`Islands.continuing`).
+        """
         params = params or self.params
         cut = max(0, min(cut, len(node.token_ids)))
+        for sp in node.spans:
+            if sp["token_start"] < cut < sp["token_end"]:
+                cut = sp["token_end"]
         prefix = node.token_ids[:cut]
-        left = self.params.max_tokens - cut
+        spans = [sp for sp in node.spans if sp["token_end"] <= cut]
+        islands, extra, extra_spans = None, [], []
+        if self.islands is not None:
+            islands, extra, extra_spans = self.islands.continuing(self.engine.tokenizer, prefix, spans)
+        drawn = cut - sum(sp["token_end"] - sp["token_start"] for sp in spans)
+        left = self.params.max_tokens - drawn
         return RowSpec(
             node,
-            self.prompt_ids + prefix,
+            self.prompt_ids + prefix + extra,
             params.replace(max_tokens=max(1, min(params.max_tokens, left))),
             self.seed_for(kind, node.id, cut, index),
             kind,
             self.round,
-            prefix_ids=prefix,
-            prefix_logprobs=node.logprobs[:cut],
+            prefix_ids=prefix + extra,
+            prefix_logprobs=node.logprobs[:cut] + [0.0] * len(extra),
             meta={"cut": cut},
+            prefix_spans=spans + extra_spans,
+            islands=islands,
         )
 
     def improvement(self, node: Node, index: int, params: SamplingParams | None = None) -> RowSpec:
@@ -168,7 +199,7 @@ class SearchContext:
         text = self.improver.prompt(self.task, node.text, node.reason)
         return RowSpec(
             node,
-            self.engine.encode(text),
+            self.encode(text),
             params or self.params,
             self.seed_for("improve", node.id, index),
             "improve",
@@ -188,7 +219,7 @@ class SearchContext:
         text = synth.prompt(self.task, [n.text for n in nodes])
         return RowSpec(
             nodes[0],
-            self.engine.encode(text),
+            self.encode(text),
             params.replace(**changes) if changes else params,
             self.seed_for("synthesis", *[n.id for n in nodes], index),
             "synthesis",
@@ -214,15 +245,19 @@ class SearchContext:
         rows = []
         for i, (s, m) in enumerate(zip(specs, allowed, strict=False)):
             params = s.params if s.params.max_tokens == m else s.params.replace(max_tokens=m)
-            rows.append(RowRequest(s.prompt_ids, params, s.seed, index=i, tag=s, noise=s.noise))
+            islands = s.islands if s.islands is not None else self.islands
+            rows.append(RowRequest(s.prompt_ids, params, s.seed, index=i, tag=s, noise=s.noise, islands=islands))
         self.ledger.check(sum(r.params.max_tokens for r in rows))
         completions = self.engine.run(rows)
-        generated = sum(c.completion_tokens for c in completions)
-        self._charge(kind, generated, _prefill_tokens(rows))
+        # Injected tool results are run through the model like prompt tokens; they are not drawn.
+        injected = sum(sp["token_end"] - sp["token_start"] for c in completions for sp in c.spans)
+        generated = sum(c.completion_tokens for c in completions) - injected
+        self._charge(kind, generated, _prefill_tokens(rows) + injected)
         nodes = []
         for s, row, c in zip(specs, rows, completions, strict=False):
             ids = s.prefix_ids + c.token_ids
             text = self.engine.tokenizer.decode(ids) if s.prefix_ids else c.text
+            spans = list(s.prefix_spans) + _shifted(c.spans, len(text) - len(c.text), len(s.prefix_ids))
             fl = row.params.fluctuation
             node = Node(
                 0,
@@ -234,12 +269,13 @@ class SearchContext:
                 noise=[(int(a), float(b)) for a, b in s.noise] if s.noise is not None else None,
                 temperature=row.params.temperature,
                 fluctuation=fl.to_dict() if fl is not None else None,
-                tokens=c.completion_tokens,
+                tokens=c.completion_tokens - sum(sp["token_end"] - sp["token_start"] for sp in c.spans),
                 token_ids=ids,
                 logprobs=s.prefix_logprobs + c.logprobs,
                 finish_reason=c.finish_reason,
                 sources=list(s.sources),
                 meta=dict(s.meta),
+                spans=spans,
             )
             if row.params.max_tokens < s.params.max_tokens:
                 node.meta["clipped_to"] = row.params.max_tokens
@@ -314,6 +350,15 @@ class SearchContext:
             self._bar = None
         self.tree.validate()
         return self.tree
+
+
+def _shifted(spans: list[dict[str, Any]], chars: int, tokens: int) -> list[dict[str, Any]]:
+    """Spans of a continuation's own output, moved behind its inherited prefix."""
+    return [
+        sp | {"start": sp["start"] + chars, "end": sp["end"] + chars,
+              "token_start": sp["token_start"] + tokens, "token_end": sp["token_end"] + tokens}
+        for sp in spans
+    ]  # fmt: skip
 
 
 def _prefill_tokens(rows: list[RowRequest]) -> int:

@@ -269,8 +269,12 @@ class Flow:
         seed: int | None = None,
         budget: Any = None,
         progress: bool = False,
+        islands: Any = None,
     ) -> Tree:
-        """Run the flow (arguments override the file's) and return the tree."""
+        """Run the flow (arguments override the file's) and return the tree.
+
+        ``islands`` (:class:`sazanami.islands.Islands`): tools and/or a grammar for every candidate.
+        """
         prompt = prompt if prompt is not None else self.prompt
         if prompt is None:
             raise ParameterError("prompt", "the flow has no prompt; pass one")
@@ -289,6 +293,7 @@ class Flow:
             raw=self.raw,
             progress=progress,
             config={"flow": self.source},
+            islands=islands,
         )
         runner = _Runner(self, ctx)
         try:

@@ -153,6 +153,9 @@ class LogprobScorer(Scorer):
         out = []
         for it in items:
             lps = list(getattr(it, "logprobs", []) or [])
+            # Injected tool results are given, not drawn: they carry no evidence of the model's belief.
+            injected = {i for sp in getattr(it, "spans", None) or [] for i in range(sp["token_start"], sp["token_end"])}
+            lps = [x for i, x in enumerate(lps) if i not in injected]
             if self.engine is not None or (not lps and ctx is not None and it.text):
                 engine = self.engine or ctx.engine  # type: ignore[union-attr]
                 task = ctx.task if ctx is not None else ""

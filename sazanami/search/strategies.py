@@ -38,6 +38,7 @@ import torch
 
 from sazanami.engine import Engine, Prompt
 from sazanami.errors import ParameterError, check_range
+from sazanami.islands.runtime import Islands
 from sazanami.params import SamplingParams
 from sazanami.search.context import RowSpec, SearchContext
 from sazanami.search.selectors import make_selector, rank
@@ -377,7 +378,8 @@ def _beam(ctx: SearchContext, width: int | None = None, beta: float | None = Non
         ctx.start_round(r, f"width {w}")
         backend = _CountingBackend(ctx.engine.backend)
         params = ctx.params.replace(max_tokens=mt, seed=ctx.seed_for("beam", r), n=1)
-        completions = stochastic_beam_search(_EngineView(ctx.engine, backend), ctx.prompt, params, w, beta, ctx.raw)  # type: ignore[arg-type]
+        view = _EngineView(ctx.engine, backend)
+        completions = stochastic_beam_search(view, ctx.prompt, params, w, beta, ctx.raw, ctx.islands)  # type: ignore[arg-type]
         spent = min(backend.decoded + len(completions), w * mt)
         ctx.charge("beam", spent, backend.prefilled)
         nodes = []
@@ -392,11 +394,12 @@ def _beam(ctx: SearchContext, width: int | None = None, beta: float | None = Non
                 seed=params.seed,
                 temperature=params.temperature,
                 fluctuation=fl.to_dict() if fl is not None else None,
-                tokens=len(c.token_ids),
+                tokens=len(c.token_ids) - sum(sp["token_end"] - sp["token_start"] for sp in c.spans),
                 token_ids=list(c.token_ids),
                 logprobs=list(c.logprobs),
                 finish_reason=c.finish_reason,
                 meta={k: round(float(v), 4) for k, v in tag.items()} | {"width": w},
+                spans=list(c.spans),
             )
             nodes.append(ctx.tree.add(node))
         ctx.score(nodes)
@@ -465,7 +468,7 @@ def _tree(
         ctx.start_round(r, "finish" if final else f"{len(frontier) + len(picks)} open")
         specs = []
         for p in picks:
-            left = m - len(p.token_ids)
+            left = m - p.drawn
             if left <= 0:
                 continue
             v = visits.get(p.id, 0)
@@ -480,7 +483,7 @@ def _tree(
         if not nodes or ctx.ledger.generated == before:
             break
         for node in nodes:
-            if node.finish_reason == "length" and len(node.token_ids) < m:
+            if node.finish_reason == "length" and node.drawn < m:
                 node.finish_reason = "partial"
             else:
                 node.kind = "continue" if node.parent != ctx.root.id else "sample"
@@ -623,6 +626,7 @@ def search(
     raw: bool = False,
     progress: bool = False,
     improver: Improver | None = None,
+    islands: Islands | None = None,
     **options: Any,
 ) -> Tree:
     """Run ``strategy`` on ``prompt`` and return its tree (``tree.text`` is the winner).
@@ -636,6 +640,9 @@ def search(
         seed: the search seed; default ``params.seed``, else drawn and recorded in the tree.
         progress: show a progress bar on stderr.
         improver: the improve prompt (anneal, optimize, flows).
+        islands: tools the candidates may call and/or a grammar they follow
+            (:class:`sazanami.islands.Islands`); each branch keeps its own tool history,
+            identical calls run once per search. Judge calls get none.
         options: the strategy's own options (see :func:`strategy_options`); for
             ``synthesize``, options of its base strategy are passed on to it.
     """
@@ -660,6 +667,7 @@ def search(
         progress=progress,
         improver=improver,
         config={"options": _jsonable(options)},
+        islands=islands,
     )
     try:
         impl(ctx, **options)

@@ -60,7 +60,7 @@ class Node:
     reason: str = ""
     """What the scorer said (missing words, the judge's reply ...)."""
     tokens: int = 0
-    """Tokens generated for this node (an inherited prefix is not counted again)."""
+    """Tokens drawn for this node (an inherited prefix and injected tool results are not counted)."""
     token_ids: list[int] = field(default_factory=list)
     """The whole output's token ids (prefix included)."""
     logprobs: list[float] = field(default_factory=list)
@@ -73,14 +73,28 @@ class Node:
     """Nodes a synthesis merged."""
     meta: dict[str, Any] = field(default_factory=dict)
     """Strategy-specific details (cut position, perturbed log-prob ...)."""
+    spans: list[dict[str, Any]] = field(default_factory=list)
+    """Injected islands (tool results) in the output, as in ``Completion.spans``: character
+    offsets of ``text``, token offsets of ``token_ids`` (an inherited prefix's spans included)."""
 
     @property
     def partial(self) -> bool:
         return self.finish_reason == "partial"
 
     @property
+    def injected(self) -> int:
+        """Tokens of ``token_ids`` that a tool injected (given, not drawn)."""
+        return sum(s["token_end"] - s["token_start"] for s in self.spans)
+
+    @property
+    def drawn(self) -> int:
+        """Tokens of ``token_ids`` the model drew (what ``max_tokens`` limits)."""
+        return len(self.token_ids) - self.injected
+
+    @property
     def mean_logprob(self) -> float:
-        return sum(self.logprobs) / len(self.logprobs) if self.logprobs else 0.0
+        """Mean log-prob of the drawn tokens (injected ones, at 0, are left out)."""
+        return sum(self.logprobs) / self.drawn if self.drawn > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
