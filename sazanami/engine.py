@@ -356,7 +356,9 @@ class Engine:
             lengths = lengths + 1
             if injected:
                 hooks = {i: sampler.hidden_hook(backend.num_layers, row=i) for i in injected}
-                cache, logits, lengths = self._inject(cache, logits, lengths, injected, [rows[a] for a in active], hooks)
+                cache, logits, lengths = self._inject(
+                    cache, logits, lengths, injected, [rows[a] for a in active], hooks
+                )
         out.extend(r.completion() for r in rows)
 
     def _inject(

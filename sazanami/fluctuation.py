@@ -62,7 +62,9 @@ class Entry:
 
     def validate(self, point: str) -> None:
         if self.mode not in DRAW_MODES:
-            raise ParameterError(f"{point}.mode", f"{point}.mode must be one of {', '.join(DRAW_MODES)}, got {self.mode!r}")
+            raise ParameterError(
+                f"{point}.mode", f"{point}.mode must be one of {', '.join(DRAW_MODES)}, got {self.mode!r}"
+            )
         check_range(f"{point}.sigma", self.sigma, 0, 10)
         check_range(f"{point}.beta", self.beta, 0, 2)
         check_range(f"{point}.t_min", self.t_min, 0, 100, low_open=True)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from sazanami.engine import Engine, RowRequest
-from sazanami.islands import Constraint, Islands, ToolRegistry, builtin_tools
+from sazanami.islands import drawn_text, Constraint, Islands, ToolRegistry, builtin_tools
 from sazanami.params import SamplingParams
 
 
@@ -27,11 +27,7 @@ def forced(regex: str, tools: ToolRegistry | None = None, **kw) -> Islands:
 
 
 def without_spans(c) -> str:
-    out, pos = [], 0
-    for s in c.spans:
-        out.append(c.text[pos : s["start"]])
-        pos = s["end"]
-    return "".join(out) + c.text[pos:]
+    return drawn_text(c.text, c.spans)
 
 
 def recomputed_logprobs(engine: Engine, prompt_ids: list[int], c) -> list[float]:

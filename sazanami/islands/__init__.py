@@ -13,7 +13,7 @@
 
 from sazanami.islands.builtins import Corpus, builtin_tools, calc
 from sazanami.islands.constraints import Constraint
-from sazanami.islands.runtime import Islands
+from sazanami.islands.runtime import Islands, drawn_text
 from sazanami.islands.tools import CallSyntax, Tool, ToolError, ToolRegistry
 
 __all__ = [
@@ -26,4 +26,5 @@ __all__ = [
     "ToolRegistry",
     "builtin_tools",
     "calc",
+    "drawn_text",
 ]

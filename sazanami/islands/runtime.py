@@ -25,7 +25,7 @@ import torch
 
 from sazanami.errors import ParameterError, check_range
 from sazanami.islands.constraints import Constraint, ConstraintBatch
-from sazanami.islands.tools import Call, CallResult, CallSyntax, CallWatcher, ToolRegistry, run_calls
+from sazanami.islands.tools import MAX_NAME_CHARS, Call, CallResult, CallSyntax, CallWatcher, ToolRegistry, run_calls
 
 Prompt = str | list[dict[str, str]]
 
@@ -122,8 +122,11 @@ class Islands:
                        "token_start": token_start, "token_end": token_start + len(extra_ids)}
                 ]  # fmt: skip
             elif call is None:
+                settled = watcher.region
                 at = watcher.open_call(text)
-                lead = text[at:] if at is not None else ""
+                if at is None:  # no open call, but the tail may still become a tool's name (one char of context)
+                    at = len(text) - len(self.syntax.prefix) - MAX_NAME_CHARS - 1
+                lead = text[max(at, settled, 0) :]
         isl = dataclasses.replace(self, prefix=drawn, lead=lead, calls_made=len(spans) + len(extra_spans))
         return isl, extra_ids, extra_spans
 
@@ -180,6 +183,15 @@ class Islands:
             "max_result_chars": self.max_result_chars,
             "max_result_tokens": self.max_result_tokens,
         }
+
+
+def drawn_text(text: str, spans: Sequence[dict[str, Any]]) -> str:
+    """``text`` without its injected spans: what the model drew (what a grammar constrains)."""
+    out, pos = [], 0
+    for sp in sorted(spans, key=lambda sp: sp["start"]):
+        out.append(text[pos : sp["start"]])
+        pos = sp["end"]
+    return "".join(out) + text[pos:]
 
 
 def _matcher(islands: Islands | None, tokenizer: Any, vocab_size: int) -> Any:
