@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from sazanami.engine import Engine, RowRequest
-from sazanami.islands import drawn_text, Constraint, Islands, ToolRegistry, builtin_tools
+from sazanami.islands import Constraint, Islands, ToolRegistry, builtin_tools, drawn_text
 from sazanami.params import SamplingParams
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sazanami.engine import Engine, RowRequest
-from sazanami.islands import Constraint, Islands, ToolRegistry, builtin_tools, drawn_text
+from sazanami.islands import Constraint, Islands, ToolRegistry, drawn_text
 from sazanami.islands.tools import CallSyntax, CallWatcher
 from sazanami.params import SamplingParams
 from sazanami.sampling import RowSpec, SamplerBatch
