@@ -7,6 +7,7 @@ injection and the search's bookkeeping are the real ones.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 
@@ -227,3 +228,52 @@ def test_one_row_hidden_hook_uses_that_rows_noise():
         assert torch.equal(got[0, -1], h[1, -1]) == (layer != L // 2)  # noise at the middle layer
     assert one.hidden_hook(L, row=0) is not None
     assert SamplerBatch([RowSpec(SamplingParams(), 1, [1])], 32, C).hidden_hook(L, row=0) is None
+
+
+def test_cli_search_and_flow_take_the_island_options(tmp_path):
+    from click.testing import CliRunner
+
+    from sazanami.cli import main
+
+    base = ["-m", "tiny-random", "--seed", "2", "--max-tokens", "24", "--no-progress", "--json"]
+    regex = r"CALC\(6\*7\) is [a-z]{3}"
+    r = CliRunner().invoke(
+        main,
+        ["search", "q", "--raw", "--strategy", "noise_search", "--mode", "paths", "--scorer", "contains:a",
+         "--budget", "150", "--tools", "calc", "--regex", regex, *base],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["config"]["islands"]["tools"] == ["CALC"]
+    nodes = [n for n in doc["nodes"][1:] if n["finish_reason"] != "partial"]
+    assert nodes and all(re.fullmatch(regex, drawn_text(n["text"], n["spans"])) for n in nodes)
+    assert all(n["spans"][0]["result"] == "42" for n in nodes)
+    # The readable form dims the injected result of the winner.
+    r = CliRunner().invoke(
+        main, ["search", "q", "--raw", "--scorer", "contains:a", "--budget", "60", "--tools", "calc", "--regex", regex,
+               *base[:-1]],
+    )  # fmt: skip
+    assert r.exit_code == 0 and "CALC(6*7) => 42" in r.output, r.output
+    flow = tmp_path / "f.json"
+    flow.write_text(json.dumps({"name": "f", "prompt": "q", "raw": True, "steps": [{"generate": {"n": 2}}]}))
+    r = CliRunner().invoke(
+        main,
+        [
+            "flow",
+            "run",
+            str(flow),
+            "--budget",
+            "60",
+            "--tools",
+            "calc",
+            "--regex",
+            regex,
+            *base[:2],
+            "--json",
+            "--no-progress",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert all(n["spans"] for n in json.loads(r.output)["nodes"][1:])
+    r = CliRunner().invoke(main, ["search", "q", "--regex", "(ab", *base])
+    assert r.exit_code == 2 and "invalid regex" in r.output and "Traceback" not in r.output

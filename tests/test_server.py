@@ -217,6 +217,24 @@ def test_tools_accepted_and_unknown_tool_refused(client):
     assert e.value.body["param"] == "tools[0]"
 
 
+def test_tools_and_grammar_inside_search_and_beams(client):
+    """Islands compose with search and stochastic beams: the winner follows the grammar, results injected."""
+    regex = r"CALC\(6\*7\) is [a-z]{3}"
+    body = {"tools": ["calc"], "regex": regex, "search": {"strategy": "noise_search", "budget": 120,
+            "scorer": "contains:a", "options": {"mode": "paths"}, "return_tree": True}}  # fmt: skip
+    r = client.completions.create(model="tiny-random", prompt="q", max_tokens=20, seed=5, extra_body=body)
+    c = r.choices[0]
+    assert c.text.startswith("CALC(6*7) => 42\n is ")
+    (span,) = c.spans
+    assert (span["name"], span["result"]) == ("CALC", "42")
+    nodes = [n for n in r.search["tree"]["nodes"][1:] if n["finish_reason"] != "partial"]
+    assert all(n["spans"] and n["text"].startswith("CALC(6*7) => 42") for n in nodes)
+    body = {"tools": ["calc"], "regex": regex, "fluctuation": {"beams": {"width": 3}}}
+    r = client.completions.create(model="tiny-random", prompt="q", max_tokens=20, seed=5, extra_body=body)
+    assert len(r.choices) == 3
+    assert all(c.text.startswith("CALC(6*7) => 42\n is ") and c.spans for c in r.choices)
+
+
 # -- errors --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("kwargs", "param", "words"),

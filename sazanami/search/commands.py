@@ -14,6 +14,7 @@ import click
 
 from sazanami.cli import params_from_options, sampling_options
 from sazanami.errors import ParameterError
+from sazanami.islands.cli_options import ISLAND_OPTIONS, highlight, island_options, islands_from_options
 
 __all__ = ["flow", "search", "tree"]
 
@@ -68,7 +69,10 @@ def _print(tree: Any, as_json: bool, show_tree: bool, save: str | None) -> None:
     click.echo(click.style(header, bold=True))
     if best is not None and best.reason:
         click.echo(click.style(f"   {best.reason}", dim=True))
-    click.echo(tree.text.strip())
+    if best is not None and best.spans:  # injected tool results, dimmed
+        click.echo(highlight(best, lambda t: click.style(t, dim=True)).strip())
+    else:
+        click.echo(tree.text.strip())
 
 
 def _schedule(value: str | None) -> Any:
@@ -136,6 +140,7 @@ def _extra(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--init", type=int, default=None, help="optimize: first drafts (default n).")
 @click.option("--option", "-o", "extra", multiple=True, help="Any other strategy option, KEY=VALUE (JSON value).")
 @sampling_options
+@island_options
 @_output_options
 @click.pass_context
 def search(
@@ -158,9 +163,13 @@ def search(
     Every token the model generates (candidates, judge replies, syntheses) counts against
     --budget. The winner is printed; --tree shows every candidate, --json the whole tree.
 
+    Tools (--tools) and grammars (--regex, --json-schema, --grammar) work in every
+    strategy: each branch keeps its own tool history; identical calls run once.
+
     \b
     sazanami search "Write one sentence with: dog, ball, park." \\
         --strategy anneal --rounds 3 --n 8 --scorer contains:dog,ball,park --budget 1500 --seed 1
+    sazanami search "What is 17*23?" --tools calc --strategy noise_search --mode paths --scorer regex:391
     """
     from sazanami.engine import Engine
     from sazanami.models import load
@@ -178,8 +187,10 @@ def search(
         options["n"] = kw["n"]
     options.update(_extra(extra))
     kw["n"] = 1
+    island_kw = {k: kw.pop(k) for k in ISLAND_OPTIONS}
     params = params_from_options(kw)
     engine = Engine(load(kw["model"]))
+    islands = islands_from_options(island_kw, engine.tokenizer)
     scorer_obj = make_scorer(scorer)
     if judge_template is not None:
         scorer_obj = with_judge_template(scorer_obj, judge_template)
@@ -193,6 +204,7 @@ def search(
         seed=kw["seed"],
         raw=kw["raw"],
         progress=progress and not as_json,
+        islands=islands,
         **options,
     )
     _print(tree, as_json, show_tree, save)
@@ -217,6 +229,7 @@ def flow() -> None:
 @click.option("--seed", type=int, default=None, help="Override the flow's seed.")
 @click.option("--budget", type=int, default=None, help="Override the flow's token budget.")
 @click.option("--model", "-m", default=None, help="Override the flow's model.")
+@island_options
 @_output_options
 def flow_run(
     file: str,
@@ -228,15 +241,17 @@ def flow_run(
     show_tree: bool,
     save: str | None,
     progress: bool,
+    **island_kw: Any,
 ) -> None:
-    """Run the flow in FILE and print the winner (or the tree)."""
+    """Run the flow in FILE and print the winner (or the tree); tools and grammars apply to every candidate."""
     from sazanami.engine import Engine
     from sazanami.models import DEFAULT_MODEL, load
     from sazanami.search.flows import Flow
 
     f = Flow.load(file)
     engine = Engine(load(model or f.model or DEFAULT_MODEL))
-    tree = f.run(engine, prompt, seed=seed, budget=budget, progress=progress and not as_json)
+    islands = islands_from_options(island_kw, engine.tokenizer)
+    tree = f.run(engine, prompt, seed=seed, budget=budget, progress=progress and not as_json, islands=islands)
     _print(tree, as_json, show_tree, save)
 
 

@@ -149,15 +149,14 @@ class _Plan:
         req.check_search(params, limits)
         self.kind = "search" if req.search is not None else "sample"
         if self.kind == "sample" and params.fluctuation is not None and params.fluctuation.beams is not None:
-            if self.islands is not None:
-                raise ParameterError("fluctuation", "tools and grammars do not work with stochastic beams yet")
             self.kind = "beams"
         self.rows: list[RowRequest] = []
         if self.kind == "sample":
             self.rows = engine.rows_for(self.prompts, params, req.raw, self.islands)
             ids = {tuple(r.prompt_ids) for r in self.rows}
         else:
-            ids = {tuple(engine.encode(p, req.raw)) for p in self.prompts}
+            isl = self.islands
+            ids = {tuple(engine.encode(isl.apply_to_prompt(p, req.raw) if isl else p, req.raw)) for p in self.prompts}
         self.prompt_tokens = sum(len(i) for i in ids)
         where = "messages" if chat else "prompt"
         for i in ids:
@@ -257,7 +256,7 @@ class Server:
         cancelled = threading.Event()
         run.cancel = cancelled.set
         if plan.kind == "beams":
-            fn: Callable[[], Any] = partial(self.engine.generate, plan.prompts, plan.params, plan.req.raw)
+            fn: Callable[[], Any] = partial(self.engine.generate, plan.prompts, plan.params, plan.req.raw, plan.islands)
         else:
             fn = partial(self._search, plan, BatchedEngine(self.engine, self.batcher, cancelled))
 
@@ -284,6 +283,7 @@ class Server:
             params=plan.params,
             seed=plan.params.seed,
             raw=plan.req.raw,
+            islands=plan.islands,
             **kw,
             **spec.options,
         )
@@ -323,6 +323,7 @@ class Server:
         if best is not None:
             choice.tokens, choice.token_ids, choice.logprobs = best.tokens, best.token_ids, best.logprobs
             choice.trace = best.meta.get("trace")
+            choice.spans = best.spans or None
         info: dict[str, Any] = {
             "strategy": tree.strategy,
             "seed": tree.seed,

@@ -215,8 +215,6 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
             return
         if params.n != 1:
             raise ParameterError("n", "n must be 1 with search (the strategy's options set how many candidates)")
-        if self.tools or self.constraint() is not None:
-            raise ParameterError("search", "tools and grammars do not work with search yet")
         from sazanami.search import Budget, make_scorer, strategy_options
 
         known = strategy_options(spec.strategy)  # raises for an unknown strategy
