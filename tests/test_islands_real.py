@@ -66,3 +66,30 @@ def test_a_token_running_past_the_call_is_cut_at_its_bracket():
     assert row.text == "Sum: CALC(2+2) => 4\n"
     assert row.logprobs[-len(ids) - 1] == pytest.approx(-torch.log(torch.tensor(float(tok.vocab_size))).item())
     assert re.fullmatch(r"Sum: CALC\(2\+2\)", tok.decode(row.tokens[: -len(ids)]))
+
+
+def test_search_over_paths_with_a_tool_on_the_real_model(real_engine: Engine):
+    """Every branch of a search calls CALC (answered once, then from the cache) and goes on from the result."""
+    from sazanami.islands import drawn_text
+    from sazanami.search import search
+
+    regex = r"CALC\([0-9*+ ]{1,12}\)[A-Za-z0-9 ,.]{1,40}"
+    isl = Islands(tools=builtin_tools(["calc"]), constraint=Constraint.regex(regex), describe_tools=False)
+    params = SamplingParams(max_tokens=20, temperature=0.7)
+    tree = search(
+        real_engine, FEW_SHOT, "noise_search", mode="paths", rounds=3, n=4, scorer="contains:391", budget=200,
+        params=params, seed=1, raw=True, islands=isl,
+    )  # fmt: skip
+    assert tree.spend["generated_tokens"] <= 200
+    done = tree.candidates()
+    assert len(done) >= 8
+    for n in done:  # each branch's own call, answered by CALC, inside the grammar
+        (sp,) = n.spans
+        assert sp["name"] == "CALC" and sp["result"].isdigit() and not sp["error"]
+        assert re.fullmatch(regex, drawn_text(n.text, n.spans)), n.text
+    best = tree.best_node
+    assert best.score == 1.0 and best.text.startswith("CALC(17*23) => 391\n"), best.text
+    assert any(sp["cached"] for n in done for sp in n.spans)  # the same call made twice ran once
+    kids = [n for n in done if n.kind == "continue"]
+    assert any(n.meta["cut"] >= n.spans[0]["token_end"] for n in kids)  # inherited its parent's call
+    assert any(n.meta["cut"] <= n.spans[0]["token_start"] for n in kids)  # made its own
