@@ -80,3 +80,26 @@ def test_server_errors_are_shown(page):
     page.click("#run")
     page.wait_for_selector("#status.error", timeout=10_000)
     assert "400" in page.inner_text("#status") and "search.budget" in page.inner_text("#status")
+
+
+def test_tool_results_are_marked_in_variants_and_search_nodes(page):
+    """Islands from the playground: a tool and a regex; injected results show as marks."""
+    page.check("#tool-CALC")
+    page.fill("#regex", r"CALC\(6\*7\) is [a-z]{3}")
+    page.fill("#n", "2")
+    page.fill("#max_tokens", "24")
+    page.select_option("#strategy", "")
+    page.click("#run")
+    page.wait_for_function("document.querySelectorAll('.variant.done').length === 2", timeout=20_000)
+    marks = page.locator(".variant .text mark.island")
+    assert marks.count() == 2 and marks.first.inner_text().strip() == "=> 42"
+    assert marks.first.get_attribute("title").startswith("CALC(6*7)")
+    assert page.inner_text("#variant-0 .text").startswith("CALC(6*7) => 42")
+    page.select_option("#strategy", "noise_search")
+    page.fill("#budget", "120")
+    page.click("#run")
+    page.wait_for_selector(".tree .node.winner", timeout=30_000)
+    assert page.locator("#variant-0.winner .text mark.island").count() == 1
+    assert page.locator("#detail pre mark.island").count() == 1
+    page.uncheck("#tool-CALC")
+    page.fill("#regex", "")

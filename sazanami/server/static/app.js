@@ -1,5 +1,6 @@
 // sazanami playground: one page over the OpenAI-compatible API (no build step).
 // Plain sampling streams n variants side by side (SSE); a search returns its tree.
+// Tool results injected into a text (islands) are shown as <mark class="island">.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -26,6 +27,13 @@ async function init() {
   $("preset").value = "pink-temperature";
   for (const name of Object.keys(info.strategies)) $("strategy").append(el("option", { value: name }, name));
   for (const s of info.scorers) $("scorers").append(el("option", { value: s }));
+  for (const name of info.tools) {
+    const box = el("input", { type: "checkbox", value: name, id: `tool-${name}` });
+    const label = el("label", { for: `tool-${name}` });
+    label.append(box, name);
+    $("tools").append(label);
+  }
+  if (!info.tools.length) $("tools").append(el("span", { class: "muted" }, "this server runs no tools"));
   $("controls").addEventListener("submit", (e) => { e.preventDefault(); run(); });
   $("stop").addEventListener("click", () => controller && controller.abort());
 }
@@ -60,6 +68,9 @@ function body() {
     trace: true,
     fluctuation: fluctuation(),
   };
+  const tools = [...document.querySelectorAll("#tools input:checked")].map((x) => x.value);
+  if (tools.length) b.tools = tools;
+  if ($("regex").value.trim()) b.regex = $("regex").value.trim();
   const strategy = $("strategy").value;
   if (strategy) {
     b.search = { strategy, budget: numberOf("budget"), scorer: $("scorer").value || undefined, return_tree: true };
@@ -104,6 +115,19 @@ async function run() {
   }
 }
 
+// Text with its injected spans (character offsets) wrapped in <mark class="island">.
+function showText(node, text, spans) {
+  node.replaceChildren();
+  let pos = 0;
+  for (const sp of [...(spans || [])].sort((a, b) => a.start - b.start)) {
+    node.append(text.slice(pos, sp.start));
+    const title = `${sp.name}(${sp.args})${sp.cached ? " · cached" : ""}${sp.error ? " · error" : ""}`;
+    node.append(el("mark", { class: "island", title }, text.slice(sp.start, sp.end)));
+    pos = sp.end;
+  }
+  node.append(text.slice(pos));
+}
+
 // -- variants --------------------------------------------------------------------------------
 function variantCard(index) {
   let card = $(`variant-${index}`);
@@ -144,6 +168,10 @@ function onChoice(choice) {
   const delta = choice.delta || {};
   if (delta.content) card.querySelector(".text").textContent += delta.content;
   if (choice.seed !== undefined) card.querySelector(".label").textContent = `variant ${choice.index} · seed ${choice.seed}`;
+  if (choice.spans) {
+    const text = card.querySelector(".text");
+    showText(text, text.textContent, choice.spans);
+  }
   if (choice.finish_reason) {
     card.classList.add("done");
     card.querySelector(".state").textContent = choice.finish_reason;
@@ -196,7 +224,7 @@ function showSearch(resp) {
   card.classList.add("done", "winner");
   card.querySelector(".label").textContent = `winner · seed ${choice.seed ?? "?"}`;
   card.querySelector(".state").textContent = choice.finish_reason;
-  card.querySelector(".text").textContent = choice.message.content;
+  showText(card.querySelector(".text"), choice.message.content, choice.spans);
   if (choice.trace) card.append(tracePlot(choice.trace));
   const s = resp.search;
   const spend = s.spend || {};
@@ -255,7 +283,9 @@ function showNode(tree, n, g) {
   if (n.id === tree.best) facts.push("winner");
   const reason = n.reason ? el("div", { class: "muted" }, n.reason) : "";
   const plot = tracePlot((n.meta || {}).trace, n.logprobs && n.logprobs.length ? { logprob: n.logprobs } : {});
-  d.replaceChildren(el("div", { class: "muted" }, facts.join(" · ")), el("pre", {}, n.text), reason, plot);
+  const text = el("pre");
+  showText(text, n.text || "", n.spans);
+  d.replaceChildren(el("div", { class: "muted" }, facts.join(" · ")), text, reason, plot);
 }
 
 init().catch((e) => status(`cannot load /v1/sazanami: ${e}`, true));
