@@ -169,7 +169,8 @@ def search(
     \b
     sazanami search "Write one sentence with: dog, ball, park." \\
         --strategy anneal --rounds 3 --n 8 --scorer contains:dog,ball,park --budget 1500 --seed 1
-    sazanami search "What is 17*23?" --tools calc --strategy noise_search --mode paths --scorer regex:391
+    sazanami search $'Q: Calculate 31 * 24.\\nA: CALC(31 * 24) => 744\\nQ: Calculate 17 * 23.\\nA:' \\
+        --raw --tools calc --stop $'\\nQ:' --strategy noise_search --mode paths --scorer contains:391
     """
     from sazanami.engine import Engine
     from sazanami.models import load
