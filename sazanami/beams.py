@@ -74,29 +74,22 @@ def _run_call(beam: _Beam, islands: Any, tokenizer: Any) -> list[int]:
     """Run the call ``beam``'s text just completed, if any, and append its result; the injected ids."""
     if beam.done or len(beam.spans) > islands.max_calls:
         return []
-    text = tokenizer.decode(beam.tokens)
-    from sazanami.islands.tools import CallResult, CallWatcher, run_calls
+    from sazanami.islands.tools import CallWatcher
 
+    text = tokenizer.decode(beam.tokens)
     watcher = CallWatcher(islands.syntax, islands.lead)
     watcher.settle(max((sp["end"] for sp in beam.spans), default=0))
     call = watcher.find(text)
     if call is None:
         return []
-    if len(beam.spans) + islands.calls_made >= islands.max_calls:
-        result = CallResult(f"error: call limit reached ({islands.max_calls} per row)", True, 0.0)
-    else:
-        (result,) = run_calls(
-            [(islands.tools.get(call.name), call)], islands.tools, islands.timeout, islands.max_result_chars,
-            islands.cache, islands._lock,
-        )  # fmt: skip
-    ids = islands.encode_result(tokenizer, result.text)
+    ids, span = islands.answer(call, tokenizer, islands.calls_made + len(beam.spans))
     token_start = len(beam.tokens)
     beam.tokens = beam.tokens + ids
     beam.logprobs = beam.logprobs + [0.0] * len(ids)
     beam.injected += len(ids)
     where = {"start": len(text), "end": len(tokenizer.decode(beam.tokens)), "token_start": token_start,
              "token_end": len(beam.tokens)}  # fmt: skip
-    beam.spans.append(islands.span(call, result) | where)
+    beam.spans.append(span | where)
     return ids
 
 

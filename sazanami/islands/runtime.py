@@ -110,16 +110,11 @@ class Islands:
             watcher.settle(max((sp["end"] for sp in spans), default=0))
             call = watcher.find(text)
             if call is not None and len(spans) < self.max_calls:
-                (result,) = run_calls(
-                    [(self.tools.get(call.name), call)], self.tools, self.timeout, self.max_result_chars,
-                    self.cache, self._lock,
-                )  # fmt: skip
-                extra_ids = self.encode_result(tokenizer, result.text)
+                extra_ids, span = self.answer(call, tokenizer, len(spans))
                 start, token_start = len(text), len(token_ids)
                 extra_spans = [
-                    self.span(call, result)
-                    | {"start": start, "end": len(tokenizer.decode(token_ids + extra_ids)),
-                       "token_start": token_start, "token_end": token_start + len(extra_ids)}
+                    span | {"start": start, "end": len(tokenizer.decode(token_ids + extra_ids)),
+                            "token_start": token_start, "token_end": token_start + len(extra_ids)}
                 ]  # fmt: skip
             elif call is None:
                 settled = watcher.region
@@ -129,6 +124,22 @@ class Islands:
                 lead = text[max(at, settled, 0) :]
         isl = dataclasses.replace(self, prefix=drawn, lead=lead, calls_made=len(spans) + len(extra_spans))
         return isl, extra_ids, extra_spans
+
+    def answer(self, call: Call, tokenizer: Any, calls_made: int = 0) -> tuple[list[int], dict[str, Any]]:
+        """Run one call (or refuse it past ``max_calls``): the result's ids to inject and its span record.
+
+        For a row of its own (a search continuation, a beam); engine batches run their rows'
+        calls together in :meth:`IslandBatch.inject`.
+        """
+        assert self.tools is not None
+        if calls_made >= self.max_calls:
+            result = CallResult(f"error: call limit reached ({self.max_calls} per row)", True, 0.0)
+        else:
+            (result,) = run_calls(
+                [(self.tools.get(call.name), call)], self.tools, self.timeout, self.max_result_chars,
+                self.cache, self._lock,
+            )  # fmt: skip
+        return self.encode_result(tokenizer, result.text), self.span(call, result)
 
     def encode_result(self, tokenizer: Any, result: str) -> list[int]:
         """Token ids of `` => result\\n``, cut to ``max_result_tokens`` (the suffix kept)."""
