@@ -205,3 +205,33 @@ def test_islands_validation_and_preamble():
     merged = isl.apply_to_prompt([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q"}])
     assert merged[0]["content"].startswith("Be brief.\n\nYou can use tools") and len(merged) == 2
     assert Islands(tools=builtin_tools(["calc"]), describe_tools=False).apply_to_prompt("Q") == "Q"
+
+
+def test_hanging_tools_do_not_pile_up_threads(monkeypatch):
+    """Past MAX_STRAY_CALLS timed-out calls still running, new calls are refused (and allowed again after)."""
+    import threading
+
+    from sazanami.islands import tools as tools_module
+
+    before = tools_module._strays()  # an earlier test's slow tool may still be sleeping
+    monkeypatch.setattr(tools_module, "MAX_STRAY_CALLS", before + 2)
+    release = threading.Event()
+    tools = ToolRegistry()
+
+    @tools.register(timeout=0.05)
+    def hang(x: str) -> str:
+        release.wait(10)
+        return "done"
+
+    try:
+        out = run_calls([(tools.get("HANG"), Call("HANG", str(i), 0, 7)) for i in range(2)], tools, 5.0, 100)
+        assert all(r.text == "error: timed out after 0.05s" for r in out)
+        (refused,) = run_calls([(tools.get("HANG"), Call("HANG", "x", 0, 7))], tools, 5.0, 100)
+        assert refused.error and f"{before + 2} earlier tool calls are still running" in refused.text
+    finally:
+        release.set()
+    deadline = time.time() + 5
+    while tools_module._strays() > before and time.time() < deadline:
+        time.sleep(0.01)
+    (again,) = run_calls([(tools.get("HANG"), Call("HANG", "y", 0, 7))], tools, 5.0, 100)
+    assert again.text == "done"

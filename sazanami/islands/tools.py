@@ -430,6 +430,20 @@ def _error_text(exc: BaseException) -> str:
     return msg if isinstance(exc, ToolError) else f"{type(exc).__name__}: {msg}"
 
 
+MAX_STRAY_CALLS = 16
+"""Timed-out tool calls that may still be running before new calls are refused."""
+_STRAYS: set[threading.Thread] = set()
+_STRAY_LOCK = threading.Lock()
+
+
+def _strays() -> int:
+    """Timed-out calls whose threads are still running (finished ones are forgotten)."""
+    with _STRAY_LOCK:
+        for t in [t for t in _STRAYS if not t.is_alive()]:
+            _STRAYS.discard(t)
+        return len(_STRAYS)
+
+
 def run_calls(
     calls: list[tuple[Tool | None, Call]],
     registry: ToolRegistry,
@@ -441,7 +455,10 @@ def run_calls(
     """Run calls concurrently, each in its own daemon thread with its time limit.
 
     Identical calls (same tool, same argument text) are answered from ``cache``.
-    Never raises for a tool's failure: errors come back as ``error: …`` results.
+    Never raises for a tool's failure: errors come back as ``error: …`` results. A call
+    that times out keeps its thread until the tool returns (Python cannot kill a thread);
+    while :data:`MAX_STRAY_CALLS` such threads are still running, new calls are refused
+    with an error instead of piling up more (a server stays up when a tool hangs).
     """
     lock = lock or threading.Lock()
     results: list[CallResult | None] = [None] * len(calls)
@@ -468,6 +485,12 @@ def run_calls(
         except ToolError as exc:
             results[i] = CallResult(f"error: {exc}", True, 0.0)
             continue
+        strays = _strays()
+        if strays >= MAX_STRAY_CALLS:
+            results[i] = CallResult(
+                f"error: not run: {strays} earlier tool calls are still running past their time limit", True, 0.0
+            )
+            continue
         box: dict[str, Any] = {}
 
         def work(
@@ -486,6 +509,8 @@ def run_calls(
         thread.join(max(0.0, started + limit - time.perf_counter()))
         took = time.perf_counter() - started
         if thread.is_alive():
+            with _STRAY_LOCK:
+                _STRAYS.add(thread)
             results[i] = CallResult(f"error: timed out after {limit:g}s", True, took)
         elif "error" in box:
             results[i] = CallResult(f"error: {_error_text(box['error'])}", True, took)
