@@ -57,7 +57,7 @@ def check_node_spans(tree: Tree, engine: Engine, regex: str = REGEX) -> None:
             assert all(node.logprobs[i] == 0.0 for i in range(sp["token_start"], sp["token_end"]))
             assert (sp["name"], sp["args"], sp["result"], sp["error"]) == ("ADD", "1, 2", "3", False)
         assert node.drawn == len(node.token_ids) - node.injected
-        if node.partial or node.pruned:
+        if node.partial or node.pruned or node.finish_reason == "length":  # cut short by the budget
             continue
         assert re.fullmatch(regex, drawn_text(node.text, node.spans)), node.text
         assert "ADD(1, 2) => 3\n" in node.text
@@ -70,12 +70,14 @@ STRATEGIES = [
     ("noise_search", {"mode": "random", "rounds": 2}),
     ("tree", {"chunk": 5, "branch": 2}),
     ("beam", {"width": 3, "rounds": 1}),
+    ("noise_search", {"mode": "zero-order", "rounds": 2, "n": 3}),
     ("anneal", {"rounds": 2}),
+    ("optimize", {"n": 2}),
     ("synthesize", {"base": "noise_search", "mode": "paths", "k": 2}),
 ]
 
 
-@pytest.mark.parametrize(("strategy", "options"), STRATEGIES, ids=[s for s, _ in STRATEGIES])
+@pytest.mark.parametrize(("strategy", "options"), STRATEGIES, ids=[f"{s}-{o.get('mode', '')}" for s, o in STRATEGIES])
 def test_every_strategy_runs_tools_and_keeps_the_grammar(tiny_engine: Engine, strategy, options):
     tools, ran = counting_tools()
     isl = forced(tools)
@@ -84,6 +86,7 @@ def test_every_strategy_runs_tools_and_keeps_the_grammar(tiny_engine: Engine, st
     )
     assert len(tree) > 2
     check_node_spans(tree, tiny_engine)
+    assert re.fullmatch(REGEX, drawn_text(tree.text, tree.best_node.spans))  # the winner completed the grammar
     # Identical calls run once per search: every other branch got the cached result.
     assert ran == [(1, 2)]
     # Budgets count drawn tokens; injected results are run like prompt tokens.

@@ -336,8 +336,14 @@ class SearchContext:
         return [n for n in self.tree.nodes[1:] if not n.partial and not n.pruned]
 
     def best(self) -> Node | None:
-        """The best finished candidate (else the best partial one), ties to the earliest."""
-        ranked = rank(self.pool()) or rank([n for n in self.tree.nodes[1:] if n.partial])
+        """The best finished candidate (else the best partial one), ties to the earliest.
+
+        Under a grammar, a candidate that completed it beats one cut short by its token limit.
+        """
+        pool = self.pool()
+        if self.islands is not None and self.islands.constraint is not None:
+            pool = [n for n in pool if n.finish_reason == "stop"] or pool
+        ranked = rank(pool) or rank([n for n in self.tree.nodes[1:] if n.partial])
         return ranked[0] if ranked else None
 
     # -- the end ------------------------------------------------------------------------------------
