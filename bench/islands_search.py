@@ -1,8 +1,8 @@
 """Grounded search: does a tool inside search beat search without it, at equal generated tokens?
 
-    python bench/islands_search.py --threads 1              # 16 tasks × 2 seeds, ~15 min on 2 cores
+    python bench/islands_search.py --threads 1              # 16 tasks × 2 seeds, 1×/4×/8× (~90 min)
     python bench/islands_search.py --quick --threads 1      # 4 tasks × 1 seed, ~2 min
-    python bench/islands_search.py --threads 1 --docs       # also write docs/islands_search.csv
+    python bench/islands_search.py --tasks 12 --budgets 1,4 --threads 1 --docs   # the README run (~30 min)
 
 Tasks: reasoning-gym ``basic_arithmetic`` (generated offline, fixed seed): half are one product
 of two 2-digit numbers, half three 2-digit terms with + − ×. Solved = the last number of the
@@ -72,7 +72,7 @@ def run_one(
     name, options = STRATEGIES[strategy]
     prompt = f"{SHOT[arm]}Q: {task['question']}\nA:"
     islands = Islands(tools=builtin_tools(["calc"]), describe_tools=False) if arm == "CALC" else None
-    params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.7, stop=["\nQ:"])
+    params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.7, stop=["\nQ:", "\nA:"])
     score: Any = (lambda t, a=task["answer"]: solved(t, a)) if scorer == "verifier" else "logprob"
     t0 = time.perf_counter()
     tree = search(
