@@ -93,8 +93,9 @@ class Islands:
 
         Each branch of a search keeps its own tool history: the grammar first consumes the
         drawn tokens (injected ``spans`` are skipped, as they were when drawn), the earlier
-        calls count against ``max_calls``, a call left open at the end is finished by the
-        row (its watcher reads the open text first), and a call that is complete but was
+        calls count against ``max_calls``, a call left open at the end (or a name that may
+        still become one) is finished by the row (its watcher reads that text first), and a
+        call that is complete but was
         never answered (the earlier row ran out of tokens right after it) is run now.
 
         Returns ``(islands, extra_ids, extra_spans)``: the row's islands (same cache) and
