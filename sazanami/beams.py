@@ -178,6 +178,7 @@ def stochastic_beam_search(
             eos = tok in engine.tokenizer.eos_token_ids and not params.ignore_eos
             logprob = float(model_logp[row, tok])
             beam = _child(parent, tok, logprob, float(phi[row, tok]), value, eos, params.max_tokens)
+            beam.done = beam.done or P + len(parent.tokens) >= engine.max_positions  # the context is full
             new_beams.append(beam)
             if not beam.done:
                 parents.append(row)
@@ -192,9 +193,15 @@ def stochastic_beam_search(
         logits = backend.forward(torch.tensor(next_tokens)[:, None], cache, lengths)
         if tools:  # a beam that completed a call gets its result, through the model for that beam only
             injected = {i: got for i, b in enumerate(running) if (got := _run_call(b, islands, engine.tokenizer))}
+            for i in [i for i in injected if P + len(running[i].tokens) + 1 >= engine.max_positions]:
+                running[i].done = True  # its result does not fit the context: it ends here
+                del injected[i]
             if injected:
                 room = {i: params.max_tokens - running[i].drawn for i in injected}
                 cache, logits, _ = forward_injected(backend, cache, logits, lengths + 1, injected, room)
+            going = [i for i, b in enumerate(running) if not b.done]
+            if len(going) < len(running):  # drop the rows of beams that just ended
+                cache, logits = cache.select(torch.tensor(going, dtype=torch.long)), logits[going]
     beams.sort(key=lambda b: -b.g)
     return [
         Completion(
@@ -202,7 +209,9 @@ def stochastic_beam_search(
             token_ids=b.tokens,
             logprobs=b.logprobs,
             seed=seed,
-            finish_reason="stop" if b.done and b.drawn < params.max_tokens else "length",
+            finish_reason="length"
+            if b.drawn >= params.max_tokens or P + len(b.tokens) >= engine.max_positions
+            else "stop",
             prompt_tokens=P,
             index=i,
             tag={"perturbed_logprob": b.g, "sequence_logprob": b.phi},

@@ -190,6 +190,8 @@ class Engine:
         self.backend = backend
         self.tokenizer = backend.tokenizer
         self.eos = torch.tensor(sorted(self.tokenizer.eos_token_ids), dtype=torch.long)
+        self.max_positions: int = getattr(backend, "max_positions", None) or 2**31
+        """The model's context: a row that fills it ends with ``finish_reason="length"``."""
 
     # -- prompts ---------------------------------------------------------------------------
     def encode(self, prompt: Prompt, raw: bool = False) -> list[int]:
@@ -285,6 +287,11 @@ class Engine:
         """The generation loop; yields per-step deltas and fills ``out`` in row order."""
         backend = self.backend
         B = len(requests)
+        for r in requests:
+            if len(r.prompt_ids) >= self.max_positions:
+                raise ParameterError(
+                    "prompt", f"prompt has {len(r.prompt_ids)} tokens; the model's context is {self.max_positions}"
+                )
         rows = [_Row(r, self.tokenizer) for r in requests]
         islands = None
         if any(r.islands is not None for r in requests):
@@ -323,17 +330,23 @@ class Engine:
             logprobs = torch.log_softmax(logits, -1).gather(-1, tokens[:, None]).squeeze(-1)
             is_eos = torch.isin(tokens, self.eos)
             tok_list, lp_list, eos_list = tokens.tolist(), logprobs.tolist(), is_eos.tolist()
+            pos = lengths.tolist()  # where each row's new token goes in the cache
             for i, a in enumerate(active):
                 row = rows[a]
                 row.push(tok_list[i], lp_list[i], eos_list[i])
                 if islands is not None:
                     islands.observe(i, row, tok_list[i])
+                if row.finish_reason is None and pos[i] >= self.max_positions:
+                    row.finish_reason = "length"  # the model's context is full: nothing can follow
                 if row.req.params.trace:
                     row.trace.append({k: v[i] for k, v in info.items()} | {"token": tok_list[i], "logprob": lp_list[i]})
             # Tool calls completed this step run now; their results join those rows' next forward.
             injected = islands.inject([rows[a] for a in active], logits) if islands is not None else {}
-            for i, (first, _) in injected.items():
+            for i, (first, ids) in list(injected.items()):
                 tokens[i] = first
+                if pos[i] + len(ids) + 1 >= self.max_positions:  # the result would not fit the context
+                    rows[active[i]].finish_reason = "length"
+                    del injected[i]
             deltas = [
                 Delta(a, rows[a].delta(), tok_list[i], rows[a].finish_reason is not None, rows[a].finish_reason)
                 for i, a in enumerate(active)

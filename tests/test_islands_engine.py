@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from sazanami.engine import Engine, RowRequest
+from sazanami.errors import ParameterError
 from sazanami.islands import Constraint, Islands, ToolRegistry, builtin_tools, drawn_text
 from sazanami.params import SamplingParams
 
@@ -184,3 +185,24 @@ def test_tool_descriptions_go_into_the_prompt(tiny_engine: Engine):
     prompt = tiny_engine.tokenizer.decode(row.prompt_ids, skip_special=False)
     assert "CALC(expr)" in prompt and prompt.index("CALC(expr)") < prompt.index("What is 2+2?")
     assert row.islands is isl
+
+
+def test_rows_end_at_the_models_context_instead_of_overrunning_it(tiny_engine: Engine):
+    """A result that would not fit the context ends its row ("length"); so does a row that fills it."""
+    limit = tiny_engine.max_positions
+    tools = ToolRegistry()
+
+    @tools.register
+    def big(x: str) -> str:
+        return "w " * 300
+
+    isl = Islands(
+        tools=tools, constraint=Constraint.regex(r"BIG\(1\)[a-z ]{1,60}"), describe_tools=False, max_result_tokens=200
+    )
+    long = tiny_engine.encode("a " * limit, raw=True)[: limit - 40]
+    free = SamplingParams(max_tokens=60, ignore_eos=True)
+    out = tiny_engine.run([RowRequest(long, SamplingParams(max_tokens=30), 1, islands=isl), RowRequest(long, free, 2)])
+    assert out[0].finish_reason == "length" and out[0].text.startswith("BIG(1) => w w")
+    assert out[1].finish_reason == "length" and len(long) + out[1].completion_tokens == limit + 1
+    with pytest.raises(ParameterError, match="context"):
+        tiny_engine.run([RowRequest(long + long, free, 3)])

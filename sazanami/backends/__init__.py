@@ -38,6 +38,8 @@ class Backend(Protocol):
     vocab_size: int
     hidden_size: int
     num_layers: int
+    max_positions: int
+    """Positions the model can attend over (its context); caches never grow past it."""
 
     def new_cache(self, batch: int, capacity: int) -> Cache:
         """Allocate an empty cache for ``batch`` rows of up to ``capacity`` positions."""
@@ -48,11 +50,10 @@ class Backend(Protocol):
         tokens: torch.Tensor,
         cache: Cache,
         starts: torch.Tensor,
-        rows: torch.Tensor | None = None,
         hidden_hook: HiddenHook | None = None,
         last_only: bool = True,
     ) -> torch.Tensor:
-        """Run ``tokens`` (B, T) at positions ``starts[b] + t`` of cache rows ``rows``.
+        """Run ``tokens`` (B, T) at positions ``starts[b] + t`` (row ``b`` of the cache).
 
         Keys/values are written into the cache; returns logits (B, V) for the
         last position when ``last_only``, else (B, T, V).

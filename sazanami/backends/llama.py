@@ -110,6 +110,7 @@ class LlamaBackend:
         self.vocab_size = cfg.vocab_size
         self.hidden_size = cfg.hidden_size
         self.num_layers = cfg.num_layers
+        self.max_positions = cfg.max_positions
 
         def w(key: str) -> torch.Tensor:
             return weights[key].to(dtype).contiguous()
