@@ -1,7 +1,7 @@
 """Grounded search: does a tool inside search beat search without it, at equal generated tokens?
 
     python bench/islands_search.py --threads 1              # 16 tasks × 2 seeds, 1×/4×/8× (~90 min)
-    python bench/islands_search.py --quick --threads 1      # 4 tasks × 1 seed, ~2 min
+    python bench/islands_search.py --quick --threads 1      # 4 tasks × 1 seed, ~5 min
     python bench/islands_search.py --tasks 12 --budgets 1,4 --threads 1 --docs   # the README run (~30 min)
 
 Tasks: reasoning-gym ``basic_arithmetic`` (generated offline, fixed seed): half are one product
