@@ -187,22 +187,37 @@ def test_tool_descriptions_go_into_the_prompt(tiny_engine: Engine):
     assert row.islands is isl
 
 
-def test_rows_end_at_the_models_context_instead_of_overrunning_it(tiny_engine: Engine):
-    """A result that would not fit the context ends its row ("length"); so does a row that fills it."""
-    limit = tiny_engine.max_positions
+def big_result_islands() -> Islands:
+    """A forced ``BIG(1)`` call whose 200-token result is too long for a row near the context's end."""
     tools = ToolRegistry()
 
     @tools.register
     def big(x: str) -> str:
         return "w " * 300
 
-    isl = Islands(
+    return Islands(
         tools=tools, constraint=Constraint.regex(r"BIG\(1\)[a-z ]{1,60}"), describe_tools=False, max_result_tokens=200
     )
+
+
+def test_rows_end_at_the_models_context_instead_of_overrunning_it(tiny_engine: Engine):
+    """A result that would not fit the context ends its row ("length"); so does a row that fills it."""
+    limit = tiny_engine.max_positions
     long = tiny_engine.encode("a " * limit, raw=True)[: limit - 40]
     free = SamplingParams(max_tokens=60, ignore_eos=True)
+    isl = big_result_islands()
     out = tiny_engine.run([RowRequest(long, SamplingParams(max_tokens=30), 1, islands=isl), RowRequest(long, free, 2)])
     assert out[0].finish_reason == "length" and out[0].text.startswith("BIG(1) => w w")
     assert out[1].finish_reason == "length" and len(long) + out[1].completion_tokens == limit + 1
     with pytest.raises(ParameterError, match="context"):
         tiny_engine.run([RowRequest(long + long, free, 3)])
+
+
+def test_beams_end_at_the_models_context(tiny_engine: Engine):
+    limit = tiny_engine.max_positions
+    prompt = tiny_engine.tokenizer.decode(tiny_engine.encode("a " * limit, raw=True)[: limit - 40])
+    p = SamplingParams(fluctuation={"beams": {"width": 2}}, seed=1, max_tokens=30)
+    out = tiny_engine.generate(prompt, p, raw=True, islands=big_result_islands())
+    assert out and all(c.text.startswith("BIG(1) => w w") for c in out)  # the forced prefix leaves one beam
+    free = tiny_engine.generate(prompt, p.replace(max_tokens=80, ignore_eos=True), raw=True)
+    assert all(c.finish_reason == "length" and c.prompt_tokens + len(c.token_ids) <= limit + 1 for c in free)

@@ -280,24 +280,3 @@ def test_cli_search_and_flow_take_the_island_options(tmp_path):
     assert all(n["spans"] for n in json.loads(r.output)["nodes"][1:])
     r = CliRunner().invoke(main, ["search", "q", "--regex", "(ab", *base])
     assert r.exit_code == 2 and "invalid regex" in r.output and "Traceback" not in r.output
-
-
-def test_beams_end_at_the_models_context(tiny_engine: Engine):
-    tools = ToolRegistry()
-
-    @tools.register
-    def big(x: str) -> str:
-        return "w " * 300
-
-    isl = Islands(
-        tools=tools, constraint=Constraint.regex(r"BIG\(1\)[a-z ]{1,60}"), describe_tools=False, max_result_tokens=200
-    )
-    prompt = tiny_engine.tokenizer.decode(tiny_engine.encode("a " * 2048, raw=True)[: tiny_engine.max_positions - 40])
-    p = SamplingParams(fluctuation={"beams": {"width": 2}}, seed=1, max_tokens=30)
-    out = tiny_engine.generate(prompt, p, raw=True, islands=isl)
-    assert out and all(c.text.startswith("BIG(1) => w w") for c in out)  # the forced prefix leaves one beam
-    free = tiny_engine.generate(prompt, p.replace(max_tokens=80, ignore_eos=True), raw=True)
-    assert all(
-        c.finish_reason == "length" and c.prompt_tokens + len(c.token_ids) <= tiny_engine.max_positions + 1
-        for c in free
-    )
