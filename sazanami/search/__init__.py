@@ -9,6 +9,9 @@
     >>> print(tree.text)            # the winner
     >>> print(tree.render())        # the whole tree, indented, with scores
 
+Tools and grammars (:class:`sazanami.islands.Islands`) go in with ``islands=``: every
+candidate gets them, each branch keeps its own tool history.
+
 Parts: :mod:`~sazanami.search.scorers`, :mod:`~sazanami.search.selectors`,
 :mod:`~sazanami.search.synthesis`, :mod:`~sazanami.search.budget`,
 :mod:`~sazanami.search.tree`, :mod:`~sazanami.search.strategies`,
