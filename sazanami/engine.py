@@ -41,6 +41,9 @@ class RowRequest:
     fluctuation instead of ``seed`` (zero-order noise search mixes a pivot with fresh noise)."""
     islands: Any = None
     """Optional :class:`sazanami.islands.Islands`: tools the row may call, a grammar it must follow."""
+    lead: str = ""
+    """Output this row continues (a search continuation's kept prefix, already in ``prompt_ids``):
+    a stop string may begin in it and end in the row's own text."""
 
 
 @dataclass
@@ -118,6 +121,7 @@ class _Row:
         self.finish_reason: str | None = None
         self.stop = req.params.stop
         self.hold = max((len(s) for s in self.stop), default=0)
+        self.lead = req.lead[-(self.hold - 1) :] if self.hold > 1 else ""  # where a stop may begin
         self.injected = 0  # tokens injected by islands (they do not count against max_tokens)
         self.spans: list[dict[str, Any]] = []
 
@@ -130,14 +134,25 @@ class _Row:
         self.logprobs.append(logprob)
         self.text = self.tokenizer.decode(self.tokens)
         if self.stop:
-            start = max(0, self.emitted - self.hold)
-            cuts = [i for i in (self.text.find(s, start) for s in self.stop) if i >= 0]
-            if cuts:
-                self.text = self.text[: min(cuts)]
+            cut = self._stop_at(max(0, self.emitted - self.hold))
+            if cut is not None:
+                self.text = self.text[:cut]
                 self.finish_reason = "stop"
                 return
         if len(self.tokens) - self.injected >= p.max_tokens:
             self.finish_reason = "length"
+
+    def _stop_at(self, start: int) -> int | None:
+        """Where the text ends at the first stop string found from ``start`` (0 if it began in the lead)."""
+        full, n = self.lead + self.text, len(self.lead)
+        ends = []
+        for s in self.stop:
+            i = full.find(s, start + n - min(n, len(s) - 1))
+            while i >= 0 and i + len(s) <= n:  # wholly inside the lead: not this row's
+                i = full.find(s, i + 1)
+            if i >= 0:
+                ends.append(max(0, i - n))
+        return min(ends) if ends else None
 
     def inject(self, ids: list[int], span: dict[str, Any]) -> None:
         """Append tokens that came from outside the model (a tool's result) and mark them."""

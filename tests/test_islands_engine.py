@@ -221,3 +221,19 @@ def test_beams_end_at_the_models_context(tiny_engine: Engine):
     assert out and all(c.text.startswith("BIG(1) => w w") for c in out)  # the forced prefix leaves one beam
     free = tiny_engine.generate(prompt, p.replace(max_tokens=80, ignore_eos=True), raw=True)
     assert all(c.finish_reason == "length" and c.prompt_tokens + len(c.token_ids) <= limit + 1 for c in free)
+
+
+def test_stop_strings_may_begin_in_the_lead(tiny_engine: Engine):
+    """A continuation's kept prefix (``lead``) can hold the start of a stop string, never a whole one."""
+    ids = tiny_engine.encode("q", raw=True)
+    p = SamplingParams(max_tokens=12, stop=("\nQ:",))
+
+    def run(lead: str, regex: str) -> tuple[str, str]:
+        row = RowRequest(ids, p, 1, islands=Islands(constraint=Constraint.regex(regex)), lead=lead)
+        (c,) = tiny_engine.run([row])
+        return c.text, c.finish_reason
+
+    assert run("So 2001.\n", r"Q: [a-z]{3}") == ("", "stop")
+    assert run("So 2001.", r"ab\nQ: [a-z]{3}") == ("ab", "stop")
+    assert run("x\nQ: y", r"abc") == ("abc", "stop")  # ends with its grammar, not at the lead's stop
+    assert run("So.\n", r"abQ") == ("abQ", "stop")

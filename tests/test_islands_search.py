@@ -280,3 +280,29 @@ def test_cli_search_and_flow_take_the_island_options(tmp_path):
     assert all(n["spans"] for n in json.loads(r.output)["nodes"][1:])
     r = CliRunner().invoke(main, ["search", "q", "--regex", "(ab", *base])
     assert r.exit_code == 2 and "invalid regex" in r.output and "Traceback" not in r.output
+
+
+def test_flow_files_carry_their_islands(tiny_engine: Engine):
+    from sazanami.errors import ParameterError
+    from sazanami.search import Flow
+
+    regex = r"CALC\(6\*7\) is [a-z]{3}"
+    doc = {
+        "prompt": "q", "raw": True, "seed": 1, "budget": 120, "scorer": "contains:a",
+        "params": {"max_tokens": 24}, "islands": {"tools": ["calc"], "regex": regex, "describe_tools": False},
+        "steps": [{"generate": {"n": 2}}, {"extend": {"n": 2}}, {"score": {}}, {"select": {"k": 1}}],
+    }  # fmt: skip
+    flow = Flow.from_dict(doc)
+    assert flow.islands is not None and flow.islands.tools.names == ["CALC"]
+    tree = flow.run(tiny_engine)
+    assert len(tree) > 3 and tree.config["islands"]["constraint"]["source"] == regex
+    for n in tree.candidates():
+        assert n.text.startswith("CALC(6*7) => 42\n") and re.fullmatch(regex, drawn_text(n.text, n.spans))
+    again = Islands.from_dict(flow.islands.to_dict())
+    assert again.to_dict() == flow.islands.to_dict()
+    for bad, param in (({"tool": ["calc"]}, "islands.tool"), ({"regex": "a", "grammar": "b"}, "islands.grammar")):
+        with pytest.raises(ParameterError) as info:
+            Flow.from_dict(doc | {"islands": bad})
+        assert info.value.param == param
+    with pytest.raises(ParameterError, match="corpus"):
+        Flow.from_dict(doc | {"islands": {"tools": "search,load"}})

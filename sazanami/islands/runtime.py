@@ -185,6 +185,44 @@ class Islands:
             return f"{text}\n\n{prompt}"
         return [{"role": "system", "content": text}, {"role": "user", "content": prompt}]
 
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> Islands:
+        """Islands from a JSON/YAML object (a flow's ``islands``; the inverse of :meth:`to_dict`).
+
+        Keys: ``tools`` (built-in names: calc, search, load), ``corpus`` (a folder or JSONL
+        file, for search/load), one of ``regex`` / ``json_schema`` / ``grammar`` (Lark) or
+        ``constraint`` ({kind, source}), and the limits ``max_calls``, ``timeout``,
+        ``max_result_chars``, ``max_result_tokens``, ``describe_tools``.
+        """
+        from sazanami.islands.builtins import Corpus, builtin_tools
+
+        if not isinstance(spec, dict):
+            raise ParameterError("islands", f"islands must be an object, got {type(spec).__name__}")
+        limits = ("max_calls", "timeout", "max_result_chars", "max_result_tokens", "describe_tools")
+        known = ("tools", "corpus", "regex", "json_schema", "grammar", "constraint", *limits)
+        extra = sorted(set(spec) - set(known))
+        if extra:
+            raise ParameterError(
+                f"islands.{extra[0]}", f"unknown islands field {extra[0]!r}; known: {', '.join(known)}"
+            )
+        given = [k for k in ("regex", "json_schema", "grammar", "constraint") if spec.get(k) is not None]
+        if len(given) > 1:
+            raise ParameterError(f"islands.{given[1]}", f"use one of regex, json_schema, grammar; got {given}")
+        constraint = None
+        if given:
+            key, value = given[0], spec[given[0]]
+            if key == "constraint":
+                constraint = Constraint.from_dict(value)
+            else:
+                constraint = {"regex": Constraint.regex, "json_schema": Constraint.json_schema,
+                              "grammar": Constraint.lark}[key](value)  # fmt: skip
+        names = spec.get("tools") or []
+        if isinstance(names, str):
+            names = [n for n in names.split(",") if n.strip()]
+        corpus = Corpus.load(spec["corpus"]) if spec.get("corpus") else None
+        tools = builtin_tools(list(names), corpus) if names else None
+        return cls(tools=tools, constraint=constraint, **{k: spec[k] for k in limits if k in spec})
+
     def to_dict(self) -> dict[str, Any]:
         """What a JSON report needs: tool names, the constraint and the limits."""
         return {

@@ -246,7 +246,10 @@ class SearchContext:
         for i, (s, m) in enumerate(zip(specs, allowed, strict=False)):
             params = s.params if s.params.max_tokens == m else s.params.replace(max_tokens=m)
             islands = s.islands if s.islands is not None else self.islands
-            rows.append(RowRequest(s.prompt_ids, params, s.seed, index=i, tag=s, noise=s.noise, islands=islands))
+            lead = self.engine.tokenizer.decode(s.prefix_ids) if s.prefix_ids and params.stop else ""
+            rows.append(
+                RowRequest(s.prompt_ids, params, s.seed, index=i, tag=s, noise=s.noise, islands=islands, lead=lead)
+            )
         self.ledger.check(sum(r.params.max_tokens for r in rows))
         completions = self.engine.run(rows)
         # Injected tool results are run through the model like prompt tokens; they are not drawn.
@@ -256,7 +259,11 @@ class SearchContext:
         nodes = []
         for s, row, c in zip(specs, rows, completions, strict=False):
             ids = s.prefix_ids + c.token_ids
-            text = self.engine.tokenizer.decode(ids) if s.prefix_ids else c.text
+            text = c.text
+            if s.prefix_ids:  # decoded whole (a character may straddle the cut), less what a stop string cut off
+                cut_off = len(self.engine.tokenizer.decode(c.token_ids)) - len(c.text)
+                text = self.engine.tokenizer.decode(ids)
+                text = text[: len(text) - cut_off] if cut_off > 0 else text
             spans = list(s.prefix_spans) + _shifted(c.spans, len(text) - len(c.text), len(s.prefix_ids))
             fl = row.params.fluctuation
             node = Node(

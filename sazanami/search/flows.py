@@ -9,6 +9,7 @@ A flow is a list of steps over a *pool* of candidates::
     params: {max_tokens: 48, temperature: 0.8}
     scorer: "contains:dog,ball,park"  # the default scorer
     scorers: {quality: judge}         # optional named scorers
+    islands: {tools: [calc], regex: "..."}   # optional: tools / a grammar for every candidate
     steps:
       - generate: {n: 8, temperature: 1.1}   # pool = 8 fresh samples
       - score: {}                            # default scorer (or {scorer: quality})
@@ -51,6 +52,7 @@ from typing import Any
 
 from sazanami.engine import Engine
 from sazanami.errors import ParameterError, check_range
+from sazanami.islands.runtime import Islands
 from sazanami.params import SamplingParams
 from sazanami.search.budget import Budget
 from sazanami.search.context import SearchContext
@@ -73,7 +75,10 @@ STEP_KINDS: dict[str, set[str]] = {
     "strategy": {"name", "share"},  # plus the strategy's own options
     "repeat": {"times", "steps"},
 }
-_TOP_KEYS = {"name", "description", "prompt", "model", "seed", "budget", "params", "scorer", "scorers", "steps", "raw"}
+_TOP_KEYS = {
+    "name", "description", "prompt", "model", "seed", "budget", "params", "scorer", "scorers", "steps", "raw",
+    "islands",
+}  # fmt: skip
 
 
 @dataclass
@@ -176,6 +181,8 @@ class Flow:
     scorer: Any = "judge"
     scorers: dict[str, Any] = field(default_factory=dict)
     raw: bool = False
+    islands: Islands | None = None
+    """Tools and/or a grammar for every candidate (the file's ``islands`` object)."""
     source: dict[str, Any] = field(default_factory=dict)
     """The document it was parsed from (recorded in the tree)."""
 
@@ -205,6 +212,7 @@ class Flow:
             scorer=data.get("scorer", "judge"),
             scorers=dict(scorers),
             raw=bool(data.get("raw", False)),
+            islands=Islands.from_dict(data["islands"]) if data.get("islands") is not None else None,
             source=data,
         )
         # Build every scorer now so that a typo fails before any token is generated.
@@ -273,7 +281,8 @@ class Flow:
     ) -> Tree:
         """Run the flow (arguments override the file's) and return the tree.
 
-        ``islands`` (:class:`sazanami.islands.Islands`): tools and/or a grammar for every candidate.
+        ``islands`` (:class:`sazanami.islands.Islands`): tools and/or a grammar for every
+        candidate, instead of the file's ``islands``.
         """
         prompt = prompt if prompt is not None else self.prompt
         if prompt is None:
@@ -293,7 +302,7 @@ class Flow:
             raw=self.raw,
             progress=progress,
             config={"flow": self.source},
-            islands=islands,
+            islands=islands if islands is not None else self.islands,
         )
         runner = _Runner(self, ctx)
         try:
