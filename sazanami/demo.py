@@ -2,7 +2,8 @@
 
 One prompt, variants from different seeds side by side under three decodings
 (plain sampling, 1/f-fluctuating temperature, colored-Gumbel draw), a small
-temperature trace, and a short search over paths scored by keyword coverage.
+temperature trace, a short search over paths scored by keyword coverage, and the same
+search on arithmetic with a calculator the model may call (an island).
 """
 
 from __future__ import annotations
@@ -78,6 +79,37 @@ def search_demo(engine: Engine) -> None:
     )
     print(tree.render())
     print(f"\nwinner ({time.perf_counter() - t:.0f} s): {tree.text.strip()}")
+    print()
+    islands_demo(engine)
+
+
+# Worked examples show the call; the prompt ends with "A:" (after "A: " the model never writes " CALC").
+ARITHMETIC = (
+    "Q: Calculate 12 * 7 + 5.\nA: CALC(12 * 7 + 5) => 89\nSo the answer is 89.\n"
+    "Q: Calculate 31 * 24.\nA: CALC(31 * 24) => 744\nSo the answer is 744.\n"
+    "Q: Calculate 61 * 73.\nA:"
+)
+
+
+def islands_demo(engine: Engine) -> None:
+    """Search with a tool: each branch may call CALC; its result is injected and the model goes on."""
+    from sazanami.islands import Islands, builtin_tools
+    from sazanami.search import search
+
+    print("━━ search with a calculator (islands): Calculate 61 * 73.")
+    t = time.perf_counter()
+    tree = search(
+        engine, ARITHMETIC, "noise_search", mode="paths", scorer="contains:4453", budget=128, seed=1, raw=True,
+        params=SamplingParams(max_tokens=32, temperature=0.7, stop=["\nQ:", "\nA:"]),
+        islands=Islands(tools=builtin_tools(["calc"]), describe_tools=False),
+    )  # fmt: skip
+    best = tree.best_node
+    text = tree.text
+    for sp in sorted(best.spans if best is not None else [], key=lambda sp: -sp["start"]):  # mark injected text
+        text = f"{text[: sp['start']]}⟦{text[sp['start'] : sp['end']].strip()}⟧ {text[sp['end'] :]}"
+    calls = sum(bool(n.spans) for n in tree.candidates())
+    print(f"{calls} of {len(tree) - 1} candidates called CALC; ⟦…⟧ was injected, not generated")
+    print(f"winner ({time.perf_counter() - t:.0f} s, score {best.score if best else None}): {text.strip()}")
 
 
 if __name__ == "__main__":
