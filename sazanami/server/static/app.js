@@ -282,7 +282,10 @@ function showNode(tree, n, g) {
   const facts = [`node #${n.id}`, n.kind, score, `seed ${n.seed ?? "–"}`, `T ${n.temperature ?? "–"}`, `${n.tokens} tokens`];
   if (n.id === tree.best) facts.push("winner");
   const reason = n.reason ? el("div", { class: "muted" }, n.reason) : "";
-  const plot = tracePlot((n.meta || {}).trace, n.logprobs && n.logprobs.length ? { logprob: n.logprobs } : {});
+  // one point per drawn token, like the trace: injected tool results (log-prob 0) are left out
+  const injected = new Set((n.spans || []).flatMap((sp) => [...Array(sp.token_end - sp.token_start).keys()].map((k) => sp.token_start + k)));
+  const logprobs = (n.logprobs || []).filter((_, i) => !injected.has(i));
+  const plot = tracePlot((n.meta || {}).trace, logprobs.length ? { logprob: logprobs } : {});
   const text = el("pre");
   showText(text, n.text || "", n.spans);
   d.replaceChildren(el("div", { class: "muted" }, facts.join(" · ")), text, reason, plot);
