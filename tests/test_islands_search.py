@@ -306,3 +306,15 @@ def test_flow_files_carry_their_islands(tiny_engine: Engine):
         assert info.value.param == param
     with pytest.raises(ParameterError, match="corpus"):
         Flow.from_dict(doc | {"islands": {"tools": "search,load"}})
+
+
+def test_continuations_stop_at_a_stop_string_that_began_in_their_prefix(tiny_engine: Engine):
+    """Cut after the newline of "\\nQ:": the continuation's "Q:" completes the stop; the node ends before it."""
+    isl = Islands(constraint=Constraint.regex(r"[a-z]{4}\nQ: [a-z]{2}"))
+    params = SamplingParams(max_tokens=12, stop=["\nQ:"])
+    tree = search(
+        tiny_engine, "q", "noise_search", mode="paths", rounds=4, scorer="contains:a", budget=200, params=params,
+        seed=2, raw=True, islands=isl,
+    )  # fmt: skip
+    assert all(re.fullmatch(r"[a-z]{4}", n.text) for n in tree.candidates()), [n.text for n in tree.candidates()]
+    assert any(n.kind == "continue" and n.meta["cut"] >= 5 for n in tree.candidates())  # cut after the newline

@@ -260,10 +260,12 @@ class SearchContext:
         for s, row, c in zip(specs, rows, completions, strict=False):
             ids = s.prefix_ids + c.token_ids
             text = c.text
-            if s.prefix_ids:  # decoded whole (a character may straddle the cut), less what a stop string cut off
-                cut_off = len(self.engine.tokenizer.decode(c.token_ids)) - len(c.text)
+            if s.prefix_ids:  # decoded whole (a character may straddle the cut), cut at a stop string
                 text = self.engine.tokenizer.decode(ids)
-                text = text[: len(text) - cut_off] if cut_off > 0 else text
+                if c.finish_reason == "stop" and row.params.stop:
+                    start = len(self.engine.tokenizer.decode(s.prefix_ids))  # it may begin in the prefix
+                    cuts = [i for x in row.params.stop if (i := text.find(x, max(0, start - len(x) + 1))) >= 0]
+                    text = text[: min(cuts)] if cuts else text
             spans = list(s.prefix_spans) + _shifted(c.spans, len(text) - len(c.text), len(s.prefix_ids))
             fl = row.params.fluctuation
             node = Node(
