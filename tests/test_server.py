@@ -335,3 +335,30 @@ def test_disconnect_cancels_a_whole_response_request(small):
         assert time.monotonic() < deadline, health
         time.sleep(0.05)
     assert health["stats"]["steps"] < 1500
+
+
+def test_server_runs_search_and_load_over_its_corpus(tiny_engine, tmp_path):
+    """`sazanami serve --tools calc,search,load --corpus DIR`: requests may use the corpus tools."""
+    from sazanami.errors import ParameterError
+    from sazanami.server.command import tool_registry
+
+    (tmp_path / "pink.txt").write_text("Pink noise has a power spectrum that falls as one over f.")
+    (tmp_path / "brown.txt").write_text("Brown noise is integrated white noise, a random walk.")
+    tools = tool_registry("calc, search,load", str(tmp_path))
+    assert tools.names == ["CALC", "SEARCH", "LOAD"]
+    with serving(create_app("tiny-random", Limits(max_tokens=64), engine=tiny_engine, tools=tools)) as base:
+        c = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=30)
+        body = {"tools": ["search", "load"], "regex": r"SEARCH\(spectrum\) LOAD\(pink\) [a-z]{2}"}
+        r = c.completions.create(model="tiny-random", prompt="q", max_tokens=40, seed=1, extra_body=body)
+        (choice,) = r.choices
+        assert [(s["name"], s["result"]) for s in choice.spans] == [
+            ("SEARCH", "[pink]"),
+            ("LOAD", "Pink noise has a power spectrum that falls as one over f."),
+        ], choice.text
+        info = _get(f"{base}/v1/sazanami")
+        assert info["tools"] == ["CALC", "SEARCH", "LOAD"]
+    assert tool_registry("", None) is None
+    with pytest.raises(ParameterError, match="corpus"):
+        tool_registry("search", None)
+    with pytest.raises(ParameterError, match="corpus"):
+        tool_registry("", str(tmp_path))

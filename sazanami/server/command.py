@@ -5,6 +5,8 @@ Registered on the CLI group with ``main.add_command(serve)``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from sazanami.models import DEFAULT_MODEL
@@ -60,12 +62,24 @@ _DEFAULTS = Limits()
     help="Torch CPU threads (0 = torch's default). On a CPU shared with other jobs, 1 can be much faster.",
 )
 @click.option(
+    "--tools",
+    default="calc",
+    show_default=True,
+    metavar="LIST",
+    help="Tools requests may let the model call, comma-separated: calc, search, load ('' for none).",
+)
+@click.option(
+    "--corpus", default=None, metavar="PATH", help="Documents for SEARCH/LOAD: a folder of .txt files or a JSONL file."
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
-def serve(host: str, port: int, model: str, threads: int, log_level: str, **limits: int) -> None:
+def serve(
+    host: str, port: int, model: str, threads: int, tools: str, corpus: str | None, log_level: str, **limits: int
+) -> None:
     """Serve MODEL over an OpenAI-compatible API, with the playground at http://HOST:PORT/.
 
     \b
@@ -77,11 +91,25 @@ def serve(host: str, port: int, model: str, threads: int, log_level: str, **limi
 
     from sazanami.server.app import create_app
 
+    registry = tool_registry(tools, corpus)  # a bad list or corpus fails before the model loads
     if threads > 0:
         torch.set_num_threads(threads)
-    app = create_app(model, Limits(**limits))
+    app = create_app(model, Limits(**limits), tools=registry)
     click.echo(f"sazanami: serving {model} on http://{host}:{port}/ (API under /v1)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def tool_registry(names: str, corpus: str | None = None) -> Any:
+    """The tools the server runs: built-in names, comma-separated; SEARCH/LOAD over ``corpus``; None for none."""
+    from sazanami.errors import ParameterError
+    from sazanami.islands import Corpus, builtin_tools
+
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    if not wanted:
+        if corpus:
+            raise ParameterError("corpus", "--corpus is for the search and load tools: add --tools calc,search,load")
+        return None
+    return builtin_tools(wanted, Corpus.load(corpus) if corpus else None)
 
 
 if __name__ == "__main__":  # python -m sazanami.server.command (before `sazanami serve` is registered)
