@@ -93,7 +93,7 @@ ARITHMETIC = (
 
 def islands_demo(engine: Engine) -> None:
     """Search with a tool: each branch may call CALC; its result is injected and the model goes on."""
-    from sazanami.islands import Islands, builtin_tools
+    from sazanami.islands import Islands, builtin_tools, marked_text
     from sazanami.search import search
 
     print("━━ search with a calculator (islands): Calculate 61 * 73.")
@@ -104,9 +104,7 @@ def islands_demo(engine: Engine) -> None:
         islands=Islands(tools=builtin_tools(["calc"]), describe_tools=False),
     )  # fmt: skip
     best = tree.best_node
-    text = tree.text
-    for sp in sorted(best.spans if best is not None else [], key=lambda sp: -sp["start"]):  # mark injected text
-        text = f"{text[: sp['start']]}⟦{text[sp['start'] : sp['end']].strip()}⟧ {text[sp['end'] :]}"
+    text = marked_text(tree.text, best.spans if best is not None else [])
     calls = sum(bool(n.spans) for n in tree.candidates())
     print(f"{calls} of {len(tree) - 1} candidates called CALC; ⟦…⟧ was injected, not generated")
     print(f"winner ({time.perf_counter() - t:.0f} s, score {best.score if best else None}): {text.strip()}")

@@ -298,6 +298,7 @@ def test_flow_files_carry_their_islands(tiny_engine: Engine):
     assert len(tree) > 3 and tree.config["islands"]["constraint"]["source"] == regex
     for n in tree.candidates():
         assert n.text.startswith("CALC(6*7) => 42\n") and re.fullmatch(regex, drawn_text(n.text, n.spans))
+    assert "1 call" in tree.render() and '"CALC(6*7)⟦=> 42⟧ is' in tree.render()  # injected text marked
     again = Islands.from_dict(flow.islands.to_dict())
     assert again.to_dict() == flow.islands.to_dict()
     for bad, param in (({"tool": ["calc"]}, "islands.tool"), ({"regex": "a", "grammar": "b"}, "islands.grammar")):

@@ -13,7 +13,7 @@
 
 from sazanami.islands.builtins import Corpus, builtin_tools, calc
 from sazanami.islands.constraints import Constraint
-from sazanami.islands.runtime import Islands, drawn_text
+from sazanami.islands.runtime import Islands, drawn_text, marked_text
 from sazanami.islands.tools import CallSyntax, Tool, ToolError, ToolRegistry
 
 __all__ = [
@@ -27,4 +27,5 @@ __all__ = [
     "builtin_tools",
     "calc",
     "drawn_text",
+    "marked_text",
 ]

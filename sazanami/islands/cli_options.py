@@ -99,11 +99,7 @@ def islands_from_options(kw: dict[str, Any], tokenizer: Any = None) -> Any:
 
 
 def highlight(completion: Any, style: Any) -> str:
-    """The completion's text with each injected span passed through ``style(text)`` (e.g. dim)."""
-    text, out, pos = completion.text, [], 0
-    for span in sorted(completion.spans, key=lambda s: s["start"]):
-        out.append(text[pos : span["start"]])
-        out.append(style(text[span["start"] : span["end"]]))
-        pos = span["end"]
-    out.append(text[pos:])
-    return "".join(out)
+    """The completion's (or a tree node's) text with each injected span passed through ``style``."""
+    from sazanami.islands.runtime import marked_text
+
+    return marked_text(completion.text, completion.spans, style)

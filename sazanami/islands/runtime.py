@@ -237,11 +237,18 @@ class Islands:
 
 def drawn_text(text: str, spans: Sequence[dict[str, Any]]) -> str:
     """``text`` without its injected spans: what the model drew (what a grammar constrains)."""
+    return marked_text(text, spans, lambda _: "")
+
+
+def marked_text(text: str, spans: Sequence[dict[str, Any]], style: Any = lambda t: f"⟦{t.strip()}⟧ ") -> str:
+    """``text`` with each injected span passed through ``style`` (default: ``⟦=> result⟧``)."""
     out, pos = [], 0
     for sp in sorted(spans, key=lambda sp: sp["start"]):
         out.append(text[pos : sp["start"]])
+        out.append(style(text[sp["start"] : sp["end"]]))
         pos = sp["end"]
-    return "".join(out) + text[pos:]
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _matcher(islands: Islands | None, tokenizer: Any, vocab_size: int) -> Any:

@@ -284,7 +284,8 @@ class Tree:
     def render(self, width: int = 100, full: bool = False) -> str:
         """An indented tree, one line per node: id, kind, round, T, seed, score, text.
 
-        ``★`` marks the winner, ``✗`` pruned prefixes, ``…`` partial outputs.
+        ``★`` marks the winner, ``✗`` pruned prefixes, ``…`` partial outputs, ``⟦…⟧`` injected
+        tool results.
         """
         kids: dict[int | None, list[Node]] = {}
         for n in self.nodes:
@@ -306,7 +307,12 @@ class Tree:
                 bits.append("[" + " ".join(f"{k} {_fmt(v)}" for k, v in n.scores.items()) + "]")
             if n.sources:
                 bits.append("from " + ",".join(f"#{s}" for s in n.sources))
-            text = _clip(n.text, width, full) + ("…" if n.partial else "")
+            if n.spans:  # injected tool results, marked ⟦=> result⟧
+                from sazanami.islands.runtime import marked_text
+
+                bits.append(f"{len(n.spans)} call" + ("s" if len(n.spans) > 1 else ""))
+            text = marked_text(n.text, n.spans) if n.spans else n.text
+            text = _clip(text, width, full) + ("…" if n.partial else "")
             return "  ".join(bits) + f"  {json.dumps(text, ensure_ascii=False)}"
 
         def walk(n: Node, prefix: str, last: bool, top: bool) -> None:
