@@ -74,22 +74,15 @@ def _run_call(beam: _Beam, islands: Any, tokenizer: Any) -> list[int]:
     """Run the call ``beam``'s text just completed, if any, and append its result; the injected ids."""
     if beam.done or len(beam.spans) > islands.max_calls:
         return []
-    from sazanami.islands.tools import CallWatcher
-
     text = tokenizer.decode(beam.tokens)
-    watcher = CallWatcher(islands.syntax, islands.lead)
-    watcher.settle(max((sp["end"] for sp in beam.spans), default=0))
-    call = watcher.find(text)
+    call = islands.watcher_after(beam.spans).find(text)
     if call is None:
         return []
-    ids, span = islands.answer(call, tokenizer, islands.calls_made + len(beam.spans))
-    token_start = len(beam.tokens)
+    ids, span = islands.answer_at_end(call, tokenizer, beam.tokens, text, islands.calls_made + len(beam.spans))
     beam.tokens = beam.tokens + ids
     beam.logprobs = beam.logprobs + [0.0] * len(ids)
     beam.injected += len(ids)
-    where = {"start": len(text), "end": len(tokenizer.decode(beam.tokens)), "token_start": token_start,
-             "token_end": len(beam.tokens)}  # fmt: skip
-    beam.spans.append(span | where)
+    beam.spans.append(span)
     return ids
 
 

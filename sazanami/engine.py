@@ -72,9 +72,14 @@ class Completion:
         return len(self.token_ids)
 
     @property
+    def injected(self) -> int:
+        """Tokens of ``token_ids`` that islands injected (given, not drawn)."""
+        return sum(s["token_end"] - s["token_start"] for s in self.spans)
+
+    @property
     def mean_logprob(self) -> float:
         """Mean log-prob of the drawn tokens (injected tokens, at 0, are left out)."""
-        drawn = len(self.logprobs) - sum(s["token_end"] - s["token_start"] for s in self.spans)
+        drawn = len(self.logprobs) - self.injected
         return sum(self.logprobs) / drawn if drawn > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:

@@ -107,16 +107,11 @@ class Islands:
         if self.has_tools and self.max_calls > 0:
             assert self.tools is not None
             text = tokenizer.decode(token_ids)
-            watcher = CallWatcher(self.syntax)
-            watcher.settle(max((sp["end"] for sp in spans), default=0))
+            watcher = self.watcher_after(spans)
             call = watcher.find(text)
             if call is not None and len(spans) < self.max_calls:
-                extra_ids, span = self.answer(call, tokenizer, len(spans))
-                start, token_start = len(text), len(token_ids)
-                extra_spans = [
-                    span | {"start": start, "end": len(tokenizer.decode(token_ids + extra_ids)),
-                            "token_start": token_start, "token_end": token_start + len(extra_ids)}
-                ]  # fmt: skip
+                extra_ids, span = self.answer_at_end(call, tokenizer, token_ids, text, len(spans))
+                extra_spans = [span]
             elif call is None:
                 settled = watcher.region
                 at = watcher.open_call(text)
@@ -125,6 +120,21 @@ class Islands:
                 lead = text[max(at, settled, 0) :]
         isl = dataclasses.replace(self, prefix=drawn, lead=lead, calls_made=len(spans) + len(extra_spans))
         return isl, extra_ids, extra_spans
+
+    def watcher_after(self, spans: Sequence[dict[str, Any]]) -> CallWatcher:
+        """A call watcher for whole output text whose injected ``spans`` are settled (never re-run)."""
+        watcher = CallWatcher(self.syntax)
+        watcher.settle(max((sp["end"] for sp in spans), default=0))
+        return watcher
+
+    def answer_at_end(
+        self, call: Call, tokenizer: Any, token_ids: list[int], text: str, calls_made: int
+    ) -> tuple[list[int], dict[str, Any]]:
+        """:meth:`answer` for output ``token_ids`` (decoded: ``text``) that ends with ``call``; the span placed after it."""
+        ids, span = self.answer(call, tokenizer, calls_made)
+        where = {"start": len(text), "end": len(tokenizer.decode(token_ids + ids)),
+                 "token_start": len(token_ids), "token_end": len(token_ids) + len(ids)}  # fmt: skip
+        return ids, span | where
 
     def answer(self, call: Call, tokenizer: Any, calls_made: int = 0) -> tuple[list[int], dict[str, Any]]:
         """Run one call (or refuse it past ``max_calls``): the result's ids to inject and its span record.

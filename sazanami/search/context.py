@@ -246,14 +246,16 @@ class SearchContext:
         for i, (s, m) in enumerate(zip(specs, allowed, strict=False)):
             params = s.params if s.params.max_tokens == m else s.params.replace(max_tokens=m)
             islands = s.islands if s.islands is not None else self.islands
-            lead = self.engine.tokenizer.decode(s.prefix_ids) if s.prefix_ids and params.stop else ""
+            lead = (
+                self.engine.tokenizer.decode(s.prefix_ids) if s.prefix_ids and params.stop else ""
+            )  # stops may begin in it
             rows.append(
                 RowRequest(s.prompt_ids, params, s.seed, index=i, tag=s, noise=s.noise, islands=islands, lead=lead)
             )
         self.ledger.check(sum(r.params.max_tokens for r in rows))
         completions = self.engine.run(rows)
         # Injected tool results are run through the model like prompt tokens; they are not drawn.
-        injected = sum(sp["token_end"] - sp["token_start"] for c in completions for sp in c.spans)
+        injected = sum(c.injected for c in completions)
         generated = sum(c.completion_tokens for c in completions) - injected
         self._charge(kind, generated, _prefill_tokens(rows) + injected)
         nodes = []
@@ -263,7 +265,7 @@ class SearchContext:
             if s.prefix_ids:  # decoded whole (a character may straddle the cut), cut at a stop string
                 text = self.engine.tokenizer.decode(ids)
                 if c.finish_reason == "stop" and row.params.stop:
-                    start = len(self.engine.tokenizer.decode(s.prefix_ids))  # it may begin in the prefix
+                    start = len(row.lead)  # the stop may begin in the prefix
                     cuts = [i for x in row.params.stop if (i := text.find(x, max(0, start - len(x) + 1))) >= 0]
                     text = text[: min(cuts)] if cuts else text
             spans = list(s.prefix_spans) + _shifted(c.spans, len(text) - len(c.text), len(s.prefix_ids))
@@ -278,7 +280,7 @@ class SearchContext:
                 noise=[(int(a), float(b)) for a, b in s.noise] if s.noise is not None else None,
                 temperature=row.params.temperature,
                 fluctuation=fl.to_dict() if fl is not None else None,
-                tokens=c.completion_tokens - sum(sp["token_end"] - sp["token_start"] for sp in c.spans),
+                tokens=c.completion_tokens - c.injected,
                 token_ids=ids,
                 logprobs=s.prefix_logprobs + c.logprobs,
                 finish_reason=c.finish_reason,

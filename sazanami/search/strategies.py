@@ -394,7 +394,7 @@ def _beam(ctx: SearchContext, width: int | None = None, beta: float | None = Non
                 seed=params.seed,
                 temperature=params.temperature,
                 fluctuation=fl.to_dict() if fl is not None else None,
-                tokens=len(c.token_ids) - sum(sp["token_end"] - sp["token_start"] for sp in c.spans),
+                tokens=c.completion_tokens - c.injected,
                 token_ids=list(c.token_ids),
                 logprobs=list(c.logprobs),
                 finish_reason=c.finish_reason,
