@@ -5,6 +5,7 @@ User mistakes (``SazanamiError``) become one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -105,9 +106,11 @@ def params_from_options(kw: dict[str, Any]) -> Any:
     if fluct is not None or kw.get("sigma") is not None or kw.get("beta") is not None:
         from sazanami.fluctuation import Fluctuation
 
-        values["fluctuation"] = Fluctuation.parse(fluct or "pink-temperature").override(
-            sigma=kw.get("sigma"), beta=kw.get("beta")
-        )
+        sigma, beta = kw.get("sigma"), kw.get("beta")
+        fl, beams = Fluctuation.parse_with_beams(fluct or "pink-temperature")  # a beams entry: beam search
+        values["fluctuation"] = fl.override(sigma=sigma, beta=beta) if fl is not None else None
+        if beams is not None:
+            values["beams"] = beams if beta is None else dataclasses.replace(beams, beta=beta)
     return SamplingParams(**values)
 
 
@@ -126,21 +129,18 @@ def generate(prompt: str, stream: bool, as_json: bool, **kw: Any) -> None:
     params = params_from_options(kw)
     engine = Engine(load(kw["model"]))
     islands = islands_from_options(kw, engine.tokenizer)
-    fl = params.fluctuation
-    if fl is not None and fl.beams is not None:
-        completions = engine.generate(prompt, params, kw["raw"], islands=islands)
-    else:
-        rows = engine.rows_for([prompt], params, kw["raw"], islands=islands)
-        if stream and not as_json:
-            out: list[Any] = []
-            multi = len(rows) > 1
-            for deltas in engine.steps(rows, out):
-                for d in deltas:
-                    if d.text:
-                        click.echo(f"[{d.row}] {d.text}\n" if multi else d.text, nl=False)
-            click.echo()
-            return
+    rows = engine.rows_for([prompt], params, kw["raw"], islands=islands)
+    if params.beams is not None or not stream or as_json:  # beams do not stream
         completions = engine.run(rows)
+    else:
+        out: list[Any] = []
+        multi = len(rows) > 1
+        for deltas in engine.steps(rows, out):
+            for d in deltas:
+                if d.text:
+                    click.echo(f"[{d.row}] {d.text}\n" if multi else d.text, nl=False)
+        click.echo()
+        return
     if as_json:
         doc = {
             "model": kw["model"],
