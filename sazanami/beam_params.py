@@ -42,7 +42,9 @@ class BeamParams:
         """From a BeamParams, ``{"width", "beta"}`` (a JSON string too) or a width."""
         if isinstance(spec, BeamParams):
             return spec
-        if isinstance(spec, str) and spec.strip().startswith("{"):
+        if isinstance(spec, str) and spec.strip().isdigit():
+            spec = int(spec)
+        elif isinstance(spec, str) and spec.strip().startswith("{"):
             try:
                 spec = json.loads(spec)
             except json.JSONDecodeError as exc:

@@ -64,6 +64,9 @@ def sampling_options(fn: Any) -> Any:
         click.option("--ignore-eos", is_flag=True, help="Generate past end-of-sequence tokens."),
         click.option("--trace", is_flag=True, help="Record a per-step trace (temperature, entropy, noise)."),
         click.option("--fluctuation", "-f", default=None, help="Preset name, JSON object or FILE.json."),
+        click.option(
+            "--beams", default=None, help='Stochastic beam search: WIDTH or {"width": K, "beta": B} (β 0 = white).'
+        ),
         click.option("--sigma", type=float, default=None, help="Override the fluctuation's sigma."),
         click.option("--beta", type=float, default=None, help="Override the fluctuation's beta (noise color)."),
         click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name or HF directory."),
@@ -93,6 +96,7 @@ PARAM_OPTIONS = (
     "stop",
     "ignore_eos",
     "trace",
+    "beams",
 )
 
 
