@@ -265,7 +265,7 @@ class BatchedEngine:
         kind, value = box[0]
         if kind == "error":
             raise value
-        for r, c in zip(rows, value, strict=True):
+        for r, c in zip(rows, value, strict=False):  # (beam rows have no trace)
             meta = getattr(r.tag, "meta", None)
             if c.trace and isinstance(meta, dict):
                 meta["trace"] = c.trace
