@@ -154,6 +154,8 @@ class SearchContext:
         of its :class:`Origin`.
         """
         origin = Origin(parent, kind, self.round, fields.pop("sources", []), fields.pop("meta", {}))
+        if params.beams is not None:  # candidates are sampled; only the beam strategy reads params.beams
+            params = params.replace(beams=None)
         return RowRequest(prompt_ids, params, seed, tag=origin, **fields)
 
     def continuation(
