@@ -224,7 +224,10 @@ class Engine:
         raw: bool = False,
         islands: Any = None,
     ) -> Iterator[list[Delta]]:
-        """Yield, per step, the text each row added (row index = position in (prompt, variant) order)."""
+        """Yield, per step, the text each row added (row index = position in (prompt, variant) order).
+
+        Beams do not stream: their steps yield no deltas (:meth:`generate` returns their samples).
+        """
         params = params or SamplingParams()
         if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict)):
             prompts = [prompts]  # type: ignore[list-item]

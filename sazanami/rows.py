@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypedDict
 
 from sazanami.params import SamplingParams
 
-__all__ = ["Completion", "RowRequest", "RunningRow", "Span", "find_stop", "injected_tokens"]
+__all__ = ["Completion", "Output", "RowRequest", "RunningRow", "Span", "find_stop", "injected_tokens"]
 
 NoiseMix = list[tuple[int, float]]
 """A row's noise as a mixture of seeded streams: [(seed, weight)], Σ weight² = 1."""
@@ -62,6 +62,30 @@ def find_stop(text: str, stops: Sequence[str], after: int = 0, start: int = 0) -
     return min(ends) if ends else None
 
 
+class Output:
+    """What a model output with injected spans offers (:class:`Completion`, a search tree's node):
+    it needs ``token_ids``, ``logprobs`` and ``spans``."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    spans: list[Span]
+
+    @property
+    def injected(self) -> int:
+        """Tokens of ``token_ids`` that islands injected (given, not drawn)."""
+        return injected_tokens(self.spans)
+
+    @property
+    def drawn(self) -> int:
+        """Tokens of ``token_ids`` the model drew (what ``max_tokens`` limits)."""
+        return len(self.token_ids) - self.injected
+
+    @property
+    def mean_logprob(self) -> float:
+        """Mean log-prob of the drawn tokens (injected ones, at 0, are left out)."""
+        return sum(self.logprobs) / self.drawn if self.drawn > 0 else 0.0
+
+
 @dataclass
 class RowRequest:
     """One row to generate: prompt token ids, its parameters and its own seed."""
@@ -89,7 +113,7 @@ class RowRequest:
 
 
 @dataclass
-class Completion:
+class Completion(Output):
     """One finished row (or one of a stochastic beam search's samples)."""
 
     text: str
@@ -114,21 +138,6 @@ class Completion:
     @property
     def completion_tokens(self) -> int:
         return len(self.token_ids)
-
-    @property
-    def injected(self) -> int:
-        """Tokens of ``token_ids`` that islands injected (given, not drawn)."""
-        return injected_tokens(self.spans)
-
-    @property
-    def drawn(self) -> int:
-        """Tokens of ``token_ids`` the model drew (what ``max_tokens`` limits)."""
-        return len(self.token_ids) - self.injected
-
-    @property
-    def mean_logprob(self) -> float:
-        """Mean log-prob of the drawn tokens (injected tokens, at 0, are left out)."""
-        return sum(self.logprobs) / self.drawn if self.drawn > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         out = {

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sazanami.errors import SazanamiError
-from sazanami.rows import Completion, Span, injected_tokens
+from sazanami.rows import Completion, Output, Span
 
 __all__ = ["Node", "Tree", "TreeError"]
 
@@ -33,7 +33,7 @@ class TreeError(SazanamiError):
 
 
 @dataclass
-class Node:
+class Node(Output):
     """One candidate (or the root prompt) of a search."""
 
     id: int
@@ -108,21 +108,6 @@ class Node:
     @property
     def partial(self) -> bool:
         return self.finish_reason == "partial"
-
-    @property
-    def injected(self) -> int:
-        """Tokens of ``token_ids`` that a tool injected (given, not drawn)."""
-        return injected_tokens(self.spans)
-
-    @property
-    def drawn(self) -> int:
-        """Tokens of ``token_ids`` the model drew (what ``max_tokens`` limits)."""
-        return len(self.token_ids) - self.injected
-
-    @property
-    def mean_logprob(self) -> float:
-        """Mean log-prob of the drawn tokens (injected ones, at 0, are left out)."""
-        return sum(self.logprobs) / self.drawn if self.drawn > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
