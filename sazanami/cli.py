@@ -210,7 +210,7 @@ def noise(beta: float, steps: int, streams: int, seed: int, method: str, plot: s
 
 def _register_commands() -> None:
     """Commands that live beside their subsystem (imports stay light until they run)."""
-    from sazanami.bench_cli import bench_group
+    from sazanami.bench.command import bench_group
     from sazanami.search.commands import flow, search, tree
     from sazanami.server.command import serve
 
