@@ -175,7 +175,7 @@ def search(
     from sazanami.engine import Engine
     from sazanami.models import load
     from sazanami.search.budget import Budget
-    from sazanami.search.scorers import make_scorer, with_judge_template
+    from sazanami.search.scorer_specs import make_scorer, with_judge_template
     from sazanami.search.strategies import search as run_search
 
     n_given = ctx.get_parameter_source("n") not in (click.core.ParameterSource.DEFAULT, None)

@@ -26,7 +26,8 @@ from sazanami.errors import ParameterError
 from sazanami.islands.runtime import Islands
 from sazanami.params import SamplingParams
 from sazanami.search.budget import Budget, Ledger
-from sazanami.search.scorers import Score, Scorer, make_scorer
+from sazanami.search.scorer_specs import make_scorer
+from sazanami.search.scorers import Score, Scorer
 from sazanami.search.selectors import rank
 from sazanami.search.synthesis import Improver, Synthesizer
 from sazanami.search.tree import Node, Tree

@@ -56,7 +56,8 @@ from sazanami.islands.runtime import Islands
 from sazanami.params import SamplingParams
 from sazanami.search.budget import Budget
 from sazanami.search.context import SearchContext
-from sazanami.search.scorers import Scorer, make_scorer
+from sazanami.search.scorer_specs import make_scorer
+from sazanami.search.scorers import Scorer
 from sazanami.search.selectors import make_selector, rank
 from sazanami.search.strategies import STRATEGIES, _check_options, _strategy_name, _waves
 from sazanami.search.synthesis import Improver, Synthesizer
