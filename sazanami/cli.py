@@ -191,20 +191,21 @@ def models(as_json: bool) -> None:
 def noise(beta: float, steps: int, streams: int, seed: int, method: str, plot: str | None) -> None:
     """Generate colored noise and print its fitted spectral slope."""
     from sazanami import noise as nz
+    from sazanami import spectra
 
     if method == "stream":
         src = nz.ColoredNoise(beta, streams, seed, max_steps=steps)
         x = src.steps(steps)
     else:
         x = nz.colored_noise_block(beta, steps, streams, seed=seed)
-    slope = nz.psd_slope(x)
+    slope = spectra.psd_slope(x)
     x = x.double()
     click.echo(f"beta={beta:g} method={method} streams={streams} steps={steps}")
     click.echo(
         f"fitted slope: {slope:.3f} (target {beta:g}); mean {float(x.mean()):+.3f}, variance {float(x.var()):.3f}"
     )
     if plot:
-        nz.plot_psd(x, beta, plot)
+        spectra.plot_psd(x, beta, plot)
         click.echo(f"plot: {plot}")
 
 

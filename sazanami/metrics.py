@@ -385,15 +385,15 @@ def surprisal_spectrum(token_logprobs: Series) -> dict[str, float]:
     """Spectral shape of the surprisal series ``-token_logprobs`` of one text.
 
     Returns ``{"psd_slope": ..., "dfa_exponent": ...}`` from
-    :func:`sazanami.noise.psd_slope` and :func:`sazanami.noise.dfa_exponent`, under their
+    :func:`sazanami.spectra.psd_slope` and :func:`sazanami.spectra.dfa_exponent`, under their
     conventions (white noise: slope ~0, DFA exponent ~0.5; pink: DFA ~1). Both are nan for
     series shorter than ``MIN_SPECTRUM_LENGTH`` (64) tokens, where the fits mean little.
     """
     lp = _as_series("token_logprobs", token_logprobs, upper=0.0, finite=True)
     if lp.numel() < MIN_SPECTRUM_LENGTH:
         return {"psd_slope": math.nan, "dfa_exponent": math.nan}
-    # Imported here: sazanami.noise is written alongside this module and is heavier.
-    from sazanami.noise import dfa_exponent, psd_slope
+    # Imported here: scipy.signal (behind sazanami.spectra) is slow to import; only this needs it.
+    from sazanami.spectra import dfa_exponent, psd_slope
 
     surprisal = (-lp).numpy()
     return {"psd_slope": float(psd_slope(surprisal)), "dfa_exponent": float(dfa_exponent(surprisal))}
