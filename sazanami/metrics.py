@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from sazanami.embeddings import check_texts
-from sazanami.errors import ParameterError, SazanamiError, check_range
+from sazanami.errors import ParameterError, SazanamiError, check_int, check_range
 
 if TYPE_CHECKING:
     from sazanami.embeddings import TextEncoder
@@ -89,7 +89,7 @@ def distinct_n(texts: list[str], n: int = 1) -> float:
     0.75
     """
     texts = check_texts(texts)
-    _check_n(n)
+    check_int("n", n, 1)
     counts = _ngram_counts(texts, n)
     total = sum(counts.values())
     return len(counts) / total if total else math.nan
@@ -152,7 +152,7 @@ def self_repetition(texts: list[str], n: int = 4) -> float:
     Needs at least 2 texts.
     """
     texts = check_texts(texts)
-    _check_n(n)
+    check_int("n", n, 1)
     if len(texts) < 2:
         raise ParameterError("texts", f"texts must hold at least 2 texts, got {len(texts)}")
     sets = [set(_ngrams(words(t), n)) for t in texts]
@@ -171,13 +171,6 @@ def _ngram_counts(texts: list[str], n: int) -> Counter[tuple[str, ...]]:
     for text in texts:
         counts.update(_ngrams(words(text), n))
     return counts
-
-
-def _check_n(n: object) -> None:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise ParameterError("n", f"n must be an int, got {n!r}")
-    if n < 1:
-        raise ParameterError("n", f"n must be in [1, inf), got {n}")
 
 
 # --------------------------------------------------------------------------- semantic

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sazanami.errors import ParameterError, check_range
+from sazanami.errors import ParameterError, check_int, check_range
 from sazanami.search.inflection import concept_coverage
 
 if TYPE_CHECKING:
@@ -273,8 +273,7 @@ class JudgeScorer(Scorer):
     ) -> None:
         if "{text}" not in template:
             raise ParameterError("template", "judge template must contain {text}")
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= 64:
-            raise ParameterError("max_tokens", f"judge max_tokens must be in [1, 64], got {max_tokens!r}")
+        check_int("max_tokens", max_tokens, 1, 64)
         self.template = template
         self.max_tokens = max_tokens
         self.engine = engine
