@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import copy
 import math
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -125,15 +124,11 @@ def _check_seed(seed: object, streams: int, param: str = "seed") -> int | torch.
         if len(seed) != streams:
             raise ParameterError(param, f"{param} must hold one seed per stream ({streams}), got {len(seed)}")
         return torch.tensor([_i64(_check_seed(s, 1, param)) for s in seed], dtype=torch.int64)  # type: ignore[arg-type]
-    if isinstance(seed, bool) or isinstance(seed, float):
-        raise ParameterError(param, msg + repr(seed))
     try:
-        v = operator.index(seed)  # type: ignore[arg-type]
-    except TypeError:
+        return check_index(param, seed, 0, _U64)
+    except ParameterError:
+        # Reworded: a seed may also be one per stream.
         raise ParameterError(param, msg + repr(seed)) from None
-    if not 0 <= v <= _U64:
-        raise ParameterError(param, msg + repr(v))
-    return v
 
 
 def _check_beta(beta: object) -> float:

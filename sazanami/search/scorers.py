@@ -199,7 +199,7 @@ DEFAULT_JUDGE_PREFIX = "Score: "
 
 _RATIO = re.compile(r"(-?\d+(?:\.\d+)?)\s*(?:/|out of|of)\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 _PERCENT = re.compile(r"(-?\d+(?:\.\d+)?)\s*%")
-_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
+_NUMBER = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)")
 _WORDS = {
     "zero": 0,
     "ten": 10,
@@ -230,13 +230,10 @@ def parse_judge_score(reply: str) -> float | None:
         num, den = float(m.group(1)), float(m.group(2))
         # A ratio that is not a score ("12/5", a date) means the reply is not a score at all.
         return 100.0 * num / den if den > 0 and 0 <= num <= den else None
-    m = _PERCENT.search(text)
+    # A percentage wins over a bare number; either must lie in [0, 100].
+    m = _PERCENT.search(text) or _NUMBER.search(text)
     if m:
         v = float(m.group(1))
-        return v if 0 <= v <= 100 else None
-    m = _NUMBER.search(text)
-    if m:
-        v = float(m.group(0))
         return v if 0 <= v <= 100 else None
     for word in re.findall(r"[a-z]+", text.lower()):
         if word in _WORDS:
