@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from sazanami.errors import ParameterError
 from sazanami.params import SamplingParams
-from sazanami.server.command import serve
+from sazanami.cli.serve import serve
 from sazanami.server.limits import Limits
 from sazanami.server.schemas import ChatCompletionRequest, CompletionRequest
 
