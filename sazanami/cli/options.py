@@ -115,7 +115,9 @@ def sampling_options(fn: Any) -> Any:
             _option("fluctuation", str, None, "Preset name, JSON object or FILE.json: where colored noise enters."),
             click.option("--sigma", type=float, default=None, help="Override the fluctuation's sigma."),
             click.option("--beta", type=float, default=None, help="Override the fluctuation's beta (noise color)."),
-            click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name or HF directory."),
+            click.option(
+                "--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name or HF directory."
+            ),
             click.option("--raw", is_flag=True, help="Plain completion: no chat template."),
         ],
     )
@@ -217,8 +219,9 @@ def _input_help(key: str, doc: str) -> str:
 
 def island_options(fn: Any) -> Any:
     """The islands spec's inputs (``--tools``, ``--regex`` …) and limits (``--tool-timeout`` …)."""
-    inputs = [_option(key, str, None, _input_help(key, doc), metavar=_METAVARS.get(key))
-              for key, doc in ISLAND_INPUTS.items()]
+    inputs = [
+        _option(key, str, None, _input_help(key, doc), metavar=_METAVARS.get(key)) for key, doc in ISLAND_INPUTS.items()
+    ]
     return _apply(fn, [*inputs, *dataclass_options(Islands, ISLAND_LIMITS)])
 
 

@@ -27,6 +27,7 @@ from sazanami.models import DEFAULT_MODEL, load
 from sazanami.search.budget import Budget
 from sazanami.search.flows import Flow
 from sazanami.search.scorers import make_scorer, with_judge_template
+from sazanami.search.strategies import STRATEGIES
 from sazanami.search.strategies import search as run_search
 from sazanami.search.tree import Tree
 
@@ -77,7 +78,7 @@ def _print(tree: Any, as_json: bool, show_tree: bool, save: str | None) -> None:
     "-s",
     default="best_of_n",
     show_default=True,
-    help="best_of_n, anneal, noise_search, beam, tree, optimize or synthesize.",
+    help=", ".join(STRATEGIES) + ".",
 )
 @click.option(
     "--scorer",
