@@ -71,7 +71,7 @@ def test_every_field_and_option_is_reachable_from_cli_and_server():
     """Nothing listed by hand: each field of the objects must show up as an option and a body field."""
     import dataclasses
 
-    from sazanami.cli.options import STRATEGY_ALIASES, options_of, params_from_options
+    from sazanami.cli.options import STRATEGY_ALIASES, options_of, params_from_options, strategy_dest
     from sazanami.cli.search import flow, search
     from sazanami.cli.serve import serve
     from sazanami.islands.runtime import ISLAND_INPUTS, ISLAND_LIMITS, Islands
@@ -85,13 +85,16 @@ def test_every_field_and_option_is_reachable_from_cli_and_server():
         for command in (generate, search):
             assert f.name in options_of(command), (command.name, f.name)
         assert all(f.name in props for props in body.values()), f.name
+    for command in (generate, search):  # derived names never collide
+        flags = [opt for p in command.params for opt in p.opts]
+        assert len(flags) == len(set(flags)) and len(command.params) == len(options_of(command)), command.name
     # The options' defaults are the library's defaults.
     ctx = generate.make_context("generate", ["p"])
     assert params_from_options(dict(ctx.params)) == SamplingParams()
 
     for strategy in STRATEGIES:
         for name in strategy_options(strategy):
-            assert name in options_of(search), (strategy, name)
+            assert strategy_dest(name) in options_of(search), (strategy, name)
             req = ChatCompletionRequest.model_validate(
                 {"messages": [{"role": "user", "content": "q"}], "search": {"strategy": strategy, "options": {name: 1}}}
             )
@@ -124,6 +127,10 @@ def test_search_beam_n_is_the_width():
     for node in doc["nodes"][1:]:
         rounds[node["round"]] = rounds.get(node["round"], 0) + 1
     assert rounds and max(rounds.values()) == 3
+    r = invoke(*args, "-n", "2", "--beam-beta", "0.5", "--beta", "2.0", "-f", "pink-draw")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)["config"]
+    assert doc["options"] == {"width": 2, "beta": 0.5} and doc["params"]["fluctuation"]["draw"]["beta"] == 2.0
     r = invoke(*args, "-n", "3", "--width", "2")
     assert r.exit_code == 2 and "give -n or --width for beam, not both" in r.output
 

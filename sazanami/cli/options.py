@@ -66,21 +66,21 @@ def _help(doc: str) -> str:
     return doc.replace("``", "")
 
 
-def _option(name: str, hint: Any, default: Any, doc: str, **extra: Any) -> Decorator:
-    """One click option for the value ``name`` of type ``hint``."""
-    hint = _base(hint)
+def _option(name: str, hint: Any, default: Any, doc: str, dest: str | None = None, **extra: Any) -> Decorator:
+    """One click option for the value ``name`` of type ``hint`` (given to the command as ``dest``)."""
+    hint, dest = _base(hint), dest or name
     kw: dict[str, Any] = {"help": _help(doc), "show_default": default is not None and default != ()}
     if hint is bool:
         flag = _flags(name)[0]
         if default:
-            return click.option(f"{flag}/--no-{flag[2:]}", name, default=True, show_default=True, help=kw["help"])
-        return click.option(flag, name, is_flag=True, help=kw["help"])
+            return click.option(f"{flag}/--no-{flag[2:]}", dest, default=True, show_default=True, help=kw["help"])
+        return click.option(flag, dest, is_flag=True, help=kw["help"])
     if typing.get_origin(hint) is tuple:
         kw.update(multiple=True, type=str, show_default=False)
     elif hint in (int, float, str):
         kw["type"] = hint
     kw.update(extra)
-    return click.option(*_flags(name), name, default=default, **kw)
+    return click.option(*_flags(name), dest, default=default, **kw)
 
 
 def _apply(fn: Any, options: Iterable[Decorator]) -> Any:
@@ -150,12 +150,21 @@ STRATEGY_OPTIONS = _strategy_table()
 """Every strategy's options; ``-n`` is shared with SamplingParams.n (see :func:`strategy_values`)."""
 
 
+def strategy_dest(name: str) -> str:
+    """The keyword a strategy option arrives under: its flag's name (``beta`` → ``beam_beta``).
+
+    Strategy options share ``search`` with the sampling options (``--beta`` overrides the
+    fluctuation's), so their values are named after their own flags.
+    """
+    return next(f for f in _flags(name) if f.startswith("--"))[2:].replace("-", "_")
+
+
 def _strategy_option(name: str, per: dict[str, tuple[Any, Any]]) -> Decorator:
     hint = next(iter(per.values()))[0]
     where = ", ".join(f"{s} ({'—' if d is None or d is inspect.Parameter.empty else d})" for s, (_, d) in per.items())
     simple = _base(hint) in (int, float, str)
     doc = f"Strategy option of {where}." + ("" if simple else " A JSON value or text.")
-    return _option(name, hint if simple else str, None, doc)
+    return _option(name, hint if simple else str, None, doc, dest=strategy_dest(name))
 
 
 def strategy_option_decls(fn: Any) -> Any:
@@ -181,8 +190,8 @@ def strategy_values(strategy: str, kw: dict[str, Any], n: int | None) -> dict[st
     """The strategy options given on the command line (popped from ``kw``); ``n`` is ``-n`` if given."""
     out = {}
     for name, per in STRATEGY_OPTIONS.items():
-        value = kw.pop(name, None)
-        if value is None or name == "n":
+        value = None if name == "n" else kw.pop(strategy_dest(name), None)
+        if value is None:
             continue
         hint = next(iter(per.values()))[0]
         out[name] = value if _base(hint) in (int, float, str) else _value(value, hint)
