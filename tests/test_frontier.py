@@ -13,7 +13,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sazanami.bench.command import bench_group
 from sazanami.bench.frontier import (
     METHODS,
     FrontierConfig,
@@ -30,6 +29,7 @@ from sazanami.bench.frontier import (
     score_completions,
     summarize,
 )
+from sazanami.cli.bench import bench_group
 from sazanami.errors import ParameterError
 
 

@@ -16,7 +16,7 @@ Parts: :mod:`~sazanami.search.scorers` (built from specs by :mod:`~sazanami.sear
 keyword inflections in :mod:`~sazanami.search.inflection`), :mod:`~sazanami.search.selectors`,
 :mod:`~sazanami.search.synthesis`, :mod:`~sazanami.search.budget`,
 :mod:`~sazanami.search.tree`, :mod:`~sazanami.search.strategies`,
-:mod:`~sazanami.search.flows`; the CLI commands live in :mod:`~sazanami.search.commands`.
+:mod:`~sazanami.search.flows`; the CLI commands live in :mod:`~sazanami.cli.search`.
 """
 
 from sazanami.search.budget import Budget, BudgetError, Ledger

@@ -42,7 +42,7 @@ Modules, one concept each: :mod:`~.methods` (the method catalogue and its settin
 results, :func:`run_frontier`), :mod:`~.plots` and :mod:`~.outputs` (CSV, PNG, JSON).
 
 Entry points: :func:`run_frontier` (Python), ``sazanami bench frontier`` (CLI, see
-:mod:`sazanami.bench.command`) and ``bench/frontier.py``.
+:mod:`sazanami.cli.bench`) and ``bench/frontier.py``.
 """
 
 from sazanami.bench.frontier.generation import GenerationCache, code_fingerprint, score_completions
