@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from sazanami import noise as nz
+from sazanami import spectra
 
 
 @click.command()
@@ -27,12 +28,12 @@ def noise(beta: float, steps: int, streams: int, seed: int, method: str, plot: s
         x = src.steps(steps)
     else:
         x = nz.colored_noise_block(beta, steps, streams, seed=seed)
-    slope = nz.psd_slope(x)
+    slope = spectra.psd_slope(x)
     x = x.double()
     click.echo(f"beta={beta:g} method={method} streams={streams} steps={steps}")
     click.echo(
         f"fitted slope: {slope:.3f} (target {beta:g}); mean {float(x.mean()):+.3f}, variance {float(x.var()):.3f}"
     )
     if plot:
-        nz.plot_psd(x, beta, plot)
+        spectra.plot_psd(x, beta, plot)
         click.echo(f"plot: {plot}")

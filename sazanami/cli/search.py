@@ -26,7 +26,7 @@ from sazanami.engine import Engine
 from sazanami.models import DEFAULT_MODEL, load
 from sazanami.search.budget import Budget
 from sazanami.search.flows import Flow
-from sazanami.search.scorers import make_scorer, with_judge_template
+from sazanami.search.scorer_specs import make_scorer, with_judge_template
 from sazanami.search.strategies import STRATEGIES
 from sazanami.search.strategies import search as run_search
 from sazanami.search.tree import Tree

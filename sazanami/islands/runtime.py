@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from sazanami.errors import ParameterError, check_range
+from sazanami.errors import ParameterError, check_int, check_range
 from sazanami.islands.builtins import Corpus, builtin_tools
 from sazanami.islands.constraints import Constraint, ConstraintBatch
 from sazanami.islands.tools import MAX_NAME_CHARS, Call, CallResult, CallSyntax, CallWatcher, ToolRegistry, run_calls
@@ -87,9 +87,7 @@ class Islands:
             ("max_result_chars", 1, 100_000),
             ("max_result_tokens", 4, 4096),
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ParameterError(name, f"{name} must be in [{low}, {high}], got {value!r}")
+            check_int(name, getattr(self, name), low, high)
         check_range("timeout", self.timeout, 0, 3600, low_open=True)
         if self.tools is not None:
             start = self.syntax.start_regex()
