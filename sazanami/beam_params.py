@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sazanami.errors import ParameterError, check_range
+from sazanami.errors import ParameterError, check_int, check_range
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,7 @@ class BeamParams:
     """Color of the Gumbel noise: 0 white, 1 pink, 2 brown; in [0, 2]."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.width, bool) or not isinstance(self.width, int) or not 1 <= self.width <= 64:
-            raise ParameterError("beams.width", f"beams.width must be in [1, 64], got {self.width!r}")
+        check_int("beams.width", self.width, 1, 64)
         check_range("beams.beta", self.beta, 0, 2)
 
     @property

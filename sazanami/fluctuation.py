@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from sazanami.beam_params import BeamParams
-from sazanami.errors import ParameterError, check_range
+from sazanami.errors import ParameterError, check_int, check_range
 from sazanami.noise import ColoredNoise
 from sazanami.seeds import derive_seed
 
@@ -95,12 +95,7 @@ class Fluctuation:
                 if not isinstance(entry, Entry):
                     raise ParameterError(point, f"{point} must be an Entry, got {type(entry).__name__}")
                 entry.validate(point)
-        if (
-            isinstance(self.max_steps, bool)
-            or not isinstance(self.max_steps, int)
-            or not 16 <= self.max_steps <= 1_000_000
-        ):
-            raise ParameterError("max_steps", f"max_steps must be in [16, 1000000], got {self.max_steps!r}")
+        check_int("max_steps", self.max_steps, 16, 1_000_000)
 
     # -- construction ----------------------------------------------------------------------
     @classmethod

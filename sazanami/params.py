@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sazanami.beam_params import BeamParams
-from sazanami.errors import ParameterError, check_range
+from sazanami.errors import ParameterError, check_int, check_range
 
 MAX_TOKENS_LIMIT = 32768
 MAX_N = 256
@@ -60,12 +60,12 @@ class SamplingParams:
     ``width`` samples per prompt without replacement (a fluctuation's ``beams`` entry sets it too)."""
 
     def __post_init__(self) -> None:
-        _check_int("n", self.n, 1, MAX_N)
+        check_int("n", self.n, 1, MAX_N)
         if self.seed is not None:
-            _check_int("seed", self.seed, 0, 2**63 - 1)
-        _check_int("max_tokens", self.max_tokens, 1, MAX_TOKENS_LIMIT)
+            check_int("seed", self.seed, 0, 2**63 - 1)
+        check_int("max_tokens", self.max_tokens, 1, MAX_TOKENS_LIMIT)
         check_range("temperature", self.temperature, 0, 100)
-        _check_int("top_k", self.top_k, 0, None)
+        check_int("top_k", self.top_k, 0, None)
         check_range("top_p", self.top_p, 0, 1, low_open=True)
         check_range("min_p", self.min_p, 0, 1, high_open=True)
         check_range("typical_p", self.typical_p, 0, 1, low_open=True)
@@ -123,11 +123,3 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0 and self.mirostat_tau == 0
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ParameterError(name, f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        hi = "inf)" if high is None else f"{high}]"
-        raise ParameterError(name, f"{name} must be in [{low}, {hi}, got {value!r}")

@@ -36,10 +36,11 @@ from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sazanami.engine import Completion, Engine, RowRequest
+from sazanami.engine import Engine
 from sazanami.errors import ModelNotFoundError, ParameterError, SazanamiError
 from sazanami.models import DEFAULT_MODEL
 from sazanami.params import SamplingParams
+from sazanami.rows import Completion, RowRequest
 from sazanami.seeds import fresh_seed
 from sazanami.server.batcher import BatchedEngine, Batcher, Cancelled, Event
 from sazanami.server.limits import Limits
@@ -575,7 +576,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def _info(server: Server) -> dict[str, Any]:
     from sazanami.fluctuation import PRESETS
     from sazanami.search import STRATEGIES, strategy_options
-    from sazanami.search.scorers import SCORER_NAMES
+    from sazanami.search.scorer_specs import SCORER_NAMES
 
     def plain(x: Any) -> Any:
         return json.loads(json.dumps(x, default=str))
