@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from sazanami.beam_params import BeamParams
 from sazanami.errors import ParameterError, check_int, check_range
 
 MAX_TOKENS_LIMIT = 32768
@@ -54,6 +55,9 @@ class SamplingParams:
     """Record a per-step trace per row (temperature, entropy, token log-prob, noise)."""
     fluctuation: Any = None
     """Where colored noise enters decoding: a ``Fluctuation``, preset name, dict or None."""
+    beams: Any = None
+    """Stochastic beam search instead of sampling: ``{"width", "beta"}`` (a ``BeamParams``) or None;
+    ``width`` samples per prompt without replacement (a fluctuation's ``beams`` entry sets it too)."""
 
     def __post_init__(self) -> None:
         check_int("n", self.n, 1, MAX_N)
@@ -80,10 +84,15 @@ class SamplingParams:
         if len(stop) > 16:
             raise ParameterError("stop", f"stop must have at most 16 strings, got {len(stop)}")
         object.__setattr__(self, "stop", tuple(stop))
+        if self.beams is not None:
+            object.__setattr__(self, "beams", BeamParams.parse(self.beams))
         if self.fluctuation is not None:
             from sazanami.fluctuation import Fluctuation
 
-            object.__setattr__(self, "fluctuation", Fluctuation.parse(self.fluctuation))
+            fluctuation, beams = Fluctuation.parse_with_beams(self.fluctuation)
+            object.__setattr__(self, "fluctuation", fluctuation)
+            if beams is not None:  # the fluctuation spelling of beams
+                object.__setattr__(self, "beams", beams)
 
     def replace(self, **changes: Any) -> SamplingParams:
         """A copy with ``changes`` applied (and validated)."""
@@ -95,6 +104,8 @@ class SamplingParams:
         out["stop"] = list(self.stop)
         if self.fluctuation is not None:
             out["fluctuation"] = self.fluctuation.to_dict()
+        if self.beams is not None:
+            out["beams"] = self.beams.to_dict()
         return out
 
     @classmethod

@@ -33,6 +33,7 @@ VALUES = {
     "ignore_eos": True,
     "trace": True,
     "fluctuation": {"temperature": {"sigma": 0.4, "beta": 1.5}},
+    "beams": {"width": 3, "beta": 0.5},
 }
 BODIES = {
     CompletionRequest: {"prompt": "hi"},

@@ -35,7 +35,7 @@ def _sampling_fields() -> dict[str, Any]:
     """One optional pydantic field per SamplingParams field (None = the library's default)."""
     hints = typing.get_type_hints(SamplingParams)
     docs = field_docs(SamplingParams)
-    wire = {"stop": str | list[str], "fluctuation": str | dict[str, Any]}
+    wire = {"stop": str | list[str], "fluctuation": str | dict[str, Any], "beams": int | dict[str, Any]}
     return {
         f.name: (wire.get(f.name, hints[f.name]) | None, Field(None, description=docs.get(f.name)))
         for f in dataclasses.fields(SamplingParams)
