@@ -10,11 +10,15 @@ optional entry per point of entry:
    while the randomness is correlated in time (σ unused);
 4. ``hidden`` / ``embedding`` — colored noise (streams over hidden dimensions, steps over
    generated tokens) added to the output of chosen layers or to the input embeddings,
-   scaled so its norm is σ × the hidden state's norm;
-5. ``beams`` — Gumbel-top-k stochastic beam search (see :mod:`sazanami.beams`).
+   scaled so its norm is σ × the hidden state's norm.
 
 Presets: see :data:`PRESETS`. ``Fluctuation.parse`` accepts a preset name, a dict,
 a JSON string, a path to a ``.json`` file or a ``Fluctuation``.
+
+Stochastic beam search is a decoding choice of its own (``SamplingParams.beams``, a
+:class:`~sazanami.beam_params.BeamParams`); the older spelling as a fluctuation entry,
+``{"beams": {"width", "beta"}}``, is still accepted by :meth:`Fluctuation.parse_with_beams`
+(what ``SamplingParams`` and the CLI call), which hands it over as a ``BeamParams``.
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ from typing import Any
 
 import torch
 
-from sazanami.errors import ParameterError, check_range
+from sazanami.beam_params import BeamParams
+from sazanami.errors import ParameterError, check_int, check_range
 from sazanami.noise import ColoredNoise
 from sazanami.seeds import derive_seed
 
-POINTS = ("temperature", "logits", "draw", "hidden", "embedding", "beams")
+POINTS = ("temperature", "logits", "draw", "hidden", "embedding")
 DRAW_MODES = ("gumbel", "quantile")
 
 NoiseMix = list[tuple[int, float]]
@@ -53,8 +58,6 @@ class Entry:
     """Highest temperature a fluctuating temperature may take (temperature only)."""
     layers: tuple[int, ...] = ()
     """Layers whose output is perturbed (hidden only); empty = the middle layer."""
-    width: int = 4
-    """Beam width k (beams only)."""
     mode: str = "gumbel"
     """draw only: ``gumbel`` — one colored stream per token, Gumbel-max; ``quantile`` — one
     colored stream per row sets the quantile u_t = Φ(z_t) of an inverse-CDF draw over tokens
@@ -69,8 +72,6 @@ class Entry:
         check_range(f"{point}.beta", self.beta, 0, 2)
         check_range(f"{point}.t_min", self.t_min, 0, 100, low_open=True)
         check_range(f"{point}.t_max", self.t_max, self.t_min, 100)
-        if isinstance(self.width, bool) or not isinstance(self.width, int) or not 1 <= self.width <= 64:
-            raise ParameterError(f"{point}.width", f"{point}.width must be in [1, 64], got {self.width!r}")
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in self.layers):
             raise ParameterError(f"{point}.layers", f"{point}.layers must be a list of integers, got {self.layers!r}")
 
@@ -84,7 +85,6 @@ class Fluctuation:
     draw: Entry | None = None
     hidden: Entry | None = None
     embedding: Entry | None = None
-    beams: Entry | None = None
     max_steps: int = 4096
     """Longest horizon the noise spectrum is fitted for (lowest corner ≈ 1/(10·max_steps))."""
 
@@ -95,12 +95,7 @@ class Fluctuation:
                 if not isinstance(entry, Entry):
                     raise ParameterError(point, f"{point} must be an Entry, got {type(entry).__name__}")
                 entry.validate(point)
-        if (
-            isinstance(self.max_steps, bool)
-            or not isinstance(self.max_steps, int)
-            or not 16 <= self.max_steps <= 1_000_000
-        ):
-            raise ParameterError("max_steps", f"max_steps must be in [16, 1000000], got {self.max_steps!r}")
+        check_int("max_steps", self.max_steps, 16, 1_000_000)
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -129,6 +124,39 @@ class Fluctuation:
         raise ParameterError(
             "fluctuation", f"fluctuation must be a preset name or an object, got {type(spec).__name__}"
         )
+
+    @classmethod
+    def parse_with_beams(cls, spec: Any) -> tuple[Fluctuation | None, BeamParams | None]:
+        """:meth:`parse`, also accepting a ``beams`` entry (``{"width", "beta"}``, β defaults to 1):
+        the fluctuation without it (None when nothing else is on) and it as a ``BeamParams``."""
+        if isinstance(spec, str):
+            text = spec.strip()
+            if text.startswith("{"):
+                try:
+                    spec = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ParameterError("fluctuation", f"fluctuation is not valid JSON: {exc}") from exc
+            elif Path(text).suffix == ".json" and Path(text).exists():
+                spec = json.loads(Path(text).read_text())
+        if not isinstance(spec, dict) or "beams" not in spec:
+            return cls.parse(spec), None
+        rest = dict(spec)
+        entry = rest.pop("beams")
+        beams = None
+        if entry is not None and entry is not False:
+            entry = {} if entry is True else entry
+            if not isinstance(entry, dict):
+                raise ParameterError("beams", f"fluctuation.beams must be an object, got {entry!r}")
+            known = {f.name for f in dataclasses.fields(Entry)} | {"width"}
+            unknown = sorted(set(entry) - known)
+            if unknown:
+                raise ParameterError(
+                    f"beams.{unknown[0]}", f"unknown field {unknown[0]!r} in fluctuation.beams; known: {', '.join(sorted(known))}"
+                )
+            Entry(**{k: v for k, v in entry.items() if k not in ("width", "layers")}).validate("beams")
+            beams = BeamParams(width=entry.get("width", 4), beta=entry.get("beta", 1.0))
+        fl = cls.parse(rest) if set(rest) - {"max_steps"} else None
+        return (fl if fl is None or fl.active else None), beams
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fluctuation:
@@ -197,7 +225,7 @@ class Fluctuation:
         self, seed: int, vocab_size: int, hidden_size: int = 0, mix: NoiseMix | None = None
     ) -> FluctuationState | None:
         """Per-row state for a row with this seed (or noise mixture); None when nothing is active."""
-        if not any(getattr(self, p) is not None for p in POINTS if p != "beams"):
+        if not self.active:
             return None
         return FluctuationState(self, mix or [(seed, 1.0)], vocab_size, hidden_size)
 

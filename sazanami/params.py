@@ -6,7 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from sazanami.errors import ParameterError, check_range
+from sazanami.beam_params import BeamParams
+from sazanami.errors import ParameterError, check_int, check_range
 
 MAX_TOKENS_LIMIT = 32768
 MAX_N = 256
@@ -54,14 +55,17 @@ class SamplingParams:
     """Record a per-step trace per row (temperature, entropy, token log-prob, noise)."""
     fluctuation: Any = None
     """Where colored noise enters decoding: a ``Fluctuation``, preset name, dict or None."""
+    beams: Any = None
+    """Stochastic beam search instead of sampling: ``{"width", "beta"}`` (a ``BeamParams``) or None;
+    ``width`` samples per prompt without replacement (a fluctuation's ``beams`` entry sets it too)."""
 
     def __post_init__(self) -> None:
-        _check_int("n", self.n, 1, MAX_N)
+        check_int("n", self.n, 1, MAX_N)
         if self.seed is not None:
-            _check_int("seed", self.seed, 0, 2**63 - 1)
-        _check_int("max_tokens", self.max_tokens, 1, MAX_TOKENS_LIMIT)
+            check_int("seed", self.seed, 0, 2**63 - 1)
+        check_int("max_tokens", self.max_tokens, 1, MAX_TOKENS_LIMIT)
         check_range("temperature", self.temperature, 0, 100)
-        _check_int("top_k", self.top_k, 0, None)
+        check_int("top_k", self.top_k, 0, None)
         check_range("top_p", self.top_p, 0, 1, low_open=True)
         check_range("min_p", self.min_p, 0, 1, high_open=True)
         check_range("typical_p", self.typical_p, 0, 1, low_open=True)
@@ -80,10 +84,15 @@ class SamplingParams:
         if len(stop) > 16:
             raise ParameterError("stop", f"stop must have at most 16 strings, got {len(stop)}")
         object.__setattr__(self, "stop", tuple(stop))
+        if self.beams is not None:
+            object.__setattr__(self, "beams", BeamParams.parse(self.beams))
         if self.fluctuation is not None:
             from sazanami.fluctuation import Fluctuation
 
-            object.__setattr__(self, "fluctuation", Fluctuation.parse(self.fluctuation))
+            fluctuation, beams = Fluctuation.parse_with_beams(self.fluctuation)
+            object.__setattr__(self, "fluctuation", fluctuation)
+            if beams is not None:  # the fluctuation spelling of beams
+                object.__setattr__(self, "beams", beams)
 
     def replace(self, **changes: Any) -> SamplingParams:
         """A copy with ``changes`` applied (and validated)."""
@@ -95,6 +104,8 @@ class SamplingParams:
         out["stop"] = list(self.stop)
         if self.fluctuation is not None:
             out["fluctuation"] = self.fluctuation.to_dict()
+        if self.beams is not None:
+            out["beams"] = self.beams.to_dict()
         return out
 
     @classmethod
@@ -112,11 +123,3 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0 and self.mirostat_tau == 0
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ParameterError(name, f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        hi = "inf)" if high is None else f"{high}]"
-        raise ParameterError(name, f"{name} must be in [{low}, {hi}, got {value!r}")

@@ -18,26 +18,14 @@ what else shares the batch. No step modifies its input logits in place.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from sazanami.params import SamplingParams
+from sazanami.rows import RowRequest
 from sazanami.seeds import derive_seed
 
 NEG_INF = float("-inf")
-
-
-@dataclass
-class RowSpec:
-    """What the sampler needs to know about one row."""
-
-    params: SamplingParams
-    seed: int
-    prompt_ids: list[int]
-    noise: list[tuple[int, float]] | None = None
-    """Mixture of seeded noise streams replacing ``seed`` for the fluctuation (noise search)."""
 
 
 def apply_penalties(
@@ -145,7 +133,8 @@ class SamplerBatch:
     fluctuation states; ``select`` keeps a subset of rows when others finish.
     """
 
-    def __init__(self, rows: list[RowSpec], vocab_size: int, hidden_size: int = 0) -> None:
+    def __init__(self, rows: list[RowRequest], vocab_size: int, hidden_size: int = 0) -> None:
+        """``rows``: their params, seed, prompt ids (penalties) and noise mixture are read."""
         self.rows = rows
         self.vocab_size = vocab_size
         B = len(rows)
@@ -179,7 +168,6 @@ class SamplerBatch:
             x.fluctuation.start(r.seed, vocab_size, hidden_size, r.noise) if x.fluctuation is not None else None
             for x, r in zip(p, rows)
         ]
-        self.step = 0
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -269,7 +257,6 @@ class SamplerBatch:
             info["entropy"] = entropy(logits).tolist()
             info["sampled_logprob"] = x.log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1).tolist()
             info["noise"] = [f.last_noise() if f is not None else None for f in self.fluct]
-        self.step += 1
         return tokens, info
 
     def hidden_hook(self, num_layers: int, row: int | None = None) -> Any:

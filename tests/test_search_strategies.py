@@ -269,3 +269,16 @@ def test_tree_validation_and_rendering():
         Tree.from_json("{}")
     with pytest.raises(TreeError):
         t.add(Node(0, 99))
+
+
+def test_beams_in_params_are_read_only_by_the_beam_strategy(tiny_engine):
+    """``params.beams`` (or a fluctuation's beams entry) sets the beam strategy's width; other
+    strategies sample their candidates as before."""
+    p = SamplingParams(max_tokens=6, seed=1, fluctuation={"beams": {"width": 3}})
+    bon = search(tiny_engine, "hi", "best_of_n", scorer="logprob", budget=40, params=p, n=2)
+    plain = search(tiny_engine, "hi", "best_of_n", scorer="logprob", budget=40, params=p.replace(beams=None), n=2)
+    assert [n.kind for n in bon.nodes] == ["root", "sample", "sample"]
+    assert [n.token_ids for n in bon.nodes] == [n.token_ids for n in plain.nodes]
+    beams = search(tiny_engine, "hi", "beam", scorer="logprob", budget=40, params=p, rounds=1)
+    assert [n.kind for n in beams.nodes] == ["root", "beam", "beam", "beam"]
+    assert all(n.meta["width"] == 3 for n in beams.nodes[1:])

@@ -10,8 +10,9 @@ Endpoints:
 
 A request goes: parse and validate (400 with ``param``; 404 unknown model; 413 too large) →
 admission (503 when ``max_concurrent + max_queue`` requests are in) → a running slot → the
-:class:`~sazanami.server.batcher.Batcher` (plain sampling; rows share engine batches) or a
-search thread (search, stochastic beams) → the response. A client that goes away cancels
+:class:`~sazanami.server.batcher.Batcher` (plain sampling, rows sharing engine batches; stochastic
+beams, a batch of their own) or a search thread (search; its engine calls go through the
+batcher too) → the response. A client that goes away cancels
 its generation.
 """
 
@@ -35,10 +36,11 @@ from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sazanami.engine import Completion, Engine, RowRequest
+from sazanami.engine import Engine
 from sazanami.errors import ModelNotFoundError, ParameterError, SazanamiError
 from sazanami.models import DEFAULT_MODEL
 from sazanami.params import SamplingParams
+from sazanami.rows import Completion, RowRequest
 from sazanami.seeds import fresh_seed
 from sazanami.server.batcher import BatchedEngine, Batcher, Cancelled, Event
 from sazanami.server.limits import Limits
@@ -148,10 +150,10 @@ class _Plan:
         self.islands = req.islands(server.tools)
         req.check_search(params, limits)
         self.kind = "search" if req.search is not None else "sample"
-        if self.kind == "sample" and params.fluctuation is not None and params.fluctuation.beams is not None:
+        if self.kind == "sample" and params.beams is not None:
             self.kind = "beams"
         self.rows: list[RowRequest] = []
-        if self.kind == "sample":
+        if self.kind != "search":
             self.rows = engine.rows_for(self.prompts, params, req.raw, self.islands)
             ids = {tuple(r.prompt_ids) for r in self.rows}
         else:
@@ -182,12 +184,13 @@ class _Plan:
         self.needs_completion = self.want_logprobs or params.trace or has_tools
 
     def choices(self) -> list[Choice]:
-        return [Choice(i, seed=r.seed) for i, r in enumerate(self.rows)]
+        """One per row; none for beams (their choices come with the completions)."""
+        return [Choice(i, seed=r.seed) for i, r in enumerate(self.rows)] if self.kind == "sample" else []
 
     def echo(self, index: int) -> str:
         req = self.req
         if isinstance(req, CompletionRequest) and req.echo:
-            return str(self.prompts[self.rows[index].prompt_index] if self.rows else self.prompts[0])
+            return str(self.prompts[self.rows[index].prompt_index] if self.kind == "sample" else self.prompts[0])
         return ""
 
 
@@ -249,16 +252,13 @@ class Server:
     def start(self, plan: _Plan) -> _Run:
         """Start the plan's generation; its events arrive on the returned run."""
         run = _Run()
-        if plan.kind == "sample":
+        if plan.kind != "search":  # sampling and beams: the batcher runs their rows
             job = self.batcher.submit(plan.rows, run.sink)
             run.cancel = job.cancel
             return run
         cancelled = threading.Event()
         run.cancel = cancelled.set
-        if plan.kind == "beams":
-            fn: Callable[[], Any] = partial(self.engine.generate, plan.prompts, plan.params, plan.req.raw, plan.islands)
-        else:
-            fn = partial(self._search, plan, BatchedEngine(self.engine, self.batcher, cancelled))
+        fn = partial(self._search, plan, BatchedEngine(self.engine, self.batcher, cancelled))
 
         def work() -> None:
             try:
@@ -576,7 +576,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def _info(server: Server) -> dict[str, Any]:
     from sazanami.fluctuation import PRESETS
     from sazanami.search import STRATEGIES, strategy_options
-    from sazanami.search.scorers import SCORER_NAMES
+    from sazanami.search.scorer_specs import SCORER_NAMES
 
     def plain(x: Any) -> Any:
         return json.loads(json.dumps(x, default=str))

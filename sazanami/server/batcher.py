@@ -16,6 +16,10 @@ step instead of waiting for the running batch to end, at the cost of one more (s
 forward pass per step. A true join into the running batch (one forward per step) needs the
 engine loop to take new rows mid-loop: grow its cache, sampler and island state.
 
+A job of stochastic beam searches (rows whose ``params.beams`` is set) is a cohort of its
+own: the engine runs them one step (one forward of their live beams) per turn like any
+cohort, and the job gets all of their completions (``width`` per row).
+
 A cancelled job (its client went away) has its rows cut: their ``max_tokens`` is set to 1,
 so the engine finishes them at its next step and drops them from the batch; a cohort whose
 jobs are all cancelled is closed at once.
@@ -29,8 +33,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from sazanami.engine import Completion, Delta, Engine, RowRequest
+from sazanami.engine import Delta, Engine
 from sazanami.errors import SazanamiError
+from sazanami.rows import Completion, RowRequest
 
 Event = tuple[str, Any]
 """What a sink receives: ``("deltas", [Delta])`` per step (``Delta.row`` is the job's own
@@ -49,6 +54,8 @@ class Job:
         self.sink = sink
         self.cancelled = threading.Event()
         self._batcher = batcher
+        self.beams = any(r.params.beams is not None for r in rows)
+        """Beam searches: a cohort of their own (see the module docstring)."""
 
     def cancel(self) -> None:
         """Drop this job's rows (thread-safe; takes effect at the engine's next step)."""
@@ -112,6 +119,10 @@ class _Cohort:
         return False
 
     def _finish(self) -> None:
+        if len(self.jobs) == 1:  # all of it (a beam job has more completions than rows)
+            if id(self.jobs[0]) not in self.cut:
+                self.jobs[0].sink(("done", self.out))
+            return
         start = 0
         for job in self.jobs:
             n = len(job.rows)
@@ -192,7 +203,7 @@ class Batcher:
                 self._pending.popleft()
                 job.sink(("error", Cancelled("the client went away")))
                 continue
-            if jobs and rows + len(job.rows) > self.max_batch_rows:
+            if jobs and (job.beams or jobs[0].beams or rows + len(job.rows) > self.max_batch_rows):
                 break
             jobs.append(self._pending.popleft())
             rows += len(job.rows)
@@ -254,7 +265,7 @@ class BatchedEngine:
         kind, value = box[0]
         if kind == "error":
             raise value
-        for r, c in zip(rows, value, strict=True):
+        for r, c in zip(rows, value, strict=False):  # (beam rows have no trace)
             meta = getattr(r.tag, "meta", None)
             if c.trace and isinstance(meta, dict):
                 meta["trace"] = c.trace
