@@ -131,6 +131,8 @@ class Completion(Output):
     spans: list[Span] = field(default_factory=list)
     """Injected islands (see :data:`Span`). Injected tokens are in ``token_ids`` with log-prob 0
     (given, not drawn)."""
+    cached_tokens: int = 0
+    """Prompt tokens whose keys/values came from the engine's prefix cache (not recomputed)."""
     usage: dict[str, int] | None = None
     """Tokens the engine ran for this result when they are not its own tokens and prompt: a
     beam search's ``{"decoded", "prefilled"}``, shared by its samples (each carries the total)."""
