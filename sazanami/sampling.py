@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from sazanami.fluctuation import FluctuationBatch
 from sazanami.params import SamplingParams
 from sazanami.seeds import derive_seed
 
@@ -175,10 +176,9 @@ class SamplerBatch:
             for b, r in enumerate(rows):
                 ids = torch.tensor([t for t in r.prompt_ids if t < vocab_size], dtype=torch.long)
                 self.seen[b, ids] = True
-        self.fluct = [
-            x.fluctuation.start(r.seed, vocab_size, hidden_size, r.noise) if x.fluctuation is not None else None
-            for x, r in zip(p, rows)
-        ]
+        self.fluct = FluctuationBatch(
+            [x.fluctuation for x in p], [r.noise or [(r.seed, 1.0)] for r in rows], vocab_size, hidden_size
+        )
         self.step = 0
 
     def __len__(self) -> int:
@@ -205,7 +205,7 @@ class SamplerBatch:
         ):
             setattr(self, name, getattr(self, name)[keep])
         self.generators = [self.generators[i] for i in idx]
-        self.fluct = [self.fluct[i] for i in idx]
+        self.fluct.select(keep)
         if self.counts is not None:
             self.counts = self.counts[keep]
             self.seen = self.seen[keep]
@@ -218,21 +218,14 @@ class SamplerBatch:
         # 1. penalties
         if self.counts is not None:
             x = apply_penalties(x, self.counts, self.seen, self.repetition, self.presence, self.frequency)
-        # 2. logit fluctuation (each row's own noise streams)
-        fluct_rows = [b for b in range(B) if self.fluct[b] is not None]
-        if fluct_rows:
-            x = x.clone() if x is logits else x
-            for b in fluct_rows:
-                x[b] = self.fluct[b].perturb_logits(x[b])
+        # 2. logit fluctuation (each row's own noise streams, all rows in one step)
+        x = self.fluct.perturb_logits(x)
         # 3. temperature
         temp = self.temperature
         if bool((self.dyn_range > 0).any()):
             dyn = dynamic_temperature(x, temp, self.dyn_range, self.dyn_exp)
             temp = torch.where(self.dyn_range > 0, dyn, temp)
-        if fluct_rows:
-            temp = temp.clone()
-            for b in fluct_rows:
-                temp[b] = self.fluct[b].temperature(float(temp[b]))
+        temp = self.fluct.temperature(temp)
         greedy = (temp <= 0) & (self.miro_tau <= 0)
         x = x / torch.where(temp > 0, temp, 1.0)[:, None]
         # 4. truncation (mirostat rows use mirostat instead)
@@ -248,11 +241,8 @@ class SamplerBatch:
             torch.where(plain, self.typical_p, 1.0),
         )
         # 5. draw
-        gumbel_rows = [b for b in fluct_rows if self.fluct[b].draws]
         uniforms = torch.stack([torch.rand((), generator=g) for g in self.generators])  # (B,)
-        tokens = draw_inverse_cdf(x, uniforms)
-        for b in gumbel_rows:
-            tokens[b] = self.fluct[b].draw(x[b])
+        tokens = self.fluct.draw(x, draw_inverse_cdf(x, uniforms))  # colored draw on rows with one
         if bool(greedy.any()):
             tokens = torch.where(greedy, x.argmax(-1), tokens)
         # mirostat v2 update: μ ← μ − η (surprise − τ)
@@ -262,13 +252,11 @@ class SamplerBatch:
         if self.counts is not None:
             self.counts[torch.arange(B), tokens] += 1
             self.seen[torch.arange(B), tokens] = True
-        for b in fluct_rows:
-            self.fluct[b].advance()
         if trace:
             info["temperature"] = temp.tolist()
             info["entropy"] = entropy(logits).tolist()
             info["sampled_logprob"] = x.log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1).tolist()
-            info["noise"] = [f.last_noise() if f is not None else None for f in self.fluct]
+            info["noise"] = self.fluct.last_noise()
         self.step += 1
         return tokens, info
 
@@ -279,26 +267,4 @@ class SamplerBatch:
         prompt prefill stays shared. ``row`` makes a hook for a one-row forward of that row
         alone (the tokens a tool injected into it): its noise goes to batch row 0.
         """
-        rows = [b for b, f in enumerate(self.fluct) if f is not None and (f.hidden_noise or f.embed_noise)]
-        if row is not None:
-            rows = [row] if row in rows else []
-        if not rows:
-            return None
-        fluct = self.fluct
-        at = {b: (0 if row is not None else b) for b in rows}  # batch row of each sampler row
-
-        def hook(layer: int, h: torch.Tensor) -> torch.Tensor:  # h: (B, T, C)
-            out = None
-            for b in rows:
-                x = fluct[b].hidden_noise_for(layer, num_layers)
-                if x is None:
-                    continue
-                if out is None:
-                    out = h.clone()
-                # scale: ‖noise‖ ≈ σ‖h‖ (x has unit variance per dimension)
-                i = at[b]
-                scale = fluct[b].sigma_for(layer) * h[i, -1].float().norm() / math.sqrt(h.shape[-1])
-                out[i, -1] += (scale * x).to(h.dtype)
-            return h if out is None else out
-
-        return hook
+        return self.fluct.hidden_hook(num_layers, row)
