@@ -66,6 +66,10 @@ class Completion:
     """Injected islands: ``{"kind": "tool", "start", "end"`` (characters of ``text``),
     ``"token_start", "token_end"`` (of ``token_ids``), ``"name", "args", "result", "error", …}``.
     Injected tokens are in ``token_ids`` with log-prob 0 (given, not drawn)."""
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
+    """Per token of ``token_ids``, when ``params.top_logprobs`` > 0: the most likely (id, log-prob)
+    pairs under the model's raw distribution (log_softmax of its logits, before any processing),
+    most likely first; ``[]`` for injected tokens."""
 
     @property
     def completion_tokens(self) -> int:
@@ -98,6 +102,8 @@ class Completion:
             out["trace"] = self.trace
         if self.spans:
             out["spans"] = self.spans
+        if self.top_logprobs:
+            out["top_logprobs"] = [[[t, round(lp, 5)] for t, lp in top] for top in self.top_logprobs]
         return out
 
 
@@ -129,6 +135,7 @@ class _Row:
         self.lead = req.lead[-(self.hold - 1) :] if self.hold > 1 else ""  # where a stop may begin
         self.injected = 0  # tokens injected by islands (they do not count against max_tokens)
         self.spans: list[dict[str, Any]] = []
+        self.top: dict[int, list[tuple[int, float]]] = {}  # token index → top alternatives
 
     def push(self, token: int, logprob: float, eos: bool) -> None:
         p = self.req.params
@@ -200,6 +207,7 @@ class _Row:
             trace=self.trace,
             tag=r.tag,
             spans=[s for s in self.spans if s["start"] < len(self.text)],
+            top_logprobs=[self.top.get(i, []) for i in range(len(self.tokens))] if r.params.top_logprobs else [],
         )
 
 
@@ -325,6 +333,7 @@ class Engine:
             [RowSpec(r.params, r.seed, r.prompt_ids, r.noise) for r in requests],
             backend.vocab_size,
             backend.hidden_size,
+            self.tokenizer,
         )
         lengths = torch.tensor([len(r.prompt_ids) for r in requests], dtype=torch.long)
 
@@ -344,16 +353,24 @@ class Engine:
             trace = any(rows[a].req.params.trace for a in active)
             # Grammar rows: −inf outside the grammar, before every sampler step (noise cannot unmask).
             masked = islands.mask(logits) if islands is not None else logits
-            tokens, info = sampler.sample(masked, trace=trace)  # (B,)
+            generated = [rows[a].tokens for a in active] if sampler.history is not None else None  # DRY's context
+            tokens, info = sampler.sample(masked, trace=trace, generated=generated)  # (B,)
             if islands is not None:
                 tokens = islands.guard(tokens, masked)
-            logprobs = torch.log_softmax(logits, -1).gather(-1, tokens[:, None]).squeeze(-1)
+            logp = torch.log_softmax(logits, -1)  # (B, V) the model's raw distribution
+            logprobs = logp.gather(-1, tokens[:, None]).squeeze(-1)
+            k = max(rows[a].req.params.top_logprobs for a in active)
+            top = logp.topk(k, -1) if k else None  # alternatives for rows that ask
+            top_v, top_i = (top.values.tolist(), top.indices.tolist()) if top is not None else ([], [])
             is_eos = torch.isin(tokens, self.eos)
             tok_list, lp_list, eos_list = tokens.tolist(), logprobs.tolist(), is_eos.tolist()
             pos = lengths.tolist()  # where each row's new token goes in the cache
             for i, a in enumerate(active):
                 row = rows[a]
+                drawn = len(row.tokens)
                 row.push(tok_list[i], lp_list[i], eos_list[i])
+                if (kr := row.req.params.top_logprobs) and len(row.tokens) > drawn:
+                    row.top[drawn] = list(zip(top_i[i][:kr], top_v[i][:kr]))
                 if islands is not None:
                     islands.observe(i, row, tok_list[i])
                 if row.finish_reason is None and pos[i] >= self.max_positions:
