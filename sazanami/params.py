@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,6 +172,11 @@ def _logit_bias(value: Any) -> tuple[tuple[int, float], ...] | None:
     """``logit_bias`` as sorted (token id, bias) pairs; takes OpenAI's {"id": bias} or pairs."""
     if value is None:
         return None
+    if isinstance(value, str):  # the CLI's JSON form
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ParameterError("logit_bias", f"logit_bias is not valid JSON: {exc}") from None
     items = value.items() if isinstance(value, dict) else value
     try:
         pairs = [(k, v) for k, v in items]

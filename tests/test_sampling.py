@@ -154,7 +154,7 @@ def test_logit_bias_by_hand_and_validation():
     assert out[1, 3] == x[1, 3] + 5 and out[2, 7] == x[2, 7] - 100 and torch.equal(out[0], x[0])
     p = SamplingParams(logit_bias={"3": 5, 7: -1.5})
     assert p.logit_bias == ((3, 5.0), (7, -1.5)) and p.to_dict()["logit_bias"] == {"3": 5.0, "7": -1.5}
-    assert SamplingParams.from_dict(p.to_dict()) == p
+    assert SamplingParams.from_dict(p.to_dict()) == p == SamplingParams(logit_bias='{"3": 5, "7": -1.5}')
     with pytest.raises(ParameterError, match=r"logit_bias must be in \[-100, 100\], got 101"):
         SamplingParams(logit_bias={"1": 101})
     with pytest.raises(ParameterError, match="token ids"):
