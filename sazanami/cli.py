@@ -62,6 +62,22 @@ def sampling_options(fn: Any) -> Any:
         click.option("--stop", multiple=True, help="Stop string (repeatable)."),
         click.option("--ignore-eos", is_flag=True, help="Generate past end-of-sequence tokens."),
         click.option("--trace", is_flag=True, help="Record a per-step trace (temperature, entropy, noise)."),
+        click.option("--logit-bias", default=None, help='JSON {"token id": bias}, biases in [-100, 100].'),
+        click.option("--top-n-sigma", type=float, default=0.0, show_default=True, help="top-nσ; 0 = off."),
+        click.option("--xtc-probability", type=float, default=0.0, show_default=True, help="XTC; 0 = off."),
+        click.option("--xtc-threshold", type=float, default=0.1, show_default=True),
+        click.option("--dry-multiplier", type=float, default=0.0, show_default=True, help="DRY; 0 = off."),
+        click.option("--dry-base", type=float, default=1.75, show_default=True),
+        click.option("--dry-allowed-length", type=int, default=2, show_default=True),
+        click.option("--dry-penalty-last-n", type=int, default=-1, show_default=True, help="-1 = all tokens."),
+        click.option(
+            "--dry-sequence-breakers",
+            multiple=True,
+            default=("\n", ":", '"', "*"),
+            show_default=True,
+            help="DRY sequence breaker (repeatable).",
+        ),
+        click.option("--top-logprobs", type=int, default=0, show_default=True, help="Alternatives per token (JSON)."),
         click.option("--fluctuation", "-f", default=None, help="Preset name, JSON object or FILE.json."),
         click.option("--sigma", type=float, default=None, help="Override the fluctuation's sigma."),
         click.option("--beta", type=float, default=None, help="Override the fluctuation's beta (noise color)."),
@@ -92,6 +108,16 @@ PARAM_OPTIONS = (
     "stop",
     "ignore_eos",
     "trace",
+    "logit_bias",
+    "top_n_sigma",
+    "xtc_probability",
+    "xtc_threshold",
+    "dry_multiplier",
+    "dry_base",
+    "dry_allowed_length",
+    "dry_penalty_last_n",
+    "dry_sequence_breakers",
+    "top_logprobs",
 )
 
 
@@ -101,6 +127,7 @@ def params_from_options(kw: dict[str, Any]) -> Any:
 
     values = {k: kw[k] for k in PARAM_OPTIONS}
     values["stop"] = tuple(values["stop"])
+    values["dry_sequence_breakers"] = tuple(values["dry_sequence_breakers"])
     fluct = kw.get("fluctuation")
     if fluct is not None or kw.get("sigma") is not None or kw.get("beta") is not None:
         from sazanami.fluctuation import Fluctuation
