@@ -379,7 +379,11 @@ class _Lanes:
         stale = (t < self.buf_start[idx]) | (t >= self.buf_start[idx] + 2 * self.pairs)
         if bool(stale.any()):
             self._refill(idx[stale], t[stale])
-        e = self.buf[idx, t - self.buf_start[idx]]  # (n, S) normals e_t
+        off = t - self.buf_start[idx]
+        if lanes is None and bool((off == off[0]).all()):
+            e = self.buf[:, int(off[0])]  # (L, S) view: lanes in step, as usual
+        else:
+            e = self.buf[idx, off]  # (n, S) normals e_t
         state = self.state if lanes is None else self.state[:, lanes]
         out = torch.mul(e, self.a)  # y_t = a·e_t + Σ_k c_k v_k(t), as ColoredNoise._recurrence
         for k, ck in enumerate(self.c):
@@ -416,6 +420,8 @@ class _PointNoise:
             comp = torch.tensor([x[1] for x in lanes], dtype=torch.long)
             weight = torch.tensor([x[3] for x in lanes], dtype=torch.float32)
             self.groups.append([noise, row, comp, weight])
+        # a row's noise is its one stream, unweighted (no mixture): y itself, without a copy
+        self.plain = all(len(mix) == 1 and mix[0][1] == 1.0 for _, _, mix in rows.values())
         self.last = torch.full((batch,), math.nan, dtype=torch.float64)  # first stream's last value
 
     def step(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -428,6 +434,10 @@ class _PointNoise:
             lanes = None if bool(want.all()) else want.nonzero().squeeze(1)
             y = noise.step(lanes)
             r, c, w = (row, comp, weight) if lanes is None else (row[lanes], comp[lanes], weight[lanes])
+            if self.plain:
+                out_rows.append(r)
+                out_vals.append(y)  # = y · 1.0 exactly
+                continue
             first = c == 0
             x = y[first] * w[first, None]  # Σ_j w_j y_j in MixedNoise's order
             if bool((~first).any()):
@@ -439,8 +449,11 @@ class _PointNoise:
                     x[p] = x[p] + w[m, None] * y[m]
             out_rows.append(r[first])
             out_vals.append(x)
-        idx = torch.cat(out_rows) if out_rows else torch.zeros(0, dtype=torch.long)
-        vals = torch.cat(out_vals) if out_vals else torch.zeros(0, 1)
+        if len(out_rows) == 1:
+            idx, vals = out_rows[0], out_vals[0]
+        else:
+            idx = torch.cat(out_rows) if out_rows else torch.zeros(0, dtype=torch.long)
+            vals = torch.cat(out_vals) if out_vals else torch.zeros(0, 1)
         if idx.numel():
             self.last[idx] = vals[:, 0].double()
         return idx, vals
@@ -532,14 +545,18 @@ class FluctuationBatch:
         if self.logits is None:
             return logits
         rows, z = self.logits.step(self.has["logits"])  # (n,), (n, V)
-        x = logits[rows]
+        every = rows.numel() == logits.shape[0] and bool((rows == torch.arange(rows.numel())).all())
+        x = logits if every else logits[rows]
         finite = torch.isfinite(x)
         if bool(finite.all()):
             std = x.std(-1, correction=0)
         else:  # masked rows (grammar): the std of their finite logits
             std = torch.stack([r[f].std(correction=0) if bool(f.any()) else r.new_zeros(()) for r, f in zip(x, finite)])
+        new = x + (self.sigma["logits"][rows] * std)[:, None] * z
+        if every:
+            return new
         out = logits.clone()
-        out[rows] = x + (self.sigma["logits"][rows] * std)[:, None] * z
+        out[rows] = new
         return out
 
     def temperature(self, temp: torch.Tensor) -> torch.Tensor:
