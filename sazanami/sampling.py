@@ -284,8 +284,8 @@ class SamplerBatch:
         self.xtc_p = col("xtc_probability")
         self.xtc_threshold = col("xtc_threshold")
         # XTC's coin: its own generator per row (derived seed), so the draw's uniforms are unchanged
-        self.xtc_gens = [torch.Generator().manual_seed(derive_seed(r.seed, "xtc")) for r in rows]
         self.use_xtc = any(x.xtc_probability > 0 for x in p)
+        self.xtc_gens = [torch.Generator().manual_seed(derive_seed(r.seed, "xtc")) for r in rows] if self.use_xtc else []
         # DRY: each row's context (prompt + generated) and breaker tokens
         self.use_dry = any(x.dry_multiplier > 0 and x.dry_penalty_last_n != 0 for x in p)
         self.history = [list(r.prompt_ids) for r in rows] if self.use_dry else None
@@ -326,7 +326,7 @@ class SamplerBatch:
         ):
             setattr(self, name, getattr(self, name)[keep])
         self.generators = [self.generators[i] for i in idx]
-        self.xtc_gens = [self.xtc_gens[i] for i in idx]
+        self.xtc_gens = [self.xtc_gens[i] for i in idx] if self.use_xtc else []
         self.breakers = [self.breakers[i] for i in idx]
         if self.bias is not None:
             self.bias = self.bias[keep]
