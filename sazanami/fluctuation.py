@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from sazanami.errors import ParameterError, check_range
+from sazanami.errors import ParameterError, check_int, check_range
 from sazanami.noise import ColoredNoise, _box_muller
 from sazanami.seeds import derive_seed
 
@@ -69,8 +69,7 @@ class Entry:
         check_range(f"{point}.beta", self.beta, 0, 2)
         check_range(f"{point}.t_min", self.t_min, 0, 100, low_open=True)
         check_range(f"{point}.t_max", self.t_max, self.t_min, 100)
-        if isinstance(self.width, bool) or not isinstance(self.width, int) or not 1 <= self.width <= 64:
-            raise ParameterError(f"{point}.width", f"{point}.width must be in [1, 64], got {self.width!r}")
+        check_int(f"{point}.width", self.width, 1, 64)
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in self.layers):
             raise ParameterError(f"{point}.layers", f"{point}.layers must be a list of integers, got {self.layers!r}")
 
@@ -95,12 +94,7 @@ class Fluctuation:
                 if not isinstance(entry, Entry):
                     raise ParameterError(point, f"{point} must be an Entry, got {type(entry).__name__}")
                 entry.validate(point)
-        if (
-            isinstance(self.max_steps, bool)
-            or not isinstance(self.max_steps, int)
-            or not 16 <= self.max_steps <= 1_000_000
-        ):
-            raise ParameterError("max_steps", f"max_steps must be in [16, 1000000], got {self.max_steps!r}")
+        check_int("max_steps", self.max_steps, 16, 1_000_000)
 
     # -- construction ----------------------------------------------------------------------
     @classmethod

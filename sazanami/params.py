@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sazanami.errors import ParameterError, check_range
+from sazanami.errors import ParameterError, check_int, check_range
 
 MAX_TOKENS_LIMIT = 32768
 MAX_N = 256
@@ -77,12 +77,12 @@ class SamplingParams:
     """Most likely alternatives reported per generated token (model's raw log_softmax); in [0, 20]."""
 
     def __post_init__(self) -> None:
-        _check_int("n", self.n, 1, MAX_N)
+        check_int("n", self.n, 1, MAX_N)
         if self.seed is not None:
-            _check_int("seed", self.seed, 0, 2**63 - 1)
-        _check_int("max_tokens", self.max_tokens, 1, MAX_TOKENS_LIMIT)
+            check_int("seed", self.seed, 0, 2**63 - 1)
+        check_int("max_tokens", self.max_tokens, 1, MAX_TOKENS_LIMIT)
         check_range("temperature", self.temperature, 0, 100)
-        _check_int("top_k", self.top_k, 0, None)
+        check_int("top_k", self.top_k, 0, None)
         check_range("top_p", self.top_p, 0, 1, low_open=True)
         check_range("min_p", self.min_p, 0, 1, high_open=True)
         check_range("typical_p", self.typical_p, 0, 1, low_open=True)
@@ -112,8 +112,8 @@ class SamplingParams:
         check_range("xtc_threshold", self.xtc_threshold, 0, 1)
         check_range("dry_multiplier", self.dry_multiplier, 0, 100)
         check_range("dry_base", self.dry_base, 1, 10)
-        _check_int("dry_allowed_length", self.dry_allowed_length, 1, 1000)
-        _check_int("dry_penalty_last_n", self.dry_penalty_last_n, -1, 1_000_000)
+        check_int("dry_allowed_length", self.dry_allowed_length, 1, 1000)
+        check_int("dry_penalty_last_n", self.dry_penalty_last_n, -1, 1_000_000)
         breakers = self.dry_sequence_breakers
         if isinstance(breakers, str):
             breakers = (breakers,)
@@ -126,7 +126,7 @@ class SamplingParams:
                 "dry_sequence_breakers", f"dry_sequence_breakers must have at most 16 strings, got {len(breakers)}"
             )
         object.__setattr__(self, "dry_sequence_breakers", tuple(breakers))
-        _check_int("top_logprobs", self.top_logprobs, 0, 20)
+        check_int("top_logprobs", self.top_logprobs, 0, 20)
 
     def replace(self, **changes: Any) -> SamplingParams:
         """A copy with ``changes`` applied (and validated)."""
@@ -159,13 +159,6 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0 and self.mirostat_tau == 0
 
-
-def _check_int(name: str, value: Any, low: int, high: int | None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ParameterError(name, f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        hi = "inf)" if high is None else f"{high}]"
-        raise ParameterError(name, f"{name} must be in [{low}, {hi}, got {value!r}")
 
 
 def _logit_bias(value: Any) -> tuple[tuple[int, float], ...] | None:

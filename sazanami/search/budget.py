@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sazanami.errors import ParameterError, SazanamiError
+from sazanami.errors import ParameterError, SazanamiError, check_int
 
 __all__ = ["Budget", "BudgetError", "Ledger"]
 
@@ -37,10 +37,7 @@ class Budget:
     """Wall-clock seconds; checked between engine calls; None = no limit; in (0, inf)."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.tokens, bool) or not isinstance(self.tokens, int) or self.tokens < 1:
-            raise ParameterError(
-                "budget", f"budget must be an integer number of tokens in [1, inf), got {self.tokens!r}"
-            )
+        check_int("budget", self.tokens, 1)
         if self.wall_s is not None:
             ok = isinstance(self.wall_s, (int, float)) and not isinstance(self.wall_s, bool) and self.wall_s > 0
             if not ok:

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sazanami.engine import Engine, Prompt, RowRequest
-from sazanami.errors import ParameterError
+from sazanami.errors import ParameterError, check_int
 from sazanami.islands.runtime import Islands
 from sazanami.params import SamplingParams
 from sazanami.search.budget import Budget, Ledger
-from sazanami.search.scorers import Score, Scorer, make_scorer
+from sazanami.search.scorer_specs import make_scorer
+from sazanami.search.scorers import Score, Scorer
 from sazanami.search.selectors import rank
 from sazanami.search.synthesis import Improver, Synthesizer
 from sazanami.search.tree import Node, Tree
@@ -100,8 +101,7 @@ class SearchContext:
         self.budget = Budget.parse(budget)
         if seed is None:
             seed = self.params.seed if self.params.seed is not None else fresh_seed()
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise ParameterError("seed", f"seed must be an integer in [0, 2^63), got {seed!r}")
+        check_int("seed", seed, 0, 2**63 - 1)
         self.seed = seed
         self.improver = improver or Improver()
         self.task = prompt_text(prompt)

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from sazanami.engine import Engine, Prompt
-from sazanami.errors import ParameterError, check_range
+from sazanami.errors import ParameterError, check_int, check_range
 from sazanami.islands.runtime import Islands
 from sazanami.params import SamplingParams
 from sazanami.search.context import RowSpec, SearchContext
@@ -69,9 +69,7 @@ Mixture = list[tuple[int, float]]
 def _int(name: str, value: Any, low: int, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ParameterError(name, f"{name} must be an integer in [{low}, inf), got {value!r}")
-    return value
+    return check_int(name, value, low)
 
 
 def _per_row(ctx: SearchContext, max_tokens: int | None = None) -> int:

@@ -577,7 +577,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def _info(server: Server) -> dict[str, Any]:
     from sazanami.fluctuation import PRESETS
     from sazanami.search import STRATEGIES, strategy_options
-    from sazanami.search.scorers import SCORER_NAMES
+    from sazanami.search.scorer_specs import SCORER_NAMES
 
     def plain(x: Any) -> Any:
         return json.loads(json.dumps(x, default=str))

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from sazanami.errors import ParameterError
+from sazanami.errors import check_int
 from sazanami.params import MAX_N, MAX_TOKENS_LIMIT
 
 
@@ -53,15 +53,7 @@ class Limits:
             ("max_batch_rows", 1, 4096),
             ("cohorts", 1, 16),
         ):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int)
-                or value < low
-                or (high is not None and value > high)
-            ):
-                hi = "inf)" if high is None else f"{high}]"
-                raise ParameterError(name, f"{name} must be in [{low}, {hi}, got {value!r}")
+            check_int(name, getattr(self, name), low, high)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
