@@ -575,7 +575,9 @@ class FluctuationBatch:
         if self.gumbel is not None:
             rows, z = self.gumbel.step(self.has["gumbel"])
             out = out.clone()
-            out[rows] = (logits[rows].double() + gumbel_from_normal(z)).argmax(-1)
+            every = rows.numel() == logits.shape[0] and bool((rows == torch.arange(rows.numel())).all())
+            x = logits if every else logits[rows]
+            out[rows] = (x.double() + gumbel_from_normal(z)).argmax(-1)
         if self.quantile is not None:
             rows, z = self.quantile.step(self.has["quantile"])
             u = torch.special.ndtr(z[:, 0].double())  # (n,)

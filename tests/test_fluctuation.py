@@ -329,3 +329,17 @@ def test_batched_one_row_hook_steps_only_that_row():
     for b in (0, 1):
         z = ref[b].hidden_noise_for(1, 2)
         assert torch.equal(out[b, -1], h2[b, -1] + (0.05 * h2[b, -1].norm() / math.sqrt(6) * z).to(h2.dtype))
+
+
+def test_batched_rows_of_several_colors_keep_their_order():
+    """Every row perturbed, grouped by color (rows 0, 2 | 1): each still gets its own stream."""
+    from sazanami.fluctuation import FluctuationBatch
+
+    fls = [Fluctuation.parse(f'{{"logits": {{"beta": {b}}}, "draw": {{"beta": {b}}}}}') for b in (1, 2, 1)]
+    ref = [fl.start(s, 9) for fl, s in zip(fls, (1, 2, 3))]
+    bat = FluctuationBatch(fls, [[(s, 1.0)] for s in (1, 2, 3)], 9)
+    x = torch.randn(3, 9, generator=torch.Generator().manual_seed(5))
+    for _ in range(3):
+        got = bat.perturb_logits(x)
+        assert torch.equal(got, torch.stack([st.perturb_logits(r) for st, r in zip(ref, x)]))
+        assert bat.draw(got, torch.zeros(3, dtype=torch.long)).tolist() == [st.draw(r) for st, r in zip(ref, got)]
