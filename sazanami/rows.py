@@ -131,6 +131,10 @@ class Completion(Output):
     spans: list[Span] = field(default_factory=list)
     """Injected islands (see :data:`Span`). Injected tokens are in ``token_ids`` with log-prob 0
     (given, not drawn)."""
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
+    """Per token of ``token_ids``, when ``params.top_logprobs`` > 0: the most likely (id, log-prob)
+    pairs under the model's raw distribution (log_softmax of its logits, before any processing),
+    most likely first; ``[]`` for injected tokens."""
     usage: dict[str, int] | None = None
     """Tokens the engine ran for this result when they are not its own tokens and prompt: a
     beam search's ``{"decoded", "prefilled"}``, shared by its samples (each carries the total)."""
@@ -155,6 +159,8 @@ class Completion(Output):
             out["trace"] = self.trace
         if self.spans:
             out["spans"] = self.spans
+        if self.top_logprobs:
+            out["top_logprobs"] = [[[t, round(lp, 5)] for t, lp in top] for top in self.top_logprobs]
         return out
 
 

@@ -310,6 +310,7 @@ class Server:
             c.text, c.finish_reason, c.tokens = comp.text, comp.finish_reason, comp.completion_tokens
             c.seed, c.token_ids, c.logprobs = comp.seed, comp.token_ids, comp.logprobs
             c.trace, c.spans = comp.trace or None, comp.spans or None
+            c.top_logprobs = comp.top_logprobs or None
         return choices
 
     def search_result(self, plan: _Plan, tree: Any) -> tuple[Choice, dict[str, Any]]:

@@ -35,7 +35,13 @@ def _sampling_fields() -> dict[str, Any]:
     """One optional pydantic field per SamplingParams field (None = the library's default)."""
     hints = typing.get_type_hints(SamplingParams)
     docs = field_docs(SamplingParams)
-    wire = {"stop": str | list[str], "fluctuation": str | dict[str, Any], "beams": int | dict[str, Any]}
+    wire = {
+        "stop": str | list[str],
+        "fluctuation": str | dict[str, Any],
+        "beams": int | dict[str, Any],
+        "logit_bias": dict[str, float],  # OpenAI's {"token id": bias}
+        "dry_sequence_breakers": list[str],
+    }
     return {
         f.name: (wire.get(f.name, hints[f.name]) | None, Field(None, description=docs.get(f.name)))
         for f in dataclasses.fields(SamplingParams)
@@ -95,7 +101,6 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
-    logit_bias: dict[str, float] | None = Field(None, description="Not supported; must be empty.")
     # accepted and ignored, as some clients send them
     store: bool | None = None
     metadata: dict[str, Any] | None = None
@@ -124,8 +129,6 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
             raise ParameterError(
                 "max_tokens", f"max_tokens must be in [1, {limits.max_tokens}] on this server, got {params.max_tokens}"
             )
-        if self.logit_bias:
-            raise ParameterError("logit_bias", "logit_bias is not supported")
         return params
 
     def wants_usage(self) -> bool:
@@ -229,7 +232,9 @@ class CompletionRequest(_Request):
     """POST /v1/completions: plain text in, no chat template."""
 
     prompt: str | list[str]
-    logprobs: int | None = Field(None, ge=0, le=5, description="Return each token's log-prob (top alternatives: no).")
+    logprobs: int | None = Field(
+        None, ge=0, le=5, description="Return each token's log-prob and this many top alternatives (raw model)."
+    )
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
@@ -253,13 +258,21 @@ class CompletionRequest(_Request):
     def wants_logprobs(self) -> bool:
         return self.logprobs is not None
 
+    def sampling_params(self, limits: Limits) -> SamplingParams:
+        params = super().sampling_params(limits)
+        if self.logprobs and not params.top_logprobs:  # the legacy field's int is the number of alternatives
+            params = params.replace(top_logprobs=self.logprobs)
+        return params
+
 
 class ChatCompletionRequest(_Request):
     """POST /v1/chat/completions: messages through the model's chat template."""
 
     messages: list[Message]
     logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="Accepted; top alternatives are not reported.")
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, description="Top alternatives per token (with logprobs), from the raw model distribution."
+    )
     max_completion_tokens: int | None = None
 
     def prompts(self, limits: Limits) -> list[Prompt]:
