@@ -10,6 +10,15 @@ from sazanami.errors import ParameterError, check_range
 
 MAX_TOKENS_LIMIT = 32768
 MAX_N = 256
+MAX_TOP_K = 2**31 - 1
+
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "n": (1, MAX_N),
+    "seed": (0, 2**63 - 1),
+    "max_tokens": (1, MAX_TOKENS_LIMIT),
+    "top_k": (0, MAX_TOP_K),
+}
+"""Closed range of every integer field of :class:`SamplingParams` (None, where allowed, is not checked)."""
 
 
 @dataclass(frozen=True)
@@ -25,7 +34,7 @@ class SamplingParams:
     temperature: float = 0.7
     """Softmax temperature; 0 means greedy; in [0, 100]."""
     top_k: int = 0
-    """Keep the k most likely tokens; 0 disables; in [0, inf)."""
+    """Keep the k most likely tokens; 0 disables; in [0, 2^31 − 1]."""
     top_p: float = 1.0
     """Nucleus sampling: smallest set with this much mass; in (0, 1]."""
     min_p: float = 0.0
@@ -56,12 +65,11 @@ class SamplingParams:
     """Where colored noise enters decoding: a ``Fluctuation``, preset name, dict or None."""
 
     def __post_init__(self) -> None:
-        _check_int("n", self.n, 1, MAX_N)
-        if self.seed is not None:
-            _check_int("seed", self.seed, 0, 2**63 - 1)
-        _check_int("max_tokens", self.max_tokens, 1, MAX_TOKENS_LIMIT)
+        for name, (low, high) in INT_RANGES.items():
+            value = getattr(self, name)
+            if not (value is None and name == "seed"):
+                _check_int(name, value, low, high)
         check_range("temperature", self.temperature, 0, 100)
-        _check_int("top_k", self.top_k, 0, None)
         check_range("top_p", self.top_p, 0, 1, low_open=True)
         check_range("min_p", self.min_p, 0, 1, high_open=True)
         check_range("typical_p", self.typical_p, 0, 1, low_open=True)
