@@ -98,6 +98,10 @@ def _validation_error(errors: list[Any]) -> ApiError:
     param = ".".join(str(x) for x in e["loc"] if x not in ("body",)) or None
     if e["type"] == "json_invalid":  # an empty body, a lone surrogate …
         reason = str((e.get("ctx") or {}).get("error") or e["msg"])
+        if "hex escape" in reason or "surrogate" in reason:
+            reason += " (a \\u escape that is a lone UTF-16 surrogate is not text)"
+        elif "recursion limit" in reason:
+            reason = f"nested too deeply ({reason})"
         return ApiError(400, f"the body is not valid JSON: {reason}", param="body", code="invalid_json")
     if param is None:
         return ApiError(400, f"the body must be a JSON object: {e['msg']}", param="body", code="invalid_type")
@@ -219,6 +223,9 @@ class Server:
         self.batcher = Batcher(engine, limits.max_batch_rows, limits.cohorts)
         self.pool = ThreadPoolExecutor(limits.max_searches, thread_name_prefix="sazanami-search")
         self.admitted = 0
+        self.searching = 0
+        """Searches (and beam searches) running on the pool's threads now."""
+        self._lock = threading.Lock()
         self.created = int(time.time())
         self._slots: asyncio.Semaphore | None = None
         self.eos = set(engine.tokenizer.eos_token_ids)
@@ -280,10 +287,15 @@ class Server:
             fn = partial(self._search, plan, engine)
 
         def work() -> None:
+            with self._lock:
+                self.searching += 1
             try:
                 run.sink(("done", fn()))
             except BaseException as exc:  # noqa: BLE001 - reported to the client
                 run.sink(("error", exc))
+            finally:
+                with self._lock:
+                    self.searching -= 1
 
         self.pool.submit(work)
         return run
@@ -547,6 +559,7 @@ def create_app(
             "status": "ok",
             "model": server.model_name,
             "admitted": server.admitted,
+            "searching": server.searching,
             "running_rows": b.running_rows,
             "waiting": b.waiting,
             "stats": b.stats,
