@@ -55,6 +55,19 @@ _DEFAULTS = Limits()
     help="Engine batches interleaved step by step (1 = new requests wait for the running batch).",
 )
 @click.option(
+    "--max-search-seconds",
+    type=float,
+    default=_DEFAULTS.max_search_seconds,
+    show_default=True,
+    help="Wall time of one search at most (then its best so far, or 504 if an engine call is cut).",
+)
+@click.option(
+    "--batch-invariant",
+    is_flag=True,
+    default=_DEFAULTS.batch_invariant,
+    help="Run every request's rows in engine batches of their own: seeded tokens do not depend on the load.",
+)
+@click.option(
     "--threads",
     type=int,
     default=0,
@@ -78,7 +91,7 @@ _DEFAULTS = Limits()
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
 def serve(
-    host: str, port: int, model: str, threads: int, tools: str, corpus: str | None, log_level: str, **limits: int
+    host: str, port: int, model: str, threads: int, tools: str, corpus: str | None, log_level: str, **limits: Any
 ) -> None:
     """Serve MODEL over an OpenAI-compatible API, with the playground at http://HOST:PORT/.
 
