@@ -80,6 +80,42 @@ def test_search_options_out_of_range_are_400_before_work(app, url, strategy, opt
     assert app.state.server.batcher.stats["steps"] == steps  # nothing ran
 
 
+@pytest.mark.parametrize(
+    ("scorer", "ok"),
+    [
+        ("regex:(a+)+$", False),
+        ("regex:(\\w|\\w)*!", False),
+        ("regex:(x)\\1", False),
+        ({"type": "regex", "patterns": ["ok", "(.*)*z"]}, False),
+        ({"type": "combine", "parts": [{"scorer": "regex:(a*)*b"}]}, False),
+        ("regex:\\bfruit\\w*", True),
+        ({"type": "regex", "patterns": ["apple", "pear|plum"]}, True),
+    ],
+)
+def test_backtracking_regex_scorers_are_refused_over_http(url, scorer, ok):
+    body = {"prompt": "x", "max_tokens": 2, "seed": 1, "search": {"budget": 8, "scorer": scorer}}
+    status, out = _post(f"{url}/v1/completions", body)
+    if ok:
+        assert status == 200, out
+    else:
+        assert status == 400 and out["error"]["param"].startswith("search.scorer"), out
+        assert "exponential" in out["error"]["message"]
+
+
+def test_bad_nested_option_objects_are_400(url):
+    for options, param in (
+        ({"synthesizer": {"nope": 1}}, "search.options.synthesizer"),
+        ({"selector": {"method": "mmr", "diversity": "x"}}, "search.options.diversity"),
+    ):
+        search = {"strategy": "synthesize", "budget": 64, "scorer": "logprob", "options": options}
+        status, err = _error(url, "/v1/completions", {"prompt": "x", "max_tokens": 2, "search": search})
+        assert status == 400 and err["param"] == param, err
+    parts = [{"scorer": "logprob", "weight": "heavy"}]
+    search = {"budget": 64, "scorer": {"type": "combine", "parts": parts}}
+    status, err = _error(url, "/v1/completions", {"prompt": "x", "max_tokens": 2, "search": search})
+    assert status == 400 and err["param"] == "search.scorer", err
+
+
 def test_library_search_bounds_options_by_budget(tiny_engine):
     from sazanami.search import check_strategy_options, search
     from sazanami.search.strategies import MAX_ROUNDS
@@ -211,6 +247,12 @@ def test_deep_or_huge_json_schemas_are_refused(url):
         medium = {"type": "object", "properties": {"a": medium}}
     status, err = _error(url, "/v1/completions", {"prompt": "x", "max_tokens": 2, "json_schema": medium})
     assert status == 400 and err["param"] == "json_schema" and "deeper than 32" in err["message"], err
+    as_text = json.dumps(json.dumps(medium))[1:-1]  # the schema as a JSON string field
+    status, err = _error(url, "/v1/completions", ('{"prompt": "x", "json_schema": "' + as_text + '"}').encode())
+    assert status == 400 and err["param"] == "json_schema" and "deeper than 32" in err["message"], err
+    deep_text = '{"a": ' * 3000 + "1" + "}" * 3000
+    status, err = _error(url, "/v1/completions", {"prompt": "x", "max_tokens": 2, "json_schema": deep_text})
+    assert status == 400 and err["param"] == "json_schema", err
     wide = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(3000)}}
     fmt = {"type": "json_schema", "json_schema": {"name": "w", "schema": wide}}
     status, err = _error(url, "/v1/chat/completions", {"messages": MSG, "max_tokens": 2, "response_format": fmt})

@@ -667,7 +667,10 @@ def _check_options(
         elif key == "selector":
             make_selector(value, 1)
         elif key == "synthesizer" and isinstance(value, dict):
-            Synthesizer(**value)
+            try:
+                Synthesizer(**value)
+            except TypeError as exc:
+                raise ParameterError(key, f"bad synthesizer {value!r}: {exc}") from exc
         elif key == "base_options" and value is not None:
             if not isinstance(value, dict):
                 raise ParameterError(key, f"base_options must be an object, got {value!r}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import json
 import typing
 from typing import Any
 
@@ -292,6 +293,13 @@ def _under(prefix: str, param: str) -> str:
 
 def _check_schema(schema: Any, param: str) -> None:
     """Refuse a JSON schema nested deeper than MAX_SCHEMA_DEPTH (400) or bigger than MAX_SCHEMA_NODES (413)."""
+    if isinstance(schema, str):  # a schema given as JSON text
+        try:
+            schema = json.loads(schema)
+        except RecursionError as exc:
+            raise ParameterError(param, f"{param} is nested deeper than {MAX_SCHEMA_DEPTH} levels") from exc
+        except ValueError:
+            return  # Constraint.json_schema says why
     nodes, stack = 0, [(schema, 1)]
     while stack:  # iterative: a hostile schema must not exhaust the recursion limit here either
         value, depth = stack.pop()
@@ -305,14 +313,60 @@ def _check_schema(schema: Any, param: str) -> None:
             stack.extend((child, depth + 1) for child in children)
 
 
+def _check_pattern(pattern: Any, where: str) -> None:
+    """Refuse a regex scorer pattern that Python's backtracking ``re`` may take exponential time
+    on: a repetition inside a repetition (``(a+)+``), an alternation inside one (``(a|ab)*``) or a
+    backreference. The scorer runs on the search's thread, where no deadline can interrupt it."""
+    if not isinstance(pattern, str):
+        return  # the scorer itself refuses it
+    from re import _parser as sre  # the stdlib's own parse tree of a pattern
+
+    def risk(items: Any, repeated: bool) -> str | None:
+        for op, av in items:
+            found = None
+            if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
+                many = av[1] > 1
+                if many and repeated:
+                    return "a repetition inside a repetition"
+                found = risk(av[2], repeated or many)
+            elif op is sre.BRANCH:
+                if repeated:
+                    return "an alternation inside a repetition"
+                found = next((r for b in av[1] if (r := risk(b, repeated))), None)
+            elif op in (sre.GROUPREF, sre.GROUPREF_EXISTS):
+                return "a backreference"
+            elif op is sre.SUBPATTERN:
+                found = risk(av[3], repeated)
+            elif op in (sre.ASSERT, sre.ASSERT_NOT):
+                found = risk(av[1], repeated)
+            if found:
+                return found
+        return None
+
+    try:
+        why = risk(sre.parse(pattern), False)
+    except RecursionError:
+        why = "too deep a nesting"
+    except Exception:  # noqa: BLE001 - a pattern that does not compile: the scorer says why
+        return
+    if why:
+        raise ParameterError(
+            where,
+            f"regex scorer pattern {_short(pattern)} has {why}, which may take exponential time; "
+            "over HTTP give simpler patterns (a list of them scores the fraction found)",
+        )
+
+
 class SchemaTooLarge(ParameterError):
     """A JSON schema over :data:`MAX_SCHEMA_NODES` (answered with 413)."""
 
 
 def _check_scorer(spec: Any, where: str = "search.scorer") -> None:
-    """Refuse Python verifiers (``py:module:function``, ``{"type": "verifier"}``): they import code."""
+    """Refuse Python verifiers (``py:module:function``, ``{"type": "verifier"}``): they import
+    code; and regex patterns that may backtrack for exponential time (see :func:`_check_pattern`)."""
     if isinstance(spec, str):
         if spec.strip().startswith("regex:"):
+            _check_pattern(spec.strip()[len("regex:") :], where)
             return
         text = spec.strip().removeprefix("rank:")
         for term in text.split("+"):
@@ -321,6 +375,10 @@ def _check_scorer(spec: Any, where: str = "search.scorer") -> None:
     elif isinstance(spec, dict):
         if spec.get("type") == "verifier":
             raise ParameterError(where, "verifier scorers cannot be used over HTTP")
+        if spec.get("type") == "regex":
+            patterns = spec.get("patterns", spec.get("pattern", []))
+            for pattern in [patterns] if isinstance(patterns, str) else patterns if isinstance(patterns, list) else []:
+                _check_pattern(pattern, where)
         for i, part in enumerate(spec.get("parts") or []):
             _check_scorer(
                 part.get("scorer") if isinstance(part, dict) and "scorer" in part else part, f"{where}.parts[{i}]"
