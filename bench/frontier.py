@@ -6,7 +6,7 @@
 Same options as ``sazanami bench frontier``; ``--help`` lists them.
 """
 
-from sazanami.bench_cli import frontier
+from sazanami.cli.bench import frontier
 
 if __name__ == "__main__":
     frontier()

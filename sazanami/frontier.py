@@ -37,7 +37,7 @@ Generations are cached in a JSONL file keyed by model, sampling parameters, prom
 only generates what changed.
 
 Entry points: :func:`run_frontier` (Python), ``sazanami bench frontier`` (CLI, see
-:mod:`sazanami.bench_cli`) and ``bench/frontier.py``.
+:mod:`sazanami.cli.bench`) and ``bench/frontier.py``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sazanami.bench_cli import bench_group
+from sazanami.cli.bench import bench_group
 from sazanami.errors import ParameterError
 from sazanami.frontier import (
     METHODS,

@@ -339,8 +339,8 @@ def test_disconnect_cancels_a_whole_response_request(small):
 
 def test_server_runs_search_and_load_over_its_corpus(tiny_engine, tmp_path):
     """`sazanami serve --tools calc,search,load --corpus DIR`: requests may use the corpus tools."""
+    from sazanami.cli.serve import tool_registry
     from sazanami.errors import ParameterError
-    from sazanami.server.command import tool_registry
 
     (tmp_path / "pink.txt").write_text("Pink noise has a power spectrum that falls as one over f.")
     (tmp_path / "brown.txt").write_text("Brown noise is integrated white noise, a random walk.")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from sazanami.cli.serve import serve
 from sazanami.errors import ParameterError
 from sazanami.params import SamplingParams
-from sazanami.server.command import serve
 from sazanami.server.limits import Limits
 from sazanami.server.schemas import ChatCompletionRequest, CompletionRequest
 

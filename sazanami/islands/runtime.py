@@ -24,10 +24,23 @@ from typing import Any
 import torch
 
 from sazanami.errors import ParameterError, check_range
+from sazanami.islands.builtins import Corpus, builtin_tools
 from sazanami.islands.constraints import Constraint, ConstraintBatch
 from sazanami.islands.tools import MAX_NAME_CHARS, Call, CallResult, CallSyntax, CallWatcher, ToolRegistry, run_calls
 
 Prompt = str | list[dict[str, str]]
+
+ISLAND_INPUTS: dict[str, str] = {
+    "tools": "Tools the model may call, comma-separated: calc, search, load. It writes NAME(args); "
+    "the result is injected as ' => result'.",
+    "corpus": "Documents for SEARCH/LOAD: a folder of .txt files or a JSONL file of {id, text}.",
+    "regex": "The output must match this regular expression.",
+    "json_schema": "The output must be JSON following this schema.",
+    "grammar": "The output must follow this Lark grammar.",
+}
+"""What an islands spec (:meth:`Islands.from_dict`) builds ``tools`` and ``constraint`` from."""
+ISLAND_LIMITS = ("max_calls", "timeout", "max_result_chars", "max_result_tokens", "describe_tools")
+"""The :class:`Islands` fields an islands spec may set directly."""
 
 
 @dataclass
@@ -196,28 +209,30 @@ class Islands:
         return [{"role": "system", "content": text}, {"role": "user", "content": prompt}]
 
     @classmethod
-    def from_dict(cls, spec: dict[str, Any]) -> Islands:
-        """Islands from a JSON/YAML object (a flow's ``islands``; the inverse of :meth:`to_dict`).
+    def from_dict(
+        cls, spec: dict[str, Any], *, available: ToolRegistry | None = None, tokenizer: Any = None, where: str = ""
+    ) -> Islands:
+        """Islands from a JSON/YAML object: a flow's ``islands``, a request body, the CLI's options.
 
-        Keys: ``tools`` (built-in names: calc, search, load), ``corpus`` (a folder or JSONL
-        file, for search/load), one of ``regex`` / ``json_schema`` / ``grammar`` (Lark) or
-        ``constraint`` ({kind, source}), and the limits ``max_calls``, ``timeout``,
-        ``max_result_chars``, ``max_result_tokens``, ``describe_tools``.
+        Keys: :data:`ISLAND_INPUTS` (``tools``: names, a list or comma-separated; ``corpus``
+        for search/load; one of ``regex`` / ``json_schema`` / ``grammar`` (Lark)), or
+        ``constraint`` ({kind, source}, as :meth:`to_dict` writes it), and the limits
+        :data:`ISLAND_LIMITS`. ``available`` picks the named tools from a registry (a
+        server's) instead of the built-ins; ``tokenizer`` checks the grammar against the
+        model's vocabulary up front; ``where`` prefixes the parameter named in errors
+        (``"islands."`` in a flow).
         """
-        from sazanami.islands.builtins import Corpus, builtin_tools
-
         if not isinstance(spec, dict):
-            raise ParameterError("islands", f"islands must be an object, got {type(spec).__name__}")
-        limits = ("max_calls", "timeout", "max_result_chars", "max_result_tokens", "describe_tools")
-        known = ("tools", "corpus", "regex", "json_schema", "grammar", "constraint", *limits)
+            raise ParameterError(where.rstrip(".") or "islands", f"islands must be an object, got {type(spec).__name__}")
+        known = (*ISLAND_INPUTS, "constraint", *ISLAND_LIMITS)
         extra = sorted(set(spec) - set(known))
         if extra:
-            raise ParameterError(
-                f"islands.{extra[0]}", f"unknown islands field {extra[0]!r}; known: {', '.join(known)}"
-            )
+            raise ParameterError(f"{where}{extra[0]}", f"unknown islands field {extra[0]!r}; known: {', '.join(known)}")
         given = [k for k in ("regex", "json_schema", "grammar", "constraint") if spec.get(k) is not None]
         if len(given) > 1:
-            raise ParameterError(f"islands.{given[1]}", f"use one of regex, json_schema, grammar; got {given}")
+            raise ParameterError(
+                f"{where}{given[1]}", f"give one of regex, json_schema, grammar, constraint; got {' and '.join(given)}"
+            )
         constraint = None
         if given:
             key, value = given[0], spec[given[0]]
@@ -226,12 +241,35 @@ class Islands:
             else:
                 constraint = {"regex": Constraint.regex, "json_schema": Constraint.json_schema,
                               "grammar": Constraint.lark}[key](value)  # fmt: skip
+            error = constraint.error(tokenizer) if tokenizer is not None else None
+            if error:
+                raise ParameterError(f"{where}{key}", f"invalid {key.replace('_', '-')}: {error}")
         names = spec.get("tools") or []
         if isinstance(names, str):
-            names = [n for n in names.split(",") if n.strip()]
-        corpus = Corpus.load(spec["corpus"]) if spec.get("corpus") else None
-        tools = builtin_tools(list(names), corpus) if names else None
-        return cls(tools=tools, constraint=constraint, **{k: spec[k] for k in limits if k in spec})
+            names = names.split(",")
+        names = [n.strip() for n in names if n.strip()]
+        if spec.get("corpus") and (available is not None or not names):
+            raise ParameterError(f"{where}corpus", "corpus is for the search and load tools: add tools search,load")
+        tools = None
+        if names and available is not None:
+            tools = ToolRegistry()
+            have = {name.upper(): name for name in available.names}
+            for i, name in enumerate(names):
+                if name.upper() not in have:
+                    raise ParameterError(
+                        f"{where}tools[{i}]",
+                        f"tool {name!r} is not run here (tools: {', '.join(have.values()) or 'none'}); "
+                        "sazanami runs tools itself and injects their results, it does not return tool_calls",
+                    )
+                tools.add(available.get(have[name.upper()]))  # type: ignore[arg-type]
+        elif names:
+            tools = builtin_tools(names, Corpus.load(spec["corpus"]) if spec.get("corpus") else None)
+        return cls(tools=tools, constraint=constraint, **{k: spec[k] for k in ISLAND_LIMITS if spec.get(k) is not None})
+
+    @property
+    def active(self) -> bool:
+        """Whether there is anything to do: tools or a grammar."""
+        return self.tools is not None or self.constraint is not None
 
     def to_dict(self) -> dict[str, Any]:
         """What a JSON report needs: tool names, the constraint and the limits."""

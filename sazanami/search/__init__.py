@@ -15,7 +15,7 @@ candidate gets them, each branch keeps its own tool history.
 Parts: :mod:`~sazanami.search.scorers`, :mod:`~sazanami.search.selectors`,
 :mod:`~sazanami.search.synthesis`, :mod:`~sazanami.search.budget`,
 :mod:`~sazanami.search.tree`, :mod:`~sazanami.search.strategies`,
-:mod:`~sazanami.search.flows`; the CLI commands live in :mod:`~sazanami.search.commands`.
+:mod:`~sazanami.search.flows`; the CLI commands live in :mod:`~sazanami.cli.search`.
 """
 
 from sazanami.search.budget import Budget, BudgetError, Ledger

@@ -212,7 +212,7 @@ class Flow:
             scorer=data.get("scorer", "judge"),
             scorers=dict(scorers),
             raw=bool(data.get("raw", False)),
-            islands=Islands.from_dict(data["islands"]) if data.get("islands") is not None else None,
+            islands=Islands.from_dict(data["islands"], where="islands.") if data.get("islands") is not None else None,
             source=data,
         )
         # Build every scorer now so that a typo fails before any token is generated.

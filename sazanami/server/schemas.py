@@ -21,9 +21,7 @@ Extensions in the body (pass them with the openai client's ``extra_body``):
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
 import json
 import typing
 from typing import Any
@@ -31,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from sazanami.errors import ParameterError
+from sazanami.fields import field_docs
 from sazanami.params import SamplingParams
 from sazanami.server.limits import Limits
 
@@ -42,21 +41,10 @@ MAX_SCHEMA_NODES = 4096
 """Values (objects, arrays, scalars) in a JSON schema at most; more is 413."""
 
 
-def _field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass (``name: type = default`` then ``\"\"\"doc\"\"\"``)."""
-    body = ast.parse(inspect.getsource(cls)).body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for node, nxt in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
-                docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
 def _sampling_fields() -> dict[str, Any]:
     """One optional pydantic field per SamplingParams field (None = the library's default)."""
     hints = typing.get_type_hints(SamplingParams)
-    docs = _field_docs(SamplingParams)
+    docs = field_docs(SamplingParams)
     wire = {"stop": str | list[str], "fluctuation": str | dict[str, Any]}
     return {
         f.name: (wire.get(f.name, hints[f.name]) | None, Field(None, description=docs.get(f.name)))
@@ -165,42 +153,36 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
     def wants_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
-    def constraint(self) -> Any:
-        """The grammar the output must follow (a :class:`sazanami.islands.Constraint`), or None."""
-        given = [k for k in ("grammar", "regex", "json_schema") if getattr(self, k) is not None]
+    def _constraint_spec(self) -> dict[str, Any]:
+        """The grammar fields of an islands spec (OpenAI's ``response_format`` mapped onto ``json_schema``)."""
+        spec = {k: getattr(self, k) for k in ("regex", "json_schema", "grammar") if getattr(self, k) is not None}
+        if "json_schema" in spec:
+            _check_schema(spec["json_schema"], "json_schema")
         fmt = self.response_format
-        if fmt is not None and fmt.type != "text":
-            if fmt.type not in ("json_object", "json_schema"):
-                raise ParameterError(
-                    "response_format.type",
-                    f"response_format.type must be text, json_object or json_schema, got {fmt.type!r}",
-                )
-            given.append("response_format")
-        if len(given) > 1:
+        if fmt is None or fmt.type == "text":
+            return spec
+        if fmt.type not in ("json_object", "json_schema"):
             raise ParameterError(
-                given[1], f"give one of grammar, regex, json_schema, response_format; got {', '.join(given)}"
+                "response_format.type",
+                f"response_format.type must be text, json_object or json_schema, got {fmt.type!r}",
             )
-        if not given:
-            return None
-        from sazanami.islands import Constraint
-
-        if given[0] == "grammar":
-            return Constraint.lark(self.grammar)  # type: ignore[arg-type]
-        if given[0] == "regex":
-            return Constraint.regex(self.regex)  # type: ignore[arg-type]
-        if given[0] == "json_schema":
-            _check_schema(self.json_schema, "json_schema")
-            return Constraint.json_schema(self.json_schema)  # type: ignore[arg-type]
-        assert fmt is not None
-        if fmt.type == "json_object":
-            return Constraint.json_schema({"type": "object"})
-        schema = (fmt.json_schema or {}).get("schema")
+        if spec:
+            raise ParameterError(
+                "response_format", f"give one of grammar, regex, json_schema, response_format; got {', '.join(spec)} too"
+            )
+        schema = {"type": "object"} if fmt.type == "json_object" else (fmt.json_schema or {}).get("schema")
         if not isinstance(schema, dict):
             raise ParameterError(
                 "response_format.json_schema.schema", "response_format.json_schema needs a 'schema' object"
             )
         _check_schema(schema, "response_format.json_schema.schema")
-        return Constraint.json_schema(schema)
+        return {"json_schema": schema}
+
+    def constraint(self) -> Any:
+        """The grammar the output must follow (a :class:`sazanami.islands.Constraint`), or None."""
+        from sazanami.islands import Islands
+
+        return Islands.from_dict(self._constraint_spec()).constraint
 
     def islands(self, server_tools: Any) -> Any:
         """Tools and grammar of this request (:class:`sazanami.islands.Islands`), or None.
@@ -208,29 +190,15 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
         ``server_tools`` is the server's :class:`~sazanami.islands.ToolRegistry`; a request
         names the tools it lets the model call (case-insensitive).
         """
-        constraint = self.constraint()
-        tools = None
+        from sazanami.islands import Islands, ToolRegistry
+
+        spec = self._constraint_spec()
         if self.tools and self.tool_choice != "none":
             if self.tool_choice not in (None, "auto"):
                 raise ParameterError("tool_choice", f"tool_choice must be auto or none, got {self.tool_choice!r}")
-            from sazanami.islands import ToolRegistry
-
-            known = {name.upper(): name for name in (server_tools.names if server_tools is not None else [])}
-            tools = ToolRegistry()
-            for i, t in enumerate(self.tools):
-                name = t if isinstance(t, str) else t.function.name
-                if name.upper() not in known:
-                    raise ParameterError(
-                        f"tools[{i}]",
-                        f"tool {name!r} is not run by this server (its tools: {', '.join(known.values()) or 'none'}); "
-                        "sazanami runs tools itself and injects their results, it does not return tool_calls",
-                    )
-                tools.add(server_tools.get(known[name.upper()]))
-        if tools is None and constraint is None:
-            return None
-        from sazanami.islands import Islands
-
-        return Islands(tools=tools, constraint=constraint)
+            spec["tools"] = [t if isinstance(t, str) else t.function.name for t in self.tools]
+        islands = Islands.from_dict(spec, available=server_tools if server_tools is not None else ToolRegistry())
+        return islands if islands.active else None
 
     def check_search(self, params: SamplingParams, limits: Limits) -> None:
         """Reject what a search cannot do and budgets over the server's limit."""

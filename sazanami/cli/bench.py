@@ -1,6 +1,6 @@
 """``sazanami bench``: benchmarks from the command line. Thin layer over :mod:`sazanami.frontier`.
 
-Registered on the main group in :mod:`sazanami.cli` with ``main.add_command(bench_group)``.
+Registered on the main group in :mod:`sazanami.cli`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,54 @@
+"""``sazanami generate``: N variants of a prompt, each from its own seed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from sazanami.cli.options import highlight, island_options, islands_from_options, params_from_options, sampling_options
+from sazanami.engine import Engine
+from sazanami.models import load
+
+
+@click.command()
+@click.argument("prompt")
+@sampling_options
+@island_options
+@click.option("--stream", is_flag=True, help="Print tokens as they are generated.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (injected spans marked).")
+def generate(prompt: str, stream: bool, as_json: bool, **kw: Any) -> None:
+    """Generate N variants of PROMPT, each from its own seed."""
+    params = params_from_options(kw)
+    engine = Engine(load(kw["model"]))
+    islands = islands_from_options(kw, engine.tokenizer)
+    fl = params.fluctuation
+    if fl is not None and fl.beams is not None:
+        completions = engine.generate(prompt, params, kw["raw"], islands=islands)
+    else:
+        rows = engine.rows_for([prompt], params, kw["raw"], islands=islands)
+        if stream and not as_json:
+            out: list[Any] = []
+            multi = len(rows) > 1
+            for deltas in engine.steps(rows, out):
+                for d in deltas:
+                    if d.text:
+                        click.echo(f"[{d.row}] {d.text}\n" if multi else d.text, nl=False)
+            click.echo()
+            return
+        completions = engine.run(rows)
+    if as_json:
+        doc = {
+            "model": kw["model"],
+            "prompt": prompt,
+            "params": params.to_dict(),
+            "islands": islands.to_dict() if islands is not None else None,
+            "completions": [c.to_dict() for c in completions],
+        }
+        click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
+        return
+    for c in completions:
+        header = f"── variant {c.index}  seed={c.seed}  tokens={c.completion_tokens}  finish={c.finish_reason}  mean logprob={c.mean_logprob:.2f}"
+        click.echo(click.style(header, bold=True))
+        click.echo(highlight(c, lambda s: click.style(s, dim=True)).strip() + "\n")

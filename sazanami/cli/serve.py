@@ -1,0 +1,69 @@
+"""``sazanami serve``: the HTTP API and playground under uvicorn.
+
+Every :class:`~sazanami.server.limits.Limits` field is an option (derived in
+:mod:`sazanami.cli.options`).
+"""
+
+from __future__ import annotations
+
+import click
+import torch
+
+from sazanami.cli.options import limits_options
+from sazanami.islands import Islands, ToolRegistry
+from sazanami.models import DEFAULT_MODEL
+from sazanami.server.limits import Limits
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name or HF directory.")
+@limits_options
+@click.option(
+    "--threads",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Torch CPU threads (0 = torch's default). On a CPU shared with other jobs, 1 can be much faster.",
+)
+@click.option(
+    "--tools",
+    default="calc",
+    show_default=True,
+    metavar="LIST",
+    help="Tools requests may let the model call, comma-separated: calc, search, load ('' for none).",
+)
+@click.option(
+    "--corpus", default=None, metavar="PATH", help="Documents for SEARCH/LOAD: a folder of .txt files or a JSONL file."
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+def serve(
+    host: str, port: int, model: str, threads: int, tools: str, corpus: str | None, log_level: str, **limits: int
+) -> None:
+    """Serve MODEL over an OpenAI-compatible API, with the playground at http://HOST:PORT/.
+
+    \b
+    curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
+      -d '{"messages": [{"role": "user", "content": "Hi"}], "n": 2, "fluctuation": "pink-temperature"}'
+    """
+    import uvicorn  # the web stack loads only when serving
+
+    from sazanami.server.app import create_app
+
+    registry = tool_registry(tools, corpus)  # a bad list or corpus fails before the model loads
+    if threads > 0:
+        torch.set_num_threads(threads)
+    app = create_app(model, Limits(**limits), tools=registry)
+    click.echo(f"sazanami: serving {model} on http://{host}:{port}/ (API under /v1)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def tool_registry(names: str, corpus: str | None = None) -> ToolRegistry | None:
+    """The tools the server runs: built-in names, comma-separated; SEARCH/LOAD over ``corpus``; None for none."""
+    return Islands.from_dict({"tools": names, "corpus": corpus}).tools
