@@ -12,6 +12,18 @@ from sazanami.errors import ParameterError, check_int, check_range
 
 MAX_TOKENS_LIMIT = 32768
 MAX_N = 256
+MAX_TOP_K = 2**31 - 1
+
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "n": (1, MAX_N),
+    "seed": (0, 2**63 - 1),
+    "max_tokens": (1, MAX_TOKENS_LIMIT),
+    "top_k": (0, MAX_TOP_K),
+    "dry_allowed_length": (1, 1000),
+    "dry_penalty_last_n": (-1, 1_000_000),
+    "top_logprobs": (0, 20),
+}
+"""Closed range of every integer field of :class:`SamplingParams` (None, where allowed, is not checked)."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +39,7 @@ class SamplingParams:
     temperature: float = 0.7
     """Softmax temperature; 0 means greedy; in [0, 100]."""
     top_k: int = 0
-    """Keep the k most likely tokens; 0 disables; in [0, inf)."""
+    """Keep the k most likely tokens; 0 disables; in [0, 2^31 − 1]."""
     top_p: float = 1.0
     """Nucleus sampling: smallest set with this much mass; in (0, 1]."""
     min_p: float = 0.0
@@ -81,12 +93,11 @@ class SamplingParams:
     """Most likely alternatives reported per generated token (model's raw log_softmax); in [0, 20]."""
 
     def __post_init__(self) -> None:
-        check_int("n", self.n, 1, MAX_N)
-        if self.seed is not None:
-            check_int("seed", self.seed, 0, 2**63 - 1)
-        check_int("max_tokens", self.max_tokens, 1, MAX_TOKENS_LIMIT)
+        for name, (low, high) in INT_RANGES.items():
+            value = getattr(self, name)
+            if not (value is None and name == "seed"):
+                check_int(name, value, low, high)
         check_range("temperature", self.temperature, 0, 100)
-        check_int("top_k", self.top_k, 0, None)
         check_range("top_p", self.top_p, 0, 1, low_open=True)
         check_range("min_p", self.min_p, 0, 1, high_open=True)
         check_range("typical_p", self.typical_p, 0, 1, low_open=True)
@@ -121,8 +132,6 @@ class SamplingParams:
         check_range("xtc_threshold", self.xtc_threshold, 0, 1)
         check_range("dry_multiplier", self.dry_multiplier, 0, 100)
         check_range("dry_base", self.dry_base, 1, 10)
-        check_int("dry_allowed_length", self.dry_allowed_length, 1, 1000)
-        check_int("dry_penalty_last_n", self.dry_penalty_last_n, -1, 1_000_000)
         breakers = self.dry_sequence_breakers
         if isinstance(breakers, str):
             breakers = (breakers,)
@@ -135,7 +144,6 @@ class SamplingParams:
                 "dry_sequence_breakers", f"dry_sequence_breakers must have at most 16 strings, got {len(breakers)}"
             )
         object.__setattr__(self, "dry_sequence_breakers", tuple(breakers))
-        check_int("top_logprobs", self.top_logprobs, 0, 20)
 
     def replace(self, **changes: Any) -> SamplingParams:
         """A copy with ``changes`` applied (and validated)."""

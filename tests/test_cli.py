@@ -93,10 +93,11 @@ def test_every_field_and_option_is_reachable_from_cli_and_server():
     assert params_from_options(dict(ctx.params)) == SamplingParams()
 
     for strategy in STRATEGIES:
-        for name in strategy_options(strategy):
+        for name, default in strategy_options(strategy).items():
             assert strategy_dest(name) in options_of(search), (strategy, name)
+            options = {name: default}  # values are range-checked too: the default is in range
             req = ChatCompletionRequest.model_validate(
-                {"messages": [{"role": "user", "content": "q"}], "search": {"strategy": strategy, "options": {name: 1}}}
+                {"messages": [{"role": "user", "content": "q"}], "search": {"strategy": strategy, "options": options}}
             )
             req.check_search(req.sampling_params(Limits()), Limits())  # the server accepts the option
     for strategy, aliases in STRATEGY_ALIASES.items():

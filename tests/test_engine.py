@@ -135,7 +135,7 @@ def test_chat_template_and_raw(tiny_engine: Engine):
         ("n", 0, "n must be in [1, 256], got 0"),
         ("max_tokens", 0, "max_tokens must be in [1, 32768], got 0"),
         ("min_p", 1.0, "min_p must be in [0, 1), got 1.0"),
-        ("top_k", -1, "top_k must be in [0, inf), got -1"),
+        ("top_k", -1, "top_k must be in [0, 2147483647], got -1"),
         ("seed", "x", "seed must be an integer, got 'x'"),
         ("stop", [""], "stop must be a list of non-empty strings"),
     ],
