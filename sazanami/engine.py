@@ -71,6 +71,7 @@ class _Row:
         self.drawn = 0  # tokens the model drew (injected ones do not count against max_tokens)
         self.spans: list[Span] = []
         self.cached = 0  # prompt tokens taken from the prefix cache
+        self.top: dict[int, list[tuple[int, float]]] = {}  # token index → top alternatives
         # incremental decoding: text of tokens[:_read] is _done; _head decodes tokens[_window:_read]
         self._window = self._read = 0
         self._done = self._head = ""
@@ -153,6 +154,7 @@ class _Row:
             tag=r.tag,
             spans=[s for s in self.spans if s["start"] < len(self.text)],
             cached_tokens=self.cached,
+            top_logprobs=[self.top.get(i, []) for i in range(len(self.tokens))] if r.params.top_logprobs else [],
         )
 
 
@@ -287,6 +289,7 @@ class Engine:
             requests,
             backend.vocab_size,
             backend.hidden_size,
+            self.tokenizer,
         )
         lengths = torch.tensor([len(r.prompt_ids) for r in requests], dtype=torch.long)
 
@@ -309,17 +312,25 @@ class Engine:
             trace = any(rows[a].req.params.trace for a in active)
             # Grammar rows: −inf outside the grammar, before every sampler step (noise cannot unmask).
             masked = islands.mask(logits) if islands is not None else logits
-            tokens, info = sampler.sample(masked, trace=trace)  # (B,)
+            generated = [rows[a].tokens for a in active] if sampler.history is not None else None  # DRY's context
+            tokens, info = sampler.sample(masked, trace=trace, generated=generated)  # (B,)
             if islands is not None:
                 tokens = islands.guard(tokens, masked)
             # the drawn token's log-prob under the model: one gather and a logsumexp per row
-            logprobs = logits.gather(-1, tokens[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
+            lse = torch.logsumexp(logits, -1, keepdim=True)  # (B, 1)
+            logprobs = (logits.gather(-1, tokens[:, None]) - lse).squeeze(-1)
+            k = max(rows[a].req.params.top_logprobs for a in active)
+            top = logits.topk(k, -1) if k else None  # alternatives (raw distribution) for rows that ask
+            top_v, top_i = ((top.values - lse).tolist(), top.indices.tolist()) if top is not None else ([], [])
             is_eos = torch.isin(tokens, self.eos)
             tok_list, lp_list, eos_list = tokens.tolist(), logprobs.tolist(), is_eos.tolist()
             pos = lengths.tolist()  # where each row's new token goes in the cache
             for i, a in enumerate(active):
                 row = rows[a]
+                drawn = len(row.tokens)
                 row.push(tok_list[i], lp_list[i], eos_list[i])
+                if (kr := row.req.params.top_logprobs) and len(row.tokens) > drawn:
+                    row.top[drawn] = list(zip(top_i[i][:kr], top_v[i][:kr]))
                 if islands is not None:
                     islands.observe(i, row, tok_list[i])
                 if row.finish_reason is None and pos[i] >= self.max_positions:

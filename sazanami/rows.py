@@ -133,6 +133,10 @@ class Completion(Output):
     (given, not drawn)."""
     cached_tokens: int = 0
     """Prompt tokens whose keys/values came from the engine's prefix cache (not recomputed)."""
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
+    """Per token of ``token_ids``, when ``params.top_logprobs`` > 0: the most likely (id, log-prob)
+    pairs under the model's raw distribution (log_softmax of its logits, before any processing),
+    most likely first; ``[]`` for injected tokens."""
     usage: dict[str, int] | None = None
     """Tokens the engine ran for this result when they are not its own tokens and prompt: a
     beam search's ``{"decoded", "prefilled"}``, shared by its samples (each carries the total)."""
@@ -157,6 +161,8 @@ class Completion(Output):
             out["trace"] = self.trace
         if self.spans:
             out["spans"] = self.spans
+        if self.top_logprobs:
+            out["top_logprobs"] = [[[t, round(lp, 5)] for t, lp in top] for top in self.top_logprobs]
         return out
 
 

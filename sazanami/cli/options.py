@@ -74,7 +74,7 @@ def _option(name: str, hint: Any, default: Any, doc: str, dest: str | None = Non
         flag = _flags(name)[0]
         if default:
             return click.option(f"{flag}/--no-{flag[2:]}", dest, default=True, show_default=True, help=kw["help"])
-        return click.option(flag, dest, is_flag=True, help=kw["help"])
+        return click.option(flag, dest, is_flag=True, default=False, help=kw["help"])
     if typing.get_origin(hint) is tuple:
         kw.update(multiple=True, type=str, show_default=False)
     elif hint in (int, float, str):

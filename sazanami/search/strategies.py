@@ -37,7 +37,7 @@ from typing import Any
 from sazanami.engine import Engine, Prompt
 from sazanami.errors import ParameterError, check_int, check_range
 from sazanami.islands.runtime import Islands
-from sazanami.params import SamplingParams
+from sazanami.params import MAX_N, MAX_TOKENS_LIMIT, SamplingParams
 from sazanami.rows import RowRequest
 from sazanami.search.context import SearchContext
 from sazanami.search.selectors import make_selector, rank
@@ -52,6 +52,7 @@ __all__ = [
     "neighbour",
     "noise_search",
     "optimize",
+    "check_strategy_options",
     "search",
     "strategy_options",
     "synthesize",
@@ -60,6 +61,9 @@ __all__ = [
 ]
 
 Mixture = list[tuple[int, float]]
+
+MAX_ROUNDS = 1024
+"""Rounds of any strategy at most (and never more than the budget's tokens: a round generates one)."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -102,7 +106,7 @@ def _waves(
         if n is not None:
             count = n - len(out)
         else:
-            count = left // per_row
+            count = min(left // per_row, MAX_N)  # more rows wait for the next wave
             if count == 0 and (not out or left - ctx.scorer.cost_per_item >= ctx.params.max_tokens // 2):
                 # One clipped row: a round gets at least one, and a leftover of half a row is used.
                 count = 1
@@ -556,12 +560,108 @@ def strategy_options(name: str) -> dict[str, Any]:
     return {p.name: p.default for p in list(sig.parameters.values())[1:]}
 
 
-def _check_options(name: str, impl: Callable[..., None], options: dict[str, Any]) -> dict[str, Any]:
+def _check_options(
+    name: str,
+    impl: Callable[..., None],
+    options: dict[str, Any],
+    budget: int | None = None,
+    max_rows: int = MAX_N,
+) -> dict[str, Any]:
+    """Raise ``ParameterError`` for an unknown option or a value out of its range (see
+    :func:`check_strategy_options`); returns ``options``."""
     known = list(inspect.signature(impl).parameters)[1:]
     for key in options:
         if key not in known:
             raise ParameterError(key, f"strategy {name} has no option {key!r}; its options: {', '.join(known)}")
+    defaults = strategy_options(name)
+    rounds_high = min(MAX_ROUNDS, budget) if budget is not None else MAX_ROUNDS
+    rows_high = min(max_rows, budget) if budget is not None else max_rows
+    why_rounds = f"at most {MAX_ROUNDS}" + (f" and the budget's {budget} tokens" if budget is not None else "")
+    why_rows = f"rows per engine call at most {max_rows}" + (
+        f" and the budget's {budget} tokens" if budget is not None else ""
+    )
+
+    def whole(key: str, high: int, why: str) -> None:
+        value = options[key]
+        if value is None and defaults[key] is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise ParameterError(key, f"{key} must be an integer in [1, {high}] ({why}), got {value!r}")
+
+    for key, value in options.items():
+        if key == "rounds":
+            whole(key, rounds_high, why_rounds)
+        elif key in ("n", "init", "width"):
+            whole(key, rows_high, why_rows)
+        elif key in ("keep", "k", "branch", "expand"):
+            whole(key, max_rows, f"rows per engine call at most {max_rows}")
+        elif key == "chunk":
+            whole(key, MAX_TOKENS_LIMIT, "max_tokens at most")
+        elif key == "similarity":
+            check_range(key, value, 0, 1, low_open=True, high_open=True)
+        elif key == "beta" and value is not None:
+            check_range(key, value, 0, 2)
+        elif key == "margin" and value is not None:
+            check_range(key, value, 0, None)
+        elif key in ("t_hot", "t_cold"):
+            check_range(key, value, 0, 100, low_open=True)
+        elif key == "mode":
+            if str(value).replace("_", "-") not in NOISE_MODES:
+                raise ParameterError(key, f"mode must be one of {', '.join(NOISE_MODES)}, got {value!r}")
+        elif key == "schedule":
+            if isinstance(value, (list, tuple)) and not 1 <= len(value) <= rounds_high:
+                raise ParameterError(
+                    key, f"a temperature list must have 1 to {rounds_high} entries ({why_rounds}), got {len(value)}"
+                )
+            temperature_schedule(value, 2, 1.0, 1.0)  # raises for a bad name or temperature
+        elif key == "selector":
+            make_selector(value, 1)
+        elif key == "synthesizer" and isinstance(value, dict):
+            try:
+                Synthesizer(**value)
+            except TypeError as exc:
+                raise ParameterError(key, f"bad synthesizer {value!r}: {exc}") from exc
+        elif key == "base_options" and value is not None:
+            if not isinstance(value, dict):
+                raise ParameterError(key, f"base_options must be an object, got {value!r}")
+            base = _strategy_name(options.get("base", defaults["base"]))
+            if base == "synthesize":
+                raise ParameterError("base", "synthesize cannot be its own base strategy")
+            try:
+                _check_options(base, STRATEGIES[base], value, budget, max_rows)
+            except ParameterError as exc:
+                raise ParameterError(f"base_options.{exc.param}", str(exc)) from exc
+    if name == "tree":
+        branch = options.get("branch", defaults["branch"])
+        expand = options.get("expand", defaults["expand"])
+        if branch * expand > max_rows:
+            raise ParameterError(
+                "branch", f"branch × expand must be at most {max_rows} (rows per engine call), got {branch} × {expand}"
+            )
     return options
+
+
+def check_strategy_options(
+    strategy: str, options: dict[str, Any], budget: int | None = None, max_rows: int = MAX_N
+) -> dict[str, Any]:
+    """The options of ``strategy`` (for synthesize: the base's own gathered into
+    ``base_options``), each checked against its range before any work is done.
+
+    Counts of rounds are at most :data:`MAX_ROUNDS` and ``budget`` (tokens; each round
+    generates one at least); counts of rows in one engine call (``n``, ``init``, ``width``,
+    ``keep``, ``k``, ``branch`` × ``expand``) at most ``max_rows`` (a server passes its
+    batch limit) and ``budget``. Raises ``ParameterError`` naming the option.
+    """
+    name = _strategy_name(strategy)
+    impl = STRATEGIES[name]
+    options = dict(options)
+    if name == "synthesize":
+        own = set(list(inspect.signature(impl).parameters)[1:])
+        base_opts = dict(options.pop("base_options", None) or {})
+        base_opts.update({k: options.pop(k) for k in list(options) if k not in own})
+        if base_opts:
+            options["base_options"] = base_opts
+    return _check_options(name, impl, options, budget, max_rows)
 
 
 def search(
@@ -598,13 +698,7 @@ def search(
     """
     name = _strategy_name(strategy)
     impl = STRATEGIES[name]
-    if name == "synthesize":
-        own = set(list(inspect.signature(impl).parameters)[1:])
-        base_opts = dict(options.pop("base_options", None) or {})
-        base_opts.update({k: options.pop(k) for k in list(options) if k not in own})
-        if base_opts:
-            options["base_options"] = base_opts
-    _check_options(name, impl, options)
+    options = check_strategy_options(name, options)
     ctx = SearchContext(
         engine,
         prompt,
@@ -619,6 +713,7 @@ def search(
         config={"options": _jsonable(options)},
         islands=islands,
     )
+    check_strategy_options(name, options, ctx.budget.tokens)  # bounds that follow from the budget
     try:
         impl(ctx, **options)
     finally:
