@@ -139,7 +139,7 @@ def _search(engine: Any, req: RowRequest) -> Generator[list[Any], None, list[Com
     backend = engine.backend
     P, V = len(ids), backend.vocab_size
     cache = backend.new_cache(1, P + params.max_tokens + IslandBatch.reserve(islands) + 1)
-    last, reused = engine.prefill(list(ids), cache)  # the prompt, from the prefix cache where it can
+    last, reused = engine.prefill(list(ids), cache, reuse=req.reuse)  # the prompt, from the prefix cache where it can
     logits = last[None]  # (1, V)
     usage = {"decoded": 0, "prefilled": P - reused}
     yield []

@@ -301,7 +301,7 @@ class Engine:
         cached = [0] * B  # prompt tokens each row took from the prefix cache
         for ids, members in groups.items():
             tmp = backend.new_cache(1, len(ids))
-            last, reused = self.prefill(list(ids), tmp)
+            last, reused = self.prefill(list(ids), tmp, reuse=all(requests[b].reuse for b in members))
             cache.copy_rows(tmp, 0, torch.tensor(members), len(ids))
             logits[members] = last
             for b in members:
@@ -381,15 +381,15 @@ class Engine:
         out.extend(r.completion() for r in rows)
 
     # -- the prefix cache ------------------------------------------------------------------
-    def prefill(self, ids: list[int], cache: Any, row: int = 0) -> tuple[torch.Tensor, int]:
+    def prefill(self, ids: list[int], cache: Any, row: int = 0, reuse: bool = True) -> tuple[torch.Tensor, int]:
         """Run prompt ``ids`` into ``row`` of ``cache`` (empty); returns its last logits (V,) and
         how many of its tokens came from the prefix cache instead of the model.
 
         The last token always runs (its logits are needed); the prompt's full blocks are
-        stored for later calls.
+        stored for later calls. ``reuse`` False computes every token (and still stores).
         """
         pc = self.prefix_cache
-        n, blocks = pc.lookup(ids, limit=len(ids) - 1) if pc is not None else (0, [])
+        n, blocks = pc.lookup(ids, limit=len(ids) - 1) if pc is not None and reuse else (0, [])
         one = cache if cache.batch == 1 else cache.narrow(row, 1)
         if n:
             one.write_blocks(0, blocks)

@@ -110,6 +110,10 @@ class RowRequest:
     prefix_logprobs: list[float] = field(default_factory=list)
     prefix_spans: list[Span] = field(default_factory=list)
     """Injected spans of the inherited prefix (token offsets into ``prefix_ids``)."""
+    reuse: bool = True
+    """May start from keys/values in the engine's prefix cache. False computes the whole prompt
+    (a batch-invariant request: reused keys/values were computed in other shapes, so their
+    float round-off would depend on what ran before)."""
 
 
 @dataclass

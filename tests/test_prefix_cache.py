@@ -144,3 +144,29 @@ def test_a_full_cache_hit_still_computes_the_last_token():
     assert reused == len(ids) - 1
     want, _ = off.prefill(ids, backend.new_cache(1, len(ids)))
     torch.testing.assert_close(logits, want)
+
+
+def test_rows_that_may_not_reuse_compute_their_whole_prompt(engines):
+    from sazanami.rows import RowRequest
+
+    _, on = engines
+    ids = on.encode("A batch-invariant request.")
+    params = SamplingParams(max_tokens=4, seed=1)
+    on.run([RowRequest(ids, params, 1)])
+    again = on.run([RowRequest(ids, params, 1)])[0]
+    alone = on.run([RowRequest(ids, params, 1, reuse=False)])[0]
+    assert again.cached_tokens > 0 and alone.cached_tokens == 0
+    assert alone.token_ids == again.token_ids
+
+
+def test_the_server_reports_its_prefix_cache(tiny_engine):
+    from fastapi.testclient import TestClient
+
+    from sazanami.server.app import create_app
+
+    with TestClient(create_app(engine=tiny_engine)) as client:
+        body = {"prompt": "A long shared system prompt, then a question: name a fruit.", "max_tokens": 3, "seed": 1}
+        for _ in range(2):
+            assert client.post("/v1/completions", json=body).status_code == 200
+        pc = client.get("/health").json()["prefix_cache"]
+        assert pc["reused_tokens"] > 0 and 0 < pc["hit_rate"] < 1
