@@ -7,9 +7,14 @@ from typing import Any
 
 import click
 
-from sazanami.cli.options import highlight, island_options, islands_from_options, params_from_options, sampling_options
-from sazanami.engine import Engine
-from sazanami.models import load
+from sazanami.cli.options import (
+    engine_from_options,
+    highlight,
+    island_options,
+    islands_from_options,
+    params_from_options,
+    sampling_options,
+)
 
 
 @click.command()
@@ -21,7 +26,7 @@ from sazanami.models import load
 def generate(prompt: str, stream: bool, as_json: bool, **kw: Any) -> None:
     """Generate N variants of PROMPT, each from its own seed."""
     params = params_from_options(kw)
-    engine = Engine(load(kw["model"]))
+    engine = engine_from_options(kw["model"], kw["prefix_cache"])
     islands = islands_from_options(kw, engine.tokenizer)
     rows = engine.rows_for([prompt], params, kw["raw"], islands=islands)
     if params.beams is not None or not stream or as_json:  # beams do not stream

@@ -20,11 +20,12 @@ from typing import Any
 
 import click
 
+from sazanami.engine import Engine
 from sazanami.errors import ParameterError
 from sazanami.fields import field_docs
 from sazanami.fluctuation import Fluctuation
 from sazanami.islands.runtime import ISLAND_INPUTS, ISLAND_LIMITS, Islands, marked_text
-from sazanami.models import DEFAULT_MODEL
+from sazanami.models import DEFAULT_MODEL, load
 from sazanami.params import SamplingParams
 from sazanami.search.strategies import STRATEGIES, strategy_options
 from sazanami.server.limits import Limits
@@ -119,8 +120,22 @@ def sampling_options(fn: Any) -> Any:
                 "--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name or HF directory."
             ),
             click.option("--raw", is_flag=True, help="Plain completion: no chat template."),
+            prefix_cache_option,
         ],
     )
+
+
+prefix_cache_option = click.option(
+    "--prefix-cache/--no-prefix-cache",
+    default=True,
+    show_default=True,
+    help="Reuse the keys/values of prompts and outputs computed earlier in this run (search branches, judge prompts).",
+)
+
+
+def engine_from_options(model: str, prefix_cache: bool = True) -> Engine:
+    """The engine for ``model`` with or without the prefix cache."""
+    return Engine(load(model), prefix_cache=prefix_cache)
 
 
 def params_from_options(kw: dict[str, Any]) -> SamplingParams:
