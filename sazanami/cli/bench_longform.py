@@ -42,7 +42,7 @@ DEFAULT_CACHE = Path("bench") / "out" / "longform-cache.jsonl"
     help="Equivalence of two samples for distinct_k: MiniLM cosine or unigram Jaccard, at the thresholds "
     "fixed on bench/data/equivalence_pairs.jsonl.",
 )
-@click.option("--quick", is_flag=True, help="6 prompts × 4 samples × 256 tokens, 11 settings, 1 judged sample each.")
+@click.option("--quick", is_flag=True, help="6 prompts × 4 samples × 256 tokens, 8 settings (temperature, white/pink/brown temperature noise, the pink quantile draw), 1 judged sample each.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder  [default: bench/out/longform]")
 @click.option("--name", default="longform", show_default=True, help="File name stem of the outputs.")
 @click.option(

@@ -49,11 +49,12 @@ def plot_longform(result: LongformResult, path: str | Path, title: str = "") -> 
         for i, m in enumerate(methods):
             color = "black" if m == "temperature" else colors[(i - 1) % len(colors)]
             _plot_method(ax, [r for r in rows if r["method"] == m], m, color, m == "temperature", metric)
-        if metric == "psd_slope":
-            h = result.human
+        h = result.human
+        if metric == "psd_slope" and all(math.isfinite(h[k]) for k in ("psd_slope", "psd_slope_lo", "psd_slope_hi")):
             ax.axhline(h["psd_slope"], color="grey", ls="--", lw=1)
             ax.axhspan(h["psd_slope_lo"], h["psd_slope_hi"], color="grey", alpha=0.15)
-        ax.set_xscale("log")
+        if any(math.isfinite(r["perplexity"]) and math.isfinite(r[metric]) for r in rows):
+            ax.set_xscale("log")  # an all-nan panel (spectra of short samples) cannot be log-scaled
         ax.set_xlabel(f"perplexity under {'the judge (Gemma 3 270M)' if judged else 'the generator'}, log")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
@@ -76,7 +77,8 @@ def plot_spectra(result: LongformResult, path: str | Path, title: str = "") -> P
     ax.set_xlabel("frequency (cycles/token)")
     ax.set_ylabel("surprisal power (nats²/cycle)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=6, ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6, ncol=2)
     return _save(fig, path, title, title_size=9)
 
 

@@ -78,9 +78,6 @@ LONGFORM_METHODS: dict[str, Method] = {
 #: Methods of a quick run unless told otherwise (fixed before any long-form result was seen).
 QUICK_METHODS = (
     "temperature",
-    "min_p",
-    "top_n_sigma",
-    "mirostat",
     "white-temperature",
     "pink-temperature",
     "brown-temperature",
