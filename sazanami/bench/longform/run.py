@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+import sazanami.bench.longform.judge as jd
+import sazanami.bench.longform.measures as ms
 from sazanami.bench.frontier.generation import GenerationCache, generate_setting, score_completions
 from sazanami.bench.frontier.methods import METHODS, Method, Setting, method_settings
 from sazanami.bench.frontier.prompts import PromptItem, load_prompts
 from sazanami.bench.frontier.run import machine_info
 from sazanami.bench.frontier.statistics import bootstrap_ci, frontier_gain, nanmean, resample_indices
-from sazanami.bench.longform import judge as jd
-from sazanami.bench.longform import measures as ms
 from sazanami.errors import ParameterError
 
 if TYPE_CHECKING:
