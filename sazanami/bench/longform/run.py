@@ -168,7 +168,7 @@ class SettingResult:
     per_prompt: dict[str, np.ndarray]
     """Metric → (P,) values, prompts in file order."""
     survival: np.ndarray
-    """(max_tokens + 1,) fraction of samples not yet degenerated before each position."""
+    """(max_tokens,) fraction of samples not yet degenerated at each position 0 ... max_tokens − 1."""
     spectrum: tuple[np.ndarray, np.ndarray] | None
     """(freqs, power): mean Welch PSD of the generator surprisal of full-length samples."""
     summary: dict[str, float] = field(default_factory=dict)
@@ -264,7 +264,7 @@ def prompt_metrics(
 def _survival(records: list[dict[str, Any]], cfg: LongformConfig) -> np.ndarray:
     assert cfg.max_tokens is not None
     firsts = np.array([sample_measures(r, cfg.loop_n, cfg.p_min, cfg.max_tokens)["first"] for r in records])
-    return (firsts[None, :] > np.arange(cfg.max_tokens + 1)[:, None]).mean(axis=1)
+    return (firsts[None, :] > np.arange(cfg.max_tokens)[:, None]).mean(axis=1)  # (max_tokens,)
 
 
 def _spectrum(series: list[list[float]]) -> tuple[np.ndarray, np.ndarray] | None:
