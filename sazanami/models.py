@@ -246,6 +246,10 @@ def _resolve_dtype(dtype: str, path: Path | None = None) -> str:
 @lru_cache(maxsize=4)
 def load(name_or_path: str = DEFAULT_MODEL, dtype: str = "auto") -> LlamaBackend:
     """Load a model by registry name or local Hugging Face directory (cached per process)."""
+    if name_or_path.startswith("noise-lm:"):  # research model (issue #18); kept off the core import path
+        from sazanami.research.noise_lm.backend import NoiseLMBackend
+
+        return NoiseLMBackend.from_dir(name_or_path.split(":", 1)[1])  # type: ignore[return-value]
     if name_or_path == "tiny-random":
         return tiny_random(dtype=_resolve_dtype("float32" if dtype == "auto" else dtype))
     if name_or_path == DEFAULT_MODEL:
