@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 from sazanami.backends import HiddenHook
-from sazanami.research.noise_lm.keys import expand
 from sazanami.research.noise_lm.model import NoiseLM
 from sazanami.research.noise_lm.noise import PAD
 
@@ -96,7 +95,6 @@ class NoiseLMBackend:
         if hidden_hook is not None:
             enc = hidden_hook(0, hidden_hook(-1, enc)).clamp(0.0, 1.0)  # keys live in [0, 1)
         cfg = self.model.config
-        q = expand(enc.reshape(B * Tq, -1).numpy(), cfg.digits, cfg.digit_factor)
-        dist = self.model.exact_index().distances(q)
+        dist = self.model.key_distances(enc.reshape(B * Tq, -1).numpy())
         logits = torch.from_numpy(self.model.logprobs_from(dist, cfg.temperature, cfg.floor)).view(B, Tq, -1)
         return logits[:, -1] if last_only else logits

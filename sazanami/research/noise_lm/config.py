@@ -29,6 +29,8 @@ class NoiseLMConfig:
     """ε: the unigram share mixed into p so no token has probability 0."""
     backoff: float = 1.0
     """β: weight of the shorter context's embedding in the Witten–Bell-style interpolation."""
+    hub: float = 1.0
+    """λ: subtract λ × each key's distance to the empty context's embedding (a hub correction; 0 = the seed's plain lookup)."""
     slots: int = 4
     """S: the hierarchical-mean level kept for a sentence is the one with S vectors."""
     scatter: int = 4
@@ -46,6 +48,7 @@ class NoiseLMConfig:
         check_range("temperature", self.temperature, 0.0, None, low_open=True)
         check_range("floor", self.floor, 0.0, 1.0, high_open=True)
         check_range("backoff", self.backoff, 0.0, None, low_open=True)
+        check_range("hub", self.hub, 0.0, 1.0)
         check_int("slots", self.slots, 1, 64)
         check_int("scatter", self.scatter, 0, 64)
         check_int("seed", self.seed, 0, 2**63 - 1)

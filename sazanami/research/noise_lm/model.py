@@ -58,17 +58,20 @@ class NoiseLM:
         self.expanded = expand(keys, config.digits, config.digit_factor)  # (V, dim * digits)
         self._index: KeyIndex | None = None
         self._exact: KeyIndex | None = None
+        self._hub: np.ndarray | None = None
         self._sentence_index: tuple[KeyIndex, np.ndarray] | None = None
 
     # -- training ---------------------------------------------------------------------------
     @classmethod
-    def train(cls, docs: list[str], config: NoiseLMConfig | None = None, vocab_size: int = 2000) -> NoiseLM:
-        """Build the vocabulary from ``docs`` and learn every table in one pass over them."""
+    def train(
+        cls, docs: list[str], config: NoiseLMConfig | None = None, vocab_size: int = 2000, tokenizer: Tokenizer | None = None
+    ) -> NoiseLM:
+        """Learn every table in one pass over ``docs``; the vocabulary is built from them unless given."""
         config = config or NoiseLMConfig()
         check_int("vocab_size", vocab_size, 8, 1_000_000)
         if not docs:
             raise ParameterError("docs", "training needs at least one document, got 0")
-        tokenizer = vocab.build(docs, vocab_size)
+        tokenizer = tokenizer or vocab.build(docs, vocab_size)
         ids = encode_docs(tokenizer, docs)
         V = tokenizer.vocab_size
         keys = random_keys(V, config.dim, config.seed)
@@ -85,6 +88,9 @@ class NoiseLM:
 
     def with_config(self, **changes: object) -> NoiseLM:
         """The same learned tables under changed inference settings (lookup, τ, ε, β)."""
+        fixed = set(changes) - {"lookup", "temperature", "floor", "backoff", "hub"}
+        if fixed:
+            raise ParameterError(sorted(fixed)[0], f"only lookup, temperature, floor, backoff and hub can change after training, got {sorted(fixed)}")
         new = NoiseLM.__new__(NoiseLM)
         new.__dict__ |= self.__dict__
         new.config = dataclasses.replace(self.config, **changes)
@@ -111,8 +117,26 @@ class NoiseLM:
         return self.tables.encoder(ctx, self.config.backoff)
 
     def distances(self, ctx: np.ndarray) -> np.ndarray:
-        """(Q, order) contexts → (Q, V) digit-weighted distances from each encoder embedding to every key."""
-        return self.exact_index().distances(expand(self.encoder(ctx), self.config.digits, self.config.digit_factor))
+        """(Q, order) contexts → (Q, V) digit-weighted distances from each encoder embedding to
+        every key, minus ``hub`` × the key's distance to the empty context's embedding."""
+        return self.key_distances(self.encoder(ctx))
+
+    def key_distances(self, enc: np.ndarray) -> np.ndarray:
+        """(Q, dim) encoder embeddings → (Q, V) hub-corrected distances to every key."""
+        q = expand(enc, self.config.digits, self.config.digit_factor)
+        return self.exact_index().distances(q) - self.config.hub * self.hub_distances()[None]
+
+    def hub_distances(self) -> np.ndarray:
+        """(V,) each key's distance to the empty context's encoder embedding (the global centroid).
+
+        Why: a centroid of many keys lies near the middle of the cube, so the keys nearest the
+        middle ("hubs") win every flat context; subtracting this term removes that pull (for
+        squared L2 it cancels the keys' norms exactly).
+        """
+        if self._hub is None:
+            e0 = self.tables.sums[0] / self.tables.counts[0][:, None]  # (1, dim)
+            self._hub = self.exact_index().distances(expand(e0, self.config.digits, self.config.digit_factor))[0]
+        return self._hub
 
     def exact_index(self) -> KeyIndex:
         if self._exact is None:
@@ -132,9 +156,22 @@ class NoiseLM:
         return self.logprobs_from(self.distances(ctx), self.config.temperature, self.config.floor)
 
     def predict(self, ctx: np.ndarray, k: int = 1) -> np.ndarray:
-        """(Q, order) contexts → (Q, k) nearest tokens through the configured lookup."""
+        """(Q, order) contexts → (Q, k) nearest tokens through the configured lookup.
+
+        With a hub correction an approximate index proposes ``max(8k, 32)`` candidates under
+        the plain distance and the correction reranks them (exact search ranks all keys).
+        """
         q = expand(self.encoder(ctx), self.config.digits, self.config.digit_factor)
-        return self.index().search(q, k)[1]
+        if self.config.hub == 0:
+            return self.index().search(q, k)[1]
+        if self.config.lookup == "exact":
+            d = self.exact_index().distances(q) - self.config.hub * self.hub_distances()[None]
+            return np.argsort(d, axis=1, kind="stable")[:, :k]
+        dist, cand = self.index().search(q, max(8 * k, 32))  # (Q, K) plain L1 (Hamming under lsh)
+        exact = np.abs(q[:, None, :] - self.expanded[cand.clip(0)]).sum(-1)  # (Q, K) the seed's distance
+        score = np.where(cand >= 0, exact - self.config.hub * self.hub_distances()[cand.clip(0)], np.inf)
+        order = np.argsort(score, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(cand, order, 1)
 
     def context(self, ids: list[int] | np.ndarray) -> np.ndarray:
         """The (1, order) context after ``ids`` (most recent first)."""
@@ -156,8 +193,10 @@ class NoiseLM:
         f = self.config.floor if floor is None else floor
         for a in range(0, len(target), 512):
             c, y = ctx[a : a + 512], target[a : a + 512]
-            hits += int((self.predict(c)[:, 0] == y).sum())
-            lp = self.logprobs_from(self.distances(c), t, f)
+            dist = self.distances(c)
+            top = dist.argmin(1) if self.config.lookup == "exact" else self.predict(c)[:, 0]  # = predict() when exact
+            hits += int((top == y).sum())
+            lp = self.logprobs_from(dist, t, f)
             nll -= float(lp[np.arange(len(y)), y].sum())
         n = len(target)
         return {"tokens": n, "accuracy": hits / n, "perplexity": float(np.exp(nll / n)), "unk": float((target == 0).mean())}
