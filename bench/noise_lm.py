@@ -162,12 +162,15 @@ def main() -> None:
         lm, t_train = timed(NoiseLM.train, docs, NoiseLMConfig(seed=args.seed), tokenizer=tok)
         lm, t_cal = timed(lm.calibrate, dev_docs, 2000)
         ev, t_eval = timed(lm.evaluate, test_docs, args.eval_tokens)
-        kn, k_train = timed(KneserNey, ids, tok.vocab_size, 3)
+        kn3 = KneserNey(ids, tok.vocab_size, 3)
+        kev3 = kn3.evaluate(test_ids, args.eval_tokens)
+        kn, k_train = timed(KneserNey, ids, tok.vocab_size, 4)  # the noise LM's 3 context words, + the target
         kev, k_eval = timed(kn.evaluate, test_ids, args.eval_tokens)
         row = {"fraction": frac, "train_tokens": len(ids),
                "noise_lm": ev | {"train_s": t_train, "calibrate_s": t_cal, "eval_s": t_eval, "learned": lm.parameters(),
                                  "temperature": lm.config.temperature, "floor": lm.config.floor},
-               "kneser_ney": kev | {"train_s": k_train, "eval_s": k_eval, "stored": kn.size()}}
+               "kneser_ney": kev | {"train_s": k_train, "eval_s": k_eval, "stored": kn.size(), "order": 4},
+               "kneser_ney_3": kev3 | {"stored": kn3.size(), "order": 3}}
         res["sizes"].append(row)
         print(json.dumps(row))
 
@@ -203,7 +206,7 @@ def main() -> None:
         _, t_nltk = timed(nk.fit, train, vocab_)
         seq = [str(t) for t in test_ids[:401]]
         lp = [nk.logscore(seq[i], seq[max(0, i - 2) : i]) for i in range(1, len(seq))]
-        ours = kn.evaluate(test_ids, 400)
+        ours = KneserNey(full_ids, tok.vocab_size, 3).evaluate(test_ids, 400)
         res["nltk_check"] = {"tokens": 400, "nltk_perplexity": float(2 ** (-np.mean(lp))), "ours_perplexity": ours["perplexity"],
                              "nltk_fit_s": t_nltk}
     except ImportError:
@@ -254,9 +257,10 @@ def plot(res: dict, path: Path) -> None:
     n = [r["train_tokens"] for r in res["sizes"]]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(n, [r["noise_lm"]["accuracy"] for r in res["sizes"]], "o-", label="noise-embedding LM (seed 003)")
-    ax.plot(n, [r["kneser_ney"]["accuracy"] for r in res["sizes"]], "s-", label="Kneser–Ney, order 3")
+    ax.plot(n, [r["kneser_ney"]["accuracy"] for r in res["sizes"]], "s-", label="Kneser–Ney, order 4 (same context)")
+    ax.plot(n, [r["kneser_ney_3"]["accuracy"] for r in res["sizes"]], "s--", alpha=0.6, label="Kneser–Ney, order 3")
     for i, g in enumerate(res["gpt"]):
-        color, last = f"C{2 + i}", g["curve"][-1]
+        color, last = f"C{3 + i}", g["curve"][-1]
         label = f"transformer {g['parameters'] / 1e6:.1f}M params, {last['train_s']:.0f} s (faint: earlier)"
         ax.plot([n[-1]], [last["accuracy"]], "^", ms=9, color=color, label=label)
         for c in g["curve"][:-1]:

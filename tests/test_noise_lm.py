@@ -129,3 +129,20 @@ def test_cli_train_and_generate(tmp_path):
     assert out.exit_code == 0, out.output
     gen = runner.invoke(noise_lm, ["generate", str(tmp_path / "m"), "return the", "--width", "2"])
     assert gen.exit_code == 0 and gen.output.strip(), gen.output
+
+
+def test_kneser_ney_baseline_is_a_distribution():
+    from sazanami.research.noise_lm.baselines import KneserNey
+
+    ids = np.random.default_rng(0).integers(0, 20, 500)
+    kn = KneserNey(ids, 25, order=3)
+    for hist in ([], [3], [3, 4], [24, 24]):
+        p = kn.dist(hist)
+        assert p.sum() == pytest.approx(1.0, abs=1e-9) and (p > 0).all()
+
+
+def test_with_config_refuses_training_settings(lm: NoiseLM):
+    with pytest.raises(ParameterError, match="only lookup") as info:
+        lm.with_config(dim=8)
+    assert info.value.param == "dim"
+    assert lm.with_config(hub=0.0).config.hub == 0.0
