@@ -179,7 +179,7 @@ def main() -> None:
         lm.save(d)
         disk = sum(p.stat().st_size for p in Path(d).iterdir())
         engine = Engine(load(f"noise-lm:{d}"))
-        p = SamplingParams(n=2, seed=args.seed, max_tokens=16, temperature=1.0, ignore_eos=True)
+        p = SamplingParams(n=2, seed=args.seed, max_tokens=16, temperature=1.0)
         engine_samples = {pr: [c.text for c in engine.generate(pr, p.replace(seed=args.seed + i), raw=True)] for i, pr in enumerate(PROMPTS)}
         (_, t_gen) = timed(engine.generate, PROMPTS[0], SamplingParams(n=1, seed=1, max_tokens=64, ignore_eos=True), raw=True)
     arrays = lm.tables.arrays() | {"keys": lm.keys}

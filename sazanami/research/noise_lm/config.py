@@ -23,9 +23,9 @@ class NoiseLMConfig:
     """f: digit j (from the left, j = 0, 1, ...) weighs f**-j; f = 10 makes the distance ≈ L1."""
     lookup: str = "exact"
     """Nearest-key search: ``exact`` (NumPy), ``hnsw`` or ``lsh`` (faiss, extra ``research``)."""
-    temperature: float = 0.05
-    """τ in p(v) ∝ exp(-distance(e, key_v) / τ) (refit on a dev split by :meth:`NoiseLM.calibrate`)."""
-    floor: float = 0.02
+    temperature: float = 4.0
+    """τ in p(v) ∝ exp(-distance(e, key_v) / τ); training refits it on the dev split (calibrate)."""
+    floor: float = 0.5
     """ε: the unigram share mixed into p so no token has probability 0."""
     backoff: float = 1.0
     """β: weight of the shorter context's embedding in the Witten–Bell-style interpolation."""

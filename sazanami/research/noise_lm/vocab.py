@@ -40,7 +40,7 @@ def build(texts: list[str], size: int) -> Tokenizer:
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: max(size - len(SPECIALS), 0)]
     vocab = {s: i for i, s in enumerate(SPECIALS)} | {w: i + len(SPECIALS) for i, (w, _) in enumerate(ranked)}
     rust = _pipeline(RustTokenizer(WordLevel(vocab, unk_token="<unk>")))
-    rust.add_special_tokens(SPECIALS)
+    rust.add_special_tokens(SPECIALS[1:])  # <unk> stays visible: skipped, it would glue its neighbours
     return wrap(rust)
 
 
