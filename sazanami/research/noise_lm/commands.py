@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
+import sazanami.research.noise_lm.corpus as corpus
 from sazanami.cli.options import dataclass_options
-from sazanami.research.noise_lm import corpus
 from sazanami.research.noise_lm.config import NoiseLMConfig
 from sazanami.research.noise_lm.model import NoiseLM
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+import sazanami.research.noise_lm.scattershot as scattershot
+import sazanami.research.noise_lm.vocab as vocab
 from sazanami.errors import ModelNotFoundError, ParameterError, check_int
-from sazanami.research.noise_lm import scattershot, vocab
 from sazanami.research.noise_lm.config import NoiseLMConfig
 from sazanami.research.noise_lm.keys import expand, random_keys
 from sazanami.research.noise_lm.lookup import KeyIndex
