@@ -74,7 +74,7 @@ def test_save_load_round_trip(lm: NoiseLM, saved):
     assert back.nearest_sentences("return the value", 2) == lm.nearest_sentences("return the value", 2)
 
 
-@pytest.mark.parametrize("method, need", [("hnsw", 0.95), ("lsh", 0.5)])
+@pytest.mark.parametrize("method, need", [("hnsw", 0.99), ("lsh", 0.7)])  # measured: 1.0, 0.795
 def test_approximate_lookup_agrees_with_exact(method: str, need: float):
     pytest.importorskip("faiss")
     rng = np.random.default_rng(0)
