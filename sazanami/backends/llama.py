@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sazanami.backends import HiddenHook
+from sazanami.backends import Capabilities, HiddenHook
+from sazanami.fluctuation import POINTS
 from sazanami.tokenizer import Tokenizer
 
 
@@ -94,6 +95,8 @@ class KVCache:
 
 class LlamaBackend:
     """Forward pass of a Llama-family causal LM over a :class:`KVCache`."""
+
+    capabilities = Capabilities(backend="torch", fluctuation_points=POINTS, islands=True, beams=True)
 
     def __init__(
         self,
