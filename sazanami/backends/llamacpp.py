@@ -21,8 +21,9 @@ backend (see :data:`CAPABILITIES`).
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
+import sys
+import warnings
 import weakref
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ MAX_SEQUENCES = 256
 """llama.cpp's ``LLAMA_MAX_SEQ``: sequences (rows alive at once) one context can hold."""
 
 
+_LOG_CALLBACK: Any = None
+
+
 def _lib() -> Any:
     """The ``llama_cpp`` bindings, with llama.cpp's logging kept to errors."""
     try:
@@ -57,7 +61,16 @@ def _lib() -> Any:
         raise ModelNotFoundError(
             "the llama.cpp backend needs llama-cpp-python: run `make fast` (builds it without AMX)"
         ) from exc
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is None:  # llama.cpp logs every load to stderr: keep its errors only
+
+        @llama_cpp.llama_log_callback
+        def errors_only(level: int, text: bytes, user_data: Any) -> None:
+            if level == 3:  # GGML_LOG_LEVEL_ERROR
+                sys.stderr.write(text.decode("utf-8", errors="replace"))
+
+        _LOG_CALLBACK = errors_only
+        llama_cpp.llama_log_set(errors_only, ctypes.c_void_p(0))
     return llama_cpp
 
 
@@ -137,7 +150,9 @@ class GGUFTokenizer(Tokenizer):
         if n_vocab not in self._ll:
             from llguidance.llamacpp import lltokenizer_from_vocab
 
-            self._ll[n_vocab] = lltokenizer_from_vocab(self._vocab, n_vocab, sorted(self.eos_token_ids))
+            with warnings.catch_warnings():  # it calls a deprecated alias once per token
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._ll[n_vocab] = lltokenizer_from_vocab(self._vocab, n_vocab, sorted(self.eos_token_ids))
         return self._ll[n_vocab]
 
 
