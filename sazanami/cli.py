@@ -13,7 +13,7 @@ import click
 
 from sazanami.errors import SazanamiError
 from sazanami.islands.cli_options import island_options
-from sazanami.models import DEFAULT_MODEL
+from sazanami.models import BACKENDS, DEFAULT_MODEL
 
 
 class _Group(click.Group):
@@ -65,7 +65,8 @@ def sampling_options(fn: Any) -> Any:
         click.option("--fluctuation", "-f", default=None, help="Preset name, JSON object or FILE.json."),
         click.option("--sigma", type=float, default=None, help="Override the fluctuation's sigma."),
         click.option("--beta", type=float, default=None, help="Override the fluctuation's beta (noise color)."),
-        click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name or HF directory."),
+        click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name, HF directory or .gguf file."),
+        click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help="auto: llama.cpp for GGUF-only models and one row, torch for many."),
         click.option("--raw", is_flag=True, help="Plain completion: no chat template."),
     ]
     for option in reversed(options):
@@ -121,10 +122,10 @@ def generate(prompt: str, stream: bool, as_json: bool, **kw: Any) -> None:
     """Generate N variants of PROMPT, each from its own seed."""
     from sazanami.engine import Engine
     from sazanami.islands.cli_options import highlight, islands_from_options
-    from sazanami.models import load
+    from sazanami.models import load_for
 
     params = params_from_options(kw)
-    engine = Engine(load(kw["model"]))
+    engine = Engine(load_for(kw["model"], kw["backend"], params.n, params.fluctuation))
     islands = islands_from_options(kw, engine.tokenizer)
     fl = params.fluctuation
     if fl is not None and fl.beams is not None:
@@ -144,6 +145,7 @@ def generate(prompt: str, stream: bool, as_json: bool, **kw: Any) -> None:
     if as_json:
         doc = {
             "model": kw["model"],
+            "backend": engine.backend.capabilities.backend,
             "prompt": prompt,
             "params": params.to_dict(),
             "islands": islands.to_dict() if islands is not None else None,
@@ -172,7 +174,9 @@ def models(as_json: bool) -> None:
     click.echo(f"cache: {cache_dir()}")
     for i in infos:
         mark = "ready" if i.ready else "missing"
-        click.echo(f"{i.name:14} {mark:8} {i.description}\n{'':24}{i.location}")
+        click.echo(f"{i.name:14} {mark:8} {i.description}\n{'':24}{i.location}\n{'':24}backends: {', '.join(i.backends) or 'none installed'}")
+        if i.terms:
+            click.echo(f"{'':24}{i.terms}")
 
 
 @main.command()

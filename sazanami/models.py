@@ -179,6 +179,19 @@ def choose_backend(name_or_path: str = DEFAULT_MODEL, rows: int = 1, fluctuation
     return "llamacpp" if rows <= 1 else "torch"
 
 
+def load_for(name_or_path: str = DEFAULT_MODEL, backend: str = "auto", rows: int = 1, fluctuation: Any = None) -> Any:
+    """Load a model for a request of ``rows`` rows: ``auto`` resolves by :func:`choose_backend`.
+
+    The request's fluctuation is checked against the backend's capabilities here, before
+    any work (e.g. hidden-state noise on llamacpp is a ``ParameterError`` naming it).
+    """
+    if backend == "auto":
+        backend = choose_backend(name_or_path, rows, fluctuation)
+    model = load(name_or_path, backend=backend)
+    model.capabilities.check(fluctuation)
+    return model
+
+
 def _byte_tokenizer() -> Tokenizer:
     """A byte-level BPE tokenizer with no merges: 256 byte tokens + 3 specials."""
     from tokenizers import Tokenizer as RustTokenizer

@@ -141,6 +141,11 @@ class LlamaBackend:
         self.cos = angles.cos().float()
         self.sin = angles.sin().float()
 
+    @property
+    def label(self) -> str:
+        """Which engine runs, for logs and the demo: ``torch (bfloat16)``."""
+        return f"torch ({str(self.dtype).removeprefix('torch.')})"
+
     @classmethod
     def from_dir(cls, path: str | Path, name: str | None = None, dtype: torch.dtype = torch.float32) -> LlamaBackend:
         """Load ``config.json``, ``model.safetensors`` and the tokenizer from ``path``."""

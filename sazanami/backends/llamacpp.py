@@ -347,6 +347,11 @@ class LlamaCppBackend:
         self._batch_size = 0
         self._grow_batch(BATCH)
 
+    @property
+    def label(self) -> str:
+        """Which engine runs, for logs and the demo: ``llama.cpp (2 threads)``."""
+        return f"llama.cpp ({self.threads} threads)"
+
     def _metadata(self) -> dict[str, str]:
         lib, model = self.lib, self.model
         out = {}
