@@ -66,7 +66,7 @@ def _lib() -> Any:
 
         @llama_cpp.llama_log_callback
         def errors_only(level: int, text: bytes, user_data: Any) -> None:
-            if level == 3:  # GGML_LOG_LEVEL_ERROR
+            if level == 4:  # GGML_LOG_LEVEL_ERROR (ggml.h)
                 sys.stderr.write(text.decode("utf-8", errors="replace"))
 
         _LOG_CALLBACK = errors_only
