@@ -299,3 +299,26 @@ def test_gemma_puts_bos_first_and_matches_llama_cpp():
     prompt = "The capital of France is"
     out = Engine(backend).generate(prompt, SamplingParams(temperature=0, max_tokens=6, ignore_eos=True), raw=True)
     assert out[0].text == llama_cpp_greedy(str(models.gguf_path(models.GEMMA_MODEL)), prompt, 6)
+
+
+@needs_bindings
+@pytest.mark.real
+def test_a_context_that_grows_keeps_the_live_rows(lcp: Engine):
+    """A tiny context (64 cells, 2 sequences) rebuilt under live rows: their KV moves over intact."""
+    from sazanami.backends.llamacpp import LlamaCppBackend
+
+    small = LlamaCppBackend(models.gguf_path(models.DEFAULT_MODEL), threads=1, context=64, sequences=2)
+    ids = lcp.encode("Tell me about the sea.")
+    zero = torch.zeros(1, dtype=torch.long)
+    cache = small.new_cache(1, len(ids) + 2)
+    small.forward(torch.tensor([ids]), cache, zero)
+    before = small.pool.ctx
+    other = small.new_cache(4, 40)  # 4 more sequences and 160 more cells: a new context
+    assert small.pool.ctx is not before and small.pool.n_seq >= 5 and small.pool.n_ctx >= 160 + 40
+    grown = small.forward(torch.tensor([[ids[0]]]), cache, torch.tensor([len(ids)]))
+    ref_cache = lcp.backend.new_cache(1, len(ids) + 2)
+    lcp.backend.forward(torch.tensor([ids]), ref_cache, zero)
+    ref = lcp.backend.forward(torch.tensor([[ids[0]]]), ref_cache, torch.tensor([len(ids)]))
+    assert torch.allclose(grown, ref, atol=1e-3) and other.batch == 4
+    out = Engine(small).generate("Hi", SamplingParams(n=6, seed=1, max_tokens=20, ignore_eos=True))
+    assert len(out) == 6 and all(c.completion_tokens == 20 for c in out)

@@ -10,7 +10,7 @@ as one array. Sampling stays sazanami's: the engine's sampler runs on the logits
 returned here, exactly as on the torch backend.
 
 Sizes: the context starts at ``context`` cells (default 4096) and ``sequences``
-sequence ids; when the caches alive at once reserve more (rows × capacity), it is
+sequence ids (default 32); when the caches alive at once reserve more (rows × capacity), it is
 rebuilt larger and the live sequences move over (``llama_state_seq_get/set_data``).
 
 Hidden-state and embedding noise need a hook inside the forward pass, which
@@ -313,7 +313,7 @@ class LlamaCppBackend:
         name: str | None = None,
         threads: int | None = None,
         context: int = 4096,
-        sequences: int = 16,
+        sequences: int = 32,
     ) -> None:
         if threads is not None and threads < 1:
             raise ParameterError("threads", f"threads must be in [1, inf), got {threads}")
