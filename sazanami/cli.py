@@ -66,7 +66,6 @@ def sampling_options(fn: Any) -> Any:
         click.option("--sigma", type=float, default=None, help="Override the fluctuation's sigma."),
         click.option("--beta", type=float, default=None, help="Override the fluctuation's beta (noise color)."),
         click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name, HF directory or .gguf file."),
-        click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help="auto: llama.cpp for GGUF-only models and one row, torch for many."),
         click.option("--raw", is_flag=True, help="Plain completion: no chat template."),
     ]
     for option in reversed(options):
@@ -118,6 +117,13 @@ def params_from_options(kw: dict[str, Any]) -> Any:
 @island_options
 @click.option("--stream", is_flag=True, help="Print tokens as they are generated.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (injected spans marked).")
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="auto: llama.cpp for GGUF-only models and one row, torch for several rows.",
+)
 def generate(prompt: str, stream: bool, as_json: bool, **kw: Any) -> None:
     """Generate N variants of PROMPT, each from its own seed."""
     from sazanami.engine import Engine

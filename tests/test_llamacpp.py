@@ -322,3 +322,28 @@ def test_a_context_that_grows_keeps_the_live_rows(lcp: Engine):
     assert torch.allclose(grown, ref, atol=1e-3) and other.batch == 4
     out = Engine(small).generate("Hi", SamplingParams(n=6, seed=1, max_tokens=20, ignore_eos=True))
     assert len(out) == 6 and all(c.completion_tokens == 20 for c in out)
+
+
+def test_cli_backend_option_refuses_what_the_backend_cannot_run():
+    from click.testing import CliRunner
+
+    from sazanami.cli import main
+
+    r = CliRunner().invoke(main, ["generate", "Hi", "--model", "tiny-random", "--backend", "llamacpp"])
+    assert r.exit_code == 2 and "has no GGUF file" in r.output
+    r = CliRunner().invoke(main, ["generate", "Hi", "--model", "tiny-random", "--max-tokens", "2", "--json"])
+    assert r.exit_code == 0 and '"backend": "torch"' in r.output
+
+
+@needs_bindings
+@pytest.mark.real
+def test_cli_generate_on_llamacpp_says_so():
+    from click.testing import CliRunner
+
+    from sazanami.cli import main
+
+    args = ["generate", "Name a fruit.", "--backend", "llamacpp", "-n", "2", "--max-tokens", "3", "--seed", "1"]
+    r = CliRunner().invoke(main, [*args, "--json"])
+    assert r.exit_code == 0 and '"backend": "llamacpp"' in r.output and r.output.count('"finish_reason"') == 2
+    r = CliRunner().invoke(main, [*args, "-f", "pink-hidden"])
+    assert r.exit_code == 2 and "hidden noise is not available on the llamacpp backend" in r.output
