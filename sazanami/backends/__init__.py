@@ -55,7 +55,19 @@ class Cache(Protocol):
     capacity: int
 
     def select(self, rows: torch.Tensor) -> Cache:
-        """A new cache holding only ``rows`` (in that order)."""
+        """A new cache holding only ``rows`` (in that order; a row may repeat).
+
+        Callers replace the cache by the result: a backend may hand its storage over and
+        leave this cache empty (llamacpp moves its sequence ids).
+        """
+        ...
+
+    def narrow(self, row: int, count: int = 1) -> Cache:
+        """A view of ``count`` rows from ``row``: writes go to this cache."""
+        ...
+
+    def copy_rows(self, src: Cache, src_row: int, dst_rows: torch.Tensor, length: int) -> None:
+        """Rows ``dst_rows`` get the first ``length`` positions of ``src`` row ``src_row``."""
         ...
 
 
