@@ -299,6 +299,9 @@ def test_gemma_puts_bos_first_and_matches_llama_cpp():
     prompt = "The capital of France is"
     out = Engine(backend).generate(prompt, SamplingParams(temperature=0, max_tokens=6, ignore_eos=True), raw=True)
     assert out[0].text == llama_cpp_greedy(str(models.gguf_path(models.GEMMA_MODEL)), prompt, 6)
+    # no chat template in this base GGUF: Gemma's turn format, its markers single special tokens
+    ids = Engine(backend).encode("Hi")
+    assert backend.tokenizer.decode(ids[:1], skip_special=False) == "<start_of_turn>" and len(ids) == 9
 
 
 @needs_bindings

@@ -43,6 +43,12 @@ CAPABILITIES = Capabilities(
 )
 """What this backend runs: noise on temperature, logits and the draw, stochastic beams, islands."""
 
+GEMMA_TEMPLATE = (
+    "{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
+    "{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+"""Gemma's turn format, for Gemma GGUFs that carry no chat template (base models)."""
+
 BATCH = 512
 """Tokens per ``llama_decode``; longer forwards (prompts) go in pieces of this size."""
 
@@ -338,9 +344,15 @@ class LlamaCppBackend:
         self.bos_offset = 1 if self.bos is not None else 0
         """Positions in llama.cpp = sazanami's positions + this (BOS sits at position 0)."""
         self.max_positions = lib.llama_model_n_ctx_train(model) - self.bos_offset
-        template = lib.llama_model_chat_template(model, None)
-        self.tokenizer = GGUFTokenizer(lib, self.vocab, template.decode("utf-8") if template else None)
         self.metadata = self._metadata()
+        template = lib.llama_model_chat_template(model, None)
+        if template:
+            chat = template.decode("utf-8")
+        elif self.metadata.get("general.architecture", "").startswith("gemma"):
+            chat = GEMMA_TEMPLATE
+        else:
+            chat = None  # ChatML
+        self.tokenizer = GGUFTokenizer(lib, self.vocab, chat)
         self.pool = _Pool(lib, model, self.threads, context, sequences, self.bos_offset)
         weakref.finalize(self, _close, self.pool, lib, model)
         # One batch, reused: numpy arrays the llama_batch points into (filled without Python loops).
