@@ -180,7 +180,13 @@ def choose_backend(name_or_path: str = DEFAULT_MODEL, rows: int = 1, fluctuation
     return "llamacpp" if rows <= 1 else "torch"
 
 
-def load_for(name_or_path: str = DEFAULT_MODEL, backend: str = "auto", rows: int = 1, fluctuation: Any = None) -> Any:
+def load_for(
+    name_or_path: str = DEFAULT_MODEL,
+    backend: str = "auto",
+    rows: int = 1,
+    fluctuation: Any = None,
+    threads: int | None = None,
+) -> Any:
     """Load a model for a request of ``rows`` rows: ``auto`` resolves by :func:`choose_backend`.
 
     The request's fluctuation is checked against the backend's capabilities here, before
@@ -188,7 +194,7 @@ def load_for(name_or_path: str = DEFAULT_MODEL, backend: str = "auto", rows: int
     """
     if backend == "auto":
         backend = choose_backend(name_or_path, rows, fluctuation)
-    model = load(name_or_path, backend=backend)
+    model = load(name_or_path, backend=backend, threads=threads if backend == "llamacpp" else None)
     model.capabilities.check(fluctuation)
     return model
 

@@ -14,7 +14,7 @@ import torch
 from sazanami import models
 from sazanami.backends.llamacpp import MAX_SEQUENCES, SeqCache, _Pool
 from sazanami.engine import Engine
-from sazanami.errors import ParameterError
+from sazanami.errors import ModelNotFoundError, ParameterError
 from sazanami.params import SamplingParams
 
 # -- bookkeeping, on a fake of llama.cpp's memory API (no bindings needed) --------------------
@@ -157,6 +157,10 @@ def test_auto_picks_by_model_and_rows():
     assert models.choose_backend(models.DEFAULT_MODEL, rows=1, fluctuation=hidden) == "torch"
     with pytest.raises(ParameterError, match="backend must be one of"):
         models.load("tiny-random", backend="vllm")
+    with pytest.raises(ModelNotFoundError, match="no GGUF file at"):
+        models.load("/nonexistent/model.gguf")  # .gguf → llamacpp, checked before the bindings load
+    with pytest.raises(ModelNotFoundError, match="is a GGUF model"):
+        models.load(models.GEMMA_MODEL, backend="torch")
 
 
 # -- the embedded GGUF through llama.cpp -----------------------------------------------------
