@@ -162,7 +162,7 @@ def choose_backend(name_or_path: str = DEFAULT_MODEL, rows: int = 1, fluctuation
     """The backend ``auto`` means for a request of ``rows`` rows at once.
 
     GGUF-only models → llamacpp; models only torch runs (HF directories, tiny-random) → torch;
-    hidden/embedding noise → torch. For a model both run: llamacpp for one row, torch
+    hidden-state noise → torch. For a model both run: llamacpp for one row, torch
     for more (measured on the 2-core dev machine, SmolLM2-135M: llama.cpp ≈ 3× faster at
     batch 1, torch's bf16 batch-16 matmuls faster than llama.cpp's Q4_1 kernels at 16 rows).
     llamacpp only where the bindings are installed.

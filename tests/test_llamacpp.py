@@ -282,8 +282,35 @@ def test_search_over_paths(lcp: Engine):
 @needs_bindings
 @pytest.mark.real
 def test_hidden_noise_is_refused_naming_the_backend(lcp: Engine):
-    with pytest.raises(ParameterError, match="llamacpp backend"):
+    with pytest.raises(ParameterError, match="hidden noise is not available on the llamacpp backend"):
         lcp.generate("Hi", SamplingParams(max_tokens=2, fluctuation="pink-hidden", seed=1))
+
+
+def identity_embedding_hook(layer: int, h: torch.Tensor) -> torch.Tensor:
+    """Touches the input embeddings only (a new tensor, same values)."""
+    return h.clone() if layer == -1 else h
+
+
+def embedding_path_is_exact(backend: object, text: str) -> bool:
+    """Logits through the batch's ``embd`` input (GGUF rows, scaled) equal the token input's."""
+    ids = backend.tokenizer.encode(text)
+    zero = torch.zeros(1, dtype=torch.long)
+    out = [
+        backend.forward(torch.tensor([ids]), backend.new_cache(1, len(ids)), zero, hook)
+        for hook in (None, identity_embedding_hook)
+    ]
+    return torch.equal(out[0], out[1])
+
+
+@needs_bindings
+@pytest.mark.real
+def test_embedding_noise_enters_through_the_embd_input(lcp: Engine):
+    assert embedding_path_is_exact(lcp.backend, "The capital of France is")
+    p = SamplingParams(n=2, seed=3, max_tokens=10, ignore_eos=True, fluctuation="pink-embedding")
+    a, b = lcp.generate("Name a fruit.", p), lcp.generate("Name a fruit.", p)
+    assert [c.token_ids for c in a] == [c.token_ids for c in b]
+    plain = lcp.generate("Name a fruit.", p.replace(fluctuation=None))
+    assert [c.token_ids for c in plain] != [c.token_ids for c in a]
 
 
 @needs_bindings
@@ -304,6 +331,7 @@ def test_gemma_puts_bos_first_and_matches_llama_cpp():
     out = Engine(backend).generate(prompt, SamplingParams(temperature=0, max_tokens=6, ignore_eos=True), raw=True)
     assert out[0].text == llama_cpp_greedy(str(models.gguf_path(models.GEMMA_MODEL)), prompt, 6)
     # no chat template in this base GGUF: Gemma's turn format, its markers single special tokens
+    assert embedding_path_is_exact(backend, "The capital of France is")  # BOS + √C-scaled rows
     ids = Engine(backend).encode("Hi")
     assert backend.tokenizer.decode(ids[:1], skip_special=False) == "<start_of_turn>" and len(ids) == 9
 

@@ -13,15 +13,20 @@ Sizes: the context starts at ``context`` cells (default 4096) and ``sequences``
 sequence ids (default 32); when the caches alive at once reserve more (rows × capacity), it is
 rebuilt larger and the live sequences move over (``llama_state_seq_get/set_data``).
 
-Hidden-state and embedding noise need a hook inside the forward pass, which
-llama.cpp's graph does not offer: they raise :class:`ParameterError` naming this
-backend (see :data:`CAPABILITIES`).
+Hidden-state noise needs a hook inside the forward pass, which llama.cpp's graph does
+not offer: it raises :class:`ParameterError` naming this backend (see :data:`CAPABILITIES`).
+Embedding noise enters through the batch's ``embd`` input: the rows' token embeddings are
+read from the GGUF (:class:`TokenEmbeddings`), perturbed by the engine's hook and decoded
+in place of the tokens — for the architectures whose input scaling is known here.
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
+import mmap
 import os
+import struct
 import sys
 import warnings
 import weakref
@@ -37,11 +42,16 @@ from sazanami.tokenizer import Tokenizer
 
 CAPABILITIES = Capabilities(
     backend="llamacpp",
-    fluctuation_points=("temperature", "logits", "draw", "beams"),
+    fluctuation_points=("temperature", "logits", "draw", "embedding", "beams"),
     islands=True,
     beams=True,
 )
-"""What this backend runs: noise on temperature, logits and the draw, stochastic beams, islands."""
+"""What this backend runs: noise on temperature, logits, the draw and the input embeddings
+(architectures in :data:`EMBEDDING_SCALE`), stochastic beams, islands."""
+
+EMBEDDING_SCALE = {"llama": lambda n_embd: 1.0, "gemma3": lambda n_embd: math.sqrt(n_embd)}
+"""Architectures whose token input is ``embedding × scale`` and nothing else (checked in
+llama.cpp's graph code): the ``embd`` input then reproduces the token input exactly."""
 
 GEMMA_TEMPLATE = (
     "{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
@@ -160,6 +170,76 @@ class GGUFTokenizer(Tokenizer):
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self._ll[n_vocab] = lltokenizer_from_vocab(self._vocab, n_vocab, sorted(self.eos_token_ids))
         return self._ll[n_vocab]
+
+
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+class TokenEmbeddings:
+    """Rows of a GGUF's ``token_embd.weight``, dequantised on demand (memory-mapped file).
+
+    Parses only the GGUF header (the ``gguf`` package's reader takes seconds on a large
+    vocabulary); rows are dequantised with ``gguf.quants``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        with open(path, "rb") as f:
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        magic, _version, n_tensors, n_kv = struct.unpack_from("<IIQQ", buf, 0)
+        if magic != 0x46554747:  # b"GGUF"
+            raise ModelNotFoundError(f"{path} is not a GGUF file")
+        pos, align = 24, 32
+        for _ in range(n_kv):
+            key, pos = _string(buf, pos)
+            (vtype,) = struct.unpack_from("<I", buf, pos)
+            if key == "general.alignment":
+                (align,) = struct.unpack_from("<I", buf, pos + 4)
+            pos = _skip(buf, pos + 4, vtype)
+        found = None
+        for _ in range(n_tensors):
+            name, pos = _string(buf, pos)
+            (n_dims,) = struct.unpack_from("<I", buf, pos)
+            dims = struct.unpack_from(f"<{n_dims}Q", buf, pos + 4)
+            qtype, offset = struct.unpack_from("<IQ", buf, pos + 4 + 8 * n_dims)
+            pos += 4 + 8 * n_dims + 12
+            if name == "token_embd.weight":
+                found = (dims, qtype, offset)
+        if found is None:
+            raise ModelNotFoundError(f"{path} has no token_embd.weight")
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        (n_embd, n_vocab), qtype, offset = found
+        self.qtype = GGMLQuantizationType(qtype)
+        block, size = GGML_QUANT_SIZES[self.qtype]
+        start = -(-pos // align) * align + offset
+        self.rows = np.frombuffer(buf, np.uint8, n_vocab * n_embd // block * size, start).reshape(n_vocab, -1)
+        self.n_embd = n_embd
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        """Embeddings of ``ids`` (N,) → (N, C) float32."""
+        from gguf.quants import dequantize
+
+        return dequantize(self.rows[ids], self.qtype).reshape(len(ids), self.n_embd).astype(np.float32)
+
+
+def _string(buf: Any, pos: int) -> tuple[str, int]:
+    (n,) = struct.unpack_from("<Q", buf, pos)
+    return bytes(buf[pos + 8 : pos + 8 + n]).decode("utf-8", errors="replace"), pos + 8 + n
+
+
+def _skip(buf: Any, pos: int, vtype: int) -> int:
+    """The offset after a GGUF metadata value of type ``vtype`` at ``pos``."""
+    if vtype == 8:  # string
+        return pos + 8 + struct.unpack_from("<Q", buf, pos)[0]
+    if vtype == 9:  # array: element type, count, elements
+        etype, n = struct.unpack_from("<IQ", buf, pos)
+        pos += 12
+        if etype in _SCALARS:
+            return pos + n * struct.calcsize(_SCALARS[etype])
+        for _ in range(n):
+            pos = _skip(buf, pos, etype)
+        return pos
+    return pos + struct.calcsize(_SCALARS[vtype])
 
 
 class _Pool:
@@ -311,8 +391,6 @@ def _release(pool: _Pool, seqs: list[int], cells: list[int]) -> None:
 class LlamaCppBackend:
     """A GGUF model run by llama.cpp, behind sazanami's :class:`~sazanami.backends.Backend` protocol."""
 
-    capabilities = CAPABILITIES
-
     def __init__(
         self,
         path: str | Path,
@@ -353,6 +431,12 @@ class LlamaCppBackend:
         else:
             chat = None  # ChatML
         self.tokenizer = GGUFTokenizer(lib, self.vocab, chat)
+        self.arch = self.metadata.get("general.architecture", "")
+        points = CAPABILITIES.fluctuation_points
+        if self.arch not in EMBEDDING_SCALE:
+            points = tuple(p for p in points if p != "embedding")
+        self.capabilities = Capabilities("llamacpp", points, CAPABILITIES.islands, CAPABILITIES.beams)
+        self._embeddings: TokenEmbeddings | None = None
         self.pool = _Pool(lib, model, self.threads, context, sequences, self.bos_offset)
         weakref.finalize(self, _close, self.pool, lib, model)
         # One batch, reused: numpy arrays the llama_batch points into (filled without Python loops).
@@ -389,14 +473,17 @@ class LlamaCppBackend:
         self._seq_ptrs = (seq_p * size)(*[ctypes.cast(base + 4 * i, seq_p) for i in range(size)])
         self._batch_size = size
 
-    def _decode(self, tok: np.ndarray, pos: np.ndarray, seq: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """One ``llama_decode`` of ≤ BATCH tokens; returns the logits of the flagged ones (n_out, V)."""
+    def _decode(
+        self, tok: np.ndarray, pos: np.ndarray, seq: np.ndarray, out: np.ndarray, embd: np.ndarray | None = None
+    ) -> np.ndarray:
+        """One ``llama_decode`` of ≤ BATCH tokens (or their embeddings ``embd`` (n, C));
+        returns the logits of the flagged ones (n_out, V)."""
         lib, n = self.lib, len(tok)
         self._tok[:n], self._pos[:n], self._seq[:n], self._out[:n] = tok, pos, seq, out
         batch = lib.llama_batch(
             n_tokens=n,
-            token=self._tok.ctypes.data_as(ctypes.POINTER(lib.llama_token)),
-            embd=None,
+            token=None if embd is not None else self._tok.ctypes.data_as(ctypes.POINTER(lib.llama_token)),
+            embd=None if embd is None else embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
             pos=self._pos.ctypes.data_as(ctypes.POINTER(lib.llama_pos)),
             n_seq_id=self._nseq.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
             seq_id=self._seq_ptrs,
@@ -410,6 +497,29 @@ class LlamaCppBackend:
             return np.empty((0, self.vocab_size), dtype=np.float32)
         ptr = lib.llama_get_logits(self.pool.ctx)
         return np.ctypeslib.as_array(ptr, shape=(n_out, self.vocab_size)).copy()  # the buffer is reused
+
+    def _embed(self, tok: np.ndarray, hook: HiddenHook, B: int, T: int) -> np.ndarray:
+        """The model's input embeddings of ``tok`` (N,) with the hook's embedding noise: (N, C).
+
+        The last B·T entries are the rows' tokens (any before them are BOS). Hidden-state
+        noise cannot enter llama.cpp's graph: a hook that changes any layer's output is refused.
+        """
+        C = self.hidden_size
+        probe = torch.zeros(B, T, C)
+        if any(hook(layer, probe) is not probe for layer in range(self.num_layers)):
+            raise ParameterError("fluctuation.hidden", self.capabilities.refusal("hidden"))
+        if "embedding" not in self.capabilities.fluctuation_points:
+            raise ParameterError(
+                "fluctuation.embedding",
+                f"embedding noise is not available on the llamacpp backend for architecture {self.arch!r} "
+                f"(its input scaling is known for: {', '.join(EMBEDDING_SCALE)})",
+            )
+        if self._embeddings is None:
+            self._embeddings = TokenEmbeddings(self.path)
+        x = self._embeddings(tok) * EMBEDDING_SCALE[self.arch](C)  # (N, C)
+        rows = torch.from_numpy(x[len(tok) - B * T :]).view(B, T, C)
+        noisy = hook(-1, rows).reshape(B * T, C).float().numpy()
+        return np.ascontiguousarray(np.concatenate([x[: len(tok) - B * T], noisy]), dtype=np.float32)
 
     def new_cache(self, batch: int, capacity: int) -> SeqCache:
         capacity = min(capacity, self.max_positions)
@@ -429,8 +539,6 @@ class LlamaCppBackend:
         Row ``b`` must hold exactly ``starts[b]`` positions before the call. All rows go
         in one ``llama_decode`` (split in :data:`BATCH`-token pieces only when longer).
         """
-        if hidden_hook is not None:
-            raise ParameterError("fluctuation", CAPABILITIES.refusal("hidden/embedding"))
         B, T = tokens.shape
         if B != cache.batch:
             raise ValueError(f"tokens has {B} rows, the cache {cache.batch}")
@@ -452,10 +560,14 @@ class LlamaCppBackend:
             pos = np.concatenate([np.zeros(k, np.int32), pos])
             seq = np.concatenate([seqs[fresh], seq])
             out = np.concatenate([np.zeros(k, np.int8), out])
+        embd = self._embed(tok, hidden_hook, B, T) if hidden_hook is not None else None  # (N, C)
         pieces = [
-            self._decode(tok[i : i + BATCH], pos[i : i + BATCH], seq[i : i + BATCH], out[i : i + BATCH])
+            self._decode(
+                tok[i : i + BATCH], pos[i : i + BATCH], seq[i : i + BATCH], out[i : i + BATCH],
+                None if embd is None else embd[i : i + BATCH],
+            )
             for i in range(0, len(tok), BATCH)
-        ]
+        ]  # fmt: skip
         logits = torch.from_numpy(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))  # (n_out, V)
         return logits if last_only else logits.view(B, T, -1)
 
