@@ -423,15 +423,15 @@ class LlamaCppBackend:
         """Positions in llama.cpp = sazanami's positions + this (BOS sits at position 0)."""
         self.max_positions = lib.llama_model_n_ctx_train(model) - self.bos_offset
         self.metadata = self._metadata()
+        self.arch = self.metadata.get("general.architecture", "")
         template = lib.llama_model_chat_template(model, None)
         if template:
             chat = template.decode("utf-8")
-        elif self.metadata.get("general.architecture", "").startswith("gemma"):
+        elif self.arch.startswith("gemma"):
             chat = GEMMA_TEMPLATE
         else:
             chat = None  # ChatML
         self.tokenizer = GGUFTokenizer(lib, self.vocab, chat)
-        self.arch = self.metadata.get("general.architecture", "")
         points = CAPABILITIES.fluctuation_points
         if self.arch not in EMBEDDING_SCALE:
             points = tuple(p for p in points if p != "embedding")
@@ -439,9 +439,7 @@ class LlamaCppBackend:
         self._embeddings: TokenEmbeddings | None = None
         self.pool = _Pool(lib, model, self.threads, context, sequences, self.bos_offset)
         weakref.finalize(self, _close, self.pool, lib, model)
-        # One batch, reused: numpy arrays the llama_batch points into (filled without Python loops).
-        self._batch_size = 0
-        self._grow_batch(BATCH)
+        self._alloc_batch(BATCH)
 
     @property
     def label(self) -> str:
@@ -461,7 +459,8 @@ class LlamaCppBackend:
             out[key] = buf.value.decode("utf-8", errors="replace")
         return out
 
-    def _grow_batch(self, size: int) -> None:
+    def _alloc_batch(self, size: int) -> None:
+        """One batch, reused: numpy arrays the ``llama_batch`` points into (filled without Python loops)."""
         lib = self.lib
         self._tok = np.zeros(size, dtype=np.int32)
         self._pos = np.zeros(size, dtype=np.int32)
@@ -471,7 +470,6 @@ class LlamaCppBackend:
         seq_p = ctypes.POINTER(lib.llama_seq_id)
         base = self._seq.ctypes.data
         self._seq_ptrs = (seq_p * size)(*[ctypes.cast(base + 4 * i, seq_p) for i in range(size)])
-        self._batch_size = size
 
     def _decode(
         self, tok: np.ndarray, pos: np.ndarray, seq: np.ndarray, out: np.ndarray, embd: np.ndarray | None = None
