@@ -121,9 +121,9 @@ def llamacpp_rows(tokens: int, threads: int) -> list[tuple[str, float, float]]:
         ctx = context(n)
         mem = L.llama_get_memory(ctx)
         batch = L.llama_batch_init(max(len(ids), n), 0, 1)
-        t = time.perf_counter()  # prefill included, as in sazanami's runs
-        for i, t in enumerate(ids):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.seq_id[i][0], batch.logits[i] = t, i, 1, 0, 0
+        start = time.perf_counter()  # prefill included, as in sazanami's runs
+        for i, tok in enumerate(ids):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.seq_id[i][0], batch.logits[i] = tok, i, 1, 0, 0
         batch.logits[len(ids) - 1] = 1
         batch.n_tokens = len(ids)
         L.llama_decode(ctx, batch)
@@ -139,7 +139,7 @@ def llamacpp_rows(tokens: int, threads: int) -> list[tuple[str, float, float]]:
             batch.n_tokens = n
             L.llama_decode(ctx, batch)
             nxt = np.ctypeslib.as_array(L.llama_get_logits(ctx), shape=(n, V)).argmax(-1)  # (n,)
-        dt = time.perf_counter() - t
+        dt = time.perf_counter() - start
         L.llama_batch_free(batch)
         L.llama_free(ctx)
         return n * tokens / dt
