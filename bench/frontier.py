@@ -1,4 +1,4 @@
-"""The diversity-perplexity frontier benchmark (see :mod:`sazanami.frontier`).
+"""The diversity-perplexity frontier benchmark (see :mod:`sazanami.bench.frontier`).
 
     python bench/frontier.py --quick                 # minutes on a laptop CPU
     python bench/frontier.py --out docs              # the full run behind docs/RESULTS.md
@@ -6,7 +6,7 @@
 Same options as ``sazanami bench frontier``; ``--help`` lists them.
 """
 
-from sazanami.bench_cli import frontier
+from sazanami.cli.bench import frontier
 
 if __name__ == "__main__":
     frontier()

@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from sazanami import Engine, SamplingParams, load  # noqa: E402
 from sazanami.search import search  # noqa: E402
-from sazanami.search.scorers import concept_coverage  # noqa: E402
+from sazanami.search.inflection import concept_coverage  # noqa: E402
 
 CONCEPTS = Path(os.environ.get("SAZANAMI_CONCEPTS", ROOT.parent / "shared" / "bench" / "concepts_dev.jsonl"))
 OUT = ROOT / "bench" / "out"

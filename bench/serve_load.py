@@ -86,7 +86,7 @@ def free_port() -> int:
 
 def start_server(model: str, port: int, cohorts: int, clients: int, max_tokens: int, threads: int) -> subprocess.Popen:
     cmd = [
-        sys.executable, "-m", "sazanami.server.command", "--host", "127.0.0.1", "--port", str(port),
+        sys.executable, "-m", "sazanami.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
         "--model", model, "--cohorts", str(cohorts), "--max-concurrent", str(max(64, clients)),
         "--max-batch-rows", str(max(64, clients)), "--max-tokens", str(max(max_tokens, 64)), "--threads", str(threads),
         "--log-level", "warning",

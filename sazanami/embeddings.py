@@ -33,7 +33,7 @@ from typing import Protocol
 
 import torch
 
-from sazanami.errors import ParameterError, SazanamiError
+from sazanami.errors import ParameterError, SazanamiError, check_int
 
 __all__ = ["EMBEDDING_DIM", "Embedder", "TextEncoder", "get_embedder", "model_dir"]
 
@@ -98,10 +98,7 @@ class Embedder:
         device: str | torch.device = "cpu",
         max_length: int = 256,
     ) -> None:
-        if isinstance(max_length, bool) or not isinstance(max_length, int):
-            raise ParameterError("max_length", f"max_length must be an int, got {max_length!r}")
-        if not 2 <= max_length <= 512:
-            raise ParameterError("max_length", f"max_length must be in [2, 512], got {max_length}")
+        check_int("max_length", max_length, 2, 512)
         # Deferred: transformers takes seconds to import and only this class needs it.
         from safetensors.torch import load_file
         from tokenizers import Tokenizer
@@ -133,8 +130,7 @@ class Embedder:
         in input order. An empty list gives a (0, 384) tensor.
         """
         check_texts(texts, allow_empty=True)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ParameterError("batch_size", f"batch_size must be an int in [1, inf), got {batch_size!r}")
+        check_int("batch_size", batch_size, 1)
         out = torch.empty(len(texts), EMBEDDING_DIM)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         for start in range(0, len(order), batch_size):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 
 class SazanamiError(Exception):
     """Base class of every error sazanami raises on purpose."""
@@ -20,6 +22,17 @@ class ParameterError(SazanamiError, ValueError):
 
 class ModelNotFoundError(SazanamiError):
     """A model name or path could not be resolved."""
+
+
+def _interval(low: float | None, high: float | None, low_open: bool = False, high_open: bool = False) -> str:
+    """``[low, high]`` in interval notation; a missing bound is -inf or inf, integers exact."""
+
+    def bound(v: float) -> str:
+        return str(v) if isinstance(v, int) else f"{v:g}"
+
+    left = "(" if low_open or low is None else "["
+    right = ")" if high_open or high is None else "]"
+    return f"{left}{'-inf' if low is None else bound(low)}, {'inf' if high is None else bound(high)}{right}"
 
 
 def check_range(
@@ -43,8 +56,35 @@ def check_range(
     bad_low = low is not None and (value <= low if low_open else value < low)
     bad_high = high is not None and (value >= high if high_open else value > high)
     if bad_low or bad_high:
-        left = "(" if low_open or low is None else "["
-        right = ")" if high_open or high is None else "]"
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
-        raise ParameterError(param, f"{param} must be in {left}{lo}, {hi}{right}, got {value!r}")
+        interval = _interval(low, high, low_open, high_open)
+        raise ParameterError(param, f"{param} must be in {interval}, got {value!r}")
+
+
+def check_int(param: str, value: object, low: int | None = None, high: int | None = None) -> int:
+    """``value`` if it is an ``int`` (not a bool) in [low, high]; else ``ParameterError``.
+
+    For parameters kept as given (dataclass fields, options): only a real ``int`` passes.
+    Messages: ``seed must be an integer, got 'x'``, ``n must be in [1, 256], got 0``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ParameterError(param, f"{param} must be an integer, got {value!r}")
+    check_range(param, value, low, high)
+    return value
+
+
+def check_index(param: str, value: object, low: int, high: int | None = None) -> int:
+    """Any integer-like ``value`` (NumPy and torch integers too, not bools) as an ``int`` in [low, high].
+
+    For sizes and indices handed to array code; the message names the range either way:
+    ``streams must be an integer in [1, inf), got 2.5``.
+    """
+    message = f"{param} must be an integer in {_interval(low, high)}, got "
+    if isinstance(value, (bool, float)):
+        raise ParameterError(param, message + repr(value))
+    try:
+        v = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise ParameterError(param, message + repr(value)) from None
+    if v < low or (high is not None and v > high):
+        raise ParameterError(param, message + repr(v))
+    return v

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from sazanami.embeddings import check_texts
-from sazanami.errors import ParameterError, SazanamiError, check_range
+from sazanami.errors import ParameterError, SazanamiError, check_int, check_range
 
 if TYPE_CHECKING:
     from sazanami.embeddings import TextEncoder
@@ -89,7 +89,7 @@ def distinct_n(texts: list[str], n: int = 1) -> float:
     0.75
     """
     texts = check_texts(texts)
-    _check_n(n)
+    check_int("n", n, 1)
     counts = _ngram_counts(texts, n)
     total = sum(counts.values())
     return len(counts) / total if total else math.nan
@@ -152,7 +152,7 @@ def self_repetition(texts: list[str], n: int = 4) -> float:
     Needs at least 2 texts.
     """
     texts = check_texts(texts)
-    _check_n(n)
+    check_int("n", n, 1)
     if len(texts) < 2:
         raise ParameterError("texts", f"texts must hold at least 2 texts, got {len(texts)}")
     sets = [set(_ngrams(words(t), n)) for t in texts]
@@ -171,13 +171,6 @@ def _ngram_counts(texts: list[str], n: int) -> Counter[tuple[str, ...]]:
     for text in texts:
         counts.update(_ngrams(words(text), n))
     return counts
-
-
-def _check_n(n: object) -> None:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise ParameterError("n", f"n must be an int, got {n!r}")
-    if n < 1:
-        raise ParameterError("n", f"n must be in [1, inf), got {n}")
 
 
 # --------------------------------------------------------------------------- semantic
@@ -385,15 +378,15 @@ def surprisal_spectrum(token_logprobs: Series) -> dict[str, float]:
     """Spectral shape of the surprisal series ``-token_logprobs`` of one text.
 
     Returns ``{"psd_slope": ..., "dfa_exponent": ...}`` from
-    :func:`sazanami.noise.psd_slope` and :func:`sazanami.noise.dfa_exponent`, under their
+    :func:`sazanami.spectra.psd_slope` and :func:`sazanami.spectra.dfa_exponent`, under their
     conventions (white noise: slope ~0, DFA exponent ~0.5; pink: DFA ~1). Both are nan for
     series shorter than ``MIN_SPECTRUM_LENGTH`` (64) tokens, where the fits mean little.
     """
     lp = _as_series("token_logprobs", token_logprobs, upper=0.0, finite=True)
     if lp.numel() < MIN_SPECTRUM_LENGTH:
         return {"psd_slope": math.nan, "dfa_exponent": math.nan}
-    # Imported here: sazanami.noise is written alongside this module and is heavier.
-    from sazanami.noise import dfa_exponent, psd_slope
+    # Imported here: scipy.signal (behind sazanami.spectra) is slow to import; only this needs it.
+    from sazanami.spectra import dfa_exponent, psd_slope
 
     surprisal = (-lp).numpy()
     return {"psd_slope": float(psd_slope(surprisal)), "dfa_exponent": float(dfa_exponent(surprisal))}

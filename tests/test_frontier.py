@@ -13,9 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sazanami.bench_cli import bench_group
-from sazanami.errors import ParameterError
-from sazanami.frontier import (
+from sazanami.bench.frontier import (
     METHODS,
     FrontierConfig,
     GenerationCache,
@@ -31,6 +29,8 @@ from sazanami.frontier import (
     score_completions,
     summarize,
 )
+from sazanami.cli.bench import bench_group
+from sazanami.errors import ParameterError
 
 
 class HashEmbedder:
@@ -243,7 +243,7 @@ def test_run_frontier_uses_cache(tiny_engine, tmp_path: Path) -> None:
 
 
 def test_cache_misses_when_the_generating_code_changes(tiny_engine, tmp_path: Path, monkeypatch) -> None:
-    import sazanami.frontier as fr
+    import sazanami.bench.frontier.generation as fr
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"id": "a", "prompt": "Tell me."}\n')

@@ -11,10 +11,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from sazanami.cli.options import highlight, island_options, islands_from_options
 from sazanami.engine import Engine, RowRequest
 from sazanami.errors import ParameterError
 from sazanami.islands import Constraint, Islands, builtin_tools, drawn_text
-from sazanami.islands.cli_options import highlight, island_options, islands_from_options
 from sazanami.islands.constraints import ConstraintBatch, unpack_bitmask
 from sazanami.islands.grammar_writer import REGEX_META_GRAMMAR, extract_grammar, generate_in_own_grammar, write_grammar
 from sazanami.params import SamplingParams

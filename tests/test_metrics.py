@@ -313,9 +313,8 @@ def test_short_series_give_nan() -> None:
 
 
 def test_spectrum_of_white_surprisal() -> None:
-    noise = pytest.importorskip("sazanami.noise")
-    if not (hasattr(noise, "psd_slope") and hasattr(noise, "dfa_exponent")):
-        pytest.skip("sazanami.noise lacks psd_slope / dfa_exponent")
+    from sazanami import spectra
+
     # i.i.d. surprisals (white): flat spectrum, DFA exponent 1/2. One series of 4096
     # tokens; tolerance 0.15 on each fit.
     g = torch.Generator().manual_seed(7)
@@ -323,4 +322,4 @@ def test_spectrum_of_white_surprisal() -> None:
     out = surprisal_spectrum(logprobs)
     assert out["psd_slope"] == pytest.approx(0.0, abs=0.15)
     assert out["dfa_exponent"] == pytest.approx(0.5, abs=0.15)
-    assert out["psd_slope"] == pytest.approx(float(noise.psd_slope((-logprobs).numpy())))
+    assert out["psd_slope"] == pytest.approx(float(spectra.psd_slope((-logprobs).numpy())))

@@ -17,11 +17,8 @@ from sazanami.noise import (
     _mix64,
     _mix64_,
     colored_noise_block,
-    dfa_exponent,
-    plot_psd,
-    psd,
-    psd_slope,
 )
+from sazanami.spectra import dfa_exponent, plot_psd, psd, psd_slope
 
 BETAS = (0.0, 0.5, 1.0, 1.5, 2.0)
 BAND = (1 / 128, 1 / 8)  # cycles/step; Welch nperseg 1024 over 4096 steps → 121 frequencies

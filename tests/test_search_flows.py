@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from sazanami.cli import _Group
+from sazanami.cli.search import flow, search, tree
 from sazanami.errors import ParameterError
 from sazanami.search import Flow, Tree
-from sazanami.search.commands import flow, search, tree
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "flows"
 

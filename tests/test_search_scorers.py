@@ -24,7 +24,8 @@ from sazanami.search import (
     make_selector,
     parse_judge_score,
 )
-from sazanami.search.scorers import inflections, token_logprobs, uses_word
+from sazanami.search.inflection import inflections, uses_word
+from sazanami.search.scorers import token_logprobs
 
 
 class FakeEmbedder:
@@ -272,7 +273,7 @@ def test_score_dataclass():
 
 
 def test_with_judge_template():
-    from sazanami.search.scorers import with_judge_template
+    from sazanami.search.scorer_specs import with_judge_template
 
     c = with_judge_template(make_scorer("0.5*judge+0.5*contains:a"), "Rate {text}")
     assert c.parts[0][0].template == "Rate {text}" and isinstance(c.parts[1][0], ContainsScorer)

@@ -2,7 +2,7 @@
 
 ``Islands`` says what may come from outside the model (tools, a grammar) and the limits;
 it rides on each ``RowRequest``. ``IslandBatch`` is what the engine loop talks to, at
-three points of a step:
+three points of a step (the rows it reads and changes are :class:`~sazanami.rows.RunningRow`):
 
 1. ``mask(logits)`` before the sampler — −inf outside each constrained row's grammar;
 2. ``observe(b, row, token)`` after the draw — advances the row's grammar, ends the row
@@ -23,11 +23,25 @@ from typing import Any
 
 import torch
 
-from sazanami.errors import ParameterError, check_range
+from sazanami.errors import ParameterError, check_int, check_range
+from sazanami.islands.builtins import Corpus, builtin_tools
 from sazanami.islands.constraints import Constraint, ConstraintBatch
 from sazanami.islands.tools import MAX_NAME_CHARS, Call, CallResult, CallSyntax, CallWatcher, ToolRegistry, run_calls
+from sazanami.rows import RunningRow, Span
 
 Prompt = str | list[dict[str, str]]
+
+ISLAND_INPUTS: dict[str, str] = {
+    "tools": "Tools the model may call, comma-separated: calc, search, load. It writes NAME(args); "
+    "the result is injected as ' => result'.",
+    "corpus": "Documents for SEARCH/LOAD: a folder of .txt files or a JSONL file of {id, text}.",
+    "regex": "The output must match this regular expression.",
+    "json_schema": "The output must be JSON following this schema.",
+    "grammar": "The output must follow this Lark grammar.",
+}
+"""What an islands spec (:meth:`Islands.from_dict`) builds ``tools`` and ``constraint`` from."""
+ISLAND_LIMITS = ("max_calls", "timeout", "max_result_chars", "max_result_tokens", "describe_tools")
+"""The :class:`Islands` fields an islands spec may set directly."""
 
 
 @dataclass
@@ -74,9 +88,7 @@ class Islands:
             ("max_result_chars", 1, 100_000),
             ("max_result_tokens", 4, 4096),
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ParameterError(name, f"{name} must be in [{low}, {high}], got {value!r}")
+            check_int(name, getattr(self, name), low, high)
         check_range("timeout", self.timeout, 0, 3600, low_open=True)
         if self.tools is not None:
             start = self.syntax.start_regex()
@@ -129,14 +141,14 @@ class Islands:
 
     def answer_at_end(
         self, call: Call, tokenizer: Any, token_ids: list[int], text: str, calls_made: int
-    ) -> tuple[list[int], dict[str, Any]]:
+    ) -> tuple[list[int], Span]:
         """:meth:`answer` for output ``token_ids`` (decoded: ``text``) that ends with ``call``; the span placed after it."""
         ids, span = self.answer(call, tokenizer, calls_made)
         where = {"start": len(text), "end": len(tokenizer.decode(token_ids + ids)),
                  "token_start": len(token_ids), "token_end": len(token_ids) + len(ids)}  # fmt: skip
-        return ids, span | where
+        return ids, span | where  # type: ignore[return-value]
 
-    def answer(self, call: Call, tokenizer: Any, calls_made: int = 0) -> tuple[list[int], dict[str, Any]]:
+    def answer(self, call: Call, tokenizer: Any, calls_made: int = 0) -> tuple[list[int], Span]:
         """Run one call (or refuse it past ``max_calls``): the result's ids to inject and its span record.
 
         For a row of its own (a search continuation, a beam); engine batches run their rows'
@@ -162,7 +174,7 @@ class Islands:
         return ids
 
     @staticmethod
-    def span(call: Call, result: CallResult) -> dict[str, Any]:
+    def span(call: Call, result: CallResult) -> Span:
         """What ``Completion.spans`` records of one call (positions are added by the caller)."""
         return {
             "kind": "tool", "name": call.name, "args": call.args, "result": result.text,
@@ -196,28 +208,30 @@ class Islands:
         return [{"role": "system", "content": text}, {"role": "user", "content": prompt}]
 
     @classmethod
-    def from_dict(cls, spec: dict[str, Any]) -> Islands:
-        """Islands from a JSON/YAML object (a flow's ``islands``; the inverse of :meth:`to_dict`).
+    def from_dict(
+        cls, spec: dict[str, Any], *, available: ToolRegistry | None = None, tokenizer: Any = None, where: str = ""
+    ) -> Islands:
+        """Islands from a JSON/YAML object: a flow's ``islands``, a request body, the CLI's options.
 
-        Keys: ``tools`` (built-in names: calc, search, load), ``corpus`` (a folder or JSONL
-        file, for search/load), one of ``regex`` / ``json_schema`` / ``grammar`` (Lark) or
-        ``constraint`` ({kind, source}), and the limits ``max_calls``, ``timeout``,
-        ``max_result_chars``, ``max_result_tokens``, ``describe_tools``.
+        Keys: :data:`ISLAND_INPUTS` (``tools``: names, a list or comma-separated; ``corpus``
+        for search/load; one of ``regex`` / ``json_schema`` / ``grammar`` (Lark)), or
+        ``constraint`` ({kind, source}, as :meth:`to_dict` writes it), and the limits
+        :data:`ISLAND_LIMITS`. ``available`` picks the named tools from a registry (a
+        server's) instead of the built-ins; ``tokenizer`` checks the grammar against the
+        model's vocabulary up front; ``where`` prefixes the parameter named in errors
+        (``"islands."`` in a flow).
         """
-        from sazanami.islands.builtins import Corpus, builtin_tools
-
         if not isinstance(spec, dict):
-            raise ParameterError("islands", f"islands must be an object, got {type(spec).__name__}")
-        limits = ("max_calls", "timeout", "max_result_chars", "max_result_tokens", "describe_tools")
-        known = ("tools", "corpus", "regex", "json_schema", "grammar", "constraint", *limits)
+            raise ParameterError(where.rstrip(".") or "islands", f"islands must be an object, got {type(spec).__name__}")
+        known = (*ISLAND_INPUTS, "constraint", *ISLAND_LIMITS)
         extra = sorted(set(spec) - set(known))
         if extra:
-            raise ParameterError(
-                f"islands.{extra[0]}", f"unknown islands field {extra[0]!r}; known: {', '.join(known)}"
-            )
+            raise ParameterError(f"{where}{extra[0]}", f"unknown islands field {extra[0]!r}; known: {', '.join(known)}")
         given = [k for k in ("regex", "json_schema", "grammar", "constraint") if spec.get(k) is not None]
         if len(given) > 1:
-            raise ParameterError(f"islands.{given[1]}", f"use one of regex, json_schema, grammar; got {given}")
+            raise ParameterError(
+                f"{where}{given[1]}", f"give one of regex, json_schema, grammar, constraint; got {' and '.join(given)}"
+            )
         constraint = None
         if given:
             key, value = given[0], spec[given[0]]
@@ -226,12 +240,35 @@ class Islands:
             else:
                 constraint = {"regex": Constraint.regex, "json_schema": Constraint.json_schema,
                               "grammar": Constraint.lark}[key](value)  # fmt: skip
+            error = constraint.error(tokenizer) if tokenizer is not None else None
+            if error:
+                raise ParameterError(f"{where}{key}", f"invalid {key.replace('_', '-')}: {error}")
         names = spec.get("tools") or []
         if isinstance(names, str):
-            names = [n for n in names.split(",") if n.strip()]
-        corpus = Corpus.load(spec["corpus"]) if spec.get("corpus") else None
-        tools = builtin_tools(list(names), corpus) if names else None
-        return cls(tools=tools, constraint=constraint, **{k: spec[k] for k in limits if k in spec})
+            names = names.split(",")
+        names = [n.strip() for n in names if n.strip()]
+        if spec.get("corpus") and (available is not None or not names):
+            raise ParameterError(f"{where}corpus", "corpus is for the search and load tools: add tools search,load")
+        tools = None
+        if names and available is not None:
+            tools = ToolRegistry()
+            have = {name.upper(): name for name in available.names}
+            for i, name in enumerate(names):
+                if name.upper() not in have:
+                    raise ParameterError(
+                        f"{where}tools[{i}]",
+                        f"tool {name!r} is not run here (tools: {', '.join(have.values()) or 'none'}); "
+                        "sazanami runs tools itself and injects their results, it does not return tool_calls",
+                    )
+                tools.add(available.get(have[name.upper()]))  # type: ignore[arg-type]
+        elif names:
+            tools = builtin_tools(names, Corpus.load(spec["corpus"]) if spec.get("corpus") else None)
+        return cls(tools=tools, constraint=constraint, **{k: spec[k] for k in ISLAND_LIMITS if spec.get(k) is not None})
+
+    @property
+    def active(self) -> bool:
+        """Whether there is anything to do: tools or a grammar."""
+        return self.tools is not None or self.constraint is not None
 
     def to_dict(self) -> dict[str, Any]:
         """What a JSON report needs: tool names, the constraint and the limits."""
@@ -303,13 +340,13 @@ class IslandBatch:
         return tokens if self.constraints is None else self.constraints.guard(tokens, masked)
 
     # 2. after the draw
-    def observe(self, b: int, row: Any, token: int) -> None:
+    def observe(self, b: int, row: RunningRow, token: int) -> None:
         """Feed the row's grammar the token it took; a complete grammar ends the row."""
         if self.constraints is not None and row.finish_reason is None and self.constraints.consume(b, token):
             row.finish_reason = "stop"
 
     # 3. tool calls
-    def inject(self, rows: list[Any], logits: torch.Tensor) -> dict[int, tuple[int, list[int]]]:
+    def inject(self, rows: list[RunningRow], logits: torch.Tensor) -> dict[int, tuple[int, list[int]]]:
         """Run the calls rows completed this step; ``{b: (token, injected ids)}`` for the engine.
 
         ``token`` is what row ``b`` feeds the model at its normal position (the drawn token,
@@ -317,7 +354,7 @@ class IslandBatch:
         """
         if not self.has_tools:
             return {}
-        found: list[tuple[int, Any, Call]] = []
+        found: list[tuple[int, RunningRow, Call]] = []
         for b, row in enumerate(rows):
             w = self.watchers[b]
             if w is None or row.finish_reason is not None:
@@ -328,7 +365,7 @@ class IslandBatch:
         if not found:
             return {}
         out: dict[int, tuple[int, list[int]]] = {}
-        groups: dict[int, list[tuple[int, Any, Call]]] = {}
+        groups: dict[int, list[tuple[int, RunningRow, Call]]] = {}
         for b, row, call in found:
             isl = self.islands[b]
             assert isl is not None
@@ -355,7 +392,7 @@ class IslandBatch:
                 out[b] = (row.tokens[-len(ids) - 1], ids)
         return out
 
-    def _trim(self, b: int, row: Any, call: Call, logits: torch.Tensor) -> None:
+    def _trim(self, b: int, row: RunningRow, call: Call, logits: torch.Tensor) -> None:
         """End the row's text at the call: a drawn token like ``).`` becomes ``)`` when one token spells it.
 
         The replacement's log-probability is read from this step's logits (the model's,
@@ -373,4 +410,4 @@ class IslandBatch:
         new = ids[0]
         if self.constraints is not None and not self.constraints.replace_last(b, row.tokens[-1], new):
             return
-        row.replace_last(new, float(torch.log_softmax(logits[b], -1)[new]))
+        row.replace_last(new, float(logits[b, new] - torch.logsumexp(logits[b], -1)))

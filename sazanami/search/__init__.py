@@ -12,15 +12,17 @@
 Tools and grammars (:class:`sazanami.islands.Islands`) go in with ``islands=``: every
 candidate gets them, each branch keeps its own tool history.
 
-Parts: :mod:`~sazanami.search.scorers`, :mod:`~sazanami.search.selectors`,
+Parts: :mod:`~sazanami.search.scorers` (built from specs by :mod:`~sazanami.search.scorer_specs`;
+keyword inflections in :mod:`~sazanami.search.inflection`), :mod:`~sazanami.search.selectors`,
 :mod:`~sazanami.search.synthesis`, :mod:`~sazanami.search.budget`,
 :mod:`~sazanami.search.tree`, :mod:`~sazanami.search.strategies`,
-:mod:`~sazanami.search.flows`; the CLI commands live in :mod:`~sazanami.search.commands`.
+:mod:`~sazanami.search.flows`; the CLI commands live in :mod:`~sazanami.cli.search`.
 """
 
 from sazanami.search.budget import Budget, BudgetError, Ledger
 from sazanami.search.context import SearchContext
 from sazanami.search.flows import Flow
+from sazanami.search.scorer_specs import make_scorer
 from sazanami.search.scorers import (
     CombinedScorer,
     ContainsScorer,
@@ -31,7 +33,6 @@ from sazanami.search.scorers import (
     Score,
     Scorer,
     VerifierScorer,
-    make_scorer,
     parse_judge_score,
 )
 from sazanami.search.selectors import MMR, Selector, TopK, make_selector
@@ -40,6 +41,7 @@ from sazanami.search.strategies import (
     anneal,
     beam,
     best_of_n,
+    check_strategy_options,
     neighbour,
     noise_search,
     optimize,
@@ -79,6 +81,7 @@ __all__ = [
     "anneal",
     "beam",
     "best_of_n",
+    "check_strategy_options",
     "make_scorer",
     "make_selector",
     "neighbour",

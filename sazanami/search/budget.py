@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sazanami.errors import ParameterError, SazanamiError
+from sazanami.errors import ParameterError, SazanamiError, check_int
 
 __all__ = ["Budget", "BudgetError", "Ledger"]
 
@@ -37,10 +37,7 @@ class Budget:
     """Wall-clock seconds; checked between engine calls; None = no limit; in (0, inf)."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.tokens, bool) or not isinstance(self.tokens, int) or self.tokens < 1:
-            raise ParameterError(
-                "budget", f"budget must be an integer number of tokens in [1, inf), got {self.tokens!r}"
-            )
+        check_int("budget", self.tokens, 1)
         if self.wall_s is not None:
             ok = isinstance(self.wall_s, (int, float)) and not isinstance(self.wall_s, bool) and self.wall_s > 0
             if not ok:
@@ -73,6 +70,9 @@ class Ledger:
         self.budget = budget
         self.generated = 0
         self.prompt = 0
+        """Prompt tokens run through the model (prefilled)."""
+        self.reused = 0
+        """Prompt tokens whose keys/values came from the engine's prefix cache instead."""
         self.by_kind: Counter[str] = Counter()
         self.calls = 0
         self.held = 0
@@ -136,9 +136,10 @@ class Ledger:
         if tokens > self.remaining:
             raise BudgetError(f"a call that may generate {tokens} tokens exceeds the {self.remaining} left")
 
-    def charge(self, kind: str, generated: int, prompt: int = 0) -> None:
+    def charge(self, kind: str, generated: int, prompt: int = 0, reused: int = 0) -> None:
         self.generated += generated
         self.prompt += prompt
+        self.reused += reused
         self.by_kind[kind] += generated
         self.calls += 1
 
@@ -164,6 +165,7 @@ class Ledger:
             "budget_wall_s": self.budget.wall_s,
             "generated_tokens": self.generated,
             "prompt_tokens": self.prompt,
+            "prompt_tokens_reused": self.reused,
             "by_kind": dict(sorted(self.by_kind.items())),
             "engine_calls": self.calls,
             "wall_s": round(self.elapsed, 3),

@@ -51,12 +51,13 @@ from pathlib import Path
 from typing import Any
 
 from sazanami.engine import Engine
-from sazanami.errors import ParameterError, check_range
+from sazanami.errors import ParameterError, check_int, check_range
 from sazanami.islands.runtime import Islands
 from sazanami.params import SamplingParams
 from sazanami.search.budget import Budget
 from sazanami.search.context import SearchContext
-from sazanami.search.scorers import Scorer, make_scorer
+from sazanami.search.scorer_specs import make_scorer
+from sazanami.search.scorers import Scorer
 from sazanami.search.selectors import make_selector, rank
 from sazanami.search.strategies import STRATEGIES, _check_options, _strategy_name, _waves
 from sazanami.search.synthesis import Improver, Synthesizer
@@ -134,9 +135,7 @@ def _validate(step: Step) -> None:
             if required:
                 raise ParameterError(f"{w}.{key}", f"{w} needs {key!r}")
             return
-        v = a[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ParameterError(f"{w}.{key}", f"{w}.{key} must be an integer in [1, inf), got {v!r}")
+        check_int(f"{w}.{key}", a[key], 1)
 
     def share() -> None:
         if "share" in a:
@@ -212,7 +211,7 @@ class Flow:
             scorer=data.get("scorer", "judge"),
             scorers=dict(scorers),
             raw=bool(data.get("raw", False)),
-            islands=Islands.from_dict(data["islands"]) if data.get("islands") is not None else None,
+            islands=Islands.from_dict(data["islands"], where="islands.") if data.get("islands") is not None else None,
             source=data,
         )
         # Build every scorer now so that a typo fails before any token is generated.

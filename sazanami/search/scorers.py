@@ -18,8 +18,9 @@ Built-ins:
   :class:`RegexScorer` and :class:`ContainsScorer` (keyword coverage, inflection-tolerant);
 - :class:`CombinedScorer` — weighted sum or mean rank of several scorers.
 
-:func:`make_scorer` builds any of them from a spec string (``"contains:dog,ball"``,
-``"0.7*judge+0.3*novelty"``, ``"rank:judge+logprob"``) or a dict (flows).
+:func:`~sazanami.search.scorer_specs.make_scorer` builds any of them from a spec string
+(``"contains:dog,ball"``, ``"0.7*judge+0.3*novelty"``, ``"rank:judge+logprob"``) or a dict
+(flows); the inflection rules behind ``contains`` live in :mod:`sazanami.search.inflection`.
 
 Scorers that run the model (the judge) charge the tokens they generate to the search's
 budget through ``ctx``; ``cost_per_item`` is the most one item may cost, so strategies can
@@ -28,14 +29,14 @@ keep room for scoring when they plan a round.
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sazanami.errors import ParameterError, check_range
+from sazanami.errors import ParameterError, check_int, check_range
+from sazanami.search.inflection import concept_coverage
 
 if TYPE_CHECKING:
     from sazanami.embeddings import TextEncoder
@@ -51,10 +52,8 @@ __all__ = [
     "Score",
     "Scorer",
     "VerifierScorer",
-    "concept_coverage",
-    "make_scorer",
     "parse_judge_score",
-    "uses_word",
+    "token_logprobs",
 ]
 
 
@@ -200,7 +199,7 @@ DEFAULT_JUDGE_PREFIX = "Score: "
 
 _RATIO = re.compile(r"(-?\d+(?:\.\d+)?)\s*(?:/|out of|of)\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 _PERCENT = re.compile(r"(-?\d+(?:\.\d+)?)\s*%")
-_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
+_NUMBER = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)")
 _WORDS = {
     "zero": 0,
     "ten": 10,
@@ -231,13 +230,10 @@ def parse_judge_score(reply: str) -> float | None:
         num, den = float(m.group(1)), float(m.group(2))
         # A ratio that is not a score ("12/5", a date) means the reply is not a score at all.
         return 100.0 * num / den if den > 0 and 0 <= num <= den else None
-    m = _PERCENT.search(text)
+    # A percentage wins over a bare number; either must lie in [0, 100].
+    m = _PERCENT.search(text) or _NUMBER.search(text)
     if m:
         v = float(m.group(1))
-        return v if 0 <= v <= 100 else None
-    m = _NUMBER.search(text)
-    if m:
-        v = float(m.group(0))
         return v if 0 <= v <= 100 else None
     for word in re.findall(r"[a-z]+", text.lower()):
         if word in _WORDS:
@@ -274,8 +270,7 @@ class JudgeScorer(Scorer):
     ) -> None:
         if "{text}" not in template:
             raise ParameterError("template", "judge template must contain {text}")
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= 64:
-            raise ParameterError("max_tokens", f"judge max_tokens must be in [1, 64], got {max_tokens!r}")
+        check_int("max_tokens", max_tokens, 1, 64)
         self.template = template
         self.max_tokens = max_tokens
         self.engine = engine
@@ -326,8 +321,8 @@ class JudgeScorer(Scorer):
 
 
 def _greedy(engine: Engine, prompts: list[str], max_tokens: int, prefix: str = "") -> list[str | None]:
-    from sazanami.engine import RowRequest
     from sazanami.params import SamplingParams
+    from sazanami.rows import RowRequest
 
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=0)
     extra = engine.tokenizer.encode(prefix) if prefix else []
@@ -447,135 +442,6 @@ class RegexScorer(Scorer):
         return {"type": "regex", "patterns": self.patterns, "ignore_case": self.ignore_case}
 
 
-# Irregular inflections (base → forms) for common words; regular ones follow rules below.
-_IRREGULAR: dict[str, tuple[str, ...]] = {
-    "be": ("am", "is", "are", "was", "were", "been", "being"),
-    "begin": ("began", "begun"),
-    "bite": ("bit", "bitten"),
-    "blow": ("blew", "blown"),
-    "break": ("broke", "broken"),
-    "bring": ("brought",),
-    "build": ("built",),
-    "buy": ("bought",),
-    "catch": ("caught",),
-    "child": ("children",),
-    "come": ("came",),
-    "dig": ("dug",),
-    "do": ("did", "done", "does"),
-    "draw": ("drew", "drawn"),
-    "drink": ("drank", "drunk"),
-    "drive": ("drove", "driven"),
-    "eat": ("ate", "eaten"),
-    "fall": ("fell", "fallen"),
-    "feed": ("fed",),
-    "feel": ("felt",),
-    "fight": ("fought",),
-    "find": ("found",),
-    "fly": ("flew", "flown"),
-    "foot": ("feet",),
-    "freeze": ("froze", "frozen"),
-    "get": ("got", "gotten"),
-    "give": ("gave", "given"),
-    "go": ("went", "gone", "goes"),
-    "goose": ("geese",),
-    "grow": ("grew", "grown"),
-    "hang": ("hung",),
-    "have": ("has", "had"),
-    "hide": ("hid", "hidden"),
-    "hold": ("held",),
-    "keep": ("kept",),
-    "kneel": ("knelt",),
-    "know": ("knew", "known"),
-    "lead": ("led",),
-    "leave": ("left",),
-    "lose": ("lost",),
-    "make": ("made",),
-    "man": ("men",),
-    "meet": ("met",),
-    "mouse": ("mice",),
-    "person": ("people",),
-    "ride": ("rode", "ridden"),
-    "ring": ("rang", "rung"),
-    "rise": ("rose", "risen"),
-    "run": ("ran",),
-    "say": ("said",),
-    "see": ("saw", "seen"),
-    "sell": ("sold",),
-    "send": ("sent",),
-    "shine": ("shone",),
-    "shoot": ("shot",),
-    "sing": ("sang", "sung"),
-    "sink": ("sank", "sunk"),
-    "sit": ("sat",),
-    "sleep": ("slept",),
-    "speak": ("spoke", "spoken"),
-    "spend": ("spent",),
-    "stand": ("stood",),
-    "steal": ("stole", "stolen"),
-    "swim": ("swam", "swum"),
-    "take": ("took", "taken"),
-    "teach": ("taught",),
-    "tell": ("told",),
-    "think": ("thought",),
-    "throw": ("threw", "thrown"),
-    "tooth": ("teeth",),
-    "wake": ("woke", "woken"),
-    "wear": ("wore", "worn"),
-    "win": ("won",),
-    "woman": ("women",),
-    "write": ("wrote", "written"),
-}
-_VOWELS = set("aeiou")
-
-
-def inflections(word: str) -> set[str]:
-    """Forms that count as using ``word``: plural, 3rd person, past, -ing, -er, irregulars.
-
-    >>> sorted(inflections("jump"))[:4]
-    ['jump', 'jumped', 'jumper', 'jumpers']
-    """
-    w = word.lower()
-    forms = {w, w + "s", w + "es", w + "ed", w + "ing", w + "er", w + "ers"}
-    if w.endswith("e"):
-        forms |= {w + "d", w[:-1] + "ing", w + "r", w + "rs"}
-    if w.endswith("ie"):
-        forms.add(w[:-2] + "ying")
-    if len(w) > 1 and w.endswith("y") and w[-2] not in _VOWELS:
-        forms |= {w[:-1] + "ies", w[:-1] + "ied", w[:-1] + "ier"}
-    if w.endswith("fe"):
-        forms.add(w[:-2] + "ves")
-    elif w.endswith("f"):
-        forms.add(w[:-1] + "ves")
-    # Consonant doubling: sip → sipped, run → running (short words ending consonant-vowel-consonant).
-    if len(w) >= 3 and w[-1] not in _VOWELS | set("wxy") and w[-2] in _VOWELS and w[-3] not in _VOWELS:
-        forms |= {w + w[-1] + s for s in ("ed", "ing", "er", "ers")}
-    forms.update(_IRREGULAR.get(w, ()))
-    return forms
-
-
-_WORD = re.compile(r"\w+")
-
-
-def uses_word(keyword: str, text: str) -> bool:
-    """Whether ``text`` uses ``keyword`` or an inflection of it (case-insensitive, whole words).
-
-    A multi-word keyword must appear as consecutive words, each possibly inflected.
-    """
-    words = _WORD.findall(text.lower())
-    parts = _WORD.findall(keyword.lower())
-    if not parts:
-        return False
-    forms = [inflections(p) for p in parts]
-    n = len(parts)
-    return any(all(words[i + j] in forms[j] for j in range(n)) for i in range(len(words) - n + 1))
-
-
-def concept_coverage(text: str, keywords: Sequence[str]) -> tuple[float, list[str]]:
-    """(fraction of ``keywords`` used, the missing ones)."""
-    missing = [k for k in keywords if not uses_word(k, text)]
-    return 1 - len(missing) / len(keywords), missing
-
-
 class ContainsScorer(Scorer):
     """Keyword coverage: the fraction of ``words`` the text uses, inflections included.
 
@@ -682,142 +548,3 @@ def _ranks(values: list[float | None]) -> list[float | None]:
             out[scored[t][1]] = mean_rank / (n - 1) if n > 1 else 1.0
         j = k + 1
     return out
-
-
-# --------------------------------------------------------------------------- specs
-
-SCORER_NAMES = ("logprob", "judge", "novelty", "contains:WORDS", "regex:PATTERN", "py:MODULE:FUNCTION")
-
-
-def make_scorer(spec: Any) -> Scorer:
-    """A scorer from a spec: a Scorer, a callable (verifier), a string or a dict.
-
-    Strings: ``logprob``, ``judge``, ``novelty``, ``contains:dog,ball,park``,
-    ``regex:PATTERN`` (the rest of the string is the pattern), ``py:module:function``
-    (a verifier), ``0.7*judge+0.3*novelty`` (weighted sum), ``rank:judge+logprob``
-    (mean rank). Dicts: ``{"type": "contains", "words": [...]}``, ``{"type": "judge",
-    "template": ..., "max_tokens": 4}``, ``{"type": "combine", "mode": "sum", "parts":
-    [{"scorer": ..., "weight": 1.0}, ...]}`` and so on.
-    """
-    if isinstance(spec, Scorer):
-        return spec
-    if isinstance(spec, dict):
-        return _from_dict(spec)
-    if callable(spec):
-        return VerifierScorer(spec)
-    if not isinstance(spec, str) or not spec.strip():
-        raise ParameterError("scorer", f"scorer must be a name, spec string, dict or callable, got {spec!r}")
-    text = spec.strip()
-    if text.startswith("regex:"):
-        return RegexScorer(text[len("regex:") :])
-    mode = "sum"
-    if text.startswith("rank:"):
-        mode, text = "rank", text[len("rank:") :]
-    terms = [t.strip() for t in text.split("+")]
-    if len(terms) == 1 and mode == "sum" and "*" not in terms[0]:
-        return _single(terms[0])
-    parts = []
-    for term in terms:
-        weight = 1.0
-        if "*" in term:
-            w, term = term.split("*", 1)
-            try:
-                weight = float(w)
-            except ValueError as exc:
-                raise ParameterError("scorer", f"bad weight {w!r} in scorer spec {spec!r}") from exc
-        parts.append((_single(term.strip()), weight))
-    return CombinedScorer(parts, mode)
-
-
-def with_judge_template(scorer: Scorer, template: str) -> Scorer:
-    """``scorer`` with every judge in it (combined parts included) using ``template``."""
-
-    def swap(s: Scorer) -> tuple[Scorer, bool]:
-        if isinstance(s, JudgeScorer):
-            return JudgeScorer(template, s.max_tokens, s.engine, s.fn, s.prefix), True
-        if isinstance(s, CombinedScorer):
-            parts = [(swap(p), w) for p, w in s.parts]
-            return CombinedScorer([(p, w) for (p, _), w in parts], s.mode), any(f for (_, f), _ in parts)
-        return s, False
-
-    out, found = swap(scorer)
-    if not found:
-        raise ParameterError("judge_template", "a judge template needs a judge scorer (e.g. --scorer judge)")
-    return out
-
-
-def _single(name: str) -> Scorer:
-    if name == "logprob":
-        return LogprobScorer()
-    if name == "judge":
-        return JudgeScorer()
-    if name == "novelty":
-        return NoveltyScorer()
-    if name.startswith("contains:"):
-        return ContainsScorer(name[len("contains:") :])
-    if name.startswith("py:"):
-        return VerifierScorer(_import(name[3:]))
-    raise ParameterError("scorer", f"unknown scorer {name!r}; known: {', '.join(SCORER_NAMES)}")
-
-
-def _import(path: str) -> Callable[[str], Any]:
-    module, _, attr = path.partition(":")
-    if not module or not attr:
-        raise ParameterError("scorer", f"a Python verifier is py:module:function, got py:{path}")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise ParameterError("scorer", f"cannot import verifier {path!r}: {exc}") from exc
-    if not callable(obj):
-        raise ParameterError("scorer", f"verifier {path!r} is not callable")
-    return obj
-
-
-_DICT_KEYS = {
-    "logprob": set(),
-    "judge": {"template", "max_tokens", "prefix"},
-    "novelty": {"reference"},
-    "contains": {"words"},
-    "regex": {"patterns", "pattern", "ignore_case"},
-    "verifier": {"function"},
-    "combine": {"mode", "parts"},
-}
-
-
-def _from_dict(spec: dict[str, Any]) -> Scorer:
-    kind = spec.get("type")
-    if kind not in _DICT_KEYS:
-        raise ParameterError("scorer.type", f"scorer type must be one of {', '.join(_DICT_KEYS)}, got {kind!r}")
-    extra = sorted(set(spec) - _DICT_KEYS[kind] - {"type"})
-    if extra:
-        known = ", ".join(sorted(_DICT_KEYS[kind])) or "none"
-        raise ParameterError(f"scorer.{extra[0]}", f"unknown field {extra[0]!r} for a {kind} scorer; known: {known}")
-    try:
-        if kind == "logprob":
-            return LogprobScorer()
-        if kind == "judge":
-            return JudgeScorer(**{k: spec[k] for k in ("template", "max_tokens", "prefix") if k in spec})
-        if kind == "novelty":
-            return NoveltyScorer(reference=spec.get("reference"))
-        if kind == "contains":
-            return ContainsScorer(spec.get("words") or [])
-        if kind == "regex":
-            return RegexScorer(spec.get("patterns", spec.get("pattern", [])), bool(spec.get("ignore_case", False)))
-        if kind == "verifier":
-            return VerifierScorer(_import(str(spec.get("function", ""))))
-    except TypeError as exc:
-        raise ParameterError("scorer", f"bad {kind} scorer: {exc}") from exc
-    parts = spec.get("parts")
-    if not isinstance(parts, list) or not parts:
-        raise ParameterError("scorer.parts", "combine needs a non-empty list of parts")
-    built = []
-    for i, p in enumerate(parts):
-        if isinstance(p, dict) and "scorer" in p:
-            built.append((make_scorer(p["scorer"]), float(p.get("weight", 1.0))))
-        elif isinstance(p, (str, dict)):
-            built.append((make_scorer(p), 1.0))
-        else:
-            raise ParameterError(f"scorer.parts[{i}]", f"bad combine part {p!r}")
-    return CombinedScorer(built, spec.get("mode", "sum"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sazanami.errors import ParameterError, check_range
+from sazanami.errors import ParameterError, check_int, check_range
 
 if TYPE_CHECKING:
     from sazanami.embeddings import TextEncoder
@@ -28,19 +28,13 @@ def rank(items: Sequence[Any]) -> list[Any]:
     return [items[i] for i in order]
 
 
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ParameterError("k", f"k must be an integer in [1, inf), got {k!r}")
-    return k
-
-
 class Selector:
     """Base class: ``select(items, k=None)`` returns at most k items, best first."""
 
     name = "selector"
 
     def __init__(self, k: int = 1) -> None:
-        self.k = _check_k(k)
+        self.k = check_int("k", k, 1)
 
     def select(self, items: Sequence[Any], k: int | None = None) -> list[Any]:
         raise NotImplementedError
@@ -55,7 +49,7 @@ class TopK(Selector):
     name = "top-k"
 
     def select(self, items: Sequence[Any], k: int | None = None) -> list[Any]:
-        return rank(items)[: _check_k(k) if k is not None else self.k]
+        return rank(items)[: check_int("k", k, 1) if k is not None else self.k]
 
 
 class MMR(Selector):
@@ -79,7 +73,7 @@ class MMR(Selector):
     def select(self, items: Sequence[Any], k: int | None = None) -> list[Any]:
         import torch
 
-        k = _check_k(k) if k is not None else self.k
+        k = check_int("k", k, 1) if k is not None else self.k
         pool = rank(items)
         if len(pool) <= 1 or k == 1 or self.diversity == 0:
             return pool[:k]

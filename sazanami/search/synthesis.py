@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sazanami.errors import ParameterError
+from sazanami.errors import ParameterError, check_int
 
 __all__ = ["DEFAULT_IMPROVE_TEMPLATE", "DEFAULT_SYNTHESIS_TEMPLATE", "Improver", "Synthesizer"]
 
@@ -38,10 +38,8 @@ def _check_template(template: Any, needed: tuple[str, ...], param: str) -> str:
 
 
 def _check_optional_int(name: str, value: Any, low: int, high: int) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ParameterError(name, f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    if value is not None:
+        check_int(name, value, low, high)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 >>> from sazanami.server import create_app, Limits
 >>> app = create_app("tiny-random", Limits(max_tokens=64))   # any ASGI server runs it
 
-``sazanami serve`` (:mod:`sazanami.server.command`) runs it under uvicorn. FastAPI is imported
+``sazanami serve`` (:mod:`sazanami.cli.serve`) runs it under uvicorn. FastAPI is imported
 only when the app is built, so the CLI stays quick to start.
 """
 

@@ -1,59 +1,25 @@
 """``sazanami serve``: the HTTP API and playground under uvicorn.
 
-Registered on the CLI group with ``main.add_command(serve)``.
+Every :class:`~sazanami.server.limits.Limits` field is an option (derived in
+:mod:`sazanami.cli.options`).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
+import torch
 
+from sazanami.cli.options import limits_options
+from sazanami.islands import Islands, ToolRegistry
 from sazanami.models import DEFAULT_MODEL
 from sazanami.server.limits import Limits
-
-_DEFAULTS = Limits()
 
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name or HF directory.")
-@click.option(
-    "--max-tokens", type=int, default=_DEFAULTS.max_tokens, show_default=True, help="New tokens per variant at most."
-)
-@click.option("--max-n", type=int, default=_DEFAULTS.max_n, show_default=True, help="Variants per prompt at most.")
-@click.option(
-    "--max-search-budget",
-    type=int,
-    default=_DEFAULTS.max_search_budget,
-    show_default=True,
-    help="Tokens one search may spend at most.",
-)
-@click.option(
-    "--max-concurrent",
-    type=int,
-    default=_DEFAULTS.max_concurrent,
-    show_default=True,
-    help="Requests generating at once.",
-)
-@click.option(
-    "--max-queue", type=int, default=_DEFAULTS.max_queue, show_default=True, help="Requests waiting; one more gets 503."
-)
-@click.option(
-    "--max-batch-rows",
-    type=int,
-    default=_DEFAULTS.max_batch_rows,
-    show_default=True,
-    help="Rows in one engine batch at most.",
-)
-@click.option(
-    "--cohorts",
-    type=int,
-    default=_DEFAULTS.cohorts,
-    show_default=True,
-    help="Engine batches interleaved step by step (1 = new requests wait for the running batch).",
-)
+@limits_options
 @click.option(
     "--threads",
     type=int,
@@ -86,8 +52,7 @@ def serve(
     curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
       -d '{"messages": [{"role": "user", "content": "Hi"}], "n": 2, "fluctuation": "pink-temperature"}'
     """
-    import torch
-    import uvicorn
+    import uvicorn  # the web stack loads only when serving
 
     from sazanami.server.app import create_app
 
@@ -99,18 +64,6 @@ def serve(
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
-def tool_registry(names: str, corpus: str | None = None) -> Any:
+def tool_registry(names: str, corpus: str | None = None) -> ToolRegistry | None:
     """The tools the server runs: built-in names, comma-separated; SEARCH/LOAD over ``corpus``; None for none."""
-    from sazanami.errors import ParameterError
-    from sazanami.islands import Corpus, builtin_tools
-
-    wanted = [n.strip() for n in names.split(",") if n.strip()]
-    if not wanted:
-        if corpus:
-            raise ParameterError("corpus", "--corpus is for the search and load tools: add --tools calc,search,load")
-        return None
-    return builtin_tools(wanted, Corpus.load(corpus) if corpus else None)
-
-
-if __name__ == "__main__":  # python -m sazanami.server.command (before `sazanami serve` is registered)
-    serve()
+    return Islands.from_dict({"tools": names, "corpus": corpus}).tools

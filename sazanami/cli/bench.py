@@ -1,6 +1,6 @@
-"""``sazanami bench``: benchmarks from the command line. Thin layer over :mod:`sazanami.frontier`.
+"""``sazanami bench``: benchmarks from the command line. Thin layer over :mod:`sazanami.bench.frontier`.
 
-Registered on the main group in :mod:`sazanami.cli` with ``main.add_command(bench_group)``.
+Registered on the main group in :mod:`sazanami.cli`.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def frontier(
     bootstrap intervals over prompts, and each setting's diversity gain over the temperature
     curve at equal perplexity) and plots of the frontier and of the gains.
     """
-    from sazanami import frontier as fr
+    from sazanami.bench import frontier as fr
 
     if list_methods:
         for m in fr.METHODS.values():
