@@ -667,6 +667,7 @@ def _info(server: Server) -> dict[str, Any]:
 
     return {
         "model": server.model_name,
+        "backend": server.engine.backend.capabilities.backend,
         "presets": {name: fl.to_dict() for name, fl in PRESETS.items()},
         "strategies": {name: plain(strategy_options(name)) for name in STRATEGIES},
         "scorers": [s for s in SCORER_NAMES if not s.startswith("py:")],
