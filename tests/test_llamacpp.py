@@ -382,3 +382,96 @@ def test_cli_generate_on_llamacpp_says_so():
     assert r.exit_code == 0 and '"backend": "llamacpp"' in r.output and r.output.count('"finish_reason"') == 2
     r = CliRunner().invoke(main, [*args, "-f", "pink-hidden"])
     assert r.exit_code == 2 and "hidden noise is not available on the llamacpp backend" in r.output
+
+
+# -- --backend on every command that takes --model ------------------------------------------------
+
+
+def _commands(group: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+    import click
+
+    out = []
+    for name, cmd in group.commands.items():  # type: ignore[attr-defined]
+        if isinstance(cmd, click.Group):
+            out += _commands(cmd, (*path, name))
+        else:
+            out.append(((*path, name), cmd))
+    return out
+
+
+def test_every_command_with_a_model_takes_the_backend():
+    from sazanami.cli import main
+    from sazanami.cli.options import options_of
+
+    with_model = [(p, c) for p, c in _commands(main) if "model" in options_of(c)]
+    assert {" ".join(p) for p, _ in with_model} >= {"generate", "search", "flow run", "serve", "bench frontier"}
+    for path, cmd in with_model:
+        option = options_of(cmd).get("backend")
+        assert option is not None, path
+        assert tuple(option.type.choices) == models.BACKENDS and option.default == "auto", path
+
+
+def test_search_flow_and_serve_say_which_backend_runs(tmp_path, monkeypatch):
+    import json
+
+    import uvicorn
+    import yaml
+    from click.testing import CliRunner
+
+    from sazanami.cli import main
+
+    run = CliRunner().invoke
+    args = ["search", "hi", "-m", "tiny-random", "--scorer", "logprob", "--max-tokens", "3", "--budget", "12"]
+    r = run(main, [*args, "--seed", "1", "--json", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["meta"]["backend"] == "torch"
+    r = run(main, [*args, "--backend", "llamacpp"])
+    assert r.exit_code == 2 and "has no GGUF file" in r.output
+    flow = tmp_path / "f.yaml"
+    flow.write_text(yaml.safe_dump({"name": "f", "prompt": "hi", "steps": [{"generate": {"n": 2, "max_tokens": 2}}]}))
+    r = run(main, ["flow", "run", str(flow), "-m", "tiny-random", "--budget", "8", "--json", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["meta"]["backend"] == "torch"
+    r = run(main, ["flow", "run", str(flow), "-m", "tiny-random", "--backend", "llamacpp"])
+    assert r.exit_code == 2 and "has no GGUF file" in r.output
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))
+    r = run(main, ["serve", "-m", "tiny-random", "--backend", "torch", "--tools", ""])
+    assert r.exit_code == 0 and "serving tiny-random on torch" in r.output, r.output
+    assert served[0].state.server.engine.backend.capabilities.backend == "torch"
+    r = run(main, ["serve", "-m", "tiny-random", "--backend", "llamacpp", "--tools", ""])
+    assert r.exit_code == 2 and "has no GGUF file" in r.output
+    r = run(main, ["bench", "frontier", "-m", "tiny-random", "--backend", "llamacpp", "-q"])
+    assert r.exit_code == 2 and "has no GGUF file" in r.output
+
+
+@needs_bindings
+@pytest.mark.real
+def test_search_serve_and_frontier_on_llamacpp(monkeypatch):
+    import json
+
+    import uvicorn
+    from click.testing import CliRunner
+
+    from sazanami.cli import main
+    from sazanami.server import create_app
+
+    run = CliRunner().invoke
+    args = ["search", "Name a fruit.", "--backend", "llamacpp", "--scorer", "logprob", "--max-tokens", "3"]
+    r = run(main, [*args, "--budget", "9", "--seed", "1", "--json", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["meta"]["backend"] == "llamacpp"
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))
+    r = run(main, ["serve", "--backend", "llamacpp", "--threads", "1", "--tools", ""])
+    assert r.exit_code == 0 and f"serving {models.DEFAULT_MODEL} on llamacpp" in r.output, r.output
+    from fastapi.testclient import TestClient
+
+    assert TestClient(served[0]).get("/v1/sazanami").json()["backend"] == "llamacpp"
+    # auto: a server's batches hold many rows → torch; a one-row server → llama.cpp
+    from sazanami.server.limits import Limits
+
+    one = create_app(models.DEFAULT_MODEL, Limits(max_batch_rows=1), tools=None, threads=1)
+    assert one.state.server.engine.backend.capabilities.backend == "llamacpp"
+    r = run(main, ["bench", "frontier", "--backend", "llamacpp", "--methods", "pink-hidden", "-q"])
+    assert r.exit_code == 2 and "hidden noise is not available on the llamacpp backend" in r.output
