@@ -6,6 +6,7 @@ import ctypes
 import gc
 import importlib.util
 import struct
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +17,7 @@ from sazanami.backends.llamacpp import MAX_SEQUENCES, SeqCache, _Pool
 from sazanami.engine import Engine
 from sazanami.errors import ModelNotFoundError, ParameterError
 from sazanami.params import SamplingParams
+from sazanami.prefix_cache import PrefixCache
 
 # -- bookkeeping, on a fake of llama.cpp's memory API (no bindings needed) --------------------
 
@@ -41,8 +43,12 @@ class FakeLib:
         ctx.freed = True
 
     def llama_memory_seq_rm(self, mem: SimpleNamespace, s: int, p0: int, p1: int) -> bool:
-        assert (p0, p1) == (-1, -1)
-        mem.kv.pop(s, None)
+        if (p0, p1) == (-1, -1):
+            mem.kv.pop(s, None)
+        else:
+            mem.kv[s] = {p for p in mem.kv.get(s, ()) if not p0 <= p < p1}
+            if not mem.kv[s]:
+                del mem.kv[s]
         return True
 
     def llama_memory_seq_cp(self, mem: SimpleNamespace, s: int, d: int, p0: int, p1: int) -> None:
@@ -146,6 +152,67 @@ def test_more_rows_than_llama_cpp_holds_is_a_clear_error():
     lib, pool = fake_pool(context=1 << 20, sequences=MAX_SEQUENCES)
     with pytest.raises(ParameterError, match=f"at most {MAX_SEQUENCES} rows"):
         new_cache(pool, MAX_SEQUENCES + 1, 4)
+
+
+def test_prefix_blocks_live_in_holder_sequences():
+    """Blocks are cells tagged with spare sequence ids; rows copy them back; eviction frees them."""
+    lib, pool = fake_pool(context=64, sequences=6, bos=1)
+    pool.kv_bytes = 100
+    pc = PrefixCache(block=4)
+    pool.attach(pc)
+    kv = pool.mem.kv
+    a = new_cache(pool, 1, 12)
+    fill(pool, a, 0, 13)  # BOS + 12 tokens
+    first = list(range(12))
+    assert pc.store(first, lambda s, e: a.read_block(0, s, e)) == 3
+    (h,) = pool.holders
+    assert kv[h.seq] == set(range(13)) and pool.reserved == 13 + 13  # the first block keeps BOS
+    assert pc.nbytes == 12 * pool.kv_bytes
+    # a prompt sharing the first block: its other two blocks need another holder (same ranges)
+    other = first[:4] + [99] * 8
+    b = new_cache(pool, 1, 12)
+    fill(pool, b, 0, 13)
+    assert pc.store(other, lambda s, e: b.read_block(0, s, e)) == 2
+    assert len(pool.holders) == 2 and kv[pool.holders[1].seq] == set(range(5, 13))
+    # a fresh row gets the second prompt's prefix back from both holders
+    n, blocks = pc.lookup(other)
+    c = new_cache(pool, 1, 12)
+    assert n == 12 and c.write_blocks(0, blocks) == 12 and kv[c.seqs[0]] == set(range(13))
+    # evicting the first prompt's tail frees those ranges; a holder left empty goes back
+    pc.max_bytes = 12 * pool.kv_bytes
+    pc.store(other, lambda s, e: b.read_block(0, s, e))  # touches `other`: `first`'s tail is LRU
+    assert len(pc) == 3 and kv[h.seq] == set(range(5)) and len(pool.holders) == 2
+    pc.clear()
+    assert pool.holders == [] and h.seq in pool.free and pool.reserved == 3 * 13
+    with pytest.raises(ValueError, match="does not continue a prefix"):
+        c.write_blocks(0, blocks[1:])
+
+
+def test_rows_evict_prefix_blocks_before_the_context_grows():
+    lib, pool = fake_pool(context=32, sequences=4)
+    pool.kv_bytes = 100
+    pc = PrefixCache(block=4)
+    pool.attach(pc)
+    a = new_cache(pool, 1, 16)
+    fill(pool, a, 0, 16)
+    pc.store(list(range(16)), partial(a.read_block, 0))
+    assert pool.reserved == 32 and len(pc) == 4
+    assert a.read_block(0, 0, 4) == (None, 0)  # no room: holders never grow the context
+    del a
+    gc.collect()
+    b = new_cache(pool, 2, 12)  # 24 cells: the blocks give way (LRU: the chain's root, so all)
+    assert len(lib.contexts) == 1 and len(pc) == 0 and pool.holders == [] and pool.reserved == 24
+    fill(pool, b, 0, 8)
+    pc.store(list(range(8)), lambda s, e: b.read_block(0, s, e))
+    assert len(pc) == 2 and pool.reserved == 32
+    pool._rebuild(64, 8)  # a rebuild clears the prefix cache: rows are restored one by one
+    held = {s: v for s, v in pool.mem.kv.items() if v}
+    assert len(pc) == 0 and pool.holders == [] and pool.reserved == 24 and held == {b.seqs[0]: set(range(8))}
+    pc.store(list(range(8)), lambda s, e: b.read_block(0, s, e))
+    seq = pool.holders[0].seq
+    del pc
+    gc.collect()  # a prefix cache that goes away frees its holders
+    assert pool.holders == [] and seq in pool.free and seq not in pool.mem.kv
 
 
 def test_auto_picks_by_model_and_rows():
@@ -277,6 +344,36 @@ def test_search_over_paths(lcp: Engine):
         params=params, seed=1, raw=True,
     )  # fmt: skip
     assert tree.spend["generated_tokens"] <= 80 and len(tree.candidates()) >= 4
+
+
+@needs_bindings
+@pytest.mark.real
+def test_prefix_cache_gives_the_same_tokens_and_reuses(lcp: Engine):
+    """Cached prompt blocks live in holder sequences; rows start from them and compute the rest."""
+    assert lcp.backend.supports_prefix_cache and lcp.prefix_cache is not None
+    on, off = Engine(lcp.backend), Engine(lcp.backend, prefix_cache=False)
+    p = SamplingParams(n=3, seed=5, max_tokens=10, temperature=0.8)
+    prompt = "Write a story about a fox who lives in a forest near a wide, slow river."
+    want = [[c.token_ids for c in off.generate(prompt, p)] for _ in range(2)]
+    got = [on.generate(prompt, p) for _ in range(2)]
+    assert [[c.token_ids for c in cs] for cs in got] == want
+    assert got[0][0].cached_tokens == 0 and got[1][0].cached_tokens >= 16
+    b = SamplingParams(fluctuation={"beams": {"width": 2, "beta": 1}}, seed=2, max_tokens=6)
+    assert [c.token_ids for c in on.generate(prompt, b)] == [c.token_ids for c in off.generate(prompt, b)]
+
+
+@needs_bindings
+@pytest.mark.real
+@pytest.mark.parametrize("strategy, options", [("noise_search", {"mode": "paths", "rounds": 2, "n": 3}), ("tree", {"chunk": 4, "branch": 2})])
+def test_search_trees_are_the_same_with_the_prefix_cache(lcp: Engine, strategy: str, options: dict):
+    from sazanami.search import search
+
+    on, off = Engine(lcp.backend), Engine(lcp.backend, prefix_cache=False)
+    kw = dict(scorer="contains:391", budget=60, params=SamplingParams(max_tokens=10, temperature=0.8), seed=1, raw=True)
+    a, b = search(off, FEW_SHOT, strategy, **kw, **options), search(on, FEW_SHOT, strategy, **kw, **options)
+    assert [n.token_ids for n in a.nodes] == [n.token_ids for n in b.nodes] and a.best == b.best
+    assert a.spend["prompt_tokens_reused"] == 0 and b.spend["prompt_tokens_reused"] > 0
+    assert a.spend["prompt_tokens"] == b.spend["prompt_tokens"] + b.spend["prompt_tokens_reused"]
 
 
 @needs_bindings
