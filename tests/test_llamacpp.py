@@ -230,6 +230,52 @@ def test_auto_picks_by_model_and_rows():
         models.load(models.GEMMA_MODEL, backend="torch")
 
 
+def test_auto_crossover_from_timings():
+    t = {1: 3.0, 2: 2.0, 4: 1.0, 8: 1.0, 16: 1.0}
+    assert models.crossover_rows({"torch": t, "llamacpp": {1: 1.0, 2: 1.5, 4: 1.5, 8: 2.0, 16: 4.0}}) == 4
+    assert models.crossover_rows({"torch": t, "llamacpp": {1: 1.0, 2: 1.5, 4: 0.5, 8: 2.0, 16: 4.0}}) == 8
+    assert models.crossover_rows({"torch": t, "llamacpp": dict.fromkeys(t, 0.5)}) == 0  # llama.cpp always
+    assert models.crossover_rows({"torch": t, "llamacpp": dict.fromkeys(t, 9.0)}) == 1  # torch always
+
+
+def test_auto_rows_from_the_environment(monkeypatch):
+    monkeypatch.setenv(models.AUTO_ROWS_ENV, "5")
+    assert models.auto_rows() == 5
+    monkeypatch.setenv(models.AUTO_ROWS_ENV, "-1")
+    with pytest.raises(ParameterError, match=r"SAZANAMI_AUTO_ROWS must be an integer in \[0, inf\), got '-1'"):
+        models.auto_rows()
+
+
+def test_the_timing_probe_runs_decode_steps():
+    """The probe itself, on the tiny model with a tiny budget (a check that it runs, not a measurement)."""
+    seconds = models._time_backend(models.load("tiny-random"), rows=(1, 3), budget_s=0.001)
+    assert set(seconds) == {1, 3} and all(0 < s < 10 for s in seconds.values())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+def test_auto_measures_once_and_caches_the_crossover(monkeypatch, tmp_path):
+    """Fake timings (no measurement here): the crossover is computed once, cached per machine and model."""
+    import json
+
+    monkeypatch.delenv(models.AUTO_ROWS_ENV)
+    monkeypatch.setenv("SAZANAMI_CACHE", str(tmp_path))
+    fake = {"torch": SimpleNamespace(dtype=torch.bfloat16), "llamacpp": SimpleNamespace(threads=2)}
+    monkeypatch.setattr(models, "load", lambda name, backend="auto", threads=None: fake[backend])
+    timings = {"torch": {1: 3.0, 2: 2.0, 4: 1.0}, "llamacpp": {1: 1.0, 2: 1.5, 4: 1.5}}
+    calls = []
+
+    def time_backend(b: SimpleNamespace) -> dict[int, float]:
+        calls.append(b)
+        return timings["torch" if b is fake["torch"] else "llamacpp"]
+
+    monkeypatch.setattr(models, "_time_backend", time_backend)
+    assert models.auto_rows() == 4 and len(calls) == 2
+    assert models.choose_backend(models.DEFAULT_MODEL, rows=3) == "llamacpp"
+    assert models.choose_backend(models.DEFAULT_MODEL, rows=4) == "torch" and len(calls) == 2  # cached
+    (entry,) = json.loads((tmp_path / "backends.json").read_text()).values()
+    assert entry["torch_from_rows"] == 4 and entry["seconds_per_step"]["llamacpp"]["1"] == 1.0
+
+
 # -- the embedded GGUF through llama.cpp -----------------------------------------------------
 
 needs_bindings = pytest.mark.skipif(

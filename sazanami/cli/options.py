@@ -147,8 +147,9 @@ def engine_from_options(
 
 
 BACKEND_HELP = (
-    "Which engine runs the model. auto: llama.cpp for GGUF-only models and for one row of a model "
-    "both run; torch for several rows (search, flows and the server run several)."
+    "Which engine runs the model. auto: llama.cpp for GGUF-only models; for a model both run, "
+    "llama.cpp below a crossover number of rows (measured once on this machine, "
+    "$SAZANAMI_AUTO_ROWS overrides it) and torch from there (search, flows and the server run several)."
 )
 
 backend_option = click.option(

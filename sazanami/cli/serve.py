@@ -58,9 +58,9 @@ def serve(
 ) -> None:
     """Serve MODEL over an OpenAI-compatible API, with the playground at http://HOST:PORT/.
 
-    --backend auto serves a model both backends run on torch (a server batches many rows:
-    up to --max-batch-rows; torch is the faster engine for several rows) unless
-    --max-batch-rows is 1, and GGUF-only models on llama.cpp. /v1/sazanami says which runs.
+    --backend auto picks for a full batch of --max-batch-rows rows (a server batches many):
+    a model both backends run goes to torch unless that is below the measured crossover
+    (see --help of generate), GGUF-only models to llama.cpp. /v1/sazanami says which runs.
 
     \b
     curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\

@@ -466,8 +466,8 @@ def create_app(
     ``tools``: the :class:`~sazanami.islands.ToolRegistry` requests may use; ``"builtin"``
     (default) is CALC; None allows none. ``backend`` (:data:`~sazanami.models.BACKENDS`):
     ``auto`` picks for the server's typical shape, a full batch of ``limits.max_batch_rows``
-    rows — torch wherever it runs the model and that batch has more than one row, llama.cpp
-    for GGUF-only models (:func:`~sazanami.models.choose_backend`). ``threads``: llama.cpp's.
+    rows (:func:`~sazanami.models.choose_backend`: torch for a model both run unless the batch
+    is below the measured crossover, llama.cpp for GGUF-only models). ``threads``: llama.cpp's.
     """
     limits = limits or Limits()
     if engine is None:
