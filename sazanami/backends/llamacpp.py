@@ -516,9 +516,10 @@ def _release(pool: _Pool, seqs: list[int], cells: list[int]) -> None:
     pool.release(list(seqs), cells[0])
 
 
-def _drop_held(block: HeldBlock) -> None:
-    """A prefix cache's ``on_evict`` for llama.cpp blocks."""
-    block.pool.drop(block)
+def _drop_held(block: Any) -> None:
+    """A prefix cache's ``on_evict`` for llama.cpp blocks (other payloads hold nothing to free)."""
+    if isinstance(block, HeldBlock):
+        block.pool.drop(block)
 
 
 def _drop_all(blocks: Any) -> None:
