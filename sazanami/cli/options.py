@@ -146,13 +146,20 @@ def engine_from_options(
     return Engine(load_for(model, backend, rows, fluctuation), prefix_cache=prefix_cache)
 
 
-backend_option = click.option(
-    "--backend",
-    type=click.Choice(BACKENDS),
-    default="auto",
-    show_default=True,
-    help="auto: llama.cpp for GGUF-only models and one row, torch for several rows.",
+BACKEND_HELP = (
+    "Which engine runs the model. auto: llama.cpp for GGUF-only models; for a model both run, "
+    "llama.cpp below a crossover number of rows (measured once on this machine, "
+    "$SAZANAMI_AUTO_ROWS overrides it) and torch from there (search, flows and the server run several)."
 )
+
+backend_option = click.option(
+    "--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help=BACKEND_HELP
+)
+"""``--backend``: its choices are :data:`sazanami.models.BACKENDS` (one place to add a backend)."""
+
+SEARCH_ROWS = 8
+"""Rows per engine call that ``auto`` assumes for a search or a flow when ``-n`` is not given
+(strategies draw several variants per round; judge calls batch the candidates)."""
 
 
 def params_from_options(kw: dict[str, Any]) -> SamplingParams:
