@@ -85,7 +85,7 @@ from sazanami.search.strategies import STRATEGIES, _check_options, _strategy_nam
 from sazanami.search.synthesis import Improver, Synthesizer
 from sazanami.search.tree import Node, Tree
 
-__all__ = ["EVENTS", "STEP_KINDS", "Flow", "FlowError", "Step", "parse_document", "print_event"]
+__all__ = ["EVENTS", "STEP_KINDS", "Flow", "FlowError", "Step", "parse_document", "print_event", "step_fields"]
 
 _PARAM_FIELDS = set(SamplingParams.field_names()) - {"n", "seed"}
 STEP_KINDS: dict[str, set[str]] = {
@@ -478,6 +478,16 @@ def print_event(event: dict[str, Any], file: Any = None) -> None:
             file=file,
             flush=True,
         )
+
+
+def step_fields() -> dict[str, Any]:
+    """Step kinds and their own fields, which kinds take sampling fields, and those fields."""
+    return {
+        "kinds": {k: sorted(v - _PARAM_FIELDS) for k, v in STEP_KINDS.items()},
+        "sampling": {k: bool(v & _PARAM_FIELDS) for k, v in STEP_KINDS.items()},
+        "sampling_fields": sorted(_PARAM_FIELDS),
+        "graph_fields": list(GRAPH_FIELDS),
+    }
 
 
 def parse_document(text: str, fmt: str | None = None) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from sazanami.models import DEFAULT_MODEL
 from sazanami.params import SamplingParams
 from sazanami.seeds import fresh_seed
 from sazanami.server.batcher import BatchedEngine, Batcher, Cancelled, Event
+from sazanami.server.flows_api import flows_router
 from sazanami.server.limits import Limits
 from sazanami.server.responses import DONE, Choice, Shape, error_body, sse, usage
 from sazanami.server.schemas import ChatCompletionRequest, CompletionRequest, Prompt
@@ -533,6 +534,7 @@ def create_app(
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    app.include_router(flows_router(api_error, _read_body))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
