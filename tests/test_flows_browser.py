@@ -171,3 +171,14 @@ def test_open_a_file_pan_and_zoom(page):
     page.mouse.move(box["x"] + 108, box["y"] + 58, steps=3)
     page.mouse.up()
     assert page.get_attribute("#view", "transform") != zoomed
+
+
+def test_fifty_nodes_stay_fast(page):
+    steps = [{"generate": {"n": 2}}] + [{"score": {}} if i % 2 else {"select": {"k": 1}} for i in range(49)]
+    doc = {"name": "long", "prompt": "x", "budget": 64, "params": {"max_tokens": 4}, "scorer": "contains:a", "steps": steps}
+    page.evaluate("(doc) => loadDoc(doc, 'long')", doc)
+    page.wait_for_function("document.querySelectorAll('.fnode').length === 50")
+    _valid(page)
+    ms = page.evaluate("() => { const t = performance.now(); for (let i = 0; i < 20; i++) render(); return (performance.now() - t) / 20; }")
+    assert ms < 40, f"one redraw of 50 nodes took {ms:.1f} ms"
+    assert page.locator("#wires .wire:not(.hit)").count() == 49

@@ -256,7 +256,7 @@ function summary(n) {
     if (k === "steps") parts.push(`${v.length} steps`);
     else if (typeof v !== "object") parts.push(`${{ temperature: "T", max_tokens: "max", method: "" }[k] ?? k} ${v}`.trim());
   }
-  return parts.join(" · ").slice(0, 30);
+  return parts.join(" · ");
 }
 
 function render() {
@@ -284,7 +284,8 @@ function render() {
     g.append(el("svg:rect", { class: "body", width: W, height: H }));
     g.append(el("svg:rect", { class: "band", width: 5, height: H - 2, x: 1, y: 1 }));
     g.append(el("svg:text", { class: "title", x: 12, y: 17 }, n.id));
-    g.append(el("svg:text", { class: "kind", x: 12, y: 33 }, `${n.kind}${summary(n) ? " · " + summary(n) : ""}`));
+    const line = `${n.kind}${summary(n) ? " · " + summary(n) : ""}`;
+    g.append(el("svg:text", { class: "kind", x: 12, y: 33 }, line.length > 30 ? line.slice(0, 29) + "…" : line));
     const text = err ? check.error.message : st.text || "";
     g.append(el("svg:text", { class: "state", x: 12, y: 52 }, text.length > 32 ? text.slice(0, 31) + "…" : text));
     if (err || st.text) g.append(el("svg:title", {}, err ? check.error.message : st.text));
