@@ -34,11 +34,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     with serving(create_app(args.model, Limits())) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000 if args.done else 860}, device_scale_factor=1)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000 if args.done else 720}, device_scale_factor=1)
         page.goto(url + "/flows")
         page.wait_for_selector(f"#examples option[value='{args.flow}']", state="attached")
         page.select_option("#examples", args.flow)
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('valid')")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('valid')", timeout=120_000)
         page.click(".fnode[data-id='hot'] rect.body")  # its form and, once run, its candidates
         page.click("#run")
         if args.done:

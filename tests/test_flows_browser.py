@@ -71,7 +71,7 @@ def _wire(page, source: str, target: str) -> None:
 
 
 def _valid(page) -> None:
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('valid')", timeout=10_000)
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('valid')", timeout=30_000)
 
 
 def test_build_run_save_and_rerun_from_the_cli(page, tmp_path):

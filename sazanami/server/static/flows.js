@@ -22,6 +22,7 @@ let selected = null;     // {node: key} | {wire: index} | null
 let view = { x: 40, y: 30, k: 1 };
 const undoStack = [], redoStack = [];
 let nodeStatus = {};     // id → {cls, text, pool}
+let latest = {};         // candidate id → its latest state in any step's pool (scores come later)
 let check = { error: null, warnings: [] };
 let controller = null;
 let validateTimer = null;
@@ -493,7 +494,8 @@ function showCandidates(node) {
   const st = nodeStatus[node.id];
   if (!st || !st.pool) return box.replaceChildren();
   box.replaceChildren(el("h2", {}, `${node.id}: ${st.pool.length} candidates`));
-  for (const c of st.pool) {
+  for (const old of st.pool) {
+    const c = latest[old.id] || old;
     const card = el("div", { class: "cand", "data-id": c.id });
     const score = c.score === null || c.score === undefined ? "unscored" : Number(c.score).toFixed(3);
     card.append(el("div", { class: "muted" }, `#${c.id} ${c.kind} · ${score}`));
@@ -509,6 +511,7 @@ async function run() {
   const res = await validate();
   if (!res || !res.valid) return;
   nodeStatus = {};
+  latest = {};
   $("result").hidden = true;
   render();
   $("run").disabled = true;
@@ -559,11 +562,12 @@ function onEvent(ev) {
     st.cls = ev.event === "finished" ? "done" : "running";
     st.text = `${ev.candidates} cand · ${ev.tokens} tok · best ${best}`;
     st.pool = ev.pool;
+    for (const c of ev.pool) latest[c.id] = c;
   }
   status(`running … ${ev.spent}/${ev.budget} tokens`);
   render();
   const node = selected && selected.node !== undefined ? byKey(selected.node) : null;
-  if (node && node.id === ev.node) showCandidates(node);
+  if (node) showCandidates(node);  // its candidates' scores may have changed
 }
 
 function showResult(r) {
