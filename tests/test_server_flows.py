@@ -119,3 +119,21 @@ def test_run_errors_are_openai_errors_with_the_node(url):
     assert status == 400 and json.loads(text)["error"]["param"] == "params.max_tokens"
     status, text = _call(f"{url}/v1/flows/run", {"flow": FLOW, "colour": 1})
     assert status == 400 and json.loads(text)["error"]["code"] == "unknown_field"
+
+
+def test_a_client_that_leaves_releases_its_slot(url):
+    import http.client
+    import time
+
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    loop = {"repeat": {"times": 30, "steps": [{"improve": {"n": 1, "keep": False}}]}}
+    long = dict(FLOW, budget=512, steps=[{"generate": {"n": 8}}, loop])
+    conn.request("POST", "/v1/flows/run", json.dumps({"flow": long}), {"Content-Type": "application/json"})
+    r = conn.getresponse()
+    assert r.status == 200 and r.readline().startswith(b"data: ")  # the first event
+    conn.close()
+    deadline = time.monotonic() + 20
+    while json.loads(_call(f"{url}/health")[1])["admitted"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert json.loads(_call(f"{url}/health")[1])["admitted"] == 0
