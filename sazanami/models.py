@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -47,13 +48,77 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SAZANAMI_CACHE") or Path.home() / ".cache" / "sazanami")
 
 
-def default_dtype() -> str:
-    """bfloat16 where the CPU has native bf16 dot products (measured faster), else float32."""
+def _cpuinfo() -> str:
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
+        return ""
+
+
+def _cpu_model(info: str) -> str:
+    for line in info.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def _time_dtypes(hidden: int, intermediate: int, budget_s: float = 0.15) -> dict[str, float]:
+    """Seconds per batch-1 decoder-layer's matmuls in each dtype (best of 3 rounds of ``budget_s``).
+
+    The weights are random (seeded) with the model's shapes; about 1–2 s in all.
+    """
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(hidden, 3 * hidden), (hidden, hidden), (hidden, 2 * intermediate), (intermediate, hidden)]
+    base = [torch.randn(a, b, generator=gen) * 0.02 for a, b in shapes]
+    out: dict[str, float] = {}
+    for _ in range(3):  # rounds interleaved so drift hits both alike
+        for name, dt in DTYPES.items():
+            ws = [w.to(dt) for w in base]
+            x = torch.randn(1, hidden, generator=gen).to(dt)
+            h = torch.randn(1, intermediate, generator=gen).to(dt)
+            for w in ws[:3]:  # warm-up
+                x @ w
+            n, t0 = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - t0) < budget_s:
+                for w in ws[:3]:
+                    x @ w
+                h @ ws[3]
+                n += 1
+            out[name] = min(out.get(name, float("inf")), elapsed / max(n, 1))
+    return out
+
+
+def default_dtype(hidden: int = 576, intermediate: int = 1536) -> str:
+    """The dtype a model with these shapes runs fastest in at batch 1 on this machine.
+
+    float32 unless the CPU has native bf16 dot products; then a one-time micro-benchmark
+    (batch-1 matmuls of one decoder layer, < 3 s) decides, cached in
+    ``$SAZANAMI_CACHE/dtype.json`` under the CPU model, torch version, thread count and shapes.
+    Batch 1 decides because it is the default (n = 1); bf16 can still win at large n, and an
+    explicit ``dtype`` (or ``$SAZANAMI_DTYPE``) skips all of this.
+    """
+    info = _cpuinfo()
+    if "avx512_bf16" not in info and "amx_bf16" not in info:
         return "float32"
-    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+    key = f"{_cpu_model(info)} | torch {torch.__version__} | {torch.get_num_threads()} threads | {hidden}x{intermediate}"
+    path = cache_dir() / "dtype.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known.get(key), dict) and known[key].get("dtype") in DTYPES:
+        return known[key]["dtype"]
+    seconds = _time_dtypes(hidden, intermediate)
+    choice = min(seconds, key=seconds.__getitem__)
+    known[key] = {"dtype": choice, "seconds_per_layer": seconds}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only cache: measure again next process
+    return choice
 
 
 def _embedded_gguf() -> Path:
@@ -163,9 +228,16 @@ def tiny_random(seed: int = 0, dtype: str = "float32") -> LlamaBackend:
     return LlamaBackend("tiny-random", cfg, weights, tokenizer, DTYPES[dtype])
 
 
-def _resolve_dtype(dtype: str) -> str:
+def _resolve_dtype(dtype: str, path: Path | None = None) -> str:
+    """``auto`` → ``$SAZANAMI_DTYPE`` or :func:`default_dtype` for the model's shapes (config.json at ``path``)."""
     if dtype == "auto":
-        return default_dtype()
+        dtype = os.environ.get("SAZANAMI_DTYPE") or "auto"
+    if dtype == "auto":
+        try:
+            cfg = json.loads((path / "config.json").read_text()) if path is not None else {}
+        except (OSError, ValueError):
+            cfg = {}
+        return default_dtype(cfg.get("hidden_size", 576), cfg.get("intermediate_size", 1536))
     if dtype not in DTYPES:
         raise ParameterError("dtype", f"dtype must be one of auto, {', '.join(DTYPES)}, got {dtype!r}")
     return dtype
@@ -176,9 +248,9 @@ def load(name_or_path: str = DEFAULT_MODEL, dtype: str = "auto") -> LlamaBackend
     """Load a model by registry name or local Hugging Face directory (cached per process)."""
     if name_or_path == "tiny-random":
         return tiny_random(dtype=_resolve_dtype("float32" if dtype == "auto" else dtype))
-    dtype = _resolve_dtype(dtype)
     if name_or_path == DEFAULT_MODEL:
-        return LlamaBackend.from_dir(embedded_dir(), name=DEFAULT_MODEL, dtype=DTYPES[dtype])
+        where = embedded_dir()
+        return LlamaBackend.from_dir(where, name=DEFAULT_MODEL, dtype=DTYPES[_resolve_dtype(dtype, where)])
     path = Path(name_or_path).expanduser()
     if not (path / "config.json").exists():
         known = ", ".join(m.name for m in available())
@@ -192,7 +264,7 @@ def load(name_or_path: str = DEFAULT_MODEL, dtype: str = "auto") -> LlamaBackend
         )
     if not list(path.glob("*.safetensors")):
         raise ModelNotFoundError(f"model {name_or_path!r} has no *.safetensors weights")
-    return LlamaBackend.from_dir(path, dtype=DTYPES[dtype])
+    return LlamaBackend.from_dir(path, dtype=DTYPES[_resolve_dtype(dtype, path)])
 
 
 def available() -> list[ModelInfo]:

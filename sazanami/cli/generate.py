@@ -23,21 +23,18 @@ def generate(prompt: str, stream: bool, as_json: bool, **kw: Any) -> None:
     params = params_from_options(kw)
     engine = Engine(load(kw["model"]))
     islands = islands_from_options(kw, engine.tokenizer)
-    fl = params.fluctuation
-    if fl is not None and fl.beams is not None:
-        completions = engine.generate(prompt, params, kw["raw"], islands=islands)
-    else:
-        rows = engine.rows_for([prompt], params, kw["raw"], islands=islands)
-        if stream and not as_json:
-            out: list[Any] = []
-            multi = len(rows) > 1
-            for deltas in engine.steps(rows, out):
-                for d in deltas:
-                    if d.text:
-                        click.echo(f"[{d.row}] {d.text}\n" if multi else d.text, nl=False)
-            click.echo()
-            return
+    rows = engine.rows_for([prompt], params, kw["raw"], islands=islands)
+    if params.beams is not None or not stream or as_json:  # beams do not stream
         completions = engine.run(rows)
+    else:
+        out: list[Any] = []
+        multi = len(rows) > 1
+        for deltas in engine.steps(rows, out):
+            for d in deltas:
+                if d.text:
+                    click.echo(f"[{d.row}] {d.text}\n" if multi else d.text, nl=False)
+        click.echo()
+        return
     if as_json:
         doc = {
             "model": kw["model"],

@@ -74,7 +74,7 @@ def _option(name: str, hint: Any, default: Any, doc: str, dest: str | None = Non
         flag = _flags(name)[0]
         if default:
             return click.option(f"{flag}/--no-{flag[2:]}", dest, default=True, show_default=True, help=kw["help"])
-        return click.option(flag, dest, is_flag=True, help=kw["help"])
+        return click.option(flag, dest, is_flag=True, default=False, help=kw["help"])
     if typing.get_origin(hint) is tuple:
         kw.update(multiple=True, type=str, show_default=False)
     elif hint in (int, float, str):
@@ -129,7 +129,10 @@ def params_from_options(kw: dict[str, Any]) -> SamplingParams:
     values["stop"] = tuple(values["stop"])
     fluct, sigma, beta = kw.get("fluctuation"), kw.get("sigma"), kw.get("beta")
     if fluct is not None or sigma is not None or beta is not None:
-        values["fluctuation"] = Fluctuation.parse(fluct or "pink-temperature").override(sigma=sigma, beta=beta)
+        fl, beams = Fluctuation.parse_with_beams(fluct or "pink-temperature")  # a beams entry: beam search
+        values["fluctuation"] = fl.override(sigma=sigma, beta=beta) if fl is not None else None
+        if beams is not None:
+            values["beams"] = beams if beta is None else dataclasses.replace(beams, beta=beta)
     return SamplingParams(**values)
 
 

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from sazanami.errors import check_int
+from sazanami.errors import ParameterError, check_int, check_range
 from sazanami.params import MAX_N, MAX_TOKENS_LIMIT
 
 
@@ -38,6 +38,12 @@ class Limits:
     cohorts: int = 2
     """Engine batches the batcher interleaves step by step. 1 = requests that arrive while a batch
     runs wait for it to end; 2+ = they start a new batch at the next step; in [1, 16]."""
+    max_search_seconds: float = 300.0
+    """Wall time of one search at most: no engine call starts after it (the answer is the best so
+    far), and a call still running then is cut (the request fails with 504); in (0, 86400]."""
+    batch_invariant: bool = False
+    """Run every request as with ``batch_invariant: true``: its rows in engine batches of their
+    own, so a seeded request's tokens do not depend on what else runs (slower under load)."""
 
     def __post_init__(self) -> None:
         for name, low, high in (
@@ -54,6 +60,9 @@ class Limits:
             ("cohorts", 1, 16),
         ):
             check_int(name, getattr(self, name), low, high)
+        check_range("max_search_seconds", self.max_search_seconds, 0, 86400, low_open=True)
+        if not isinstance(self.batch_invariant, bool):
+            raise ParameterError("batch_invariant", f"batch_invariant must be true or false, got {self.batch_invariant!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
