@@ -89,7 +89,7 @@ def test_validate_gives_graph_plan_or_the_node(url):
 
 
 def test_run_streams_node_events_then_the_same_tree_as_python(url, tiny_engine):
-    status, text = _call(f"{url}/v1/flows/run", {"flow": FLOW})
+    status, text = _call(f"{url}/v1/flows/run", {"flow": FLOW, "batch_invariant": True})
     assert status == 200
     events = _events(text)
     steps = [e for e in events if e["object"] == "flow.event"]
@@ -119,6 +119,23 @@ def test_run_errors_are_openai_errors_with_the_node(url):
     assert status == 400 and json.loads(text)["error"]["param"] == "params.max_tokens"
     status, text = _call(f"{url}/v1/flows/run", {"flow": FLOW, "colour": 1})
     assert status == 400 and json.loads(text)["error"]["code"] == "unknown_field"
+
+
+@pytest.mark.parametrize(
+    "patch, param",
+    [
+        ({"params": {"fluctuation": "/etc/passwd.json"}}, "params.fluctuation"),
+        ({"steps": [{"generate": {"n": 1, "fluctuation": "x.json"}}]}, "steps[0].generate.fluctuation"),
+        ({"islands": {"tools": ["search"], "corpus": "/etc"}}, "islands.corpus"),
+        ({"scorers": {"mine": "py:os:getcwd"}}, "scorers.mine"),
+        ({"steps": [{"generate": {"n": 1}}, {"repeat": {"times": 1, "steps": [{"score": {"scorer": "py:os:getcwd"}}]}}]},
+         "steps[1].repeat.steps[0].score.scorer"),
+    ],
+)
+def test_a_flow_over_http_opens_no_file_and_imports_no_code(url, patch, param):
+    status, text = _call(f"{url}/v1/flows/run", {"flow": FLOW | patch})
+    assert status == 400 and json.loads(text)["error"]["param"] == param
+    assert json.loads(_call(f"{url}/v1/flows/validate", {"flow": FLOW | patch})[1])["error"]["param"] == param
 
 
 def test_a_client_that_leaves_releases_its_slot(url):

@@ -10,14 +10,16 @@
   result (``object: "flow.result"``, with the tree), then ``[DONE]``.
 
 Limits as for search: the flow's budget at most ``max_search_budget``, ``max_tokens`` at
-most the server's, no Python verifiers, only the server's tools; a run is admitted like any
-request (503 when full), holds a slot and runs on the search pool, its rows on the batcher.
+most the server's, ``max_search_seconds`` of running, no Python verifiers, no file a request
+names, only the server's tools; a run is admitted like any request (503 when full), holds a
+slot and runs on the search pool, its rows on the batcher (``batch_invariant``: alone).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
 from sazanami.errors import ParameterError
+from sazanami.fluctuation import PRESETS
 from sazanami.islands import Islands, ToolRegistry
 from sazanami.search.flows import Flow, parse_document, step_fields
 from sazanami.server.batcher import BatchedEngine, Cancelled
@@ -50,6 +53,11 @@ class FlowRequest(BaseModel):
     format: Literal["json", "yaml"] | None = Field(None, description="The text's format (default: guessed).")
     prompt: str | list[dict[str, Any]] | None = Field(None, description="Overrides the flow's prompt.")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Overrides the flow's seed.")
+    batch_invariant: bool | None = Field(
+        None,
+        description="Run the flow's rows in engine batches of their own, so its tree does not depend on what "
+        "else the server runs (default: the server's setting; the editor asks for it).",
+    )
 
     def document(self) -> dict[str, Any]:
         if (self.flow is None) == (self.text is None):
@@ -72,6 +80,43 @@ def examples(folder: Path = EXAMPLES) -> list[dict[str, Any]]:
     return out
 
 
+def check_document(doc: dict[str, Any]) -> None:
+    """What a flow may not do over HTTP, checked before it is parsed: the server opens no file and
+    imports no code a request names (fluctuation paths, ``islands.corpus``, Python verifiers)."""
+
+    def fluctuation(where: str, args: Any) -> None:
+        fl = args.get("fluctuation") if isinstance(args, dict) else None
+        if isinstance(fl, str) and fl.strip() not in PRESETS:
+            raise ParameterError(
+                f"{where}fluctuation", f"{where}fluctuation must be a preset ({', '.join(PRESETS)}) or an object over HTTP"
+            )
+
+    def steps(items: Any, where: str) -> None:
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            if not isinstance(item, dict) or len(item) != 1:
+                continue  # Flow.from_dict names the problem
+            kind, args = next(iter(item.items()))
+            if not isinstance(args, dict):
+                continue
+            here = f"{where}[{i}].{kind}"
+            fluctuation(f"{here}.", args)
+            if kind == "score" and "scorer" in args:
+                _check_scorer(args["scorer"], f"{here}.scorer")
+            if kind == "repeat":
+                steps(args.get("steps"), f"{here}.steps")
+
+    if "scorer" in doc:
+        _check_scorer(doc["scorer"], "scorer")
+    for name, spec in (doc.get("scorers") or {}).items() if isinstance(doc.get("scorers"), dict) else ():
+        _check_scorer(spec, f"scorers.{name}")
+    fluctuation("params.", doc.get("params"))
+    if isinstance(doc.get("islands"), dict) and doc["islands"].get("corpus") is not None:
+        raise ParameterError(
+            "islands.corpus", "islands.corpus names files; over HTTP the tools use the server's corpus (serve --corpus)"
+        )
+    steps(doc.get("steps"), "steps")
+
+
 def check_limits(flow: Flow, server: Any) -> Islands | None:
     """Refuse what this server does not allow (module docstring); returns the flow's islands here."""
     limits = server.limits
@@ -92,11 +137,6 @@ def check_limits(flow: Flow, server: Any) -> Islands | None:
             raise ParameterError(
                 f"{step.where}.max_tokens", f"{step.where}.max_tokens must be in [1, {limits.max_tokens}], got {m}"
             )
-        if step.kind == "score" and "scorer" in step.args and step.args["scorer"] not in flow.scorers:
-            _check_scorer(step.args["scorer"], f"{step.where}.scorer")
-    _check_scorer(flow.scorer, "scorer")
-    for name, spec in flow.scorers.items():
-        _check_scorer(spec, f"scorers.{name}")
     spec = flow.source.get("islands")
     if spec is None:
         return None
@@ -148,6 +188,7 @@ def flows_router(
         server = request.app.state.server
         req, doc = await parse(request)
         try:
+            check_document(doc)
             flow = Flow.from_dict(doc)
             check_limits(flow, server)
             warnings = flow.check_budget(flow.budget) if flow.budget is not None else []
@@ -170,6 +211,7 @@ def flows_router(
         server = request.app.state.server
         req, doc = await parse(request)
         try:
+            check_document(doc)
             flow = Flow.from_dict(doc)
             islands = check_limits(flow, server)
             if req.prompt is None and flow.prompt is None:
@@ -206,9 +248,14 @@ async def _stream(
     def put(kind: str, value: Any) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
 
+    alone = bool(server.limits.batch_invariant if req.batch_invariant is None else req.batch_invariant)
+    deadline = time.monotonic() + server.limits.max_search_seconds
+
     def work() -> None:
+        with server._lock:  # counted in /health like a search
+            server.searching += 1
         try:
-            engine = BatchedEngine(server.engine, server.batcher, cancelled)
+            engine = BatchedEngine(server.engine, server.batcher, cancelled, alone, deadline)
             tree = flow.run(
                 engine, req.prompt, seed=req.seed, budget=budget, islands=islands,
                 on_event=lambda ev: put("event", ev),
@@ -216,6 +263,9 @@ async def _stream(
             put("done", tree)
         except BaseException as exc:  # noqa: BLE001 - reported to the client
             put("error", exc)
+        finally:
+            with server._lock:
+                server.searching -= 1
 
     try:
         async with server.slots:

@@ -520,7 +520,8 @@ async function run() {
   const t0 = performance.now();
   status("running …");
   try {
-    const resp = await post("/v1/flows/run", { flow: toDoc() }, controller.signal);
+    // batch-invariant: the tree does not depend on other traffic, so the saved file reruns it exactly
+    const resp = await post("/v1/flows/run", { flow: toDoc(), batch_invariant: true }, controller.signal);
     await readEvents(resp, onEvent);
     status(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   } catch (e) {
