@@ -135,9 +135,10 @@ def build_graph(steps: list[Step]) -> Graph:
             ws = writers.get(name, [])
             if not ws:
                 known = ", ".join(sorted(writers)) or "none"
+                hint = "; give it an input (in: a pool, or a wire in the editor)" if s.inputs is None else ""
                 raise FlowError(
                     f"{s.where}.in",
-                    f"{s.label} reads pool {name!r}, which no step writes (written pools: {known})",
+                    f"{s.label} reads pool {name!r}, which no step writes (written pools: {known}){hint}",
                     s.id,
                 )
             if len(ws) == 1 and ws[0] != i:

@@ -132,7 +132,7 @@ def _parse_steps(raw: Any, where: str, graph: bool = True) -> list[Step]:
         step = Step(kind, args, f"{here}.{kind}", id=sid, inputs=inputs, output=output)
         try:
             if kind != "strategy":
-                extra = sorted(set(args) - STEP_KINDS[kind])
+                extra = sorted(str(k) for k in args if k not in STEP_KINDS[kind])
                 if extra:
                     known = ", ".join(sorted((STEP_KINDS[kind] - _PARAM_FIELDS) | set(GRAPH_FIELDS))) + (
                         " and sampling fields" if STEP_KINDS[kind] & _PARAM_FIELDS else ""
@@ -172,6 +172,8 @@ def _validate(step: Step) -> None:
         overrides = {k: v for k, v in a.items() if k in _PARAM_FIELDS}
         if overrides:
             SamplingParams(**overrides)  # validates, raising ParameterError naming the field
+    if "keep" in a and not isinstance(a["keep"], bool):
+        raise ParameterError(f"{w}.keep", f"{w}.keep must be true or false, got {a['keep']!r}")
     if step.kind in ("generate", "strategy"):
         share()
     if step.kind == "select":
@@ -217,9 +219,9 @@ class Flow:
         """Parse and validate a flow document: every step, the graph, the scorers and the budget."""
         if not isinstance(data, dict):
             raise ParameterError("flow", f"a flow must be an object, got {type(data).__name__}")
-        extra = sorted(set(data) - _TOP_KEYS)
+        extra = sorted(str(k) for k in data if k not in _TOP_KEYS)  # YAML keys may be numbers
         if extra:
-            raise ParameterError(extra[0], f"unknown flow field {extra[0]!r}; known: {', '.join(sorted(_TOP_KEYS))}")
+            raise ParameterError(extra[0] or "flow", f"unknown flow field {extra[0]!r}; known: {', '.join(sorted(_TOP_KEYS))}")
         params = data.get("params") or {}
         if not isinstance(params, dict):
             raise ParameterError("params", "flow params must be an object of sampling fields")
@@ -228,6 +230,11 @@ class Flow:
             raise ParameterError("scorers", "flow scorers must be an object {name: spec}")
         if not isinstance(data.get("layout", {}), dict):
             raise ParameterError("layout", "flow layout must be an object {step id: [x, y]}")
+        _check_prompt(data.get("prompt"))
+        if data.get("seed") is not None:
+            check_int("seed", data["seed"], 0, 2**63 - 1)
+        if data.get("model") is not None and not isinstance(data["model"], str):
+            raise ParameterError("model", f"model must be a name, got {data['model']!r}")
         flow = cls(
             steps=_parse_steps(data.get("steps"), "steps"),
             name=str(data.get("name", "flow")),
@@ -427,6 +434,7 @@ class Flow:
         prompt = prompt if prompt is not None else self.prompt
         if prompt is None:
             raise ParameterError("prompt", "the flow has no prompt; pass one")
+        _check_prompt(prompt)
         graph = self.graph()
         if engine is None:
             from sazanami.models import DEFAULT_MODEL, load
@@ -505,6 +513,17 @@ def parse_document(text: str, fmt: str | None = None) -> dict[str, Any]:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ParameterError("flow", f"flow is not valid YAML: {exc}") from exc
+
+
+def _check_prompt(prompt: Any, where: str = "prompt") -> None:
+    """A prompt is a text or a chat: a list of {role, content} messages (None: given at run time)."""
+    if prompt is None or isinstance(prompt, str):
+        return
+    ok = isinstance(prompt, list) and prompt and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt
+    )
+    if not ok:
+        raise ParameterError(where, f"{where} must be a text or a list of {{role, content}} messages, got {prompt!r:.80}")
 
 
 def _union(pools: list[list[Node]]) -> list[Node]:
