@@ -156,7 +156,7 @@ def test_invalid_graph_is_shown_on_its_node_and_undo_fixes_it(page):
     assert page.locator("#wires .wire:not(.hit)").count() == wires
 
 
-def test_open_a_file_pan_and_zoom(page):
+def test_open_or_drop_a_file_pan_and_zoom(page):
     page.set_input_files("#file", str(EXAMPLES / "grounded_arithmetic.yaml"))
     page.wait_for_function("document.querySelectorAll('.fnode').length === 6")
     before = page.get_attribute("#view", "transform")
@@ -166,6 +166,16 @@ def test_open_a_file_pan_and_zoom(page):
     assert zoomed != before and float(re.search(r"scale\(([\d.]+)\)", zoomed).group(1)) > float(
         re.search(r"scale\(([\d.]+)\)", before).group(1)
     )
+    # drop a file on the page
+    text = (EXAMPLES / "creative_judge.json").read_text()
+    page.evaluate(
+        """(text) => { const dt = new DataTransfer();
+        dt.items.add(new File([text], "creative_judge.json", {type: "application/json"}));
+        window.dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true})); }""",
+        text,
+    )
+    page.wait_for_selector(".fnode[data-id='strategy_0']")
+    assert page.locator(".fnode").count() == 6
     box = page.locator("#canvas").bounding_box()
     page.mouse.move(box["x"] + 8, box["y"] + 8)
     page.mouse.down()
