@@ -139,8 +139,9 @@ def _search(engine: Any, req: RowRequest) -> Generator[list[Any], None, list[Com
     backend = engine.backend
     P, V = len(ids), backend.vocab_size
     cache = backend.new_cache(1, P + params.max_tokens + IslandBatch.reserve(islands) + 1)
-    logits = backend.forward(torch.tensor([ids]), cache, torch.zeros(1, dtype=torch.long))
-    usage = {"decoded": 0, "prefilled": P}
+    last, reused = engine.prefill(list(ids), cache, reuse=req.reuse)  # the prompt, from the prefix cache where it can
+    logits = last[None]  # (1, V)
+    usage = {"decoded": 0, "prefilled": P - reused}
     yield []
     gen = torch.Generator().manual_seed(derive_seed(seed, "beams"))
     noise = MixedNoise(beta, width * V, [(seed, 1.0)], "beams", 4096) if beta is not None else None
@@ -228,6 +229,7 @@ def _search(engine: Any, req: RowRequest) -> Generator[list[Any], None, list[Com
             index=i,
             tag={"perturbed_logprob": b.g, "sequence_logprob": b.phi},
             spans=b.spans,
+            cached_tokens=reused,
             usage=dict(usage),
         )
         for i, b in enumerate(beams)

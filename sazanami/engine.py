@@ -25,6 +25,7 @@ from sazanami.errors import ParameterError
 from sazanami.inject import forward_injected
 from sazanami.islands.runtime import IslandBatch
 from sazanami.params import SamplingParams
+from sazanami.prefix_cache import PrefixCache
 from sazanami.rows import Completion, RowRequest, Span, find_stop
 from sazanami.sampling import SamplerBatch
 from sazanami.seeds import derive_seed, fresh_seed
@@ -69,6 +70,7 @@ class _Row:
         self.lead = req.lead[-(self.hold - 1) :] if self.hold > 1 else ""  # where a stop may begin
         self.drawn = 0  # tokens the model drew (injected ones do not count against max_tokens)
         self.spans: list[Span] = []
+        self.cached = 0  # prompt tokens taken from the prefix cache
         self.top: dict[int, list[tuple[int, float]]] = {}  # token index → top alternatives
         # incremental decoding: text of tokens[:_read] is _done; _head decodes tokens[_window:_read]
         self._window = self._read = 0
@@ -151,6 +153,7 @@ class _Row:
             trace=self.trace,
             tag=r.tag,
             spans=[s for s in self.spans if s["start"] < len(self.text)],
+            cached_tokens=self.cached,
             top_logprobs=[self.top.get(i, []) for i in range(len(self.tokens))] if r.params.top_logprobs else [],
         )
 
@@ -158,12 +161,16 @@ class _Row:
 class Engine:
     """Batched generation over a :class:`~sazanami.backends.Backend`."""
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: Any, prefix_cache: PrefixCache | bool = True) -> None:
         self.backend = backend
         self.tokenizer = backend.tokenizer
         self.eos = torch.tensor(sorted(self.tokenizer.eos_token_ids), dtype=torch.long)
         self.max_positions: int = getattr(backend, "max_positions", None) or 2**31
         """The model's context: a row that fills it ends with ``finish_reason="length"``."""
+        if prefix_cache is True:
+            prefix_cache = PrefixCache() if _can_cache(backend) else False
+        self.prefix_cache: PrefixCache | None = prefix_cache if isinstance(prefix_cache, PrefixCache) else None
+        """Keys/values of prefixes already computed, reused across calls (None: off)."""
 
     # -- prompts ---------------------------------------------------------------------------
     def encode(self, prompt: Prompt, raw: bool = False) -> list[int]:
@@ -291,11 +298,14 @@ class Engine:
         groups: dict[tuple[int, ...], list[int]] = {}
         for b, r in enumerate(requests):
             groups.setdefault(tuple(r.prompt_ids), []).append(b)
+        cached = [0] * B  # prompt tokens each row took from the prefix cache
         for ids, members in groups.items():
             tmp = backend.new_cache(1, len(ids))
-            last = backend.forward(torch.tensor([ids]), tmp, torch.zeros(1, dtype=torch.long))
+            last, reused = self.prefill(list(ids), tmp, reuse=all(requests[b].reuse for b in members))
             cache.copy_rows(tmp, 0, torch.tensor(members), len(ids))
             logits[members] = last
+            for b in members:
+                cached[b] = reused
 
         active = list(range(B))  # rows[active[i]] is batch row i
         while True:
@@ -342,6 +352,11 @@ class Engine:
             else:
                 yield []
             keep = [i for i, a in enumerate(active) if rows[a].finish_reason is None]
+            if self.prefix_cache is not None and len(keep) < len(active):
+                for i, a in enumerate(active):
+                    if rows[a].finish_reason is not None and _row_cacheable(rows[a].req):
+                        fed = int(lengths[i]) - len(rows[a].req.prompt_ids)  # its tokens now in the cache
+                        self.remember(rows[a].req.prompt_ids + rows[a].tokens[:fed], cache, i)
             if not keep:
                 break
             if len(keep) < len(active):
@@ -361,7 +376,33 @@ class Engine:
                 cache, logits, lengths = self._inject(
                     cache, logits, lengths, injected, [rows[a] for a in active], hooks
                 )
+        for r, n in zip(rows, cached):
+            r.cached = n
         out.extend(r.completion() for r in rows)
+
+    # -- the prefix cache ------------------------------------------------------------------
+    def prefill(self, ids: list[int], cache: Any, row: int = 0, reuse: bool = True) -> tuple[torch.Tensor, int]:
+        """Run prompt ``ids`` into ``row`` of ``cache`` (empty); returns its last logits (V,) and
+        how many of its tokens came from the prefix cache instead of the model.
+
+        The last token always runs (its logits are needed); the prompt's full blocks are
+        stored for later calls. ``reuse`` False computes every token (and still stores).
+        """
+        pc = self.prefix_cache
+        n, blocks = pc.lookup(ids, limit=len(ids) - 1) if pc is not None and reuse else (0, [])
+        one = cache if cache.batch == 1 else cache.narrow(row, 1)
+        if n:
+            one.write_blocks(0, blocks)
+        logits = self.backend.forward(torch.tensor([ids[n:]]), one, torch.tensor([n]))[0]
+        if pc is not None:
+            pc.count(n, len(ids) - n)
+            pc.store(ids, lambda a, b: one.read_block(0, a, b))
+        return logits, n
+
+    def remember(self, ids: list[int], cache: Any, row: int) -> None:
+        """Store the keys/values of ``ids`` (what ``row`` of ``cache`` holds) in the prefix cache."""
+        if self.prefix_cache is not None:
+            self.prefix_cache.store(ids, lambda a, b: cache.read_block(row, a, b))
 
     def _inject(
         self,
@@ -377,3 +418,16 @@ class Engine:
         ids = {i: tokens for i, (_, tokens) in injected.items()}
         return forward_injected(self.backend, cache, logits, lengths, ids, {i: left[i] for i in ids}, hooks)
 
+
+
+def _can_cache(backend: Any) -> bool:
+    """Whether the backend's caches can hand blocks of keys/values to a prefix cache."""
+    probe = getattr(backend, "supports_prefix_cache", None)
+    return bool(probe) if probe is not None else False
+
+
+def _row_cacheable(req: RowRequest) -> bool:
+    """A row's generated keys/values may be reused by later rows unless hidden or embedding
+    noise entered them (they depend on the row's noise, not only on its tokens)."""
+    fl = req.params.fluctuation
+    return fl is None or (fl.hidden is None and fl.embedding is None)

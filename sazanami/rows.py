@@ -110,6 +110,10 @@ class RowRequest:
     prefix_logprobs: list[float] = field(default_factory=list)
     prefix_spans: list[Span] = field(default_factory=list)
     """Injected spans of the inherited prefix (token offsets into ``prefix_ids``)."""
+    reuse: bool = True
+    """May start from keys/values in the engine's prefix cache. False computes the whole prompt
+    (a batch-invariant request: reused keys/values were computed in other shapes, so their
+    float round-off would depend on what ran before)."""
 
 
 @dataclass
@@ -131,6 +135,8 @@ class Completion(Output):
     spans: list[Span] = field(default_factory=list)
     """Injected islands (see :data:`Span`). Injected tokens are in ``token_ids`` with log-prob 0
     (given, not drawn)."""
+    cached_tokens: int = 0
+    """Prompt tokens whose keys/values came from the engine's prefix cache (not recomputed)."""
     top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
     """Per token of ``token_ids``, when ``params.top_logprobs`` > 0: the most likely (id, log-prob)
     pairs under the model's raw distribution (log_softmax of its logits, before any processing),

@@ -20,11 +20,12 @@ from typing import Any
 
 import click
 
+from sazanami.engine import Engine
 from sazanami.errors import ParameterError
 from sazanami.fields import field_docs
 from sazanami.fluctuation import Fluctuation
 from sazanami.islands.runtime import ISLAND_INPUTS, ISLAND_LIMITS, Islands, marked_text
-from sazanami.models import DEFAULT_MODEL
+from sazanami.models import BACKENDS, DEFAULT_MODEL, load, load_for
 from sazanami.params import SamplingParams
 from sazanami.search.strategies import STRATEGIES, strategy_options
 from sazanami.server.limits import Limits
@@ -116,11 +117,42 @@ def sampling_options(fn: Any) -> Any:
             click.option("--sigma", type=float, default=None, help="Override the fluctuation's sigma."),
             click.option("--beta", type=float, default=None, help="Override the fluctuation's beta (noise color)."),
             click.option(
-                "--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name or HF directory."
+                "--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name, HF directory or .gguf file."
             ),
             click.option("--raw", is_flag=True, help="Plain completion: no chat template."),
+            prefix_cache_option,
         ],
     )
+
+
+prefix_cache_option = click.option(
+    "--prefix-cache/--no-prefix-cache",
+    default=True,
+    show_default=True,
+    help="Reuse the keys/values of prompts and outputs computed earlier in this run (search branches, judge prompts).",
+)
+
+
+def engine_from_options(
+    model: str, prefix_cache: bool = True, backend: str | None = None, rows: int = 1, fluctuation: Any = None
+) -> Engine:
+    """The engine for ``model`` with or without the prefix cache.
+
+    ``backend`` None: torch wherever it runs the model (``load``'s default); otherwise
+    ``auto``/``torch``/``llamacpp`` for a request of ``rows`` rows (:func:`load_for`).
+    """
+    if backend is None:
+        return Engine(load(model), prefix_cache=prefix_cache)
+    return Engine(load_for(model, backend, rows, fluctuation), prefix_cache=prefix_cache)
+
+
+backend_option = click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="auto: llama.cpp for GGUF-only models and one row, torch for several rows.",
+)
 
 
 def params_from_options(kw: dict[str, Any]) -> SamplingParams:

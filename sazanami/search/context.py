@@ -241,7 +241,8 @@ class SearchContext:
         self.ledger.check(sum(r.params.max_tokens for r in rows))
         completions = self.engine.run(rows)
         # Injected tool results are run through the model like prompt tokens; they are not drawn.
-        self._charge(kind, sum(c.drawn for c in completions), _prefill_tokens(rows) + sum(c.injected for c in completions))
+        computed, reused = _prefill_tokens(rows, completions)
+        self._charge(kind, sum(c.drawn for c in completions), computed + sum(c.injected for c in completions), reused)
         nodes = []
         for s, row, c in zip(specs, rows, completions, strict=False):
             o: Origin = row.tag
@@ -295,17 +296,17 @@ class SearchContext:
         ]
         self.ledger.check(sum(allowed))
         completions = engine.run(rows)
-        self._charge(kind, sum(c.completion_tokens for c in completions), _prefill_tokens(rows))
+        self._charge(kind, sum(c.completion_tokens for c in completions), *_prefill_tokens(rows, completions))
         for i, c in enumerate(completions):
             replies[i] = c.text
         return replies
 
-    def charge(self, kind: str, generated: int, prompt: int = 0) -> None:
+    def charge(self, kind: str, generated: int, prompt: int = 0, reused: int = 0) -> None:
         """Account for tokens generated outside :meth:`generate` (e.g. beam search)."""
-        self._charge(kind, generated, prompt)
+        self._charge(kind, generated, prompt, reused)
 
-    def _charge(self, kind: str, generated: int, prompt: int) -> None:
-        self.ledger.charge(kind, generated, prompt)
+    def _charge(self, kind: str, generated: int, prompt: int, reused: int = 0) -> None:
+        self.ledger.charge(kind, generated, prompt, reused)
         if self._bar is not None:
             self._bar.update(generated)
 
@@ -358,9 +359,13 @@ def _shifted(spans: list[Span], chars: int, tokens: int) -> list[Span]:
     ]  # fmt: skip
 
 
-def _prefill_tokens(rows: list[RowRequest]) -> int:
-    """Prompt tokens the engine runs: each distinct prompt once (rows sharing one share its prefill)."""
-    return sum(len(ids) for ids in {tuple(r.prompt_ids) for r in rows})
+def _prefill_tokens(rows: list[RowRequest], completions: list[Completion]) -> tuple[int, int]:
+    """Prompt tokens the engine ran and those it took from its prefix cache: each distinct
+    prompt once (rows sharing one share its prefill)."""
+    first: dict[tuple[int, ...], int] = {}
+    for r, c in zip(rows, completions, strict=False):
+        first.setdefault(tuple(r.prompt_ids), c.cached_tokens)
+    return sum(len(ids) - n for ids, n in first.items()), sum(first.values())
 
 
 def _params_dict(params: SamplingParams) -> dict[str, Any]:

@@ -350,7 +350,7 @@ def _beam(ctx: SearchContext, width: int | None = None, beta: float | None = Non
         completions = ctx.engine.run([row])
         usage = completions[0].usage or {} if completions else {}
         spent = min(usage.get("decoded", 0) + len(completions), w * mt)
-        ctx.charge("beam", spent, usage.get("prefilled", 0))
+        ctx.charge("beam", spent, usage.get("prefilled", 0), completions[0].cached_tokens if completions else 0)
         nodes = []
         for c in completions:
             tag = c.tag if isinstance(c.tag, dict) else {}

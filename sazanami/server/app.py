@@ -447,6 +447,12 @@ class Server:
         yield DONE
 
 
+def _cache_info(engine: Any) -> dict[str, Any] | None:
+    """The prefix cache's counters and size, or None when the engine has none."""
+    pc = getattr(engine, "prefix_cache", None)
+    return None if pc is None else pc.stats.to_dict() | {"bytes": pc.nbytes, "max_bytes": pc.max_bytes}
+
+
 def create_app(
     model: str = DEFAULT_MODEL,
     limits: Limits | None = None,
@@ -463,7 +469,9 @@ def create_app(
     if engine is None:
         from sazanami.models import load
 
-        engine = Engine(load(model))
+        engine = Engine(load(model), prefix_cache=limits.prefix_cache_mb > 0)
+        if engine.prefix_cache is not None:
+            engine.prefix_cache.max_bytes = limits.prefix_cache_mb * 2**20
     if tools == "builtin":
         from sazanami.islands import builtin_tools
 
@@ -564,6 +572,7 @@ def create_app(
             "running_rows": b.running_rows,
             "waiting": b.waiting,
             "stats": b.stats,
+            "prefix_cache": _cache_info(server.engine),
         }
 
     @app.get("/", include_in_schema=False)
@@ -660,6 +669,7 @@ def _info(server: Server) -> dict[str, Any]:
 
     return {
         "model": server.model_name,
+        "backend": server.engine.backend.capabilities.backend,
         "presets": {name: fl.to_dict() for name, fl in PRESETS.items()},
         "strategies": {name: plain(strategy_options(name)) for name in STRATEGIES},
         "scorers": [s for s in SCORER_NAMES if not s.startswith("py:")],

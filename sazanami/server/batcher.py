@@ -32,6 +32,7 @@ jobs are all cancelled is closed at once.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -165,6 +166,8 @@ class Batcher:
 
         ``alone``: no other job's rows share its engine batches (see the module docstring).
         """
+        if alone:  # its keys/values computed in its own shapes only, not taken from earlier requests
+            rows = [dataclasses.replace(r, reuse=False) for r in rows]
         job = Job(rows, sink, self, alone)
         with self._cond:
             if self._stop:
