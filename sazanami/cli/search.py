@@ -195,7 +195,11 @@ def flow_run(
     progress: bool,
     **island_kw: Any,
 ) -> None:
-    """Run the flow in FILE and print the winner (or the tree); tools and grammars apply to every candidate."""
+    """Run the flow in FILE and print the winner (or the tree); tools and grammars apply to every candidate.
+
+    With --progress, each step prints a line on stderr when it starts and when it ends
+    (candidates, tokens, best score).
+    """
 
     f = Flow.load(file)
     engine = engine_from_options(model or f.model or DEFAULT_MODEL, prefix_cache, backend, SEARCH_ROWS)
@@ -211,6 +215,8 @@ def flow_check(file: str) -> None:
 
     f = Flow.load(file)
     click.echo(f"{file}: flow {f.name!r}, {len(f.steps)} steps: " + " → ".join(s.kind for s in f.steps))
+    for warning in f.check_budget(f.budget) if f.budget is not None else []:
+        click.echo(f"warning: {warning['node']}: {warning['message']}")
 
 
 @click.group("tree")

@@ -48,6 +48,7 @@ from sazanami.params import SamplingParams
 from sazanami.rows import Completion, RowRequest
 from sazanami.seeds import fresh_seed
 from sazanami.server.batcher import BatchedEngine, Batcher, Cancelled, Event, SearchTimeout
+from sazanami.server.flows_api import flows_router
 from sazanami.server.limits import Limits
 from sazanami.server.responses import DONE, Choice, Shape, error_body, sse, usage
 from sazanami.server.schemas import ChatCompletionRequest, CompletionRequest, Prompt, SchemaTooLarge
@@ -583,6 +584,7 @@ def create_app(
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    app.include_router(flows_router(api_error, _read_body))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     def openapi() -> dict[str, Any]:
