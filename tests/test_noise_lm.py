@@ -107,7 +107,8 @@ def test_bad_config_names_the_parameter():
 
 
 def test_generation_runs_through_the_engine(saved):
-    backend = models.load(f"noise-lm:{saved}")
+    backend = models.load_for(f"noise-lm:{saved}", fluctuation=Fluctuation.parse("pink-hidden"))
+    assert backend.capabilities.backend == "noise-lm"
     engine = Engine(backend)
     p = SamplingParams(n=2, seed=5, max_tokens=12, ignore_eos=True)
     a = engine.generate("return the", p, raw=True)

@@ -8,7 +8,8 @@ What it can and cannot do:
   the prefix cache (``supports_prefix_cache = False``);
 - hidden and embedding fluctuations perturb the encoder embedding, the seed's own site of a
   noise embedding (hook layers −1 then 0; ``num_layers = 1``);
-- its vocabulary is word-level; a prompt's out-of-vocabulary words become ``<unk>``.
+- its vocabulary is word-level; a prompt's out-of-vocabulary words become ``<unk>``;
+- islands (tools, grammars) are not offered: they need a byte-level tokenizer.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from sazanami.backends import HiddenHook
+from sazanami.backends import Capabilities, HiddenHook
+from sazanami.fluctuation import POINTS
 from sazanami.research.noise_lm.model import NoiseLM
 from sazanami.research.noise_lm.noise import PAD
 
@@ -56,6 +58,7 @@ class NoiseLMBackend:
 
     supports_prefix_cache = False
     num_layers = 1
+    capabilities = Capabilities(backend="noise-lm", fluctuation_points=POINTS, islands=False, beams=True)
 
     def __init__(self, model: NoiseLM, name: str = "noise-lm") -> None:
         self.model = model
