@@ -447,6 +447,12 @@ def load(name_or_path: str = DEFAULT_MODEL, dtype: str = "auto", backend: str = 
     """
     if backend not in BACKENDS:
         raise ParameterError("backend", f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if name_or_path.startswith("noise-lm:"):  # research model (issue #18); kept off the core import path
+        if backend == "llamacpp":
+            raise ParameterError("backend", f"model {name_or_path!r} runs on its own backend, not llamacpp")
+        from sazanami.research.noise_lm.backend import NoiseLMBackend
+
+        return NoiseLMBackend.from_dir(name_or_path.split(":", 1)[1])
     if backend == "auto":
         backend = "torch" if _torch_runs(name_or_path) else "llamacpp"
     if backend == "llamacpp":
