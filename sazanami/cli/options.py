@@ -25,7 +25,7 @@ from sazanami.errors import ParameterError
 from sazanami.fields import field_docs
 from sazanami.fluctuation import Fluctuation
 from sazanami.islands.runtime import ISLAND_INPUTS, ISLAND_LIMITS, Islands, marked_text
-from sazanami.models import DEFAULT_MODEL, load
+from sazanami.models import BACKENDS, DEFAULT_MODEL, load, load_for
 from sazanami.params import SamplingParams
 from sazanami.search.strategies import STRATEGIES, strategy_options
 from sazanami.server.limits import Limits
@@ -117,7 +117,7 @@ def sampling_options(fn: Any) -> Any:
             click.option("--sigma", type=float, default=None, help="Override the fluctuation's sigma."),
             click.option("--beta", type=float, default=None, help="Override the fluctuation's beta (noise color)."),
             click.option(
-                "--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name or HF directory."
+                "--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name, HF directory or .gguf file."
             ),
             click.option("--raw", is_flag=True, help="Plain completion: no chat template."),
             prefix_cache_option,
@@ -133,9 +133,33 @@ prefix_cache_option = click.option(
 )
 
 
-def engine_from_options(model: str, prefix_cache: bool = True) -> Engine:
-    """The engine for ``model`` with or without the prefix cache."""
-    return Engine(load(model), prefix_cache=prefix_cache)
+def engine_from_options(
+    model: str, prefix_cache: bool = True, backend: str | None = None, rows: int = 1, fluctuation: Any = None
+) -> Engine:
+    """The engine for ``model`` with or without the prefix cache.
+
+    ``backend`` None: torch wherever it runs the model (``load``'s default); otherwise
+    ``auto``/``torch``/``llamacpp`` for a request of ``rows`` rows (:func:`load_for`).
+    """
+    if backend is None:
+        return Engine(load(model), prefix_cache=prefix_cache)
+    return Engine(load_for(model, backend, rows, fluctuation), prefix_cache=prefix_cache)
+
+
+BACKEND_HELP = (
+    "Which engine runs the model. auto: llama.cpp for GGUF-only models; for a model both run, "
+    "llama.cpp below a crossover number of rows (measured once on this machine, "
+    "$SAZANAMI_AUTO_ROWS overrides it) and torch from there (search, flows and the server run several)."
+)
+
+backend_option = click.option(
+    "--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help=BACKEND_HELP
+)
+"""``--backend``: its choices are :data:`sazanami.models.BACKENDS` (one place to add a backend)."""
+
+SEARCH_ROWS = 8
+"""Rows per engine call that ``auto`` assumes for a search or a flow when ``-n`` is not given
+(strategies draw several variants per round; judge calls batch the candidates)."""
 
 
 def params_from_options(kw: dict[str, Any]) -> SamplingParams:

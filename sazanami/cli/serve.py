@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 import torch
 
-from sazanami.cli.options import limits_options
+from sazanami.cli.options import backend_option, limits_options
 from sazanami.islands import Islands, ToolRegistry
 from sazanami.models import DEFAULT_MODEL
 from sazanami.server.limits import Limits
@@ -18,14 +18,16 @@ from sazanami.server.limits import Limits
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name or HF directory.")
+@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name, HF directory or .gguf file.")
+@backend_option
 @limits_options
 @click.option(
     "--threads",
     type=int,
     default=0,
     show_default=True,
-    help="Torch CPU threads (0 = torch's default). On a CPU shared with other jobs, 1 can be much faster.",
+    help="CPU threads: torch's (0 = torch's default) or llama.cpp's (0 = physical cores). "
+    "On a CPU shared with other jobs, 1 can be much faster.",
 )
 @click.option(
     "--tools",
@@ -44,9 +46,21 @@ from sazanami.server.limits import Limits
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
 def serve(
-    host: str, port: int, model: str, threads: int, tools: str, corpus: str | None, log_level: str, **limits: int
+    host: str,
+    port: int,
+    model: str,
+    backend: str,
+    threads: int,
+    tools: str,
+    corpus: str | None,
+    log_level: str,
+    **limits: int,
 ) -> None:
     """Serve MODEL over an OpenAI-compatible API, with the playground at http://HOST:PORT/.
+
+    --backend auto picks for a full batch of --max-batch-rows rows (a server batches many):
+    a model both backends run goes to torch unless that is below the measured crossover
+    (see --help of generate), GGUF-only models to llama.cpp. /v1/sazanami says which runs.
 
     \b
     curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
@@ -59,8 +73,9 @@ def serve(
     registry = tool_registry(tools, corpus)  # a bad list or corpus fails before the model loads
     if threads > 0:
         torch.set_num_threads(threads)
-    app = create_app(model, Limits(**limits), tools=registry)
-    click.echo(f"sazanami: serving {model} on http://{host}:{port}/ (API under /v1)", err=True)
+    app = create_app(model, Limits(**limits), tools=registry, backend=backend, threads=threads or None)
+    running = app.state.server.engine.backend.capabilities.backend
+    click.echo(f"sazanami: serving {model} on {running} at http://{host}:{port}/ (API under /v1)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 

