@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from sazanami.cli.options import backend_option, engine_from_options
 from sazanami.errors import ParameterError
 
 DEFAULT_OUT = Path("bench") / "out" / "longform"
@@ -52,6 +53,7 @@ DEFAULT_CACHE = Path("bench") / "out" / "longform-cache.jsonl"
     help="Generation cache (JSONL; judge scores go beside it)  [default: bench/out/longform-cache.jsonl]",
 )
 @click.option("--model", "-m", default=None, help="Registry name or HF directory  [default: the embedded model]")
+@backend_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Base seed of the samples and the bootstrap.")
 @click.option("--bootstrap", "n_boot", type=int, default=2000, show_default=True, help="Bootstrap resamples.")
 @click.option(
@@ -72,6 +74,7 @@ def longform(
     name: str,
     cache: str | None,
     model: str | None,
+    backend: str,
     seed: int,
     n_boot: int,
     threads: int | None,
@@ -116,7 +119,13 @@ def longform(
         partitioner=partitioner,
         threads=threads or 1,
     )
-    result = lf.run_longform(config, progress=not quiet, log=(lambda s: None) if quiet else None)
+    from sazanami.models import DEFAULT_MODEL
+
+    rows = config.resolved().samples or 1  # each prompt's samples run as one batch
+    engine = engine_from_options(model or DEFAULT_MODEL, True, backend, rows)
+    if not quiet:
+        click.echo(f"backend: {engine.backend.capabilities.backend}", err=True)
+    result = lf.run_longform(config, engine, progress=not quiet, log=(lambda s: None) if quiet else None)
     paths = lf.write_outputs(result, Path(out) if out else DEFAULT_OUT, name)
     cfg = result.config
     h = result.human
