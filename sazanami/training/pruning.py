@@ -230,3 +230,19 @@ def windows(token_ids: list[int], length: int) -> torch.Tensor:
 
 
 __all__ += ["UnitScores", "windows"]
+
+
+def text_windows(tokenizer: Any, part: str, length: int) -> torch.Tensor:
+    """Offline text as (N, length) token windows: the Python reference topics of the standard
+    library's ``pydoc_data`` (PSF license), even-numbered topics for ``calibration``,
+    odd-numbered for ``heldout``."""
+    from pydoc_data.topics import topics
+
+    if part not in ("calibration", "heldout"):
+        raise ParameterError("part", f"part must be calibration or heldout, got {part!r}")
+    keys = sorted(topics)[0 if part == "calibration" else 1 :: 2]
+    ids = tokenizer.encode("\n\n".join(topics[k] for k in keys))
+    return windows(ids, length)
+
+
+__all__ += ["text_windows"]
