@@ -133,3 +133,44 @@ def test_cli_train_and_prune(tmp_path: Path) -> None:
                                     "--window", "64", "--calib-windows", "2", "--out", str(tmp_path / "p")])
     assert res.exit_code == 0, res.output
     assert "removed 2 heads and 64 MLP channels" in res.output
+
+
+def test_trainer_callbacks_apply_each_piece(tmp_path: Path) -> None:
+    from transformers import Trainer, TrainingArguments
+
+    from sazanami.training.callbacks import (
+        ColoredLRCallback,
+        EmbeddingNoiseCallback,
+        GradientFilterCallback,
+        GradientNoiseCallback,
+    )
+
+    model = checkpoints.trainable(models.load("tiny-random"))
+    ids = torch.randint(0, 250, (8, 16), generator=torch.Generator().manual_seed(0))
+    data = [{"input_ids": r, "labels": r} for r in ids]
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4, learning_rate=1e-3,
+        lr_scheduler_type="constant", report_to=[], save_strategy="no", logging_strategy="no",
+        use_cpu=True, seed=0, data_seed=0,
+    )
+    lr_cb = ColoredLRCallback(Color(1.0, 0.5), seed=1)
+    emb_cb = EmbeddingNoiseCallback(Color(1.0, 5.0), seed=2, max_batch=4, max_len=16)
+    noise_cb = GradientNoiseCallback(Color(1.0, 1e-4), seed=3)
+    filt_cb = GradientFilterCallback("ema", alpha=0.9, lamb=2.0)
+    seen: list[float] = []
+
+    class Spy(ColoredLRCallback.__mro__[1]):  # a plain TrainerCallback after ours: records the lr used
+        def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kw):
+            seen.append(optimizer.param_groups[0]["lr"])
+
+    import random
+
+    import numpy as np
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng():  # the Trainer seeds the global RNGs (set_seed); keep that inside the test
+        Trainer(model=model, args=args, train_dataset=data, callbacks=[lr_cb, emb_cb, noise_cb, filt_cb, Spy()]).train()
+    random.setstate(py_state)
+    np.random.set_state(np_state)
+    assert seen == pytest.approx([1e-3 * m for m in lr_cb.history])
+    assert emb_cb.noise.step == 3 and noise_cb.piece.t == 3 and filt_cb.piece.steps == 3
