@@ -23,7 +23,6 @@ from sazanami.training import (
 from sazanami.training.embedding_noise import ColoredEmbeddingNoise
 from sazanami.training.spectral_filter import spectral_gain_response
 
-
 # --------------------------------------------------------------------------- colors
 
 
@@ -171,7 +170,7 @@ def test_colored_embedding_noise_uniform_and_correlated() -> None:
     for beta in (0.0, 1.0):
         noise = ColoredEmbeddingNoise(Color(beta, alpha), seed=1, max_batch=B, max_len=L, max_steps=512)
         steps[beta] = torch.stack([noise.sample(torch.Size([B, L, d])) for _ in range(512)]).view(512, -1)
-    for beta, e in steps.items():
+    for e in steps.values():
         assert float(e.abs().max()) <= mag * (1 + 1e-6)
         # uniform on [−mag, mag]: mean 0, variance mag²/3 (±5 %)
         assert float(e.var()) == pytest.approx(mag**2 / 3, rel=0.05)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from sazanami.noise import ColoredNoise, NoiseState
+from sazanami.noise import ColoredNoise
 from sazanami.training.colors import Color, check_int
 
 __all__ = ["ColoredLR", "LRMultiplier", "lr_multipliers"]

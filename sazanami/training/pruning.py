@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from sazanami.errors import ParameterError, check_range
 from sazanami.training.colors import check_int
 
-__all__ = ["SCORES", "Pruned", "perplexity", "prune", "score_units"]
+__all__ = ["SCORES", "Pruned", "perplexity", "prune", "score_units", "window_nll"]
 
 SCORES = ("spectral", "magnitude", "activation")
 
@@ -202,22 +202,26 @@ def prune(model: Any, scores: list[UnitScores], sparsity: float) -> Pruned:
 
 
 @torch.no_grad()
-def perplexity(model: Any, ids: torch.Tensor, *, batch: int = 4) -> float:
-    """exp(mean next-token NLL) over ``ids`` (B, T) windows."""
+def window_nll(model: Any, ids: torch.Tensor, *, batch: int = 4) -> torch.Tensor:
+    """Mean next-token NLL of each window of ``ids`` (B, T): (B,) (for intervals over windows)."""
     ids = _check_ids(ids)
     batch = check_int("batch", batch, 1)
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    out = []
     try:
         for chunk in ids.split(batch):
             logits = model(chunk).logits[:, :-1].float()  # (b, T − 1, V)
-            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="sum")
-            total += float(nll)
-            count += chunk[:, 1:].numel()
+            nll = F.cross_entropy(logits.transpose(1, 2), chunk[:, 1:], reduction="none")  # (b, T − 1)
+            out.append(nll.mean(1))
     finally:
         model.train(was_training)
-    return math.exp(total / count)
+    return torch.cat(out)
+
+
+def perplexity(model: Any, ids: torch.Tensor, *, batch: int = 4) -> float:
+    """exp(mean next-token NLL) over ``ids`` (B, T) windows (equal-length windows, so the mean of means)."""
+    return math.exp(float(window_nll(model, ids, batch=batch).mean()))
 
 
 def windows(token_ids: list[int], length: int) -> torch.Tensor:

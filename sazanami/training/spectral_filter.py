@@ -30,9 +30,9 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from sazanami.errors import check_range
 from sazanami.noise import _fit_bank
 from sazanami.training.colors import check_int, check_positive
-from sazanami.errors import check_range
 
 __all__ = ["GradientFilter", "GrokfastEMA", "GrokfastMA", "SpectralGain", "spectral_gain_response"]
 

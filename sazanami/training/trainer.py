@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sazanami.errors import ParameterError, check_range
+from sazanami.errors import ParameterError
 from sazanami.seeds import derive_seed
 from sazanami.training import checkpoints
 from sazanami.training.colors import Color, check_int, check_positive

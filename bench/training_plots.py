@@ -1,0 +1,73 @@
+"""Plots and a summary table of the grokking runs (``docs/training_grokking_s*.jsonl``).
+
+    python bench/training_plots.py        # writes docs/training_grokking.png, prints a markdown table
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+
+def load(pattern: str = "docs/training_grokking_s*.jsonl") -> list[dict]:
+    runs = []
+    for path in sorted(Path().glob(pattern)):
+        runs += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return runs
+
+
+def table(runs: list[dict]) -> str:
+    lines = ["| method | steps to 95 % val (per seed) | mean | × faster than baseline |", "|---|---|---|---|"]
+    by: dict[str, list[dict]] = {}
+    for r in runs:
+        by.setdefault(r["method"], []).append(r)
+    base = [r["steps_to_95"] for r in by.get("baseline", [])]
+    for method, rs in by.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        cells = ", ".join(f"s{r['seed']}: " + (str(r["steps_to_95"]) if r["steps_to_95"] else f"> {r['budget']}") for r in rs)
+        done = [r["steps_to_95"] for r in rs if r["steps_to_95"]]
+        mean = f"{statistics.mean(done):.0f}" if len(done) == len(rs) else ("—" if not done else f"≥ {statistics.mean([r['steps_to_95'] or r['budget'] for r in rs]):.0f}")
+        if method == "baseline":
+            ratio = "1"
+        elif base and all(b is None for b in base) and len(done) == len(rs):
+            ratio = f"> {min(r['budget'] for r in by['baseline']) / statistics.mean(done):.1f} (baseline censored)"
+        elif base and all(base) and len(done) == len(rs):
+            ratio = f"{statistics.mean(base) / statistics.mean(done):.1f}"
+        else:
+            ratio = "—"
+        lines.append(f"| {method} | {cells} | {mean} | {ratio} |")
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    colors = {m: f"C{i}" for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for r in runs:
+        steps = [c[0] for c in r["curve"]]
+        ls = "-" if r["seed"] == 0 else "--"
+        label = r["method"] if r["seed"] == 0 else None
+        axes[0].plot(steps, [c[1] for c in r["curve"]], ls, color=colors[r["method"]], lw=1, label=label)
+        axes[1].plot(steps, [c[2] for c in r["curve"]], ls, color=colors[r["method"]], lw=1, label=label)
+    for ax, name in zip(axes, ("train accuracy (1024 fixed train pairs)", "validation accuracy")):
+        ax.set_xlabel("optimizer step")
+        ax.set_title(name)
+        ax.axhline(0.95, color="grey", lw=0.5)
+    axes[0].set_ylabel("accuracy")
+    axes[1].legend(fontsize=8)
+    fig.suptitle("Modular addition mod 97, 50 % train; solid seed 0, dashed seed 1")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    runs = load()
+    plot(runs, Path("docs/training_grokking.png"))
+    print(table(runs))
