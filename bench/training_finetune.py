@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--root", default="/tmp/sazanami-finetune")
     ap.add_argument("--out", default="docs/training_finetune.json")
+    ap.add_argument("--keep", action="store_true", help="keep each run's directory (model + checkpoint)")
     args = ap.parse_args()
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.exists() else {"runs": []}
@@ -81,6 +83,8 @@ def main() -> None:
                                    "ci": wilson(round(res.accuracy * n), n), "final_loss": res.loss,
                                    "losses": [h["loss"] for h in res.history], "seconds": round(time.time() - t0)})
             out.write_text(json.dumps(report, indent=1))
+            if not args.keep and (method, seed) != (args.methods[0], args.seeds[0]):  # the checkpoint (weights + Adam state) is ~1.6 GB per run
+                shutil.rmtree(Path(args.root) / f"{method}-s{seed}", ignore_errors=True)
             print(f"{method:10s} seed {seed}: {res.accuracy:.3f} ({time.time() - t0:.0f} s)", flush=True)
 
 

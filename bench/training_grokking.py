@@ -2,7 +2,7 @@
 
 The Grokfast setting (Lee et al. 2024, arXiv:2405.20233; Power et al. 2022): a 2-layer
 causal transformer (width 128, 4 heads) reads ``x ∘ y =`` and predicts (x + y) mod 97;
-half of the 97² pairs train, half validate; Adam (lr 1e-3, β = (0.9, 0.98)), batch 512,
+half of the 97² pairs train, half validate; Adam (lr 1e-3, β = (0.9, 0.98), L2 weight decay), batch 512,
 10 warm-up steps. Methods:
 
 - ``baseline``: weight decay 0 (the paper's baseline);
@@ -81,7 +81,8 @@ def run(method: str, seed: int, args: argparse.Namespace) -> dict:
         torch.manual_seed(seed)
         model = Decoder(args.p + 2, args.dim, args.layers, args.heads, 4)
     wd = {"ema": 0.005, "ma": 0.01, "spectral": 0.005}.get(method, 0.0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=wd)
+    # Adam with (coupled, L2) weight decay, as in the paper's code (torch.optim.Adam, not AdamW)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=wd)
     warm = lambda s: min(1.0, (s + 1) / 10)  # noqa: E731
     if method == "lr":
         sched = ColoredLR(opt, Color(1.0, 0.5), seed=seed, base=warm, max_steps=args.budget)

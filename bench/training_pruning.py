@@ -3,7 +3,8 @@
 SmolLM2-135M (the embedded model, float32). Calibration and held-out text: the Python
 reference topics shipped with the standard library (``pydoc_data.topics``; even-numbered
 topics calibrate, odd-numbered ones are held out), as windows of ``--window`` tokens.
-For each score (spectral, activation, magnitude) and sparsity, the same fraction of heads
+For each score (spectral, activation, magnitude; in the bench also ``random``, seeded,
+and ``spectral-high``, the spectral order reversed) and sparsity, the same fraction of heads
 and of MLP channels is zeroed in every layer, and the held-out perplexity is measured;
 the 95 % interval is a bootstrap over held-out windows (resampling windows, 2000 draws,
 seeded). Writes ``docs/training_pruning.json`` and ``docs/training_pruning.png``.
@@ -47,14 +48,26 @@ def main() -> None:
     calib = pruning.text_windows(backend.tokenizer, "calibration", args.window)[: args.windows]
     held = pruning.text_windows(backend.tokenizer, "heldout", args.window)[: args.windows]
     t0 = time.time()
-    nll = pruning.window_nll(net, held)
-    rows = [{"score": "dense", "sparsity": 0.0, "ppl": math.exp(float(nll.mean())), "ci": interval(nll),
-             "nll": nll.tolist()}]
-    print(f"dense: ppl {rows[0]['ppl']:.2f} ({time.time() - t0:.0f} s)", flush=True)
+    out = Path(args.out)
+    rows = json.loads(out.read_text())["rows"] if out.exists() else []  # rerun: only what is missing
+    if not any(r["score"] == "dense" for r in rows):
+        nll = pruning.window_nll(net, held)
+        rows.append({"score": "dense", "sparsity": 0.0, "ppl": math.exp(float(nll.mean())), "ci": interval(nll),
+                     "nll": nll.tolist()})
+        print(f"dense: ppl {rows[-1]['ppl']:.2f} ({time.time() - t0:.0f} s)", flush=True)
     for score in args.scores:
         net.load_state_dict(dense)
-        scores = pruning.score_units(net, calib, score)
+        if score == "random":  # a floor: units chosen at random (seeded)
+            gen = torch.Generator().manual_seed(0)
+            scores = [pruning.UnitScores(torch.rand(len(s.heads), generator=gen), torch.rand(len(s.channels), generator=gen))
+                      for s in pruning.score_units(net, None, "magnitude")]
+        elif score == "spectral-high":  # the spectral score reversed: the most structured units go first
+            scores = [pruning.UnitScores(-s.heads, -s.channels) for s in pruning.score_units(net, calib, "spectral")]
+        else:
+            scores = pruning.score_units(net, calib, score)
         for s in args.sparsities:
+            if any(r["score"] == score and r["sparsity"] == s for r in rows):
+                continue
             net.load_state_dict(dense)
             removed = pruning.prune(net, scores, s)
             nll = pruning.window_nll(net, held)
