@@ -67,7 +67,37 @@ def plot(runs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def pruning_table(path: Path = Path("docs/training_pruning.json")) -> str:
+    rows = json.loads(path.read_text())["rows"]
+    sparsities = sorted({r["sparsity"] for r in rows if r["score"] != "dense"})
+    dense = next(r for r in rows if r["score"] == "dense")
+    lines = ["| score | " + " | ".join(f"{s:g}" for s in sparsities) + " |", "|---" * (len(sparsities) + 1) + "|"]
+    lines.append(f"| dense | {dense['ppl']:.1f} [{dense['ci'][0]:.1f}, {dense['ci'][1]:.1f}] (0 %) |" + " |" * (len(sparsities) - 1))
+    for score in dict.fromkeys(r["score"] for r in rows if r["score"] != "dense"):
+        cells = []
+        for s in sparsities:
+            r = next((r for r in rows if r["score"] == score and r["sparsity"] == s), None)
+            cells.append("—" if r is None else f"{r['ppl']:.3g} [{r['ci'][0]:.3g}, {r['ci'][1]:.3g}]")
+        lines.append(f"| {score} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def finetune_table(path: Path = Path("docs/training_finetune.json")) -> str:
+    rep = json.loads(path.read_text())
+    b = rep["base"]
+    lines = ["| method | seed | held-out exact match [95 % Wilson] | final train loss |", "|---|---|---|---|",
+             f"| base model (no training) | — | {b['accuracy']:.3f} [{b['ci'][0]:.2f}, {b['ci'][1]:.2f}] (n = {b['n']}) | — |"]
+    for r in sorted(rep["runs"], key=lambda r: (r["method"], r["seed"])):
+        lines.append(f"| {r['method']} | {r['seed']} | {r['accuracy']:.3f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}] | {r['final_loss']:.3f} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     runs = load()
-    plot(runs, Path("docs/training_grokking.png"))
-    print(table(runs))
+    if runs:
+        plot(runs, Path("docs/training_grokking.png"))
+        print(table(runs), end="\n\n")
+    if Path("docs/training_pruning.json").exists():
+        print(pruning_table(), end="\n\n")
+    if Path("docs/training_finetune.json").exists():
+        print(finetune_table())
