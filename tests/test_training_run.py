@@ -174,3 +174,10 @@ def test_trainer_callbacks_apply_each_piece(tmp_path: Path) -> None:
     np.random.set_state(np_state)
     assert seen == pytest.approx([1e-3 * m for m in lr_cb.history])
     assert emb_cb.noise.step == 3 and noise_cb.piece.t == 3 and filt_cb.piece.steps == 3
+
+
+def test_every_config_field_is_a_train_option() -> None:
+    import dataclasses
+
+    names = {p.name for p in train_cmd.params}
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= names

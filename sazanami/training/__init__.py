@@ -6,12 +6,14 @@ callback (:mod:`sazanami.training.callbacks`).
 """
 
 from sazanami.training.colors import Color
+from sazanami.training.embedding_noise import ColoredEmbeddingNoise
 from sazanami.training.gradient_noise import ColoredGradientNoise
 from sazanami.training.lr import ColoredLR, LRMultiplier, lr_multipliers, warmup_cosine
 from sazanami.training.spectral_filter import GrokfastEMA, GrokfastMA, SpectralGain
 
 __all__ = [
     "Color",
+    "ColoredEmbeddingNoise",
     "ColoredGradientNoise",
     "ColoredLR",
     "GrokfastEMA",
