@@ -96,10 +96,16 @@ def test_gradient_noise_memory_within_one_parameter_copy() -> None:
     model = _model()
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     noise = ColoredGradientNoise(model.parameters(), Color(1.0, 0.01), seed=0, directions=4)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    noise.step()  # refill buffers exist only after a step
     assert noise.extra_bytes() <= param_bytes
     # and the bound holds for a large model with many tensors (the state is per tensor, not per element)
     big = [torch.nn.Parameter(torch.zeros(256, 256)) for _ in range(8)]
     bn = ColoredGradientNoise(big, Color(1.0, 0.01), seed=0, directions=4)
+    for p in big:
+        p.grad = torch.zeros_like(p)
+    bn.step()
     assert bn.extra_bytes() <= 0.2 * sum(p.numel() * 4 for p in big)
 
 

@@ -107,10 +107,18 @@ class ColoredGradientNoise:
         return out
 
     def extra_bytes(self) -> int:
-        """Bytes held beyond the parameters: AR state + seeds' stream keys + the scratch buffer."""
-        snap = self._streams.snapshot()
-        state = snap.state.numel() * snap.state.element_size() + 8 * self._streams.streams * 2
-        return state + self._buf.numel() * self._buf.element_size()
+        """Bytes of every tensor this object holds beyond the parameters (streams' state, keys,
+        refill buffers, and the scratch buffer)."""
+
+        def tensors(obj: object) -> list[torch.Tensor]:
+            if isinstance(obj, torch.Tensor):
+                return [obj]
+            if isinstance(obj, (list, tuple)):
+                return [t for o in obj for t in tensors(o)]
+            return []
+
+        held = [t for v in vars(self._streams).values() for t in tensors(v)] + [self._buf]
+        return sum(t.numel() * t.element_size() for t in held)
 
     def state_dict(self) -> dict:
         return {"t": self.t, "streams": self._streams.snapshot()}
