@@ -67,7 +67,8 @@ class ColoredGradientNoise:
         self.gamma = check_positive("gamma", gamma, allow_zero=True)
         self.directions = check_int("directions", directions, 1)
         r = self.directions
-        self._streams = ColoredNoise(color.beta, len(self.params) * r, seed, max_steps=max_steps)
+        # block=2: refill two steps at a time, so the buffers stay O(streams) (values do not depend on it)
+        self._streams = ColoredNoise(color.beta, len(self.params) * r, seed, max_steps=max_steps, block=2)
         self._dir_seeds = [[derive_seed(seed, "direction", i, j) for j in range(r)] for i in range(len(self.params))]
         biggest = max(self.params, key=lambda p: p.numel())
         self._buf = torch.empty(biggest.numel(), dtype=biggest.dtype, device=biggest.device)
