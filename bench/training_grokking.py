@@ -15,7 +15,7 @@ half of the 97² pairs train, half validate; Adam (lr 1e-3, β = (0.9, 0.98), L2
 Runs stop at 95 % validation accuracy or at ``--budget`` steps (then reported as
 censored: "> budget"). Writes one JSON line per run to ``--out``.
 
-    OMP_NUM_THREADS=1 nice -n 19 python bench/training_grokking.py --seeds 0 1 --budget 3000
+    OMP_NUM_THREADS=1 nice -n 19 python bench/training_grokking.py --seeds 0 --budget 1500 --out docs/training_grokking_s0.jsonl
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--p", type=int, default=97)
     ap.add_argument("--frac", type=float, default=0.5)
-    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--dim", type=int, default=128, help="width (the paper: 128)")
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--batch", type=int, default=512)
