@@ -8,7 +8,7 @@ Measured in one run on the embedded model:
 - llama.cpp (when llama-cpp-python is installed; same GGUF, same prompt): its own decode loop
   through the bindings (one ``llama_decode`` per token, greedy: the anchor), its high-level
   API, its raw batched decode of 16 sequences (argmax per row), and sazanami on the llama.cpp
-  backend at n = 1, 4, 16 (+ pink-temperature and pink-draw at n = 16);
+  backend at n = 1, 4, 16 (+ pink-temperature and pink-draw, Gumbel and quantile, at n = 16);
 - time from process start to first streamed token (warm cache), in a fresh process;
 - bf16 quality: greedy-token agreement and mean NLL difference vs float32.
 """
@@ -166,9 +166,11 @@ def llamacpp_rows(tokens: int, threads: int) -> list[tuple[str, float, float]]:
         s = engine_tps(engine, n, tokens)
         rows.append((f"sazanami on llama.cpp, n={n}", s, s / (anchor if n == 1 else raw16 if n == 16 else anchor)))
     plain16 = rows[-1][1]
-    for fl in ("pink-temperature", "pink-draw"):
+    quantile = {"draw": {"mode": "quantile", "beta": 1.0}}  # one colored stream per row
+    for name, fl in (("pink-temperature", "pink-temperature"), ("pink-draw (gumbel)", "pink-draw"),
+                     ("pink-draw (quantile)", quantile)):  # fmt: skip
         s = engine_tps(engine, 16, tokens, fl)
-        rows.append((f"sazanami on llama.cpp, n=16, {fl}", s, s / plain16))
+        rows.append((f"sazanami on llama.cpp, n=16, {name}", s, s / plain16))
     return rows
 
 
