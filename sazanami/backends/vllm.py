@@ -55,6 +55,7 @@ from sazanami.tokenizer import Tokenizer
 
 try:  # vLLM is optional: the module imports without it, the engine needs it.
     import vllm
+    import vllm.platforms
     from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 except ImportError:  # pragma: no cover - depends on the install
     vllm = None
@@ -339,7 +340,10 @@ class VllmEngine(Engine):
             raise ParameterError("backend", "the vllm backend needs vLLM: build its venv with `make vllm`")
         path = model_dir(model)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
-        options = {"max_model_len": 2048, "seed": 0, "logits_processors": [FluctuationProcessor]} | llm_options
+        options: dict[str, Any] = {"max_model_len": 2048, "seed": 0, "logits_processors": [FluctuationProcessor]}
+        if vllm.platforms.current_platform.is_cpu():
+            options["enforce_eager"] = True  # torch.compile's warm-up takes minutes on a small CPU
+        options |= llm_options
         self.llm = vllm.LLM(model=str(path), **options)
         config = self.llm.llm_engine.model_config
         backend = _VllmBackend(model, Tokenizer.from_dir(path), config.get_vocab_size(), config.max_model_len)

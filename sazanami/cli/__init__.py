@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from sazanami.cli.batch import batch
 from sazanami.cli.bench import bench_group
 from sazanami.cli.generate import generate
 from sazanami.cli.models import models
@@ -41,5 +42,5 @@ def main() -> None:
     """sazanami (漣): noise as a seedable control signal for LLM generation, and search."""
 
 
-for _command in (generate, models, noise, search, flow, tree, serve, bench_group):
+for _command in (generate, models, noise, search, flow, tree, serve, bench_group, batch):
     main.add_command(_command)

@@ -7,21 +7,28 @@ from typing import Any
 
 import click
 
-from sazanami.cli.options import highlight, island_options, islands_from_options, params_from_options, sampling_options
-from sazanami.engine import Engine
-from sazanami.models import load
+from sazanami.cli.options import (
+    engine_from_options,
+    engine_options,
+    highlight,
+    island_options,
+    islands_from_options,
+    params_from_options,
+    sampling_options,
+)
 
 
 @click.command()
 @click.argument("prompt")
 @sampling_options
 @island_options
+@engine_options
 @click.option("--stream", is_flag=True, help="Print tokens as they are generated.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (injected spans marked).")
 def generate(prompt: str, stream: bool, as_json: bool, **kw: Any) -> None:
     """Generate N variants of PROMPT, each from its own seed."""
     params = params_from_options(kw)
-    engine = Engine(load(kw["model"]))
+    engine = engine_from_options(kw)
     islands = islands_from_options(kw, engine.tokenizer)
     fl = params.fluctuation
     if fl is not None and fl.beams is not None:

@@ -20,6 +20,8 @@ from typing import Any
 
 import click
 
+from sazanami.engine import Engine
+from sazanami.engines import ENGINE_BACKENDS, EngineSpec
 from sazanami.errors import ParameterError
 from sazanami.fields import field_docs
 from sazanami.fluctuation import Fluctuation
@@ -264,6 +266,38 @@ def islands_from_options(kw: dict[str, Any], tokenizer: Any = None) -> Islands |
 def highlight(completion: Any, style: Any) -> str:
     """The completion's (or a tree node's) text with each injected span passed through ``style``."""
     return marked_text(completion.text, completion.spans, style)
+
+
+# -- engines (backend, Ray replicas) ---------------------------------------------------------------
+
+
+def engine_options(fn: Any, ray: bool = True) -> Any:
+    """``--backend`` (an :class:`~sazanami.engines.EngineSpec` field) and, with ``ray``,
+    ``--ray-replicas`` / ``--ray-address`` (:class:`~sazanami.replicas.RayEngines`)."""
+    docs = field_docs(EngineSpec)
+    options = [_option("backend", str, "torch", docs["backend"], type=click.Choice(ENGINE_BACKENDS))]
+    if ray:
+        options += [
+            click.option(
+                "--ray-replicas",
+                type=int,
+                default=0,
+                help="Run the rows on N Ray actors, one engine (1 thread) each; 0 = this process.",
+            ),
+            click.option("--ray-address", default=None, help="Ray cluster to join  [default: start Ray locally]"),
+        ]
+    return _apply(fn, options)
+
+
+def engine_from_options(kw: dict[str, Any]) -> Engine:
+    """The engine ``--model``, ``--backend`` and ``--ray-replicas`` name."""
+    replicas = kw.get("ray_replicas") or 0
+    if replicas:
+        from sazanami.replicas import RayEngines
+
+        spec = EngineSpec(kw["model"], kw["backend"], threads=1)
+        return RayEngines(spec, replicas=replicas, address=kw.get("ray_address"))
+    return EngineSpec(kw["model"], kw["backend"]).open()
 
 
 # -- server limits ---------------------------------------------------------------------------------

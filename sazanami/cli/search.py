@@ -12,6 +12,8 @@ import click
 
 from sazanami.cli.options import (
     ISLAND_OPTIONS,
+    engine_from_options,
+    engine_options,
     extra_values,
     highlight,
     island_options,
@@ -95,6 +97,7 @@ def _print(tree: Any, as_json: bool, show_tree: bool, save: str | None) -> None:
 @strategy_option_decls
 @click.option("--option", "-o", "extra", multiple=True, help="Any other strategy option, KEY=VALUE (JSON value).")
 @sampling_options
+@engine_options
 @island_options
 @_output_options
 @click.pass_context
@@ -133,7 +136,7 @@ def search(
     kw["n"] = 1
     island_kw = {k: kw.pop(k) for k in ISLAND_OPTIONS}
     params = params_from_options(kw)
-    engine = Engine(load(kw["model"]))
+    engine = engine_from_options(kw)
     islands = islands_from_options(island_kw, engine.tokenizer)
     scorer_obj = make_scorer(scorer)
     if judge_template is not None:

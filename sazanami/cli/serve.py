@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 import torch
 
-from sazanami.cli.options import limits_options
+from sazanami.cli.options import engine_from_options, engine_options, limits_options
 from sazanami.islands import Islands, ToolRegistry
 from sazanami.models import DEFAULT_MODEL
 from sazanami.server.limits import Limits
@@ -20,6 +20,7 @@ from sazanami.server.limits import Limits
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name or HF directory.")
 @limits_options
+@engine_options
 @click.option(
     "--threads",
     type=int,
@@ -44,7 +45,17 @@ from sazanami.server.limits import Limits
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
 def serve(
-    host: str, port: int, model: str, threads: int, tools: str, corpus: str | None, log_level: str, **limits: int
+    host: str,
+    port: int,
+    model: str,
+    threads: int,
+    tools: str,
+    corpus: str | None,
+    log_level: str,
+    backend: str,
+    ray_replicas: int,
+    ray_address: str | None,
+    **limits: int,
 ) -> None:
     """Serve MODEL over an OpenAI-compatible API, with the playground at http://HOST:PORT/.
 
@@ -59,7 +70,11 @@ def serve(
     registry = tool_registry(tools, corpus)  # a bad list or corpus fails before the model loads
     if threads > 0:
         torch.set_num_threads(threads)
-    app = create_app(model, Limits(**limits), tools=registry)
+    limits_obj = Limits(**limits)
+    engine = engine_from_options(
+        {"model": model, "backend": backend, "ray_replicas": ray_replicas, "ray_address": ray_address}
+    )
+    app = create_app(model, limits_obj, engine=engine, tools=registry)
     click.echo(f"sazanami: serving {model} on http://{host}:{port}/ (API under /v1)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
