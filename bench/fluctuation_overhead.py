@@ -1,6 +1,6 @@
 """Per-token cost of each fluctuation vs plain sampling, in the same engine.
 
-    python bench/fluctuation_overhead.py [--tokens 48] [--repeats 3]
+    python bench/fluctuation_overhead.py [--steps 48] [--repeats 3]
 
 For batch 1 and 16 on the embedded model: ms per decoding step with no
 fluctuation and with each preset (interleaved, best of ``--repeats``), the
@@ -34,7 +34,7 @@ def ms_per_step(engine: Engine, n: int, fluctuation: str, tokens: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokens", type=int, default=48)
+    ap.add_argument("--steps", "--tokens", dest="tokens", type=int, default=48, help="decoding steps per run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (1 is steadier on a shared 2-core box)")
     args = ap.parse_args()

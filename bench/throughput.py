@@ -1,10 +1,14 @@
-"""Throughput of sazanami's engine vs transformers' ``model.generate``, side by side.
+"""Throughput of sazanami's engine vs transformers' ``model.generate`` and llama.cpp, side by side.
 
-    python bench/throughput.py [--tokens 64] [--quick]
+    python bench/throughput.py [--tokens 64] [--quick] [--threads N]
 
 Measured in one run on the embedded model:
 - batch 1 tokens/s: ``model.generate`` (float32, sampling) vs sazanami (float32 and the default dtype);
 - sazanami aggregate tokens/s for n = 1, 4, 16 variants of one prompt;
+- llama.cpp (when llama-cpp-python is installed; same GGUF, same prompt): its own decode loop
+  through the bindings (one ``llama_decode`` per token, greedy: the anchor), its high-level
+  API, its raw batched decode of 16 sequences (argmax per row), and sazanami on the llama.cpp
+  backend at n = 1, 4, 16 (+ pink-temperature and pink-draw at n = 16);
 - time from process start to first streamed token (warm cache), in a fresh process;
 - bf16 quality: greedy-token agreement and mean NLL difference vs float32.
 """
@@ -16,6 +20,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 
 from sazanami import models
@@ -40,8 +45,8 @@ def hf_generate_tps(tokens: int) -> float:
         return tokens / (time.perf_counter() - t)
 
 
-def engine_tps(engine: Engine, n: int, tokens: int) -> float:
-    params = SamplingParams(n=n, seed=1, max_tokens=tokens, ignore_eos=True, temperature=0.7)
+def engine_tps(engine: Engine, n: int, tokens: int, fluctuation: str | None = None) -> float:
+    params = SamplingParams(n=n, seed=1, max_tokens=tokens, ignore_eos=True, temperature=0.7, fluctuation=fluctuation)
     engine.generate(PROMPT, params.replace(max_tokens=4))  # warm-up
     t = time.perf_counter()
     out = engine.generate(PROMPT, params)
@@ -89,10 +94,89 @@ def bf16_quality(tokens: int) -> tuple[float, float]:
     return agree / len(a.token_ids), float((nll[0] - nll[1]).abs().mean())
 
 
+def llamacpp_rows(tokens: int, threads: int) -> list[tuple[str, float, float]]:
+    """llama.cpp's own loops and sazanami on the llama.cpp backend (rows of the table)."""
+    import llama_cpp as L
+
+    from sazanami.backends.llamacpp import LlamaCppBackend
+
+    gguf = str(models.gguf_path(models.DEFAULT_MODEL))
+    backend = LlamaCppBackend(gguf, name=models.DEFAULT_MODEL, threads=threads)
+    engine = Engine(backend)
+    ids = engine.encode(PROMPT)
+    V = backend.vocab_size
+
+    def context(n_seq: int) -> object:
+        p = L.llama_context_default_params()
+        p.n_ctx, p.n_batch, p.n_ubatch, p.n_seq_max = 4096, 512, 512, n_seq
+        p.n_threads = p.n_threads_batch = threads
+        p.kv_unified = True
+        return L.llama_init_from_model(backend.model, p)
+
+    def own_loop(n: int) -> float:
+        """Prefill once, copy to ``n`` sequences, then one llama_decode of n tokens per step, argmax per row.
+
+        Timed from the prefill on, like sazanami's runs; the first run of a context is its warm-up.
+        """
+        ctx = context(n)
+        mem = L.llama_get_memory(ctx)
+        batch = L.llama_batch_init(max(len(ids), n), 0, 1)
+        start = time.perf_counter()  # prefill included, as in sazanami's runs
+        for i, tok in enumerate(ids):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.seq_id[i][0], batch.logits[i] = tok, i, 1, 0, 0
+        batch.logits[len(ids) - 1] = 1
+        batch.n_tokens = len(ids)
+        L.llama_decode(ctx, batch)
+        for s in range(1, n):
+            L.llama_memory_seq_cp(mem, 0, s, -1, -1)
+        last = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, -1), shape=(V,))
+        nxt = np.full(n, int(last.argmax()))
+        for step in range(tokens):
+            for s in range(n):
+                batch.token[s], batch.pos[s], batch.n_seq_id[s], batch.seq_id[s][0], batch.logits[s] = (
+                    int(nxt[s]), len(ids) + step, 1, s, 1
+                )
+            batch.n_tokens = n
+            L.llama_decode(ctx, batch)
+            nxt = np.ctypeslib.as_array(L.llama_get_logits(ctx), shape=(n, V)).argmax(-1)  # (n,)
+        dt = time.perf_counter() - start
+        L.llama_batch_free(batch)
+        L.llama_free(ctx)
+        return n * tokens / dt
+
+    def high_level() -> float:
+        llm = L.Llama(model_path=gguf, n_ctx=4096, n_threads=threads, flash_attn=True, verbose=False)
+        ptoks = llm.tokenize(PROMPT.encode(), add_bos=False, special=True)
+        t = time.perf_counter()
+        for i, _ in enumerate(llm.generate(ptoks, temp=0.7, top_k=0, top_p=1.0, min_p=0.0), 1):
+            if i == tokens:
+                break
+        return tokens / (time.perf_counter() - t)
+
+    own_loop(1)  # warm-up
+    anchor = own_loop(1)
+    raw16 = own_loop(16)
+    rows = [
+        (f"llama.cpp own decode loop, batch 1 ({threads} threads)", anchor, 1.0),
+        ("llama.cpp high-level API (Llama.generate)", high_level(), 0.0),
+        ("llama.cpp raw batched decode, 16 seqs", raw16, 1.0),
+    ]
+    rows[1] = (rows[1][0], rows[1][1], rows[1][1] / anchor)
+    for n in (1, 4, 16):
+        s = engine_tps(engine, n, tokens)
+        rows.append((f"sazanami on llama.cpp, n={n}", s, s / (anchor if n == 1 else raw16 if n == 16 else anchor)))
+    plain16 = rows[-1][1]
+    for fl in ("pink-temperature", "pink-draw"):
+        s = engine_tps(engine, 16, tokens, fl)
+        rows.append((f"sazanami on llama.cpp, n=16, {fl}", s, s / plain16))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--quick", action="store_true", help="32 tokens per run")
+    ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: physical cores)")
     args = ap.parse_args()
     tokens = 32 if args.quick else args.tokens
     torch.set_grad_enabled(False)
@@ -110,10 +194,30 @@ def main() -> None:
     for n in (4, 16):
         s = engine_tps(default, n, tokens)
         rows.append((f"sazanami, n={n} aggregate ({dname})", s, s / s1))
-    print(f"{'run':44} {'tok/s':>8} {'ratio':>8}")
-    for name, tps, ratio in rows:
-        ref = "vs generate" if "batch 1" in name else "vs own n=1"
-        print(f"{name:44} {tps:8.1f} {ratio:7.2f}x  ({ref})")
+    s16 = rows[-1][1]
+    f32_16 = engine_tps(f32, 16, tokens)
+    rows.append(("sazanami, n=16 aggregate (float32)", f32_16, f32_16 / s1_f32))
+    refs = {"transformers": "", "sazanami, batch": "vs generate", "sazanami, n=": "vs own n=1"}
+    table = [(name, tps, ratio, next(v for k, v in refs.items() if name.startswith(k))) for name, tps, ratio in rows]
+    from sazanami.backends import llamacpp
+
+    if llamacpp.available():
+        threads = args.threads or llamacpp.physical_cores()
+        for name, tps, ratio in llamacpp_rows(tokens, threads):
+            ref = (
+                "" if name.startswith("llama.cpp own") or name.startswith("llama.cpp raw")
+                else "vs pink-free n=16" if "pink" in name
+                else "vs raw batched 16" if "n=16" in name
+                else "vs own loop"
+            )  # fmt: skip
+            table.append((name, tps, ratio, ref))
+        lcp16 = next(t for n, t, _, _ in table if n == "sazanami on llama.cpp, n=16")
+        table.append(("torch n=16 vs llama.cpp n=16 (sazanami)", s16, s16 / lcp16, "auto picks the faster"))
+    else:
+        print("(llama-cpp-python not installed: `make fast` adds the llama.cpp rows)\n")
+    print(f"{'run':52} {'tok/s':>8} {'ratio':>8}")
+    for name, tps, ratio, ref in table:
+        print(f"{name:52} {tps:8.1f} {ratio:7.2f}x  {f'({ref})' if ref else ''}")
     ft = first_token_seconds()
     print(f"\nprocess start → first token (warm cache): {ft:.2f} s")
     agree, dnll = bf16_quality(tokens)

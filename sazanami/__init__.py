@@ -1,9 +1,20 @@
 """sazanami: noise as a seedable control signal for language-model generation."""
 
-from sazanami.engine import Completion, Engine, RowRequest
+from sazanami.beam_params import BeamParams
+from sazanami.engine import Engine
 from sazanami.errors import ParameterError, SazanamiError
 from sazanami.models import load
 from sazanami.params import SamplingParams
+from sazanami.rows import Completion, RowRequest
 
 __version__ = "0.1.0"
-__all__ = ["Completion", "Engine", "ParameterError", "RowRequest", "SamplingParams", "SazanamiError", "load"]
+__all__ = [
+    "BeamParams",
+    "Completion",
+    "Engine",
+    "ParameterError",
+    "RowRequest",
+    "SamplingParams",
+    "SazanamiError",
+    "load",
+]

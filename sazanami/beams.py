@@ -15,21 +15,30 @@ Islands work per beam: a grammar masks each beam's logits before its children ar
 scored (a child forks its parent's matcher), and a call a beam completes is run and
 its result injected into that beam only (the result's tokens have probability 1:
 they change no beam's φ or G).
+
+The engine runs it: a :class:`~sazanami.rows.RowRequest` whose ``params.beams`` is set
+(:class:`~sazanami.beam_params.BeamParams`) is one beam search, and
+:meth:`Engine.steps <sazanami.engine.Engine.steps>` hands such rows to :func:`beam_steps`,
+so beams go wherever engine calls go (the server's batcher too). Each completion reports
+the search's token usage (``Completion.usage``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from sazanami.engine import Completion, Engine, Prompt, forward_injected
-from sazanami.fluctuation import Entry, MixedNoise, gumbel_from_normal
-from sazanami.params import SamplingParams
+from sazanami.fluctuation import MixedNoise, gumbel_from_normal
+from sazanami.inject import forward_injected
+from sazanami.islands.constraints import ConstraintBatch
+from sazanami.islands.runtime import IslandBatch, _matcher
+from sazanami.rows import Completion, RowRequest, Span, injected_tokens
 from sazanami.sampling import truncate
-from sazanami.seeds import derive_seed, fresh_seed
+from sazanami.seeds import derive_seed
 
 
 @dataclass
@@ -41,13 +50,12 @@ class _Beam:
     done: bool = False
     matcher: Any = None
     """The beam's grammar state (llguidance), None without a grammar."""
-    spans: list[dict[str, Any]] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)
     """Injected tool results, as in ``Completion.spans``."""
-    injected: int = 0
 
     @property
     def drawn(self) -> int:
-        return len(self.tokens) - self.injected
+        return len(self.tokens) - injected_tokens(self.spans)
 
 
 def _child(parent: _Beam, tok: int, logprob: float, phi: float, g: float, eos: bool, max_tokens: int) -> _Beam:
@@ -66,7 +74,6 @@ def _child(parent: _Beam, tok: int, logprob: float, phi: float, g: float, eos: b
         done,
         matcher,
         list(parent.spans),
-        parent.injected,
     )
 
 
@@ -81,8 +88,7 @@ def _run_call(beam: _Beam, islands: Any, tokenizer: Any) -> list[int]:
     ids, span = islands.answer_at_end(call, tokenizer, beam.tokens, text, islands.calls_made + len(beam.spans))
     beam.tokens = beam.tokens + ids
     beam.logprobs = beam.logprobs + [0.0] * len(ids)
-    beam.injected += len(ids)
-    beam.spans.append(span)
+    beam.spans.append(span)  # type: ignore[arg-type]
     return ids
 
 
@@ -101,32 +107,42 @@ def _shift(parent_g: torch.Tensor, g_phi: torch.Tensor) -> torch.Tensor:
     return parent_g[:, None] - torch.clamp(v, min=0) - torch.log1p(torch.exp(-v.abs()))
 
 
+def beam_steps(engine: Any, requests: list[RowRequest], out: list[Completion]) -> Iterator[list[Any]]:
+    """Run each row as a beam search, yielding (no deltas) after every forward pass; fills
+    ``out`` with each row's completions in row order (``width`` per row, best first)."""
+    for r in requests:
+        found = yield from _search(engine, r)
+        for c in found:
+            c.prompt_index = r.prompt_index
+        out.extend(found)
+
+
+def stochastic_beam_search(engine: Any, req: RowRequest) -> list[Completion]:
+    """One beam search (``req.params.beams``) run to the end; see :func:`beam_steps`."""
+    out: list[Completion] = []
+    for _ in beam_steps(engine, [req], out):
+        pass
+    return out
+
+
 @torch.inference_mode()
-def stochastic_beam_search(
-    engine: Engine,
-    prompt: Prompt,
-    params: SamplingParams,
-    width: int = 4,
-    beta: float | None = None,
-    raw: bool = False,
-    islands: Any = None,
-) -> list[Completion]:
-    """``width`` samples without replacement, best perturbed value first.
+def _search(engine: Any, req: RowRequest) -> Generator[list[Any], None, list[Completion]]:
+    """``width`` samples without replacement of ``req``, best perturbed value first.
 
-    ``beta`` None = white Gumbel noise; else colored with that exponent.
-    Temperature and truncation of ``params`` shape each step's distribution.
-    ``islands`` (:class:`sazanami.islands.Islands`): a grammar every beam follows and/or
-    tools any beam may call (each beam has its own call history).
+    ``beams.beta`` 0 = white Gumbel noise; else colored with that exponent. Temperature and
+    truncation of ``req.params`` shape each step's distribution. ``req.islands``: a grammar
+    every beam follows and/or tools any beam may call (each beam has its own call history).
+    ``engine`` is read for its backend, tokenizer and context length.
     """
-    from sazanami.islands.constraints import ConstraintBatch
-    from sazanami.islands.runtime import IslandBatch, _matcher
-
+    params, islands, seed, ids = req.params, req.islands, req.seed, req.prompt_ids
+    width, beta = params.beams.width, params.beams.colored
     backend = engine.backend
-    seed = params.seed if params.seed is not None else fresh_seed()
-    ids = engine.encode(islands.apply_to_prompt(prompt, raw) if islands is not None else prompt, raw)
     P, V = len(ids), backend.vocab_size
     cache = backend.new_cache(1, P + params.max_tokens + IslandBatch.reserve(islands) + 1)
-    logits = backend.forward(torch.tensor([ids]), cache, torch.zeros(1, dtype=torch.long))
+    last, reused = engine.prefill(list(ids), cache, reuse=req.reuse)  # the prompt, from the prefix cache where it can
+    logits = last[None]  # (1, V)
+    usage = {"decoded": 0, "prefilled": P - reused}
+    yield []
     gen = torch.Generator().manual_seed(derive_seed(seed, "beams"))
     noise = MixedNoise(beta, width * V, [(seed, 1.0)], "beams", 4096) if beta is not None else None
     beams = [_Beam([], [], 0.0, 0.0, matcher=_matcher(islands, engine.tokenizer, V))]
@@ -184,6 +200,7 @@ def stochastic_beam_search(
         running = [b for b in beams if not b.done]
         lengths = torch.tensor([P + len(b.tokens) - 1 for b in running])
         logits = backend.forward(torch.tensor(next_tokens)[:, None], cache, lengths)
+        usage["decoded"] += len(next_tokens)
         if tools:  # a beam that completed a call gets its result, through the model for that beam only
             injected = {i: got for i, b in enumerate(running) if (got := _run_call(b, islands, engine.tokenizer))}
             for i in [i for i in injected if P + len(running[i].tokens) + 1 >= engine.max_positions]:
@@ -192,9 +209,12 @@ def stochastic_beam_search(
             if injected:
                 room = {i: params.max_tokens - running[i].drawn for i in injected}
                 cache, logits, _ = forward_injected(backend, cache, logits, lengths + 1, injected, room)
+                for got in injected.values():
+                    usage["decoded" if len(got) == 1 else "prefilled"] += len(got)
             going = [i for i, b in enumerate(running) if not b.done]
             if len(going) < len(running):  # drop the rows of beams that just ended
                 cache, logits = cache.select(torch.tensor(going, dtype=torch.long)), logits[going]
+        yield []
     beams.sort(key=lambda b: -b.g)
     return [
         Completion(
@@ -209,11 +229,9 @@ def stochastic_beam_search(
             index=i,
             tag={"perturbed_logprob": b.g, "sequence_logprob": b.phi},
             spans=b.spans,
+            cached_tokens=reused,
+            usage=dict(usage),
         )
         for i, b in enumerate(beams)
     ]
 
-
-def beams_from_entry(entry: Entry) -> tuple[int, float | None]:
-    """(width, β or None for white) from a fluctuation ``beams`` entry."""
-    return entry.width, (entry.beta if entry.beta > 0 else None)

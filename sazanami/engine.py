@@ -1,8 +1,12 @@
 """The batched autoregressive loop.
 
-Rows are (prompt, seed, parameters). Rows that share a prompt share its prefill:
-the prompt runs through the model once and its keys/values are copied into each
-row's slot of a pre-allocated cache. Each row writes its own positions, so
+Rows are :class:`~sazanami.rows.RowRequest` (prompt, seed, parameters); finished rows are
+:class:`~sazanami.rows.Completion`. :meth:`Engine.steps` is the one place decoding is
+dispatched: rows with ``params.beams`` run as stochastic beam searches
+(:mod:`sazanami.beams`), the others through the sampling loop below.
+
+Rows that share a prompt share its prefill: the prompt runs through the model once and
+its keys/values are copied into each row's slot of a pre-allocated cache. Each row writes its own positions, so
 prompts of different lengths need no padding and a row's tokens do not depend
 on its neighbours (up to float round-off of batched matmuls). Finished rows are
 dropped from the batch so they stop costing compute.
@@ -10,95 +14,25 @@ dropped from the batch so they stop costing compute.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from sazanami.beams import beam_steps
 from sazanami.errors import ParameterError
+from sazanami.inject import forward_injected
+from sazanami.islands.runtime import IslandBatch
 from sazanami.params import SamplingParams
-from sazanami.sampling import RowSpec, SamplerBatch
+from sazanami.prefix_cache import PrefixCache
+from sazanami.rows import Completion, RowRequest, Span, find_stop
+from sazanami.sampling import SamplerBatch
 from sazanami.seeds import derive_seed, fresh_seed
 
 Prompt = str | list[dict[str, str]]
 
-
-@dataclass
-class RowRequest:
-    """One row to generate: prompt token ids, its parameters and its own seed."""
-
-    prompt_ids: list[int]
-    params: SamplingParams
-    seed: int
-    prompt_index: int = 0
-    index: int = 0
-    tag: Any = None
-    """Free slot for callers (search keeps its node here)."""
-    noise: list[tuple[int, float]] | None = None
-    """Optional mixture of seeded noise streams [(seed, weight)], Σw² = 1, used by the
-    fluctuation instead of ``seed`` (zero-order noise search mixes a pivot with fresh noise)."""
-    islands: Any = None
-    """Optional :class:`sazanami.islands.Islands`: tools the row may call, a grammar it must follow."""
-    lead: str = ""
-    """Output this row continues (a search continuation's kept prefix, already in ``prompt_ids``):
-    a stop string may begin in it and end in the row's own text."""
-
-
-@dataclass
-class Completion:
-    """One finished variant."""
-
-    text: str
-    token_ids: list[int]
-    logprobs: list[float]
-    """Log-probability of each generated token under the model (before any processing)."""
-    seed: int
-    finish_reason: str
-    """``stop`` (end-of-sequence, a stop string or a complete grammar) or ``length``."""
-    prompt_tokens: int
-    index: int = 0
-    prompt_index: int = 0
-    trace: list[dict[str, Any]] = field(default_factory=list)
-    tag: Any = None
-    spans: list[dict[str, Any]] = field(default_factory=list)
-    """Injected islands: ``{"kind": "tool", "start", "end"`` (characters of ``text``),
-    ``"token_start", "token_end"`` (of ``token_ids``), ``"name", "args", "result", "error", …}``.
-    Injected tokens are in ``token_ids`` with log-prob 0 (given, not drawn)."""
-
-    @property
-    def completion_tokens(self) -> int:
-        return len(self.token_ids)
-
-    @property
-    def injected(self) -> int:
-        """Tokens of ``token_ids`` that islands injected (given, not drawn)."""
-        return sum(s["token_end"] - s["token_start"] for s in self.spans)
-
-    @property
-    def mean_logprob(self) -> float:
-        """Mean log-prob of the drawn tokens (injected tokens, at 0, are left out)."""
-        drawn = len(self.logprobs) - self.injected
-        return sum(self.logprobs) / drawn if drawn > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {
-            "index": self.index,
-            "prompt_index": self.prompt_index,
-            "text": self.text,
-            "seed": self.seed,
-            "finish_reason": self.finish_reason,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "token_ids": self.token_ids,
-            "logprobs": [round(x, 5) for x in self.logprobs],
-        }
-        if self.trace:
-            out["trace"] = self.trace
-        if self.spans:
-            out["spans"] = self.spans
-        return out
+__all__ = ["Completion", "Delta", "Engine", "Prompt", "RowRequest", "forward_injected"]
 
 
 @dataclass
@@ -113,7 +47,14 @@ class Delta:
 
 
 class _Row:
-    """Mutable state of a running row."""
+    """Mutable state of a running row (a :class:`~sazanami.rows.RunningRow`).
+
+    Its text is decoded incrementally: a window of trailing tokens is decoded and what
+    follows its already-decoded head is appended, so a step costs the window, not the
+    whole output. Text is committed (the window moves on) once it does not end in a
+    partial UTF-8 character; tokenizers whose decode is not concatenative see the same
+    window head in both decodes.
+    """
 
     def __init__(self, req: RowRequest, tokenizer: Any) -> None:
         self.req = req
@@ -127,8 +68,30 @@ class _Row:
         self.stop = req.params.stop
         self.hold = max((len(s) for s in self.stop), default=0)
         self.lead = req.lead[-(self.hold - 1) :] if self.hold > 1 else ""  # where a stop may begin
-        self.injected = 0  # tokens injected by islands (they do not count against max_tokens)
-        self.spans: list[dict[str, Any]] = []
+        self.drawn = 0  # tokens the model drew (injected ones do not count against max_tokens)
+        self.spans: list[Span] = []
+        self.cached = 0  # prompt tokens taken from the prefix cache
+        self.top: dict[int, list[tuple[int, float]]] = {}  # token index → top alternatives
+        # incremental decoding: text of tokens[:_read] is _done; _head decodes tokens[_window:_read]
+        self._window = self._read = 0
+        self._done = self._head = ""
+
+    def _decode(self) -> None:
+        """Bring ``text`` up to date with ``tokens`` (see the class docstring)."""
+        tail = self.tokenizer.decode(self.tokens[self._window :])
+        if not tail.startswith(self._head):  # not concatenative here: decode it all once
+            self._resync()
+            return
+        self.text = self._done + tail[len(self._head) :]
+        if not tail.endswith("\ufffd"):
+            self._done, self._window, self._read = self.text, self._read, len(self.tokens)
+            self._head = self.tokenizer.decode(self.tokens[self._window : self._read])
+
+    def _resync(self) -> None:
+        self.text = self._done = self.tokenizer.decode(self.tokens)
+        self._read = len(self.tokens)
+        self._window = max(0, self._read - 4)
+        self._head = self.tokenizer.decode(self.tokens[self._window : self._read])
 
     def push(self, token: int, logprob: float, eos: bool) -> None:
         p = self.req.params
@@ -137,43 +100,33 @@ class _Row:
             return
         self.tokens.append(token)
         self.logprobs.append(logprob)
-        self.text = self.tokenizer.decode(self.tokens)
+        self.drawn += 1
+        self._decode()
         if self.stop:
-            cut = self._stop_at(max(0, self.emitted - self.hold))
+            n = len(self.lead)
+            start = max(0, self.emitted - self.hold) + n - min(n, self.hold - 1)  # a stop may begin in the lead
+            cut = find_stop(self.lead + self.text, self.stop, after=n, start=start)
             if cut is not None:
-                self.text = self.text[:cut]
+                self.text = self.text[: max(0, cut - n)]
                 self.finish_reason = "stop"
                 return
-        if len(self.tokens) - self.injected >= p.max_tokens:
+        if self.drawn >= p.max_tokens:
             self.finish_reason = "length"
 
-    def _stop_at(self, start: int) -> int | None:
-        """Where the text ends at the first stop string found from ``start`` (0 if it began in the lead)."""
-        full, n = self.lead + self.text, len(self.lead)
-        ends = []
-        for s in self.stop:
-            i = full.find(s, start + n - min(n, len(s) - 1))
-            while i >= 0 and i + len(s) <= n:  # wholly inside the lead: not this row's
-                i = full.find(s, i + 1)
-            if i >= 0:
-                ends.append(max(0, i - n))
-        return min(ends) if ends else None
-
-    def inject(self, ids: list[int], span: dict[str, Any]) -> None:
+    def inject(self, ids: list[int], span: Span) -> None:
         """Append tokens that came from outside the model (a tool's result) and mark them."""
         start, token_start = len(self.text), len(self.tokens)
         self.tokens.extend(ids)
         self.logprobs.extend([0.0] * len(ids))
-        self.injected += len(ids)
-        self.text = self.tokenizer.decode(self.tokens)
+        self._decode()
         where = {"start": start, "end": len(self.text), "token_start": token_start, "token_end": len(self.tokens)}
-        self.spans.append(span | where)
+        self.spans.append(span | where)  # type: ignore[typeddict-item]
 
     def replace_last(self, token: int, logprob: float) -> None:
         """Swap the last drawn token (islands end a tool call's text at its closing bracket)."""
         self.tokens[-1] = token
         self.logprobs[-1] = logprob
-        self.text = self.tokenizer.decode(self.tokens)
+        self._resync()
 
     def delta(self) -> str:
         """New text safe to emit: holds back a partial UTF-8 char and a possible stop-string prefix."""
@@ -200,18 +153,24 @@ class _Row:
             trace=self.trace,
             tag=r.tag,
             spans=[s for s in self.spans if s["start"] < len(self.text)],
+            cached_tokens=self.cached,
+            top_logprobs=[self.top.get(i, []) for i in range(len(self.tokens))] if r.params.top_logprobs else [],
         )
 
 
 class Engine:
     """Batched generation over a :class:`~sazanami.backends.Backend`."""
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: Any, prefix_cache: PrefixCache | bool = True) -> None:
         self.backend = backend
         self.tokenizer = backend.tokenizer
         self.eos = torch.tensor(sorted(self.tokenizer.eos_token_ids), dtype=torch.long)
         self.max_positions: int = getattr(backend, "max_positions", None) or 2**31
         """The model's context: a row that fills it ends with ``finish_reason="length"``."""
+        if prefix_cache is True:
+            prefix_cache = PrefixCache() if _can_cache(backend) else False
+        self.prefix_cache: PrefixCache | None = prefix_cache if isinstance(prefix_cache, PrefixCache) else None
+        """Keys/values of prefixes already computed, reused across calls (None: off)."""
 
     # -- prompts ---------------------------------------------------------------------------
     def encode(self, prompt: Prompt, raw: bool = False) -> list[int]:
@@ -230,10 +189,11 @@ class Engine:
     def rows_for(
         self, prompts: list[Prompt], params: SamplingParams, raw: bool = False, islands: Any = None
     ) -> list[RowRequest]:
-        """n rows per prompt with seeds derived from the request seed.
+        """n rows per prompt with seeds derived from the request seed (one per prompt for beams).
 
         ``islands`` (:class:`sazanami.islands.Islands`) goes to every row; its tools'
-        descriptions are added to each prompt unless it says otherwise.
+        descriptions are added to each prompt unless it says otherwise. With
+        ``params.beams`` each prompt is one stochastic beam search (``width`` completions).
         """
         if not prompts:
             raise ParameterError("prompt", "at least one prompt is needed")
@@ -241,6 +201,9 @@ class Engine:
         rows = []
         for p_index, prompt in enumerate(prompts):
             ids = self.encode(islands.apply_to_prompt(prompt, raw) if islands is not None else prompt, raw)
+            if params.beams is not None:
+                rows.append(RowRequest(ids, params, derive_seed(seed, p_index), p_index, islands=islands))
+                continue
             for i in range(params.n):
                 rows.append(RowRequest(ids, params, derive_seed(seed, p_index, i), p_index, i, islands=islands))
         return rows
@@ -256,29 +219,12 @@ class Engine:
         """Generate ``params.n`` variants of each prompt; completions in (prompt, variant) order.
 
         ``islands``: tools the model may call and/or a grammar (:class:`sazanami.islands.Islands`).
+        With ``params.beams``: ``width`` stochastic beam samples per prompt, best first.
         """
         params = params or SamplingParams()
         if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict)):
             prompts = [prompts]  # type: ignore[list-item]
-        fl = params.fluctuation
-        if fl is not None and fl.beams is not None:
-            return self.beam_search(prompts, params, raw, islands)  # type: ignore[arg-type]
         return self.run(self.rows_for(prompts, params, raw, islands))  # type: ignore[arg-type]
-
-    def beam_search(
-        self, prompts: list[Prompt], params: SamplingParams, raw: bool = False, islands: Any = None
-    ) -> list[Completion]:
-        """Stochastic beam search (the fluctuation's ``beams`` entry): ``width`` samples per prompt."""
-        from sazanami.beams import beams_from_entry, stochastic_beam_search
-
-        width, beta = beams_from_entry(params.fluctuation.beams)
-        out = []
-        for i, prompt in enumerate(prompts):
-            seed = derive_seed(params.seed, i) if params.seed is not None else None
-            for c in stochastic_beam_search(self, prompt, params.replace(seed=seed), width, beta, raw, islands):
-                c.prompt_index = i
-                out.append(c)
-        return out
 
     def stream(
         self,
@@ -287,7 +233,10 @@ class Engine:
         raw: bool = False,
         islands: Any = None,
     ) -> Iterator[list[Delta]]:
-        """Yield, per step, the text each row added (row index = position in (prompt, variant) order)."""
+        """Yield, per step, the text each row added (row index = position in (prompt, variant) order).
+
+        Beams do not stream: their steps yield no deltas (:meth:`generate` returns their samples).
+        """
         params = params or SamplingParams()
         if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict)):
             prompts = [prompts]  # type: ignore[list-item]
@@ -297,14 +246,31 @@ class Engine:
     def run(self, rows: list[RowRequest]) -> list[Completion]:
         """Generate every row; completions in the order of ``rows``."""
         out: list[Completion] = []
-        for _ in self.steps(rows, out):
+        for _ in self.steps(rows, out, deltas=False):
             pass
         return out
 
     # -- the loop --------------------------------------------------------------------------
+    def steps(
+        self, requests: list[RowRequest], out: list[Completion], deltas: bool = True
+    ) -> Iterator[list[Delta]]:
+        """Generate ``requests`` one step at a time; fills ``out`` in row order.
+
+        The one place decoding is dispatched: rows whose parameters ask for ``beams`` run as
+        stochastic beam searches (:mod:`sazanami.beams`; all rows of the call must), the
+        others through the sampling loop. Yields per-step deltas (empty lists for beams,
+        or when ``deltas`` is False).
+        """
+        beams = [r.params.beams is not None for r in requests]
+        if any(beams):
+            if not all(beams):
+                raise ParameterError("beams", "beam rows and sampled rows cannot share an engine call")
+            return beam_steps(self, requests, out)
+        return self._sample_steps(requests, out, deltas)
+
     @torch.inference_mode()
-    def steps(self, requests: list[RowRequest], out: list[Completion]) -> Iterator[list[Delta]]:
-        """The generation loop; yields per-step deltas and fills ``out`` in row order."""
+    def _sample_steps(self, requests: list[RowRequest], out: list[Completion], emit: bool) -> Iterator[list[Delta]]:
+        """The sampling loop: batched forward, sampler, islands, finished rows dropped."""
         backend = self.backend
         B = len(requests)
         for r in requests:
@@ -315,16 +281,15 @@ class Engine:
         rows = [_Row(r, self.tokenizer) for r in requests]
         islands = None
         if any(r.islands is not None for r in requests):
-            from sazanami.islands.runtime import IslandBatch
-
             islands = IslandBatch([r.islands for r in requests], self.tokenizer, backend.vocab_size)
         reserve = islands.reserve if islands is not None else (lambda _: 0)
         capacity = max(len(r.prompt_ids) + r.params.max_tokens + reserve(r.islands) for r in requests) + 1
         cache = backend.new_cache(B, capacity)
         sampler = SamplerBatch(
-            [RowSpec(r.params, r.seed, r.prompt_ids, r.noise) for r in requests],
+            requests,
             backend.vocab_size,
             backend.hidden_size,
+            self.tokenizer,
         )
         lengths = torch.tensor([len(r.prompt_ids) for r in requests], dtype=torch.long)
 
@@ -333,27 +298,39 @@ class Engine:
         groups: dict[tuple[int, ...], list[int]] = {}
         for b, r in enumerate(requests):
             groups.setdefault(tuple(r.prompt_ids), []).append(b)
+        cached = [0] * B  # prompt tokens each row took from the prefix cache
         for ids, members in groups.items():
             tmp = backend.new_cache(1, len(ids))
-            last = backend.forward(torch.tensor([ids]), tmp, torch.zeros(1, dtype=torch.long))
+            last, reused = self.prefill(list(ids), tmp, reuse=all(requests[b].reuse for b in members))
             cache.copy_rows(tmp, 0, torch.tensor(members), len(ids))
             logits[members] = last
+            for b in members:
+                cached[b] = reused
 
         active = list(range(B))  # rows[active[i]] is batch row i
         while True:
             trace = any(rows[a].req.params.trace for a in active)
             # Grammar rows: −inf outside the grammar, before every sampler step (noise cannot unmask).
             masked = islands.mask(logits) if islands is not None else logits
-            tokens, info = sampler.sample(masked, trace=trace)  # (B,)
+            generated = [rows[a].tokens for a in active] if sampler.history is not None else None  # DRY's context
+            tokens, info = sampler.sample(masked, trace=trace, generated=generated)  # (B,)
             if islands is not None:
                 tokens = islands.guard(tokens, masked)
-            logprobs = torch.log_softmax(logits, -1).gather(-1, tokens[:, None]).squeeze(-1)
+            # the drawn token's log-prob under the model: one gather and a logsumexp per row
+            lse = torch.logsumexp(logits, -1, keepdim=True)  # (B, 1)
+            logprobs = (logits.gather(-1, tokens[:, None]) - lse).squeeze(-1)
+            k = max(rows[a].req.params.top_logprobs for a in active)
+            top = logits.topk(k, -1) if k else None  # alternatives (raw distribution) for rows that ask
+            top_v, top_i = ((top.values - lse).tolist(), top.indices.tolist()) if top is not None else ([], [])
             is_eos = torch.isin(tokens, self.eos)
             tok_list, lp_list, eos_list = tokens.tolist(), logprobs.tolist(), is_eos.tolist()
             pos = lengths.tolist()  # where each row's new token goes in the cache
             for i, a in enumerate(active):
                 row = rows[a]
+                drawn = len(row.tokens)
                 row.push(tok_list[i], lp_list[i], eos_list[i])
+                if (kr := row.req.params.top_logprobs) and len(row.tokens) > drawn:
+                    row.top[drawn] = list(zip(top_i[i][:kr], top_v[i][:kr]))
                 if islands is not None:
                     islands.observe(i, row, tok_list[i])
                 if row.finish_reason is None and pos[i] >= self.max_positions:
@@ -367,12 +344,19 @@ class Engine:
                 if pos[i] + len(ids) + 1 >= self.max_positions:  # the result would not fit the context
                     rows[active[i]].finish_reason = "length"
                     del injected[i]
-            deltas = [
-                Delta(a, rows[a].delta(), tok_list[i], rows[a].finish_reason is not None, rows[a].finish_reason)
-                for i, a in enumerate(active)
-            ]
-            yield deltas
+            if emit:
+                yield [
+                    Delta(a, rows[a].delta(), tok_list[i], rows[a].finish_reason is not None, rows[a].finish_reason)
+                    for i, a in enumerate(active)
+                ]
+            else:
+                yield []
             keep = [i for i, a in enumerate(active) if rows[a].finish_reason is None]
+            if self.prefix_cache is not None and len(keep) < len(active):
+                for i, a in enumerate(active):
+                    if rows[a].finish_reason is not None and _row_cacheable(rows[a].req):
+                        fed = int(lengths[i]) - len(rows[a].req.prompt_ids)  # its tokens now in the cache
+                        self.remember(rows[a].req.prompt_ids + rows[a].tokens[:fed], cache, i)
             if not keep:
                 break
             if len(keep) < len(active):
@@ -392,7 +376,33 @@ class Engine:
                 cache, logits, lengths = self._inject(
                     cache, logits, lengths, injected, [rows[a] for a in active], hooks
                 )
+        for r, n in zip(rows, cached):
+            r.cached = n
         out.extend(r.completion() for r in rows)
+
+    # -- the prefix cache ------------------------------------------------------------------
+    def prefill(self, ids: list[int], cache: Any, row: int = 0, reuse: bool = True) -> tuple[torch.Tensor, int]:
+        """Run prompt ``ids`` into ``row`` of ``cache`` (empty); returns its last logits (V,) and
+        how many of its tokens came from the prefix cache instead of the model.
+
+        The last token always runs (its logits are needed); the prompt's full blocks are
+        stored for later calls. ``reuse`` False computes every token (and still stores).
+        """
+        pc = self.prefix_cache
+        n, blocks = pc.lookup(ids, limit=len(ids) - 1) if pc is not None and reuse else (0, [])
+        one = cache if cache.batch == 1 else cache.narrow(row, 1)
+        if n:
+            one.write_blocks(0, blocks)
+        logits = self.backend.forward(torch.tensor([ids[n:]]), one, torch.tensor([n]))[0]
+        if pc is not None:
+            pc.count(n, len(ids) - n)
+            pc.store(ids, lambda a, b: one.read_block(0, a, b))
+        return logits, n
+
+    def remember(self, ids: list[int], cache: Any, row: int) -> None:
+        """Store the keys/values of ``ids`` (what ``row`` of ``cache`` holds) in the prefix cache."""
+        if self.prefix_cache is not None:
+            self.prefix_cache.store(ids, lambda a, b: cache.read_block(row, a, b))
 
     def _inject(
         self,
@@ -404,48 +414,20 @@ class Engine:
         hooks: dict[int, Any] | None = None,
     ) -> tuple[Any, torch.Tensor, torch.Tensor]:
         """Run injected tokens through the model for their rows (see :func:`forward_injected`)."""
-        left = [r.req.params.max_tokens - (len(r.tokens) - r.injected) for r in rows]  # draws still allowed
+        left = [r.req.params.max_tokens - r.drawn for r in rows]  # draws still allowed
         ids = {i: tokens for i, (_, tokens) in injected.items()}
         return forward_injected(self.backend, cache, logits, lengths, ids, {i: left[i] for i in ids}, hooks)
 
 
-def forward_injected(
-    backend: Any,
-    cache: Any,
-    logits: torch.Tensor,
-    lengths: torch.Tensor,
-    injected: dict[int, list[int]],
-    room: dict[int, int],
-    hooks: dict[int, Any] | None = None,
-) -> tuple[Any, torch.Tensor, torch.Tensor]:
-    """Run injected tokens through the model, each row on its own (a one-row view of the cache).
 
-    Row ``i``'s next-token logits become those after its injected tokens; its length
-    advances by their count. The cache grows when a row would outrun it (``room[i]``
-    positions are kept free after the injection for the row's later draws); ``hooks[i]`` is
-    row ``i``'s one-row hidden-noise hook, so its last injected position is perturbed like
-    any position it generates. Returns the
-    (possibly new) cache, ``logits`` and ``lengths``, updated in place.
-    """
-    need = max(int(lengths[i]) + len(ids) + room.get(i, 0) + 1 for i, ids in injected.items())
-    if need > cache.capacity:
-        grown = backend.new_cache(cache.batch, need + 64)
-        for b in range(cache.batch):
-            grown.copy_rows(cache, b, torch.tensor([b]), int(lengths[b]))
-        cache = grown
-    for i, ids in injected.items():
-        ids = ids[: max(0, cache.capacity - int(lengths[i]) - 1)]
-        if not ids:
-            continue
-        start = lengths[i : i + 1].clone()
-        hook = hooks.get(i) if hooks else None
-        logits[i] = backend.forward(torch.tensor([ids]), cache.narrow(i, 1), start, hook)[0]
-        lengths[i] += len(ids)
-    return cache, logits, lengths
+def _can_cache(backend: Any) -> bool:
+    """Whether the backend's caches can hand blocks of keys/values to a prefix cache."""
+    probe = getattr(backend, "supports_prefix_cache", None)
+    return bool(probe) if probe is not None else False
 
 
-def timed(fn: Any) -> tuple[Any, float]:
-    """``(fn(), seconds)`` — a small helper for benchmarks and progress reports."""
-    t = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - t
+def _row_cacheable(req: RowRequest) -> bool:
+    """A row's generated keys/values may be reused by later rows unless hidden or embedding
+    noise entered them (they depend on the row's noise, not only on its tokens)."""
+    fl = req.params.fluctuation
+    return fl is None or (fl.hidden is None and fl.embedding is None)

@@ -1,9 +1,10 @@
 """Engine specs: which model on which backend, as a small picklable object.
 
-An :class:`EngineSpec` is what the CLI's ``--model``/``--backend`` options and a Ray
-replica need to build an engine in their own process: ``spec.open()`` returns an
-:class:`~sazanami.engine.Engine` (``torch``) or a :class:`~sazanami.backends.vllm.VllmEngine`
-(``vllm``, in the venv that ``make vllm`` builds).
+An :class:`EngineSpec` is what the CLI's ``--model``/``--backend`` options and a Ray replica
+need to build an engine in their own process: ``spec.open()`` returns an
+:class:`~sazanami.engine.Engine` over a backend :func:`~sazanami.models.load_for` loads
+(``torch``, ``llamacpp``, ``auto``), or a :class:`~sazanami.backends.vllm.VllmEngine`
+(``vllm``, in the venv that ``make vllm`` builds: vLLM runs its own loop).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from typing import Any
 
 from sazanami.engine import Engine
 from sazanami.errors import ParameterError
-from sazanami.models import DEFAULT_MODEL, load
+from sazanami.models import BACKENDS, DEFAULT_MODEL, load, load_for
 from sazanami.tokenizer import Tokenizer
 
-ENGINE_BACKENDS = ("torch", "vllm")
-"""Backends an :class:`EngineSpec` can open (``torch`` runs sazanami's own loop)."""
+ENGINE_BACKENDS = (*BACKENDS, "vllm")
+"""Backends an :class:`EngineSpec` can open: the model backends plus ``vllm``."""
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,13 @@ class EngineSpec:
     """A model on a backend; ``open()`` builds the engine in the calling process."""
 
     model: str = DEFAULT_MODEL
-    """Registry name (``smollm2-135m``, ``tiny-random``) or a Hugging Face directory."""
-    backend: str = "torch"
-    """``torch`` or ``vllm``."""
+    """Registry name (``smollm2-135m``, ``tiny-random`` …), Hugging Face directory or ``.gguf`` file."""
+    backend: str = "auto"
+    """auto (torch, or llama.cpp for GGUF-only models and one row), torch, llamacpp or vllm (its own venv)."""
     threads: int | None = None
-    """torch CPU threads of the process that opens it (None: torch's default)."""
+    """CPU threads of the process that opens it (torch and llama.cpp; None: their default)."""
+    prefix_cache: bool = True
+    """The torch engine's prefix cache (vLLM has its own)."""
     options: dict[str, Any] = field(default_factory=dict)
     """Backend options (``vllm``: ``vllm.LLM`` arguments such as ``max_num_seqs``)."""
 
@@ -41,8 +44,8 @@ class EngineSpec:
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ParameterError("threads", f"threads must be an integer in [1, inf), got {self.threads!r}")
 
-    def open(self) -> Engine:
-        """The engine this spec names, built here."""
+    def open(self, rows: int = 1, fluctuation: Any = None) -> Engine:
+        """The engine, built here; ``auto`` picks the backend for ``rows`` rows with ``fluctuation``."""
         if self.threads is not None:
             import torch
 
@@ -51,17 +54,13 @@ class EngineSpec:
             from sazanami.backends.vllm import VllmEngine
 
             return VllmEngine(self.model, **self.options)
-        return Engine(load(self.model))
+        backend = load_for(self.model, self.backend, rows, fluctuation, self.threads)
+        return Engine(backend, prefix_cache=self.prefix_cache)
 
     def tokenizer(self) -> Tokenizer:
-        """The model's tokenizer alone (a driver that only encodes and decodes)."""
+        """The model's tokenizer (a driver that only encodes and decodes)."""
         if self.backend == "vllm":
             from sazanami.backends.vllm import model_dir
 
             return Tokenizer.from_dir(model_dir(self.model))
-        return load(self.model).tokenizer
-
-
-def open_engine(model: str = DEFAULT_MODEL, backend: str = "torch") -> Engine:
-    """``EngineSpec(model, backend).open()``: what the CLI commands call."""
-    return EngineSpec(model, backend).open()
+        return load(self.model, backend="auto").tokenizer

@@ -10,11 +10,15 @@ optional entry per point of entry:
    while the randomness is correlated in time (σ unused);
 4. ``hidden`` / ``embedding`` — colored noise (streams over hidden dimensions, steps over
    generated tokens) added to the output of chosen layers or to the input embeddings,
-   scaled so its norm is σ × the hidden state's norm;
-5. ``beams`` — Gumbel-top-k stochastic beam search (see :mod:`sazanami.beams`).
+   scaled so its norm is σ × the hidden state's norm.
 
 Presets: see :data:`PRESETS`. ``Fluctuation.parse`` accepts a preset name, a dict,
 a JSON string, a path to a ``.json`` file or a ``Fluctuation``.
+
+Stochastic beam search is a decoding choice of its own (``SamplingParams.beams``, a
+:class:`~sazanami.beam_params.BeamParams`); the older spelling as a fluctuation entry,
+``{"beams": {"width", "beta"}}``, is still accepted by :meth:`Fluctuation.parse_with_beams`
+(what ``SamplingParams`` and the CLI call), which hands it over as a ``BeamParams``.
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ from typing import Any
 
 import torch
 
+from sazanami.beam_params import BeamParams
 from sazanami.errors import ParameterError, check_int, check_range
-from sazanami.noise import ColoredNoise
+from sazanami.noise import ColoredNoise, _box_muller
 from sazanami.seeds import derive_seed
 
-POINTS = ("temperature", "logits", "draw", "hidden", "embedding", "beams")
+POINTS = ("temperature", "logits", "draw", "hidden", "embedding")
 DRAW_MODES = ("gumbel", "quantile")
 
 NoiseMix = list[tuple[int, float]]
@@ -53,8 +58,6 @@ class Entry:
     """Highest temperature a fluctuating temperature may take (temperature only)."""
     layers: tuple[int, ...] = ()
     """Layers whose output is perturbed (hidden only); empty = the middle layer."""
-    width: int = 4
-    """Beam width k (beams only)."""
     mode: str = "gumbel"
     """draw only: ``gumbel`` — one colored stream per token, Gumbel-max; ``quantile`` — one
     colored stream per row sets the quantile u_t = Φ(z_t) of an inverse-CDF draw over tokens
@@ -69,7 +72,6 @@ class Entry:
         check_range(f"{point}.beta", self.beta, 0, 2)
         check_range(f"{point}.t_min", self.t_min, 0, 100, low_open=True)
         check_range(f"{point}.t_max", self.t_max, self.t_min, 100)
-        check_int(f"{point}.width", self.width, 1, 64)
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in self.layers):
             raise ParameterError(f"{point}.layers", f"{point}.layers must be a list of integers, got {self.layers!r}")
 
@@ -83,7 +85,6 @@ class Fluctuation:
     draw: Entry | None = None
     hidden: Entry | None = None
     embedding: Entry | None = None
-    beams: Entry | None = None
     max_steps: int = 4096
     """Longest horizon the noise spectrum is fitted for (lowest corner ≈ 1/(10·max_steps))."""
 
@@ -123,6 +124,39 @@ class Fluctuation:
         raise ParameterError(
             "fluctuation", f"fluctuation must be a preset name or an object, got {type(spec).__name__}"
         )
+
+    @classmethod
+    def parse_with_beams(cls, spec: Any) -> tuple[Fluctuation | None, BeamParams | None]:
+        """:meth:`parse`, also accepting a ``beams`` entry (``{"width", "beta"}``, β defaults to 1):
+        the fluctuation without it (None when nothing else is on) and it as a ``BeamParams``."""
+        if isinstance(spec, str):
+            text = spec.strip()
+            if text.startswith("{"):
+                try:
+                    spec = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ParameterError("fluctuation", f"fluctuation is not valid JSON: {exc}") from exc
+            elif Path(text).suffix == ".json" and Path(text).exists():
+                spec = json.loads(Path(text).read_text())
+        if not isinstance(spec, dict) or "beams" not in spec:
+            return cls.parse(spec), None
+        rest = dict(spec)
+        entry = rest.pop("beams")
+        beams = None
+        if entry is not None and entry is not False:
+            entry = {} if entry is True else entry
+            if not isinstance(entry, dict):
+                raise ParameterError("beams", f"fluctuation.beams must be an object, got {entry!r}")
+            known = {f.name for f in dataclasses.fields(Entry)} | {"width"}
+            unknown = sorted(set(entry) - known)
+            if unknown:
+                raise ParameterError(
+                    f"beams.{unknown[0]}", f"unknown field {unknown[0]!r} in fluctuation.beams; known: {', '.join(sorted(known))}"
+                )
+            Entry(**{k: v for k, v in entry.items() if k not in ("width", "layers")}).validate("beams")
+            beams = BeamParams(width=entry.get("width", 4), beta=entry.get("beta", 1.0))
+        fl = cls.parse(rest) if set(rest) - {"max_steps"} else None
+        return (fl if fl is None or fl.active else None), beams
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fluctuation:
@@ -191,7 +225,7 @@ class Fluctuation:
         self, seed: int, vocab_size: int, hidden_size: int = 0, mix: NoiseMix | None = None
     ) -> FluctuationState | None:
         """Per-row state for a row with this seed (or noise mixture); None when nothing is active."""
-        if not any(getattr(self, p) is not None for p in POINTS if p != "beams"):
+        if not self.active:
             return None
         return FluctuationState(self, mix or [(seed, 1.0)], vocab_size, hidden_size)
 
@@ -226,7 +260,11 @@ class MixedNoise:
 
 
 class FluctuationState:
-    """The noise sources of one row and the operations the sampler and engine call."""
+    """The noise sources of one row: the per-row reference of :class:`FluctuationBatch`.
+
+    The sampler holds a whole batch in a :class:`FluctuationBatch` (one step for all rows);
+    this slower per-row form defines the values it must reproduce exactly (tested).
+    """
 
     def __init__(self, fl: Fluctuation, mix: NoiseMix, vocab_size: int, hidden_size: int) -> None:
         self.fl = fl
@@ -326,3 +364,324 @@ PRESETS: dict[str, Fluctuation] = {
     "pink-hidden": Fluctuation(hidden=Entry(sigma=0.05, beta=1.0)),
     "pink-embedding": Fluctuation(embedding=Entry(sigma=0.05, beta=1.0)),
 }
+
+
+# -- batched state: what the sampler uses ---------------------------------------------------------
+class _Lanes:
+    """Colored noise for L lanes of S streams each; every lane keeps its own step.
+
+    Lane l, stream j gives exactly the values of ``ColoredNoise(beta, S, seeds[l])``'s stream j
+    at the same step: the normals are counter-based and every operation is element-wise (see
+    :mod:`sazanami.noise`), so one call steps what per-row sources stepped one by one.
+    """
+
+    def __init__(self, beta: float, streams: int, seeds: list[int], max_steps: int) -> None:
+        L, S = len(seeds), streams
+        seed = torch.tensor(seeds, dtype=torch.int64).repeat_interleave(S)
+        src = ColoredNoise(beta, L * S, seed, max_steps=max_steps, stream_ids=torch.arange(S).repeat(L))
+        self.streams = S
+        self.a, self.c = src._a, src._c
+        self.lerp = src._lerp.unsqueeze(2)  # (K, 1, 1)
+        self.keys = src._keys.view(L, S)
+        self.state = src._state.view(-1, L, S)  # (K, L, S), the stationary start of each lane
+        self.pairs = max(1, min(1024 // (L * S), 32))  # pairs of steps of normals per refill
+        self.buf = torch.empty(L, 2 * self.pairs, S)
+        self.buf_start = torch.full((L,), -(2**62), dtype=torch.long)  # step of buf[:, 0] per lane
+        self.t = torch.zeros(L, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return self.keys.shape[0]
+
+    def _refill(self, lanes: torch.Tensor, t: torch.Tensor) -> None:
+        for m in torch.unique(t // 2).tolist():  # usually one value: lanes move in step
+            sel = lanes[t // 2 == m]
+            out = torch.empty(2 * self.pairs, sel.numel() * self.streams)
+            _box_muller(self.keys[sel].reshape(-1), m, self.pairs, out)
+            self.buf[sel] = out.view(2 * self.pairs, sel.numel(), self.streams).transpose(0, 1)
+            self.buf_start[sel] = 2 * m
+
+    def step(self, lanes: torch.Tensor | None = None) -> torch.Tensor:
+        """The next sample of lanes ``lanes`` (all when None): (n, S)."""
+        idx = torch.arange(len(self)) if lanes is None else lanes
+        t = self.t[idx]
+        stale = (t < self.buf_start[idx]) | (t >= self.buf_start[idx] + 2 * self.pairs)
+        if bool(stale.any()):
+            self._refill(idx[stale], t[stale])
+        off = t - self.buf_start[idx]
+        if lanes is None and bool((off == off[0]).all()):
+            e = self.buf[:, int(off[0])]  # (L, S) view: lanes in step, as usual
+        else:
+            e = self.buf[idx, off]  # (n, S) normals e_t
+        state = self.state if lanes is None else self.state[:, lanes]
+        out = torch.mul(e, self.a)  # y_t = a·e_t + Σ_k c_k v_k(t), as ColoredNoise._recurrence
+        for k, ck in enumerate(self.c):
+            out.add_(state[k], alpha=ck)
+        if self.c:
+            state.lerp_(e, self.lerp)
+            if lanes is not None:
+                self.state[:, lanes] = state
+        self.t[idx] += 1
+        return out
+
+    def select(self, lanes: torch.Tensor) -> None:
+        self.keys, self.state, self.buf = self.keys[lanes], self.state[:, lanes], self.buf[lanes]
+        self.buf_start, self.t = self.buf_start[lanes], self.t[lanes]
+
+
+class _PointNoise:
+    """One point of entry's noise for the rows of a batch that have it.
+
+    Rows are grouped by (β, max_steps) (one fitted bank each); a row's lanes are the
+    components of its noise mixture, combined as :class:`MixedNoise` does.
+    """
+
+    def __init__(self, key: str, streams: int, rows: dict[int, tuple[float, int, NoiseMix]], batch: int) -> None:
+        self.batch = batch
+        groups: dict[tuple[float, int], list[tuple[int, int, int, float]]] = {}
+        for b, (beta, max_steps, mix) in rows.items():
+            for j, (s, w) in enumerate(mix):
+                groups.setdefault((beta, max_steps), []).append((b, j, s, w))
+        self.groups = []
+        for (beta, max_steps), lanes in groups.items():
+            noise = _Lanes(beta, streams, [derive_seed(s, key) for _, _, s, _ in lanes], max_steps)
+            row = torch.tensor([x[0] for x in lanes], dtype=torch.long)
+            comp = torch.tensor([x[1] for x in lanes], dtype=torch.long)
+            weight = torch.tensor([x[3] for x in lanes], dtype=torch.float32)
+            self.groups.append([noise, row, comp, weight])
+        # a row's noise is its one stream, unweighted (no mixture): y itself, without a copy
+        self.plain = all(len(mix) == 1 and mix[0][1] == 1.0 for _, _, mix in rows.values())
+        self.last = torch.full((batch,), math.nan, dtype=torch.float64)  # first stream's last value
+
+    def step(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step the rows where ``rows`` (B,) is True: their indices (n,) and samples (n, S)."""
+        out_rows, out_vals = [], []
+        for noise, row, comp, weight in self.groups:
+            want = rows[row]
+            if not bool(want.any()):
+                continue
+            lanes = None if bool(want.all()) else want.nonzero().squeeze(1)
+            y = noise.step(lanes)
+            r, c, w = (row, comp, weight) if lanes is None else (row[lanes], comp[lanes], weight[lanes])
+            if self.plain:
+                out_rows.append(r)
+                out_vals.append(y)  # = y · 1.0 exactly
+                continue
+            first = c == 0
+            x = y[first] * w[first, None]  # Σ_j w_j y_j in MixedNoise's order
+            if bool((~first).any()):
+                pos = torch.full((self.batch,), -1, dtype=torch.long)
+                pos[r[first]] = torch.arange(int(first.sum()))
+                for j in range(1, int(c.max()) + 1):
+                    m = c == j
+                    p = pos[r[m]]
+                    x[p] = x[p] + w[m, None] * y[m]
+            out_rows.append(r[first])
+            out_vals.append(x)
+        if len(out_rows) == 1:
+            idx, vals = out_rows[0], out_vals[0]
+        else:
+            idx = torch.cat(out_rows) if out_rows else torch.zeros(0, dtype=torch.long)
+            vals = torch.cat(out_vals) if out_vals else torch.zeros(0, 1)
+        if idx.numel():
+            self.last[idx] = vals[:, 0].double()
+        return idx, vals
+
+    def select(self, keep: torch.Tensor) -> None:
+        pos = torch.full((self.batch,), -1, dtype=torch.long)
+        pos[keep] = torch.arange(keep.numel())
+        groups = []
+        for noise, row, comp, weight in self.groups:
+            lanes = (pos[row] >= 0).nonzero().squeeze(1)
+            if lanes.numel():
+                noise.select(lanes)
+                groups.append([noise, pos[row[lanes]], comp[lanes], weight[lanes]])
+        self.groups, self.batch, self.last = groups, keep.numel(), self.last[keep]
+
+
+class FluctuationBatch:
+    """The fluctuation state of a whole sampler batch, stepped once per call for all rows.
+
+    Per point of entry, one :class:`_PointNoise` holds the (B, streams) noise state; rows
+    without that entry are skipped. Each row's values equal those of its own per-row
+    :class:`FluctuationState` (the reference; tested), whatever else shares the batch.
+    """
+
+    def __init__(
+        self,
+        fls: list[Fluctuation | None],
+        mixes: list[NoiseMix],
+        vocab_size: int,
+        hidden_size: int = 0,
+    ) -> None:
+        B = len(fls)
+        self.fls = list(fls)
+        self.batch = B
+
+        def rows(point: str, keep: Any = None) -> dict[int, tuple[float, int, NoiseMix]]:
+            out = {}
+            for b, fl in enumerate(fls):
+                e = getattr(fl, point) if fl is not None else None
+                if e is not None and (keep is None or keep(e)):
+                    out[b] = (e.beta, fl.max_steps, mixes[b])  # type: ignore[union-attr]
+            return out
+
+        def source(key: str, streams: int, spec: dict[int, Any]) -> _PointNoise | None:
+            return _PointNoise(key, streams, spec, B) if spec and streams else None
+
+        def mask(spec: dict[int, Any]) -> torch.Tensor:
+            m = torch.zeros(B, dtype=torch.bool)
+            m[list(spec)] = True
+            return m
+
+        def sigma(point: str) -> torch.Tensor:
+            return torch.tensor([getattr(f, point).sigma if f is not None and getattr(f, point) else 0.0 for f in fls])
+
+        spec = {p: rows(p) for p in ("temperature", "logits", "hidden", "embedding")}
+        gumbel = rows("draw", lambda e: e.mode == "gumbel")
+        quantile = rows("draw", lambda e: e.mode == "quantile")
+        self.temp = source("temperature", 1, spec["temperature"])
+        self.logits = source("logits", vocab_size, spec["logits"])
+        self.gumbel = source("draw", vocab_size, gumbel)
+        self.quantile = source("draw", 1, quantile)
+        self.hidden = source("hidden", hidden_size, spec["hidden"])
+        self.embed = source("embedding", hidden_size, spec["embedding"])
+        self.has = {p: mask(s) for p, s in spec.items()} | {"gumbel": mask(gumbel), "quantile": mask(quantile)}
+        self.sigma = {p: sigma(p) for p in ("logits", "hidden", "embedding")}
+        self.temp_x = [0.0] * B  # last temperature noise per row (trace)
+        self._layers: dict[int, dict[int, torch.Tensor]] = {}  # num_layers → layer → rows perturbed there
+
+    @property
+    def active(self) -> bool:
+        return any(s is not None for s in (self.temp, self.logits, self.gumbel, self.quantile, self.hidden, self.embed))
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep rows ``keep`` (indices, in order), as :meth:`SamplerBatch.select`."""
+        idx = keep.tolist()
+        self.fls = [self.fls[i] for i in idx]
+        self.temp_x = [self.temp_x[i] for i in idx]
+        for s in (self.temp, self.logits, self.gumbel, self.quantile, self.hidden, self.embed):
+            if s is not None:
+                s.select(keep)
+        self.has = {k: v[keep] for k, v in self.has.items()}
+        self.sigma = {k: v[keep] for k, v in self.sigma.items()}
+        self.batch = len(idx)
+        self._layers = {}
+
+    # -- sampler side (once per generated token) -----------------------------------------------
+    def perturb_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Step 2: logits (B, V) + σ · std · x_t on rows with a ``logits`` entry; −inf stays −inf."""
+        if self.logits is None:
+            return logits
+        rows, z = self.logits.step(self.has["logits"])  # (n,), (n, V)
+        every = rows.numel() == logits.shape[0] and bool((rows == torch.arange(rows.numel())).all())
+        x = logits if every else logits[rows]
+        finite = torch.isfinite(x)
+        if bool(finite.all()):
+            std = x.std(-1, correction=0)
+        else:  # masked rows (grammar): the std of their finite logits
+            std = torch.stack([r[f].std(correction=0) if bool(f.any()) else r.new_zeros(()) for r, f in zip(x, finite)])
+        new = x + (self.sigma["logits"][rows] * std)[:, None] * z
+        if every:
+            return new
+        out = logits.clone()
+        out[rows] = new
+        return out
+
+    def temperature(self, temp: torch.Tensor) -> torch.Tensor:
+        """Step 3: clip(T0 · exp(σ x_t), t_min, t_max) per row (B,); T0 = 0 (greedy) stays greedy."""
+        if self.temp is None:
+            return temp
+        want = self.has["temperature"] & (temp > 0)
+        if not bool(want.any()):
+            return temp
+        rows, z = self.temp.step(want)
+        out = temp.clone()
+        base = temp.tolist()
+        for b, x in zip(rows.tolist(), z[:, 0].tolist()):  # B scalars, in double as the reference
+            e = self.fls[b].temperature  # type: ignore[union-attr]
+            self.temp_x[b] = x
+            out[b] = min(max(base[b] * math.exp(e.sigma * x), e.t_min), e.t_max)
+        return out
+
+    def draw(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Step 5 for rows with a ``draw`` entry: exact samples of softmax(logits) from colored noise."""
+        out = tokens
+        if self.gumbel is not None:
+            rows, z = self.gumbel.step(self.has["gumbel"])
+            out = out.clone()
+            every = rows.numel() == logits.shape[0] and bool((rows == torch.arange(rows.numel())).all())
+            x = logits if every else logits[rows]
+            out[rows] = (x.double() + gumbel_from_normal(z)).argmax(-1)
+        if self.quantile is not None:
+            rows, z = self.quantile.step(self.has["quantile"])
+            u = torch.special.ndtr(z[:, 0].double())  # (n,)
+            probs, order = logits[rows].double().softmax(-1).sort(-1, descending=True)
+            target = (u * probs.sum(-1))[:, None]
+            idx = torch.searchsorted(probs.cumsum(-1), target).squeeze(1)
+            idx = torch.minimum(idx, (probs > 0).sum(-1) - 1)
+            out = out.clone() if out is tokens else out
+            out[rows] = order.gather(-1, idx[:, None]).squeeze(1)
+        return out
+
+    def last_noise(self) -> list[dict[str, float] | None]:
+        """Per row: the last value of each noise's first stream (trace), None for rows without noise."""
+        out: list[dict[str, float] | None] = []
+        for b, fl in enumerate(self.fls):
+            if fl is None or not any(getattr(fl, p) is not None for p in POINTS if p != "beams"):
+                out.append(None)
+                continue
+            d: dict[str, float] = {}
+            if fl.temperature is not None:
+                d["temperature"] = self.temp_x[b]
+            for name, src in (("logits", self.logits), ("draw", self.gumbel or self.quantile), ("hidden", self.hidden)):
+                if name == "draw" and self.gumbel is not None and self.quantile is not None:
+                    src = self.gumbel if bool(self.has["gumbel"][b]) else self.quantile
+                if src is not None and not math.isnan(float(src.last[b])):
+                    d[name] = float(src.last[b])
+            out.append(d)
+        return out
+
+    # -- engine side (hidden states, once per forward of a generated token) --------------------
+    def _layer_rows(self, layer: int, num_layers: int) -> torch.Tensor:
+        table = self._layers.setdefault(num_layers, {})
+        if layer not in table:
+            m = torch.zeros(self.batch, dtype=torch.bool)
+            for b, fl in enumerate(self.fls):
+                if fl is not None and fl.hidden is not None:
+                    m[b] = layer in {x % num_layers for x in (fl.hidden.layers or (num_layers // 2,))}
+            table[layer] = m
+        return table[layer]
+
+    def hidden_hook(self, num_layers: int, row: int | None = None) -> Any:
+        """A backend hook adding hidden/embedding noise to generated positions, or None if none.
+
+        ``row`` makes a hook for a one-row forward of that sampler row alone (batch row 0).
+        """
+        has = (self.has["hidden"] if self.hidden is not None else torch.zeros(self.batch, dtype=torch.bool)) | (
+            self.has["embedding"] if self.embed is not None else torch.zeros(self.batch, dtype=torch.bool)
+        )
+        only = torch.zeros(self.batch, dtype=torch.bool)
+        if row is not None:
+            only[row] = True
+            has = has & only
+        if not bool(has.any()):
+            return None
+
+        def hook(layer: int, h: torch.Tensor) -> torch.Tensor:  # h: (B, T, C)
+            if layer == -1:
+                src, want, sig = self.embed, self.has["embedding"], self.sigma["embedding"]
+            else:
+                src, want, sig = self.hidden, self._layer_rows(layer, num_layers), self.sigma["hidden"]
+            if row is not None:
+                want = want & only
+            if src is None or not bool(want.any()):
+                return h
+            rows, z = src.step(want)  # (n,), (n, C) unit variance per dimension
+            at = rows if row is None else torch.zeros_like(rows)  # batch row of each sampler row
+            out = h.clone()
+            # scale: ‖noise‖ ≈ σ‖h‖
+            scale = sig[rows] * h[at, -1].float().norm(dim=-1) / math.sqrt(h.shape[-1])
+            out[at, -1] += (scale[:, None] * z).to(h.dtype)
+            return out
+
+        return hook

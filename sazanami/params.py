@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any
 
+from sazanami.beam_params import BeamParams
 from sazanami.errors import ParameterError, check_int, check_range
 
 MAX_TOKENS_LIMIT = 32768
 MAX_N = 256
+MAX_TOP_K = 2**31 - 1
+
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "n": (1, MAX_N),
+    "seed": (0, 2**63 - 1),
+    "max_tokens": (1, MAX_TOKENS_LIMIT),
+    "top_k": (0, MAX_TOP_K),
+    "dry_allowed_length": (1, 1000),
+    "dry_penalty_last_n": (-1, 1_000_000),
+    "top_logprobs": (0, 20),
+}
+"""Closed range of every integer field of :class:`SamplingParams` (None, where allowed, is not checked)."""
 
 
 @dataclass(frozen=True)
@@ -25,7 +39,7 @@ class SamplingParams:
     temperature: float = 0.7
     """Softmax temperature; 0 means greedy; in [0, 100]."""
     top_k: int = 0
-    """Keep the k most likely tokens; 0 disables; in [0, inf)."""
+    """Keep the k most likely tokens; 0 disables; in [0, 2^31 − 1]."""
     top_p: float = 1.0
     """Nucleus sampling: smallest set with this much mass; in (0, 1]."""
     min_p: float = 0.0
@@ -54,14 +68,36 @@ class SamplingParams:
     """Record a per-step trace per row (temperature, entropy, token log-prob, noise)."""
     fluctuation: Any = None
     """Where colored noise enters decoding: a ``Fluctuation``, preset name, dict or None."""
+    beams: Any = None
+    """Stochastic beam search instead of sampling: ``{"width", "beta"}`` (a ``BeamParams``) or None;
+    ``width`` samples per prompt without replacement (a fluctuation's ``beams`` entry sets it too)."""
+    logit_bias: Any = None
+    """OpenAI's logit_bias: {token id: bias}, each bias in [-100, 100], added to the logits before every other step."""
+    top_n_sigma: float = 0.0
+    """top-nσ: keep tokens whose logit ≥ max − n·σ (σ: std of the finite logits); 0 disables; in [0, 100]."""
+    xtc_probability: float = 0.0
+    """XTC (exclude top choices): chance per step, from the row's own seeded generator; 0 disables; in [0, 1]."""
+    xtc_threshold: float = 0.1
+    """XTC: tokens with probability ≥ this are top choices; all but the least likely of them go; in [0, 1] (> 0.5 never acts)."""
+    dry_multiplier: float = 0.0
+    """DRY: penalty scale for continuing a repeated sequence; 0 disables; in [0, 100]."""
+    dry_base: float = 1.75
+    """DRY: penalty = multiplier · base^(repeat length − allowed length); in [1, 10]."""
+    dry_allowed_length: int = 2
+    """DRY: repeats shorter than this are not penalised; in [1, 1000]."""
+    dry_penalty_last_n: int = -1
+    """DRY: tokens scanned back for repeats (prompt included); -1 all, 0 disables DRY; in [-1, 1000000]."""
+    dry_sequence_breakers: tuple[str, ...] = ("\n", ":", '"', "*")
+    """DRY: a repeat never extends across a token whose text contains one of these; at most 16 strings."""
+    top_logprobs: int = 0
+    """Most likely alternatives reported per generated token (model's raw log_softmax); in [0, 20]."""
 
     def __post_init__(self) -> None:
-        check_int("n", self.n, 1, MAX_N)
-        if self.seed is not None:
-            check_int("seed", self.seed, 0, 2**63 - 1)
-        check_int("max_tokens", self.max_tokens, 1, MAX_TOKENS_LIMIT)
+        for name, (low, high) in INT_RANGES.items():
+            value = getattr(self, name)
+            if not (value is None and name == "seed"):
+                check_int(name, value, low, high)
         check_range("temperature", self.temperature, 0, 100)
-        check_int("top_k", self.top_k, 0, None)
         check_range("top_p", self.top_p, 0, 1, low_open=True)
         check_range("min_p", self.min_p, 0, 1, high_open=True)
         check_range("typical_p", self.typical_p, 0, 1, low_open=True)
@@ -80,10 +116,34 @@ class SamplingParams:
         if len(stop) > 16:
             raise ParameterError("stop", f"stop must have at most 16 strings, got {len(stop)}")
         object.__setattr__(self, "stop", tuple(stop))
+        if self.beams is not None:
+            object.__setattr__(self, "beams", BeamParams.parse(self.beams))
         if self.fluctuation is not None:
             from sazanami.fluctuation import Fluctuation
 
-            object.__setattr__(self, "fluctuation", Fluctuation.parse(self.fluctuation))
+            fluctuation, beams = Fluctuation.parse_with_beams(self.fluctuation)
+            object.__setattr__(self, "fluctuation", fluctuation)
+            if beams is not None:  # the fluctuation spelling of beams
+                object.__setattr__(self, "beams", beams)
+
+        object.__setattr__(self, "logit_bias", _logit_bias(self.logit_bias))
+        check_range("top_n_sigma", self.top_n_sigma, 0, 100)
+        check_range("xtc_probability", self.xtc_probability, 0, 1)
+        check_range("xtc_threshold", self.xtc_threshold, 0, 1)
+        check_range("dry_multiplier", self.dry_multiplier, 0, 100)
+        check_range("dry_base", self.dry_base, 1, 10)
+        breakers = self.dry_sequence_breakers
+        if isinstance(breakers, str):
+            breakers = (breakers,)
+        if not isinstance(breakers, (tuple, list)) or not all(isinstance(s, str) and s for s in breakers):
+            raise ParameterError(
+                "dry_sequence_breakers", f"dry_sequence_breakers must be a list of non-empty strings, got {breakers!r}"
+            )
+        if len(breakers) > 16:
+            raise ParameterError(
+                "dry_sequence_breakers", f"dry_sequence_breakers must have at most 16 strings, got {len(breakers)}"
+            )
+        object.__setattr__(self, "dry_sequence_breakers", tuple(breakers))
 
     def replace(self, **changes: Any) -> SamplingParams:
         """A copy with ``changes`` applied (and validated)."""
@@ -95,6 +155,11 @@ class SamplingParams:
         out["stop"] = list(self.stop)
         if self.fluctuation is not None:
             out["fluctuation"] = self.fluctuation.to_dict()
+        if self.beams is not None:
+            out["beams"] = self.beams.to_dict()
+        out["dry_sequence_breakers"] = list(self.dry_sequence_breakers)
+        if self.logit_bias is not None:
+            out["logit_bias"] = {str(k): v for k, v in self.logit_bias}
         return out
 
     @classmethod
@@ -112,3 +177,32 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0 and self.mirostat_tau == 0
+
+
+
+def _logit_bias(value: Any) -> tuple[tuple[int, float], ...] | None:
+    """``logit_bias`` as sorted (token id, bias) pairs; takes OpenAI's {"id": bias} or pairs."""
+    if value is None:
+        return None
+    if isinstance(value, str):  # the CLI's JSON form
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ParameterError("logit_bias", f"logit_bias is not valid JSON: {exc}") from None
+    items = value.items() if isinstance(value, dict) else value
+    try:
+        pairs = [(k, v) for k, v in items]
+    except (TypeError, ValueError):
+        raise ParameterError("logit_bias", f"logit_bias must map token ids to biases, got {value!r}") from None
+    out: dict[int, float] = {}
+    for key, bias in pairs:
+        tid = key
+        if isinstance(key, str):
+            tid = int(key) if key.strip().isdigit() else key
+        if isinstance(tid, bool) or not isinstance(tid, int) or not 0 <= tid < 2**31:
+            raise ParameterError("logit_bias", f"logit_bias keys must be token ids in [0, 2147483647], got {key!r}")
+        check_range("logit_bias", bias, -100, 100)
+        out[tid] = float(bias)
+    if len(out) > 1024:
+        raise ParameterError("logit_bias", f"logit_bias must have at most 1024 entries, got {len(out)}")
+    return tuple(sorted(out.items())) or None

@@ -23,9 +23,10 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-from sazanami.engine import Completion, Delta, Engine, RowRequest
+from sazanami.engine import Delta, Engine
 from sazanami.engines import EngineSpec
 from sazanami.errors import ParameterError, check_int
+from sazanami.rows import Completion, RowRequest
 
 __all__ = ["RayEngines", "assign_rows"]
 
@@ -46,8 +47,11 @@ class _Replica:
             "max_positions": self.engine.max_positions,
         }
 
-    def run(self, rows: list[RowRequest]) -> list[Completion]:
-        return self.engine.run(rows)
+    def run(self, rows: list[RowRequest]) -> list[list[Completion]]:
+        """Each row's completions (one per row; a beam row's ``width`` samples)."""
+        if any(r.params.beams is not None for r in rows):
+            return [self.engine.run([r]) for r in rows]
+        return [[c] for c in self.engine.run(rows)]
 
 
 class _RemoteBackend:
@@ -128,7 +132,7 @@ class RayEngines(Engine):
         self.actors = [actor.remote(spec) for _ in range(replicas)]
         info = ray.get(self.actors[0].info.remote())
         self._last: dict[tuple[int, ...], int] = {}
-        super().__init__(_RemoteBackend(info, spec.tokenizer()))
+        super().__init__(_RemoteBackend(info, spec.tokenizer()), prefix_cache=False)  # each replica has its own
 
     @property
     def replicas(self) -> int:
@@ -146,17 +150,19 @@ class RayEngines(Engine):
             if idx
         ]
         results = ray.get(futures)
-        done: list[Completion | None] = [None] * len(requests)
-        for idx, completions in zip([p for p in parts if p], results):
-            for i, c in zip(idx, completions):
-                c.tag = requests[i].tag
-                done[i] = c
+        done: list[list[Completion]] = [[] for _ in requests]
+        for idx, per_row in zip([p for p in parts if p], results):
+            for i, completions in zip(idx, per_row):
+                for c in completions:  # a beam's samples carry their own statistics as tag
+                    c.tag = c.tag if c.tag is not None else requests[i].tag
+                done[i] = completions
         for k, idx in enumerate(parts):
             for i in idx:
                 self._last[tuple(requests[i].prompt_ids)] = k
+        flat = [c for completions in done for c in completions]
         if deltas:
-            yield [Delta(b, c.text, None, True, c.finish_reason) for b, c in enumerate(done) if c is not None]
-        out.extend(c for c in done if c is not None)
+            yield [Delta(b, c.text, None, True, c.finish_reason) for b, c in enumerate(flat)]
+        out.extend(flat)
 
     def shutdown(self) -> None:
         """Stop the actors (Ray itself keeps running for the process)."""

@@ -2,12 +2,15 @@
 
 Pipeline, applied to float32 logits (B, V) of the rows still running:
 
+0. logit bias — OpenAI's ``logit_bias`` added, before everything else;
 1. penalties — repetition (÷/× on seen tokens), presence and frequency
-   (OpenAI semantics, over generated tokens);
+   (OpenAI semantics, over generated tokens); then DRY (sequence repetition,
+   llama.cpp/koboldcpp semantics, over the prompt and generated tokens);
 2. logit fluctuation — colored noise added, σ in units of each row's logit std;
 3. temperature — T0, or dynamic temperature (llama.cpp's entropy rule), times a
    fluctuating factor exp(σ·x_t) clipped to [T_min, T_max];
-4. truncation — top-k → top-p → min-p → typical; or mirostat v2 instead of them;
+4. truncation — top-nσ → top-k → top-p → min-p → typical → XTC; or mirostat v2
+   instead of them (XTC acts on the probabilities left by the steps before it);
 5. draw — greedy when T = 0; else inverse-CDF with the row's own uniform, or
    Gumbel-max with colored Gumbel noise (``draw`` fluctuation).
 
@@ -18,26 +21,18 @@ what else shares the batch. No step modifies its input logits in place.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import torch
 
-from sazanami.params import SamplingParams
+from sazanami.errors import ParameterError
+from sazanami.fluctuation import FluctuationBatch
+from sazanami.rows import RowRequest
 from sazanami.seeds import derive_seed
 
 NEG_INF = float("-inf")
-
-
-@dataclass
-class RowSpec:
-    """What the sampler needs to know about one row."""
-
-    params: SamplingParams
-    seed: int
-    prompt_ids: list[int]
-    noise: list[tuple[int, float]] | None = None
-    """Mixture of seeded noise streams replacing ``seed`` for the fluctuation (noise search)."""
 
 
 def apply_penalties(
@@ -53,6 +48,92 @@ def apply_penalties(
     penalised = torch.where(logits > 0, logits / rep, logits * rep)
     out = torch.where(seen, penalised, logits)
     return out - presence[:, None] * (counts > 0) - frequency[:, None] * counts
+
+
+def apply_logit_bias(logits: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Step 0: logits (B, V) + bias (B, V) (OpenAI's ``logit_bias``, zero where unset)."""
+    return logits + bias
+
+
+def dry_penalties(
+    context: Sequence[int],
+    breakers: frozenset[int],
+    multiplier: float,
+    base: float,
+    allowed_length: int,
+    last_n: int = -1,
+) -> dict[int, float]:
+    """DRY: the penalty of each token that would extend a repeat of the context's tail.
+
+    For each earlier occurrence of the context's last n tokens (n ≥ ``allowed_length``),
+    the token that followed it gets ``multiplier · base^(n − allowed_length)`` (the longest
+    n per token). Repeats never extend across a sequence breaker, and breakers themselves
+    are not penalised (llama.cpp/koboldcpp semantics). ``last_n``: tokens scanned (-1 all).
+    """
+    ctx = list(context[-last_n:]) if last_n > 0 else list(context)
+    n = len(ctx)
+    if multiplier == 0 or last_n == 0 or n < 2:
+        return {}
+    limit = 0  # the tail back to the last breaker: no repeat is longer
+    while limit < n and ctx[n - 1 - limit] not in breakers:
+        limit += 1
+    if limit < allowed_length:
+        return {}
+    longest: dict[int, int] = {}
+    for i in range(n - 1):  # i: the end of an earlier occurrence of the tail
+        k = 0
+        while k < limit and k <= i and ctx[i - k] == ctx[n - 1 - k]:
+            k += 1
+        if k >= allowed_length:
+            t = ctx[i + 1]
+            longest[t] = max(longest.get(t, 0), k)
+    max_exp = int(88.7228391 / math.log(base)) if base > 1.000001 else 0  # keeps base^e finite in float32
+    return {
+        t: multiplier * base ** (min(k - allowed_length, max_exp) if max_exp else k - allowed_length)
+        for t, k in longest.items()
+        if t not in breakers
+    }
+
+
+@lru_cache(maxsize=8)
+def breaker_tokens(tokenizer: Any, breakers: tuple[str, ...]) -> frozenset[int]:
+    """Token ids whose text contains one of ``breakers`` (DRY's sequence breakers)."""
+    out = set()
+    for t in range(tokenizer.vocab_size):
+        text = tokenizer.token_text(t)
+        if any(b in text for b in breakers):
+            out.add(t)
+    return frozenset(out)
+
+
+def top_n_sigma(logits: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Step 4a: keep tokens with logit ≥ max − n·σ (σ: std of the row's finite logits); n = 0 keeps all.
+
+    Scaling by a temperature scales max and σ alike, so the kept set does not depend on it.
+    """
+    finite = torch.isfinite(logits)
+    count = finite.sum(-1).clamp(min=1)
+    mean = torch.where(finite, logits, 0.0).sum(-1) / count
+    std = (torch.where(finite, logits - mean[:, None], 0.0).pow(2).sum(-1) / count).sqrt()
+    low = logits.max(-1).values - n * std  # (B,)
+    return logits.masked_fill((logits < low[:, None]) & (n > 0)[:, None], NEG_INF)
+
+
+def xtc(logits: torch.Tensor, chance: torch.Tensor, probability: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """Step 4f, XTC (exclude top choices): on rows where ``chance`` < ``probability``, remove every
+    token with p ≥ ``threshold`` except the least likely of them (when at least two are).
+
+    ``chance`` (B,) is the row's own uniform draw. Can change the argmax; keeps no state.
+    """
+    probs = logits.softmax(-1)
+    top = probs >= threshold[:, None]
+    act = (chance < probability) & (top.sum(-1) >= 2)
+    if not bool(act.any()):
+        return logits
+    keep = torch.where(top, probs, torch.inf).argmin(-1)  # the least likely top choice stays
+    drop = top & act[:, None]
+    drop[torch.arange(len(keep)), keep] = False
+    return logits.masked_fill(drop, NEG_INF)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -145,7 +226,9 @@ class SamplerBatch:
     fluctuation states; ``select`` keeps a subset of rows when others finish.
     """
 
-    def __init__(self, rows: list[RowSpec], vocab_size: int, hidden_size: int = 0) -> None:
+    def __init__(self, rows: list[RowRequest], vocab_size: int, hidden_size: int = 0, tokenizer: Any = None) -> None:
+        """``rows``: their params, seed, prompt ids (penalties, DRY) and noise mixture are read;
+        ``tokenizer`` (optional) finds DRY's sequence-breaker tokens; without one, no token breaks."""
         self.rows = rows
         self.vocab_size = vocab_size
         B = len(rows)
@@ -175,11 +258,34 @@ class SamplerBatch:
             for b, r in enumerate(rows):
                 ids = torch.tensor([t for t in r.prompt_ids if t < vocab_size], dtype=torch.long)
                 self.seen[b, ids] = True
-        self.fluct = [
-            x.fluctuation.start(r.seed, vocab_size, hidden_size, r.noise) if x.fluctuation is not None else None
-            for x, r in zip(p, rows)
+        # logit bias (B, V), only when a row has one
+        self.bias = None
+        if any(x.logit_bias for x in p):
+            self.bias = torch.zeros(B, vocab_size)
+            for b, x in enumerate(p):
+                for t, v in x.logit_bias or ():
+                    if t >= vocab_size:
+                        raise ParameterError(
+                            "logit_bias", f"logit_bias token ids must be in [0, {vocab_size - 1}], got {t}"
+                        )
+                    self.bias[b, t] = v
+        self.n_sigma = col("top_n_sigma")
+        self.xtc_p = col("xtc_probability")
+        self.xtc_threshold = col("xtc_threshold")
+        # XTC's coin: its own generator per row (derived seed), so the draw's uniforms are unchanged
+        self.use_xtc = any(x.xtc_probability > 0 for x in p)
+        self.xtc_gens = [torch.Generator().manual_seed(derive_seed(r.seed, "xtc")) for r in rows] if self.use_xtc else []
+        # DRY: each row's context (prompt + generated) and breaker tokens
+        self.use_dry = any(x.dry_multiplier > 0 and x.dry_penalty_last_n != 0 for x in p)
+        self.history = [list(r.prompt_ids) for r in rows] if self.use_dry else None
+        self.breakers = [
+            breaker_tokens(tokenizer, x.dry_sequence_breakers) if tokenizer is not None and x.dry_multiplier > 0
+            else frozenset()
+            for x in p
         ]
-        self.step = 0
+        self.fluct = FluctuationBatch(
+            [x.fluctuation for x in p], [r.noise or [(r.seed, 1.0)] for r in rows], vocab_size, hidden_size
+        )
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -202,37 +308,50 @@ class SamplerBatch:
             "miro_tau",
             "miro_eta",
             "mu",
+            "n_sigma",
+            "xtc_p",
+            "xtc_threshold",
         ):
             setattr(self, name, getattr(self, name)[keep])
         self.generators = [self.generators[i] for i in idx]
-        self.fluct = [self.fluct[i] for i in idx]
+        self.xtc_gens = [self.xtc_gens[i] for i in idx] if self.use_xtc else []
+        self.breakers = [self.breakers[i] for i in idx]
+        if self.bias is not None:
+            self.bias = self.bias[keep]
+        if self.history is not None:
+            self.history = [self.history[i] for i in idx]
+        self.fluct.select(keep)
         if self.counts is not None:
             self.counts = self.counts[keep]
             self.seen = self.seen[keep]
 
-    def sample(self, logits: torch.Tensor, trace: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Steps 1-5 on logits (B, V); returns tokens (B,) and per-row trace columns."""
+    def sample(
+        self, logits: torch.Tensor, trace: bool = False, generated: list[list[int]] | None = None
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Steps 0-5 on logits (B, V); returns tokens (B,) and per-row trace columns.
+
+        ``generated``: each row's output so far (with injected tokens), for DRY's context;
+        by default the tokens this sampler drew.
+        """
         B = logits.shape[0]
         info: dict[str, Any] = {}
         x = logits
-        # 1. penalties
+        # 0. logit bias
+        if self.bias is not None:
+            x = apply_logit_bias(x, self.bias)
+        # 1. penalties, then DRY
         if self.counts is not None:
             x = apply_penalties(x, self.counts, self.seen, self.repetition, self.presence, self.frequency)
-        # 2. logit fluctuation (each row's own noise streams)
-        fluct_rows = [b for b in range(B) if self.fluct[b] is not None]
-        if fluct_rows:
-            x = x.clone() if x is logits else x
-            for b in fluct_rows:
-                x[b] = self.fluct[b].perturb_logits(x[b])
+        if self.history is not None:
+            x = self._dry(x, generated)
+        # 2. logit fluctuation (each row's own noise streams, all rows in one step)
+        x = self.fluct.perturb_logits(x)
         # 3. temperature
         temp = self.temperature
         if bool((self.dyn_range > 0).any()):
             dyn = dynamic_temperature(x, temp, self.dyn_range, self.dyn_exp)
             temp = torch.where(self.dyn_range > 0, dyn, temp)
-        if fluct_rows:
-            temp = temp.clone()
-            for b in fluct_rows:
-                temp[b] = self.fluct[b].temperature(float(temp[b]))
+        temp = self.fluct.temperature(temp)
         greedy = (temp <= 0) & (self.miro_tau <= 0)
         x = x / torch.where(temp > 0, temp, 1.0)[:, None]
         # 4. truncation (mirostat rows use mirostat instead)
@@ -240,6 +359,8 @@ class SamplerBatch:
         if bool(miro.any()):
             x = torch.where(miro[:, None], mirostat_v2(x, self.mu), x)
         plain = ~miro
+        if bool((self.n_sigma > 0).any()):
+            x = top_n_sigma(x, torch.where(plain, self.n_sigma, 0.0))
         x = truncate(
             x,
             torch.where(plain, self.top_k, 0),
@@ -247,12 +368,12 @@ class SamplerBatch:
             torch.where(plain, self.min_p, 0.0),
             torch.where(plain, self.typical_p, 1.0),
         )
+        if self.use_xtc:
+            chance = torch.stack([torch.rand((), generator=g) for g in self.xtc_gens])  # (B,), every step
+            x = xtc(x, chance, torch.where(plain, self.xtc_p, 0.0), self.xtc_threshold)
         # 5. draw
-        gumbel_rows = [b for b in fluct_rows if self.fluct[b].draws]
         uniforms = torch.stack([torch.rand((), generator=g) for g in self.generators])  # (B,)
-        tokens = draw_inverse_cdf(x, uniforms)
-        for b in gumbel_rows:
-            tokens[b] = self.fluct[b].draw(x[b])
+        tokens = self.fluct.draw(x, draw_inverse_cdf(x, uniforms))  # colored draw on rows with one
         if bool(greedy.any()):
             tokens = torch.where(greedy, x.argmax(-1), tokens)
         # mirostat v2 update: μ ← μ − η (surprise − τ)
@@ -262,15 +383,34 @@ class SamplerBatch:
         if self.counts is not None:
             self.counts[torch.arange(B), tokens] += 1
             self.seen[torch.arange(B), tokens] = True
-        for b in fluct_rows:
-            self.fluct[b].advance()
+        if self.history is not None and generated is None:
+            for h, t in zip(self.history, tokens.tolist()):
+                h.append(t)
         if trace:
             info["temperature"] = temp.tolist()
             info["entropy"] = entropy(logits).tolist()
             info["sampled_logprob"] = x.log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1).tolist()
-            info["noise"] = [f.last_noise() if f is not None else None for f in self.fluct]
-        self.step += 1
+            info["noise"] = self.fluct.last_noise()
         return tokens, info
+
+    def _dry(self, x: torch.Tensor, generated: list[list[int]] | None) -> torch.Tensor:
+        """Subtract each DRY row's penalties (a Python scan of its context; rows without DRY skip)."""
+        assert self.history is not None
+        out = None
+        for b, r in enumerate(self.rows):
+            q = r.params
+            if q.dry_multiplier == 0 or q.dry_penalty_last_n == 0:
+                continue
+            ctx = self.history[b] if generated is None else r.prompt_ids + generated[b]
+            pen = dry_penalties(
+                ctx, self.breakers[b], q.dry_multiplier, q.dry_base, q.dry_allowed_length, q.dry_penalty_last_n
+            )
+            pen = {t: v for t, v in pen.items() if t < x.shape[-1]}
+            if pen:
+                out = x.clone() if out is None else out
+                ids = torch.tensor(list(pen), dtype=torch.long)
+                out[b, ids] -= torch.tensor(list(pen.values()), dtype=x.dtype)
+        return x if out is None else out
 
     def hidden_hook(self, num_layers: int, row: int | None = None) -> Any:
         """A backend hook adding each row's hidden/embedding noise, or None if no row has any.
@@ -279,26 +419,4 @@ class SamplerBatch:
         prompt prefill stays shared. ``row`` makes a hook for a one-row forward of that row
         alone (the tokens a tool injected into it): its noise goes to batch row 0.
         """
-        rows = [b for b, f in enumerate(self.fluct) if f is not None and (f.hidden_noise or f.embed_noise)]
-        if row is not None:
-            rows = [row] if row in rows else []
-        if not rows:
-            return None
-        fluct = self.fluct
-        at = {b: (0 if row is not None else b) for b in rows}  # batch row of each sampler row
-
-        def hook(layer: int, h: torch.Tensor) -> torch.Tensor:  # h: (B, T, C)
-            out = None
-            for b in rows:
-                x = fluct[b].hidden_noise_for(layer, num_layers)
-                if x is None:
-                    continue
-                if out is None:
-                    out = h.clone()
-                # scale: ‖noise‖ ≈ σ‖h‖ (x has unit variance per dimension)
-                i = at[b]
-                scale = fluct[b].sigma_for(layer) * h[i, -1].float().norm() / math.sqrt(h.shape[-1])
-                out[i, -1] += (scale * x).to(h.dtype)
-            return h if out is None else out
-
-        return hook
+        return self.fluct.hidden_hook(num_layers, row)

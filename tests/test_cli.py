@@ -93,10 +93,11 @@ def test_every_field_and_option_is_reachable_from_cli_and_server():
     assert params_from_options(dict(ctx.params)) == SamplingParams()
 
     for strategy in STRATEGIES:
-        for name in strategy_options(strategy):
+        for name, default in strategy_options(strategy).items():
             assert strategy_dest(name) in options_of(search), (strategy, name)
+            options = {name: default}  # values are range-checked too: the default is in range
             req = ChatCompletionRequest.model_validate(
-                {"messages": [{"role": "user", "content": "q"}], "search": {"strategy": strategy, "options": {name: 1}}}
+                {"messages": [{"role": "user", "content": "q"}], "search": {"strategy": strategy, "options": options}}
             )
             req.check_search(req.sampling_params(Limits()), Limits())  # the server accepts the option
     for strategy, aliases in STRATEGY_ALIASES.items():
@@ -144,3 +145,17 @@ def test_search_strategy_options_are_typed():
     assert options == {"schedule": [1.0, 0.5], "rounds": 2, "keep": 1}
     r = invoke(*args, "--chunk", "4")
     assert r.exit_code == 2 and "strategy anneal has no option 'chunk'" in r.output
+
+
+def test_new_sampler_options():
+    """logit_bias as JSON, XTC / DRY / top-nσ flags and top_logprobs reach the engine."""
+    args = ["generate", "hello", "-m", "tiny-random", "--seed", "1", "--max-tokens", "3", "--ignore-eos", "--json"]
+    r = invoke(*args, "-t", "0", "--logit-bias", '{"9": 100}', "--top-logprobs", "2")
+    assert r.exit_code == 0, r.output
+    c = json.loads(r.output)["completions"][0]
+    assert c["token_ids"] == [9, 9, 9] and len(c["top_logprobs"]) == 3 and len(c["top_logprobs"][0]) == 2
+    r = invoke(*args, "--xtc-probability", "0.5", "--dry-multiplier", "0.8", "--top-n-sigma", "1", "--dry-sequence-breakers", ".")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["params"]["dry_sequence_breakers"] == ["."]
+    r = invoke(*args, "--logit-bias", '{"9": 500}')
+    assert r.exit_code != 0 and "logit_bias" in r.output

@@ -135,7 +135,7 @@ def test_chat_template_and_raw(tiny_engine: Engine):
         ("n", 0, "n must be in [1, 256], got 0"),
         ("max_tokens", 0, "max_tokens must be in [1, 32768], got 0"),
         ("min_p", 1.0, "min_p must be in [0, 1), got 1.0"),
-        ("top_k", -1, "top_k must be in [0, inf), got -1"),
+        ("top_k", -1, "top_k must be in [0, 2147483647], got -1"),
         ("seed", "x", "seed must be an integer, got 'x'"),
         ("stop", [""], "stop must be a list of non-empty strings"),
     ],
@@ -150,3 +150,16 @@ def test_validation_errors(field, value, message):
 def test_empty_prompt_rejected(tiny_engine: Engine):
     with pytest.raises(ParameterError, match="prompt"):
         tiny_engine.generate("", SamplingParams(), raw=True)
+
+
+def test_top_logprobs_are_the_raw_distributions_top_k(tiny_engine):
+    """Completion.top_logprobs: per token, the k most likely (id, log-prob) of the raw model distribution."""
+    p = SamplingParams(seed=4, max_tokens=5, ignore_eos=True, top_logprobs=3, temperature=1.5)
+    c = tiny_engine.generate("top", p)[0]
+    assert len(c.top_logprobs) == len(c.token_ids) == 5
+    for tok, lp, top in zip(c.token_ids, c.logprobs, c.top_logprobs):
+        ids, lps = [i for i, _ in top], [v for _, v in top]
+        assert len(top) == 3 and lps == sorted(lps, reverse=True) and lp <= lps[0]
+        assert (tok in ids) == (lp >= lps[-1])  # the drawn token is listed exactly when it ranks in the top 3
+    assert tiny_engine.generate("top", p.replace(top_logprobs=0))[0].top_logprobs == []
+    assert tiny_engine.generate("top", p.replace(top_logprobs=0))[0].token_ids == c.token_ids

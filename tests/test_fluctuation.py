@@ -236,3 +236,110 @@ def test_quantile_draw_in_engine(tiny_engine: Engine):
     a = tokens(tiny_engine, {"draw": {"beta": 1, "mode": "quantile"}})
     assert a == tokens(tiny_engine, {"draw": {"beta": 1, "mode": "quantile"}})
     assert a != tokens(tiny_engine, "pink-draw")
+
+
+# -- batched state == per-row reference -----------------------------------------------------------
+def _reference_step(states, logits, temp, h_layers, num_layers):
+    """What the per-row sampler did: each row's FluctuationState, one by one (the reference)."""
+    x = logits.clone()
+    for b, st in enumerate(states):
+        if st is not None:
+            x[b] = st.perturb_logits(x[b])
+    t = temp.clone()
+    for b, st in enumerate(states):
+        if st is not None:
+            t[b] = st.temperature(float(t[b]))
+    tok = torch.zeros(len(states), dtype=torch.long)
+    for b, st in enumerate(states):
+        if st is not None and st.draws:
+            tok[b] = st.draw(x[b])
+    hs = []
+    for layer, h in h_layers:
+        out = h.clone()
+        for b, st in enumerate(states):
+            z = st.hidden_noise_for(layer, num_layers) if st is not None else None
+            if z is not None:
+                scale = st.sigma_for(layer) * h[b, -1].float().norm() / math.sqrt(h.shape[-1])
+                out[b, -1] += (scale * z).to(h.dtype)
+        hs.append(out)
+    return x, t, tok, hs
+
+
+@pytest.mark.parametrize("mixtures", [True, False])
+def test_batched_state_matches_per_row_reference(mixtures):
+    """Every (seed, stream, step) value, and so every token, equals the per-row implementation's."""
+    from sazanami.fluctuation import FluctuationBatch
+
+    V, C, L = 37, 12, 4
+    fls = [
+        Fluctuation.parse("pink-logits"),
+        Fluctuation.parse('{"logits": {"beta": 2}, "temperature": {}, "draw": {"beta": 0.5}}'),
+        None,
+        Fluctuation.parse('{"temperature": {"beta": 0}, "draw": {"mode": "quantile"}, "hidden": {"layers": [1, 3]}}'),
+        Fluctuation.parse('{"embedding": {}, "hidden": {}, "logits": {"sigma": 1}, "max_steps": 64}'),
+        Fluctuation.parse('{"draw": {}, "temperature": {"beta": 2}}'),
+        Fluctuation.parse("pink-logits"),
+    ]
+    seeds = [11, 12, 13, 14, 15, 16, 17]
+    mixes = [None] * 7
+    if mixtures:
+        mixes[5] = [(16, 0.6), (99, 0.8)]  # a noise-search mixture
+        mixes[6] = [(17, 0.8), (5, 0.36), (6, 0.48)]
+    ref = [fl.start(s, V, C, m) if fl is not None else None for fl, s, m in zip(fls, seeds, mixes)]
+    bat = FluctuationBatch(fls, [m or [(s, 1.0)] for s, m in zip(seeds, mixes)], V, C)
+    gen = torch.Generator().manual_seed(0)
+    rows = list(range(7))
+    for step in range(40):
+        B = len(rows)
+        logits = torch.randn(B, V, generator=gen) * 3
+        logits[0, :5] = -math.inf  # a masked row takes its finite std
+        temp = torch.full((B,), 0.8)
+        temp[1] = 0.0 if step % 3 == 0 else 0.8  # a greedy step: that row's temperature noise pauses
+        hl = [(layer, torch.randn(B, 2, C, generator=gen)) for layer in (-1, 0, 1, 2, 3)]
+        x, t, tok, hs = _reference_step([ref[r] for r in rows], logits, temp, hl, L)
+        before = logits.clone()
+        bx = bat.perturb_logits(logits)
+        assert torch.equal(bx, x) and torch.equal(logits, before)
+        assert torch.equal(bat.temperature(temp), t)
+        draws = [i for i, r in enumerate(rows) if ref[r] is not None and ref[r].draws]
+        assert torch.equal(bat.draw(x, torch.zeros(B, dtype=torch.long))[draws], tok[draws])
+        hook = bat.hidden_hook(L)
+        for (layer, h), want in zip(hl, hs):
+            assert torch.equal(hook(layer, h), want)
+        if step in (9, 21):  # rows finish: the batch compacts
+            keep = [i for i in range(B) if i != (1 if step == 9 else 0)]
+            bat.select(torch.tensor(keep))
+            rows = [rows[i] for i in keep]
+
+
+def test_batched_one_row_hook_steps_only_that_row():
+    from sazanami.fluctuation import FluctuationBatch
+
+    fl = Fluctuation.parse("pink-hidden")
+    ref = [fl.start(s, 8, 6) for s in (1, 2)]
+    bat = FluctuationBatch([fl, fl], [[(1, 1.0)], [(2, 1.0)]], 8, 6)
+    h = torch.randn(1, 1, 6, generator=torch.Generator().manual_seed(3))
+    for _ in range(3):  # row 1 runs injected tokens alone: only its stream moves
+        got = bat.hidden_hook(2, row=1)(1, h)
+        want = h.clone()
+        want[0, -1] += (0.05 * h[0, -1].norm() / math.sqrt(6) * ref[1].hidden_noise_for(1, 2)).to(h.dtype)
+        assert torch.equal(got, want)
+    h2 = torch.randn(2, 1, 6, generator=torch.Generator().manual_seed(4))
+    out = bat.hidden_hook(2)(1, h2)
+    for b in (0, 1):
+        z = ref[b].hidden_noise_for(1, 2)
+        assert torch.equal(out[b, -1], h2[b, -1] + (0.05 * h2[b, -1].norm() / math.sqrt(6) * z).to(h2.dtype))
+
+
+def test_batched_rows_of_several_colors_keep_their_order():
+    """Every row perturbed, grouped by color (rows 0, 2 | 1): each still gets its own stream."""
+    from sazanami.fluctuation import FluctuationBatch
+
+    fls = [Fluctuation.parse(f'{{"logits": {{"beta": {b}}}, "draw": {{"beta": {b}}}}}') for b in (1, 2, 1)]
+    ref = [fl.start(s, 9) for fl, s in zip(fls, (1, 2, 3))]
+    bat = FluctuationBatch(fls, [[(s, 1.0)] for s in (1, 2, 3)], 9)
+    x = torch.randn(3, 9, generator=torch.Generator().manual_seed(5))
+    for _ in range(3):
+        got = bat.perturb_logits(x)
+        assert torch.equal(got, torch.stack([st.perturb_logits(r) for st, r in zip(ref, x)]))
+        assert bat.draw(got, torch.zeros(3, dtype=torch.long)).tolist() == [st.draw(r) for st, r in zip(ref, got)]

@@ -18,7 +18,7 @@ from sazanami.engine import Engine, RowRequest
 from sazanami.islands import Constraint, Islands, ToolRegistry, drawn_text
 from sazanami.islands.tools import CallSyntax, CallWatcher
 from sazanami.params import SamplingParams
-from sazanami.sampling import RowSpec, SamplerBatch
+from sazanami.sampling import SamplerBatch
 from sazanami.search import search
 from sazanami.search.tree import Tree
 
@@ -220,7 +220,7 @@ def test_one_row_hidden_hook_uses_that_rows_noise():
     """``hidden_hook(row=i)`` perturbs batch row 0 with sampler row i's stream, as the batched hook would."""
     C, L = 16, 2
     p = SamplingParams(fluctuation="pink-hidden")
-    specs = [RowSpec(p, s, [1]) for s in (1, 2)]
+    specs = [RowRequest([1], p, s) for s in (1, 2)]
     one, full = SamplerBatch(specs, 32, C), SamplerBatch(specs, 32, C)
     h = torch.randn(2, 3, C, generator=torch.Generator().manual_seed(0))
     for layer in range(L):
@@ -230,7 +230,7 @@ def test_one_row_hidden_hook_uses_that_rows_noise():
         assert torch.equal(got[0, :-1], h[1, :-1])  # only the last position
         assert torch.equal(got[0, -1], h[1, -1]) == (layer != L // 2)  # noise at the middle layer
     assert one.hidden_hook(L, row=0) is not None
-    assert SamplerBatch([RowSpec(SamplingParams(), 1, [1])], 32, C).hidden_hook(L, row=0) is None
+    assert SamplerBatch([RowRequest([1], SamplingParams(), 1)], 32, C).hidden_hook(L, row=0) is None
 
 
 def test_cli_search_and_flow_take_the_island_options(tmp_path):

@@ -14,6 +14,7 @@ from sazanami.engines import EngineSpec
 from sazanami.errors import ParameterError
 from sazanami.params import SamplingParams
 from sazanami.replicas import assign_rows
+from sazanami.search.scorers import token_logprobs
 from sazanami.search.strategies import search
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (extra: ray)")
@@ -78,7 +79,7 @@ def test_two_replicas_generate_and_search_as_one_engine(ray_engines, tiny_engine
         (c.token_ids, c.seed, c.prompt_index, c.index) for c in b
     ]
     kwargs = dict(scorer="contains:e", budget=240, params=SamplingParams(max_tokens=12, fluctuation="pink-draw"), seed=9)
-    for strategy in ("best_of_n", "anneal"):
+    for strategy in ("best_of_n", "anneal", "beam"):  # beam rows run whole on one replica
         ta = search(ray_engines, "Say a word.", strategy, **kwargs).to_dict()
         tb = search(tiny_engine, "Say a word.", strategy, **kwargs).to_dict()
         assert _same_tree(ta, tb)
@@ -87,7 +88,7 @@ def test_two_replicas_generate_and_search_as_one_engine(ray_engines, tiny_engine
 @needs_ray
 def test_raw_forward_is_refused_on_replicas(ray_engines):
     with pytest.raises(ParameterError, match="Ray replicas"):
-        search(ray_engines, "x", "beam", scorer="contains:a", budget=40, params=SamplingParams(max_tokens=4), seed=1)
+        token_logprobs(ray_engines, "task", "teacher-forced text")  # LogprobScorer(engine) re-scoring
 
 
 def test_batch_writes_jsonl_and_resumes(tmp_path):

@@ -269,3 +269,52 @@ def test_tree_validation_and_rendering():
         Tree.from_json("{}")
     with pytest.raises(TreeError):
         t.add(Node(0, 99))
+
+
+def test_beams_in_params_are_read_only_by_the_beam_strategy(tiny_engine):
+    """``params.beams`` (or a fluctuation's beams entry) sets the beam strategy's width; other
+    strategies sample their candidates as before."""
+    p = SamplingParams(max_tokens=6, seed=1, fluctuation={"beams": {"width": 3}})
+    bon = search(tiny_engine, "hi", "best_of_n", scorer="logprob", budget=40, params=p, n=2)
+    plain = search(tiny_engine, "hi", "best_of_n", scorer="logprob", budget=40, params=p.replace(beams=None), n=2)
+    assert [n.kind for n in bon.nodes] == ["root", "sample", "sample"]
+    assert [n.token_ids for n in bon.nodes] == [n.token_ids for n in plain.nodes]
+    beams = search(tiny_engine, "hi", "beam", scorer="logprob", budget=40, params=p, rounds=1)
+    assert [n.kind for n in beams.nodes] == ["root", "beam", "beam", "beam"]
+    assert all(n.meta["width"] == 3 for n in beams.nodes[1:])
+# -- option bounds (issue 14): checked before any work, from the Python API and the CLI ---------------
+@pytest.mark.parametrize(
+    ("strategy", "options", "param"),
+    [
+        ("anneal", {"rounds": 10**9}, "rounds"),
+        ("anneal", {"rounds": BUDGET + 1}, "rounds"),  # more rounds than the budget has tokens
+        ("noise_search", {"rounds": BUDGET + 1}, "rounds"),
+        ("best_of_n", {"n": BUDGET + 1}, "n"),
+        ("beam", {"width": 10**6}, "width"),
+        ("tree", {"branch": 20, "expand": 20}, "branch"),
+        ("tree", {"chunk": 2**40}, "chunk"),
+        ("noise_search", {"similarity": 0.0}, "similarity"),
+        ("anneal", {"schedule": [1.0] * (BUDGET + 1)}, "schedule"),
+        ("synthesize", {"base": "anneal", "rounds": 10**9}, "base_options.rounds"),
+    ],
+)
+def test_options_out_of_range_are_refused_before_work(tiny_engine, strategy, options, param):
+    calls = []
+    real = tiny_engine.run
+    tiny_engine.run = lambda rows: calls.append(rows) or real(rows)  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ParameterError) as e:
+            search(tiny_engine, "x", strategy, scorer="logprob", budget=BUDGET, params=PARAMS, seed=1, **options)
+    finally:
+        del tiny_engine.run
+    assert e.value.param == param and not calls
+
+
+def test_cli_search_refuses_unbounded_rounds():
+    from click.testing import CliRunner
+
+    from sazanami.cli import main
+
+    args = ["search", "x", "--model", "tiny-random", "--strategy", "anneal", "--rounds", "1000000000"]
+    result = CliRunner().invoke(main, [*args, "--budget", "64", "--scorer", "logprob", "--max-tokens", "4"])
+    assert result.exit_code != 0 and "rounds must be an integer in [1, " in result.output

@@ -60,6 +60,43 @@ def test_completion_logprobs_and_echo(client):
     assert all(lp <= 0 for lp in c.logprobs.token_logprobs)
 
 
+def test_top_logprobs_are_the_raw_alternatives(client, tiny_engine):
+    """top_logprobs: the k most likely tokens of the raw distribution, chat and completions, streamed too."""
+    r = client.chat.completions.create(
+        model="tiny-random", messages=MSG, max_tokens=6, seed=2, logprobs=True, top_logprobs=3,
+        extra_body={"ignore_eos": True},
+    )
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens
+    for item in content:
+        tops = [t.logprob for t in item.top_logprobs]
+        assert len(tops) == 3 and tops == sorted(tops, reverse=True) and item.logprob <= tops[0] + 1e-4
+    stream = client.chat.completions.create(
+        model="tiny-random", messages=MSG, max_tokens=6, seed=2, logprobs=True, top_logprobs=3, stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    streamed = [i for ch in stream for c in ch.choices if c.logprobs and c.logprobs.content for i in c.logprobs.content]
+    assert [[t.token for t in i.top_logprobs] for i in streamed] == [[t.token for t in i.top_logprobs] for i in content]
+    r = client.completions.create(model="tiny-random", prompt="abc", max_tokens=4, seed=1, logprobs=2)
+    lp = r.choices[0].logprobs
+    assert len(lp.top_logprobs) == len(lp.tokens) and all(len(d) <= 2 for d in lp.top_logprobs)
+    assert all(1 <= len(d) and all(v <= 0 for v in d.values()) for d in lp.top_logprobs)  # texts may collide
+
+
+def test_new_samplers_over_http(client):
+    """logit_bias in OpenAI's shape, and XTC / DRY / top-nσ as body fields."""
+    ids = client.chat.completions.create(
+        model="tiny-random", messages=MSG, max_tokens=4, seed=1, temperature=0, logit_bias={"7": 100},
+        extra_body={"ignore_eos": True, "trace": True},
+    ).choices[0]
+    assert [step["token"] for step in ids.model_extra["trace"]] == [7] * 4
+    r = client.chat.completions.create(
+        model="tiny-random", messages=MSG, max_tokens=4, seed=1,
+        extra_body={"xtc_probability": 0.5, "dry_multiplier": 0.8, "top_n_sigma": 1.0, "dry_sequence_breakers": ["\n"]},
+    )
+    assert r.choices[0].finish_reason in ("stop", "length")
+
+
 def test_completions_several_prompts_index_order(client):
     r = client.completions.create(model="tiny-random", prompt=["a", "b"], n=2, max_tokens=4, seed=2)
     assert [c.index for c in r.choices] == [0, 1, 2, 3]
@@ -249,6 +286,8 @@ def test_tools_and_grammar_inside_search_and_beams(client):
         ({"extra_body": {"search": {"scorer": "py:os:system"}}}, "search.scorer", "HTTP"),
         ({"extra_body": {"search": {"strategy": "magic"}}}, "strategy", "magic"),
         ({"extra_body": {"regex": "(", "max_tokens": 4}}, "regex", "regex"),
+        ({"logit_bias": {"5": 101}}, "logit_bias", "[-100, 100]"),
+        ({"extra_body": {"xtc_probability": 1.5}}, "xtc_probability", "[0, 1]"),
     ],
 )
 def test_bad_fields_are_400_with_param(client, kwargs, param, words):

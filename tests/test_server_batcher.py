@@ -113,3 +113,40 @@ def test_batched_engine_runs_rows_through_the_batcher(tiny_engine, batcher):
     cancelled.set()
     with pytest.raises(Cancelled):
         proxy.run(rows(tiny_engine, 1, 4))
+
+
+def test_beams_run_through_the_batcher_in_a_batch_of_their_own(tiny_engine, batcher):
+    """A beam job is one cohort stepped by the worker (no search thread), with all its completions."""
+    p = SamplingParams(beams={"width": 3, "beta": 0}, seed=3, max_tokens=6, ignore_eos=True)
+    beam_rows = tiny_engine.rows_for(["hello", "bye"], p)
+    sample, beams = Recorder(batcher), Recorder(batcher)
+    batcher.submit(rows(tiny_engine, 2, 8), sample)
+    batcher.submit(beam_rows, beams)
+    batcher.start()
+    assert sample.done.wait(30) and beams.done.wait(30)
+    assert batcher.stats["batches"] == 2  # the beams did not join the sampled rows
+    kind, completions, _ = beams.events[-1]
+    solo = tiny_engine.generate(["hello", "bye"], p)
+    assert kind == "done" and len(completions) == 6
+    assert [c.token_ids for c in completions] == [c.token_ids for c in solo]
+    assert [c.prompt_index for c in completions] == [0, 0, 0, 1, 1, 1]
+    assert batcher.stats["steps"] >= 6  # one worker turn per beam step
+
+
+def test_a_search_with_beams_runs_its_engine_calls_through_the_batcher(tiny_engine, batcher):
+    from sazanami.search import search
+
+    batcher.start()
+    p = SamplingParams(max_tokens=6, seed=2, ignore_eos=True)
+    engine = BatchedEngine(tiny_engine, batcher, threading.Event())
+    tree = search(engine, "hi", "beam", scorer="logprob", budget=60, params=p, width=3, rounds=1)
+    direct = search(tiny_engine, "hi", "beam", scorer="logprob", budget=60, params=p, width=3, rounds=1)
+    assert batcher.stats["batches"] == 1 and batcher.stats["steps"] >= 6
+    assert [n.token_ids for n in tree.nodes] == [n.token_ids for n in direct.nodes]
+    # the second search may take its prompt from the prefix cache: same positions, split differently
+    skip = {"wall_s", "prompt_tokens", "prompt_tokens_reused"}
+    assert {k: v for k, v in tree.spend.items() if k not in skip} == {
+        k: v for k, v in direct.spend.items() if k not in skip
+    }
+    positions = [s["prompt_tokens"] + s["prompt_tokens_reused"] for s in (tree.spend, direct.spend)]
+    assert positions[0] == positions[1]

@@ -33,6 +33,17 @@ VALUES = {
     "ignore_eos": True,
     "trace": True,
     "fluctuation": {"temperature": {"sigma": 0.4, "beta": 1.5}},
+    "beams": {"width": 3, "beta": 0.5},
+    "logit_bias": {"3": 2.5, "10": -100},
+    "top_n_sigma": 1.5,
+    "xtc_probability": 0.5,
+    "xtc_threshold": 0.2,
+    "dry_multiplier": 0.8,
+    "dry_base": 2.0,
+    "dry_allowed_length": 3,
+    "dry_penalty_last_n": 64,
+    "dry_sequence_breakers": ["\n", "."],
+    "top_logprobs": 3,
 }
 BODIES = {
     CompletionRequest: {"prompt": "hi"},

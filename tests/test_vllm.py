@@ -15,10 +15,10 @@ import scipy.stats
 import torch
 
 from sazanami.backends.vllm import RowProcessor, check_row, needs_processor, row_settings
-from sazanami.engine import RowRequest
 from sazanami.errors import ParameterError
 from sazanami.params import SamplingParams
-from sazanami.sampling import RowSpec, SamplerBatch, draw_inverse_cdf
+from sazanami.rows import RowRequest
+from sazanami.sampling import SamplerBatch
 from sazanami.seeds import derive_seed
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -40,52 +40,43 @@ CASES = {
         temperature=1.0, repetition_penalty=1.3, frequency_penalty=0.5, fluctuation="pink-logits"
     ),
     "typical + dynatemp": SamplingParams(temperature=1.0, typical_p=0.8, dynatemp_range=0.5),
+    "mirostat": SamplingParams(mirostat_tau=3.0),
     "greedy with logit noise": SamplingParams(temperature=0.0, fluctuation="pink-logits"),
 }
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_processor_is_sazanamis_sampler(name: str):
-    """Token by token, the processor plus vLLM's last step (argmax for draw and greedy rows, a
-    draw at T = 1 otherwise, here with the torch sampler's own uniforms) picks the torch sampler's token."""
+def test_processor_keeps_only_the_samplers_token(name: str):
+    """Step by step, the one finite logit the processor leaves (what vLLM's greedy pick takes)
+    is the token sazanami's sampler draws for the same row, logits and seed."""
     params, seed = CASES[name], 17
-    sampler = SamplerBatch([RowSpec(params, seed, [1, 2, 3])], V)
+    assert needs_processor(params)
+    sampler = SamplerBatch([RowRequest([1, 2, 3], params, seed)], V)
     proc = _processor(params, seed)
-    uniforms = torch.Generator().manual_seed(derive_seed(seed, "draw"))  # the sampler's own stream
     gen = torch.Generator().manual_seed(0)
-    argmax_row = params.greedy or (params.fluctuation is not None and params.fluctuation.draw is not None)
     for _ in range(40):
         logits = torch.randn(V, generator=gen) * 2
         before = logits.clone()
         want = int(sampler.sample(logits[None])[0][0])
         out = proc(logits)
-        u = torch.rand((), generator=uniforms)
-        got = int(out.argmax()) if argmax_row else int(draw_inverse_cdf(out[None], u[None])[0])
-        assert got == want
         assert torch.equal(logits, before)  # the input row is not changed in place
-        proc.output_ids.append(got)
+        assert int(torch.isfinite(out).sum()) == 1 and int(out.argmax()) == want
+        proc.output_ids.append(want)
 
 
-def test_processor_redraws_a_repeated_step_and_skips_ahead_on_resume():
-    params = SamplingParams(temperature=1.0, fluctuation="pink-logits")
-    gen = torch.Generator().manual_seed(1)
-    logits = [torch.randn(V, generator=gen) for _ in range(6)]
-    a = _processor(params, 5)
-    outs = []
-    for step, x in enumerate(logits):
-        outs.append(a(x))
-        if step == 2:
-            assert torch.equal(a(x), outs[-1])  # the same step again: the same noise
-        a.output_ids.append(step)
-    resumed = _processor(params, 5)
-    resumed.output_ids.extend(range(4))  # preempted after 4 tokens, added back
-    assert torch.equal(resumed(logits[4]), outs[4])
-    assert not torch.equal(_processor(params, 6)(logits[0]), outs[0])  # another seed, other noise
+def test_processor_repeats_a_step_and_refuses_a_gap():
+    proc = _processor(SamplingParams(temperature=1.0, fluctuation="pink-logits"), 5)
+    x = torch.randn(V, generator=torch.Generator().manual_seed(1))
+    first = proc(x)
+    assert torch.equal(proc(x * 3), first)  # the same output length again: the same token
+    proc.output_ids.extend([1, 2])
+    with pytest.raises(RuntimeError, match="drew 1 tokens"):
+        proc(x)
 
 
 def test_colored_draw_through_the_processor_is_exact():
-    """600 independent requests (own seeds); the argmax of the processor's output at steps 0
-    and 5 follows softmax(logits / T) (chi-square, p = 0.001, 4 degrees of freedom)."""
+    """600 independent requests (own seeds): the token the processor keeps at steps 0 and 5
+    follows softmax(logits / T) (chi-square, p = 0.001, 4 degrees of freedom)."""
     probs = torch.tensor([0.45, 0.25, 0.15, 0.1, 0.05])
     T = 0.7
     logits = probs.log() * T  # softmax(logits / T) = probs
@@ -101,13 +92,12 @@ def test_colored_draw_through_the_processor_is_exact():
 
 
 def test_capabilities_refuse_what_vllm_cannot_do():
-    ok = RowRequest([1], SamplingParams(fluctuation="pink-draw"), 0)
-    check_row(ok)
-    assert needs_processor(ok.params) and not needs_processor(SamplingParams(top_p=0.9))
+    check_row(RowRequest([1], SamplingParams(fluctuation="pink-draw", mirostat_tau=2.0), 0))
+    assert not needs_processor(SamplingParams(top_p=0.9, repetition_penalty=1.2))
     for params, param in (
         (SamplingParams(fluctuation="pink-hidden"), "fluctuation.hidden"),
         (SamplingParams(fluctuation="pink-embedding"), "fluctuation.embedding"),
-        (SamplingParams(mirostat_tau=3.0), "mirostat_tau"),
+        (SamplingParams(beams={"width": 2}), "beams"),
     ):
         with pytest.raises(ParameterError, match="vllm backend") as err:
             check_row(RowRequest([1], params, 0))

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sazanami.backends import HiddenHook
+from sazanami.backends import Capabilities, HiddenHook
+from sazanami.fluctuation import POINTS
 from sazanami.tokenizer import Tokenizer
 
 
@@ -91,9 +92,29 @@ class KVCache:
         self.k[:, dst_rows, :, :length] = src.k[:, src_row : src_row + 1, :, :length]
         self.v[:, dst_rows, :, :length] = src.v[:, src_row : src_row + 1, :, :length]
 
+    def read_block(self, row: int, start: int, end: int) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
+        """A copy of positions ``[start, end)`` of ``row`` for the prefix cache, and its bytes."""
+        k = self.k[:, row, :, start:end].clone()  # (L, KV, end - start, D)
+        v = self.v[:, row, :, start:end].clone()
+        return (k, v), 2 * k.numel() * k.element_size()
+
+    def write_blocks(self, row: int, blocks: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+        """Write consecutive cached blocks into ``row`` from position 0; returns positions written."""
+        at = 0
+        for k, v in blocks:
+            n = k.shape[2]
+            self.k[:, row, :, at : at + n] = k
+            self.v[:, row, :, at : at + n] = v
+            at += n
+        return at
+
 
 class LlamaBackend:
     """Forward pass of a Llama-family causal LM over a :class:`KVCache`."""
+
+    capabilities = Capabilities(backend="torch", fluctuation_points=POINTS, islands=True, beams=True)
+    supports_prefix_cache = True
+    """Its caches read and write blocks of positions (:meth:`KVCache.read_block`)."""
 
     def __init__(
         self,
@@ -137,6 +158,11 @@ class LlamaBackend:
         angles = torch.cat([angles, angles], dim=-1)  # (P, D)
         self.cos = angles.cos().float()
         self.sin = angles.sin().float()
+
+    @property
+    def label(self) -> str:
+        """Which engine runs, for logs and the demo: ``torch (bfloat16)``."""
+        return f"torch ({str(self.dtype).removeprefix('torch.')})"
 
     @classmethod
     def from_dir(cls, path: str | Path, name: str | None = None, dtype: torch.dtype = torch.float32) -> LlamaBackend:

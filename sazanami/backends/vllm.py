@@ -6,26 +6,19 @@ vLLM owns the loop (scheduling, paged KV cache, prefix cache), so this backend i
 row bookkeeping (stop strings, lengths, ``finish_reason``), so completions look exactly
 like the torch backend's.
 
-Rows that need sazanami's sampler (any logits-level fluctuation, typical-p or dynamic
-temperature) carry their settings in ``SamplingParams.extra_args["sazanami"]``;
-:class:`FluctuationProcessor` (a V1 custom logits processor) keeps one noise state per
-such request, seeded by the row's seed and stepped by its output length, so the noise is
-keyed by (seed, stream, step) exactly as in :mod:`sazanami.noise`. Per step and row it runs
-sazanami's pipeline (:mod:`sazanami.sampling`) on that row's logits:
+Rows that need sazanami's sampler (any logits-level fluctuation, or a sampler feature vLLM
+lacks: typical-p, dynamic temperature, mirostat, DRY, XTC, top-nσ, logit bias) carry their
+settings in ``SamplingParams.extra_args["sazanami"]``. :class:`FluctuationProcessor` (a vLLM
+V1 custom logits processor) holds, per such request, a one-row
+:class:`~sazanami.sampling.SamplerBatch` built from the row's own parameters, seed and noise
+mixture, so the noise is keyed by (seed, stream, step) exactly as in :mod:`sazanami.noise`,
+and runs the whole sampler pipeline (bias, penalties, logit noise, fluctuating temperature,
+truncation, draw) on the row's logits. Only the token it drew stays finite; the vLLM request
+is greedy, so vLLM emits that token. For the colored draw that token is
+argmax(logits / T + G) with G colored Gumbel noise, an exact sample; for every row it is the
+token the torch backend draws from the same logits and seed.
 
-1. penalties (done here, not by vLLM: vLLM's V1 sampler applies its own after custom
-   processors, V2 before; doing them here keeps sazanami's order on both);
-2. logit fluctuation: colored noise added, σ in units of the row's logit std;
-3. temperature: dynamic and/or fluctuating T_t; the row's logits are divided by T_t and
-   vLLM is told T = 1 (T0 = 0 stays greedy: vLLM takes the argmax);
-4. truncation: top-k → top-p → min-p → typical on logits / T_t (vLLM's are switched off);
-5. draw: for a ``draw`` fluctuation the processor draws the token itself (colored Gumbel
-   noise added, argmax — an exact sample of softmax(logits / T_t), or the quantile draw)
-   and leaves only that token finite; the vLLM request is greedy, so vLLM picks it.
-   Otherwise vLLM draws from the processed logits with its own per-request generator.
-
-Other rows (no fluctuation) are plain vLLM requests: temperature, top-k/top-p/min-p and
-penalties are vLLM's own.
+Other rows are plain vLLM requests: temperature, top-k/top-p/min-p and penalties are vLLM's.
 
 Log-probs are vLLM's ``raw_logprobs`` (before any processing), as the torch backend reports.
 What vLLM cannot do here is refused with a :class:`~sazanami.errors.ParameterError` naming
@@ -39,17 +32,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sazanami.engine import Completion, Delta, Engine, RowRequest, _Row
+from sazanami.backends import Capabilities
+from sazanami.engine import Delta, Engine, _Row
 from sazanami.errors import ParameterError
-from sazanami.fluctuation import FluctuationState
 from sazanami.params import SamplingParams
-from sazanami.sampling import apply_penalties, dynamic_temperature, truncate
+from sazanami.rows import Completion, RowRequest
+from sazanami.sampling import SamplerBatch
 from sazanami.seeds import derive_seed
 from sazanami.tokenizer import Tokenizer
 
@@ -67,24 +60,11 @@ EXTRA_KEY = "sazanami"
 """Key of a row's settings in ``vllm.SamplingParams.extra_args``."""
 
 
-@dataclass(frozen=True)
-class Capabilities:
-    """What the vLLM backend runs; anything else is refused with an error naming the backend."""
-
-    backend: str = "vllm"
-    fluctuation_points: tuple[str, ...] = ("temperature", "logits", "draw")
-    """Logits-level fluctuations only: vLLM exposes no hidden-state hooks."""
-    islands: bool = False
-    """Tool calls and grammars: not yet (a tool call would end the row and continue in a new request)."""
-    beams: bool = False
-    """Stochastic beam search needs row copies of the KV cache, which vLLM's API does not offer."""
-    mirostat: bool = False
-    """Mirostat needs the drawn token's surprise before the next step's truncation."""
-    forward: bool = False
-    """Raw forward passes (tree search's token expansion, the log-prob scorer)."""
-
-
-CAPABILITIES = Capabilities()
+CAPABILITIES = Capabilities("vllm", ("temperature", "logits", "draw"), islands=False, beams=False)
+"""Logits-level fluctuations only (vLLM exposes no hidden-state hooks); no islands yet (a tool call
+would end the row and continue in a new request, which vLLM's prefix cache makes cheap); no
+stochastic beams (they need row copies of the KV cache). Raw forward passes (the log-prob
+scorer) are refused too."""
 
 
 def available() -> bool:
@@ -98,48 +78,53 @@ def _refuse(param: str, what: str) -> ParameterError:
 
 def check_row(row: RowRequest) -> None:
     """Raise ``ParameterError`` when the vLLM backend cannot run ``row`` as asked."""
-    p = row.params
-    fl = p.fluctuation
-    if fl is not None:
-        for point in fl.active:
-            if point not in CAPABILITIES.fluctuation_points:
-                raise _refuse(f"fluctuation.{point}", f"{point} noise")
-    if getattr(p, "beams", None) is not None:
+    CAPABILITIES.check(row.params.fluctuation)
+    if row.params.beams is not None:
         raise _refuse("beams", "stochastic beam search")
-    if p.mirostat_tau > 0:
-        raise _refuse("mirostat_tau", "mirostat")
     if row.islands is not None:
         raise _refuse("islands", "islands (tool calls and grammars)")
 
 
 def needs_processor(p: SamplingParams) -> bool:
-    """Rows whose sampling sazanami's processor must run (vLLM alone would not be the same)."""
-    return p.fluctuation is not None or p.typical_p < 1 or p.dynatemp_range > 0
+    """Rows sazanami's sampler must draw (vLLM alone would not draw them the same way)."""
+    native = (
+        p.fluctuation is None
+        and p.typical_p == 1
+        and p.dynatemp_range == 0
+        and p.mirostat_tau == 0
+        and not p.logit_bias
+        and p.dry_multiplier == 0
+        and p.xtc_probability == 0
+        and p.top_n_sigma == 0
+    )
+    return not native
 
 
-def row_settings(row: RowRequest) -> dict[str, Any]:
-    """The JSON-able settings a row's processor state is built from (``extra_args["sazanami"]``)."""
+def row_settings(row: RowRequest, key: str = "") -> dict[str, Any]:
+    """The JSON-able settings a row's sampler is built from (``extra_args["sazanami"]``);
+    ``key`` names the request, so its sampler survives a preemption."""
     return {
+        "key": key,
         "params": row.params.to_dict(),
         "seed": row.seed,
         "noise": [list(m) for m in row.noise] if row.noise else None,
     }
 
 
-def vllm_params(row: RowRequest) -> Any:
+def vllm_params(row: RowRequest, key: str = "") -> Any:
     """The ``vllm.SamplingParams`` of one row (the processor's settings in ``extra_args``)."""
     p = row.params
     common: dict[str, Any] = dict(
         max_tokens=p.max_tokens,
         stop=list(p.stop) or None,
         ignore_eos=p.ignore_eos,
-        seed=derive_seed(row.seed, "draw") & (2**63 - 1),
+        seed=derive_seed(row.seed, "draw"),
         logprobs=0,
     )
     if not needs_processor(p):
         return vllm.SamplingParams(
             temperature=p.temperature,
-            top_k=p.top_k if p.top_k > 0 else 0,
+            top_k=p.top_k,
             top_p=p.top_p,
             min_p=p.min_p,
             repetition_penalty=p.repetition_penalty,
@@ -147,114 +132,53 @@ def vllm_params(row: RowRequest) -> Any:
             frequency_penalty=p.frequency_penalty,
             **common,
         )
-    # The processor runs steps 1-4 (and 5 for draw rows); vLLM only draws or takes the argmax.
-    draws = p.fluctuation is not None and p.fluctuation.draw is not None
-    temperature = 0.0 if (p.greedy or draws) else 1.0
-    return vllm.SamplingParams(temperature=temperature, extra_args={EXTRA_KEY: row_settings(row)}, **common)
+    # sazanami's sampler draws the token; vLLM takes the only finite one (greedy).
+    return vllm.SamplingParams(temperature=0.0, extra_args={EXTRA_KEY: row_settings(row, key)}, **common)
 
 
 class RowProcessor:
-    """sazanami's per-step sampler for one vLLM request (steps 1-5 of :mod:`sazanami.sampling`).
+    """sazanami's sampler for one vLLM request: a one-row :class:`SamplerBatch`.
 
-    Keeps state (the row's noise sources); can change the argmax. ``step`` counts the output
-    tokens the noise has been drawn for: a call for output length ``n`` draws step ``n``,
-    whatever happened before (a repeated call — a discarded chunked-prefill sample — redraws
-    the same step; a request resumed after preemption skips ahead).
+    Keeps state (noise, penalty counts, mirostat μ); changes the argmax: its output keeps only
+    the drawn token finite. ``step`` counts the tokens drawn; a second call for the same output
+    length (a discarded chunked-prefill sample) returns the same token without drawing again.
     """
 
     def __init__(self, settings: dict[str, Any], prompt_ids: list[int] | None, output_ids: list[int]) -> None:
-        self.params = SamplingParams.from_dict(settings["params"])
-        self.seed = int(settings["seed"])
-        self.noise = [(int(s), float(w)) for s, w in settings["noise"]] if settings.get("noise") else None
-        self.prompt_ids = list(prompt_ids or [])
+        noise = [(int(s), float(w)) for s, w in settings["noise"]] if settings.get("noise") else None
+        self.row = RowRequest(list(prompt_ids or []), SamplingParams.from_dict(settings["params"]), int(settings["seed"]), noise=noise)
         self.output_ids = output_ids  # vLLM's live list of this request's output tokens
-        self.state: FluctuationState | None = None
+        self.sampler: SamplerBatch | None = None
         self.step = 0
-        self._snap: list[Any] | None = None
-
-    def _sources(self) -> list[Any]:
-        s = self.state
-        return [n for n in (s.temp_noise, s.logit_noise, s.draw_noise) if n is not None] if s else []
-
-    def _sync(self, vocab_size: int) -> None:
-        """Bring the noise to step ``len(output_ids)`` (see the class docstring)."""
-        p, n = self.params, len(self.output_ids)
-        if self.state is None:
-            fl = p.fluctuation
-            self.state = fl.start(self.seed, vocab_size, 0, self.noise) if fl is not None else None
-        if n == self.step - 1 and self._snap is not None:  # the same step again
-            for src, snap in zip(self._sources(), self._snap):
-                src.restore(snap)
-            self.step = n
-        if n < self.step:  # cannot go back further: start over and skip ahead
-            self.state, self.step = None, 0
-            self._sync(vocab_size)
-            return
-        while self.step < n:  # resumed: draw what the missed steps drew
-            s = self.state
-            if s is not None:
-                if s.logit_noise is not None:
-                    s.logit_noise.step()
-                if s.temp_noise is not None and p.temperature > 0:
-                    s.temp_noise.step()
-                if s.draw_noise is not None and not p.greedy:
-                    s.draw_noise.step()
-            self.step += 1
-        self._snap = [src.snapshot() for src in self._sources()]
-        self.step = n + 1
+        self.token = -1
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        """Steps 1-5 on one row's logits (V,); returns new logits for vLLM to draw from."""
-        p, V = self.params, logits.shape[-1]
-        self._sync(V)
-        fs = self.state
-        x = logits[None].float()  # (1, V)
-        one = torch.ones(1)
-        # 1. penalties (sazanami's semantics: repetition on prompt + output, presence/frequency on output)
-        if p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty:
-            out = torch.tensor(self.output_ids, dtype=torch.long)
-            counts = torch.bincount(out[out < V], minlength=V)[None].float()
-            seen = counts > 0
-            prompt = torch.tensor([t for t in self.prompt_ids if t < V], dtype=torch.long)
-            seen[0, prompt] = True
-            x = apply_penalties(
-                x, counts, seen, one * p.repetition_penalty, one * p.presence_penalty, one * p.frequency_penalty
-            )
-        # 2. logit fluctuation
-        if fs is not None:
-            x = fs.perturb_logits(x[0])[None]
-        # 3. temperature
-        temp = p.temperature
-        if p.dynatemp_range > 0:
-            temp = float(dynamic_temperature(x, one * temp, one * p.dynatemp_range, one * p.dynatemp_exponent)[0])
-        if fs is not None:
-            temp = fs.temperature(temp)
-        if temp <= 0:
-            return x[0]  # greedy: vLLM takes the argmax
-        # 4. truncation on logits / T
-        x = truncate(
-            x / temp,
-            torch.tensor([p.top_k]),
-            one * p.top_p,
-            one * p.min_p,
-            one * p.typical_p,
-        )
-        # 5. the colored draw: only the drawn token stays finite; vLLM's greedy pick takes it
-        if fs is not None and fs.draws:
-            token = fs.draw(x[0])
-            picked = torch.full((V,), float("-inf"))
-            picked[token] = 0.0
-            return picked
-        return x[0]
+        """The row's logits (V,) → logits with only the drawn token finite (a new tensor)."""
+        n = len(self.output_ids)
+        if n == self.step:
+            if self.sampler is None:
+                self.sampler = SamplerBatch([self.row], logits.shape[-1])
+            self.token = int(self.sampler.sample(logits[None].float())[0][0])
+            self.step = n + 1
+        elif n != self.step - 1:
+            raise RuntimeError(f"sazanami row at output length {n} but its sampler drew {self.step} tokens")
+        picked = torch.full_like(logits, float("-inf"))
+        picked[self.token] = 0.0
+        return picked
 
 
 class FluctuationProcessor(LogitsProcessor):  # type: ignore[misc,valid-type]
     """vLLM V1 custom logits processor: a :class:`RowProcessor` per request that carries
-    ``extra_args["sazanami"]``, kept at that request's batch index as vLLM adds, removes
-    and moves rows. Keeps state; can change the argmax."""
+    ``extra_args["sazanami"]``, kept at that request's batch index as vLLM adds, removes and
+    moves rows. A removed request's sampler is kept by its key for a while: a preempted request
+    comes back with the same key and continues with it."""
+
+    KEEP = 4096
+    """Removed requests' samplers kept (a preempted request resumes with its own)."""
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
         self.rows: dict[int, RowProcessor] = {}
+        self.parked: dict[str, RowProcessor] = {}
 
     @classmethod
     def validate_params(cls, sampling_params: Any) -> None:
@@ -270,17 +194,30 @@ class FluctuationProcessor(LogitsProcessor):  # type: ignore[misc,valid-type]
     def is_argmax_invariant(self) -> bool:
         return False
 
+    def _park(self, row: RowProcessor | None, key: str) -> None:
+        if row is not None and key:
+            self.parked[key] = row
+            while len(self.parked) > self.KEEP:
+                self.parked.pop(next(iter(self.parked)))
+
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         if batch_update is None:
             return
         for index in batch_update.removed:
-            self.rows.pop(index, None)
+            row = self.rows.pop(index, None)
+            self._park(row, getattr(row, "key", ""))
         for index, params, prompt_ids, output_ids in batch_update.added:
             settings = (params.extra_args or {}).get(EXTRA_KEY) if params is not None else None
             if settings is None:
                 self.rows.pop(index, None)
-            else:
-                self.rows[index] = RowProcessor(settings, prompt_ids, output_ids)
+                continue
+            key = settings.get("key", "")
+            row = self.parked.pop(key, None) if key else None
+            if row is None:
+                row = RowProcessor(settings, prompt_ids, output_ids)
+                row.key = key  # type: ignore[attr-defined]
+            row.output_ids = output_ids
+            self.rows[index] = row
         for a, b, direction in batch_update.moved:
             row_a, row_b = self.rows.pop(a, None), self.rows.pop(b, None)
             if row_a is not None:
@@ -319,6 +256,8 @@ class _VllmBackend:
         self.max_positions = max_positions
         self.hidden_size = 0
         self.num_layers = 0
+        self.capabilities = CAPABILITIES
+        self.supports_prefix_cache = False  # vLLM keeps its own
 
     def new_cache(self, batch: int, capacity: int) -> Any:
         raise _refuse("backend", "a raw forward pass (tree search, the log-prob scorer)")
@@ -347,7 +286,8 @@ class VllmEngine(Engine):
         self.llm = vllm.LLM(model=str(path), **options)
         config = self.llm.llm_engine.model_config
         backend = _VllmBackend(model, Tokenizer.from_dir(path), config.get_vocab_size(), config.max_model_len)
-        super().__init__(backend)
+        self._calls = 0
+        super().__init__(backend, prefix_cache=False)  # vLLM keeps its own prefix cache
 
     def steps(self, requests: list[RowRequest], out: list[Completion], deltas: bool = True) -> Iterator[list[Delta]]:
         """All rows in one ``LLM.generate`` call; yields one list of deltas (the whole texts)."""
@@ -360,7 +300,9 @@ class VllmEngine(Engine):
                     "prompt", f"prompt has {len(r.prompt_ids)} tokens; the model's context is {self.max_positions}"
                 )
         prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
-        results = self.llm.generate(prompts, [vllm_params(r) for r in requests], use_tqdm=False)
+        self._calls += 1
+        keys = [f"{id(self)}.{self._calls}.{i}" for i in range(len(requests))]  # a preempted row finds its sampler
+        results = self.llm.generate(prompts, [vllm_params(r, k) for r, k in zip(requests, keys)], use_tqdm=False)
         eos = set(self.tokenizer.eos_token_ids)
         rows = [_Row(r, self.tokenizer) for r in requests]
         for row, result in zip(rows, results):

@@ -119,7 +119,9 @@ def batch(
     if not todo:
         click.echo(f"sazanami: all {len(items)} prompts are done in {out}", err=True)
         return
-    engine = engine_from_options(kw)
+    engine = engine_from_options(
+        kw["model"], kw["prefix_cache"], kw["backend"], params.n, params.fluctuation, kw["ray_replicas"], kw["ray_address"]
+    )
     from tqdm import tqdm
 
     bar = tqdm(total=len(items), initial=len(items) - len(todo), disable=not progress, unit="prompt")

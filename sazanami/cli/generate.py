@@ -22,32 +22,33 @@ from sazanami.cli.options import (
 @click.argument("prompt")
 @sampling_options
 @island_options
-@engine_options
 @click.option("--stream", is_flag=True, help="Print tokens as they are generated.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (injected spans marked).")
+@engine_options
 def generate(prompt: str, stream: bool, as_json: bool, **kw: Any) -> None:
     """Generate N variants of PROMPT, each from its own seed."""
     params = params_from_options(kw)
-    engine = engine_from_options(kw)
+    rows = params.beams.width if params.beams is not None else params.n
+    engine = engine_from_options(
+        kw["model"], kw["prefix_cache"], kw["backend"], rows, params.fluctuation, kw["ray_replicas"], kw["ray_address"]
+    )
     islands = islands_from_options(kw, engine.tokenizer)
-    fl = params.fluctuation
-    if fl is not None and fl.beams is not None:
-        completions = engine.generate(prompt, params, kw["raw"], islands=islands)
-    else:
-        rows = engine.rows_for([prompt], params, kw["raw"], islands=islands)
-        if stream and not as_json:
-            out: list[Any] = []
-            multi = len(rows) > 1
-            for deltas in engine.steps(rows, out):
-                for d in deltas:
-                    if d.text:
-                        click.echo(f"[{d.row}] {d.text}\n" if multi else d.text, nl=False)
-            click.echo()
-            return
+    rows = engine.rows_for([prompt], params, kw["raw"], islands=islands)
+    if params.beams is not None or not stream or as_json:  # beams do not stream
         completions = engine.run(rows)
+    else:
+        out: list[Any] = []
+        multi = len(rows) > 1
+        for deltas in engine.steps(rows, out):
+            for d in deltas:
+                if d.text:
+                    click.echo(f"[{d.row}] {d.text}\n" if multi else d.text, nl=False)
+        click.echo()
+        return
     if as_json:
         doc = {
             "model": kw["model"],
+            "backend": engine.backend.capabilities.backend,
             "prompt": prompt,
             "params": params.to_dict(),
             "islands": islands.to_dict() if islands is not None else None,

@@ -22,3 +22,6 @@ def models(as_json: bool) -> None:
     for i in infos:
         mark = "ready" if i.ready else "missing"
         click.echo(f"{i.name:14} {mark:8} {i.description}\n{'':24}{i.location}")
+        click.echo(f"{'':24}backends: {', '.join(i.backends) or 'none installed'}")
+        if i.terms:
+            click.echo(f"{'':24}{i.terms}")

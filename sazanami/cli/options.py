@@ -26,7 +26,7 @@ from sazanami.errors import ParameterError
 from sazanami.fields import field_docs
 from sazanami.fluctuation import Fluctuation
 from sazanami.islands.runtime import ISLAND_INPUTS, ISLAND_LIMITS, Islands, marked_text
-from sazanami.models import DEFAULT_MODEL
+from sazanami.models import DEFAULT_MODEL, load, load_for
 from sazanami.params import SamplingParams
 from sazanami.search.strategies import STRATEGIES, strategy_options
 from sazanami.server.limits import Limits
@@ -76,7 +76,7 @@ def _option(name: str, hint: Any, default: Any, doc: str, dest: str | None = Non
         flag = _flags(name)[0]
         if default:
             return click.option(f"{flag}/--no-{flag[2:]}", dest, default=True, show_default=True, help=kw["help"])
-        return click.option(flag, dest, is_flag=True, help=kw["help"])
+        return click.option(flag, dest, is_flag=True, default=False, help=kw["help"])
     if typing.get_origin(hint) is tuple:
         kw.update(multiple=True, type=str, show_default=False)
     elif hint in (int, float, str):
@@ -118,11 +118,73 @@ def sampling_options(fn: Any) -> Any:
             click.option("--sigma", type=float, default=None, help="Override the fluctuation's sigma."),
             click.option("--beta", type=float, default=None, help="Override the fluctuation's beta (noise color)."),
             click.option(
-                "--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name or HF directory."
+                "--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name, HF directory or .gguf file."
             ),
             click.option("--raw", is_flag=True, help="Plain completion: no chat template."),
+            prefix_cache_option,
         ],
     )
+
+
+prefix_cache_option = click.option(
+    "--prefix-cache/--no-prefix-cache",
+    default=True,
+    show_default=True,
+    help="Reuse the keys/values of prompts and outputs computed earlier in this run (search branches, judge prompts).",
+)
+
+
+def engine_from_options(
+    model: str,
+    prefix_cache: bool = True,
+    backend: str | None = None,
+    rows: int = 1,
+    fluctuation: Any = None,
+    ray_replicas: int = 0,
+    ray_address: str | None = None,
+) -> Engine:
+    """The engine for ``model`` with or without the prefix cache.
+
+    ``backend`` None: torch wherever it runs the model (``load``'s default); otherwise
+    ``auto``/``torch``/``llamacpp`` for a request of ``rows`` rows (:func:`load_for`), or
+    ``vllm`` (:class:`~sazanami.backends.vllm.VllmEngine`). ``ray_replicas`` > 0: that many
+    Ray actors, one engine of one thread each (:class:`~sazanami.replicas.RayEngines`).
+    """
+    if ray_replicas:
+        from sazanami.replicas import RayEngines
+
+        spec = EngineSpec(model, backend or "auto", threads=1, prefix_cache=prefix_cache)
+        return RayEngines(spec, replicas=ray_replicas, address=ray_address)
+    if backend == "vllm":
+        return EngineSpec(model, backend).open()
+    if backend is None:
+        return Engine(load(model), prefix_cache=prefix_cache)
+    return Engine(load_for(model, backend, rows, fluctuation), prefix_cache=prefix_cache)
+
+
+backend_option = click.option(
+    "--backend",
+    type=click.Choice(ENGINE_BACKENDS),
+    default="auto",
+    show_default=True,
+    help="auto: llama.cpp for GGUF-only models and one row, torch for several rows; "
+    "vllm: vLLM (its own venv, `make vllm`).",
+)
+
+ray_options = [
+    click.option(
+        "--ray-replicas",
+        type=int,
+        default=0,
+        help="Run the rows on N Ray actors, one engine (1 thread) each; 0 = this process.",
+    ),
+    click.option("--ray-address", default=None, help="Ray cluster to join  [default: start Ray locally]"),
+]
+
+
+def engine_options(fn: Any) -> Any:
+    """``--backend``, ``--ray-replicas`` and ``--ray-address`` (see :func:`engine_from_options`)."""
+    return _apply(fn, [backend_option, *ray_options])
 
 
 def params_from_options(kw: dict[str, Any]) -> SamplingParams:
@@ -131,7 +193,10 @@ def params_from_options(kw: dict[str, Any]) -> SamplingParams:
     values["stop"] = tuple(values["stop"])
     fluct, sigma, beta = kw.get("fluctuation"), kw.get("sigma"), kw.get("beta")
     if fluct is not None or sigma is not None or beta is not None:
-        values["fluctuation"] = Fluctuation.parse(fluct or "pink-temperature").override(sigma=sigma, beta=beta)
+        fl, beams = Fluctuation.parse_with_beams(fluct or "pink-temperature")  # a beams entry: beam search
+        values["fluctuation"] = fl.override(sigma=sigma, beta=beta) if fl is not None else None
+        if beams is not None:
+            values["beams"] = beams if beta is None else dataclasses.replace(beams, beta=beta)
     return SamplingParams(**values)
 
 
@@ -266,38 +331,6 @@ def islands_from_options(kw: dict[str, Any], tokenizer: Any = None) -> Islands |
 def highlight(completion: Any, style: Any) -> str:
     """The completion's (or a tree node's) text with each injected span passed through ``style``."""
     return marked_text(completion.text, completion.spans, style)
-
-
-# -- engines (backend, Ray replicas) ---------------------------------------------------------------
-
-
-def engine_options(fn: Any, ray: bool = True) -> Any:
-    """``--backend`` (an :class:`~sazanami.engines.EngineSpec` field) and, with ``ray``,
-    ``--ray-replicas`` / ``--ray-address`` (:class:`~sazanami.replicas.RayEngines`)."""
-    docs = field_docs(EngineSpec)
-    options = [_option("backend", str, "torch", docs["backend"], type=click.Choice(ENGINE_BACKENDS))]
-    if ray:
-        options += [
-            click.option(
-                "--ray-replicas",
-                type=int,
-                default=0,
-                help="Run the rows on N Ray actors, one engine (1 thread) each; 0 = this process.",
-            ),
-            click.option("--ray-address", default=None, help="Ray cluster to join  [default: start Ray locally]"),
-        ]
-    return _apply(fn, options)
-
-
-def engine_from_options(kw: dict[str, Any]) -> Engine:
-    """The engine ``--model``, ``--backend`` and ``--ray-replicas`` name."""
-    replicas = kw.get("ray_replicas") or 0
-    if replicas:
-        from sazanami.replicas import RayEngines
-
-        spec = EngineSpec(kw["model"], kw["backend"], threads=1)
-        return RayEngines(spec, replicas=replicas, address=kw.get("ray_address"))
-    return EngineSpec(kw["model"], kw["backend"]).open()
 
 
 # -- server limits ---------------------------------------------------------------------------------

@@ -20,12 +20,12 @@ from sazanami.cli.options import (
     islands_from_options,
     options_of,
     params_from_options,
+    prefix_cache_option,
     sampling_options,
     strategy_option_decls,
     strategy_values,
 )
-from sazanami.engine import Engine
-from sazanami.models import DEFAULT_MODEL, load
+from sazanami.models import DEFAULT_MODEL
 from sazanami.search.budget import Budget
 from sazanami.search.flows import Flow
 from sazanami.search.scorer_specs import make_scorer, with_judge_template
@@ -136,7 +136,9 @@ def search(
     kw["n"] = 1
     island_kw = {k: kw.pop(k) for k in ISLAND_OPTIONS}
     params = params_from_options(kw)
-    engine = engine_from_options(kw)
+    engine = engine_from_options(
+        kw["model"], kw.pop("prefix_cache"), kw.pop("backend"), 1, params.fluctuation, kw.pop("ray_replicas"), kw.pop("ray_address")
+    )
     islands = islands_from_options(island_kw, engine.tokenizer)
     scorer_obj = make_scorer(scorer)
     if judge_template is not None:
@@ -173,6 +175,7 @@ def flow() -> None:
 @click.option("--seed", type=int, default=None, help="Override the flow's seed.")
 @click.option("--budget", type=int, default=None, help="Override the flow's token budget.")
 @click.option("--model", "-m", default=None, help="Override the flow's model.")
+@prefix_cache_option
 @island_options
 @_output_options
 def flow_run(
@@ -181,6 +184,7 @@ def flow_run(
     seed: int | None,
     budget: int | None,
     model: str | None,
+    prefix_cache: bool,
     as_json: bool,
     show_tree: bool,
     save: str | None,
@@ -190,7 +194,7 @@ def flow_run(
     """Run the flow in FILE and print the winner (or the tree); tools and grammars apply to every candidate."""
 
     f = Flow.load(file)
-    engine = Engine(load(model or f.model or DEFAULT_MODEL))
+    engine = engine_from_options(model or f.model or DEFAULT_MODEL, prefix_cache)
     islands = islands_from_options(island_kw, engine.tokenizer)
     tree = f.run(engine, prompt, seed=seed, budget=budget, progress=progress and not as_json, islands=islands)
     _print(tree, as_json, show_tree, save)

@@ -71,9 +71,9 @@ def serve(
     if threads > 0:
         torch.set_num_threads(threads)
     limits_obj = Limits(**limits)
-    engine = engine_from_options(
-        {"model": model, "backend": backend, "ray_replicas": ray_replicas, "ray_address": ray_address}
-    )
+    engine = None  # auto: create_app's own engine, its prefix cache sized by the limits
+    if backend != "auto" or ray_replicas:
+        engine = engine_from_options(model, limits_obj.prefix_cache_mb > 0, backend, 1, None, ray_replicas, ray_address)
     app = create_app(model, limits_obj, engine=engine, tools=registry)
     click.echo(f"sazanami: serving {model} on http://{host}:{port}/ (API under /v1)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -126,7 +126,8 @@ def ll_tokenizer(tokenizer: Any, vocab_size: int | None = None) -> Any:
     n = vocab_size or tokenizer.vocab_size
     per = _TOKENIZERS.setdefault(tokenizer, {})
     if n not in per:
-        per[n] = LLTokenizer(tokenizer.rust.to_str(), n_vocab=n, eos_token=sorted(tokenizer.eos_token_ids))
+        own = getattr(tokenizer, "lltokenizer", None)  # a tokenizer without a `tokenizers` JSON builds its own
+        per[n] = own(n) if own else LLTokenizer(tokenizer.rust.to_str(), n_vocab=n, eos_token=sorted(tokenizer.eos_token_ids))
     return per[n]
 
 

@@ -2,7 +2,7 @@
 
 ``Islands`` says what may come from outside the model (tools, a grammar) and the limits;
 it rides on each ``RowRequest``. ``IslandBatch`` is what the engine loop talks to, at
-three points of a step:
+three points of a step (the rows it reads and changes are :class:`~sazanami.rows.RunningRow`):
 
 1. ``mask(logits)`` before the sampler — −inf outside each constrained row's grammar;
 2. ``observe(b, row, token)`` after the draw — advances the row's grammar, ends the row
@@ -27,6 +27,7 @@ from sazanami.errors import ParameterError, check_int, check_range
 from sazanami.islands.builtins import Corpus, builtin_tools
 from sazanami.islands.constraints import Constraint, ConstraintBatch
 from sazanami.islands.tools import MAX_NAME_CHARS, Call, CallResult, CallSyntax, CallWatcher, ToolRegistry, run_calls
+from sazanami.rows import RunningRow, Span
 
 Prompt = str | list[dict[str, str]]
 
@@ -140,14 +141,14 @@ class Islands:
 
     def answer_at_end(
         self, call: Call, tokenizer: Any, token_ids: list[int], text: str, calls_made: int
-    ) -> tuple[list[int], dict[str, Any]]:
+    ) -> tuple[list[int], Span]:
         """:meth:`answer` for output ``token_ids`` (decoded: ``text``) that ends with ``call``; the span placed after it."""
         ids, span = self.answer(call, tokenizer, calls_made)
         where = {"start": len(text), "end": len(tokenizer.decode(token_ids + ids)),
                  "token_start": len(token_ids), "token_end": len(token_ids) + len(ids)}  # fmt: skip
-        return ids, span | where
+        return ids, span | where  # type: ignore[return-value]
 
-    def answer(self, call: Call, tokenizer: Any, calls_made: int = 0) -> tuple[list[int], dict[str, Any]]:
+    def answer(self, call: Call, tokenizer: Any, calls_made: int = 0) -> tuple[list[int], Span]:
         """Run one call (or refuse it past ``max_calls``): the result's ids to inject and its span record.
 
         For a row of its own (a search continuation, a beam); engine batches run their rows'
@@ -173,7 +174,7 @@ class Islands:
         return ids
 
     @staticmethod
-    def span(call: Call, result: CallResult) -> dict[str, Any]:
+    def span(call: Call, result: CallResult) -> Span:
         """What ``Completion.spans`` records of one call (positions are added by the caller)."""
         return {
             "kind": "tool", "name": call.name, "args": call.args, "result": result.text,
@@ -339,13 +340,13 @@ class IslandBatch:
         return tokens if self.constraints is None else self.constraints.guard(tokens, masked)
 
     # 2. after the draw
-    def observe(self, b: int, row: Any, token: int) -> None:
+    def observe(self, b: int, row: RunningRow, token: int) -> None:
         """Feed the row's grammar the token it took; a complete grammar ends the row."""
         if self.constraints is not None and row.finish_reason is None and self.constraints.consume(b, token):
             row.finish_reason = "stop"
 
     # 3. tool calls
-    def inject(self, rows: list[Any], logits: torch.Tensor) -> dict[int, tuple[int, list[int]]]:
+    def inject(self, rows: list[RunningRow], logits: torch.Tensor) -> dict[int, tuple[int, list[int]]]:
         """Run the calls rows completed this step; ``{b: (token, injected ids)}`` for the engine.
 
         ``token`` is what row ``b`` feeds the model at its normal position (the drawn token,
@@ -353,7 +354,7 @@ class IslandBatch:
         """
         if not self.has_tools:
             return {}
-        found: list[tuple[int, Any, Call]] = []
+        found: list[tuple[int, RunningRow, Call]] = []
         for b, row in enumerate(rows):
             w = self.watchers[b]
             if w is None or row.finish_reason is not None:
@@ -364,7 +365,7 @@ class IslandBatch:
         if not found:
             return {}
         out: dict[int, tuple[int, list[int]]] = {}
-        groups: dict[int, list[tuple[int, Any, Call]]] = {}
+        groups: dict[int, list[tuple[int, RunningRow, Call]]] = {}
         for b, row, call in found:
             isl = self.islands[b]
             assert isl is not None
@@ -391,7 +392,7 @@ class IslandBatch:
                 out[b] = (row.tokens[-len(ids) - 1], ids)
         return out
 
-    def _trim(self, b: int, row: Any, call: Call, logits: torch.Tensor) -> None:
+    def _trim(self, b: int, row: RunningRow, call: Call, logits: torch.Tensor) -> None:
         """End the row's text at the call: a drawn token like ``).`` becomes ``)`` when one token spells it.
 
         The replacement's log-probability is read from this step's logits (the model's,
@@ -409,4 +410,4 @@ class IslandBatch:
         new = ids[0]
         if self.constraints is not None and not self.constraints.replace_last(b, row.tokens[-1], new):
             return
-        row.replace_last(new, float(torch.log_softmax(logits[b], -1)[new]))
+        row.replace_last(new, float(logits[b, new] - torch.logsumexp(logits[b], -1)))

@@ -70,6 +70,9 @@ class Ledger:
         self.budget = budget
         self.generated = 0
         self.prompt = 0
+        """Prompt tokens run through the model (prefilled)."""
+        self.reused = 0
+        """Prompt tokens whose keys/values came from the engine's prefix cache instead."""
         self.by_kind: Counter[str] = Counter()
         self.calls = 0
         self.held = 0
@@ -133,9 +136,10 @@ class Ledger:
         if tokens > self.remaining:
             raise BudgetError(f"a call that may generate {tokens} tokens exceeds the {self.remaining} left")
 
-    def charge(self, kind: str, generated: int, prompt: int = 0) -> None:
+    def charge(self, kind: str, generated: int, prompt: int = 0, reused: int = 0) -> None:
         self.generated += generated
         self.prompt += prompt
+        self.reused += reused
         self.by_kind[kind] += generated
         self.calls += 1
 
@@ -161,6 +165,7 @@ class Ledger:
             "budget_wall_s": self.budget.wall_s,
             "generated_tokens": self.generated,
             "prompt_tokens": self.prompt,
+            "prompt_tokens_reused": self.reused,
             "by_kind": dict(sorted(self.by_kind.items())),
             "engine_calls": self.calls,
             "wall_s": round(self.elapsed, 3),

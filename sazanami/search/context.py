@@ -3,11 +3,13 @@
 Strategies and flows are written with the same few moves, all methods of
 :class:`SearchContext`:
 
-- build row specs — :meth:`fresh` (a new sample of the prompt), :meth:`continuation`
-  (regenerate the suffix of a node from a cut point), :meth:`improvement` (ask the model to
-  improve a draft), :meth:`synthesis` (merge several winners);
-- :meth:`generate` the specs in one batched engine call, after the ledger has clipped them
-  to the budget; each completion becomes a node of the tree;
+- build rows (:class:`~sazanami.rows.RowRequest`, the engine's own row type; the node each
+  becomes rides in its ``tag`` as an :class:`Origin`) — :meth:`fresh` (a new sample of the
+  prompt), :meth:`continuation` (regenerate the suffix of a node from a cut point),
+  :meth:`improvement` (ask the model to improve a draft), :meth:`synthesis` (merge several
+  winners);
+- :meth:`generate` the rows in one batched engine call, after the ledger has clipped them
+  to the budget; each completion becomes a node of the tree (:meth:`Node.from_completion`);
 - :meth:`score` nodes; :meth:`pool` lists the finished candidates;
 - :meth:`finish` picks the winner and returns the :class:`~sazanami.search.tree.Tree`.
 
@@ -17,14 +19,16 @@ same tree.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from sazanami.engine import Engine, Prompt, RowRequest
+from sazanami.engine import Engine, Prompt
 from sazanami.errors import ParameterError, check_int
 from sazanami.islands.runtime import Islands
 from sazanami.params import SamplingParams
+from sazanami.rows import Completion, RowRequest, Span, find_stop, injected_tokens
 from sazanami.search.budget import Budget, Ledger
 from sazanami.search.scorer_specs import make_scorer
 from sazanami.search.scorers import Score, Scorer
@@ -33,29 +37,18 @@ from sazanami.search.synthesis import Improver, Synthesizer
 from sazanami.search.tree import Node, Tree
 from sazanami.seeds import derive_seed, fresh_seed
 
-__all__ = ["RowSpec", "SearchContext"]
+__all__ = ["Origin", "SearchContext"]
 
 
 @dataclass
-class RowSpec:
-    """One row to generate and the node it will become."""
+class Origin:
+    """Where a search row's completion goes in the tree (a :class:`RowRequest`'s ``tag``)."""
 
     parent: Node
-    prompt_ids: list[int]
-    params: SamplingParams
-    seed: int
     kind: str
     round: int
-    prefix_ids: list[int] = field(default_factory=list)
-    """Output tokens the node inherits (continuations); not charged again."""
-    prefix_logprobs: list[float] = field(default_factory=list)
-    noise: list[tuple[int, float]] | None = None
     sources: list[int] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
-    prefix_spans: list[dict[str, Any]] = field(default_factory=list)
-    """Injected spans of the inherited prefix (token offsets into ``prefix_ids``)."""
-    islands: Islands | None = None
-    """The row's islands when they differ from the search's (a continuation's tool history)."""
 
 
 def prompt_text(prompt: Prompt) -> str:
@@ -148,21 +141,26 @@ class SearchContext:
     # -- specs ----------------------------------------------------------------------------------
     def fresh(
         self, index: int, params: SamplingParams | None = None, key: str = "sample", noise: Any = None
-    ) -> RowSpec:
+    ) -> RowRequest:
         """A new sample of the prompt; its seed is derived from (key, index)."""
-        return RowSpec(
-            self.root,
-            self.prompt_ids,
-            params or self.params,
-            self.seed_for(key, index),
-            "sample",
-            self.round,
-            noise=noise,
-        )
+        return self.row(self.root, self.prompt_ids, params or self.params, self.seed_for(key, index), "sample", noise=noise)
+
+    def row(
+        self, parent: Node, prompt_ids: list[int], params: SamplingParams, seed: int, kind: str, **fields: Any
+    ) -> RowRequest:
+        """A row whose completion becomes a ``kind`` child of ``parent`` in this round.
+
+        ``fields``: more :class:`RowRequest` fields (noise, prefix …), or ``sources``/``meta``
+        of its :class:`Origin`.
+        """
+        origin = Origin(parent, kind, self.round, fields.pop("sources", []), fields.pop("meta", {}))
+        if params.beams is not None:  # candidates are sampled; only the beam strategy reads params.beams
+            params = params.replace(beams=None)
+        return RowRequest(prompt_ids, params, seed, tag=origin, **fields)
 
     def continuation(
         self, node: Node, cut: int, index: int, params: SamplingParams | None = None, kind: str = "continue"
-    ) -> RowSpec:
+    ) -> RowRequest:
         """Keep ``node``'s first ``cut`` output tokens and regenerate the rest with a fresh seed.
 
         A cut inside an injected tool result moves to the result's end; the branch keeps the
@@ -178,15 +176,13 @@ class SearchContext:
         islands, extra, extra_spans = None, [], []
         if self.islands is not None:
             islands, extra, extra_spans = self.islands.continuing(self.engine.tokenizer, prefix, spans)
-        drawn = cut - sum(sp["token_end"] - sp["token_start"] for sp in spans)
-        left = self.params.max_tokens - drawn
-        return RowSpec(
+        left = self.params.max_tokens - (cut - injected_tokens(spans))
+        return self.row(
             node,
             self.prompt_ids + prefix + extra,
             params.replace(max_tokens=max(1, min(params.max_tokens, left))),
             self.seed_for(kind, node.id, cut, index),
             kind,
-            self.round,
             prefix_ids=prefix + extra,
             prefix_logprobs=node.logprobs[:cut] + [0.0] * len(extra),
             meta={"cut": cut},
@@ -194,21 +190,14 @@ class SearchContext:
             islands=islands,
         )
 
-    def improvement(self, node: Node, index: int, params: SamplingParams | None = None) -> RowSpec:
+    def improvement(self, node: Node, index: int, params: SamplingParams | None = None) -> RowRequest:
         """Ask the model to improve ``node`` (with the scorer's reason as feedback)."""
         text = self.improver.prompt(self.task, node.text, node.reason)
-        return RowSpec(
-            node,
-            self.encode(text),
-            params or self.params,
-            self.seed_for("improve", node.id, index),
-            "improve",
-            self.round,
-        )
+        return self.row(node, self.encode(text), params or self.params, self.seed_for("improve", node.id, index), "improve")
 
     def synthesis(
         self, nodes: list[Node], synth: Synthesizer, index: int, params: SamplingParams | None = None
-    ) -> RowSpec:
+    ) -> RowRequest:
         """Merge ``nodes`` (best first); the node's parent is the best, ``sources`` all of them."""
         params = params or self.params
         changes: dict[str, Any] = {}
@@ -217,21 +206,20 @@ class SearchContext:
         if synth.temperature is not None:
             changes["temperature"] = synth.temperature
         text = synth.prompt(self.task, [n.text for n in nodes])
-        return RowSpec(
+        return self.row(
             nodes[0],
             self.encode(text),
             params.replace(**changes) if changes else params,
             self.seed_for("synthesis", *[n.id for n in nodes], index),
             "synthesis",
-            self.round,
             sources=[n.id for n in nodes],
         )
 
     # -- generation -------------------------------------------------------------------------------
     def generate(
-        self, specs: list[RowSpec], reserve: int | None = None, limit: int | None = None, kind: str = "generate"
+        self, specs: list[RowRequest], reserve: int | None = None, limit: int | None = None, kind: str = "generate"
     ) -> list[Node]:
-        """Run ``specs`` in one engine call, clipped to the budget; returns their nodes in order.
+        """Run rows ``specs`` in one engine call, clipped to the budget; returns their nodes in order.
 
         ``reserve`` (default: the scorer's cost per item) is kept free per row for scoring;
         ``limit`` caps the tokens this call may use below what remains. Rows that do not
@@ -249,49 +237,42 @@ class SearchContext:
             lead = (
                 self.engine.tokenizer.decode(s.prefix_ids) if s.prefix_ids and params.stop else ""
             )  # stops may begin in it
-            rows.append(
-                RowRequest(s.prompt_ids, params, s.seed, index=i, tag=s, noise=s.noise, islands=islands, lead=lead)
-            )
+            rows.append(dataclasses.replace(s, params=params, index=i, islands=islands, lead=lead))
         self.ledger.check(sum(r.params.max_tokens for r in rows))
         completions = self.engine.run(rows)
         # Injected tool results are run through the model like prompt tokens; they are not drawn.
-        injected = sum(c.injected for c in completions)
-        generated = sum(c.completion_tokens for c in completions) - injected
-        self._charge(kind, generated, _prefill_tokens(rows) + injected)
+        computed, reused = _prefill_tokens(rows, completions)
+        self._charge(kind, sum(c.drawn for c in completions), computed + sum(c.injected for c in completions), reused)
         nodes = []
         for s, row, c in zip(specs, rows, completions, strict=False):
-            ids = s.prefix_ids + c.token_ids
-            text = c.text
-            if s.prefix_ids:  # decoded whole (a character may straddle the cut), cut at a stop string
-                text = self.engine.tokenizer.decode(ids)
-                if c.finish_reason == "stop" and row.params.stop:
-                    start = len(row.lead)  # the stop may begin in the prefix
-                    cuts = [i for x in row.params.stop if (i := text.find(x, max(0, start - len(x) + 1))) >= 0]
-                    text = text[: min(cuts)] if cuts else text
-            spans = list(s.prefix_spans) + _shifted(c.spans, len(text) - len(c.text), len(s.prefix_ids))
-            fl = row.params.fluctuation
-            node = Node(
-                0,
-                s.parent.id,
-                text=text,
-                kind=s.kind,
-                round=s.round,
-                seed=s.seed,
-                noise=[(int(a), float(b)) for a, b in s.noise] if s.noise is not None else None,
-                temperature=row.params.temperature,
-                fluctuation=fl.to_dict() if fl is not None else None,
-                tokens=c.completion_tokens - c.injected,
-                token_ids=ids,
-                logprobs=s.prefix_logprobs + c.logprobs,
-                finish_reason=c.finish_reason,
-                sources=list(s.sources),
-                meta=dict(s.meta),
-                spans=spans,
+            o: Origin = row.tag
+            node = Node.from_completion(
+                self._whole(row, c),
+                o.parent.id,
+                o.kind,
+                o.round,
+                row.params,
+                tokens=c.drawn,
+                noise=[(int(a), float(b)) for a, b in row.noise] if row.noise is not None else None,
+                sources=list(o.sources),
+                meta=dict(o.meta),
             )
             if row.params.max_tokens < s.params.max_tokens:
                 node.meta["clipped_to"] = row.params.max_tokens
             nodes.append(self.tree.add(node))
         return nodes
+
+    def _whole(self, row: RowRequest, c: Completion) -> Completion:
+        """``c`` with the output its row continued in front (tokens, log-probs, text, spans)."""
+        if not row.prefix_ids:
+            return c
+        ids = row.prefix_ids + c.token_ids
+        text = self.engine.tokenizer.decode(ids)  # decoded whole: a character may straddle the cut
+        if c.finish_reason == "stop" and row.params.stop:
+            cut = find_stop(text, row.params.stop, after=len(row.lead))  # the stop may begin in the prefix
+            text = text[:cut] if cut is not None else text
+        spans = list(row.prefix_spans) + _shifted(c.spans, len(text) - len(c.text), len(row.prefix_ids))
+        return dataclasses.replace(c, text=text, token_ids=ids, logprobs=row.prefix_logprobs + c.logprobs, spans=spans)
 
     def complete(
         self, prompts: list[str], max_tokens: int, kind: str, engine: Engine | None = None, prefix: str = ""
@@ -315,17 +296,17 @@ class SearchContext:
         ]
         self.ledger.check(sum(allowed))
         completions = engine.run(rows)
-        self._charge(kind, sum(c.completion_tokens for c in completions), _prefill_tokens(rows))
+        self._charge(kind, sum(c.completion_tokens for c in completions), *_prefill_tokens(rows, completions))
         for i, c in enumerate(completions):
             replies[i] = c.text
         return replies
 
-    def charge(self, kind: str, generated: int, prompt: int = 0) -> None:
+    def charge(self, kind: str, generated: int, prompt: int = 0, reused: int = 0) -> None:
         """Account for tokens generated outside :meth:`generate` (e.g. beam search)."""
-        self._charge(kind, generated, prompt)
+        self._charge(kind, generated, prompt, reused)
 
-    def _charge(self, kind: str, generated: int, prompt: int) -> None:
-        self.ledger.charge(kind, generated, prompt)
+    def _charge(self, kind: str, generated: int, prompt: int, reused: int = 0) -> None:
+        self.ledger.charge(kind, generated, prompt, reused)
         if self._bar is not None:
             self._bar.update(generated)
 
@@ -369,7 +350,7 @@ class SearchContext:
         return self.tree
 
 
-def _shifted(spans: list[dict[str, Any]], chars: int, tokens: int) -> list[dict[str, Any]]:
+def _shifted(spans: list[Span], chars: int, tokens: int) -> list[Span]:
     """Spans of a continuation's own output, moved behind its inherited prefix."""
     return [
         sp | {"start": sp["start"] + chars, "end": sp["end"] + chars,
@@ -378,9 +359,13 @@ def _shifted(spans: list[dict[str, Any]], chars: int, tokens: int) -> list[dict[
     ]  # fmt: skip
 
 
-def _prefill_tokens(rows: list[RowRequest]) -> int:
-    """Prompt tokens the engine runs: each distinct prompt once (rows sharing one share its prefill)."""
-    return sum(len(ids) for ids in {tuple(r.prompt_ids) for r in rows})
+def _prefill_tokens(rows: list[RowRequest], completions: list[Completion]) -> tuple[int, int]:
+    """Prompt tokens the engine ran and those it took from its prefix cache: each distinct
+    prompt once (rows sharing one share its prefill)."""
+    first: dict[tuple[int, ...], int] = {}
+    for r, c in zip(rows, completions, strict=False):
+        first.setdefault(tuple(r.prompt_ids), c.cached_tokens)
+    return sum(len(ids) - n for ids, n in first.items()), sum(first.values())
 
 
 def _params_dict(params: SamplingParams) -> dict[str, Any]:

@@ -321,8 +321,8 @@ class JudgeScorer(Scorer):
 
 
 def _greedy(engine: Engine, prompts: list[str], max_tokens: int, prefix: str = "") -> list[str | None]:
-    from sazanami.engine import RowRequest
     from sazanami.params import SamplingParams
+    from sazanami.rows import RowRequest
 
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=0)
     extra = engine.tokenizer.encode(prefix) if prefix else []

@@ -34,13 +34,12 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
 from sazanami.engine import Engine, Prompt
 from sazanami.errors import ParameterError, check_int, check_range
 from sazanami.islands.runtime import Islands
-from sazanami.params import SamplingParams
-from sazanami.search.context import RowSpec, SearchContext
+from sazanami.params import MAX_N, MAX_TOKENS_LIMIT, SamplingParams
+from sazanami.rows import RowRequest
+from sazanami.search.context import SearchContext
 from sazanami.search.selectors import make_selector, rank
 from sazanami.search.synthesis import Improver, Synthesizer
 from sazanami.search.tree import Node, Tree
@@ -53,6 +52,7 @@ __all__ = [
     "neighbour",
     "noise_search",
     "optimize",
+    "check_strategy_options",
     "search",
     "strategy_options",
     "synthesize",
@@ -61,6 +61,9 @@ __all__ = [
 ]
 
 Mixture = list[tuple[int, float]]
+
+MAX_ROUNDS = 1024
+"""Rounds of any strategy at most (and never more than the budget's tokens: a round generates one)."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -86,7 +89,7 @@ def _share(ctx: SearchContext, rounds_left: int) -> int:
 
 def _waves(
     ctx: SearchContext,
-    make: Callable[[int, int], list[RowSpec]],
+    make: Callable[[int, int], list[RowRequest]],
     n: int | None = None,
     share: int | None = None,
     score: bool = True,
@@ -103,7 +106,7 @@ def _waves(
         if n is not None:
             count = n - len(out)
         else:
-            count = left // per_row
+            count = min(left // per_row, MAX_N)  # more rows wait for the next wave
             if count == 0 and (not out or left - ctx.scorer.cost_per_item >= ctx.params.max_tokens // 2):
                 # One clipped row: a round gets at least one, and a leftover of half a row is used.
                 count = 1
@@ -231,13 +234,13 @@ def _anneal(
         winners = sel.select(ctx.pool()) if r > 0 else []
         if r == 0 or not winners:
 
-            def make(start: int, count: int, p: SamplingParams = p) -> list[RowSpec]:
+            def make(start: int, count: int, p: SamplingParams = p) -> list[RowRequest]:
                 return [ctx.fresh(start + i, p) for i in range(count)]
         else:
 
             def make(
                 start: int, count: int, p: SamplingParams = p, w: list[Node] = winners, r: int = r
-            ) -> list[RowSpec]:
+            ) -> list[RowRequest]:
                 # The round is part of the seed: a winner kept for several rounds gets new seeds.
                 return [ctx.improvement(w[(start + i) % len(w)], r * 100_000 + start + i, p) for i in range(count)]
 
@@ -275,7 +278,7 @@ def _noise_search(
         pool = ctx.pool()
         if r == 0 or mode == "random" or not pool:
 
-            def make(start: int, count: int, r: int = r) -> list[RowSpec]:
+            def make(start: int, count: int, r: int = r) -> list[RowRequest]:
                 specs = [ctx.fresh(start + i, params, key=f"noise{r}") for i in range(count)]
                 if mode == "zero-order":
                     for s in specs:
@@ -285,19 +288,18 @@ def _noise_search(
             pivot = rank(pool)[0]
             mix = pivot.noise or [(pivot.seed, 1.0)]
 
-            def make(start: int, count: int, r: int = r, pivot: Node = pivot, mix: Mixture = mix) -> list[RowSpec]:
+            def make(start: int, count: int, r: int = r, pivot: Node = pivot, mix: Mixture = mix) -> list[RowRequest]:
                 specs = []
                 for i in range(count):
                     # Same row seed as the pivot (same draws where the noise does not decide).
-                    s = RowSpec(pivot, ctx.prompt_ids, params, pivot.seed or 0, "neighbour", ctx.round)
-                    s.noise = neighbour(mix, ctx.seed_for("neighbour", r, start + i), similarity)
-                    s.meta = {"similarity": similarity}
-                    specs.append(s)
+                    noise = neighbour(mix, ctx.seed_for("neighbour", r, start + i), similarity)
+                    meta = {"similarity": similarity}
+                    specs.append(ctx.row(pivot, ctx.prompt_ids, params, pivot.seed or 0, "neighbour", noise=noise, meta=meta))
                 return specs
         else:
             winners = sel.select(pool)
 
-            def make(start: int, count: int, w: list[Node] = winners, r: int = r) -> list[RowSpec]:
+            def make(start: int, count: int, w: list[Node] = winners, r: int = r) -> list[RowRequest]:
                 specs = []
                 for i in range(count):
                     node = w[(start + i) % len(w)]
@@ -311,48 +313,15 @@ def _noise_search(
         _waves(ctx, make, n, share)
 
 
-class _CountingBackend:
-    """Wraps a backend to count the rows its decode steps run (tokens generated)."""
-
-    def __init__(self, backend: Any) -> None:
-        self._backend = backend
-        self.decoded = 0
-        self.prefilled = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._backend, name)
-
-    def forward(self, tokens: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        B, T = tokens.shape
-        if T == 1:
-            self.decoded += B
-        else:
-            self.prefilled += B * T
-        return self._backend.forward(tokens, *args, **kwargs)
-
-
-class _EngineView:
-    """The engine with a counting backend (what ``stochastic_beam_search`` reads)."""
-
-    def __init__(self, engine: Engine, backend: _CountingBackend) -> None:
-        self._engine = engine
-        self.backend = backend
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
-
-
 def _beam(ctx: SearchContext, width: int | None = None, beta: float | None = None, rounds: int | None = None) -> None:
     """Stochastic beam search; each round's ``width`` samples without replacement are scored.
 
-    Width and β default to the fluctuation's ``beams`` entry when there is one (β 0 = white
-    Gumbel noise), else width = what the budget pays for (2 to 16), white noise. Tokens
-    charged per round: every decode step of every live beam, plus one per beam.
+    Width and β default to ``params.beams`` when set (a fluctuation's ``beams`` entry sets it;
+    β 0 = white Gumbel noise), else width = what the budget pays for (2 to 16), white noise.
+    Tokens charged per round (the beams report them): every decode step of every live beam,
+    plus one per beam. The rows go through ``ctx.engine.run`` like every other engine call.
     """
-    from sazanami.beams import stochastic_beam_search
-
-    fl = ctx.params.fluctuation
-    entry = getattr(fl, "beams", None) if fl is not None else None
+    entry = ctx.params.beams
     _int("width", width, 1, allow_none=True)
     _int("rounds", rounds, 1, allow_none=True)
     if beta is not None:
@@ -374,32 +343,19 @@ def _beam(ctx: SearchContext, width: int | None = None, beta: float | None = Non
         if r > 0 and mt < max(4, m // 2):
             break  # what is left buys only truncated beams
         ctx.start_round(r, f"width {w}")
-        backend = _CountingBackend(ctx.engine.backend)
-        params = ctx.params.replace(max_tokens=mt, seed=ctx.seed_for("beam", r), n=1)
-        view = _EngineView(ctx.engine, backend)
-        completions = stochastic_beam_search(view, ctx.prompt, params, w, beta, ctx.raw, ctx.islands)  # type: ignore[arg-type]
-        spent = min(backend.decoded + len(completions), w * mt)
-        ctx.charge("beam", spent, backend.prefilled)
+        params = ctx.params.replace(
+            max_tokens=mt, seed=ctx.seed_for("beam", r), n=1, beams={"width": w, "beta": beta or 0.0}
+        )
+        row = RowRequest(ctx.prompt_ids, params, params.seed, islands=ctx.islands)  # type: ignore[arg-type]
+        completions = ctx.engine.run([row])
+        usage = completions[0].usage or {} if completions else {}
+        spent = min(usage.get("decoded", 0) + len(completions), w * mt)
+        ctx.charge("beam", spent, usage.get("prefilled", 0), completions[0].cached_tokens if completions else 0)
         nodes = []
         for c in completions:
             tag = c.tag if isinstance(c.tag, dict) else {}
-            node = Node(
-                0,
-                ctx.root.id,
-                text=c.text,
-                kind="beam",
-                round=r,
-                seed=params.seed,
-                temperature=params.temperature,
-                fluctuation=fl.to_dict() if fl is not None else None,
-                tokens=c.completion_tokens - c.injected,
-                token_ids=list(c.token_ids),
-                logprobs=list(c.logprobs),
-                finish_reason=c.finish_reason,
-                meta={k: round(float(v), 4) for k, v in tag.items()} | {"width": w},
-                spans=list(c.spans),
-            )
-            nodes.append(ctx.tree.add(node))
+            meta = {k: round(float(v), 4) for k, v in tag.items()} | {"width": w}
+            nodes.append(ctx.tree.add(Node.from_completion(c, ctx.root.id, "beam", r, ctx.params, meta=meta)))
         ctx.score(nodes)
         r += 1
 
@@ -536,7 +492,7 @@ def _optimize(ctx: SearchContext, n: int = 4, init: int | None = None, rounds: i
         ctx.start_round(r, f"best {best.score if best.score is not None else '—'}")
         before = ctx.ledger.generated
 
-        def make(start: int, count: int, b: Node = best, r: int = r) -> list[RowSpec]:
+        def make(start: int, count: int, b: Node = best, r: int = r) -> list[RowRequest]:
             return [ctx.improvement(b, r * 1000 + start + i) for i in range(count)]
 
         nodes = _waves(ctx, make, n)
@@ -604,12 +560,108 @@ def strategy_options(name: str) -> dict[str, Any]:
     return {p.name: p.default for p in list(sig.parameters.values())[1:]}
 
 
-def _check_options(name: str, impl: Callable[..., None], options: dict[str, Any]) -> dict[str, Any]:
+def _check_options(
+    name: str,
+    impl: Callable[..., None],
+    options: dict[str, Any],
+    budget: int | None = None,
+    max_rows: int = MAX_N,
+) -> dict[str, Any]:
+    """Raise ``ParameterError`` for an unknown option or a value out of its range (see
+    :func:`check_strategy_options`); returns ``options``."""
     known = list(inspect.signature(impl).parameters)[1:]
     for key in options:
         if key not in known:
             raise ParameterError(key, f"strategy {name} has no option {key!r}; its options: {', '.join(known)}")
+    defaults = strategy_options(name)
+    rounds_high = min(MAX_ROUNDS, budget) if budget is not None else MAX_ROUNDS
+    rows_high = min(max_rows, budget) if budget is not None else max_rows
+    why_rounds = f"at most {MAX_ROUNDS}" + (f" and the budget's {budget} tokens" if budget is not None else "")
+    why_rows = f"rows per engine call at most {max_rows}" + (
+        f" and the budget's {budget} tokens" if budget is not None else ""
+    )
+
+    def whole(key: str, high: int, why: str) -> None:
+        value = options[key]
+        if value is None and defaults[key] is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise ParameterError(key, f"{key} must be an integer in [1, {high}] ({why}), got {value!r}")
+
+    for key, value in options.items():
+        if key == "rounds":
+            whole(key, rounds_high, why_rounds)
+        elif key in ("n", "init", "width"):
+            whole(key, rows_high, why_rows)
+        elif key in ("keep", "k", "branch", "expand"):
+            whole(key, max_rows, f"rows per engine call at most {max_rows}")
+        elif key == "chunk":
+            whole(key, MAX_TOKENS_LIMIT, "max_tokens at most")
+        elif key == "similarity":
+            check_range(key, value, 0, 1, low_open=True, high_open=True)
+        elif key == "beta" and value is not None:
+            check_range(key, value, 0, 2)
+        elif key == "margin" and value is not None:
+            check_range(key, value, 0, None)
+        elif key in ("t_hot", "t_cold"):
+            check_range(key, value, 0, 100, low_open=True)
+        elif key == "mode":
+            if str(value).replace("_", "-") not in NOISE_MODES:
+                raise ParameterError(key, f"mode must be one of {', '.join(NOISE_MODES)}, got {value!r}")
+        elif key == "schedule":
+            if isinstance(value, (list, tuple)) and not 1 <= len(value) <= rounds_high:
+                raise ParameterError(
+                    key, f"a temperature list must have 1 to {rounds_high} entries ({why_rounds}), got {len(value)}"
+                )
+            temperature_schedule(value, 2, 1.0, 1.0)  # raises for a bad name or temperature
+        elif key == "selector":
+            make_selector(value, 1)
+        elif key == "synthesizer" and isinstance(value, dict):
+            try:
+                Synthesizer(**value)
+            except TypeError as exc:
+                raise ParameterError(key, f"bad synthesizer {value!r}: {exc}") from exc
+        elif key == "base_options" and value is not None:
+            if not isinstance(value, dict):
+                raise ParameterError(key, f"base_options must be an object, got {value!r}")
+            base = _strategy_name(options.get("base", defaults["base"]))
+            if base == "synthesize":
+                raise ParameterError("base", "synthesize cannot be its own base strategy")
+            try:
+                _check_options(base, STRATEGIES[base], value, budget, max_rows)
+            except ParameterError as exc:
+                raise ParameterError(f"base_options.{exc.param}", str(exc)) from exc
+    if name == "tree":
+        branch = options.get("branch", defaults["branch"])
+        expand = options.get("expand", defaults["expand"])
+        if branch * expand > max_rows:
+            raise ParameterError(
+                "branch", f"branch × expand must be at most {max_rows} (rows per engine call), got {branch} × {expand}"
+            )
     return options
+
+
+def check_strategy_options(
+    strategy: str, options: dict[str, Any], budget: int | None = None, max_rows: int = MAX_N
+) -> dict[str, Any]:
+    """The options of ``strategy`` (for synthesize: the base's own gathered into
+    ``base_options``), each checked against its range before any work is done.
+
+    Counts of rounds are at most :data:`MAX_ROUNDS` and ``budget`` (tokens; each round
+    generates one at least); counts of rows in one engine call (``n``, ``init``, ``width``,
+    ``keep``, ``k``, ``branch`` × ``expand``) at most ``max_rows`` (a server passes its
+    batch limit) and ``budget``. Raises ``ParameterError`` naming the option.
+    """
+    name = _strategy_name(strategy)
+    impl = STRATEGIES[name]
+    options = dict(options)
+    if name == "synthesize":
+        own = set(list(inspect.signature(impl).parameters)[1:])
+        base_opts = dict(options.pop("base_options", None) or {})
+        base_opts.update({k: options.pop(k) for k in list(options) if k not in own})
+        if base_opts:
+            options["base_options"] = base_opts
+    return _check_options(name, impl, options, budget, max_rows)
 
 
 def search(
@@ -646,13 +698,7 @@ def search(
     """
     name = _strategy_name(strategy)
     impl = STRATEGIES[name]
-    if name == "synthesize":
-        own = set(list(inspect.signature(impl).parameters)[1:])
-        base_opts = dict(options.pop("base_options", None) or {})
-        base_opts.update({k: options.pop(k) for k in list(options) if k not in own})
-        if base_opts:
-            options["base_options"] = base_opts
-    _check_options(name, impl, options)
+    options = check_strategy_options(name, options)
     ctx = SearchContext(
         engine,
         prompt,
@@ -667,6 +713,7 @@ def search(
         config={"options": _jsonable(options)},
         islands=islands,
     )
+    check_strategy_options(name, options, ctx.budget.tokens)  # bounds that follow from the budget
     try:
         impl(ctx, **options)
     finally:

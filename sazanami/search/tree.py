@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sazanami.errors import SazanamiError
+from sazanami.rows import Completion, Output, Span
 
 __all__ = ["Node", "Tree", "TreeError"]
 
@@ -32,7 +33,7 @@ class TreeError(SazanamiError):
 
 
 @dataclass
-class Node:
+class Node(Output):
     """One candidate (or the root prompt) of a search."""
 
     id: int
@@ -73,28 +74,40 @@ class Node:
     """Nodes a synthesis merged."""
     meta: dict[str, Any] = field(default_factory=dict)
     """Strategy-specific details (cut position, perturbed log-prob ...)."""
-    spans: list[dict[str, Any]] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)
     """Injected islands (tool results) in the output, as in ``Completion.spans``: character
     offsets of ``text``, token offsets of ``token_ids`` (an inherited prefix's spans included)."""
+
+    @classmethod
+    def from_completion(
+        cls, c: Completion, parent: int, kind: str, round: int, params: Any, tokens: int | None = None, **extra: Any
+    ) -> Node:
+        """A node of completion ``c`` (its whole output) generated under ``params``.
+
+        ``tokens``: what was drawn for this node (default: all of ``c``'s drawn tokens);
+        ``extra``: other fields (noise, sources, meta).
+        """
+        fl = params.fluctuation
+        return cls(
+            0,
+            parent,
+            text=c.text,
+            kind=kind,
+            round=round,
+            seed=c.seed,
+            temperature=params.temperature,
+            fluctuation=fl.to_dict() if fl is not None else None,
+            tokens=c.drawn if tokens is None else tokens,
+            token_ids=list(c.token_ids),
+            logprobs=list(c.logprobs),
+            finish_reason=c.finish_reason,
+            spans=list(c.spans),
+            **extra,
+        )
 
     @property
     def partial(self) -> bool:
         return self.finish_reason == "partial"
-
-    @property
-    def injected(self) -> int:
-        """Tokens of ``token_ids`` that a tool injected (given, not drawn)."""
-        return sum(s["token_end"] - s["token_start"] for s in self.spans)
-
-    @property
-    def drawn(self) -> int:
-        """Tokens of ``token_ids`` the model drew (what ``max_tokens`` limits)."""
-        return len(self.token_ids) - self.injected
-
-    @property
-    def mean_logprob(self) -> float:
-        """Mean log-prob of the drawn tokens (injected ones, at 0, are left out)."""
-        return sum(self.logprobs) / self.drawn if self.drawn > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -10,9 +10,15 @@ Endpoints:
 
 A request goes: parse and validate (400 with ``param``; 404 unknown model; 413 too large) →
 admission (503 when ``max_concurrent + max_queue`` requests are in) → a running slot → the
-:class:`~sazanami.server.batcher.Batcher` (plain sampling; rows share engine batches) or a
-search thread (search, stochastic beams) → the response. A client that goes away cancels
-its generation.
+:class:`~sazanami.server.batcher.Batcher` (plain sampling, rows sharing engine batches; stochastic
+beams, a batch of their own) or a search thread (search; its engine calls go through the
+batcher too) → the response. A client that goes away cancels its generation: a search stops
+at its next engine call and its queued rows are dropped. A search runs for
+``Limits.max_search_seconds`` at most: it starts no engine call after that (and answers with
+its best so far), and a call still running then is cut (504, ``search_timeout``).
+
+Request bodies are parsed by hand (to answer bad JSON, size and depth in OpenAI's error
+format); their schemas are still published in the OpenAPI document (``/openapi.json``).
 """
 
 from __future__ import annotations
@@ -35,15 +41,16 @@ from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sazanami.engine import Completion, Engine, RowRequest
+from sazanami.engine import Engine
 from sazanami.errors import ModelNotFoundError, ParameterError, SazanamiError
 from sazanami.models import DEFAULT_MODEL
 from sazanami.params import SamplingParams
+from sazanami.rows import Completion, RowRequest
 from sazanami.seeds import fresh_seed
-from sazanami.server.batcher import BatchedEngine, Batcher, Cancelled, Event
+from sazanami.server.batcher import BatchedEngine, Batcher, Cancelled, Event, SearchTimeout
 from sazanami.server.limits import Limits
 from sazanami.server.responses import DONE, Choice, Shape, error_body, sse, usage
-from sazanami.server.schemas import ChatCompletionRequest, CompletionRequest, Prompt
+from sazanami.server.schemas import ChatCompletionRequest, CompletionRequest, Prompt, SchemaTooLarge
 
 STATIC = Path(__file__).parent / "static"
 
@@ -70,6 +77,8 @@ def api_error(exc: BaseException) -> ApiError:
     """The HTTP answer to an exception (sazanami's own errors are the client's; others are 500s)."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, SchemaTooLarge):
+        return ApiError(413, str(exc), param=exc.param, code="schema_too_large")
     if isinstance(exc, ParameterError):
         return ApiError(400, str(exc), param=exc.param, code="invalid_value")
     if isinstance(exc, ModelNotFoundError):
@@ -78,6 +87,8 @@ def api_error(exc: BaseException) -> ApiError:
         return _validation_error(exc.errors())
     if isinstance(exc, Cancelled):
         return ApiError(499, str(exc), "cancelled", code="client_closed_request")
+    if isinstance(exc, SearchTimeout):
+        return ApiError(504, str(exc), "server_error", param="search", code="search_timeout")
     if isinstance(exc, SazanamiError):
         return ApiError(400, str(exc))
     return ApiError(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
@@ -86,6 +97,15 @@ def api_error(exc: BaseException) -> ApiError:
 def _validation_error(errors: list[Any]) -> ApiError:
     e = errors[0]
     param = ".".join(str(x) for x in e["loc"] if x not in ("body",)) or None
+    if e["type"] == "json_invalid":  # an empty body, a lone surrogate …
+        reason = str((e.get("ctx") or {}).get("error") or e["msg"])
+        if "hex escape" in reason or "surrogate" in reason:
+            reason += " (a \\u escape that is a lone UTF-16 surrogate is not text)"
+        elif "recursion limit" in reason:
+            reason = f"nested too deeply ({reason})"
+        return ApiError(400, f"the body is not valid JSON: {reason}", param="body", code="invalid_json")
+    if param is None:
+        return ApiError(400, f"the body must be a JSON object: {e['msg']}", param="body", code="invalid_type")
     if e["type"] == "extra_forbidden":
         return ApiError(400, f"unknown field {param!r} (see /docs for the fields)", param=param, code="unknown_field")
     if e["type"] == "missing":
@@ -148,10 +168,10 @@ class _Plan:
         self.islands = req.islands(server.tools)
         req.check_search(params, limits)
         self.kind = "search" if req.search is not None else "sample"
-        if self.kind == "sample" and params.fluctuation is not None and params.fluctuation.beams is not None:
+        if self.kind == "sample" and params.beams is not None:
             self.kind = "beams"
         self.rows: list[RowRequest] = []
-        if self.kind == "sample":
+        if self.kind != "search":
             self.rows = engine.rows_for(self.prompts, params, req.raw, self.islands)
             ids = {tuple(r.prompt_ids) for r in self.rows}
         else:
@@ -175,6 +195,8 @@ class _Plan:
                     param=where,
                     code="context_length_exceeded",
                 )
+        self.alone = bool(limits.batch_invariant if req.batch_invariant is None else req.batch_invariant)
+        """Run in engine batches of its own (batch-invariant)."""
         self.shape = Shape(chat, server.model_name)
         self.want_logprobs = req.wants_logprobs()
         has_tools = self.islands is not None and self.islands.has_tools
@@ -182,12 +204,13 @@ class _Plan:
         self.needs_completion = self.want_logprobs or params.trace or has_tools
 
     def choices(self) -> list[Choice]:
-        return [Choice(i, seed=r.seed) for i, r in enumerate(self.rows)]
+        """One per row; none for beams (their choices come with the completions)."""
+        return [Choice(i, seed=r.seed) for i, r in enumerate(self.rows)] if self.kind == "sample" else []
 
     def echo(self, index: int) -> str:
         req = self.req
         if isinstance(req, CompletionRequest) and req.echo:
-            return str(self.prompts[self.rows[index].prompt_index] if self.rows else self.prompts[0])
+            return str(self.prompts[self.rows[index].prompt_index] if self.kind == "sample" else self.prompts[0])
         return ""
 
 
@@ -202,6 +225,9 @@ class Server:
         self.batcher = Batcher(engine, limits.max_batch_rows, limits.cohorts)
         self.pool = ThreadPoolExecutor(limits.max_searches, thread_name_prefix="sazanami-search")
         self.admitted = 0
+        self.searching = 0
+        """Searches (and beam searches) running on the pool's threads now."""
+        self._lock = threading.Lock()
         self.created = int(time.time())
         self._slots: asyncio.Semaphore | None = None
         self.eos = set(engine.tokenizer.eos_token_ids)
@@ -249,22 +275,26 @@ class Server:
     def start(self, plan: _Plan) -> _Run:
         """Start the plan's generation; its events arrive on the returned run."""
         run = _Run()
-        if plan.kind == "sample":
-            job = self.batcher.submit(plan.rows, run.sink)
+        if plan.kind != "search":  # sampling and beams: the batcher runs their rows
+            job = self.batcher.submit(plan.rows, run.sink, plan.alone)
             run.cancel = job.cancel
             return run
         cancelled = threading.Event()
         run.cancel = cancelled.set
-        if plan.kind == "beams":
-            fn: Callable[[], Any] = partial(self.engine.generate, plan.prompts, plan.params, plan.req.raw, plan.islands)
-        else:
-            fn = partial(self._search, plan, BatchedEngine(self.engine, self.batcher, cancelled))
+        deadline = time.monotonic() + self.limits.max_search_seconds
+        engine = BatchedEngine(self.engine, self.batcher, cancelled, plan.alone, deadline)
+        fn = partial(self._search, plan, engine)
 
         def work() -> None:
+            with self._lock:
+                self.searching += 1
             try:
                 run.sink(("done", fn()))
             except BaseException as exc:  # noqa: BLE001 - reported to the client
                 run.sink(("error", exc))
+            finally:
+                with self._lock:
+                    self.searching -= 1
 
         self.pool.submit(work)
         return run
@@ -310,6 +340,7 @@ class Server:
             c.text, c.finish_reason, c.tokens = comp.text, comp.finish_reason, comp.completion_tokens
             c.seed, c.token_ids, c.logprobs = comp.seed, comp.token_ids, comp.logprobs
             c.trace, c.spans = comp.trace or None, comp.spans or None
+            c.top_logprobs = comp.top_logprobs or None
         return choices
 
     def search_result(self, plan: _Plan, tree: Any) -> tuple[Choice, dict[str, Any]]:
@@ -415,6 +446,12 @@ class Server:
         yield DONE
 
 
+def _cache_info(engine: Any) -> dict[str, Any] | None:
+    """The prefix cache's counters and size, or None when the engine has none."""
+    pc = getattr(engine, "prefix_cache", None)
+    return None if pc is None else pc.stats.to_dict() | {"bytes": pc.nbytes, "max_bytes": pc.max_bytes}
+
+
 def create_app(
     model: str = DEFAULT_MODEL,
     limits: Limits | None = None,
@@ -431,7 +468,9 @@ def create_app(
     if engine is None:
         from sazanami.models import load
 
-        engine = Engine(load(model))
+        engine = Engine(load(model), prefix_cache=limits.prefix_cache_mb > 0)
+        if engine.prefix_cache is not None:
+            engine.prefix_cache.max_bytes = limits.prefix_cache_mb * 2**20
     if tools == "builtin":
         from sazanami.islands import builtin_tools
 
@@ -493,11 +532,15 @@ def create_app(
             background=BackgroundTask(release),
         )
 
-    @app.post("/v1/completions", summary="Complete prompts (OpenAI-compatible; no chat template)")
+    @app.post(
+        "/v1/completions",
+        summary="Complete prompts (OpenAI-compatible; no chat template)",
+        openapi_extra=_body(CompletionRequest),
+    )
     async def completions(request: Request) -> Any:
         return await generate(request, CompletionRequest)
 
-    @app.post("/v1/chat/completions", summary="Chat completions (OpenAI-compatible)")
+    @app.post("/v1/chat/completions", summary="Chat completions (OpenAI-compatible)", openapi_extra=_body(ChatCompletionRequest))
     async def chat_completions(request: Request) -> Any:
         return await generate(request, ChatCompletionRequest)
 
@@ -524,9 +567,11 @@ def create_app(
             "status": "ok",
             "model": server.model_name,
             "admitted": server.admitted,
+            "searching": server.searching,
             "running_rows": b.running_rows,
             "waiting": b.waiting,
             "stats": b.stats,
+            "prefix_cache": _cache_info(server.engine),
         }
 
     @app.get("/", include_in_schema=False)
@@ -534,7 +579,37 @@ def create_app(
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            doc = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(_request_schemas())
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+_REF = "#/components/schemas/{model}"
+
+
+def _body(cls: type) -> dict[str, Any]:
+    """The route's request body in OpenAPI (the route reads it by hand; see :func:`_read_body`)."""
+    ref = {"$ref": _REF.format(model=cls.__name__)}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def _request_schemas() -> dict[str, Any]:
+    """JSON schemas of the request bodies (generated from the pydantic models) and their parts."""
+    out: dict[str, Any] = {}
+    for cls in (CompletionRequest, ChatCompletionRequest):
+        schema = cls.model_json_schema(ref_template=_REF)
+        out.update(schema.pop("$defs", {}))
+        out[cls.__name__] = schema
+    return out
 
 
 async def _guarded(server: Server, plan: _Plan, request: Request, release: Callable[[], None]) -> AsyncIterator[str]:
@@ -557,19 +632,28 @@ async def _read_body(request: Request, limit: int) -> bytes:
     size = request.headers.get("content-length")
     if size is not None and size.isdigit() and int(size) > limit:
         raise ApiError(
-            413, f"request body of {size} bytes exceeds this server's limit of {limit}", code="request_too_large"
+            413,
+            f"request body of {size} bytes exceeds this server's limit of {limit}",
+            param="body",
+            code="request_too_large",
         )
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
-            raise ApiError(413, f"request body exceeds this server's limit of {limit} bytes", code="request_too_large")
+            raise ApiError(
+                413, f"request body exceeds this server's limit of {limit} bytes", param="body", code="request_too_large"
+            )
         chunks.append(chunk)
     body = b"".join(chunks)
+    if not body.strip():
+        raise ApiError(400, "the body is empty; send a JSON object", param="body", code="invalid_json")
     try:
-        json.loads(body or b"null")
+        json.loads(body)
+    except RecursionError as exc:
+        raise ApiError(400, "the body is nested too deeply", param="body", code="invalid_json") from exc
     except ValueError as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from exc
+        raise ApiError(400, f"the body is not valid JSON: {exc}", param="body", code="invalid_json") from exc
     return body
 
 
@@ -583,6 +667,7 @@ def _info(server: Server) -> dict[str, Any]:
 
     return {
         "model": server.model_name,
+        "backend": server.engine.backend.capabilities.backend,
         "presets": {name: fl.to_dict() for name, fl in PRESETS.items()},
         "strategies": {name: plain(strategy_options(name)) for name in STRATEGIES},
         "scorers": [s for s in SCORER_NAMES if not s.startswith("py:")],

@@ -16,6 +16,15 @@ step instead of waiting for the running batch to end, at the cost of one more (s
 forward pass per step. A true join into the running batch (one forward per step) needs the
 engine loop to take new rows mid-loop: grow its cache, sampler and island state.
 
+A job of stochastic beam searches (rows whose ``params.beams`` is set) is a cohort of its
+own: the engine runs them one step (one forward of their live beams) per turn like any
+cohort, and the job gets all of their completions (``width`` per row).
+
+A job submitted ``alone`` (a ``batch_invariant`` request) gets a cohort of its own: no other
+job's rows share its engine batches, so its tensors' shapes — and with them the float
+round-off of every matmul — depend only on the request, and a seeded request gives the same
+tokens whatever else runs.
+
 A cancelled job (its client went away) has its rows cut: their ``max_tokens`` is set to 1,
 so the engine finishes them at its next step and drops them from the batch; a cohort whose
 jobs are all cancelled is closed at once.
@@ -23,14 +32,16 @@ jobs are all cancelled is closed at once.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from sazanami.engine import Completion, Delta, Engine, RowRequest
+from sazanami.engine import Delta, Engine
 from sazanami.errors import SazanamiError
+from sazanami.rows import Completion, RowRequest
 
 Event = tuple[str, Any]
 """What a sink receives: ``("deltas", [Delta])`` per step (``Delta.row`` is the job's own
@@ -41,14 +52,24 @@ class Cancelled(SazanamiError):
     """The client of a request went away; its generation was dropped."""
 
 
+class SearchTimeout(SazanamiError):
+    """A search ran past the server's ``max_search_seconds``; its running engine call was cut."""
+
+
 class Job:
     """The rows of one request and where their output goes."""
 
-    def __init__(self, rows: list[RowRequest], sink: Callable[[Event], None], batcher: Batcher) -> None:
+    def __init__(
+        self, rows: list[RowRequest], sink: Callable[[Event], None], batcher: Batcher, alone: bool = False
+    ) -> None:
         self.rows = rows
         self.sink = sink
+        self.alone = alone
+        """Run in a cohort of its own (batch-invariant)."""
         self.cancelled = threading.Event()
         self._batcher = batcher
+        self.beams = any(r.params.beams is not None for r in rows)
+        """Beam searches: a cohort of their own (see the module docstring)."""
 
     def cancel(self) -> None:
         """Drop this job's rows (thread-safe; takes effect at the engine's next step)."""
@@ -112,6 +133,10 @@ class _Cohort:
         return False
 
     def _finish(self) -> None:
+        if len(self.jobs) == 1:  # all of it (a beam job has more completions than rows)
+            if id(self.jobs[0]) not in self.cut:
+                self.jobs[0].sink(("done", self.out))
+            return
         start = 0
         for job in self.jobs:
             n = len(job.rows)
@@ -136,9 +161,14 @@ class Batcher:
         """Counters for benchmarks: engine steps, cohorts started, rows run, most rows at once."""
 
     # -- client side (any thread) ------------------------------------------------------------
-    def submit(self, rows: list[RowRequest], sink: Callable[[Event], None]) -> Job:
-        """Queue ``rows``; ``sink`` is called from the worker thread with each :data:`Event`."""
-        job = Job(rows, sink, self)
+    def submit(self, rows: list[RowRequest], sink: Callable[[Event], None], alone: bool = False) -> Job:
+        """Queue ``rows``; ``sink`` is called from the worker thread with each :data:`Event`.
+
+        ``alone``: no other job's rows share its engine batches (see the module docstring).
+        """
+        if alone:  # its keys/values computed in its own shapes only, not taken from earlier requests
+            rows = [dataclasses.replace(r, reuse=False) for r in rows]
+        job = Job(rows, sink, self, alone)
         with self._cond:
             if self._stop:
                 raise SazanamiError("the server is shutting down")
@@ -183,7 +213,8 @@ class Batcher:
 
     # -- the worker ----------------------------------------------------------------------------
     def _take(self) -> list[Job]:
-        """Waiting jobs for a new cohort, in arrival order, up to ``max_batch_rows`` rows (≥ 1 job)."""
+        """Waiting jobs for a new cohort, in arrival order, up to ``max_batch_rows`` rows (≥ 1 job);
+        a job that runs alone is a cohort by itself."""
         jobs: list[Job] = []
         rows = 0
         while self._pending:
@@ -192,10 +223,12 @@ class Batcher:
                 self._pending.popleft()
                 job.sink(("error", Cancelled("the client went away")))
                 continue
-            if jobs and rows + len(job.rows) > self.max_batch_rows:
+            if jobs and (job.alone or job.beams or jobs[0].beams or rows + len(job.rows) > self.max_batch_rows):
                 break
             jobs.append(self._pending.popleft())
             rows += len(job.rows)
+            if job.alone:
+                break
         return jobs
 
     def _loop(self) -> None:
@@ -224,21 +257,41 @@ class BatchedEngine:
     share engine batches with other requests. Everything else is the engine's own.
 
     ``cancelled`` set (the client went away) makes the running and every later :meth:`run`
-    raise :class:`Cancelled`. Rows whose ``tag`` has a ``meta`` dict (search row specs) get
+    raise :class:`Cancelled`; past ``deadline`` (a ``time.monotonic()`` value) they raise
+    :class:`SearchTimeout` instead. ``alone``: every call runs in engine batches of its own
+    (batch-invariant). Rows whose ``tag`` has a ``meta`` dict (search row specs) get
     their completion's per-step trace there as ``meta["trace"]`` when tracing is on.
     """
 
-    def __init__(self, engine: Engine, batcher: Batcher, cancelled: threading.Event) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        batcher: Batcher,
+        cancelled: threading.Event,
+        alone: bool = False,
+        deadline: float | None = None,
+    ) -> None:
         self._engine = engine
         self._batcher = batcher
         self._cancelled = cancelled
+        self._alone = alone
+        self._deadline = deadline
+
+    def _stop(self) -> SazanamiError | None:
+        """Why this search must stop now (the client went away or its time is up), or None."""
+        if self._cancelled.is_set():
+            return Cancelled("the client went away")
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            return SearchTimeout("the search ran past this server's time limit (max_search_seconds)")
+        return None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
 
     def run(self, rows: list[RowRequest]) -> list[Completion]:
-        if self._cancelled.is_set():
-            raise Cancelled("the client went away")
+        stop = self._stop()
+        if stop is not None:
+            raise stop
         done = threading.Event()
         box: list[Event] = []
 
@@ -247,14 +300,15 @@ class BatchedEngine:
                 box.append(event)
                 done.set()
 
-        job = self._batcher.submit(rows, sink)
+        job = self._batcher.submit(rows, sink, self._alone)
         while not done.wait(0.05):
-            if self._cancelled.is_set():
+            stop = stop or self._stop()
+            if stop is not None:
                 job.cancel()
         kind, value = box[0]
         if kind == "error":
-            raise value
-        for r, c in zip(rows, value, strict=True):
+            raise stop if stop is not None and isinstance(value, Cancelled) else value
+        for r, c in zip(rows, value, strict=False):  # (beam rows have no trace)
             meta = getattr(r.tag, "meta", None)
             if c.trace and isinstance(meta, dict):
                 meta["trace"] = c.trace

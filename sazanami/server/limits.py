@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from sazanami.errors import check_int
+from sazanami.errors import ParameterError, check_int, check_range
 from sazanami.params import MAX_N, MAX_TOKENS_LIMIT
 
 
@@ -38,6 +38,16 @@ class Limits:
     cohorts: int = 2
     """Engine batches the batcher interleaves step by step. 1 = requests that arrive while a batch
     runs wait for it to end; 2+ = they start a new batch at the next step; in [1, 16]."""
+    max_search_seconds: float = 300.0
+    """Wall time of one search at most: no engine call starts after it (the answer is the best so
+    far), and a call still running then is cut (the request fails with 504); in (0, 86400]."""
+    prefix_cache_mb: int = 512
+    """Memory for the keys/values of prompts and outputs already computed, reused by later
+    requests and search branches that start with them (LRU); 0 turns the prefix cache off;
+    in [0, 65536]."""
+    batch_invariant: bool = False
+    """Run every request as with ``batch_invariant: true``: its rows in engine batches of their
+    own, so a seeded request's tokens do not depend on what else runs (slower under load)."""
 
     def __post_init__(self) -> None:
         for name, low, high in (
@@ -52,8 +62,12 @@ class Limits:
             ("max_body_bytes", 1024, None),
             ("max_batch_rows", 1, 4096),
             ("cohorts", 1, 16),
+            ("prefix_cache_mb", 0, 65536),
         ):
             check_int(name, getattr(self, name), low, high)
+        check_range("max_search_seconds", self.max_search_seconds, 0, 86400, low_open=True)
+        if not isinstance(self.batch_invariant, bool):
+            raise ParameterError("batch_invariant", f"batch_invariant must be true or false, got {self.batch_invariant!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -32,6 +32,8 @@ class Choice:
     logprobs: list[float] | None = None
     trace: list[dict[str, Any]] | None = None
     spans: list[dict[str, Any]] | None = None
+    top_logprobs: list[list[tuple[int, float]]] | None = None
+    """Per token, the most likely (id, log-prob) alternatives under the raw model distribution."""
 
 
 class Shape:
@@ -108,15 +110,29 @@ def _extras(c: Choice) -> dict[str, Any]:
 
 
 def logprobs_object(c: Choice, tokenizer: Any, chat: bool) -> dict[str, Any] | None:
-    """Each generated token's log-prob, in the endpoint's format (top alternatives are not reported)."""
+    """Each generated token's log-prob, in the endpoint's format.
+
+    Top alternatives (``top_logprobs`` / completions' ``logprobs`` = k) are the k most likely
+    tokens under the model's raw distribution (log_softmax of its logits, before penalties,
+    temperature, truncation or noise), as vLLM returns by default.
+    """
     if c.logprobs is None:
         return None
     texts = [tokenizer.token_text(t) for t in c.token_ids]
+    tops = c.top_logprobs or [[] for _ in texts]
     if chat:
         return {
             "content": [
-                {"token": t, "logprob": round(lp, 5), "bytes": list(t.encode()), "top_logprobs": []}
-                for t, lp in zip(texts, c.logprobs, strict=True)
+                {
+                    "token": t,
+                    "logprob": round(lp, 5),
+                    "bytes": list(t.encode()),
+                    "top_logprobs": [
+                        {"token": (a := tokenizer.token_text(i)), "logprob": round(v, 5), "bytes": list(a.encode())}
+                        for i, v in top
+                    ],
+                }
+                for t, lp, top in zip(texts, c.logprobs, tops, strict=True)
             ],
             "refusal": None,
         }
@@ -127,7 +143,9 @@ def logprobs_object(c: Choice, tokenizer: Any, chat: bool) -> dict[str, Any] | N
     return {
         "tokens": texts,
         "token_logprobs": [round(x, 5) for x in c.logprobs],
-        "top_logprobs": None,
+        "top_logprobs": [{tokenizer.token_text(i): round(v, 5) for i, v in top} for top in tops]
+        if c.top_logprobs
+        else None,
         "text_offset": offsets,
     }
 

@@ -7,17 +7,22 @@ ranges: the server's 400 carries its message ("top_p must be in (0, 1], got 1.5"
 
 Extensions in the body (pass them with the openai client's ``extra_body``):
 
-- ``fluctuation`` — a preset name or the fluctuation JSON (a SamplingParams field);
+- ``fluctuation`` — a preset name or the fluctuation object (a SamplingParams field; never a
+  file path over HTTP: the server opens no file a request names);
 - ``search`` — ``{"strategy", "budget", "scorer", "options", "return_tree"}``;
 - ``tools`` — names of tools the server runs (``["calc"]``, or OpenAI function objects
   naming them); the model's calls are run and their results injected into the text;
 - ``grammar`` (Lark) / ``regex`` / ``json_schema`` — a constraint the output follows
-  (OpenAI's ``response_format`` with ``json_schema`` or ``json_object`` maps here too).
+  (OpenAI's ``response_format`` with ``json_schema`` or ``json_object`` maps here too);
+  a schema is at most :data:`MAX_SCHEMA_DEPTH` deep and :data:`MAX_SCHEMA_NODES` values big;
+- ``batch_invariant`` — run the request's rows in engine batches of their own, so that a
+  seeded request's tokens do not depend on what else the server runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from typing import Any
 
@@ -30,12 +35,23 @@ from sazanami.server.limits import Limits
 
 Prompt = str | list[dict[str, str]]
 
+MAX_SCHEMA_DEPTH = 32
+"""Nesting of a JSON schema (objects and arrays) at most; deeper is 400."""
+MAX_SCHEMA_NODES = 4096
+"""Values (objects, arrays, scalars) in a JSON schema at most; more is 413."""
+
 
 def _sampling_fields() -> dict[str, Any]:
     """One optional pydantic field per SamplingParams field (None = the library's default)."""
     hints = typing.get_type_hints(SamplingParams)
     docs = field_docs(SamplingParams)
-    wire = {"stop": str | list[str], "fluctuation": str | dict[str, Any]}
+    wire = {
+        "stop": str | list[str],
+        "fluctuation": str | dict[str, Any],
+        "beams": int | dict[str, Any],
+        "logit_bias": dict[str, float],  # OpenAI's {"token id": bias}
+        "dry_sequence_breakers": list[str],
+    }
     return {
         f.name: (wire.get(f.name, hints[f.name]) | None, Field(None, description=docs.get(f.name)))
         for f in dataclasses.fields(SamplingParams)
@@ -95,7 +111,6 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
-    logit_bias: dict[str, float] | None = Field(None, description="Not supported; must be empty.")
     # accepted and ignored, as some clients send them
     store: bool | None = None
     metadata: dict[str, Any] | None = None
@@ -109,6 +124,11 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
     regex: str | None = Field(None, description="A regex the whole output must match.")
     json_schema: dict[str, Any] | str | None = Field(None, description="A JSON schema the output must follow.")
     response_format: ResponseFormat | None = None
+    batch_invariant: bool | None = Field(
+        None,
+        description="Run this request's rows in engine batches of their own: a seeded request's tokens "
+        "do not depend on what else runs (default: the server's setting).",
+    )
 
     # -- to the library's objects ---------------------------------------------------------------
     def sampling_params(self, limits: Limits) -> SamplingParams:
@@ -117,6 +137,13 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
         if isinstance(values.get("stop"), list):
             values["stop"] = tuple(values["stop"])
         values.setdefault("max_tokens", min(SamplingParams.max_tokens, limits.max_tokens))
+        fl = values.get("fluctuation")
+        if isinstance(fl, str) and fl.strip() not in _presets():
+            # Fluctuation.parse would also take a JSON text or a .json path: over HTTP only names.
+            raise ParameterError(
+                "fluctuation",
+                f"fluctuation must be a preset ({', '.join(_presets())}) or an object, got {_short(fl)}",
+            )
         params = SamplingParams(**values)
         if params.n > limits.max_n:
             raise ParameterError("n", f"n must be in [1, {limits.max_n}] on this server, got {params.n}")
@@ -124,8 +151,6 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
             raise ParameterError(
                 "max_tokens", f"max_tokens must be in [1, {limits.max_tokens}] on this server, got {params.max_tokens}"
             )
-        if self.logit_bias:
-            raise ParameterError("logit_bias", "logit_bias is not supported")
         return params
 
     def wants_usage(self) -> bool:
@@ -134,6 +159,8 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
     def _constraint_spec(self) -> dict[str, Any]:
         """The grammar fields of an islands spec (OpenAI's ``response_format`` mapped onto ``json_schema``)."""
         spec = {k: getattr(self, k) for k in ("regex", "json_schema", "grammar") if getattr(self, k) is not None}
+        if "json_schema" in spec:
+            _check_schema(spec["json_schema"], "json_schema")
         fmt = self.response_format
         if fmt is None or fmt.type == "text":
             return spec
@@ -151,6 +178,7 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
             raise ParameterError(
                 "response_format.json_schema.schema", "response_format.json_schema needs a 'schema' object"
             )
+        _check_schema(schema, "response_format.json_schema.schema")
         return {"json_schema": schema}
 
     def constraint(self) -> Any:
@@ -182,35 +210,134 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
             return
         if params.n != 1:
             raise ParameterError("n", "n must be 1 with search (the strategy's options set how many candidates)")
-        from sazanami.search import Budget, make_scorer, strategy_options
+        from sazanami.search import check_strategy_options, make_scorer
 
-        known = strategy_options(spec.strategy)  # raises for an unknown strategy
-        for key in spec.options:
-            if key not in known and spec.strategy != "synthesize":  # synthesize passes the rest to its base
-                raise ParameterError(
-                    f"search.options.{key}",
-                    f"strategy {spec.strategy} has no option {key!r}; its options: {', '.join(known)}",
-                )
-        if spec.budget is not None:
-            tokens = Budget.parse(spec.budget).tokens
-            if tokens > limits.max_search_budget:
-                raise ParameterError(
-                    "search.budget",
-                    f"search.budget must be in [1, {limits.max_search_budget}] tokens on this server, got {tokens}",
-                )
+        try:
+            budget = self.search_budget(params, limits)
+        except ParameterError as exc:
+            raise ParameterError("search." + _under("budget.", exc.param), str(exc)) from exc
+        if budget.tokens > limits.max_search_budget:
+            raise ParameterError(
+                "search.budget",
+                f"search.budget must be in [1, {limits.max_search_budget}] tokens on this server, got {budget.tokens}",
+            )
+        try:
+            # Every option within its range (rounds within the budget, rows within a batch) before any work.
+            check_strategy_options(spec.strategy, spec.options, budget.tokens, limits.max_batch_rows)
+        except ParameterError as exc:
+            param = exc.param if exc.param == "strategy" else f"search.options.{exc.param}"
+            raise ParameterError(param, str(exc)) from exc
         _check_scorer(spec.scorer)
         if spec.scorer is not None:
-            make_scorer(spec.scorer)  # raises for a bad spec
+            try:
+                make_scorer(spec.scorer)  # raises for a bad spec
+            except ParameterError as exc:
+                raise ParameterError(_under("search.", exc.param), str(exc)) from exc
+            except (TypeError, ValueError) as exc:
+                raise ParameterError("search.scorer", f"bad scorer: {exc}") from exc
 
     def search_budget(self, params: SamplingParams, limits: Limits) -> Any:
-        budget = self.search.budget if self.search is not None else None
-        return budget if budget is not None else min(16 * params.max_tokens, limits.max_search_budget)
+        """The search's :class:`~sazanami.search.Budget`: its wall time at most the server's limit."""
+        from sazanami.search import Budget
+
+        spec = self.search.budget if self.search is not None else None
+        budget = Budget.parse(spec if spec is not None else min(16 * params.max_tokens, limits.max_search_budget))
+        wall_s = min(budget.wall_s or limits.max_search_seconds, limits.max_search_seconds)
+        return Budget(budget.tokens, wall_s)
+
+
+def _presets() -> list[str]:
+    from sazanami.fluctuation import PRESETS
+
+    return list(PRESETS)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _under(prefix: str, param: str) -> str:
+    """``param`` under ``prefix`` (``budget`` → ``search.budget``), once."""
+    return param if param.startswith(prefix) else prefix + param
+
+
+def _check_schema(schema: Any, param: str) -> None:
+    """Refuse a JSON schema nested deeper than MAX_SCHEMA_DEPTH (400) or bigger than MAX_SCHEMA_NODES (413)."""
+    if isinstance(schema, str):  # a schema given as JSON text
+        try:
+            schema = json.loads(schema)
+        except RecursionError as exc:
+            raise ParameterError(param, f"{param} is nested deeper than {MAX_SCHEMA_DEPTH} levels") from exc
+        except ValueError:
+            return  # Constraint.json_schema says why
+    nodes, stack = 0, [(schema, 1)]
+    while stack:  # iterative: a hostile schema must not exhaust the recursion limit here either
+        value, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_SCHEMA_NODES:
+            raise SchemaTooLarge(param, f"{param} has more than {MAX_SCHEMA_NODES} values; this server takes at most that")
+        if isinstance(value, (dict, list)):
+            if depth > MAX_SCHEMA_DEPTH:
+                raise ParameterError(param, f"{param} is nested deeper than {MAX_SCHEMA_DEPTH} levels")
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+
+
+def _check_pattern(pattern: Any, where: str) -> None:
+    """Refuse a regex scorer pattern that Python's backtracking ``re`` may take exponential time
+    on: a repetition inside a repetition (``(a+)+``), an alternation inside one (``(a|ab)*``) or a
+    backreference. The scorer runs on the search's thread, where no deadline can interrupt it."""
+    if not isinstance(pattern, str):
+        return  # the scorer itself refuses it
+    from re import _parser as sre  # the stdlib's own parse tree of a pattern
+
+    def risk(items: Any, repeated: bool) -> str | None:
+        for op, av in items:
+            found = None
+            if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
+                many = av[1] > 1
+                if many and repeated:
+                    return "a repetition inside a repetition"
+                found = risk(av[2], repeated or many)
+            elif op is sre.BRANCH:
+                if repeated:
+                    return "an alternation inside a repetition"
+                found = next((r for b in av[1] if (r := risk(b, repeated))), None)
+            elif op in (sre.GROUPREF, sre.GROUPREF_EXISTS):
+                return "a backreference"
+            elif op is sre.SUBPATTERN:
+                found = risk(av[3], repeated)
+            elif op in (sre.ASSERT, sre.ASSERT_NOT):
+                found = risk(av[1], repeated)
+            if found:
+                return found
+        return None
+
+    try:
+        why = risk(sre.parse(pattern), False)
+    except RecursionError:
+        why = "too deep a nesting"
+    except Exception:  # noqa: BLE001 - a pattern that does not compile: the scorer says why
+        return
+    if why:
+        raise ParameterError(
+            where,
+            f"regex scorer pattern {_short(pattern)} has {why}, which may take exponential time; "
+            "over HTTP give simpler patterns (a list of them scores the fraction found)",
+        )
+
+
+class SchemaTooLarge(ParameterError):
+    """A JSON schema over :data:`MAX_SCHEMA_NODES` (answered with 413)."""
 
 
 def _check_scorer(spec: Any, where: str = "search.scorer") -> None:
-    """Refuse Python verifiers (``py:module:function``, ``{"type": "verifier"}``): they import code."""
+    """Refuse Python verifiers (``py:module:function``, ``{"type": "verifier"}``): they import
+    code; and regex patterns that may backtrack for exponential time (see :func:`_check_pattern`)."""
     if isinstance(spec, str):
         if spec.strip().startswith("regex:"):
+            _check_pattern(spec.strip()[len("regex:") :], where)
             return
         text = spec.strip().removeprefix("rank:")
         for term in text.split("+"):
@@ -219,6 +346,10 @@ def _check_scorer(spec: Any, where: str = "search.scorer") -> None:
     elif isinstance(spec, dict):
         if spec.get("type") == "verifier":
             raise ParameterError(where, "verifier scorers cannot be used over HTTP")
+        if spec.get("type") == "regex":
+            patterns = spec.get("patterns", spec.get("pattern", []))
+            for pattern in [patterns] if isinstance(patterns, str) else patterns if isinstance(patterns, list) else []:
+                _check_pattern(pattern, where)
         for i, part in enumerate(spec.get("parts") or []):
             _check_scorer(
                 part.get("scorer") if isinstance(part, dict) and "scorer" in part else part, f"{where}.parts[{i}]"
@@ -229,7 +360,9 @@ class CompletionRequest(_Request):
     """POST /v1/completions: plain text in, no chat template."""
 
     prompt: str | list[str]
-    logprobs: int | None = Field(None, ge=0, le=5, description="Return each token's log-prob (top alternatives: no).")
+    logprobs: int | None = Field(
+        None, ge=0, le=5, description="Return each token's log-prob and this many top alternatives (raw model)."
+    )
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
@@ -253,13 +386,21 @@ class CompletionRequest(_Request):
     def wants_logprobs(self) -> bool:
         return self.logprobs is not None
 
+    def sampling_params(self, limits: Limits) -> SamplingParams:
+        params = super().sampling_params(limits)
+        if self.logprobs and not params.top_logprobs:  # the legacy field's int is the number of alternatives
+            params = params.replace(top_logprobs=self.logprobs)
+        return params
+
 
 class ChatCompletionRequest(_Request):
     """POST /v1/chat/completions: messages through the model's chat template."""
 
     messages: list[Message]
     logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="Accepted; top alternatives are not reported.")
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, description="Top alternatives per token (with logprobs), from the raw model distribution."
+    )
     max_completion_tokens: int | None = None
 
     def prompts(self, limits: Limits) -> list[Prompt]:

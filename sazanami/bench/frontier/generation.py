@@ -130,7 +130,7 @@ def generate_setting(
     Returns ``(records by prompt id, rows generated)``. Sample j of prompt p has seed
     ``derive_seed(seed, p.id, j)`` under every setting (common random numbers).
     """
-    from sazanami.engine import RowRequest
+    from sazanami.rows import RowRequest
     from sazanami.seeds import derive_seed
 
     params = setting.sampling_params(max_tokens)

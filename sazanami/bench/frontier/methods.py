@@ -147,6 +147,39 @@ METHODS: dict[str, Method] = {
     )
 }
 
+# -- llama.cpp's samplers (top-nσ, XTC, DRY): one curve each, added apart from the list above ----------
+METHODS.update(
+    {
+        m.name: m
+        for m in (
+            Method(
+                "top_n_sigma",
+                "top-nσ at T = 1, n swept",
+                "top_n_sigma",
+                (0.5, 1.0, 1.5, 2.0, 3.0),
+                (1.0, 2.0),
+                (("temperature", 1.0),),
+            ),
+            Method(
+                "xtc",
+                "XTC (threshold 0.1) at T = 1, probability swept",
+                "xtc_probability",
+                (0.1, 0.3, 0.5, 0.8),
+                (0.3, 0.5),
+                (("temperature", 1.0), ("xtc_threshold", 0.1)),
+            ),
+            Method(
+                "dry",
+                "DRY (base 1.75, allowed length 2) at T = 0.8, multiplier swept",
+                "dry_multiplier",
+                (0.2, 0.5, 0.8, 1.5),
+                (0.5, 0.8),
+                (("temperature", 0.8),),
+            ),
+        )
+    }
+)
+
 
 @dataclass(frozen=True)
 class Setting:

@@ -228,7 +228,9 @@ function showSearch(resp) {
   if (choice.trace) card.append(tracePlot(choice.trace));
   const s = resp.search;
   const spend = s.spend || {};
-  $("spend").textContent = `${s.strategy} · ${s.nodes} nodes · ${spend.generated_tokens ?? "?"} tokens`;
+  const run = spend.prompt_tokens ?? 0, reused = spend.prompt_tokens_reused ?? 0;
+  const hit = run + reused > 0 ? ` · prefix cache ${Math.round((100 * reused) / (run + reused))}% of prompt tokens` : "";
+  $("spend").textContent = `${s.strategy} · ${s.nodes} nodes · ${spend.generated_tokens ?? "?"} tokens${hit}`;
   if (s.tree) drawTree(s.tree);
 }
 

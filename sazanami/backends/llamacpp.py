@@ -1,0 +1,575 @@
+"""llama.cpp backend: any GGUF model through llama.cpp's own library (``llama-cpp-python``).
+
+One ``llama_context`` holds every row. Its KV memory is *unified*: one buffer of
+``n_ctx`` cells shared by all sequences, so copying a prompt to n rows only tags the
+prompt's cells with n more sequence ids (no data moves) and a row costs only the
+cells of its own tokens. A :class:`SeqCache` is the list of sequence ids its rows
+own; every row of a step advances in **one** ``llama_decode`` (one token per row,
+each with its own sequence id and position), and the logits of all rows are read
+as one array. Sampling stays sazanami's: the engine's sampler runs on the logits
+returned here, exactly as on the torch backend.
+
+Sizes: the context starts at ``context`` cells (default 4096) and ``sequences``
+sequence ids (default 32); when the caches alive at once reserve more (rows × capacity), it is
+rebuilt larger and the live sequences move over (``llama_state_seq_get/set_data``).
+
+Hidden-state noise needs a hook inside the forward pass, which llama.cpp's graph does
+not offer: it raises :class:`ParameterError` naming this backend (see :data:`CAPABILITIES`).
+Embedding noise enters through the batch's ``embd`` input: the rows' token embeddings are
+read from the GGUF (:class:`TokenEmbeddings`), perturbed by the engine's hook and decoded
+in place of the tokens — for the architectures whose input scaling is known here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import mmap
+import os
+import struct
+import sys
+import warnings
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sazanami.backends import Capabilities, HiddenHook
+from sazanami.errors import ModelNotFoundError, ParameterError
+from sazanami.tokenizer import Tokenizer
+
+CAPABILITIES = Capabilities(
+    backend="llamacpp",
+    fluctuation_points=("temperature", "logits", "draw", "embedding", "beams"),
+    islands=True,
+    beams=True,
+)
+"""What this backend runs: noise on temperature, logits, the draw and the input embeddings
+(architectures in :data:`EMBEDDING_SCALE`), stochastic beams, islands."""
+
+EMBEDDING_SCALE = {"llama": lambda n_embd: 1.0, "gemma3": lambda n_embd: math.sqrt(n_embd)}
+"""Architectures whose token input is ``embedding × scale`` and nothing else (checked in
+llama.cpp's graph code): the ``embd`` input then reproduces the token input exactly."""
+
+GEMMA_TEMPLATE = (
+    "{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
+    "{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+"""Gemma's turn format, for Gemma GGUFs that carry no chat template (base models)."""
+
+BATCH = 512
+"""Tokens per ``llama_decode``; longer forwards (prompts) go in pieces of this size."""
+
+MAX_SEQUENCES = 256
+"""llama.cpp's ``LLAMA_MAX_SEQ``: sequences (rows alive at once) one context can hold."""
+
+
+_LOG_CALLBACK: Any = None
+
+
+def _lib() -> Any:
+    """The ``llama_cpp`` bindings, with llama.cpp's logging kept to errors."""
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise ModelNotFoundError(
+            "the llama.cpp backend needs llama-cpp-python: run `make fast` (builds it without AMX)"
+        ) from exc
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is None:  # llama.cpp logs every load to stderr: keep its errors only
+
+        @llama_cpp.llama_log_callback
+        def errors_only(level: int, text: bytes, user_data: Any) -> None:
+            if level == 4:  # GGML_LOG_LEVEL_ERROR (ggml.h)
+                sys.stderr.write(text.decode("utf-8", errors="replace"))
+
+        _LOG_CALLBACK = errors_only
+        llama_cpp.llama_log_set(errors_only, ctypes.c_void_p(0))
+    return llama_cpp
+
+
+def available() -> bool:
+    """Whether the llama.cpp bindings are installed (without importing them)."""
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def physical_cores() -> int:
+    """Physical CPU cores (distinct (package, core) pairs in /proc/cpuinfo), else ``os.cpu_count()``."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return os.cpu_count() or 1
+    cores, package = set(), "0"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "physical id":
+            package = value.strip()
+        elif key.strip() == "core id":
+            cores.add((package, value.strip()))
+    return len(cores) or os.cpu_count() or 1
+
+
+class GGUFTokenizer(Tokenizer):
+    """llama.cpp's own tokenizer of a GGUF model, with its chat template (from the GGUF metadata).
+
+    ``encode`` never adds BOS: the backend puts BOS at position 0 of every sequence of a
+    model that wants one (so the chat template renders ``bos_token`` as empty).
+    """
+
+    def __init__(self, lib: Any, vocab: Any, chat_template: str | None) -> None:
+        self._lib = lib
+        self._vocab = vocab
+        n = lib.llama_vocab_n_tokens(vocab)
+        self._n = n
+        eos = {t for t in range(n) if lib.llama_vocab_is_eog(vocab, t)}
+        super().__init__(None, chat_template, eos, None)  # type: ignore[arg-type]
+        self._ll: dict[int, Any] = {}
+
+    @property
+    def vocab_size(self) -> int:
+        return self._n
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; special-token strings in it are recognised; no BOS added."""
+        data = text.encode("utf-8")
+        size = len(data) + 8
+        buf = (self._lib.llama_token * size)()
+        n = self._lib.llama_tokenize(self._vocab, data, len(data), buf, size, False, True)
+        if n < 0:  # buffer too small: -n tokens needed
+            size = -n
+            buf = (self._lib.llama_token * size)()
+            n = self._lib.llama_tokenize(self._vocab, data, len(data), buf, size, False, True)
+        return list(buf[:n])
+
+    def decode(self, ids: list[int], skip_special: bool = True) -> str:
+        if not ids:
+            return ""
+        arr = (self._lib.llama_token * len(ids))(*ids)
+        size = 8 * len(ids) + 16
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(size)
+            n = self._lib.llama_detokenize(self._vocab, arr, len(ids), buf, size, False, not skip_special)
+            if n >= 0:
+                return buf.raw[:n].decode("utf-8", errors="replace")
+            size = -n + 1
+        raise RuntimeError("llama_detokenize failed")
+
+    def token_text(self, token_id: int) -> str:
+        return self.decode([token_id], skip_special=False)
+
+    def lltokenizer(self, n_vocab: int) -> Any:
+        """llguidance's tokenizer over llama.cpp's vocabulary (for grammar islands; built once)."""
+        if n_vocab not in self._ll:
+            from llguidance.llamacpp import lltokenizer_from_vocab
+
+            with warnings.catch_warnings():  # it calls a deprecated alias once per token
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._ll[n_vocab] = lltokenizer_from_vocab(self._vocab, n_vocab, sorted(self.eos_token_ids))
+        return self._ll[n_vocab]
+
+
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+class TokenEmbeddings:
+    """Rows of a GGUF's ``token_embd.weight``, dequantised on demand (memory-mapped file).
+
+    Parses only the GGUF header (the ``gguf`` package's reader takes seconds on a large
+    vocabulary); rows are dequantised with ``gguf.quants``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        with open(path, "rb") as f:
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        magic, _version, n_tensors, n_kv = struct.unpack_from("<IIQQ", buf, 0)
+        if magic != 0x46554747:  # b"GGUF"
+            raise ModelNotFoundError(f"{path} is not a GGUF file")
+        pos, align = 24, 32
+        for _ in range(n_kv):
+            key, pos = _string(buf, pos)
+            (vtype,) = struct.unpack_from("<I", buf, pos)
+            if key == "general.alignment":
+                (align,) = struct.unpack_from("<I", buf, pos + 4)
+            pos = _skip(buf, pos + 4, vtype)
+        found = None
+        for _ in range(n_tensors):
+            name, pos = _string(buf, pos)
+            (n_dims,) = struct.unpack_from("<I", buf, pos)
+            dims = struct.unpack_from(f"<{n_dims}Q", buf, pos + 4)
+            qtype, offset = struct.unpack_from("<IQ", buf, pos + 4 + 8 * n_dims)
+            pos += 4 + 8 * n_dims + 12
+            if name == "token_embd.weight":
+                found = (dims, qtype, offset)
+        if found is None:
+            raise ModelNotFoundError(f"{path} has no token_embd.weight")
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        (n_embd, n_vocab), qtype, offset = found
+        self.qtype = GGMLQuantizationType(qtype)
+        block, size = GGML_QUANT_SIZES[self.qtype]
+        start = -(-pos // align) * align + offset
+        self.rows = np.frombuffer(buf, np.uint8, n_vocab * n_embd // block * size, start).reshape(n_vocab, -1)
+        self.n_embd = n_embd
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        """Embeddings of ``ids`` (N,) → (N, C) float32."""
+        from gguf.quants import dequantize
+
+        return dequantize(self.rows[ids], self.qtype).reshape(len(ids), self.n_embd).astype(np.float32)
+
+
+def _string(buf: Any, pos: int) -> tuple[str, int]:
+    (n,) = struct.unpack_from("<Q", buf, pos)
+    return bytes(buf[pos + 8 : pos + 8 + n]).decode("utf-8", errors="replace"), pos + 8 + n
+
+
+def _skip(buf: Any, pos: int, vtype: int) -> int:
+    """The offset after a GGUF metadata value of type ``vtype`` at ``pos``."""
+    if vtype == 8:  # string
+        return pos + 8 + struct.unpack_from("<Q", buf, pos)[0]
+    if vtype == 9:  # array: element type, count, elements
+        etype, n = struct.unpack_from("<IQ", buf, pos)
+        pos += 12
+        if etype in _SCALARS:
+            return pos + n * struct.calcsize(_SCALARS[etype])
+        for _ in range(n):
+            pos = _skip(buf, pos, etype)
+        return pos
+    return pos + struct.calcsize(_SCALARS[vtype])
+
+
+class _Pool:
+    """The ``llama_context``, its free sequence ids and the cells live caches reserve."""
+
+    def __init__(self, lib: Any, model: Any, threads: int, context: int, sequences: int, bos_offset: int) -> None:
+        self.lib = lib
+        self.model = model
+        self.threads = threads
+        self.bos_offset = bos_offset
+        self.ctx: Any = None
+        self.n_ctx = 0
+        self.n_seq = 0
+        self.free: list[int] = []
+        self.reserved = 0
+        self._build(context, sequences)
+
+    def _build(self, n_ctx: int, n_seq: int) -> None:
+        lib = self.lib
+        p = lib.llama_context_default_params()
+        p.n_ctx = n_ctx
+        p.n_batch = p.n_ubatch = BATCH
+        p.n_seq_max = n_seq
+        p.n_threads = p.n_threads_batch = self.threads
+        p.kv_unified = True  # one buffer for all sequences: a prompt copy tags cells, it does not copy them
+        p.no_perf = True
+        ctx = lib.llama_init_from_model(self.model, p)
+        if not ctx:
+            raise RuntimeError(f"llama.cpp could not create a context of {n_ctx} cells and {n_seq} sequences")
+        used = set(range(self.n_seq)) - set(self.free)
+        self.ctx, self.n_ctx, self.n_seq = ctx, n_ctx, n_seq
+        self.mem = lib.llama_get_memory(ctx)
+        self.free = sorted(set(range(n_seq)) - used, reverse=True)  # pop() hands out the lowest id
+
+    def ensure(self, seqs: int, cells: int) -> None:
+        """Make room for ``seqs`` more sequences and ``cells`` more reserved cells."""
+        want_seq = self.n_seq
+        while len(self.free) - (self.n_seq - want_seq) < seqs and want_seq < MAX_SEQUENCES:
+            want_seq = min(MAX_SEQUENCES, 2 * want_seq)
+        if len(self.free) + want_seq - self.n_seq < seqs:
+            raise ParameterError(
+                "n", f"the llama.cpp backend holds at most {MAX_SEQUENCES} rows at once; {seqs} more were asked for"
+            )
+        want_ctx = self.n_ctx
+        while self.reserved + cells > want_ctx:
+            want_ctx *= 2
+        if want_seq != self.n_seq or want_ctx != self.n_ctx:
+            self._rebuild(want_ctx, want_seq)
+
+    def _rebuild(self, n_ctx: int, n_seq: int) -> None:
+        """A larger context; live sequences move over through their saved state."""
+        lib, old = self.lib, self.ctx
+        states = {}
+        for s in set(range(self.n_seq)) - set(self.free):
+            size = lib.llama_state_seq_get_size(old, s)
+            buf = (ctypes.c_uint8 * size)()
+            lib.llama_state_seq_get_data(old, buf, size, s)
+            states[s] = buf
+        self._build(n_ctx, n_seq)
+        lib.llama_free(old)
+        for s, buf in states.items():
+            if lib.llama_state_seq_set_data(self.ctx, buf, len(buf), s) == 0:
+                raise RuntimeError(f"llama.cpp could not restore sequence {s} into the larger context")
+
+    def take(self, count: int, capacity: int) -> list[int]:
+        self.ensure(count, count * capacity)
+        self.reserved += count * capacity
+        return [self.free.pop() for _ in range(count)]
+
+    def release(self, seqs: list[int], cells: int) -> None:
+        """Give sequences back (their cells are freed unless another sequence shares them)."""
+        if self.ctx is None:
+            return
+        for s in seqs:
+            self.lib.llama_memory_seq_rm(self.mem, s, -1, -1)
+        self.free.extend(seqs)
+        self.free.sort(reverse=True)
+        self.reserved -= cells
+
+    def close(self) -> None:
+        if self.ctx is not None:
+            self.lib.llama_free(self.ctx)
+            self.ctx = None
+
+
+class SeqCache:
+    """Rows of a llama.cpp context: row ``b`` is sequence ``seqs[b]``.
+
+    A cache owns its sequences and frees them when dropped; ``select`` hands its
+    sequences to the new cache (this one is empty afterwards, as the engine and beam
+    search replace a cache by its selection); ``narrow`` is a view that owns nothing.
+    """
+
+    def __init__(self, pool: _Pool, seqs: list[int], capacity: int, row_cells: int, owner: bool = True) -> None:
+        self.pool = pool
+        self.seqs = seqs
+        self.capacity = capacity
+        self.row_cells = row_cells
+        """KV cells reserved per row: ``capacity`` plus BOS where the model has one."""
+        self._cells = [len(seqs) * row_cells]
+        if owner:
+            weakref.finalize(self, _release, pool, seqs, self._cells)
+
+    @property
+    def batch(self) -> int:
+        return len(self.seqs)
+
+    def select(self, rows: torch.Tensor) -> SeqCache:
+        """A cache holding ``rows`` in that order; a row picked twice is copied (KV sequence copy)."""
+        pool, order, per = self.pool, [int(r) for r in rows], self.row_cells
+        if any(not 0 <= r < len(self.seqs) for r in order):
+            raise IndexError(f"rows {order} outside a cache of {len(self.seqs)} rows")
+        repeats = len(order) - len(set(order))
+        extra = pool.take(repeats, per) if repeats else []
+        out, seen = [], set()
+        for r in order:
+            s = self.seqs[r]
+            if r in seen:
+                d = extra.pop()
+                pool.lib.llama_memory_seq_cp(pool.mem, s, d, -1, -1)
+                s = d
+            seen.add(r)
+            out.append(s)
+        dropped = [s for s in self.seqs if s not in set(out)]
+        pool.release(dropped, len(dropped) * per)
+        self.seqs.clear()  # handed over: this cache's finalizer now frees nothing
+        self._cells[0] = 0
+        return SeqCache(pool, out, self.capacity, per)
+
+    def narrow(self, row: int, count: int = 1) -> SeqCache:
+        """A view of ``count`` rows from ``row``: writes go to this cache's sequences."""
+        return SeqCache(self.pool, self.seqs[row : row + count], self.capacity, self.row_cells, owner=False)
+
+    def copy_rows(self, src: SeqCache, src_row: int, dst_rows: torch.Tensor, length: int) -> None:
+        """Rows ``dst_rows`` become the first ``length`` positions of ``src`` row ``src_row``."""
+        pool = self.pool
+        s = src.seqs[src_row]
+        end = length + pool.bos_offset
+        for r in dst_rows.tolist():
+            d = self.seqs[r]
+            pool.lib.llama_memory_seq_rm(pool.mem, d, -1, -1)
+            pool.lib.llama_memory_seq_cp(pool.mem, s, d, 0, end)
+
+
+def _release(pool: _Pool, seqs: list[int], cells: list[int]) -> None:
+    pool.release(list(seqs), cells[0])
+
+
+class LlamaCppBackend:
+    """A GGUF model run by llama.cpp, behind sazanami's :class:`~sazanami.backends.Backend` protocol."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        name: str | None = None,
+        threads: int | None = None,
+        context: int = 4096,
+        sequences: int = 32,
+    ) -> None:
+        if threads is not None and threads < 1:
+            raise ParameterError("threads", f"threads must be in [1, inf), got {threads}")
+        path = Path(path)
+        if not path.is_file():
+            raise ModelNotFoundError(f"no GGUF file at {path}")
+        lib = _lib()
+        lib.llama_backend_init()
+        mp = lib.llama_model_default_params()
+        mp.n_gpu_layers = 0
+        model = lib.llama_model_load_from_file(str(path).encode(), mp)
+        if not model:
+            raise ModelNotFoundError(f"llama.cpp could not load {path}")
+        self.lib, self.model, self.path = lib, model, path
+        self.name = name or path.stem
+        self.threads = threads or physical_cores()
+        self.vocab = lib.llama_model_get_vocab(model)
+        self.vocab_size = lib.llama_vocab_n_tokens(self.vocab)
+        self.hidden_size = lib.llama_model_n_embd(model)
+        self.num_layers = lib.llama_model_n_layer(model)
+        self.bos = lib.llama_vocab_bos(self.vocab) if lib.llama_vocab_get_add_bos(self.vocab) else None
+        self.bos_offset = 1 if self.bos is not None else 0
+        """Positions in llama.cpp = sazanami's positions + this (BOS sits at position 0)."""
+        self.max_positions = lib.llama_model_n_ctx_train(model) - self.bos_offset
+        self.metadata = self._metadata()
+        self.arch = self.metadata.get("general.architecture", "")
+        template = lib.llama_model_chat_template(model, None)
+        if template:
+            chat = template.decode("utf-8")
+        elif self.arch.startswith("gemma"):
+            chat = GEMMA_TEMPLATE
+        else:
+            chat = None  # ChatML
+        self.tokenizer = GGUFTokenizer(lib, self.vocab, chat)
+        points = CAPABILITIES.fluctuation_points
+        if self.arch not in EMBEDDING_SCALE:
+            points = tuple(p for p in points if p != "embedding")
+        self.capabilities = Capabilities("llamacpp", points, CAPABILITIES.islands, CAPABILITIES.beams)
+        self._embeddings: TokenEmbeddings | None = None
+        self.pool = _Pool(lib, model, self.threads, context, sequences, self.bos_offset)
+        weakref.finalize(self, _close, self.pool, lib, model)
+        self._alloc_batch(BATCH)
+
+    @property
+    def label(self) -> str:
+        """Which engine runs, for logs and the demo: ``llama.cpp (2 threads)``."""
+        return f"llama.cpp ({self.threads} threads)"
+
+    def _metadata(self) -> dict[str, str]:
+        lib, model = self.lib, self.model
+        out = {}
+        buf = ctypes.create_string_buffer(1024)
+        for i in range(lib.llama_model_meta_count(model)):
+            lib.llama_model_meta_key_by_index(model, i, buf, 1024)
+            key = buf.value.decode("utf-8", errors="replace")
+            if key.startswith("tokenizer.ggml."):
+                continue  # vocabulary arrays: long and not needed
+            lib.llama_model_meta_val_str_by_index(model, i, buf, 1024)
+            out[key] = buf.value.decode("utf-8", errors="replace")
+        return out
+
+    def _alloc_batch(self, size: int) -> None:
+        """One batch, reused: numpy arrays the ``llama_batch`` points into (filled without Python loops)."""
+        lib = self.lib
+        self._tok = np.zeros(size, dtype=np.int32)
+        self._pos = np.zeros(size, dtype=np.int32)
+        self._nseq = np.ones(size, dtype=np.int32)
+        self._seq = np.zeros(size, dtype=np.int32)
+        self._out = np.zeros(size, dtype=np.int8)
+        seq_p = ctypes.POINTER(lib.llama_seq_id)
+        base = self._seq.ctypes.data
+        self._seq_ptrs = (seq_p * size)(*[ctypes.cast(base + 4 * i, seq_p) for i in range(size)])
+
+    def _decode(
+        self, tok: np.ndarray, pos: np.ndarray, seq: np.ndarray, out: np.ndarray, embd: np.ndarray | None = None
+    ) -> np.ndarray:
+        """One ``llama_decode`` of ≤ BATCH tokens (or their embeddings ``embd`` (n, C));
+        returns the logits of the flagged ones (n_out, V)."""
+        lib, n = self.lib, len(tok)
+        self._tok[:n], self._pos[:n], self._seq[:n], self._out[:n] = tok, pos, seq, out
+        batch = lib.llama_batch(
+            n_tokens=n,
+            token=None if embd is not None else self._tok.ctypes.data_as(ctypes.POINTER(lib.llama_token)),
+            embd=None if embd is None else embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+            pos=self._pos.ctypes.data_as(ctypes.POINTER(lib.llama_pos)),
+            n_seq_id=self._nseq.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
+            seq_id=self._seq_ptrs,
+            logits=self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
+        )
+        rc = lib.llama_decode(self.pool.ctx, batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed (code {rc}; 1 = the KV cache is full)")
+        n_out = int(out.sum())
+        if not n_out:
+            return np.empty((0, self.vocab_size), dtype=np.float32)
+        ptr = lib.llama_get_logits(self.pool.ctx)
+        return np.ctypeslib.as_array(ptr, shape=(n_out, self.vocab_size)).copy()  # the buffer is reused
+
+    def _embed(self, tok: np.ndarray, hook: HiddenHook, B: int, T: int) -> np.ndarray:
+        """The model's input embeddings of ``tok`` (N,) with the hook's embedding noise: (N, C).
+
+        The last B·T entries are the rows' tokens (any before them are BOS). Hidden-state
+        noise cannot enter llama.cpp's graph: a hook that changes any layer's output is refused.
+        """
+        C = self.hidden_size
+        probe = torch.zeros(B, T, C)
+        if any(hook(layer, probe) is not probe for layer in range(self.num_layers)):
+            raise ParameterError("fluctuation.hidden", self.capabilities.refusal("hidden"))
+        if "embedding" not in self.capabilities.fluctuation_points:
+            raise ParameterError(
+                "fluctuation.embedding",
+                f"embedding noise is not available on the llamacpp backend for architecture {self.arch!r} "
+                f"(its input scaling is known for: {', '.join(EMBEDDING_SCALE)})",
+            )
+        if self._embeddings is None:
+            self._embeddings = TokenEmbeddings(self.path)
+        x = self._embeddings(tok) * EMBEDDING_SCALE[self.arch](C)  # (N, C)
+        rows = torch.from_numpy(x[len(tok) - B * T :]).view(B, T, C)
+        noisy = hook(-1, rows).reshape(B * T, C).float().numpy()
+        return np.ascontiguousarray(np.concatenate([x[: len(tok) - B * T], noisy]), dtype=np.float32)
+
+    def new_cache(self, batch: int, capacity: int) -> SeqCache:
+        capacity = min(capacity, self.max_positions)
+        per = capacity + self.bos_offset
+        return SeqCache(self.pool, self.pool.take(batch, per), capacity, per)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        cache: SeqCache,
+        starts: torch.Tensor,
+        hidden_hook: HiddenHook | None = None,
+        last_only: bool = True,
+    ) -> torch.Tensor:
+        """Run ``tokens`` (B, T) at positions ``starts[b] + t`` of ``cache`` row b; float32 logits.
+
+        Row ``b`` must hold exactly ``starts[b]`` positions before the call. All rows go
+        in one ``llama_decode`` (split in :data:`BATCH`-token pieces only when longer).
+        """
+        B, T = tokens.shape
+        if B != cache.batch:
+            raise ValueError(f"tokens has {B} rows, the cache {cache.batch}")
+        seqs = np.asarray(cache.seqs, dtype=np.int32)  # (B,)
+        st = starts.numpy().astype(np.int32)  # (B,)
+        tok = tokens.numpy().astype(np.int32)  # (B, T)
+        pos = st[:, None] + np.arange(T, dtype=np.int32) + self.bos_offset  # (B, T)
+        seq = np.repeat(seqs[:, None], T, axis=1)  # (B, T)
+        out = np.full((B, T), not last_only, dtype=np.int8)
+        out[:, -1] = 1
+        tok, pos, seq, out = tok.ravel(), pos.ravel(), seq.ravel(), out.ravel()
+        fresh = np.flatnonzero(st == 0)
+        for b in fresh:  # a sequence starting over: drop what it held
+            self.lib.llama_memory_seq_rm(self.pool.mem, int(seqs[b]), -1, -1)
+        if self.bos is not None and len(fresh):
+            # BOS at position 0 of each fresh row, first in the batch so later pieces see it
+            k = len(fresh)
+            tok = np.concatenate([np.full(k, self.bos, np.int32), tok])
+            pos = np.concatenate([np.zeros(k, np.int32), pos])
+            seq = np.concatenate([seqs[fresh], seq])
+            out = np.concatenate([np.zeros(k, np.int8), out])
+        embd = self._embed(tok, hidden_hook, B, T) if hidden_hook is not None else None  # (N, C)
+        pieces = [
+            self._decode(
+                tok[i : i + BATCH], pos[i : i + BATCH], seq[i : i + BATCH], out[i : i + BATCH],
+                None if embd is None else embd[i : i + BATCH],
+            )
+            for i in range(0, len(tok), BATCH)
+        ]  # fmt: skip
+        logits = torch.from_numpy(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))  # (n_out, V)
+        return logits if last_only else logits.view(B, T, -1)
+
+
+def _close(pool: _Pool, lib: Any, model: Any) -> None:
+    pool.close()
+    lib.llama_model_free(model)

@@ -1,0 +1,172 @@
+"""The prefix cache: keyed blocks, LRU eviction, and outputs identical with it on or off."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sazanami import models
+from sazanami.engine import Engine
+from sazanami.errors import ParameterError
+from sazanami.params import SamplingParams
+from sazanami.prefix_cache import PrefixCache
+from sazanami.search import search
+
+
+def _reader(nbytes: int = 10):
+    calls = []
+
+    def read(a: int, b: int):
+        calls.append((a, b))
+        return (a, b), nbytes
+
+    return read, calls
+
+
+def test_blocks_are_keyed_by_their_whole_prefix():
+    pc = PrefixCache(block=4)
+    read, calls = _reader()
+    assert pc.store(list(range(10)), read) == 2  # two full blocks; the tail of 2 is not stored
+    assert calls == [(0, 4), (4, 8)]
+    assert pc.lookup(list(range(12))) == (8, [(0, 4), (4, 8)])
+    assert pc.lookup([0, 1, 2, 3, 9, 9, 9, 9])[0] == 4  # second block differs
+    assert pc.lookup([9, 1, 2, 3, 4, 5, 6, 7])[0] == 0  # same second block, other first: no hit
+    assert pc.lookup(list(range(12)), limit=7)[0] == 4  # a row must compute its last token
+    # storing again adds only what is new
+    read2, calls2 = _reader()
+    assert pc.store(list(range(12)), read2) == 1 and calls2 == [(8, 12)]
+
+
+def test_lru_eviction_drops_descendants_and_keeps_the_cap():
+    pc = PrefixCache(max_bytes=30, block=2)
+    read, _ = _reader(10)
+    pc.store([1, 2, 3, 4], read)  # blocks A=[1,2], A/B=[3,4]
+    pc.store([5, 6], read)  # C
+    assert pc.nbytes == 30 and len(pc) == 3
+    pc.lookup([5, 6, 0])  # C used recently; A is now the oldest
+    pc.store([7, 8], read)  # over the cap: A goes, and with it its child B
+    assert pc.nbytes <= 30
+    assert pc.lookup([1, 2, 3, 4])[0] == 0
+    assert pc.lookup([5, 6])[0] == 2 and pc.lookup([7, 8])[0] == 2
+    assert pc.stats.evicted_blocks == 2
+
+
+def test_zero_bytes_stores_nothing_and_bad_options_are_errors():
+    pc = PrefixCache(max_bytes=0)
+    assert pc.store(list(range(64)), _reader()[0]) == 0
+    with pytest.raises(ParameterError, match="block must be an integer in \\[1, 1024\\], got 0"):
+        PrefixCache(block=0)
+    with pytest.raises(ParameterError, match="max_bytes"):
+        PrefixCache(max_bytes=-1)
+
+
+@pytest.fixture(scope="module")
+def engines():
+    backend = models.load("tiny-random")
+    return Engine(backend, prefix_cache=False), Engine(backend, prefix_cache=PrefixCache(block=4))
+
+
+def test_generate_reuses_the_prompt_and_gives_the_same_tokens(engines):
+    off, on = engines
+    params = SamplingParams(n=3, seed=3, max_tokens=12, temperature=0.9)
+    want = [c.token_ids for c in off.generate("Tell me about the sea.", params)]
+    first = on.generate("Tell me about the sea.", params)
+    again = on.generate("Tell me about the sea.", params)
+    assert [c.token_ids for c in first] == want == [c.token_ids for c in again]
+    assert first[0].cached_tokens == 0
+    assert again[0].cached_tokens > 0 and again[0].cached_tokens % 4 == 0
+    assert again[0].cached_tokens < again[0].prompt_tokens  # the last prompt token always runs
+
+
+STRATEGIES = [
+    ("best_of_n", {"n": 3}),
+    ("anneal", {"rounds": 2}),
+    ("noise_search", {"mode": "paths", "rounds": 3}),
+    ("noise_search", {"mode": "zero-order", "rounds": 2, "n": 3}),
+    ("beam", {"width": 3}),
+    ("tree", {"chunk": 4, "branch": 2}),
+    ("optimize", {"n": 2}),
+    ("synthesize", {"base": "noise_search", "mode": "paths", "k": 2}),
+]
+
+
+@pytest.mark.parametrize("strategy, options", STRATEGIES, ids=[f"{s}-{o.get('mode', '')}" for s, o in STRATEGIES])
+def test_every_strategy_gives_the_same_tree_with_the_cache(engines, strategy, options):
+    off, on = engines
+    params = SamplingParams(max_tokens=16, fluctuation="pink-temperature")
+    kw = dict(scorer="contains:a,e", budget=200, params=params, seed=11, **options)
+    a = search(off, "Write a line about rivers.", strategy, **kw)
+    b = search(on, "Write a line about rivers.", strategy, **kw)
+    assert [n.token_ids for n in a.nodes] == [n.token_ids for n in b.nodes]
+    assert a.best == b.best
+    assert a.spend["prompt_tokens_reused"] == 0
+    # what the cache saved is reported, and the prompt positions add up
+    total_a = a.spend["prompt_tokens"]
+    total_b = b.spend["prompt_tokens"] + b.spend["prompt_tokens_reused"]
+    assert total_a == total_b
+    if strategy != "beam":  # one beam search per round: its prompt may be new to the cache
+        assert b.spend["prompt_tokens_reused"] > 0
+
+
+def test_continuations_reuse_their_parents_tokens():
+    backend = models.load("tiny-random")
+    on = Engine(backend, prefix_cache=PrefixCache(block=4))
+    params = SamplingParams(max_tokens=24)
+    tree = search(on, "Write a line about rivers.", "noise_search", mode="paths", rounds=4, scorer="contains:a",
+                  budget=240, params=params, seed=2)  # fmt: skip
+    conts = [n for n in tree.nodes if n.kind == "continue"]
+    assert conts
+    # prompt tokens run per continuation fall well below prompt + kept prefix
+    assert tree.spend["prompt_tokens_reused"] > tree.spend["prompt_tokens"]
+
+
+def test_rows_with_hidden_noise_store_only_their_prompt():
+    backend = models.load("tiny-random")
+    pc = PrefixCache(block=4)
+    on = Engine(backend, prefix_cache=pc)
+    fl = {"hidden": {"sigma": 0.5, "beta": 1.0}}
+    prompt_ids = on.encode("Tell me about the sea.")
+    on.generate("Tell me about the sea.", SamplingParams(n=2, seed=1, max_tokens=20, fluctuation=fl))
+    assert len(pc) == len(prompt_ids) // 4  # the prompt's full blocks, nothing generated
+    on.generate("Tell me about the sea.", SamplingParams(n=2, seed=1, max_tokens=20))
+    assert len(pc) > len(prompt_ids) // 4  # plain rows store what they generated
+
+
+def test_a_full_cache_hit_still_computes_the_last_token():
+    backend = models.load("tiny-random")
+    on = Engine(backend, prefix_cache=PrefixCache(block=1))
+    off = Engine(backend, prefix_cache=False)
+    ids = on.encode("Hi")
+    cache = backend.new_cache(1, len(ids))
+    on.prefill(ids, cache)
+    cache2 = backend.new_cache(1, len(ids))
+    logits, reused = on.prefill(ids, cache2)
+    assert reused == len(ids) - 1
+    want, _ = off.prefill(ids, backend.new_cache(1, len(ids)))
+    torch.testing.assert_close(logits, want)
+
+
+def test_rows_that_may_not_reuse_compute_their_whole_prompt(engines):
+    from sazanami.rows import RowRequest
+
+    _, on = engines
+    ids = on.encode("A batch-invariant request.")
+    params = SamplingParams(max_tokens=4, seed=1)
+    on.run([RowRequest(ids, params, 1)])
+    again = on.run([RowRequest(ids, params, 1)])[0]
+    alone = on.run([RowRequest(ids, params, 1, reuse=False)])[0]
+    assert again.cached_tokens > 0 and alone.cached_tokens == 0
+    assert alone.token_ids == again.token_ids
+
+
+def test_the_server_reports_its_prefix_cache(tiny_engine):
+    from fastapi.testclient import TestClient
+
+    from sazanami.server.app import create_app
+
+    with TestClient(create_app(engine=tiny_engine)) as client:
+        body = {"prompt": "A long shared system prompt, then a question: name a fruit.", "max_tokens": 3, "seed": 1}
+        for _ in range(2):
+            assert client.post("/v1/completions", json=body).status_code == 200
+        pc = client.get("/health").json()["prefix_cache"]
+        assert pc["reused_tokens"] > 0 and 0 < pc["hit_rate"] < 1
