@@ -59,6 +59,23 @@ def test_engine_spec_validates():
         EngineSpec("tiny-random", threads=0)
 
 
+@needs_ray
+def test_batch_search_on_ray_replicas(tmp_path):
+    """Runs before the module's replicas start (a local Ray has as many CPUs as actors)."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Name a fruit."}) + "\n" + json.dumps({"prompt": "Name a tree."}) + "\n")
+    common = ["-m", "tiny-random", "--max-tokens", "6", "--seed", "1", "--strategy", "best_of_n"]
+    common += ["--scorer", "contains:a", "--budget", "60", "--no-progress"]
+    outs = []
+    for extra in ([], ["--ray-replicas", "2"]):
+        out = tmp_path / f"out{len(extra)}.jsonl"
+        r = CliRunner().invoke(main, ["batch", str(prompts), "--out", str(out), *common, *extra])
+        assert r.exit_code == 0, (r.output, r.exception)
+        outs.append([json.loads(x) for x in out.read_text().splitlines()])
+    for a, b in zip(*outs):
+        assert a["text"] == b["text"] and _same_tree(a["tree"], b["tree"])
+
+
 @pytest.fixture(scope="module")
 def ray_engines():
     if importlib.util.find_spec("ray") is None:
@@ -108,19 +125,3 @@ def test_batch_writes_jsonl_and_resumes(tmp_path):
     assert part.read_text() == full.read_text()  # done prompts skipped, the rest as in one run
     r = CliRunner().invoke(main, [*args, "--out", str(part), "--seed", "4"])
     assert r.exit_code == 2 and "seed 3" in r.output
-
-
-@needs_ray
-def test_batch_search_on_ray_replicas(tmp_path, ray_engines):
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text(json.dumps({"prompt": "Name a fruit."}) + "\n" + json.dumps({"prompt": "Name a tree."}) + "\n")
-    common = ["-m", "tiny-random", "--max-tokens", "6", "--seed", "1", "--strategy", "best_of_n"]
-    common += ["--scorer", "contains:a", "--budget", "60", "--no-progress"]
-    outs = []
-    for extra in ([], ["--ray-replicas", "2"]):
-        out = tmp_path / f"out{len(extra)}.jsonl"
-        r = CliRunner().invoke(main, ["batch", str(prompts), "--out", str(out), *common, *extra])
-        assert r.exit_code == 0, r.output
-        outs.append([json.loads(x) for x in out.read_text().splitlines()])
-    for a, b in zip(*outs):
-        assert a["text"] == b["text"] and _same_tree(a["tree"], b["tree"])

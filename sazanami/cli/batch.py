@@ -161,3 +161,5 @@ def batch(
                 )
                 write(item, {"text": tree.text, "tree": tree.to_dict()})
     bar.close()
+    if hasattr(engine, "shutdown"):
+        engine.shutdown()  # Ray actors free their CPUs
