@@ -165,3 +165,30 @@ def test_vllm_colored_draw_is_exact(vllm_engine):
     chi2 = sum((o - e) ** 2 / e for o, e in zip(observed, expected))
     assert len(bins) >= 2
     assert chi2 < scipy.stats.chi2.ppf(0.999, df=len(bins))  # df = bins + rest − 1
+
+
+@needs_vllm
+@pytest.mark.real
+def test_vllm_search_and_server(vllm_engine):
+    """A search runs on vLLM; the server answers a fluctuating chat request on it."""
+    import json
+    import urllib.request
+
+    from sazanami.search.strategies import search
+    from sazanami.server import Limits, create_app
+    from sazanami.server.testing import serving
+
+    params = SamplingParams(max_tokens=8, fluctuation="pink-draw")
+    tree = search(vllm_engine, "Name a fruit.", "anneal", scorer="contains:a", budget=64, params=params, seed=3)
+    assert len(tree.nodes) > 2 and tree.spend["generated_tokens"] <= 64
+    again = search(vllm_engine, "Name a fruit.", "anneal", scorer="contains:a", budget=64, params=params, seed=3)
+    assert [n.text for n in tree.nodes] == [n.text for n in again.nodes]
+    body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 6, "n": 2, "seed": 1}
+    body["fluctuation"] = "pink-temperature"
+    with serving(create_app("smollm2-135m", Limits(), engine=vllm_engine)) as base:
+        req = urllib.request.Request(
+            f"{base}/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=120) as r:
+            out = json.loads(r.read())
+    assert len(out["choices"]) == 2 and all(c["finish_reason"] in ("stop", "length") for c in out["choices"])
