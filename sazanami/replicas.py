@@ -67,7 +67,7 @@ class _RemoteBackend:
 
     def _refuse(self, *args: Any, **kwargs: Any) -> Any:
         raise ParameterError(
-            "engines", "a raw forward pass (tree search, the log-prob scorer) does not run on Ray replicas"
+            "engines", "a raw forward pass (re-scoring with LogprobScorer(engine)) does not run on Ray replicas"
         )
 
     new_cache = forward = _refuse

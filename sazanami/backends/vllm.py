@@ -24,6 +24,10 @@ Log-probs are vLLM's ``raw_logprobs`` (before any processing), as the torch back
 What vLLM cannot do here is refused with a :class:`~sazanami.errors.ParameterError` naming
 the backend: see :data:`CAPABILITIES`.
 
+The processor implements vLLM's V1 processor interface (``vllm.v1.sample.logits_processor``),
+so the engine asks for the V1 model runner (``VLLM_USE_V2_MODEL_RUNNER=0``, the CPU build's
+only runner); a port to Model Runner V2's interface is not written yet.
+
 vLLM's offline ``LLM`` starts an engine-core process: create :class:`VllmEngine` under
 ``if __name__ == "__main__":`` in scripts.
 """
@@ -260,10 +264,10 @@ class _VllmBackend:
         self.supports_prefix_cache = False  # vLLM keeps its own
 
     def new_cache(self, batch: int, capacity: int) -> Any:
-        raise _refuse("backend", "a raw forward pass (tree search, the log-prob scorer)")
+        raise _refuse("backend", "a raw forward pass (re-scoring with LogprobScorer(engine))")
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        raise _refuse("backend", "a raw forward pass (tree search, the log-prob scorer)")
+        raise _refuse("backend", "a raw forward pass (re-scoring with LogprobScorer(engine))")
 
 
 class VllmEngine(Engine):
@@ -279,6 +283,9 @@ class VllmEngine(Engine):
             raise ParameterError("backend", "the vllm backend needs vLLM: build its venv with `make vllm`")
         path = model_dir(model)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        # The processor implements the V1 interface; where vLLM would pick Model Runner V2 (GPUs
+        # with Triton) and its different processor interface, ask for the V1 runner.
+        os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
         options: dict[str, Any] = {"max_model_len": 2048, "seed": 0, "logits_processors": [FluctuationProcessor]}
         if vllm.platforms.current_platform.is_cpu():
             options["enforce_eager"] = True  # torch.compile's warm-up takes minutes on a small CPU
