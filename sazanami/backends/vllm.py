@@ -50,6 +50,9 @@ from sazanami.sampling import SamplerBatch
 from sazanami.seeds import derive_seed
 from sazanami.tokenizer import Tokenizer
 
+# vLLM logs to stdout at INFO (hundreds of lines per start): errors only, unless the user asks.
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+
 try:  # vLLM is optional: the module imports without it, the engine needs it.
     import vllm
     import vllm.platforms
