@@ -2,6 +2,7 @@
 
     python bench/prefix_cache.py --threads 1                         # 4 concept tasks, 16x, 4 strategies
     python bench/prefix_cache.py --tasks 8 --multiples 8,16 --threads 1
+    python bench/prefix_cache.py --backend llamacpp --threads 1      # the same on llama.cpp
 
 For each task, strategy and budget the same search runs twice on the embedded model — on an
 engine without a prefix cache and on one with a fresh cache — alternating which goes first,
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sazanami import Engine, SamplingParams, load  # noqa: E402
+from sazanami.models import BACKENDS  # noqa: E402
 from sazanami.prefix_cache import PrefixCache  # noqa: E402
 from sazanami.search import search  # noqa: E402
 
@@ -54,6 +56,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument(
+        "--backend", default="torch", choices=[b for b in BACKENDS if b != "auto"],
+        help="Engine the searches run on (llamacpp: its holder-sequence cache; --threads are llama.cpp's).",
+    )  # fmt: skip
     ap.add_argument("--json", dest="out", default=None, help="Write the rows to this JSON file.")
     args = ap.parse_args()
     if args.threads:
@@ -61,11 +67,11 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     tasks = [json.loads(line) for line in CONCEPTS.read_text().splitlines() if line.strip()][: args.tasks]
-    backend = load(args.model)
+    backend = load(args.model, backend=args.backend, threads=args.threads if args.backend == "llamacpp" else None)
     off = Engine(backend, prefix_cache=False)
     params = SamplingParams(max_tokens=args.unit, temperature=0.7)
     rows = []
-    print(f"{len(tasks)} tasks from {CONCEPTS.name}; model {args.model}; unit {args.unit} tokens")
+    print(f"{len(tasks)} tasks from {CONCEPTS.name}; model {args.model} on {args.backend}; unit {args.unit} tokens")
     for name in args.strategies.split(","):
         strategy, options = STRATEGIES[name]
         for mult in [int(m) for m in args.multiples.split(",")]:

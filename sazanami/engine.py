@@ -171,6 +171,9 @@ class Engine:
             prefix_cache = PrefixCache() if _can_cache(backend) else False
         self.prefix_cache: PrefixCache | None = prefix_cache if isinstance(prefix_cache, PrefixCache) else None
         """Keys/values of prefixes already computed, reused across calls (None: off)."""
+        attach = getattr(backend, "attach_prefix_cache", None)
+        if self.prefix_cache is not None and attach is not None:
+            attach(self.prefix_cache)  # the backend frees what an evicted block holds
 
     # -- prompts ---------------------------------------------------------------------------
     def encode(self, prompt: Prompt, raw: bool = False) -> list[int]:

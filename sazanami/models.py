@@ -223,14 +223,25 @@ def _torch_runs(name_or_path: str) -> bool:
     return name_or_path not in (GEMMA_MODEL,) and not name_or_path.endswith(".gguf")
 
 
-def choose_backend(name_or_path: str = DEFAULT_MODEL, rows: int = 1, fluctuation: Any = None) -> str:
+AUTO_ROWS_ENV = "SAZANAMI_AUTO_ROWS"
+"""Rows from which ``auto`` runs a model both backends run on torch; set, it skips the measurement
+(the tests set 2: llama.cpp for one row, torch for more); 0 = llama.cpp always."""
+
+AUTO_ROWS_PROBE = (1, 2, 4, 8, 16)
+"""Batch sizes the one-time measurement times on each backend."""
+
+
+def choose_backend(
+    name_or_path: str = DEFAULT_MODEL, rows: int = 1, fluctuation: Any = None, threads: int | None = None
+) -> str:
     """The backend ``auto`` means for a request of ``rows`` rows at once.
 
     GGUF-only models → llamacpp; models only torch runs (HF directories, tiny-random) → torch;
-    hidden-state noise → torch. For a model both run: llamacpp for one row, torch
-    for more (measured on the 2-core dev machine, SmolLM2-135M: llama.cpp ≈ 3× faster at
-    batch 1, torch's bf16 batch-16 matmuls faster than llama.cpp's Q4_1 kernels at 16 rows).
-    llamacpp only where the bindings are installed.
+    hidden-state noise → torch. For a model both run (the embedded one): llamacpp below
+    :func:`auto_rows` rows, torch from there — measured once on this machine (on the 2-core
+    dev machine, SmolLM2-135M: llama.cpp ≈ 3× faster at batch 1, torch's bf16 batch-16
+    matmuls faster than llama.cpp's Q4_1 kernels at 16 rows). llamacpp only where the
+    bindings are installed. ``threads``: llama.cpp's (default: physical cores).
     """
     from sazanami.backends import llamacpp
 
@@ -242,7 +253,95 @@ def choose_backend(name_or_path: str = DEFAULT_MODEL, rows: int = 1, fluctuation
         llamacpp.CAPABILITIES.check(fluctuation)
     except ParameterError:
         return "torch"
-    return "llamacpp" if rows <= 1 else "torch"
+    crossover = auto_rows(name_or_path, threads)
+    return "llamacpp" if crossover == 0 or rows < crossover else "torch"
+
+
+def auto_rows(name_or_path: str = DEFAULT_MODEL, threads: int | None = None) -> int:
+    """Rows from which torch is the faster engine for a model both backends run (0: never).
+
+    ``$SAZANAMI_AUTO_ROWS`` if set; else a one-time micro-benchmark (:func:`_time_backends`,
+    a few seconds) cached in ``$SAZANAMI_CACHE/backends.json`` under the CPU model, both
+    libraries' versions and thread counts and the model; 2 (llama.cpp for one row) if it
+    cannot run.
+    """
+    env = os.environ.get(AUTO_ROWS_ENV)
+    if env is not None:
+        try:
+            value = int(env)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise ParameterError(AUTO_ROWS_ENV, f"{AUTO_ROWS_ENV} must be an integer in [0, inf), got {env!r}")
+        return value
+    measured = _measured_rows(name_or_path, threads)
+    return 2 if measured is None else measured
+
+
+def _measured_rows(name_or_path: str, threads: int | None) -> int | None:
+    """The cached (or freshly measured) crossover of :func:`auto_rows`; None if it cannot be measured."""
+    try:
+        import llama_cpp
+
+        torch_model = load(name_or_path, backend="torch")
+        lcp_model = load(name_or_path, backend="llamacpp", threads=threads)  # as load_for loads it
+    except Exception:  # noqa: BLE001 - a model or library that does not load: no measurement
+        return None
+    key = (
+        f"{_cpu_model(_cpuinfo())} | torch {torch.__version__} {torch.get_num_threads()} threads "
+        f"{str(torch_model.dtype).replace('torch.', '')} | llama.cpp {llama_cpp.__version__} {lcp_model.threads} threads "
+        f"| {name_or_path}"
+    )
+    path = cache_dir() / "backends.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known.get(key), dict) and isinstance(known[key].get("torch_from_rows"), int):
+        return known[key]["torch_from_rows"]
+    seconds = {"torch": _time_backend(torch_model), "llamacpp": _time_backend(lcp_model)}
+    crossover = crossover_rows(seconds)
+    known[key] = {"torch_from_rows": crossover, "seconds_per_step": seconds}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only cache: measure again next process
+    return crossover
+
+
+def crossover_rows(seconds: dict[str, dict[int, float]]) -> int:
+    """The fewest measured rows at which torch's decode step is no slower than llama.cpp's, and
+    stays so for every larger measured batch; 0 when llama.cpp wins at the largest."""
+    sizes = sorted(seconds["torch"])
+    out = 0
+    for r in reversed(sizes):
+        if seconds["torch"][r] > seconds["llamacpp"][r]:
+            break
+        out = r
+    return out
+
+
+@torch.inference_mode()
+def _time_backend(backend: Any, rows: tuple[int, ...] = AUTO_ROWS_PROBE, budget_s: float = 0.15) -> dict[int, float]:
+    """Seconds per decode step of ``r`` rows (one token each, after a 32-token prompt), best of 2
+    rounds of ``budget_s`` per size: a few seconds in all."""
+    ids = backend.tokenizer.encode("The quick brown fox jumps over the lazy dog near the river bank. " * 3)[:32]
+    out: dict[int, float] = {}
+    for _ in range(2):
+        for r in rows:
+            cache = backend.new_cache(r, len(ids) + 65)
+            backend.forward(torch.tensor([ids] * r), cache, torch.zeros(r, dtype=torch.long))
+            token = torch.full((r, 1), ids[-1], dtype=torch.long)
+            n, t0 = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - t0) < budget_s and n < 64:
+                backend.forward(token, cache, torch.full((r,), len(ids) + n, dtype=torch.long))
+                n += 1
+            out[r] = min(out.get(r, float("inf")), elapsed / max(n, 1))
+            del cache
+    return out
 
 
 def load_for(
@@ -258,7 +357,7 @@ def load_for(
     any work (e.g. hidden-state noise on llamacpp is a ``ParameterError`` naming it).
     """
     if backend == "auto":
-        backend = choose_backend(name_or_path, rows, fluctuation)
+        backend = choose_backend(name_or_path, rows, fluctuation, threads)
     model = load(name_or_path, backend=backend, threads=threads if backend == "llamacpp" else None)
     model.capabilities.check(fluctuation)
     return model
@@ -348,6 +447,12 @@ def load(name_or_path: str = DEFAULT_MODEL, dtype: str = "auto", backend: str = 
     """
     if backend not in BACKENDS:
         raise ParameterError("backend", f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if name_or_path.startswith("noise-lm:"):  # research model (issue #18); kept off the core import path
+        if backend == "llamacpp":
+            raise ParameterError("backend", f"model {name_or_path!r} runs on its own backend, not llamacpp")
+        from sazanami.research.noise_lm.backend import NoiseLMBackend
+
+        return NoiseLMBackend.from_dir(name_or_path.split(":", 1)[1])
     if backend == "auto":
         backend = "torch" if _torch_runs(name_or_path) else "llamacpp"
     if backend == "llamacpp":

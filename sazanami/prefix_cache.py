@@ -12,7 +12,9 @@ of blocks from the first; blocks are evicted least-recently-used first once the 
 holds more than ``max_bytes``, with their descendants (unreachable without them).
 
 The payload of a block is the backend's business (:meth:`Cache.read_block` /
-:meth:`Cache.write_blocks`); this module only keys, counts and evicts.
+:meth:`Cache.write_blocks`); this module only keys, counts and evicts. A backend whose
+payloads hold resources (llama.cpp: cells tagged with a spare sequence id) frees them in
+``on_evict(payload)``, called for every block that leaves the cache.
 """
 
 from __future__ import annotations
@@ -67,16 +69,33 @@ class CacheStats:
         }
 
 
+class _Payloads:
+    """The payloads of a cache's blocks, read when iterated."""
+
+    def __init__(self, blocks: OrderedDict[Any, _Block]) -> None:
+        self._blocks = blocks
+
+    def __iter__(self) -> Any:
+        return iter([b.payload for b in self._blocks.values()])
+
+
 class PrefixCache:
     """Blocks of keys/values keyed by their token prefix, with an LRU byte cap."""
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, block: int = DEFAULT_BLOCK) -> None:
+    def __init__(
+        self,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        block: int = DEFAULT_BLOCK,
+        on_evict: Callable[[Any], None] | None = None,
+    ) -> None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
             raise ParameterError("max_bytes", f"max_bytes must be an integer ≥ 0, got {max_bytes!r}")
         if isinstance(block, bool) or not isinstance(block, int) or not 1 <= block <= 1024:
             raise ParameterError("block", f"block must be an integer in [1, 1024], got {block!r}")
         self.max_bytes = max_bytes
         self.block = block
+        self.on_evict = on_evict
+        """Called with the payload of every block that leaves the cache (evicted or cleared)."""
         self.nbytes = 0
         self.stats = CacheStats()
         self._blocks: OrderedDict[tuple[int, tuple[int, ...]], _Block] = OrderedDict()
@@ -118,7 +137,8 @@ class PrefixCache:
 
     def store(self, ids: Sequence[int], read: Callable[[int, int], tuple[Any, int]]) -> int:
         """Store the full blocks of ``ids`` not cached yet; ``read(start, end)`` gives one's
-        ``(payload, nbytes)``. Returns the number of new blocks."""
+        ``(payload, nbytes)``, or ``(None, 0)`` when the backend has no room (storing stops
+        there). Returns the number of new blocks."""
         if self.max_bytes == 0:
             return 0
         chain = self._chain(ids)
@@ -126,6 +146,8 @@ class PrefixCache:
         new, B = 0, self.block
         for start in range(len(chain) * B, len(ids) - B + 1, B):
             payload, nbytes = read(start, start + B)
+            if payload is None:
+                break
             blk = _Block((parent, tuple(ids[start : start + B])), self._next_id, payload, nbytes)
             self._next_id += 1
             self._blocks[blk.key] = blk
@@ -147,6 +169,20 @@ class PrefixCache:
                 break
             self._drop(self._blocks[key])
 
+    def payloads(self) -> Any:
+        """A live view of the stored payloads (it does not keep the cache alive)."""
+        return _Payloads(self._blocks)
+
+    def evict_lru(self) -> bool:
+        """Drop the least-recently-used block (and its descendants); False if the cache is empty.
+
+        For a backend that needs room the cache holds (llama.cpp's sequence ids and cells).
+        """
+        if not self._blocks:
+            return False
+        self._drop(next(iter(self._blocks.values())))
+        return True
+
     def _drop(self, blk: _Block) -> None:
         parent = self._by_id.get(blk.key[0])
         if parent is not None:
@@ -159,9 +195,14 @@ class PrefixCache:
             del self._by_id[b.id]
             self.nbytes -= b.nbytes
             self.stats.evicted_blocks += 1
+            if self.on_evict is not None:
+                self.on_evict(b.payload)
 
     def clear(self) -> None:
         """Forget every block (the stats stay)."""
+        if self.on_evict is not None:
+            for b in self._blocks.values():
+                self.on_evict(b.payload)
         self._blocks.clear()
         self._by_id.clear()
         self.nbytes = 0

@@ -45,6 +45,7 @@ class _Replica:
             "hidden_size": getattr(b, "hidden_size", 0),
             "num_layers": getattr(b, "num_layers", 0),
             "max_positions": self.engine.max_positions,
+            "capabilities": getattr(b, "capabilities", None),
         }
 
     def run(self, rows: list[RowRequest]) -> list[list[Completion]]:
@@ -64,6 +65,8 @@ class _RemoteBackend:
         self.hidden_size = info["hidden_size"]
         self.num_layers = info["num_layers"]
         self.max_positions = info["max_positions"]
+        self.capabilities = info["capabilities"]
+        """The replicas' backend's (each replica checks its rows itself)."""
 
     def _refuse(self, *args: Any, **kwargs: Any) -> Any:
         raise ParameterError(

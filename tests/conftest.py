@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from sazanami import models
 from sazanami.engine import Engine
+
+# `--backend auto` never measures in tests: llama.cpp for one row, torch for more
+os.environ[models.AUTO_ROWS_ENV] = "2"
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import ctypes
 import gc
 import importlib.util
 import struct
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +17,7 @@ from sazanami.backends.llamacpp import MAX_SEQUENCES, SeqCache, _Pool
 from sazanami.engine import Engine
 from sazanami.errors import ModelNotFoundError, ParameterError
 from sazanami.params import SamplingParams
+from sazanami.prefix_cache import PrefixCache
 
 # -- bookkeeping, on a fake of llama.cpp's memory API (no bindings needed) --------------------
 
@@ -41,8 +43,12 @@ class FakeLib:
         ctx.freed = True
 
     def llama_memory_seq_rm(self, mem: SimpleNamespace, s: int, p0: int, p1: int) -> bool:
-        assert (p0, p1) == (-1, -1)
-        mem.kv.pop(s, None)
+        if (p0, p1) == (-1, -1):
+            mem.kv.pop(s, None)
+        else:
+            mem.kv[s] = {p for p in mem.kv.get(s, ()) if not p0 <= p < p1}
+            if not mem.kv[s]:
+                del mem.kv[s]
         return True
 
     def llama_memory_seq_cp(self, mem: SimpleNamespace, s: int, d: int, p0: int, p1: int) -> None:
@@ -148,6 +154,67 @@ def test_more_rows_than_llama_cpp_holds_is_a_clear_error():
         new_cache(pool, MAX_SEQUENCES + 1, 4)
 
 
+def test_prefix_blocks_live_in_holder_sequences():
+    """Blocks are cells tagged with spare sequence ids; rows copy them back; eviction frees them."""
+    lib, pool = fake_pool(context=64, sequences=6, bos=1)
+    pool.kv_bytes = 100
+    pc = PrefixCache(block=4)
+    pool.attach(pc)
+    kv = pool.mem.kv
+    a = new_cache(pool, 1, 12)
+    fill(pool, a, 0, 13)  # BOS + 12 tokens
+    first = list(range(12))
+    assert pc.store(first, lambda s, e: a.read_block(0, s, e)) == 3
+    (h,) = pool.holders
+    assert kv[h.seq] == set(range(13)) and pool.reserved == 13 + 13  # the first block keeps BOS
+    assert pc.nbytes == 12 * pool.kv_bytes
+    # a prompt sharing the first block: its other two blocks need another holder (same ranges)
+    other = first[:4] + [99] * 8
+    b = new_cache(pool, 1, 12)
+    fill(pool, b, 0, 13)
+    assert pc.store(other, lambda s, e: b.read_block(0, s, e)) == 2
+    assert len(pool.holders) == 2 and kv[pool.holders[1].seq] == set(range(5, 13))
+    # a fresh row gets the second prompt's prefix back from both holders
+    n, blocks = pc.lookup(other)
+    c = new_cache(pool, 1, 12)
+    assert n == 12 and c.write_blocks(0, blocks) == 12 and kv[c.seqs[0]] == set(range(13))
+    # evicting the first prompt's tail frees those ranges; a holder left empty goes back
+    pc.max_bytes = 12 * pool.kv_bytes
+    pc.store(other, lambda s, e: b.read_block(0, s, e))  # touches `other`: `first`'s tail is LRU
+    assert len(pc) == 3 and kv[h.seq] == set(range(5)) and len(pool.holders) == 2
+    pc.clear()
+    assert pool.holders == [] and h.seq in pool.free and pool.reserved == 3 * 13
+    with pytest.raises(ValueError, match="does not continue a prefix"):
+        c.write_blocks(0, blocks[1:])
+
+
+def test_rows_evict_prefix_blocks_before_the_context_grows():
+    lib, pool = fake_pool(context=32, sequences=4)
+    pool.kv_bytes = 100
+    pc = PrefixCache(block=4)
+    pool.attach(pc)
+    a = new_cache(pool, 1, 16)
+    fill(pool, a, 0, 16)
+    pc.store(list(range(16)), partial(a.read_block, 0))
+    assert pool.reserved == 32 and len(pc) == 4
+    assert a.read_block(0, 0, 4) == (None, 0)  # no room: holders never grow the context
+    del a
+    gc.collect()
+    b = new_cache(pool, 2, 12)  # 24 cells: the blocks give way (LRU: the chain's root, so all)
+    assert len(lib.contexts) == 1 and len(pc) == 0 and pool.holders == [] and pool.reserved == 24
+    fill(pool, b, 0, 8)
+    pc.store(list(range(8)), lambda s, e: b.read_block(0, s, e))
+    assert len(pc) == 2 and pool.reserved == 32
+    pool._rebuild(64, 8)  # a rebuild clears the prefix cache: rows are restored one by one
+    held = {s: v for s, v in pool.mem.kv.items() if v}
+    assert len(pc) == 0 and pool.holders == [] and pool.reserved == 24 and held == {b.seqs[0]: set(range(8))}
+    pc.store(list(range(8)), lambda s, e: b.read_block(0, s, e))
+    seq = pool.holders[0].seq
+    del pc
+    gc.collect()  # a prefix cache that goes away frees its holders
+    assert pool.holders == [] and seq in pool.free and seq not in pool.mem.kv
+
+
 def test_auto_picks_by_model_and_rows():
     assert models.choose_backend("tiny-random", rows=1) == "torch"
     assert models.choose_backend(models.GEMMA_MODEL, rows=16) == "llamacpp"
@@ -161,6 +228,52 @@ def test_auto_picks_by_model_and_rows():
         models.load("/nonexistent/model.gguf")  # .gguf → llamacpp, checked before the bindings load
     with pytest.raises(ModelNotFoundError, match="is a GGUF model"):
         models.load(models.GEMMA_MODEL, backend="torch")
+
+
+def test_auto_crossover_from_timings():
+    t = {1: 3.0, 2: 2.0, 4: 1.0, 8: 1.0, 16: 1.0}
+    assert models.crossover_rows({"torch": t, "llamacpp": {1: 1.0, 2: 1.5, 4: 1.5, 8: 2.0, 16: 4.0}}) == 4
+    assert models.crossover_rows({"torch": t, "llamacpp": {1: 1.0, 2: 1.5, 4: 0.5, 8: 2.0, 16: 4.0}}) == 8
+    assert models.crossover_rows({"torch": t, "llamacpp": dict.fromkeys(t, 0.5)}) == 0  # llama.cpp always
+    assert models.crossover_rows({"torch": t, "llamacpp": dict.fromkeys(t, 9.0)}) == 1  # torch always
+
+
+def test_auto_rows_from_the_environment(monkeypatch):
+    monkeypatch.setenv(models.AUTO_ROWS_ENV, "5")
+    assert models.auto_rows() == 5
+    monkeypatch.setenv(models.AUTO_ROWS_ENV, "-1")
+    with pytest.raises(ParameterError, match=r"SAZANAMI_AUTO_ROWS must be an integer in \[0, inf\), got '-1'"):
+        models.auto_rows()
+
+
+def test_the_timing_probe_runs_decode_steps():
+    """The probe itself, on the tiny model with a tiny budget (a check that it runs, not a measurement)."""
+    seconds = models._time_backend(models.load("tiny-random"), rows=(1, 3), budget_s=0.001)
+    assert set(seconds) == {1, 3} and all(0 < s < 10 for s in seconds.values())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+def test_auto_measures_once_and_caches_the_crossover(monkeypatch, tmp_path):
+    """Fake timings (no measurement here): the crossover is computed once, cached per machine and model."""
+    import json
+
+    monkeypatch.delenv(models.AUTO_ROWS_ENV)
+    monkeypatch.setenv("SAZANAMI_CACHE", str(tmp_path))
+    fake = {"torch": SimpleNamespace(dtype=torch.bfloat16), "llamacpp": SimpleNamespace(threads=2)}
+    monkeypatch.setattr(models, "load", lambda name, backend="auto", threads=None: fake[backend])
+    timings = {"torch": {1: 3.0, 2: 2.0, 4: 1.0}, "llamacpp": {1: 1.0, 2: 1.5, 4: 1.5}}
+    calls = []
+
+    def time_backend(b: SimpleNamespace) -> dict[int, float]:
+        calls.append(b)
+        return timings["torch" if b is fake["torch"] else "llamacpp"]
+
+    monkeypatch.setattr(models, "_time_backend", time_backend)
+    assert models.auto_rows() == 4 and len(calls) == 2
+    assert models.choose_backend(models.DEFAULT_MODEL, rows=3) == "llamacpp"
+    assert models.choose_backend(models.DEFAULT_MODEL, rows=4) == "torch" and len(calls) == 2  # cached
+    (entry,) = json.loads((tmp_path / "backends.json").read_text()).values()
+    assert entry["torch_from_rows"] == 4 and entry["seconds_per_step"]["llamacpp"]["1"] == 1.0
 
 
 # -- the embedded GGUF through llama.cpp -----------------------------------------------------
@@ -281,6 +394,36 @@ def test_search_over_paths(lcp: Engine):
 
 @needs_bindings
 @pytest.mark.real
+def test_prefix_cache_gives_the_same_tokens_and_reuses(lcp: Engine):
+    """Cached prompt blocks live in holder sequences; rows start from them and compute the rest."""
+    assert lcp.backend.supports_prefix_cache and lcp.prefix_cache is not None
+    on, off = Engine(lcp.backend), Engine(lcp.backend, prefix_cache=False)
+    p = SamplingParams(n=3, seed=5, max_tokens=10, temperature=0.8)
+    prompt = "Write a story about a fox who lives in a forest near a wide, slow river."
+    want = [[c.token_ids for c in off.generate(prompt, p)] for _ in range(2)]
+    got = [on.generate(prompt, p) for _ in range(2)]
+    assert [[c.token_ids for c in cs] for cs in got] == want
+    assert got[0][0].cached_tokens == 0 and got[1][0].cached_tokens >= 16
+    b = SamplingParams(fluctuation={"beams": {"width": 2, "beta": 1}}, seed=2, max_tokens=6)
+    assert [c.token_ids for c in on.generate(prompt, b)] == [c.token_ids for c in off.generate(prompt, b)]
+
+
+@needs_bindings
+@pytest.mark.real
+@pytest.mark.parametrize("strategy, options", [("noise_search", {"mode": "paths", "rounds": 2, "n": 3}), ("tree", {"chunk": 4, "branch": 2})])
+def test_search_trees_are_the_same_with_the_prefix_cache(lcp: Engine, strategy: str, options: dict):
+    from sazanami.search import search
+
+    on, off = Engine(lcp.backend), Engine(lcp.backend, prefix_cache=False)
+    kw = dict(scorer="contains:391", budget=60, params=SamplingParams(max_tokens=10, temperature=0.8), seed=1, raw=True)
+    a, b = search(off, FEW_SHOT, strategy, **kw, **options), search(on, FEW_SHOT, strategy, **kw, **options)
+    assert [n.token_ids for n in a.nodes] == [n.token_ids for n in b.nodes] and a.best == b.best
+    assert a.spend["prompt_tokens_reused"] == 0 and b.spend["prompt_tokens_reused"] > 0
+    assert a.spend["prompt_tokens"] == b.spend["prompt_tokens"] + b.spend["prompt_tokens_reused"]
+
+
+@needs_bindings
+@pytest.mark.real
 def test_hidden_noise_is_refused_naming_the_backend(lcp: Engine):
     with pytest.raises(ParameterError, match="hidden noise is not available on the llamacpp backend"):
         lcp.generate("Hi", SamplingParams(max_tokens=2, fluctuation="pink-hidden", seed=1))
@@ -381,4 +524,97 @@ def test_cli_generate_on_llamacpp_says_so():
     r = CliRunner().invoke(main, [*args, "--json"])
     assert r.exit_code == 0 and '"backend": "llamacpp"' in r.output and r.output.count('"finish_reason"') == 2
     r = CliRunner().invoke(main, [*args, "-f", "pink-hidden"])
+    assert r.exit_code == 2 and "hidden noise is not available on the llamacpp backend" in r.output
+
+
+# -- --backend on every command that takes --model ------------------------------------------------
+
+
+def _commands(group: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+    import click
+
+    out = []
+    for name, cmd in group.commands.items():  # type: ignore[attr-defined]
+        if isinstance(cmd, click.Group):
+            out += _commands(cmd, (*path, name))
+        else:
+            out.append(((*path, name), cmd))
+    return out
+
+
+def test_every_command_with_a_model_takes_the_backend():
+    from sazanami.cli import main
+    from sazanami.cli.options import options_of
+
+    with_model = [(p, c) for p, c in _commands(main) if "model" in options_of(c)]
+    assert {" ".join(p) for p, _ in with_model} >= {"generate", "search", "flow run", "serve", "bench frontier"}
+    for path, cmd in with_model:
+        option = options_of(cmd).get("backend")
+        assert option is not None, path
+        assert tuple(option.type.choices) == models.BACKENDS and option.default == "auto", path
+
+
+def test_search_flow_and_serve_say_which_backend_runs(tmp_path, monkeypatch):
+    import json
+
+    import uvicorn
+    import yaml
+    from click.testing import CliRunner
+
+    from sazanami.cli import main
+
+    run = CliRunner().invoke
+    args = ["search", "hi", "-m", "tiny-random", "--scorer", "logprob", "--max-tokens", "3", "--budget", "12"]
+    r = run(main, [*args, "--seed", "1", "--json", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["meta"]["backend"] == "torch"
+    r = run(main, [*args, "--backend", "llamacpp"])
+    assert r.exit_code == 2 and "has no GGUF file" in r.output
+    flow = tmp_path / "f.yaml"
+    flow.write_text(yaml.safe_dump({"name": "f", "prompt": "hi", "steps": [{"generate": {"n": 2, "max_tokens": 2}}]}))
+    r = run(main, ["flow", "run", str(flow), "-m", "tiny-random", "--budget", "8", "--json", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["meta"]["backend"] == "torch"
+    r = run(main, ["flow", "run", str(flow), "-m", "tiny-random", "--backend", "llamacpp"])
+    assert r.exit_code == 2 and "has no GGUF file" in r.output
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))
+    r = run(main, ["serve", "-m", "tiny-random", "--backend", "torch", "--tools", ""])
+    assert r.exit_code == 0 and "serving tiny-random on torch" in r.output, r.output
+    assert served[0].state.server.engine.backend.capabilities.backend == "torch"
+    r = run(main, ["serve", "-m", "tiny-random", "--backend", "llamacpp", "--tools", ""])
+    assert r.exit_code == 2 and "has no GGUF file" in r.output
+    r = run(main, ["bench", "frontier", "-m", "tiny-random", "--backend", "llamacpp", "-q"])
+    assert r.exit_code == 2 and "has no GGUF file" in r.output
+
+
+@needs_bindings
+@pytest.mark.real
+def test_search_serve_and_frontier_on_llamacpp(monkeypatch):
+    import json
+
+    import uvicorn
+    from click.testing import CliRunner
+
+    from sazanami.cli import main
+    from sazanami.server import create_app
+
+    run = CliRunner().invoke
+    args = ["search", "Name a fruit.", "--backend", "llamacpp", "--scorer", "logprob", "--max-tokens", "3"]
+    r = run(main, [*args, "--budget", "9", "--seed", "1", "--json", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["meta"]["backend"] == "llamacpp"
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))
+    r = run(main, ["serve", "--backend", "llamacpp", "--threads", "1", "--tools", ""])
+    assert r.exit_code == 0 and f"serving {models.DEFAULT_MODEL} on llamacpp" in r.output, r.output
+    from fastapi.testclient import TestClient
+
+    assert TestClient(served[0]).get("/v1/sazanami").json()["backend"] == "llamacpp"
+    # auto: a server's batches hold many rows → torch; a one-row server → llama.cpp
+    from sazanami.server.limits import Limits
+
+    one = create_app(models.DEFAULT_MODEL, Limits(max_batch_rows=1), tools=None, threads=1)
+    assert one.state.server.engine.backend.capabilities.backend == "llamacpp"
+    r = run(main, ["bench", "frontier", "--backend", "llamacpp", "--methods", "pink-hidden", "-q"])
     assert r.exit_code == 2 and "hidden noise is not available on the llamacpp backend" in r.output

@@ -170,3 +170,15 @@ def test_the_server_reports_its_prefix_cache(tiny_engine):
             assert client.post("/v1/completions", json=body).status_code == 200
         pc = client.get("/health").json()["prefix_cache"]
         assert pc["reused_tokens"] > 0 and 0 < pc["hit_rate"] < 1
+
+
+def test_on_evict_sees_every_block_that_leaves_and_a_full_backend_stops_storing():
+    gone: list[object] = []
+    pc = PrefixCache(max_bytes=100, block=2, on_evict=gone.append)
+    pc.store([1, 2, 3, 4], lambda a, b: ((a, b), 10))
+    assert pc.evict_lru() and sorted(gone) == [(0, 2), (2, 4)] and len(pc) == 0  # the root and its child
+    assert not pc.evict_lru()
+    room = iter([((0, 2), 10), (None, 0)])  # the backend has room for one block only
+    assert pc.store([1, 2, 3, 4], lambda a, b: next(room)) == 1 and pc.nbytes == 10
+    pc.clear()
+    assert gone[-1] == (0, 2) and len(gone) == 3

@@ -13,6 +13,11 @@ Sizes: the context starts at ``context`` cells (default 4096) and ``sequences``
 sequence ids (default 32); when the caches alive at once reserve more (rows × capacity), it is
 rebuilt larger and the live sequences move over (``llama_state_seq_get/set_data``).
 
+Prefix cache: a cached block is the cells of a row's positions tagged with a spare *holder*
+sequence id (:class:`HeldBlock`; a sequence copy with a position range, no data moves); a
+new row is tagged back from the holders. Holders use spare sequence ids and cells only; rows
+that need room evict blocks first, and a rebuild clears the cache.
+
 Hidden-state noise needs a hook inside the forward pass, which llama.cpp's graph does
 not offer: it raises :class:`ParameterError` naming this backend (see :data:`CAPABILITIES`).
 Embedding noise enters through the batch's ``embd`` input: the rows' token embeddings are
@@ -30,6 +35,7 @@ import struct
 import sys
 import warnings
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -242,19 +248,63 @@ def _skip(buf: Any, pos: int, vtype: int) -> int:
     return pos + struct.calcsize(_SCALARS[vtype])
 
 
-class _Pool:
-    """The ``llama_context``, its free sequence ids and the cells live caches reserve."""
+class _Holder:
+    """A spare sequence id that keeps prefix-cache blocks alive by tagging their cells.
 
-    def __init__(self, lib: Any, model: Any, threads: int, context: int, sequences: int, bos_offset: int) -> None:
+    It holds at most one block per position range (``cells``: block start → cells), so
+    copying a range from it copies exactly that block; blocks of different prompts share a
+    holder wherever their ranges differ.
+    """
+
+    __slots__ = ("seq", "cells")
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.cells: dict[int, int] = {}
+
+
+@dataclass(frozen=True, eq=False)
+class HeldBlock:
+    """A prefix-cache block on llama.cpp (the payload :meth:`SeqCache.read_block` returns):
+    the cells at llama.cpp positions ``[p0, p1)`` of ``holder``'s sequence. The first block
+    (``start`` 0) includes the BOS cell where the model has one."""
+
+    pool: _Pool
+    holder: _Holder
+    start: int
+    end: int
+    p0: int
+    p1: int
+
+
+class _Pool:
+    """The ``llama_context``, its free sequence ids, the cells live caches reserve, and the
+    holder sequences of the prefix caches attached to it."""
+
+    def __init__(
+        self,
+        lib: Any,
+        model: Any,
+        threads: int,
+        context: int,
+        sequences: int,
+        bos_offset: int,
+        kv_bytes: int = 0,
+    ) -> None:
         self.lib = lib
         self.model = model
         self.threads = threads
         self.bos_offset = bos_offset
+        self.kv_bytes = kv_bytes
+        """Bytes of keys and values per token (a prefix-cache block's ``nbytes`` is this × its tokens)."""
         self.ctx: Any = None
         self.n_ctx = 0
         self.n_seq = 0
         self.free: list[int] = []
         self.reserved = 0
+        self.holders: list[_Holder] = []
+        self.caches: weakref.WeakSet[Any] = weakref.WeakSet()
+        """Prefix caches whose blocks live in this context (:meth:`attach`)."""
         self._build(context, sequences)
 
     def _build(self, n_ctx: int, n_seq: int) -> None:
@@ -275,7 +325,13 @@ class _Pool:
         self.free = sorted(set(range(n_seq)) - used, reverse=True)  # pop() hands out the lowest id
 
     def ensure(self, seqs: int, cells: int) -> None:
-        """Make room for ``seqs`` more sequences and ``cells`` more reserved cells."""
+        """Make room for ``seqs`` more sequences and ``cells`` more reserved cells.
+
+        Prefix-cache blocks give way first (least recently used first); the context grows
+        (a rebuild) only when rows need more than it holds without them.
+        """
+        while (len(self.free) < seqs or self.reserved + cells > self.n_ctx) and self._evict_one():
+            pass
         want_seq = self.n_seq
         while len(self.free) - (self.n_seq - want_seq) < seqs and want_seq < MAX_SEQUENCES:
             want_seq = min(MAX_SEQUENCES, 2 * want_seq)
@@ -290,7 +346,13 @@ class _Pool:
             self._rebuild(want_ctx, want_seq)
 
     def _rebuild(self, n_ctx: int, n_seq: int) -> None:
-        """A larger context; live sequences move over through their saved state."""
+        """A larger context; live sequences move over through their saved state.
+
+        The prefix caches are cleared first (their holders would not share cells with the
+        rows any more once each sequence's state is restored on its own).
+        """
+        for cache in list(self.caches):
+            cache.clear()
         lib, old = self.lib, self.ctx
         states = {}
         for s in set(range(self.n_seq)) - set(self.free):
@@ -318,6 +380,51 @@ class _Pool:
         self.free.extend(seqs)
         self.free.sort(reverse=True)
         self.reserved -= cells
+
+    # -- prefix-cache holders --------------------------------------------------------------
+    def attach(self, cache: Any) -> None:
+        """Keep ``cache``'s blocks in this context: they are freed when evicted, cleared, or
+        when the cache is garbage-collected."""
+        if cache in self.caches:
+            return
+        self.caches.add(cache)
+        cache.on_evict = _drop_held
+        weakref.finalize(cache, _drop_all, cache.payloads())
+
+    def _evict_one(self) -> bool:
+        """Evict one least-recently-used block of an attached prefix cache; False if none holds any."""
+        return any(cache.evict_lru() for cache in list(self.caches))
+
+    def hold(self, seq: int, start: int, end: int) -> HeldBlock | None:
+        """Tag the cells of ``seq``'s block ``[start, end)`` (sazanami positions) with a holder;
+        None when no spare sequence id or reserved cells are left (holders never grow the context)."""
+        p0 = 0 if start == 0 else start + self.bos_offset  # the first block keeps BOS
+        p1 = end + self.bos_offset
+        cells = p1 - p0
+        if self.ctx is None or self.reserved + cells > self.n_ctx:
+            return None
+        holder = next((h for h in self.holders if start not in h.cells), None)
+        if holder is None:
+            if not self.free:
+                return None
+            holder = _Holder(self.free.pop())
+            self.holders.append(holder)
+        self.lib.llama_memory_seq_cp(self.mem, seq, holder.seq, p0, p1)
+        holder.cells[start] = cells
+        self.reserved += cells
+        return HeldBlock(self, holder, start, end, p0, p1)
+
+    def drop(self, block: HeldBlock) -> None:
+        """Free a block's cells (unless a row shares them); a holder left empty is given back."""
+        holder = block.holder
+        if self.ctx is None or holder.cells.get(block.start) is None or holder not in self.holders:
+            return
+        self.lib.llama_memory_seq_rm(self.mem, holder.seq, block.p0, block.p1)
+        self.reserved -= holder.cells.pop(block.start)
+        if not holder.cells:
+            self.holders.remove(holder)
+            self.free.append(holder.seq)
+            self.free.sort(reverse=True)
 
     def close(self) -> None:
         if self.ctx is not None:
@@ -384,8 +491,41 @@ class SeqCache:
             pool.lib.llama_memory_seq_cp(pool.mem, s, d, 0, end)
 
 
+    def read_block(self, row: int, start: int, end: int) -> tuple[HeldBlock | None, int]:
+        """Positions ``[start, end)`` of ``row`` for the prefix cache: its cells tagged with a
+        holder sequence (no data moves), and the block's bytes of keys/values; ``(None, 0)``
+        when the context has no spare sequence id or cells."""
+        block = self.pool.hold(self.seqs[row], start, end)
+        return (block, (end - start) * self.pool.kv_bytes) if block is not None else (None, 0)
+
+    def write_blocks(self, row: int, blocks: list[HeldBlock]) -> int:
+        """``row`` becomes the consecutive cached ``blocks`` from position 0 (sequence copies
+        from their holders); returns the positions written."""
+        pool, d = self.pool, self.seqs[row]
+        pool.lib.llama_memory_seq_rm(pool.mem, d, -1, -1)
+        at = 0
+        for b in blocks:
+            if b.start != at or b.pool is not pool:
+                raise ValueError(f"block [{b.start}, {b.end}) does not continue a prefix of {at} positions here")
+            pool.lib.llama_memory_seq_cp(pool.mem, b.holder.seq, d, b.p0, b.p1)
+            at = b.end
+        return at
+
+
 def _release(pool: _Pool, seqs: list[int], cells: list[int]) -> None:
     pool.release(list(seqs), cells[0])
+
+
+def _drop_held(block: Any) -> None:
+    """A prefix cache's ``on_evict`` for llama.cpp blocks (other payloads hold nothing to free)."""
+    if isinstance(block, HeldBlock):
+        block.pool.drop(block)
+
+
+def _drop_all(blocks: Any) -> None:
+    """Free the blocks a garbage-collected prefix cache still held."""
+    for b in list(blocks):
+        _drop_held(b)
 
 
 class LlamaCppBackend:
@@ -437,9 +577,24 @@ class LlamaCppBackend:
             points = tuple(p for p in points if p != "embedding")
         self.capabilities = Capabilities("llamacpp", points, CAPABILITIES.islands, CAPABILITIES.beams)
         self._embeddings: TokenEmbeddings | None = None
-        self.pool = _Pool(lib, model, self.threads, context, sequences, self.bos_offset)
+        self.supports_prefix_cache = lib.llama_model_n_swa(model) == 0
+        """Prefix blocks live in spare sequence ids (:meth:`SeqCache.read_block`); not for
+        sliding-window models, whose window cache would keep the held cells."""
+        self.pool = _Pool(lib, model, self.threads, context, sequences, self.bos_offset, self._kv_bytes())
         weakref.finalize(self, _close, self.pool, lib, model)
         self._alloc_batch(BATCH)
+
+    def _kv_bytes(self) -> int:
+        """Keys and values of one token in llama.cpp's cache: every layer's KV heads, f16 (its default)."""
+        lib, model = self.lib, self.model
+        head = self.hidden_size // max(1, lib.llama_model_n_head(model))
+        k = int(self.metadata.get(f"{self.arch}.attention.key_length") or head)
+        v = int(self.metadata.get(f"{self.arch}.attention.value_length") or head)
+        return self.num_layers * lib.llama_model_n_head_kv(model) * (k + v) * 2
+
+    def attach_prefix_cache(self, cache: Any) -> None:
+        """The engine's prefix cache keeps its blocks in this backend's context (:class:`HeldBlock`)."""
+        self.pool.attach(cache)
 
     @property
     def label(self) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from sazanami.cli.options import backend_option, engine_from_options
 from sazanami.errors import ParameterError
 
 DEFAULT_OUT = Path("bench") / "out" / "frontier"
@@ -52,7 +53,8 @@ def bench_group() -> None:
     help="Generation cache (JSONL), shared by runs  [default: bench/out/frontier-cache.jsonl]",
 )
 @click.option("--fresh", is_flag=True, help="Ignore cached generations.")
-@click.option("--model", "-m", default=None, help="Registry name or HF directory  [default: the embedded model]")
+@click.option("--model", "-m", default=None, help="Registry name, HF directory or .gguf  [default: the embedded model]")
+@backend_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Base seed of the samples and the bootstrap.")
 @click.option("--bootstrap", "n_boot", type=int, default=2000, show_default=True, help="Bootstrap resamples.")
 @click.option(
@@ -75,6 +77,7 @@ def frontier(
     cache: str | None,
     fresh: bool,
     model: str | None,
+    backend: str,
     seed: int,
     n_boot: int,
     threads: int | None,
@@ -117,7 +120,13 @@ def frontier(
         cache=Path(cache) if cache else DEFAULT_CACHE,
         fresh=fresh,
     )
-    result = fr.run_frontier(config, progress=not quiet, log=(lambda s: None) if quiet else None)
+    from sazanami.models import DEFAULT_MODEL
+
+    rows = config.resolved().samples or 1  # each prompt's samples run as one batch
+    engine = engine_from_options(model or DEFAULT_MODEL, True, backend, rows)
+    if not quiet:
+        click.echo(f"backend: {engine.backend.capabilities.backend}", err=True)
+    result = fr.run_frontier(config, engine, progress=not quiet, log=(lambda s: None) if quiet else None)
     paths = fr.write_outputs(result, out_dir, name)
     rows = result.rows()
     beyond = [r for r in rows if r["verdict"] == "beyond"]

@@ -162,14 +162,18 @@ def engine_from_options(
     return Engine(load_for(model, backend, rows, fluctuation), prefix_cache=prefix_cache)
 
 
-backend_option = click.option(
-    "--backend",
-    type=click.Choice(ENGINE_BACKENDS),
-    default="auto",
-    show_default=True,
-    help="auto: llama.cpp for GGUF-only models and one row, torch for several rows; "
-    "vllm: vLLM (its own venv, `make vllm`).",
+BACKEND_HELP = (
+    "Which engine runs the model. auto: llama.cpp for GGUF-only models; for a model both run, "
+    "llama.cpp below a crossover number of rows (measured once on this machine, "
+    "$SAZANAMI_AUTO_ROWS overrides it) and torch from there (search, flows and the server run several). "
+    "vllm: vLLM (its own venv, `make vllm`)."
 )
+
+backend_option = click.option(
+    "--backend", type=click.Choice(ENGINE_BACKENDS), default="auto", show_default=True, help=BACKEND_HELP
+)
+"""``--backend``: its choices are :data:`sazanami.engines.ENGINE_BACKENDS` (the model backends
+of :data:`sazanami.models.BACKENDS`, one place to add one, plus ``vllm``)."""
 
 ray_options = [
     click.option(
@@ -185,6 +189,10 @@ ray_options = [
 def engine_options(fn: Any) -> Any:
     """``--backend``, ``--ray-replicas`` and ``--ray-address`` (see :func:`engine_from_options`)."""
     return _apply(fn, [backend_option, *ray_options])
+
+SEARCH_ROWS = 8
+"""Rows per engine call that ``auto`` assumes for a search or a flow when ``-n`` is not given
+(strategies draw several variants per round; judge calls batch the candidates)."""
 
 
 def params_from_options(kw: dict[str, Any]) -> SamplingParams:

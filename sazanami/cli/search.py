@@ -12,6 +12,8 @@ import click
 
 from sazanami.cli.options import (
     ISLAND_OPTIONS,
+    SEARCH_ROWS,
+    backend_option,
     engine_from_options,
     engine_options,
     extra_values,
@@ -48,7 +50,9 @@ def _output_options(fn: Any) -> Any:
     return fn
 
 
-def _print(tree: Any, as_json: bool, show_tree: bool, save: str | None) -> None:
+def _print(tree: Any, as_json: bool, show_tree: bool, save: str | None, engine: Any = None) -> None:
+    if engine is not None:  # which engine ran it: in --json and saved trees
+        tree.meta["backend"] = engine.backend.capabilities.backend
     if save:
         tree.save(save)
     if as_json:
@@ -136,8 +140,9 @@ def search(
     kw["n"] = 1
     island_kw = {k: kw.pop(k) for k in ISLAND_OPTIONS}
     params = params_from_options(kw)
+    rows = options.get("n") or options.get("width") or SEARCH_ROWS
     engine = engine_from_options(
-        kw["model"], kw.pop("prefix_cache"), kw.pop("backend"), 1, params.fluctuation, kw.pop("ray_replicas"), kw.pop("ray_address")
+        kw["model"], kw.pop("prefix_cache"), kw.pop("backend"), rows, params.fluctuation, kw.pop("ray_replicas"), kw.pop("ray_address")
     )
     islands = islands_from_options(island_kw, engine.tokenizer)
     scorer_obj = make_scorer(scorer)
@@ -156,7 +161,7 @@ def search(
         islands=islands,
         **options,
     )
-    _print(tree, as_json, show_tree, save)
+    _print(tree, as_json, show_tree, save, engine)
 
 
 # `-n` is SamplingParams.n elsewhere; here the strategy's (each candidate is one variant).
@@ -178,6 +183,7 @@ def flow() -> None:
 @prefix_cache_option
 @island_options
 @_output_options
+@backend_option
 def flow_run(
     file: str,
     prompt: str | None,
@@ -185,19 +191,24 @@ def flow_run(
     budget: int | None,
     model: str | None,
     prefix_cache: bool,
+    backend: str,
     as_json: bool,
     show_tree: bool,
     save: str | None,
     progress: bool,
     **island_kw: Any,
 ) -> None:
-    """Run the flow in FILE and print the winner (or the tree); tools and grammars apply to every candidate."""
+    """Run the flow in FILE and print the winner (or the tree); tools and grammars apply to every candidate.
+
+    With --progress, each step prints a line on stderr when it starts and when it ends
+    (candidates, tokens, best score).
+    """
 
     f = Flow.load(file)
-    engine = engine_from_options(model or f.model or DEFAULT_MODEL, prefix_cache)
+    engine = engine_from_options(model or f.model or DEFAULT_MODEL, prefix_cache, backend, SEARCH_ROWS)
     islands = islands_from_options(island_kw, engine.tokenizer)
     tree = f.run(engine, prompt, seed=seed, budget=budget, progress=progress and not as_json, islands=islands)
-    _print(tree, as_json, show_tree, save)
+    _print(tree, as_json, show_tree, save, engine)
 
 
 @flow.command("check")
@@ -207,6 +218,8 @@ def flow_check(file: str) -> None:
 
     f = Flow.load(file)
     click.echo(f"{file}: flow {f.name!r}, {len(f.steps)} steps: " + " → ".join(s.kind for s in f.steps))
+    for warning in f.check_budget(f.budget) if f.budget is not None else []:
+        click.echo(f"warning: {warning['node']}: {warning['message']}")
 
 
 @click.group("tree")

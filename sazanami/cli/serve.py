@@ -18,7 +18,7 @@ from sazanami.server.limits import Limits
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name or HF directory.")
+@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name, HF directory or .gguf file.")
 @limits_options
 @engine_options
 @click.option(
@@ -26,7 +26,8 @@ from sazanami.server.limits import Limits
     type=int,
     default=0,
     show_default=True,
-    help="Torch CPU threads (0 = torch's default). On a CPU shared with other jobs, 1 can be much faster.",
+    help="CPU threads: torch's (0 = torch's default) or llama.cpp's (0 = physical cores). "
+    "On a CPU shared with other jobs, 1 can be much faster.",
 )
 @click.option(
     "--tools",
@@ -48,16 +49,20 @@ def serve(
     host: str,
     port: int,
     model: str,
+    backend: str,
     threads: int,
     tools: str,
     corpus: str | None,
     log_level: str,
-    backend: str,
     ray_replicas: int,
     ray_address: str | None,
     **limits: int,
 ) -> None:
     """Serve MODEL over an OpenAI-compatible API, with the playground at http://HOST:PORT/.
+
+    --backend auto picks for a full batch of --max-batch-rows rows (a server batches many):
+    a model both backends run goes to torch unless that is below the measured crossover
+    (see --help of generate), GGUF-only models to llama.cpp. /v1/sazanami says which runs.
 
     \b
     curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
@@ -71,11 +76,13 @@ def serve(
     if threads > 0:
         torch.set_num_threads(threads)
     limits_obj = Limits(**limits)
-    engine = None  # auto: create_app's own engine, its prefix cache sized by the limits
-    if backend != "auto" or ray_replicas:
-        engine = engine_from_options(model, limits_obj.prefix_cache_mb > 0, backend, 1, None, ray_replicas, ray_address)
-    app = create_app(model, limits_obj, engine=engine, tools=registry)
-    click.echo(f"sazanami: serving {model} on http://{host}:{port}/ (API under /v1)", err=True)
+    engine = None  # torch / llama.cpp: create_app builds it (its prefix cache sized by the limits)
+    if backend == "vllm" or ray_replicas:
+        rows = limits_obj.max_batch_rows
+        engine = engine_from_options(model, limits_obj.prefix_cache_mb > 0, backend, rows, None, ray_replicas, ray_address)
+    app = create_app(model, limits_obj, engine=engine, tools=registry, backend=backend, threads=threads or None)
+    running = app.state.server.engine.backend.capabilities.backend
+    click.echo(f"sazanami: serving {model} on {running} at http://{host}:{port}/ (API under /v1)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 

@@ -1,6 +1,7 @@
 """Flows: a search written down as data (JSON or YAML), so it can be saved, shared and rerun.
 
-A flow is a list of steps over a *pool* of candidates::
+A flow is a graph of steps over *pools* of candidates. Written as a plain list, it is one
+pool handed down the list::
 
     name: concepts-mmr-synth
     prompt: "Write one sentence that uses all of these words: dog, ball, park."
@@ -21,6 +22,17 @@ A flow is a list of steps over a *pool* of candidates::
       - score: {}
       - select: {k: 1}
 
+Any step may also carry ``id`` (its name in progress events and errors), ``in`` (the pool
+or pools it reads, default ``pool``) and ``out`` (the pool it writes, default ``pool``); with
+them, steps branch and merge (:mod:`sazanami.search.flow_graph` binds and orders them)::
+
+    steps:
+      - generate: {id: hot, out: hot, n: 4, temperature: 1.2, fluctuation: pink-temperature}
+      - generate: {id: cold, out: cold, n: 4, temperature: 0.6}
+      - merge: {in: [hot, cold]}             # writes pool
+      - score: {}
+      - select: {k: 2}
+
 Steps:
 
 - ``generate`` {n, share, keep, <sampling fields>} — fresh samples (n omitted: as many as
@@ -31,21 +43,30 @@ Steps:
 - ``improve`` {n, keep, <sampling fields>} — per pool node, n improved drafts (with the
   scorer's feedback); keep defaults to true;
 - ``score`` {scorer} — score the pool (a name from ``scorers``, a spec, default the flow's);
+  a candidate has one score, the last one given;
 - ``select`` {k, method: top-k | mmr, diversity} — keep the winners (unscored nodes are
   scored with the default scorer first);
 - ``synthesize`` {n, k, template, max_tokens, temperature, keep} — merge the best k of the
   pool (default all) into n new candidates; keep defaults to true;
+- ``merge`` {} — the union of the pools it reads (every step reads the union of its ``in``);
 - ``strategy`` {name, share, <options>} — run a whole strategy with ``share`` of what
   remains; the pool becomes its finished candidates;
-- ``repeat`` {times, steps} — run the nested steps ``times`` times.
+- ``repeat`` {times, steps} — run the nested steps (one chain, no ``in``/``out``) ``times`` times.
 
 Every step spends from the flow's one budget; model calls are clipped so it is never
-exceeded. ``sazanami flow run FILE`` runs a flow; :meth:`Flow.run` does the same from Python.
+exceeded, and a file's budget must cover the least the planned steps spend
+(:meth:`Flow.check_budget`). The winner is the best candidate of the whole tree. A running
+flow reports per-step events (:data:`EVENTS`). ``sazanami flow run FILE`` runs a flow;
+:meth:`Flow.run` does the same from Python. An optional top-level ``layout`` ({id: [x, y]})
+keeps the editor's node positions; running ignores it.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +77,7 @@ from sazanami.islands.runtime import Islands
 from sazanami.params import SamplingParams
 from sazanami.search.budget import Budget
 from sazanami.search.context import SearchContext
+from sazanami.search.flow_graph import GRAPH_FIELDS, FlowError, Graph, Step, build_graph, parse_graph_fields
 from sazanami.search.scorer_specs import make_scorer
 from sazanami.search.scorers import Scorer
 from sazanami.search.selectors import make_selector, rank
@@ -63,7 +85,7 @@ from sazanami.search.strategies import STRATEGIES, _check_options, _strategy_nam
 from sazanami.search.synthesis import Improver, Synthesizer
 from sazanami.search.tree import Node, Tree
 
-__all__ = ["STEP_KINDS", "Flow", "Step"]
+__all__ = ["EVENTS", "STEP_KINDS", "Flow", "FlowError", "Step", "parse_document", "print_event", "step_fields"]
 
 _PARAM_FIELDS = set(SamplingParams.field_names()) - {"n", "seed"}
 STEP_KINDS: dict[str, set[str]] = {
@@ -75,25 +97,15 @@ STEP_KINDS: dict[str, set[str]] = {
     "synthesize": {"n", "k", "template", "max_tokens", "temperature", "keep"},
     "strategy": {"name", "share"},  # plus the strategy's own options
     "repeat": {"times", "steps"},
+    "merge": set(),
 }
 _TOP_KEYS = {
     "name", "description", "prompt", "model", "seed", "budget", "params", "scorer", "scorers", "steps", "raw",
-    "islands",
+    "islands", "layout",
 }  # fmt: skip
 
 
-@dataclass
-class Step:
-    """One parsed step: its kind, its arguments, and where it sits (for error messages)."""
-
-    kind: str
-    args: dict[str, Any]
-    where: str
-    steps: list[Step] = field(default_factory=list)
-    """Nested steps (repeat)."""
-
-
-def _parse_steps(raw: Any, where: str) -> list[Step]:
+def _parse_steps(raw: Any, where: str, graph: bool = True) -> list[Step]:
     if not isinstance(raw, list) or not raw:
         raise ParameterError(where, f"{where} must be a non-empty list of steps")
     out = []
@@ -102,27 +114,41 @@ def _parse_steps(raw: Any, where: str) -> list[Step]:
         if isinstance(item, str):
             item = {item: {}}
         if not isinstance(item, dict) or len(item) != 1:
-            raise ParameterError(here, f"{here} must be an object with one key (the step kind), got {item!r}")
+            raise FlowError(here, f"{here} must be an object with one key (the step kind), got {item!r}")
         kind, args = next(iter(item.items()))
         if kind not in STEP_KINDS:
-            raise ParameterError(here, f"{here}: unknown step {kind!r}; known: {', '.join(STEP_KINDS)}")
+            node = args.get("id") if isinstance(args, dict) and isinstance(args.get("id"), str) else None
+            raise FlowError(here, f"{here}: unknown step {kind!r}; known: {', '.join(STEP_KINDS)}", node)
         args = {} if args is None else args
         if not isinstance(args, dict):
-            raise ParameterError(here, f"{here}.{kind} must be an object, got {args!r}")
+            raise FlowError(here, f"{here}.{kind} must be an object, got {args!r}")
         args = dict(args)
-        if kind != "strategy":
-            extra = sorted(set(args) - STEP_KINDS[kind])
-            if extra:
-                known = ", ".join(sorted(STEP_KINDS[kind] - _PARAM_FIELDS)) + (
-                    " and sampling fields" if STEP_KINDS[kind] & _PARAM_FIELDS else ""
-                )
-                raise ParameterError(
-                    f"{here}.{kind}.{extra[0]}", f"{here}.{kind}: unknown field {extra[0]!r}; known: {known}"
-                )
-        step = Step(kind, args, f"{here}.{kind}")
-        _validate(step)
-        if kind == "repeat":
-            step.steps = _parse_steps(args.get("steps"), f"{here}.repeat.steps")
+        if not graph and any(k in args for k in GRAPH_FIELDS):
+            key = next(k for k in GRAPH_FIELDS if k in args)
+            raise FlowError(
+                f"{here}.{kind}.{key}", f"{here}.{kind}: {key!r} is not allowed inside repeat (its steps are one chain)"
+            )
+        sid, inputs, output = parse_graph_fields(args, here, i, kind)
+        step = Step(kind, args, f"{here}.{kind}", id=sid, inputs=inputs, output=output)
+        try:
+            if kind != "strategy":
+                extra = sorted(str(k) for k in args if k not in STEP_KINDS[kind])
+                if extra:
+                    known = ", ".join(sorted((STEP_KINDS[kind] - _PARAM_FIELDS) | set(GRAPH_FIELDS))) + (
+                        " and sampling fields" if STEP_KINDS[kind] & _PARAM_FIELDS else ""
+                    )
+                    raise ParameterError(
+                        f"{here}.{kind}.{extra[0]}", f"{here}.{kind}: unknown field {extra[0]!r}; known: {known}"
+                    )
+            _validate(step)
+            if kind == "repeat":
+                step.steps = _parse_steps(args.get("steps"), f"{here}.repeat.steps", graph=False)
+        except FlowError as exc:
+            if exc.node is None and graph:
+                exc.node = sid
+            raise
+        except ParameterError as exc:  # name the node, keep the field
+            raise FlowError(exc.param, str(exc), sid if graph else None) from exc
         out.append(step)
     return out
 
@@ -146,6 +172,8 @@ def _validate(step: Step) -> None:
         overrides = {k: v for k, v in a.items() if k in _PARAM_FIELDS}
         if overrides:
             SamplingParams(**overrides)  # validates, raising ParameterError naming the field
+    if "keep" in a and not isinstance(a["keep"], bool):
+        raise ParameterError(f"{w}.keep", f"{w}.keep must be true or false, got {a['keep']!r}")
     if step.kind in ("generate", "strategy"):
         share()
     if step.kind == "select":
@@ -167,7 +195,7 @@ def _validate(step: Step) -> None:
 
 @dataclass
 class Flow:
-    """A declarative search: defaults plus a list of steps (see the module docstring)."""
+    """A declarative search: defaults plus a graph of steps (see the module docstring)."""
 
     steps: list[Step]
     name: str = "flow"
@@ -188,17 +216,25 @@ class Flow:
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Flow:
+        """Parse and validate a flow document: every step, the graph, the scorers and the budget."""
         if not isinstance(data, dict):
             raise ParameterError("flow", f"a flow must be an object, got {type(data).__name__}")
-        extra = sorted(set(data) - _TOP_KEYS)
+        extra = sorted(str(k) for k in data if k not in _TOP_KEYS)  # YAML keys may be numbers
         if extra:
-            raise ParameterError(extra[0], f"unknown flow field {extra[0]!r}; known: {', '.join(sorted(_TOP_KEYS))}")
+            raise ParameterError(extra[0] or "flow", f"unknown flow field {extra[0]!r}; known: {', '.join(sorted(_TOP_KEYS))}")
         params = data.get("params") or {}
         if not isinstance(params, dict):
             raise ParameterError("params", "flow params must be an object of sampling fields")
         scorers = data.get("scorers") or {}
         if not isinstance(scorers, dict):
             raise ParameterError("scorers", "flow scorers must be an object {name: spec}")
+        if not isinstance(data.get("layout", {}), dict):
+            raise ParameterError("layout", "flow layout must be an object {step id: [x, y]}")
+        _check_prompt(data.get("prompt"))
+        if data.get("seed") is not None:
+            check_int("seed", data["seed"], 0, 2**63 - 1)
+        if data.get("model") is not None and not isinstance(data["model"], str):
+            raise ParameterError("model", f"model must be a name, got {data['model']!r}")
         flow = cls(
             steps=_parse_steps(data.get("steps"), "steps"),
             name=str(data.get("name", "flow")),
@@ -218,28 +254,19 @@ class Flow:
         make_scorer(flow.scorer)
         for spec in flow.scorers.values():
             make_scorer(spec)
-        for step in flow._all_steps(flow.steps):
-            if step.kind == "score" and "scorer" in step.args:
-                flow._scorer(step.args["scorer"])
+        for top in flow.steps:
+            for step in flow._all_steps([top]):
+                if step.kind == "score" and "scorer" in step.args:
+                    flow._step_scorer(step, top)
+        flow.graph()
+        if flow.budget is not None:
+            flow.check_budget(flow.budget)
         return flow
 
     @classmethod
     def loads(cls, text: str, fmt: str | None = None) -> Flow:
         """Parse a JSON or YAML document (``fmt`` 'json' / 'yaml'; default: try JSON, then YAML)."""
-        if fmt == "json" or (fmt is None and text.lstrip().startswith("{")):
-            try:
-                return cls.from_dict(json.loads(text))
-            except json.JSONDecodeError as exc:
-                raise ParameterError("flow", f"flow is not valid JSON: {exc}") from exc
-        try:
-            import yaml
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ParameterError("flow", "YAML flows need PyYAML: pip install pyyaml") from exc
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ParameterError("flow", f"flow is not valid YAML: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(parse_document(text, fmt))
 
     @classmethod
     def load(cls, path: str | Path) -> Flow:
@@ -254,6 +281,10 @@ class Flow:
     def to_dict(self) -> dict[str, Any]:
         return dict(self.source)
 
+    def graph(self) -> Graph:
+        """The steps bound into a graph (raises :class:`FlowError` for bad reads and cycles)."""
+        return build_graph(self.steps)
+
     @staticmethod
     def _all_steps(steps: list[Step]) -> list[Step]:
         out = []
@@ -267,6 +298,121 @@ class Flow:
             return make_scorer(self.scorers[spec])
         return make_scorer(spec)
 
+    def _step_scorer(self, step: Step, node: Step) -> Scorer:
+        """A score step's scorer; a name that is neither a named scorer nor a spec names the step."""
+        spec = step.args["scorer"]
+        try:
+            return self._scorer(spec)
+        except ParameterError as exc:
+            named = ", ".join(sorted(self.scorers)) or "none"
+            raise FlowError(
+                f"{step.where}.scorer",
+                f"{step.where}.scorer: {spec!r} is neither one of the flow's scorers ({named}) "
+                f"nor a scorer spec ({exc})",
+                node.id,
+            ) from exc
+
+    # -- planning ----------------------------------------------------------------------------------
+    def plan(self) -> list[dict[str, Any]]:
+        """What each step may spend, in running order: rows and tokens at least and at most.
+
+        At least: every planned row draws one token and every judged candidate costs one
+        (the ledger runs a row only if a token of it fits). At most: every row runs to its
+        ``max_tokens`` and every judge call to its own. Steps whose size depends on what the
+        budget buys (``generate`` without ``n``, ``strategy``) count 0 at least and are left
+        out of the most (``None``), as are the steps that read their pools.
+        """
+        graph = self.graph()
+        low: list[int] = [0] * len(self.steps)
+        high: list[int | None] = [0] * len(self.steps)
+        out = []
+        for i in graph.order:
+            step = self.steps[i]
+            ins = [low[j] for j in graph.sources[i]]
+            his = [high[j] for j in graph.sources[i]]
+            # a union is at least as big as its biggest part and at most their sum
+            lo_in = max(ins, default=0)
+            hi_in = None if any(h is None for h in his) else sum(his)  # type: ignore[misc]
+            lo = self._cost(step, lo_in, least=True)
+            hi = self._cost(step, hi_in, least=False)
+            low[i], high[i] = lo[2], hi[2]
+            out.append(
+                {"id": step.id, "where": step.where, "rows": lo[0], "min_tokens": lo[1], "max_tokens": hi[1]}
+            )
+        return out
+
+    def _cost(self, step: Step, pool: int | None, least: bool) -> tuple[int, int | None, int | None]:
+        """(rows, tokens, output size) of one step on ``pool`` candidates; None = unknown (at most only)."""
+        a, kind = step.args, step.kind
+        keep = bool(a.get("keep", kind in ("extend", "improve", "synthesize")))
+        per_row = 1 if least else a.get("max_tokens") or self.params.max_tokens
+        rows: int | None
+        if kind == "generate":
+            rows = a.get("n")
+            if rows is None and least:
+                return 0, 0, pool if keep else 0
+        elif kind in ("extend", "improve"):
+            rows = None if pool is None else pool * a["n"]
+        elif kind == "synthesize":
+            rows = None if pool is None else (a.get("n", 1) if pool else 0)
+        elif kind == "score":
+            scorer = self._scorer(a["scorer"]) if "scorer" in a else self._scorer(self.scorer)
+            cost = min(1, scorer.cost_per_item) if least else scorer.cost_per_item
+            return 0, None if pool is None else pool * cost, pool
+        elif kind == "select":
+            return 0, 0, None if pool is None else min(a["k"], pool)
+        elif kind == "merge":
+            return 0, 0, pool
+        elif kind == "strategy":
+            return (0, 0, 0) if least else (0, None, None)
+        else:  # repeat: its chain, ``times`` times
+            total_rows, tokens, size = 0, 0, pool
+            for _ in range(a["times"]):
+                for inner in step.steps:
+                    r, t, size = self._cost(inner, size, least)
+                    total_rows += r
+                    tokens = None if tokens is None or t is None else tokens + t
+            return total_rows, tokens, size
+        if rows is None:
+            return 0, None, None
+        size = None if keep and pool is None else rows + (pool or 0 if keep else 0)
+        return rows, rows * per_row, size
+
+    def check_budget(self, budget: Any) -> list[dict[str, Any]]:
+        """Raise :class:`FlowError` if ``budget`` cannot cover the planned steps; returns warnings.
+
+        It cannot when the least the steps may spend (:meth:`plan`) is more than it; the
+        error names the first step that does not fit. A warning names the first step by
+        which the most they may spend passes it (the ledger then clips later calls).
+        """
+        tokens = Budget.parse(budget).tokens
+        least, most, warned = 0, 0, False
+        warnings = []
+        for row in self.plan():
+            least += row["min_tokens"]
+            if least > tokens:
+                raise FlowError(
+                    "budget",
+                    f"budget: {tokens} tokens cannot cover the planned steps; by {row['where']} "
+                    f"(id {row['id']!r}) they need at least {least} (one token per row, {row['rows']} rows "
+                    "in this step); raise budget or lower n",
+                    row["id"],
+                )
+            if row["max_tokens"] is None or most is None:
+                most = None
+                continue
+            most += row["max_tokens"]
+            if most > tokens and not warned:
+                warned = True
+                warnings.append(
+                    {
+                        "node": row["id"],
+                        "message": f"by {row['where']} the steps may spend up to {most} tokens, over the "
+                        f"budget of {tokens}: later calls get shorter rows or are skipped",
+                    }
+                )
+        return warnings
+
     # -- running ---------------------------------------------------------------------------------
     def run(
         self,
@@ -277,15 +423,19 @@ class Flow:
         budget: Any = None,
         progress: bool = False,
         islands: Any = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> Tree:
         """Run the flow (arguments override the file's) and return the tree.
 
         ``islands`` (:class:`sazanami.islands.Islands`): tools and/or a grammar for every
-        candidate, instead of the file's ``islands``.
+        candidate, instead of the file's ``islands``. ``on_event`` gets each step's progress
+        events (:data:`EVENTS`); ``progress=True`` prints them as lines on stderr.
         """
         prompt = prompt if prompt is not None else self.prompt
         if prompt is None:
             raise ParameterError("prompt", "the flow has no prompt; pass one")
+        _check_prompt(prompt)
+        graph = self.graph()
         if engine is None:
             from sazanami.models import DEFAULT_MODEL, load
 
@@ -299,43 +449,167 @@ class Flow:
             budget=budget if budget is not None else self.budget,
             seed=seed if seed is not None else self.seed,
             raw=self.raw,
-            progress=progress,
             config={"flow": self.source},
             islands=islands if islands is not None else self.islands,
         )
-        runner = _Runner(self, ctx)
+        sinks = [f for f in (on_event, print_event if progress else None) if f is not None]
+        runner = _Runner(self, ctx, lambda ev: [f(ev) for f in sinks])
         try:
-            runner.run(self.steps)
+            runner.run(graph)
         finally:
             tree = ctx.finish()
         return tree
 
 
-class _Runner:
-    """Executes steps against one search context, carrying the pool between them."""
+EVENTS = ("started", "progress", "finished", "skipped")
+"""Progress events of a running flow, each a dict with ``event`` (one of these), ``node`` (the
+step's id), ``kind``, ``index`` (in ``steps``, of ``of``), ``spent`` and ``budget`` (the flow's tokens so
+far and in all); ``progress`` and ``finished`` add ``candidates`` (the step's pool so far),
+``new`` (candidates it made), ``tokens`` (it spent), ``best`` (best score in its pool or None)
+and ``pool`` (its candidates: id, kind, score, text, spans)."""
 
-    def __init__(self, flow: Flow, ctx: SearchContext) -> None:
+
+def print_event(event: dict[str, Any], file: Any = None) -> None:
+    """One plain line on stderr per finished or skipped step (the CLI's progress display)."""
+    file = file if file is not None else sys.stderr
+    head = f"[{event['index'] + 1}/{event['of']}] {event['node']:<14} {event['kind']:<10}"
+    if event["event"] == "started":
+        print(f"{head} …", file=file, flush=True)
+    elif event["event"] == "skipped":
+        print(f"{head} skipped: the budget is spent", file=file, flush=True)
+    else:
+        best = "—" if event["best"] is None else f"{event['best']:.3g}"
+        print(
+            f"{head} {event['candidates']:>3} candidates (+{event['new']})  {event['tokens']:>5} tok  "
+            f"best {best}  [{event['spent']}/{event['budget']}]"
+            + ("" if event["event"] == "finished" else " …"),
+            file=file,
+            flush=True,
+        )
+
+
+def step_fields() -> dict[str, Any]:
+    """Step kinds and their own fields, which kinds take sampling fields, and those fields."""
+    return {
+        "kinds": {k: sorted(v - _PARAM_FIELDS) for k, v in STEP_KINDS.items()},
+        "sampling": {k: bool(v & _PARAM_FIELDS) for k, v in STEP_KINDS.items()},
+        "sampling_fields": sorted(_PARAM_FIELDS),
+        "graph_fields": list(GRAPH_FIELDS),
+    }
+
+
+def parse_document(text: str, fmt: str | None = None) -> dict[str, Any]:
+    """A flow document from JSON or YAML text (``fmt`` 'json' / 'yaml'; default: JSON if it looks so)."""
+    if fmt == "json" or (fmt is None and text.lstrip().startswith("{")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ParameterError("flow", f"flow is not valid JSON: {exc}") from exc
+    try:
+        import yaml
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ParameterError("flow", "YAML flows need PyYAML: pip install pyyaml") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ParameterError("flow", f"flow is not valid YAML: {exc}") from exc
+
+
+def _check_prompt(prompt: Any, where: str = "prompt") -> None:
+    """A prompt is a text or a chat: a list of {role, content} messages (None: given at run time)."""
+    if prompt is None or isinstance(prompt, str):
+        return
+    ok = isinstance(prompt, list) and prompt and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt
+    )
+    if not ok:
+        raise ParameterError(where, f"{where} must be a text or a list of {{role, content}} messages, got {prompt!r:.80}")
+
+
+def _union(pools: list[list[Node]]) -> list[Node]:
+    """The pools' candidates, each once, in order."""
+    if len(pools) == 1:
+        return list(pools[0])
+    seen: set[int] = set()
+    return [n for pool in pools for n in pool if not (n.id in seen or seen.add(n.id))]
+
+
+class _Runner:
+    """Executes the graph against one search context: each step maps its input pool to its output."""
+
+    def __init__(self, flow: Flow, ctx: SearchContext, emit: Callable[[dict[str, Any]], Any]) -> None:
         self.flow = flow
         self.ctx = ctx
-        self.pool: list[Node] = []
+        self.emit = emit
         self.counter = 0
 
-    def run(self, steps: list[Step]) -> None:
+    def run(self, graph: Graph) -> None:
+        outputs: dict[int, list[Node]] = {}
+        for i in graph.order:
+            step = graph.steps[i]
+            pool = _union([outputs[j] for j in graph.sources[i]]) if graph.sources[i] else []
+            outputs[i] = self._node(i, step, pool)
+
+    def _event(self, name: str, i: int, step: Step, **extra: Any) -> None:
+        ledger = self.ctx.ledger
+        self.emit(
+            {"event": name, "node": step.id, "kind": step.kind, "index": i, "of": len(self.flow.steps),
+             "spent": ledger.generated, "budget": ledger.budget.tokens, **extra}
+        )  # fmt: skip
+
+    def _report(self, name: str, i: int, step: Step, pool: list[Node], first: int, spent: int) -> None:
+        scores = [n.score for n in pool if n.score is not None]
+        self._event(
+            name, i, step,
+            candidates=len(pool),
+            new=len(self.ctx.tree.nodes) - first,
+            tokens=self.ctx.ledger.generated - spent,
+            best=max(scores) if scores else None,
+            pool=[{"id": n.id, "kind": n.kind, "score": n.score, "text": n.text, "spans": n.spans} for n in pool],
+        )  # fmt: skip
+
+    def _node(self, i: int, step: Step, pool: list[Node]) -> list[Node]:
+        """One graph node, with its events; a step the spent budget cannot run passes its pool on."""
+        if self._skip(step):
+            self._event("skipped", i, step)
+            return pool
+        first, spent = len(self.ctx.tree.nodes), self.ctx.ledger.generated
+        self.counter += 1
+        self._event("started", i, step)
+        self.ctx.start_round(self.counter, step.kind)
+        if step.kind == "repeat":
+            out = self._repeat(step, pool, lambda p: self._report("progress", i, step, p, first, spent))
+        else:
+            out = getattr(self, "_" + step.kind)(step, pool)
+        self._report("finished", i, step, out, first, spent)
+        return out
+
+    def _skip(self, step: Step) -> bool:
+        return self.ctx.ledger.exhausted and step.kind not in ("score", "select", "merge")
+
+    def _chain(self, steps: list[Step], pool: list[Node], after: Callable[[list[Node]], None]) -> list[Node]:
+        """Nested steps (a repeat's), one after the other on one pool."""
         for step in steps:
-            if self.ctx.ledger.exhausted and step.kind not in ("score", "select"):
+            if self._skip(step):
                 continue
             self.counter += 1
             self.ctx.start_round(self.counter, step.kind)
-            getattr(self, "_" + step.kind)(step)
+            if step.kind == "repeat":
+                pool = self._repeat(step, pool, after)
+            else:
+                pool = getattr(self, "_" + step.kind)(step, pool)
+            after(pool)
+        return pool
 
     def _params(self, args: dict[str, Any]) -> SamplingParams:
         overrides = {k: v for k, v in args.items() if k in _PARAM_FIELDS}
         return self.ctx.params.replace(**overrides) if overrides else self.ctx.params
 
-    def _made(self, nodes: list[Node], keep: bool) -> None:
-        self.pool = (self.pool if keep else []) + nodes
+    @staticmethod
+    def _made(pool: list[Node], nodes: list[Node], keep: bool) -> list[Node]:
+        return (pool if keep else []) + nodes
 
-    def _generate(self, step: Step) -> None:
+    def _generate(self, step: Step, pool: list[Node]) -> list[Node]:
         a, ctx = step.args, self.ctx
         params = self._params(a)
         share = int(ctx.ledger.remaining * a.get("share", 1.0))
@@ -343,72 +617,74 @@ class _Runner:
         nodes = self._spend(
             lambda start, count: [ctx.fresh(start + i, params, key=key) for i in range(count)], a.get("n"), share
         )
-        self._made(nodes, bool(a.get("keep", False)))
+        return self._made(pool, nodes, bool(a.get("keep", False)))
 
-    def _extend(self, step: Step) -> None:
-        import random
-
+    def _extend(self, step: Step, pool: list[Node]) -> list[Node]:
         a, ctx = step.args, self.ctx
         params = self._params(a)
         specs = []
-        for node in self.pool:
+        for node in pool:
             for j in range(a["n"]):
                 rng = random.Random(ctx.seed_for("cut", self.counter, node.id, j))
                 cut = rng.randrange(1, len(node.token_ids)) if len(node.token_ids) > 1 else 0
                 specs.append(ctx.continuation(node, cut, self.counter * 1000 + j, params))
-        self._made(ctx.generate(specs), bool(a.get("keep", True)))
+        return self._made(pool, ctx.generate(specs), bool(a.get("keep", True)))
 
-    def _improve(self, step: Step) -> None:
+    def _improve(self, step: Step, pool: list[Node]) -> list[Node]:
         a, ctx = step.args, self.ctx
         params = self._params(a)
         saved = ctx.improver
         if "template" in a:
             ctx.improver = Improver(a["template"])
         try:
-            specs = [
-                ctx.improvement(node, self.counter * 1000 + j, params) for node in self.pool for j in range(a["n"])
-            ]
+            specs = [ctx.improvement(node, self.counter * 1000 + j, params) for node in pool for j in range(a["n"])]
             nodes = ctx.generate(specs)
         finally:
             ctx.improver = saved
-        self._made(nodes, bool(a.get("keep", True)))
+        return self._made(pool, nodes, bool(a.get("keep", True)))
 
-    def _score(self, step: Step) -> None:
+    def _score(self, step: Step, pool: list[Node]) -> list[Node]:
         spec = step.args.get("scorer")
         scorer = self.flow._scorer(spec) if spec is not None else None
-        self.ctx.score(self.pool, scorer)
+        self.ctx.score(pool, scorer)
+        return pool
 
-    def _select(self, step: Step) -> None:
-        unscored = [n for n in self.pool if n.score is None and not n.scores]
+    def _select(self, step: Step, pool: list[Node]) -> list[Node]:
+        unscored = [n for n in pool if n.score is None and not n.scores]
         if unscored:
             self.ctx.score(unscored)
-        self.pool = make_selector(dict(step.args)).select(self.pool)
-        for n in self.pool:
+        pool = make_selector(dict(step.args)).select(pool)
+        for n in pool:
             n.meta.setdefault("selected_at", []).append(self.counter)
+        return pool
 
-    def _synthesize(self, step: Step) -> None:
+    def _merge(self, step: Step, pool: list[Node]) -> list[Node]:
+        return pool  # the union of the inputs is made before the step runs
+
+    def _synthesize(self, step: Step, pool: list[Node]) -> list[Node]:
         a, ctx = step.args, self.ctx
-        if not self.pool:
-            return
+        if not pool:
+            return pool
         synth = Synthesizer(**{k: a[k] for k in ("n", "template", "max_tokens", "temperature") if k in a})
-        winners = rank(self.pool)[: a.get("k", len(self.pool))]
+        winners = rank(pool)[: a.get("k", len(pool))]
         nodes = ctx.generate(
             [ctx.synthesis(winners, synth, self.counter * 1000 + i) for i in range(synth.n)], kind="synthesis"
         )
-        self._made(nodes, bool(a.get("keep", True)))
+        return self._made(pool, nodes, bool(a.get("keep", True)))
 
-    def _strategy(self, step: Step) -> None:
+    def _strategy(self, step: Step, pool: list[Node]) -> list[Node]:
         a, ctx = step.args, self.ctx
         name = _strategy_name(a["name"])
         options = {k: v for k, v in a.items() if k not in ("name", "share")}
         before = len(ctx.tree.nodes)
         with ctx.ledger.limit(int(ctx.ledger.remaining * a.get("share", 1.0))):
             STRATEGIES[name](ctx, **options)
-        self.pool = [n for n in ctx.tree.nodes[before:] if not n.partial and not n.pruned]
+        return [n for n in ctx.tree.nodes[before:] if not n.partial and not n.pruned]
 
-    def _repeat(self, step: Step) -> None:
+    def _repeat(self, step: Step, pool: list[Node], after: Callable[[list[Node]], None]) -> list[Node]:
         for _ in range(step.args["times"]):
-            self.run(step.steps)
+            pool = self._chain(step.steps, pool, after)
+        return pool
 
     def _spend(self, make: Any, n: int | None, share: int) -> list[Node]:
         """Generate without scoring (a score step scores): n rows, or waves filling ``share``."""

@@ -48,6 +48,7 @@ from sazanami.params import SamplingParams
 from sazanami.rows import Completion, RowRequest
 from sazanami.seeds import fresh_seed
 from sazanami.server.batcher import BatchedEngine, Batcher, Cancelled, Event, SearchTimeout
+from sazanami.server.flows_api import flows_router
 from sazanami.server.limits import Limits
 from sazanami.server.responses import DONE, Choice, Shape, error_body, sse, usage
 from sazanami.server.schemas import ChatCompletionRequest, CompletionRequest, Prompt, SchemaTooLarge
@@ -458,17 +459,22 @@ def create_app(
     *,
     engine: Engine | None = None,
     tools: Any = "builtin",
+    backend: str = "auto",
+    threads: int | None = None,
 ) -> FastAPI:
-    """The server for ``model`` (a registry name or HF directory; or a ready ``engine``).
+    """The server for ``model`` (a registry name, HF directory or ``.gguf``; or a ready ``engine``).
 
     ``tools``: the :class:`~sazanami.islands.ToolRegistry` requests may use; ``"builtin"``
-    (default) is CALC; None allows none.
+    (default) is CALC; None allows none. ``backend`` (:data:`~sazanami.models.BACKENDS`):
+    ``auto`` picks for the server's typical shape, a full batch of ``limits.max_batch_rows``
+    rows (:func:`~sazanami.models.choose_backend`: torch for a model both run unless the batch
+    is below the measured crossover, llama.cpp for GGUF-only models). ``threads``: llama.cpp's.
     """
     limits = limits or Limits()
     if engine is None:
-        from sazanami.models import load
+        from sazanami.models import load_for
 
-        engine = Engine(load(model), prefix_cache=limits.prefix_cache_mb > 0)
+        engine = Engine(load_for(model, backend, limits.max_batch_rows, threads=threads), prefix_cache=limits.prefix_cache_mb > 0)
         if engine.prefix_cache is not None:
             engine.prefix_cache.max_bytes = limits.prefix_cache_mb * 2**20
     if tools == "builtin":
@@ -578,6 +584,7 @@ def create_app(
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    app.include_router(flows_router(api_error, _read_body))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     def openapi() -> dict[str, Any]:

@@ -181,9 +181,12 @@ def generate_setting(
 
 
 def _model_key(engine: Engine) -> str:
-    """Model name, dtype and :func:`code_fingerprint`: what else decides a seeded row's tokens."""
+    """Model name, dtype (or the backend, where it has none) and :func:`code_fingerprint`:
+    what else decides a seeded row's tokens."""
     backend = engine.backend
     dtype = str(getattr(backend, "dtype", "")).replace("torch.", "")
+    if not dtype and hasattr(backend, "capabilities"):
+        dtype = backend.capabilities.backend  # llamacpp: the GGUF's own types; its rows differ from torch's
     return f"{getattr(backend, 'name', type(backend).__name__)}/{dtype}@{code_fingerprint()}"
 
 

@@ -198,6 +198,9 @@ def run_frontier(
         from sazanami.models import DEFAULT_MODEL, load
 
         engine = Engine(load(cfg.model or DEFAULT_MODEL))
+    caps = getattr(engine.backend, "capabilities", None)
+    for setting in settings if caps is not None else ():  # refuse up front what the backend cannot run
+        caps.check(setting.sampling_params(cfg.max_tokens or 1).fluctuation)
     if embedder is None:
         from sazanami.embeddings import get_embedder
 

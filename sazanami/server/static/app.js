@@ -3,17 +3,8 @@
 // Tool results injected into a text (islands) are shown as <mark class="island">.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
-const SVG = "http://www.w3.org/2000/svg";
 let info = null;        // GET /v1/sazanami
 let controller = null;  // aborting the fetch cancels the generation on the server
-
-function el(tag, attrs = {}, text) {
-  const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 function status(text, error = false) {
   $("status").textContent = text;
@@ -115,19 +106,6 @@ async function run() {
   }
 }
 
-// Text with its injected spans (character offsets) wrapped in <mark class="island">.
-function showText(node, text, spans) {
-  node.replaceChildren();
-  let pos = 0;
-  for (const sp of [...(spans || [])].sort((a, b) => a.start - b.start)) {
-    node.append(text.slice(pos, sp.start));
-    const title = `${sp.name}(${sp.args})${sp.cached ? " · cached" : ""}${sp.error ? " · error" : ""}`;
-    node.append(el("mark", { class: "island", title }, text.slice(sp.start, sp.end)));
-    pos = sp.end;
-  }
-  node.append(text.slice(pos));
-}
-
 // -- variants --------------------------------------------------------------------------------
 function variantCard(index) {
   let card = $(`variant-${index}`);
@@ -179,44 +157,6 @@ function onChoice(choice) {
   if (choice.trace) card.append(tracePlot(choice.trace));
 }
 
-// -- trace plot: small multiples, one row per series ------------------------------------------
-function traceSeries(trace) {
-  const series = { temperature: [], entropy: [] };
-  const noiseKeys = new Set();
-  trace.forEach((s) => Object.keys(s.noise || {}).forEach((k) => noiseKeys.add(k)));
-  for (const k of noiseKeys) series[`noise.${k}`] = [];
-  for (const s of trace) {
-    series.temperature.push(s.temperature);
-    series.entropy.push(s.entropy);
-    for (const k of noiseKeys) series[`noise.${k}`].push((s.noise || {})[k] ?? null);
-  }
-  return series;
-}
-
-function tracePlot(trace, extra = {}) {
-  const series = Object.assign(trace && trace.length ? traceSeries(trace) : {}, extra);
-  const names = Object.keys(series).filter((k) => series[k].some((v) => v !== null && v !== undefined));
-  const W = 300, H = 34, pad = 2, left = 70;
-  const svg = el("svg:svg", { class: "plot", viewBox: `0 0 ${W} ${names.length * (H + pad) + 2}`, role: "img" });
-  svg.append(el("svg:title", {}, "per-step trace"));
-  names.forEach((name, row) => {
-    const ys = series[name];
-    const vals = ys.filter((v) => v !== null && v !== undefined);
-    let lo = Math.min(...vals), hi = Math.max(...vals);
-    if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
-    const top = row * (H + pad) + 1;
-    const x = (i) => left + (i / Math.max(1, ys.length - 1)) * (W - left - 2);
-    const y = (v) => top + H - 2 - ((v - lo) / (hi - lo)) * (H - 4);
-    svg.append(el("svg:line", { class: "axis", x1: left, x2: W - 2, y1: top + H, y2: top + H }));
-    svg.append(el("svg:text", { x: 0, y: top + 12 }, name));
-    svg.append(el("svg:text", { x: 0, y: top + H - 4 }, `${lo.toFixed(2)}…${hi.toFixed(2)}`));
-    const pts = ys.map((v, i) => (v === null || v === undefined ? null : `${x(i).toFixed(1)},${y(v).toFixed(1)}`)).filter(Boolean);
-    const kind = name.startsWith("noise") ? "noise" : name;
-    svg.append(el("svg:polyline", { class: `series-${kind}`, points: pts.join(" ") }));
-  });
-  return svg;
-}
-
 // -- search tree -----------------------------------------------------------------------------
 function showSearch(resp) {
   const choice = resp.choices[0];
@@ -232,65 +172,6 @@ function showSearch(resp) {
   const hit = run + reused > 0 ? ` · prefix cache ${Math.round((100 * reused) / (run + reused))}% of prompt tokens` : "";
   $("spend").textContent = `${s.strategy} · ${s.nodes} nodes · ${spend.generated_tokens ?? "?"} tokens${hit}`;
   if (s.tree) drawTree(s.tree);
-}
-
-function drawTree(tree) {
-  const nodes = tree.nodes;
-  const kids = nodes.map(() => []);
-  nodes.forEach((n) => n.parent !== null && kids[n.parent].push(n.id));
-  // Tidy layout: depth → x; leaves take successive rows, a parent sits at its children's mean.
-  const pos = {};
-  let leaf = 0;
-  const place = (id, depth) => {
-    const ys = kids[id].map((c) => place(c, depth + 1));
-    const y = ys.length ? ys.reduce((a, b) => a + b, 0) / ys.length : leaf++;
-    pos[id] = { x: depth, y };
-    return y;
-  };
-  place(0, 0);
-  const onPath = new Set();
-  for (let id = tree.best; id !== null && id !== undefined; id = nodes[id].parent) onPath.add(id);
-  const DX = 170, DY = 26, X0 = 14, Y0 = 16;
-  const depth = Math.max(...Object.values(pos).map((p) => p.x));
-  const svg = el("svg:svg", { width: X0 + depth * DX + 160, height: Y0 * 2 + leaf * DY });
-  const at = (id) => [X0 + pos[id].x * DX, Y0 + pos[id].y * DY];
-  for (const n of nodes) {
-    if (n.parent === null) continue;
-    const [x1, y1] = at(n.parent), [x2, y2] = at(n.id);
-    const path = onPath.has(n.id) && onPath.has(n.parent);
-    svg.append(el("svg:path", { class: `edge${path ? " path" : ""}`, d: `M${x1},${y1} C${(x1 + x2) / 2},${y1} ${(x1 + x2) / 2},${y2} ${x2},${y2}` }));
-  }
-  for (const n of nodes) {
-    const [x, y] = at(n.id);
-    const cls = ["node", n.parent === null ? "root" : "", n.id === tree.best ? "winner" : "", n.pruned ? "pruned" : ""];
-    const g = el("svg:g", { class: cls.join(" ").trim(), "data-id": n.id, transform: `translate(${x},${y})` });
-    const score = n.score === null || n.score === undefined ? "–" : Number(n.score).toFixed(3);
-    g.append(el("svg:circle", { r: 6 }));
-    g.append(el("svg:text", { x: 10, y: 4 }, n.parent === null ? "prompt" : `#${n.id} ${n.kind} · ${score}`));
-    g.append(el("svg:title", {}, (n.text || "").slice(0, 200)));
-    g.addEventListener("click", () => showNode(tree, n, g));
-    svg.append(g);
-  }
-  $("tree").replaceChildren(svg);
-  if (tree.best !== null && tree.best !== undefined) showNode(tree, nodes[tree.best], svg.querySelector(`[data-id="${tree.best}"]`));
-}
-
-function showNode(tree, n, g) {
-  document.querySelectorAll(".tree .node.selected").forEach((x) => x.classList.remove("selected"));
-  if (g) g.classList.add("selected");
-  const d = $("detail");
-  d.hidden = false;
-  const score = n.score === null || n.score === undefined ? "unscored" : `score ${Number(n.score).toFixed(4)}`;
-  const facts = [`node #${n.id}`, n.kind, score, `seed ${n.seed ?? "–"}`, `T ${n.temperature ?? "–"}`, `${n.tokens} tokens`];
-  if (n.id === tree.best) facts.push("winner");
-  const reason = n.reason ? el("div", { class: "muted" }, n.reason) : "";
-  // one point per drawn token, like the trace: injected tool results (log-prob 0) are left out
-  const injected = new Set((n.spans || []).flatMap((sp) => [...Array(sp.token_end - sp.token_start).keys()].map((k) => sp.token_start + k)));
-  const logprobs = (n.logprobs || []).filter((_, i) => !injected.has(i));
-  const plot = tracePlot((n.meta || {}).trace, logprobs.length ? { logprob: logprobs } : {});
-  const text = el("pre");
-  showText(text, n.text || "", n.spans);
-  d.replaceChildren(el("div", { class: "muted" }, facts.join(" · ")), text, reason, plot);
 }
 
 init().catch((e) => status(`cannot load /v1/sazanami: ${e}`, true));
