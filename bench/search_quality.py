@@ -17,7 +17,11 @@ Tasks (development sets, say so when quoting numbers):
 
 Budgets are multiples of one sample's tokens (U = the mean completion length of one plain
 sample at T = 0.7 over the tasks, measured first). Every token the model generates counts,
-judge replies and syntheses included; prompt tokens are reported beside. Two settings:
+judge replies and syntheses included; prompt tokens are reported beside, with the prefix cache's
+reused prompt tokens, ``computed_tokens`` (generated + prompt − reused) and each strategy's
+solved rate minus best-of-n's at equal wall time and at equal computed tokens
+(:func:`equal_cost_delta`). Held-out concept tasks: ``SAZANAMI_CONCEPTS=bench/data/concepts_test.jsonl``.
+Two settings:
 
 - ``verifier``: the task's own checker is the scorer (contains / the arithmetic check);
 - ``judge``: the model's own 0–100 judgement is the scorer (no oracle).
@@ -160,6 +164,9 @@ def run_one(engine: Engine, task: Task, setting: str, name: str, budget: int, se
         "score": tree.best_node.score if tree.best_node is not None else None,
         "generated_tokens": s["generated_tokens"],
         "prompt_tokens": s["prompt_tokens"],
+        "prompt_tokens_reused": s.get("prompt_tokens_reused", 0),
+        # What the model computed: new tokens plus prompt tokens the prefix cache did not supply.
+        "computed_tokens": s["generated_tokens"] + s["prompt_tokens"] - s.get("prompt_tokens_reused", 0),
         "judge_tokens": s["by_kind"].get("judge", 0),
         "nodes": len(tree.nodes),
         "wall_s": round(time.perf_counter() - t0, 2),
@@ -194,10 +201,41 @@ def summarise(rows: list[dict[str, Any]], unit: int) -> list[dict[str, Any]]:
                 "quality": round(statistics.mean(quality), 4),
                 "tokens": round(statistics.mean(x["generated_tokens"] for x in runs), 1),
                 "prompt_tokens": round(statistics.mean(x["prompt_tokens"] for x in runs), 1),
+                # Older run files have no reuse column: every prompt token counts as computed.
+                "computed_tokens": round(
+                    statistics.mean(
+                        x.get("computed_tokens") or x["generated_tokens"] + x["prompt_tokens"] for x in runs
+                    ),
+                    1,
+                ),
                 "wall_s": round(statistics.mean(x["wall_s"] for x in runs), 2),
             }
         )
+    for cost in EQUAL_COSTS:
+        for s in out:
+            s[f"vs_best_of_n_at_equal_{cost}"] = round(equal_cost_delta(out, s, cost), 4)
     return out
+
+
+#: Costs at which strategies are also compared with best-of-n (besides generated tokens).
+EQUAL_COSTS = ("wall_s", "computed_tokens")
+
+
+def equal_cost_delta(summary: list[dict[str, Any]], s: dict[str, Any], cost: str) -> float:
+    """Solved rate of ``s`` minus best-of-n's at the same ``cost`` (wall time or computed tokens).
+
+    Best-of-n's solved rate vs log cost (its budgets, same setting and group) is interpolated
+    piecewise linearly at ``s``'s cost (:func:`sazanami.bench.frontier.interpolate_curve`); nan
+    outside its range (no extrapolation) and for best-of-n itself.
+    """
+    from sazanami.bench.frontier.statistics import interpolate_curve
+
+    if s["strategy"] == "best_of_n" or not s[cost] or s[cost] <= 0:
+        return math.nan
+    base = [b for b in summary if (b["strategy"], b["setting"], b["group"]) == ("best_of_n", s["setting"], s["group"])]
+    xs = [math.log(b[cost]) for b in base if b[cost] and b[cost] > 0]
+    ys = [b["solved"] for b in base if b[cost] and b[cost] > 0]
+    return s["solved"] - interpolate_curve(xs, ys, math.log(s[cost]))
 
 
 def print_table(summary: list[dict[str, Any]], group: str) -> None:
@@ -214,6 +252,20 @@ def print_table(summary: list[dict[str, Any]], group: str) -> None:
         print(
             f"{s['setting']:9} {s['strategy']:15} {s['budget_x']:>6}× {s['solved']:>6.2f}±{s['solved_sd']:<4.2f}"
             f"{delta:6} {s['quality']:>6.2f} {s['tokens']:>7.0f} {s['prompt_tokens']:>7.0f} {s['wall_s']:>6.1f}"
+        )
+
+
+def print_equal_cost(summary: list[dict[str, Any]], group: str) -> None:
+    """Each strategy's solved rate minus best-of-n's at equal wall time and equal computed tokens."""
+    rows = [s for s in summary if s["group"] == group and s["strategy"] != "best_of_n"]
+    if not rows:
+        return
+    print(f"\n== {group}: solved rate − best-of-n at equal wall time / computed tokens (nan: outside its range) ==")
+    for s in rows:
+        w, c = (s[f"vs_best_of_n_at_equal_{k}"] for k in EQUAL_COSTS)
+        print(
+            f"{s['setting']:9} {s['strategy']:15} {s['budget_x']:>6}× {s['wall_s']:>7.1f} s {w:+6.2f}   "
+            f"{s['computed_tokens']:>8.0f} tok {c:+6.2f}"
         )
 
 
@@ -378,6 +430,7 @@ def report(raw_path: Path, docs: bool) -> None:
         writer.writerows(summary)
     for group in ("concepts-5-6", "arithmetic", "all"):
         print_table(summary, group)
+        print_equal_cost(summary, group)
     png = Path(f"{stem}.png")
     plot(summary, png, unit)
     print(f"\nwrote {raw_path}, {sum_path}, {png}")
@@ -389,7 +442,18 @@ def report(raw_path: Path, docs: bool) -> None:
 
 
 _FLOATS = {"quality", "wall_s"}
-_INTS = {"budget_tokens", "seed", "solved", "generated_tokens", "prompt_tokens", "judge_tokens", "nodes", "unit"}
+_INTS = {
+    "budget_tokens",
+    "seed",
+    "solved",
+    "generated_tokens",
+    "prompt_tokens",
+    "prompt_tokens_reused",
+    "computed_tokens",
+    "judge_tokens",
+    "nodes",
+    "unit",
+}
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from sazanami.cli.search import flow, search, tree
 from sazanami.cli.serve import serve
 from sazanami.errors import SazanamiError
 from sazanami.research.noise_lm.commands import noise_lm
+from sazanami.training.commands import prune, train
 
 __all__ = ["PARAM_OPTIONS", "main"]
 
@@ -43,5 +44,5 @@ def main() -> None:
     """sazanami (漣): noise as a seedable control signal for LLM generation, and search."""
 
 
-for _command in (generate, models, noise, search, flow, tree, serve, bench_group, noise_lm, batch):
+for _command in (generate, models, noise, search, flow, tree, serve, bench_group, noise_lm, train, prune, batch):
     main.add_command(_command)

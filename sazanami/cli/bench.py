@@ -144,3 +144,8 @@ def frontier(
         click.echo("  none")
     for key, path in paths.items():
         click.echo(f"{key}: {path}")
+
+
+from sazanami.cli.bench_longform import longform  # noqa: E402  (its own module; registered here)
+
+bench_group.add_command(longform)

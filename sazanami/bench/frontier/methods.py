@@ -234,21 +234,24 @@ def _setting(method: Method, sweep: str, value: float, kwargs: dict[str, Any]) -
     return Setting(method.name, sweep, float(value), tuple(sorted(kwargs.items())))
 
 
-def method_settings(methods: Iterable[str] | None = None, quick: bool = False) -> list[Setting]:
-    """The settings of ``methods`` (default: all of :data:`METHODS`), in order.
+def method_settings(
+    methods: Iterable[str] | None = None, quick: bool = False, catalogue: dict[str, Method] | None = None
+) -> list[Setting]:
+    """The settings of ``methods`` (default: all of ``catalogue``, itself :data:`METHODS` by default), in order.
 
     Quick mode uses each method's shorter sweep (a subset of the full one, so a full run
     reuses a quick run's cached generations) and leaves out the off-curve β points.
     """
-    names = list(METHODS) if methods is None else list(methods)
-    unknown = [m for m in names if m not in METHODS]
+    catalogue = METHODS if catalogue is None else catalogue
+    names = list(catalogue) if methods is None else list(methods)
+    unknown = [m for m in names if m not in catalogue]
     if unknown:
-        raise ParameterError("methods", f"unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
+        raise ParameterError("methods", f"unknown method {unknown[0]!r}; known: {', '.join(catalogue)}")
     if not names:
         raise ParameterError("methods", "methods must name at least one method")
     out: list[Setting] = []
     for name in dict.fromkeys(names):
-        m = METHODS[name]
+        m = catalogue[name]
         base = dict(m.base)
         fl = None
         if m.fluctuation is not None:
