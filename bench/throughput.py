@@ -1,6 +1,7 @@
 """Throughput of sazanami's engine vs transformers' ``model.generate`` and llama.cpp, side by side.
 
     python bench/throughput.py [--tokens 64] [--quick] [--threads N]
+    .venv-vllm/bin/python bench/throughput.py --backend vllm [--model DIR]
 
 Measured in one run on the embedded model:
 - batch 1 tokens/s: ``model.generate`` (float32, sampling) vs sazanami (float32 and the default dtype);
@@ -11,6 +12,11 @@ Measured in one run on the embedded model:
   backend at n = 1, 4, 16 (+ pink-temperature and pink-draw, Gumbel and quantile, at n = 16);
 - time from process start to first streamed token (warm cache), in a fresh process;
 - bf16 quality: greedy-token agreement and mean NLL difference vs float32.
+
+With ``--backend vllm`` (in the vLLM venv; ``--model`` an HF directory, default the embedded
+model): vLLM's own ``LLM.generate`` at n = 1 and 16 (the anchor) against sazanami on vLLM at
+n = 1 and 16, plain (vLLM's sampler) and with pink-temperature / pink-draw (sazanami's sampler
+in the logits processor).
 """
 
 from __future__ import annotations
@@ -174,14 +180,51 @@ def llamacpp_rows(tokens: int, threads: int) -> list[tuple[str, float, float]]:
     return rows
 
 
+def vllm_rows(tokens: int, model: str) -> list[tuple[str, float, str]]:
+    """vLLM's own generate vs sazanami on the vLLM backend (rows of the table)."""
+    import vllm
+
+    from sazanami.backends.vllm import VllmEngine
+
+    engine = VllmEngine(model)
+
+    def own(n: int) -> float:
+        prompt = vllm.inputs.TokensPrompt(prompt_token_ids=engine.encode(PROMPT))
+        sp = vllm.SamplingParams(n=n, seed=1, max_tokens=tokens, ignore_eos=True, temperature=0.7)
+        engine.llm.generate([prompt], sp, use_tqdm=False)  # warm-up
+        t = time.perf_counter()
+        out = engine.llm.generate([prompt], sp, use_tqdm=False)
+        return sum(len(o.token_ids) for o in out[0].outputs) / (time.perf_counter() - t)
+
+    rows = []
+    for n in (1, 16):
+        anchor = own(n)
+        rows.append((f"vLLM generate, n={n}", anchor, ""))
+        s = engine_tps(engine, n, tokens)
+        rows.append((f"sazanami on vLLM, n={n}", s, f"{s / anchor:.2f}x vs vLLM n={n}"))
+    plain = rows[-1][1]
+    for fl in ("pink-temperature", "pink-draw"):
+        s = engine_tps(engine, 16, tokens, fl)
+        rows.append((f"sazanami on vLLM, n=16, {fl}", s, f"{s / plain:.2f}x vs plain n=16"))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--quick", action="store_true", help="32 tokens per run")
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: physical cores)")
+    ap.add_argument("--backend", choices=("torch", "vllm"), default="torch", help="vllm: only the vLLM rows")
+    ap.add_argument("--model", default=models.DEFAULT_MODEL, help="vllm: an HF directory (default: embedded)")
     args = ap.parse_args()
     tokens = 32 if args.quick else args.tokens
     torch.set_grad_enabled(False)
+    if args.backend == "vllm":
+        print(f"vLLM backend, model {args.model}; {tokens} new tokens per run\n")
+        print(f"{'run':52} {'tok/s':>8}")
+        for name, tps, ref in vllm_rows(tokens, args.model):
+            print(f"{name:52} {tps:8.1f}  {ref}")
+        return
     print(f"machine: {torch.get_num_threads()} threads, torch {torch.__version__}; {tokens} new tokens per run\n")
     rows = []
     hf = hf_generate_tps(tokens)

@@ -545,13 +545,15 @@ def _commands(group: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str
 def test_every_command_with_a_model_takes_the_backend():
     from sazanami.cli import main
     from sazanami.cli.options import options_of
+    from sazanami.engines import ENGINE_BACKENDS  # the model backends, then vllm
 
+    assert ENGINE_BACKENDS[: len(models.BACKENDS)] == models.BACKENDS
     with_model = [(p, c) for p, c in _commands(main) if "model" in options_of(c)]
     assert {" ".join(p) for p, _ in with_model} >= {"generate", "search", "flow run", "serve", "bench frontier"}
     for path, cmd in with_model:
         option = options_of(cmd).get("backend")
         assert option is not None, path
-        assert tuple(option.type.choices) == models.BACKENDS and option.default == "auto", path
+        assert tuple(option.type.choices) == ENGINE_BACKENDS and option.default == "auto", path
 
 
 def test_search_flow_and_serve_say_which_backend_runs(tmp_path, monkeypatch):

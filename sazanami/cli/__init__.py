@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from sazanami.cli.batch import batch
 from sazanami.cli.bench import bench_group
 from sazanami.cli.generate import generate
 from sazanami.cli.models import models
@@ -43,5 +44,5 @@ def main() -> None:
     """sazanami (漣): noise as a seedable control signal for LLM generation, and search."""
 
 
-for _command in (generate, models, noise, search, flow, tree, serve, bench_group, noise_lm, train, prune):
+for _command in (generate, models, noise, search, flow, tree, serve, bench_group, noise_lm, train, prune, batch):
     main.add_command(_command)

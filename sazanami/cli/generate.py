@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from sazanami.cli.options import (
-    backend_option,
     engine_from_options,
+    engine_options,
     highlight,
     island_options,
     islands_from_options,
@@ -24,12 +24,14 @@ from sazanami.cli.options import (
 @island_options
 @click.option("--stream", is_flag=True, help="Print tokens as they are generated.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (injected spans marked).")
-@backend_option
+@engine_options
 def generate(prompt: str, stream: bool, as_json: bool, **kw: Any) -> None:
     """Generate N variants of PROMPT, each from its own seed."""
     params = params_from_options(kw)
     rows = params.beams.width if params.beams is not None else params.n
-    engine = engine_from_options(kw["model"], kw["prefix_cache"], kw["backend"], rows, params.fluctuation)
+    engine = engine_from_options(
+        kw["model"], kw["prefix_cache"], kw["backend"], rows, params.fluctuation, kw["ray_replicas"], kw["ray_address"]
+    )
     islands = islands_from_options(kw, engine.tokenizer)
     rows = engine.rows_for([prompt], params, kw["raw"], islands=islands)
     if params.beams is not None or not stream or as_json:  # beams do not stream

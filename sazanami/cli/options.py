@@ -21,11 +21,12 @@ from typing import Any
 import click
 
 from sazanami.engine import Engine
+from sazanami.engines import ENGINE_BACKENDS, EngineSpec
 from sazanami.errors import ParameterError
 from sazanami.fields import field_docs
 from sazanami.fluctuation import Fluctuation
 from sazanami.islands.runtime import ISLAND_INPUTS, ISLAND_LIMITS, Islands, marked_text
-from sazanami.models import BACKENDS, DEFAULT_MODEL, load, load_for
+from sazanami.models import DEFAULT_MODEL, load, load_for
 from sazanami.params import SamplingParams
 from sazanami.search.strategies import STRATEGIES, strategy_options
 from sazanami.server.limits import Limits
@@ -134,13 +135,28 @@ prefix_cache_option = click.option(
 
 
 def engine_from_options(
-    model: str, prefix_cache: bool = True, backend: str | None = None, rows: int = 1, fluctuation: Any = None
+    model: str,
+    prefix_cache: bool = True,
+    backend: str | None = None,
+    rows: int = 1,
+    fluctuation: Any = None,
+    ray_replicas: int = 0,
+    ray_address: str | None = None,
 ) -> Engine:
     """The engine for ``model`` with or without the prefix cache.
 
     ``backend`` None: torch wherever it runs the model (``load``'s default); otherwise
-    ``auto``/``torch``/``llamacpp`` for a request of ``rows`` rows (:func:`load_for`).
+    ``auto``/``torch``/``llamacpp`` for a request of ``rows`` rows (:func:`load_for`), or
+    ``vllm`` (:class:`~sazanami.backends.vllm.VllmEngine`). ``ray_replicas`` > 0: that many
+    Ray actors, one engine of one thread each (:class:`~sazanami.replicas.RayEngines`).
     """
+    if ray_replicas:
+        from sazanami.replicas import RayEngines
+
+        spec = EngineSpec(model, backend or "auto", threads=1, prefix_cache=prefix_cache)
+        return RayEngines(spec, replicas=ray_replicas, address=ray_address)
+    if backend == "vllm":
+        return EngineSpec(model, backend).open()
     if backend is None:
         return Engine(load(model), prefix_cache=prefix_cache)
     return Engine(load_for(model, backend, rows, fluctuation), prefix_cache=prefix_cache)
@@ -149,13 +165,30 @@ def engine_from_options(
 BACKEND_HELP = (
     "Which engine runs the model. auto: llama.cpp for GGUF-only models; for a model both run, "
     "llama.cpp below a crossover number of rows (measured once on this machine, "
-    "$SAZANAMI_AUTO_ROWS overrides it) and torch from there (search, flows and the server run several)."
+    "$SAZANAMI_AUTO_ROWS overrides it) and torch from there (search, flows and the server run several). "
+    "vllm: vLLM (its own venv, `make vllm`)."
 )
 
 backend_option = click.option(
-    "--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help=BACKEND_HELP
+    "--backend", type=click.Choice(ENGINE_BACKENDS), default="auto", show_default=True, help=BACKEND_HELP
 )
-"""``--backend``: its choices are :data:`sazanami.models.BACKENDS` (one place to add a backend)."""
+"""``--backend``: its choices are :data:`sazanami.engines.ENGINE_BACKENDS` (the model backends
+of :data:`sazanami.models.BACKENDS`, one place to add one, plus ``vllm``)."""
+
+ray_options = [
+    click.option(
+        "--ray-replicas",
+        type=int,
+        default=0,
+        help="Run the rows on N Ray actors, one engine (1 thread) each; 0 = this process.",
+    ),
+    click.option("--ray-address", default=None, help="Ray cluster to join  [default: start Ray locally]"),
+]
+
+
+def engine_options(fn: Any) -> Any:
+    """``--backend``, ``--ray-replicas`` and ``--ray-address`` (see :func:`engine_from_options`)."""
+    return _apply(fn, [backend_option, *ray_options])
 
 SEARCH_ROWS = 8
 """Rows per engine call that ``auto`` assumes for a search or a flow when ``-n`` is not given

@@ -15,6 +15,7 @@ from sazanami.cli.options import (
     SEARCH_ROWS,
     backend_option,
     engine_from_options,
+    engine_options,
     extra_values,
     highlight,
     island_options,
@@ -100,9 +101,9 @@ def _print(tree: Any, as_json: bool, show_tree: bool, save: str | None, engine: 
 @strategy_option_decls
 @click.option("--option", "-o", "extra", multiple=True, help="Any other strategy option, KEY=VALUE (JSON value).")
 @sampling_options
+@engine_options
 @island_options
 @_output_options
-@backend_option
 @click.pass_context
 def search(
     ctx: click.Context,
@@ -140,7 +141,9 @@ def search(
     island_kw = {k: kw.pop(k) for k in ISLAND_OPTIONS}
     params = params_from_options(kw)
     rows = options.get("n") or options.get("width") or SEARCH_ROWS
-    engine = engine_from_options(kw["model"], kw.pop("prefix_cache"), kw.pop("backend"), rows, params.fluctuation)
+    engine = engine_from_options(
+        kw["model"], kw.pop("prefix_cache"), kw.pop("backend"), rows, params.fluctuation, kw.pop("ray_replicas"), kw.pop("ray_address")
+    )
     islands = islands_from_options(island_kw, engine.tokenizer)
     scorer_obj = make_scorer(scorer)
     if judge_template is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 import torch
 
-from sazanami.cli.options import backend_option, limits_options
+from sazanami.cli.options import engine_from_options, engine_options, limits_options
 from sazanami.islands import Islands, ToolRegistry
 from sazanami.models import DEFAULT_MODEL
 from sazanami.server.limits import Limits
@@ -19,8 +19,8 @@ from sazanami.server.limits import Limits
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name, HF directory or .gguf file.")
-@backend_option
 @limits_options
+@engine_options
 @click.option(
     "--threads",
     type=int,
@@ -54,6 +54,8 @@ def serve(
     tools: str,
     corpus: str | None,
     log_level: str,
+    ray_replicas: int,
+    ray_address: str | None,
     **limits: int,
 ) -> None:
     """Serve MODEL over an OpenAI-compatible API, with the playground at http://HOST:PORT/.
@@ -73,7 +75,12 @@ def serve(
     registry = tool_registry(tools, corpus)  # a bad list or corpus fails before the model loads
     if threads > 0:
         torch.set_num_threads(threads)
-    app = create_app(model, Limits(**limits), tools=registry, backend=backend, threads=threads or None)
+    limits_obj = Limits(**limits)
+    engine = None  # torch / llama.cpp: create_app builds it (its prefix cache sized by the limits)
+    if backend == "vllm" or ray_replicas:
+        rows = limits_obj.max_batch_rows
+        engine = engine_from_options(model, limits_obj.prefix_cache_mb > 0, backend, rows, None, ray_replicas, ray_address)
+    app = create_app(model, limits_obj, engine=engine, tools=registry, backend=backend, threads=threads or None)
     running = app.state.server.engine.backend.capabilities.backend
     click.echo(f"sazanami: serving {model} on {running} at http://{host}:{port}/ (API under /v1)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

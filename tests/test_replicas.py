@@ -1,0 +1,133 @@
+"""Scale-out: rows on Ray replicas give what one engine gives; ``sazanami batch`` resumes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from sazanami.cli import main
+from sazanami.engine import Engine, RowRequest
+from sazanami.engines import EngineSpec
+from sazanami.errors import ParameterError
+from sazanami.params import SamplingParams
+from sazanami.replicas import assign_rows
+from sazanami.search.scorers import token_logprobs
+from sazanami.search.strategies import search
+
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (extra: ray)")
+
+
+def _same_tree(a: dict, b: dict) -> bool:
+    """Equal trees: every node's text, tokens, seed, score and parent; log-probs up to the
+    round-off of batched matmuls (a row shares its batch with other rows on each replica)."""
+    a, b = dict(a), dict(b)
+    a.pop("spend"), b.pop("spend")
+    na, nb = a.pop("nodes"), b.pop("nodes")
+    if a != b or len(na) != len(nb):
+        return False
+    for x, y in zip(na, nb):
+        x, y = dict(x), dict(y)
+        lx, ly = x.pop("logprobs", []), y.pop("logprobs", [])
+        if x != y or len(lx) != len(ly) or any(abs(u - v) > 1e-3 for u, v in zip(lx, ly)):
+            return False
+    return True
+
+
+def _rows(prompts: list[list[int]]) -> list[RowRequest]:
+    return [RowRequest(p, SamplingParams(), i) for i, p in enumerate(prompts)]
+
+
+def test_assign_rows_keeps_prompts_together_and_balances():
+    rows = _rows([[1]] * 3 + [[2]] * 3 + [[3]] * 2)
+    parts = assign_rows(rows, 2)
+    assert sorted(i for p in parts for i in p) == list(range(8))
+    assert [len(p) for p in parts] == [4, 4]
+    assert {tuple(rows[i].prompt_ids) for i in parts[0]} != {tuple(rows[i].prompt_ids) for i in parts[1]}
+    big = assign_rows(_rows([[1]] * 8), 2)  # one prompt, more rows than a share: split
+    assert [len(p) for p in big] == [4, 4]
+    sticky = assign_rows(_rows([[5]] * 2 + [[6]] * 2), 2, last={(5,): 1})  # prefix affinity
+    assert sticky[1] == [0, 1]
+
+
+def test_engine_spec_validates():
+    with pytest.raises(ParameterError, match="backend must be one of"):
+        EngineSpec("tiny-random", "tpu")
+    with pytest.raises(ParameterError, match="threads"):
+        EngineSpec("tiny-random", threads=0)
+
+
+@needs_ray
+def test_batch_search_on_ray_replicas(tmp_path):
+    """Runs before the module's replicas start (a local Ray has as many CPUs as actors)."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Name a fruit."}) + "\n" + json.dumps({"prompt": "Name a tree."}) + "\n")
+    common = ["-m", "tiny-random", "--max-tokens", "6", "--seed", "1", "--strategy", "best_of_n"]
+    common += ["--scorer", "contains:a", "--budget", "60", "--no-progress"]
+    outs = []
+    for extra in ([], ["--ray-replicas", "2"]):
+        out = tmp_path / f"out{len(extra)}.jsonl"
+        r = CliRunner().invoke(main, ["batch", str(prompts), "--out", str(out), *common, *extra])
+        assert r.exit_code == 0, (r.output, r.exception)
+        outs.append([json.loads(x) for x in out.read_text().splitlines()])
+    for a, b in zip(*outs):
+        assert a["text"] == b["text"] and _same_tree(a["tree"], b["tree"])
+
+
+@pytest.fixture(scope="module")
+def ray_engines():
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (extra: ray)")
+    from sazanami.replicas import RayEngines
+
+    engines = RayEngines(EngineSpec("tiny-random", threads=1), replicas=2)
+    yield engines
+    engines.shutdown()
+
+
+@needs_ray
+def test_two_replicas_generate_and_search_as_one_engine(ray_engines, tiny_engine: Engine):
+    p = SamplingParams(n=3, seed=4, max_tokens=10, fluctuation="pink-temperature")
+    a = ray_engines.generate(["one", "two"], p)
+    b = tiny_engine.generate(["one", "two"], p)
+    assert [(c.token_ids, c.seed, c.prompt_index, c.index) for c in a] == [
+        (c.token_ids, c.seed, c.prompt_index, c.index) for c in b
+    ]
+    kwargs = dict(scorer="contains:e", budget=240, params=SamplingParams(max_tokens=12, fluctuation="pink-draw"), seed=9)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the replicas: beam ranks sum log-probs, whose round-off follows the threads
+    try:
+        for strategy in ("best_of_n", "anneal", "beam"):  # beam rows run whole on one replica
+            ta = search(ray_engines, "Say a word.", strategy, **kwargs).to_dict()
+            tb = search(tiny_engine, "Say a word.", strategy, **kwargs).to_dict()
+            assert _same_tree(ta, tb), strategy
+    finally:
+        torch.set_num_threads(threads)
+
+
+@needs_ray
+def test_raw_forward_is_refused_on_replicas(ray_engines):
+    with pytest.raises(ParameterError, match="Ray replicas"):
+        token_logprobs(ray_engines, "task", "teacher-forced text")  # LogprobScorer(engine) re-scoring
+
+
+def test_batch_writes_jsonl_and_resumes(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"id": f"p{i}", "prompt": f"Prompt {i}"}) for i in range(5)) + "\n")
+    args = ["batch", str(prompts), "-m", "tiny-random", "-n", "2", "--max-tokens", "6", "--seed", "3", "--chunk", "2"]
+    full, part = tmp_path / "full.jsonl", tmp_path / "part.jsonl"
+    r = CliRunner().invoke(main, [*args, "--out", str(full), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    lines = full.read_text().splitlines()
+    assert [json.loads(x)["id"] for x in lines] == [f"p{i}" for i in range(5)]
+    assert all(len(json.loads(x)["completions"]) == 2 for x in lines)
+    # A run killed while writing its third line: two whole lines and a torn one.
+    part.write_text("\n".join(lines[:2]) + "\n" + lines[2][:40])
+    r = CliRunner().invoke(main, [*args, "--out", str(part), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert part.read_text() == full.read_text()  # done prompts skipped, the rest as in one run
+    r = CliRunner().invoke(main, [*args, "--out", str(part), "--seed", "4"])
+    assert r.exit_code == 2 and "seed 3" in r.output

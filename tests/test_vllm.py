@@ -1,0 +1,194 @@
+"""The vLLM backend.
+
+The first tests check the logits processor against sazanami's own sampler on synthetic logits
+(they run without vLLM); the rest run vLLM on the embedded model and skip when ``vllm`` is not
+importable (it lives in its own venv: ``make vllm``, then ``.venv-vllm/bin/python -m pytest
+tests/test_vllm.py``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import scipy.stats
+import torch
+
+from sazanami.backends.vllm import RowProcessor, check_row, needs_processor, row_settings
+from sazanami.errors import ParameterError
+from sazanami.params import SamplingParams
+from sazanami.rows import RowRequest
+from sazanami.sampling import SamplerBatch
+from sazanami.seeds import derive_seed
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vllm is not importable here (its venv: `make vllm`)")
+
+V = 50
+
+
+def _processor(params: SamplingParams, seed: int, prompt: list[int] | None = None) -> RowProcessor:
+    row = RowRequest(prompt or [1, 2, 3], params, seed)
+    return RowProcessor(row_settings(row), row.prompt_ids, [])
+
+
+CASES = {
+    "pink-draw top-p": SamplingParams(temperature=0.8, top_p=0.9, fluctuation="pink-draw"),
+    "quantile draw": SamplingParams(temperature=1.0, fluctuation={"draw": {"mode": "quantile"}}),
+    "pink-temperature top-k": SamplingParams(temperature=0.7, top_k=10, fluctuation="pink-temperature"),
+    "pink-logits penalties": SamplingParams(
+        temperature=1.0, repetition_penalty=1.3, frequency_penalty=0.5, fluctuation="pink-logits"
+    ),
+    "typical + dynatemp": SamplingParams(temperature=1.0, typical_p=0.8, dynatemp_range=0.5),
+    "mirostat": SamplingParams(mirostat_tau=3.0),
+    "greedy with logit noise": SamplingParams(temperature=0.0, fluctuation="pink-logits"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_processor_keeps_only_the_samplers_token(name: str):
+    """Step by step, the one finite logit the processor leaves (what vLLM's greedy pick takes)
+    is the token sazanami's sampler draws for the same row, logits and seed."""
+    params, seed = CASES[name], 17
+    assert needs_processor(params)
+    sampler = SamplerBatch([RowRequest([1, 2, 3], params, seed)], V)
+    proc = _processor(params, seed)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        logits = torch.randn(V, generator=gen) * 2
+        before = logits.clone()
+        want = int(sampler.sample(logits[None])[0][0])
+        out = proc(logits)
+        assert torch.equal(logits, before)  # the input row is not changed in place
+        assert int(torch.isfinite(out).sum()) == 1 and int(out.argmax()) == want
+        proc.output_ids.append(want)
+
+
+def test_processor_repeats_a_step_and_refuses_a_gap():
+    proc = _processor(SamplingParams(temperature=1.0, fluctuation="pink-logits"), 5)
+    x = torch.randn(V, generator=torch.Generator().manual_seed(1))
+    first = proc(x)
+    assert torch.equal(proc(x * 3), first)  # the same output length again: the same token
+    proc.output_ids.extend([1, 2])
+    with pytest.raises(RuntimeError, match="drew 1 tokens"):
+        proc(x)
+
+
+def test_colored_draw_through_the_processor_is_exact():
+    """600 independent requests (own seeds): the token the processor keeps at steps 0 and 5
+    follows softmax(logits / T) (chi-square, p = 0.001, 4 degrees of freedom)."""
+    probs = torch.tensor([0.45, 0.25, 0.15, 0.1, 0.05])
+    T = 0.7
+    logits = probs.log() * T  # softmax(logits / T) = probs
+    rows = [_processor(SamplingParams(temperature=T, fluctuation="pink-draw"), s) for s in range(600)]
+    for step in range(6):
+        tokens = torch.tensor([int(p(logits).argmax()) for p in rows])
+        for p, t in zip(rows, tokens.tolist()):
+            p.output_ids.append(t)
+        if step in (0, 5):
+            counts = torch.bincount(tokens, minlength=5).float()
+            chi2 = float(((counts - probs * 600) ** 2 / (probs * 600)).sum())
+            assert chi2 < 18.47
+
+
+def test_capabilities_refuse_what_vllm_cannot_do():
+    check_row(RowRequest([1], SamplingParams(fluctuation="pink-draw", mirostat_tau=2.0), 0))
+    assert not needs_processor(SamplingParams(top_p=0.9, repetition_penalty=1.2))
+    for params, param in (
+        (SamplingParams(fluctuation="pink-hidden"), "fluctuation.hidden"),
+        (SamplingParams(fluctuation="pink-embedding"), "fluctuation.embedding"),
+        (SamplingParams(beams={"width": 2}), "beams"),
+    ):
+        with pytest.raises(ParameterError, match="vllm backend") as err:
+            check_row(RowRequest([1], params, 0))
+        assert err.value.param == param
+    with pytest.raises(ParameterError, match="vllm backend"):
+        check_row(RowRequest([1], SamplingParams(), 0, islands=object()))
+
+
+# -- vLLM itself (the embedded model; the engine starts in ~30 s) ----------------------------------
+@pytest.fixture(scope="module")
+def vllm_engine():
+    if not HAS_VLLM:
+        pytest.skip("vllm is not importable here (its venv: `make vllm`)")
+    from sazanami.backends.vllm import VllmEngine
+
+    return VllmEngine(max_model_len=512, max_num_seqs=64)
+
+
+@needs_vllm
+@pytest.mark.real
+def test_vllm_generate_seeded_with_every_logits_fluctuation(vllm_engine):
+    for fl in ("pink-temperature", "pink-logits", "pink-draw", None):
+        p = SamplingParams(n=2, seed=1, max_tokens=8, fluctuation=fl)
+        a = vllm_engine.generate("Name a colour.", p)
+        b = vllm_engine.generate("Name a colour.", p)
+        c = vllm_engine.generate("Name a colour.", p.replace(seed=2))
+        assert [x.token_ids for x in a] == [x.token_ids for x in b]
+        assert [x.token_ids for x in a] != [x.token_ids for x in c]
+        for x, i in zip(a, range(2)):
+            assert x.seed == derive_seed(1, 0, i) and x.finish_reason in ("stop", "length")
+            assert len(x.logprobs) == len(x.token_ids) > 0 and all(lp <= 0 for lp in x.logprobs)
+            assert x.text == vllm_engine.tokenizer.decode(x.token_ids)
+
+
+@needs_vllm
+@pytest.mark.real
+def test_vllm_stop_strings_and_greedy(vllm_engine):
+    p = SamplingParams(temperature=0, max_tokens=24, stop=(" ",))
+    (a,) = vllm_engine.generate("Write a sentence about the sea.", p)
+    assert " " not in a.text and a.finish_reason == "stop"
+    with pytest.raises(ParameterError, match="vllm backend"):
+        vllm_engine.generate("x", SamplingParams(fluctuation="pink-hidden"))
+
+
+@needs_vllm
+@pytest.mark.real
+def test_vllm_colored_draw_is_exact(vllm_engine):
+    """300 requests with their own seeds, one token each: the colored draw inside vLLM follows
+    the model's distribution (chi-square over the likeliest tokens and the rest, p = 0.001)."""
+    from vllm import SamplingParams as VP
+    from vllm.inputs import TokensPrompt
+
+    ids = vllm_engine.encode("Pick a random animal and name it.")
+    ref = vllm_engine.llm.generate(
+        [TokensPrompt(prompt_token_ids=ids)], VP(max_tokens=1, temperature=0, logprobs=20), use_tqdm=False
+    )[0].outputs[0].logprobs[0]
+    probs = {t: float(torch.tensor(lp.logprob).exp()) for t, lp in ref.items()}
+    n = 300
+    params = SamplingParams(temperature=1.0, max_tokens=1, ignore_eos=True, fluctuation="pink-draw")
+    out = vllm_engine.run([RowRequest(ids, params, seed) for seed in range(n)])
+    bins = [t for t, p in sorted(probs.items(), key=lambda kv: -kv[1]) if p * n >= 5]
+    expected = [probs[t] * n for t in bins] + [n * (1 - sum(probs[t] for t in bins))]
+    seen = [c.token_ids[0] for c in out]
+    observed = [sum(t == b for t in seen) for b in bins] + [sum(t not in bins for t in seen)]
+    chi2 = sum((o - e) ** 2 / e for o, e in zip(observed, expected))
+    assert len(bins) >= 2
+    assert chi2 < scipy.stats.chi2.ppf(0.999, df=len(bins))  # df = bins + rest − 1
+
+
+@needs_vllm
+@pytest.mark.real
+def test_vllm_search_and_server(vllm_engine):
+    """A search runs on vLLM; the server answers a fluctuating chat request on it."""
+    import json
+    import urllib.request
+
+    from sazanami.search.strategies import search
+    from sazanami.server import Limits, create_app
+    from sazanami.server.testing import serving
+
+    params = SamplingParams(max_tokens=8, fluctuation="pink-draw")
+    tree = search(vllm_engine, "Name a fruit.", "anneal", scorer="contains:a", budget=64, params=params, seed=3)
+    assert len(tree.nodes) > 2 and tree.spend["generated_tokens"] <= 64
+    again = search(vllm_engine, "Name a fruit.", "anneal", scorer="contains:a", budget=64, params=params, seed=3)
+    assert [n.text for n in tree.nodes] == [n.text for n in again.nodes]
+    body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 6, "n": 2, "seed": 1}
+    body["fluctuation"] = "pink-temperature"
+    with serving(create_app("smollm2-135m", Limits(), engine=vllm_engine)) as base:
+        req = urllib.request.Request(
+            f"{base}/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=120) as r:
+            out = json.loads(r.read())
+    assert len(out["choices"]) == 2 and all(c["finish_reason"] in ("stop", "length") for c in out["choices"])
