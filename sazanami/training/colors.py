@@ -7,30 +7,14 @@ brown:0.01``, ``--embed-noise white:5`` are all :meth:`Color.parse`.
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 
 from sazanami.errors import ParameterError, check_range
 
-__all__ = ["NAMED_BETAS", "Color", "check_int", "check_positive"]
+__all__ = ["NAMED_BETAS", "Color", "check_positive"]
 
 NAMED_BETAS = {"white": 0.0, "pink": 1.0, "brown": 2.0}
 """Names accepted in place of β."""
-
-def check_int(param: str, value: object, low: int, high: int | None = None) -> int:
-    """Any integer-like ``value`` (not a bool or float) as an ``int`` in [low, high], else
-    ParameterError: ``steps must be an integer in [1, inf), got 0``."""
-    message = f"{param} must be an integer in [{low}, {'inf)' if high is None else f'{high}]'}, got "
-    if isinstance(value, (bool, float)):
-        raise ParameterError(param, message + repr(value))
-    try:
-        v = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise ParameterError(param, message + repr(value)) from None
-    if v < low or (high is not None and v > high):
-        raise ParameterError(param, message + repr(v))
-    return v
-
 
 def check_positive(param: str, value: object, *, allow_zero: bool = False) -> float:
     """``value`` as a finite float in (0, inf) (or [0, inf)), else ParameterError."""

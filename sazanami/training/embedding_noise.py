@@ -24,10 +24,10 @@ import math
 
 import torch
 
-from sazanami.errors import ParameterError
+from sazanami.errors import ParameterError, check_index
 from sazanami.noise import ColoredNoise
 from sazanami.seeds import derive_seed
-from sazanami.training.colors import Color, check_int
+from sazanami.training.colors import Color
 
 __all__ = ["ColoredEmbeddingNoise"]
 
@@ -52,9 +52,9 @@ class ColoredEmbeddingNoise:
             color = Color(*color)
         self.color = color
         self.seed = seed
-        self.max_batch = check_int("max_batch", max_batch, 1)
-        self.max_len = check_int("max_len", max_len, 1)
-        self.max_steps = check_int("max_steps", max_steps, 1)
+        self.max_batch = check_index("max_batch", max_batch, 1)
+        self.max_len = check_index("max_len", max_len, 1)
+        self.max_steps = check_index("max_steps", max_steps, 1)
         self.step = 0
         self._noise: ColoredNoise | None = None  # built on first use, when d is known
 

@@ -26,9 +26,10 @@ from collections.abc import Iterable
 
 import torch
 
+from sazanami.errors import check_index
 from sazanami.noise import ColoredNoise
 from sazanami.seeds import derive_seed
-from sazanami.training.colors import Color, check_int, check_positive
+from sazanami.training.colors import Color, check_positive
 
 __all__ = ["ColoredGradientNoise"]
 
@@ -65,7 +66,7 @@ class ColoredGradientNoise:
         self.color = color
         self.seed = seed
         self.gamma = check_positive("gamma", gamma, allow_zero=True)
-        self.directions = check_int("directions", directions, 1)
+        self.directions = check_index("directions", directions, 1)
         r = self.directions
         # block=2: refill two steps at a time, so the buffers stay O(streams) (values do not depend on it)
         self._streams = ColoredNoise(color.beta, len(self.params) * r, seed, max_steps=max_steps, block=2)

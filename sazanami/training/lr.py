@@ -13,8 +13,9 @@ from collections.abc import Callable
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from sazanami.errors import check_index
 from sazanami.noise import ColoredNoise
-from sazanami.training.colors import Color, check_int
+from sazanami.training.colors import Color
 
 __all__ = ["ColoredLR", "LRMultiplier", "lr_multipliers"]
 
@@ -26,7 +27,7 @@ class LRMultiplier:
         if not isinstance(color, Color):
             color = Color(*color)
         self.color = color
-        self._noise = ColoredNoise(color.beta, 1, seed, max_steps=check_int("max_steps", max_steps, 1), dtype=torch.float64)
+        self._noise = ColoredNoise(color.beta, 1, seed, max_steps=check_index("max_steps", max_steps, 1), dtype=torch.float64)
 
     def next(self) -> float:
         """m_t for the next step."""
@@ -44,7 +45,7 @@ def lr_multipliers(color: Color, steps: int, seed: int | list[int], *, max_steps
     """m_t for ``steps`` steps: (steps,) for one seed, (steps, len(seeds)) for several."""
     seeds = [seed] if isinstance(seed, int) else list(seed)
     noise = ColoredNoise(color.beta, len(seeds), seeds, max_steps=max_steps, dtype=torch.float64)
-    x = noise.steps(check_int("steps", steps, 1))  # (steps, streams)
+    x = noise.steps(check_index("steps", steps, 1))  # (steps, streams)
     m = torch.exp(color.scale * x - color.scale**2 / 2)
     return m[:, 0] if isinstance(seed, int) else m
 
@@ -96,8 +97,8 @@ class ColoredLR(LRScheduler):
 
 def warmup_cosine(total: int, warmup: int = 0, floor: float = 0.0) -> Callable[[int], float]:
     """A base schedule: linear warm-up over ``warmup`` steps, then cosine to ``floor``·lr at ``total``."""
-    total = check_int("total", total, 1)
-    warmup = check_int("warmup", warmup, 0, total)
+    total = check_index("total", total, 1)
+    warmup = check_index("warmup", warmup, 0, total)
 
     def factor(step: int) -> float:
         if step < warmup:

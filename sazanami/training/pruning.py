@@ -30,8 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sazanami.errors import ParameterError, check_range
-from sazanami.training.colors import check_int
+from sazanami.errors import ParameterError, check_index, check_range
 
 __all__ = ["SCORES", "Pruned", "perplexity", "prune", "score_units", "window_nll"]
 
@@ -205,7 +204,7 @@ def prune(model: Any, scores: list[UnitScores], sparsity: float) -> Pruned:
 def window_nll(model: Any, ids: torch.Tensor, *, batch: int = 4) -> torch.Tensor:
     """Mean next-token NLL of each window of ``ids`` (B, T): (B,) (for intervals over windows)."""
     ids = _check_ids(ids)
-    batch = check_int("batch", batch, 1)
+    batch = check_index("batch", batch, 1)
     was_training = model.training
     model.eval()
     out = []
@@ -226,7 +225,7 @@ def perplexity(model: Any, ids: torch.Tensor, *, batch: int = 4) -> float:
 
 def windows(token_ids: list[int], length: int) -> torch.Tensor:
     """Non-overlapping windows of ``length`` tokens: (N, length) (the tail is dropped)."""
-    length = check_int("length", length, 16)
+    length = check_index("length", length, 16)
     n = len(token_ids) // length
     if n < 1:
         raise ParameterError("length", f"text of {len(token_ids)} tokens is shorter than one window of {length}")

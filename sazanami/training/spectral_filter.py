@@ -30,9 +30,9 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from sazanami.errors import check_range
+from sazanami.errors import check_index, check_range
 from sazanami.noise import _fit_bank
-from sazanami.training.colors import check_int, check_positive
+from sazanami.training.colors import check_positive
 
 __all__ = ["GradientFilter", "GrokfastEMA", "GrokfastMA", "SpectralGain", "spectral_gain_response"]
 
@@ -96,7 +96,7 @@ class GrokfastMA(GradientFilter):
 
     def __init__(self, params: Iterable[torch.nn.Parameter], window: int = 100, lamb: float = 5.0) -> None:
         super().__init__(params, lamb)
-        self.window = check_int("window", window, 1)
+        self.window = check_index("window", window, 1)
         self._queue: dict[int, deque[torch.Tensor]] = {}
         self._sum: dict[int, torch.Tensor] = {}
 
@@ -141,7 +141,7 @@ class SpectralGain(GradientFilter):
         super().__init__(params, lamb)
         check_range("beta", beta, 0, 2)
         self.beta = float(beta)
-        self.max_steps = check_int("max_steps", max_steps, 1)
+        self.max_steps = check_index("max_steps", max_steps, 1)
         bank = _fit_bank(self.beta, self.max_steps)
         dc = bank.a + float(bank.c.sum())
         self._a = bank.a / dc

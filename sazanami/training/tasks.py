@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sazanami.errors import ParameterError
-from sazanami.training.colors import check_int
+from sazanami.errors import ParameterError, check_index
 
 __all__ = ["Batch", "Example", "encode", "examples", "task_names"]
 
@@ -35,7 +34,7 @@ def examples(task: str, size: int, seed: int) -> list[Example]:
     """``size`` examples of ``task`` generated with ``seed`` (no download)."""
     import reasoning_gym
 
-    size = check_int("size", size, 1)
+    size = check_index("size", size, 1)
     if task not in task_names():
         raise ParameterError("task", f"task must be a reasoning-gym task family (e.g. letter_counting), got {task!r}")
     data = reasoning_gym.create_dataset(task, size=size, seed=seed)

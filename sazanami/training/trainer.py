@@ -27,10 +27,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sazanami.errors import ParameterError
+from sazanami.errors import ParameterError, check_index
 from sazanami.seeds import derive_seed
 from sazanami.training import checkpoints
-from sazanami.training.colors import Color, check_int, check_positive
+from sazanami.training.colors import Color, check_positive
 from sazanami.training.embedding_noise import ColoredEmbeddingNoise
 from sazanami.training.gradient_noise import ColoredGradientNoise
 from sazanami.training.lr import ColoredLR, warmup_cosine
@@ -70,17 +70,17 @@ class TrainConfig:
     eval_batch: int = _opt("batch size of the held-out evaluation", default=16)
 
     def __post_init__(self) -> None:
-        check_int("steps", self.steps, 1)
-        check_int("batch", self.batch, 1)
+        check_index("steps", self.steps, 1)
+        check_index("batch", self.batch, 1)
         check_positive("lr", self.lr)
-        check_int("warmup", self.warmup, 0)
+        check_index("warmup", self.warmup, 0)
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
-        check_int("seed", self.seed, 0, 2**63 - 1)
-        check_int("train_size", self.train_size, 1)
-        check_int("test_size", self.test_size, 1)
-        check_int("max_len", self.max_len, 8)
-        check_int("checkpoint_every", self.checkpoint_every, 0)
-        check_int("eval_batch", self.eval_batch, 1)
+        check_index("seed", self.seed, 0, 2**63 - 1)
+        check_index("train_size", self.train_size, 1)
+        check_index("test_size", self.test_size, 1)
+        check_index("max_len", self.max_len, 8)
+        check_index("checkpoint_every", self.checkpoint_every, 0)
+        check_index("eval_batch", self.eval_batch, 1)
         check_positive("filter_lamb", self.filter_lamb, allow_zero=True)
         for name in ("lr_noise", "grad_noise", "embed_noise"):
             value = getattr(self, name)
