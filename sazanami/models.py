@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -119,24 +120,37 @@ def default_dtype(hidden: int = 576, intermediate: int = 1536) -> str:
     if "avx512_bf16" not in info and "amx_bf16" not in info:
         return "float32"
     key = f"{_cpu_model(info)} | torch {torch.__version__} | {torch.get_num_threads()} threads | {hidden}x{intermediate}"
-    path = cache_dir() / "dtype.json"
+
+    def measure() -> dict[str, Any]:
+        seconds = _time_dtypes(hidden, intermediate)
+        return {"dtype": min(seconds, key=seconds.__getitem__), "seconds_per_layer": seconds}
+
+    found = _remembered("dtype.json", key, lambda v: v.get("dtype") in DTYPES, measure)
+    return found["dtype"]
+
+
+def _remembered(
+    file: str, key: str, valid: Callable[[dict[str, Any]], bool], measure: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """A measurement of this machine cached in ``$SAZANAMI_CACHE/file`` under ``key``: read if
+    there and ``valid``, else measured now and written (atomically; a read-only cache just
+    measures again next process)."""
+    path = cache_dir() / file
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
         known = {}
-    if isinstance(known.get(key), dict) and known[key].get("dtype") in DTYPES:
-        return known[key]["dtype"]
-    seconds = _time_dtypes(hidden, intermediate)
-    choice = min(seconds, key=seconds.__getitem__)
-    known[key] = {"dtype": choice, "seconds_per_layer": seconds}
+    if isinstance(known.get(key), dict) and valid(known[key]):
+        return known[key]
+    known[key] = measure()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(known, indent=1))
         tmp.replace(path)
     except OSError:
-        pass  # a read-only cache: measure again next process
-    return choice
+        pass
+    return known[key]
 
 
 def _embedded_gguf() -> Path:
@@ -292,24 +306,13 @@ def _measured_rows(name_or_path: str, threads: int | None) -> int | None:
         f"{str(torch_model.dtype).replace('torch.', '')} | llama.cpp {llama_cpp.__version__} {lcp_model.threads} threads "
         f"| {name_or_path}"
     )
-    path = cache_dir() / "backends.json"
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if isinstance(known.get(key), dict) and isinstance(known[key].get("torch_from_rows"), int):
-        return known[key]["torch_from_rows"]
-    seconds = {"torch": _time_backend(torch_model), "llamacpp": _time_backend(lcp_model)}
-    crossover = crossover_rows(seconds)
-    known[key] = {"torch_from_rows": crossover, "seconds_per_step": seconds}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=1))
-        tmp.replace(path)
-    except OSError:
-        pass  # a read-only cache: measure again next process
-    return crossover
+
+    def measure() -> dict[str, Any]:
+        seconds = {"torch": _time_backend(torch_model), "llamacpp": _time_backend(lcp_model)}
+        return {"torch_from_rows": crossover_rows(seconds), "seconds_per_step": seconds}
+
+    found = _remembered("backends.json", key, lambda v: isinstance(v.get("torch_from_rows"), int), measure)
+    return found["torch_from_rows"]
 
 
 def crossover_rows(seconds: dict[str, dict[int, float]]) -> int:
