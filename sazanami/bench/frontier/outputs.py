@@ -65,10 +65,21 @@ def write_outputs(result: FrontierResult, out: str | Path, name: str = "frontier
     paths = {"csv": write_csv(rows, out / f"{name}.csv"), "png": plot_frontier(rows, out / f"{name}.png", title)}
     paths["gain_png"] = plot_gains(rows, out / f"{name}_gain.png", title)
     paths["prompts_csv"] = write_csv(result.prompt_rows(), out / f"{name}_prompts.csv")
+    paths["json"] = write_run_facts(result, out / f"{name}.json")
+    return paths
+
+
+def write_run_facts(result: Any, path: Path, **extra: Any) -> Path:
+    """``path``: a benchmark run's facts as JSON — its config, sizes, wall time, machine and
+    per-setting timings (``result`` has ``config``, ``prompts``, ``results``, ``wall_s``,
+    ``machine``), plus ``extra`` entries."""
     meta = {
-        "config": {k: (_shown_path(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
+        "config": {
+            k: (_shown_path(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result.config).items()
+        },
         "prompts": len(result.prompts),
         "settings": len(result.results),
+        **extra,
         "wall_s": round(result.wall_s, 1),
         "generated_rows": sum(r.generated for r in result.results),
         "machine": result.machine,
@@ -77,6 +88,5 @@ def write_outputs(result: FrontierResult, out: str | Path, name: str = "frontier
             for r in result.results
         ],
     }
-    paths["json"] = out / f"{name}.json"
-    paths["json"].write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    return paths
+    path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return path

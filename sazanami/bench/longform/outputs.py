@@ -8,14 +8,12 @@ at each position. Plot helpers are the frontier's.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
-from sazanami.bench.frontier.outputs import _shown_path, write_csv
+from sazanami.bench.frontier.outputs import write_csv, write_run_facts
 from sazanami.bench.frontier.plots import _plot_method, _pyplot, _save
 from sazanami.bench.longform.run import LongformResult
 
@@ -115,21 +113,7 @@ def write_outputs(result: LongformResult, out: str | Path, name: str = "longform
         "degeneration_png": plot_degeneration(result, out / f"{name}_degeneration.png", title),
     }
     human = {k: v for k, v in result.human.items() if k != "spectrum"}
-    meta = {
-        "config": {k: (_shown_path(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
-        "prompts": len(result.prompts),
-        "settings": len(result.results),
-        "judge": result.judge,
-        "human_reference": human,
-        "partitioner": result.partitioner,
-        "wall_s": round(result.wall_s, 1),
-        "generated_rows": sum(r.generated for r in result.results),
-        "machine": result.machine,
-        "timings": [
-            {"setting": r.setting.name, "seconds": round(r.seconds, 1), "generated_rows": r.generated}
-            for r in result.results
-        ],
-    }
-    paths["json"] = out / f"{name}.json"
-    paths["json"].write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    paths["json"] = write_run_facts(
+        result, out / f"{name}.json", judge=result.judge, human_reference=human, partitioner=result.partitioner
+    )
     return paths
