@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from sazanami.beam_params import BeamParams
+from sazanami.draws import gumbel_argmax, gumbel_from_normal, quantile_draw
 from sazanami.errors import ParameterError, check_int, check_range
 from sazanami.noise import ColoredNoise, _box_muller
 from sazanami.seeds import derive_seed
@@ -228,12 +229,6 @@ class Fluctuation:
         if not self.active:
             return None
         return FluctuationState(self, mix or [(seed, 1.0)], vocab_size, hidden_size)
-
-
-def gumbel_from_normal(z: torch.Tensor) -> torch.Tensor:
-    """Standard Gumbel variates from N(0, 1) ones: −log(−log Φ(z)), in float64."""
-    u = torch.special.ndtr(z.double()).clamp(1e-300, 1 - 1e-16)
-    return -torch.log(-torch.log(u))
 
 
 class MixedNoise:
@@ -611,16 +606,12 @@ class FluctuationBatch:
             out = out.clone()
             every = rows.numel() == logits.shape[0] and bool((rows == torch.arange(rows.numel())).all())
             x = logits if every else logits[rows]
-            out[rows] = (x.double() + gumbel_from_normal(z)).argmax(-1)
+            out[rows] = gumbel_argmax(x, z)  # = (x.double() + gumbel_from_normal(z)).argmax(-1)
         if self.quantile is not None:
             rows, z = self.quantile.step(self.has["quantile"])
             u = torch.special.ndtr(z[:, 0].double())  # (n,)
-            probs, order = logits[rows].double().softmax(-1).sort(-1, descending=True)
-            target = (u * probs.sum(-1))[:, None]
-            idx = torch.searchsorted(probs.cumsum(-1), target).squeeze(1)
-            idx = torch.minimum(idx, (probs > 0).sum(-1) - 1)
             out = out.clone() if out is tokens else out
-            out[rows] = order.gather(-1, idx[:, None]).squeeze(1)
+            out[rows] = quantile_draw(logits[rows], u)
         return out
 
     def last_noise(self) -> list[dict[str, float] | None]:
