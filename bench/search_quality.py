@@ -326,7 +326,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--tag", default="search_quality", help="Output file stem.")
     ap.add_argument("--docs", action="store_true", help="Copy the plot and summary to docs/.")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 is far faster on a shared CPU).")
+    ap.add_argument("--threads", type=int, default=None, help="torch / llama.cpp threads (1 is far faster on a shared CPU).")
+    ap.add_argument("--backend", default="torch", choices=("torch", "llamacpp"), help="Engine backend (the embedded model on both).")
     ap.add_argument("--from-csv", default=None, help="Only summarise and plot an existing (maybe partial) run CSV.")
     args = ap.parse_args()
     if args.from_csv:
@@ -356,11 +357,12 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    engine = Engine(load())
+    engine = Engine(load(backend=args.backend, threads=args.threads if args.backend == "llamacpp" else None))
     tasks = concept_tasks(sizes, per_size) + arithmetic_tasks(n_arith)
     unit = unit_tokens(engine, tasks)
     print(
-        f"{len(tasks)} tasks, seeds {seeds}, one sample ≈ {unit} tokens; torch threads {torch_threads()}; "
+        f"{len(tasks)} tasks from {CONCEPTS.name}, seeds {seeds}, one sample ≈ {unit} tokens; {args.backend} backend, "
+        f"threads {args.threads or torch_threads()}; "
         f"budgets {budgets_x}× → "
         f"{[round(b * unit) for b in budgets_x]} tokens; {os.cpu_count()} CPUs",
         flush=True,
