@@ -1,0 +1,90 @@
+"""One engine on all cores vs Ray replicas of one core each, side by side.
+
+    python bench/replicas.py [--replicas 2] [--backend torch] [--rounds 3] [--tokens 48]
+
+On the embedded model, interleaved rounds of: aggregate tokens/s of one 16-row generation,
+and the wall time of one search (best-of-n and paths at 16 × 24 tokens) — on one engine of
+``--replicas`` threads, and on ``RayEngines`` with ``--replicas`` actors of one thread each
+(local Ray, started once, its start-up not counted). Prints the medians and the ratio
+replicas / one engine. The searches are also checked to build the same tree on both (same seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+from sazanami import SamplingParams
+from sazanami.engines import EngineSpec
+from sazanami.replicas import RayEngines
+from sazanami.search import search
+
+PROMPT = "Write a story about a lighthouse keeper."
+TASK = "Write one sentence that uses all of these words: farmer, tractor, rain, barn, mud."
+WORDS = ("farmer", "tractor", "rain", "barn", "mud")
+
+
+def coverage(text: str) -> float:
+    low = text.lower()
+    return sum(w in low for w in WORDS) / len(WORDS)
+
+
+def generation(engine: Any, tokens: int) -> float:
+    p = SamplingParams(n=16, seed=1, max_tokens=tokens, ignore_eos=True)
+    t = time.perf_counter()
+    out = engine.generate(PROMPT, p)
+    return sum(c.completion_tokens for c in out) / (time.perf_counter() - t)
+
+
+def searching(engine: Any, strategy: str, options: dict[str, Any]) -> tuple[float, list[str]]:
+    t = time.perf_counter()
+    tree = search(
+        engine, TASK, strategy, scorer=coverage, budget=16 * 24, seed=3,
+        params=SamplingParams(max_tokens=24, temperature=0.7), **options,
+    )  # fmt: skip
+    return time.perf_counter() - t, [n.text for n in tree.nodes]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--replicas", type=int, default=2, help="actors (1 thread each); the single engine gets as many threads")
+    ap.add_argument("--backend", default="torch", choices=("torch", "llamacpp"))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--tokens", type=int, default=48, help="tokens per row of the 16-row generation")
+    args = ap.parse_args()
+    if not 1 <= args.replicas <= 64:
+        ap.error(f"--replicas must be in [1, 64], got {args.replicas}")
+    if not 1 <= args.rounds <= 50:
+        ap.error(f"--rounds must be in [1, 50], got {args.rounds}")
+    one = EngineSpec("smollm2-135m", args.backend, threads=args.replicas).open()
+    many = RayEngines(EngineSpec("smollm2-135m", args.backend, threads=1), replicas=args.replicas)
+    engines = {f"1 × {args.replicas} threads": one, f"{args.replicas} × 1 thread (Ray)": many}
+    jobs: dict[str, Any] = {
+        "generate n=16 (tok/s)": lambda e: (generation(e, args.tokens), None),
+        "best_of_n 16× (s)": lambda e: searching(e, "best_of_n", {}),
+        "paths 16× (s)": lambda e: searching(e, "noise_search", {"mode": "paths", "rounds": 4}),
+    }
+    for e in engines.values():  # warm-up: model load, Ray actors, first prefill
+        generation(e, 4)
+    got: dict[tuple[str, str], list[float]] = {}
+    trees: dict[tuple[str, str], Any] = {}
+    for r in range(args.rounds):
+        for job, fn in jobs.items():
+            order = list(engines.items()) if r % 2 == 0 else list(reversed(engines.items()))
+            for name, e in order:
+                value, tree = fn(e)
+                got.setdefault((job, name), []).append(value)
+                trees[(job, name)] = tree
+    names = list(engines)
+    print(f"embedded model, {args.backend} backend, {args.rounds} rounds (medians)\n")
+    print(f"{'':24} {names[0]:>18} {names[1]:>22} {'ratio':>7}  same tree")
+    for job in jobs:
+        a, b = (statistics.median(got[(job, n)]) for n in names)
+        same = "—" if trees[(job, names[0])] is None else str(trees[(job, names[0])] == trees[(job, names[1])])
+        print(f"{job:24} {a:18.2f} {b:22.2f} {b / a:7.2f}  {same}")
+
+
+if __name__ == "__main__":
+    main()
