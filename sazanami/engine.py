@@ -44,6 +44,8 @@ class Delta:
     token_id: int | None
     finished: bool = False
     finish_reason: str | None = None
+    cached_tokens: int = 0
+    """Prompt tokens of the row taken from the prefix cache (the same in each of its deltas)."""
 
 
 class _Row:
@@ -349,7 +351,10 @@ class Engine:
                     del injected[i]
             if emit:
                 yield [
-                    Delta(a, rows[a].delta(), tok_list[i], rows[a].finish_reason is not None, rows[a].finish_reason)
+                    Delta(
+                        a, rows[a].delta(), tok_list[i], rows[a].finish_reason is not None, rows[a].finish_reason,
+                        cached[a],
+                    )
                     for i, a in enumerate(active)
                 ]
             else:
