@@ -34,6 +34,9 @@ Prompt = str | list[dict[str, str]]
 
 RAGGED_POSITIONS = 2048
 """Positions (rows × padded length) one batched prefill pass computes at most."""
+RAGGED_PASS_COST = 16
+"""What one more forward pass costs, in positions computed: a prompt joins a batched prefill
+pass unless the padding it adds to the pass's shorter rows costs more."""
 
 __all__ = ["Completion", "Delta", "Engine", "Prompt", "RowRequest", "forward_injected"]
 
@@ -417,9 +420,10 @@ class Engine:
         """Prefill each prompt; yields ``(prompt index, cache, row, last logits, tokens reused)``.
 
         A backend with ``ragged_prefill`` runs several prompts in one forward pass (rows
-        right-padded to the longest part still to compute, at most :data:`RAGGED_POSITIONS`
-        positions a pass); others run one pass per prompt, in order. A prompt that would
-        reuse a block another prompt of the pass is computing waits for the next pass.
+        right-padded to the longest part still to compute; at most :data:`RAGGED_POSITIONS`
+        positions, and padding worth less than a pass, :data:`RAGGED_PASS_COST`); others run
+        one pass per prompt, in order. A prompt that would reuse a block another prompt of
+        the pass is computing waits for the next pass.
         """
         if not getattr(self.backend, "ragged_prefill", False) or len(prompts) == 1:
             for i, (ids, ok) in enumerate(zip(prompts, reuse)):
@@ -430,21 +434,26 @@ class Engine:
         pc = self.prefix_cache
         pending = list(range(len(prompts)))
         while pending:
+            hits = {i: pc.lookup(prompts[i], limit=len(prompts[i]) - 1) if pc is not None and reuse[i] else (0, [])
+                    for i in pending}  # fmt: skip
             taken: list[int] = []
-            found: list[tuple[int, list[Any]]] = []
             width = top = 0
-            for i in list(pending):
-                ids = prompts[i]
-                hit = pc.lookup(ids, limit=len(ids) - 1) if pc is not None and reuse[i] else (0, [])
-                w, t = max(width, len(ids) - hit[0]), max(top, hit[0])
-                if taken and (len(taken) + 1) * w > RAGGED_POSITIONS or taken and t + w > self.max_positions:
-                    break  # the next pass takes it (and looks it up again)
-                gain = hit[0] + pc.block if pc is not None and reuse[i] else len(ids)  # its next block
+            # shortest part to compute first; a longer one joins while its padding costs less than a pass
+            for i in sorted(pending, key=lambda i: len(prompts[i]) - hits[i][0]):
+                ids, n = prompts[i], hits[i][0]
+                w, t = max(width, len(ids) - n), max(top, n)
+                if taken and (
+                    (len(taken) + 1) * w > RAGGED_POSITIONS
+                    or (w - width) * len(taken) > RAGGED_PASS_COST
+                    or t + w > self.max_positions
+                ):
+                    break  # the next pass takes it and the longer ones (and looks them up again)
+                gain = n + pc.block if pc is not None and reuse[i] else len(ids)  # the end of its next block
                 if gain < len(ids) and any(_common(ids, prompts[k]) >= gain for k in taken):
                     continue  # a prompt of this pass stores a block it can reuse next pass
                 taken.append(i)
-                found.append(hit)
                 width, top = w, t
+            found = [hits[i] for i in taken]
             pending = [i for i in pending if i not in taken]
             tmp = self.backend.new_cache(len(taken), top + width)
             tokens = torch.zeros(len(taken), width, dtype=torch.long)

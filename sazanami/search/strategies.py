@@ -22,8 +22,11 @@
 
 Budgets: every strategy plans its engine calls so that the worst case (every row running to
 ``max_tokens``, plus the scorer's cost per row) fits what is left; see
-:mod:`sazanami.search.budget`. When a round's rows finish early, what is left of its share
-buys more rows ("waves"), so strategies compare at equal tokens.
+:mod:`sazanami.search.budget`; each row counts with its own ``max_tokens`` (a continuation
+that keeps a prefix has less left to draw), so a round's rows go in one engine call. When a
+round's rows finish early, what is left of its share buys more rows ("waves"), so strategies
+compare at equal tokens; ``noise_search`` instead leaves it to its later rounds (each round
+but the last is one engine call).
 """
 
 from __future__ import annotations
