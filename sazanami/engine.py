@@ -6,10 +6,11 @@ dispatched: rows with ``params.beams`` run as stochastic beam searches
 (:mod:`sazanami.beams`), the others through the sampling loop below.
 
 Rows that share a prompt share its prefill: the prompt runs through the model once and
-its keys/values are copied into each row's slot of a pre-allocated cache. Each row writes its own positions, so
-prompts of different lengths need no padding and a row's tokens do not depend
-on its neighbours (up to float round-off of batched matmuls). Finished rows are
-dropped from the batch so they stop costing compute.
+its keys/values are copied into each row's slot of a pre-allocated cache; distinct prompts
+prefill together, right-padded, where the backend takes ragged rows (:meth:`Engine._prefills`).
+Each row decodes at its own positions, so prompts of different lengths need no padding
+there and a row's tokens do not depend on its neighbours (up to float round-off of batched
+matmuls). Finished rows are dropped from the batch so they stop costing compute.
 """
 
 from __future__ import annotations
