@@ -6,10 +6,11 @@ dispatched: rows with ``params.beams`` run as stochastic beam searches
 (:mod:`sazanami.beams`), the others through the sampling loop below.
 
 Rows that share a prompt share its prefill: the prompt runs through the model once and
-its keys/values are copied into each row's slot of a pre-allocated cache. Each row writes its own positions, so
-prompts of different lengths need no padding and a row's tokens do not depend
-on its neighbours (up to float round-off of batched matmuls). Finished rows are
-dropped from the batch so they stop costing compute.
+its keys/values are copied into each row's slot of a pre-allocated cache; distinct prompts
+prefill together, right-padded, where the backend takes ragged rows (:meth:`Engine._prefills`).
+Each row decodes at its own positions, so prompts of different lengths need no padding
+there and a row's tokens do not depend on its neighbours (up to float round-off of batched
+matmuls). Finished rows are dropped from the batch so they stop costing compute.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ from sazanami.seeds import derive_seed, fresh_seed
 
 Prompt = str | list[dict[str, str]]
 
+RAGGED_POSITIONS = 2048
+"""Positions (rows × padded length) one batched prefill pass computes at most."""
+RAGGED_PASS_COST = 16
+"""What one more forward pass costs, in positions computed: a prompt joins a batched prefill
+pass unless the padding it adds to the pass's shorter rows costs more."""
+
 __all__ = ["Completion", "Delta", "Engine", "Prompt", "RowRequest", "forward_injected"]
 
 
@@ -44,6 +51,8 @@ class Delta:
     token_id: int | None
     finished: bool = False
     finish_reason: str | None = None
+    cached_tokens: int = 0
+    """Prompt tokens of the row taken from the prefix cache (the same in each of its deltas)."""
 
 
 class _Row:
@@ -302,10 +311,11 @@ class Engine:
         for b, r in enumerate(requests):
             groups.setdefault(tuple(r.prompt_ids), []).append(b)
         cached = [0] * B  # prompt tokens each row took from the prefix cache
-        for ids, members in groups.items():
-            tmp = backend.new_cache(1, len(ids))
-            last, reused = self.prefill(list(ids), tmp, reuse=all(requests[b].reuse for b in members))
-            cache.copy_rows(tmp, 0, torch.tensor(members), len(ids))
+        prompts = [list(ids) for ids in groups]
+        reuse = [all(requests[b].reuse for b in members) for members in groups.values()]
+        for g, tmp, row, last, reused in self._prefills(prompts, reuse):
+            members = groups[tuple(prompts[g])]
+            cache.copy_rows(tmp, row, torch.tensor(members), len(prompts[g]))
             logits[members] = last
             for b in members:
                 cached[b] = reused
@@ -349,7 +359,10 @@ class Engine:
                     del injected[i]
             if emit:
                 yield [
-                    Delta(a, rows[a].delta(), tok_list[i], rows[a].finish_reason is not None, rows[a].finish_reason)
+                    Delta(
+                        a, rows[a].delta(), tok_list[i], rows[a].finish_reason is not None, rows[a].finish_reason,
+                        cached[a],
+                    )
                     for i, a in enumerate(active)
                 ]
             else:
@@ -402,6 +415,62 @@ class Engine:
             pc.store(ids, lambda a, b: one.read_block(0, a, b))
         return logits, n
 
+    def _prefills(
+        self, prompts: list[list[int]], reuse: list[bool]
+    ) -> Iterator[tuple[int, Any, int, torch.Tensor, int]]:
+        """Prefill each prompt; yields ``(prompt index, cache, row, last logits, tokens reused)``.
+
+        A backend with ``ragged_prefill`` runs several prompts in one forward pass (rows
+        right-padded to the longest part still to compute; at most :data:`RAGGED_POSITIONS`
+        positions, and padding worth less than a pass, :data:`RAGGED_PASS_COST`); others run
+        one pass per prompt, in order. A prompt that would reuse a block another prompt of
+        the pass is computing waits for the next pass.
+        """
+        if not getattr(self.backend, "ragged_prefill", False) or len(prompts) == 1:
+            for i, (ids, ok) in enumerate(zip(prompts, reuse)):
+                tmp = self.backend.new_cache(1, len(ids))
+                last, reused = self.prefill(ids, tmp, reuse=ok)
+                yield i, tmp, 0, last, reused
+            return
+        pc = self.prefix_cache
+        pending = list(range(len(prompts)))
+        while pending:
+            hits = {i: pc.lookup(prompts[i], limit=len(prompts[i]) - 1) if pc is not None and reuse[i] else (0, [])
+                    for i in pending}  # fmt: skip
+            taken: list[int] = []
+            width = top = 0
+            # shortest part to compute first; a longer one joins while its padding costs less than a pass
+            for i in sorted(pending, key=lambda i: len(prompts[i]) - hits[i][0]):
+                ids, n = prompts[i], hits[i][0]
+                w, t = max(width, len(ids) - n), max(top, n)
+                if taken and (
+                    (len(taken) + 1) * w > RAGGED_POSITIONS
+                    or (w - width) * len(taken) > RAGGED_PASS_COST
+                    or t + w > self.max_positions
+                ):
+                    break  # the next pass takes it and the longer ones (and looks them up again)
+                gain = n + pc.block if pc is not None and reuse[i] else len(ids)  # the end of its next block
+                if gain < len(ids) and any(_common(ids, prompts[k]) >= gain for k in taken):
+                    continue  # a prompt of this pass stores a block it can reuse next pass
+                taken.append(i)
+                width, top = w, t
+            found = [hits[i] for i in taken]
+            pending = [i for i in pending if i not in taken]
+            tmp = self.backend.new_cache(len(taken), top + width)
+            tokens = torch.zeros(len(taken), width, dtype=torch.long)
+            for g, (i, (n, blocks)) in enumerate(zip(taken, found)):
+                if n:
+                    tmp.write_blocks(g, blocks)
+                tokens[g, : len(prompts[i]) - n] = torch.tensor(prompts[i][n:])
+            starts = torch.tensor([n for n, _ in found])
+            last = torch.tensor([len(prompts[i]) - n - 1 for i, (n, _) in zip(taken, found)])
+            logits = self.backend.forward(tokens, tmp, starts, last=last)
+            for g, (i, (n, _)) in enumerate(zip(taken, found)):
+                if pc is not None:
+                    pc.count(n, len(prompts[i]) - n)
+                    pc.store(prompts[i], lambda a, b, g=g, tmp=tmp: tmp.read_block(g, a, b))
+                yield i, tmp, g, logits[g], n
+
     def remember(self, ids: list[int], cache: Any, row: int) -> None:
         """Store the keys/values of ``ids`` (what ``row`` of ``cache`` holds) in the prefix cache."""
         if self.prefix_cache is not None:
@@ -427,6 +496,16 @@ def _can_cache(backend: Any) -> bool:
     """Whether the backend's caches can hand blocks of keys/values to a prefix cache."""
     probe = getattr(backend, "supports_prefix_cache", None)
     return bool(probe) if probe is not None else False
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix of ``a`` and ``b``."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _row_cacheable(req: RowRequest) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -182,3 +183,55 @@ def test_on_evict_sees_every_block_that_leaves_and_a_full_backend_stops_storing(
     assert pc.store([1, 2, 3, 4], lambda a, b: next(room)) == 1 and pc.nbytes == 10
     pc.clear()
     assert gone[-1] == (0, 2) and len(gone) == 3
+
+
+class _OnePassPerPrompt:
+    """The same model, without ragged prefill: every prompt gets a forward pass of its own."""
+
+    ragged_prefill = False
+
+    def __init__(self, backend):
+        self._backend = backend
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+
+def _counting(backend):
+    passes = []
+    forward = backend.forward
+
+    def counted(tokens, *args, **kwargs):
+        passes.append(tuple(tokens.shape))
+        return forward(tokens, *args, **kwargs)
+
+    return counted, passes
+
+
+@pytest.mark.parametrize("positions", [2048, 48])
+def test_prompts_of_different_lengths_prefill_in_one_pass(monkeypatch, positions):
+    import sazanami.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "RAGGED_POSITIONS", positions)  # 48: several passes
+    backend = models.load("tiny-random")
+    plain = Engine(_OnePassPerPrompt(backend), prefix_cache=PrefixCache(block=4))
+    ragged = Engine(backend, prefix_cache=PrefixCache(block=4))
+    warm = "Tell me about the sea and its tides."
+    prompts = [warm + " And the moon?", "Hi.", warm + " And the wind, the salt, the gulls?", "A poem."]
+    params = SamplingParams(n=2, seed=5, max_tokens=8, temperature=0.9)
+    for e in (plain, ragged):
+        e.generate(warm, params)  # some prompts now start with cached blocks: rows start at other positions
+    want = plain.generate(prompts, params)
+    counted, passes = _counting(backend)
+    monkeypatch.setattr(backend, "forward", counted)
+    got = ragged.generate(prompts, params)
+    assert [c.token_ids for c in got] == [c.token_ids for c in want]
+    assert [c.cached_tokens for c in got] == [c.cached_tokens for c in want]
+    assert len({c.cached_tokens for c in got}) > 1  # the rows start at different positions
+    np.testing.assert_allclose(sum((c.logprobs for c in got), []), sum((c.logprobs for c in want), []), atol=1e-4)
+    prefills = [p for p in passes if p[1] > 1]
+    if positions == 2048:
+        # one pass for three prompts; the third waits a pass to reuse the first one's new blocks
+        assert [b for b, _ in prefills] == [3, 1]
+    else:
+        assert len(prefills) > 2 and all(b == 1 or b * t <= positions for b, t in prefills)

@@ -318,3 +318,27 @@ def test_cli_search_refuses_unbounded_rounds():
     args = ["search", "x", "--model", "tiny-random", "--strategy", "anneal", "--rounds", "1000000000"]
     result = CliRunner().invoke(main, [*args, "--budget", "64", "--scorer", "logprob", "--max-tokens", "4"])
     assert result.exit_code != 0 and "rounds must be an integer in [1, " in result.output
+
+
+def test_paths_rounds_are_one_engine_call_each(tiny_engine):
+    from collections import Counter
+
+    from sazanami.engine import Engine
+
+    calls = []
+
+    class Counting(Engine):
+        def steps(self, requests, out, deltas=True):
+            calls.append(len(requests))
+            return super().steps(requests, out, deltas)
+
+    engine = Counting(tiny_engine.backend, prefix_cache=False)
+    params = SamplingParams(max_tokens=24)
+    tree = search(engine, "Write a line about rivers.", "noise_search", mode="paths", rounds=4, scorer="contains:a",
+                  budget=384, params=params, seed=2)  # fmt: skip
+    per_round = Counter(n.round for n in tree.nodes[1:])
+    assert calls[:3] == [per_round[0], per_round[1], per_round[2]]  # all rows of a round in one call
+    assert sum(calls) == len(tree.nodes) - 1 and len(calls) >= 4
+    # a continuation keeps a prefix and costs at most what is left of max_tokens: a round pays for more
+    assert per_round[1] > per_round[0] == 96 // 24
+    assert tree.spend["generated_tokens"] <= 384

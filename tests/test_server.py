@@ -172,6 +172,34 @@ def test_stream_completions(client):
     assert "".join(pieces) == whole.choices[0].text
 
 
+
+def test_usage_reports_prompt_tokens_served_by_the_prefix_cache(client):
+    # A long system prompt no other test sends: the first request computes it, the next reuse it.
+    system = "You are the archivist of the lighthouse at Kerrow Point. " * 12
+    chat = [{"role": "system", "content": system}]
+    first = client.chat.completions.create(
+        model="tiny-random", messages=chat + [{"role": "user", "content": "Name a bird."}], max_tokens=4, seed=1
+    )
+    second = client.chat.completions.create(
+        model="tiny-random", messages=chat + [{"role": "user", "content": "Name a fish."}], max_tokens=4, seed=1
+    )
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert 0 < cached < second.usage.prompt_tokens and cached >= first.usage.prompt_tokens // 2
+    # streamed: the final usage chunk carries it too
+    stream = client.chat.completions.create(
+        model="tiny-random", messages=chat + [{"role": "user", "content": "Name a tree."}], max_tokens=4, seed=1,
+        stream=True, stream_options={"include_usage": True},
+    )  # fmt: skip
+    usage = [c.usage for c in stream if c.usage is not None]
+    assert len(usage) == 1 and usage[0].prompt_tokens_details.cached_tokens == cached
+    # completions: n rows of one prompt count its cached tokens once, as prompt_tokens counts it
+    raw = system + "Q: Name a stone. A:"
+    again = client.completions.create(model="tiny-random", prompt=raw, max_tokens=4, n=3, seed=2)
+    assert again.usage.prompt_tokens_details.cached_tokens == 0  # raw text: not the chat template's tokens
+    again = client.completions.create(model="tiny-random", prompt=raw, max_tokens=4, n=3, seed=2)
+    assert 0 < again.usage.prompt_tokens_details.cached_tokens < again.usage.prompt_tokens
+
 # -- extensions ----------------------------------------------------------------------------------
 def test_fluctuation_preset_and_json_with_trace(client):
     r = client.chat.completions.create(

@@ -115,6 +115,8 @@ class LlamaBackend:
     capabilities = Capabilities(backend="torch", fluctuation_points=POINTS, islands=True, beams=True)
     supports_prefix_cache = True
     """Its caches read and write blocks of positions (:meth:`KVCache.read_block`)."""
+    ragged_prefill = True
+    """:meth:`forward` takes ``last``: prompts of different lengths prefill in one pass."""
 
     def __init__(
         self,
@@ -199,11 +201,14 @@ class LlamaBackend:
         starts: torch.Tensor,
         hidden_hook: HiddenHook | None = None,
         last_only: bool = True,
+        last: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run ``tokens`` (B, T) at positions ``starts[b] + t``; returns float32 logits.
 
         Row ``b`` of ``cache`` must hold exactly ``starts[b]`` positions before
-        the call; it holds ``starts[b] + T`` after it.
+        the call; it holds ``starts[b] + T`` after it. ``last`` (B,): return the logits
+        (B, V) at token ``last[b]`` of each row instead (right-padded rows of different
+        lengths; what follows ``last[b]`` is padding, written to the cache but never read).
         """
         cfg = self.cfg
         B, T = tokens.shape
@@ -247,7 +252,9 @@ class LlamaBackend:
             x = x + (F.silu(gate) * up) @ self.wdown[i]
             if hidden_hook is not None:
                 x = hidden_hook(i, x)
-        if last_only:
+        if last is not None:
+            x = x[torch.arange(B), last]
+        elif last_only:
             x = x[:, -1]
         x = F.rms_norm(x, (cfg.hidden_size,), self.final_norm, cfg.rms_norm_eps)
         return (x @ self.lm_head_t).float()

@@ -22,8 +22,11 @@
 
 Budgets: every strategy plans its engine calls so that the worst case (every row running to
 ``max_tokens``, plus the scorer's cost per row) fits what is left; see
-:mod:`sazanami.search.budget`. When a round's rows finish early, what is left of its share
-buys more rows ("waves"), so strategies compare at equal tokens.
+:mod:`sazanami.search.budget`; each row counts with its own ``max_tokens`` (a continuation
+that keeps a prefix has less left to draw), so a round's rows go in one engine call. When a
+round's rows finish early, what is left of its share buys more rows ("waves"), so strategies
+compare at equal tokens; ``noise_search`` instead leaves it to its later rounds (each round
+but the last is one engine call).
 """
 
 from __future__ import annotations
@@ -93,35 +96,48 @@ def _waves(
     n: int | None = None,
     share: int | None = None,
     score: bool = True,
+    once: bool = False,
 ) -> list[Node]:
     """Generate (and score) rows ``make(start, count)``: n rows in one call, or (n None) waves
-    of as many rows as the share pays for in the worst case, until it is spent."""
+    of as many rows as the share pays for in the worst case, until it is spent.
+
+    A wave's rows are counted by their own ``max_tokens`` (a continuation that keeps a
+    prefix costs less than a fresh sample), so a round's rows go in one engine call.
+    ``once``: one wave only; what the round leaves unspent stays for later rounds.
+    ``make(start, count)`` must give the rows ``start .. start + count - 1`` of the round,
+    each depending only on its index (waves are built one row at a time).
+    """
     out: list[Node] = []
     start = ctx.ledger.generated
-    per_row = _per_row(ctx)
+    reserve = ctx.scorer.cost_per_item
     while not ctx.ledger.exhausted:
         left = (
             ctx.ledger.remaining if share is None else min(ctx.ledger.remaining, share - (ctx.ledger.generated - start))
         )
         if n is not None:
-            count = n - len(out)
+            specs = make(len(out), n - len(out)) if n > len(out) else []
         else:
-            count = min(left // per_row, MAX_N)  # more rows wait for the next wave
-            if count == 0 and (not out or left - ctx.scorer.cost_per_item >= ctx.params.max_tokens // 2):
+            specs, cost = [], 0
+            while len(specs) < MAX_N:  # more rows wait for the next wave
+                (spec,) = make(len(out) + len(specs), 1)
+                cost += spec.params.max_tokens + reserve
+                if cost > left:
+                    break
+                specs.append(spec)
+            if not specs and (not out or left - reserve >= ctx.params.max_tokens // 2):
                 # One clipped row: a round gets at least one, and a leftover of half a row is used.
-                count = 1
-        if count <= 0:
+                specs = make(len(out), 1)
+        if not specs:
             break
-        specs = make(len(out), count)
         before = ctx.ledger.generated
-        nodes = ctx.generate(specs, limit=left) if specs else []
+        nodes = ctx.generate(specs, limit=left)
         if not nodes:
             break
         if score:
             ctx.score(nodes)
         out += nodes
-        if n is not None or ctx.ledger.generated == before:
-            break  # n rows made, or a wave that generated nothing (would repeat forever)
+        if once or n is not None or ctx.ledger.generated == before:
+            break  # one wave asked for, n rows made, or a wave that generated nothing (would repeat forever)
     return out
 
 
@@ -259,7 +275,12 @@ def _noise_search(
     similarity: float = 0.95,
     selector: Any = "top-k",
 ) -> None:
-    """Search over noise seeds: random, zero-order around the best noise, or over paths."""
+    """Search over noise seeds: random, zero-order around the best noise, or over paths.
+
+    Each round but the last is one engine call (all its rows in one batch); what its rows
+    leave of the round's share (rows that stop early) goes to the later rounds, and the
+    last round spends the rest in waves.
+    """
     mode = str(mode).replace("_", "-")
     if mode not in NOISE_MODES:
         raise ParameterError("mode", f"noise search mode must be one of {', '.join(NOISE_MODES)}, got {mode!r}")
@@ -310,7 +331,7 @@ def _noise_search(
                     specs.append(ctx.continuation(node, cut, index, params))
                 return specs
 
-        _waves(ctx, make, n, share)
+        _waves(ctx, make, n, share, once=r < rounds - 1)
 
 
 def _beam(ctx: SearchContext, width: int | None = None, beta: float | None = None, rounds: int | None = None) -> None:

@@ -203,10 +203,22 @@ class _Plan:
         has_tools = self.islands is not None and self.islands.has_tools
         # logprobs, traces and tool spans come with the engine's completions, at the end of a batch
         self.needs_completion = self.want_logprobs or params.trace or has_tools
+        self.cached: dict[int, int] = {}
+        """Row index → its prompt tokens that came from the engine's prefix cache."""
 
     def choices(self) -> list[Choice]:
         """One per row; none for beams (their choices come with the completions)."""
         return [Choice(i, seed=r.seed) for i, r in enumerate(self.rows)] if self.kind == "sample" else []
+
+    def cached_tokens(self) -> int | None:
+        """Prompt tokens of this request the prefix cache served, each distinct prompt once
+        (as ``prompt_tokens`` counts them); None for a search (its ``spend`` reports them)."""
+        if self.kind == "search":
+            return None
+        first: dict[tuple[int, ...], int] = {}
+        for i, r in enumerate(self.rows):
+            first.setdefault(tuple(r.prompt_ids), i)
+        return sum(self.cached.get(i, 0) for i in first.values())
 
     def echo(self, index: int) -> str:
         req = self.req
@@ -332,11 +344,14 @@ class Server:
                 c.token_ids.append(d.token_id)
             if d.finished:
                 c.finish_reason = d.finish_reason
+            plan.cached[d.row] = d.cached_tokens
 
     def complete(self, plan: _Plan, choices: list[Choice], completions: list[Completion]) -> list[Choice]:
         """The exact results from the engine's completions (or a beam search's)."""
         if not choices:
             choices = [Choice(i) for i in range(len(completions))]
+        for i, comp in enumerate(completions):  # beams: one row per prompt, many completions
+            plan.cached.setdefault(comp.prompt_index if plan.kind == "beams" else i, comp.cached_tokens)
         for c, comp in zip(choices, completions, strict=True):
             c.text, c.finish_reason, c.tokens = comp.text, comp.finish_reason, comp.completion_tokens
             c.seed, c.token_ids, c.logprobs = comp.seed, comp.token_ids, comp.logprobs
@@ -392,7 +407,7 @@ class Server:
             c.text = plan.echo(i) + c.text
         if completion_tokens is None:
             completion_tokens = sum(c.tokens for c in choices)
-        tokens = usage(plan.prompt_tokens, completion_tokens)
+        tokens = usage(plan.prompt_tokens, completion_tokens, plan.cached_tokens())
         return plan.shape.response(choices, tokens, self.engine.tokenizer, plan.want_logprobs, **extra)
 
     async def stream(self, plan: _Plan, request: Request) -> AsyncIterator[str]:
@@ -443,7 +458,7 @@ class Server:
         if plan.req.wants_usage():
             if completion_tokens is None:
                 completion_tokens = sum(c.tokens for c in choices)
-            yield shape.chunk([], usage(plan.prompt_tokens, completion_tokens), seed=seed)
+            yield shape.chunk([], usage(plan.prompt_tokens, completion_tokens, plan.cached_tokens()), seed=seed)
         yield DONE
 
 

@@ -56,7 +56,7 @@ class Shape:
 
     # -- whole responses ----------------------------------------------------------------------
     def response(
-        self, choices: list[Choice], usage: dict[str, int], tokenizer: Any, want_logprobs: bool, **extra: Any
+        self, choices: list[Choice], usage: dict[str, Any], tokenizer: Any, want_logprobs: bool, **extra: Any
     ) -> dict[str, Any]:
         out = self._head("chat.completion" if self.chat else "text_completion")
         out["choices"] = [self.choice(c, tokenizer, want_logprobs) for c in choices]
@@ -74,7 +74,7 @@ class Shape:
         return out | _extras(c)
 
     # -- stream chunks ------------------------------------------------------------------------
-    def chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None, **extra: Any) -> str:
+    def chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None, **extra: Any) -> str:
         out = self._head("chat.completion.chunk" if self.chat else "text_completion")
         out["choices"] = choices
         if usage is not None:
@@ -150,12 +150,17 @@ def logprobs_object(c: Choice, tokenizer: Any, chat: bool) -> dict[str, Any] | N
     }
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> dict[str, Any]:
+    """OpenAI's usage object; ``cached_tokens`` (prompt tokens the prefix cache served) goes
+    under ``prompt_tokens_details`` when known."""
+    out: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    if cached_tokens is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    return out
 
 
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
