@@ -195,22 +195,19 @@ def test_vllm_tool_calls_continue_the_row_as_on_torch(vllm_engine):
     from sazanami.engine import Engine
 
     islands = Islands(tools=builtin_tools(["calc"]), describe_tools=False)
-    prompt = "CALC(1+1) => 2\nCALC(2+2) => 4\nCALC(3+3) => 6\nCALC(4+4) => 8\nCALC(5+5) => 10\n"
-    p = SamplingParams(n=2, seed=1, max_tokens=30, temperature=0.8, repetition_penalty=1.1, fluctuation="pink-draw")
-    out = vllm_engine.generate(prompt, p, raw=True, islands=islands)
-    c = out[1]
+    ids = vllm_engine.encode("CALC(1+1) => 2\nCALC(2+2) => 4\nCALC(3+3) => 6\nCALC(4+4) => 8\nCALC(5+5) => 10\n", raw=True)
+    p = SamplingParams(seed=1, max_tokens=30, temperature=0.8, repetition_penalty=1.1, fluctuation="pink-draw")
+    row = RowRequest(ids, p, derive_seed(1, 0, 1), islands=islands)
+    (c,) = vllm_engine.run([row, RowRequest(ids, p, 5)])[:1]  # a row beside it keeps running meanwhile
     assert c.text == "CALC(6 + 6 ) => 12\nCALC(7 + 7 ) => 14\nCALC(8 + 8 ) => 16\n```"
     assert [(s["args"], s["result"]) for s in c.spans] == [("6 + 6 ", "12"), ("7 + 7 ", "14"), ("8 + 8 ", "16")]
     for s in c.spans:
         assert vllm_engine.tokenizer.decode(c.token_ids[s["token_start"] : s["token_end"]]) == f" => {s['result']}\n"
         assert all(c.logprobs[i] == 0.0 for i in range(s["token_start"], s["token_end"]))
     assert c.finish_reason == "stop" and c.drawn <= 30
-    assert [x.token_ids for x in vllm_engine.generate(prompt, p, raw=True, islands=islands)] == [
-        x.token_ids for x in out
-    ]
     if current_platform.is_cpu():
         torch_engine = Engine(models.load("smollm2-135m", backend="torch", dtype="float32"), prefix_cache=False)
-        assert torch_engine.generate(prompt, p, raw=True, islands=islands)[1].token_ids == c.token_ids
+        assert torch_engine.run([row])[0].token_ids == c.token_ids
     with pytest.raises(ParameterError, match="vllm backend"):
         vllm_engine.generate("x", islands=Islands(constraint=Constraint.regex("a+")))
 
