@@ -9,6 +9,7 @@ tests/test_vllm.py``).
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import pytest
 import scipy.stats
@@ -106,9 +107,7 @@ def test_capabilities_refuse_what_vllm_cannot_do():
             check_row(RowRequest([1], params, 0))
         assert err.value.param == param
     check_row(RowRequest([1], SamplingParams(), 0, islands=Islands(tools=builtin_tools(["calc"]))))
-    with pytest.raises(ParameterError, match="vllm backend") as err:
-        check_row(RowRequest([1], SamplingParams(), 0, islands=Islands(constraint=Constraint.regex("a+"))))
-    assert err.value.param == "islands"
+    check_row(RowRequest([1], SamplingParams(), 0, islands=Islands(constraint=Constraint.regex("a+"))))
 
 
 @pytest.mark.real
@@ -184,32 +183,35 @@ def test_vllm_stop_strings_and_greedy(vllm_engine):
 
 @needs_vllm
 @pytest.mark.real
-def test_vllm_tool_calls_continue_the_row_as_on_torch(vllm_engine):
-    """The model writes calls by itself (a few-shot prompt); each ends its vLLM request, the result
-    is injected and a continuation request goes on with the row's sampler. On the CPU build the
-    row is token for token the torch backend's (same seed, same noise steps; vLLM's logits differ
-    from torch's by float round-off only, and this row's draws are not near ties)."""
+def test_vllm_islands_continue_the_row_as_on_torch(vllm_engine):
+    """Tool calls and grammars on vLLM. The model writes calls by itself (a few-shot prompt), or
+    a regex forces one; each call ends its vLLM request, the result is injected and a
+    continuation request goes on with the row's sampler and grammar. On the CPU build each row
+    is token for token the torch backend's (same seed, same noise steps; vLLM's logits differ
+    from torch's by float round-off only, and these rows' draws are not near ties)."""
     from vllm.platforms import current_platform
 
     from sazanami import models
     from sazanami.engine import Engine
 
-    islands = Islands(tools=builtin_tools(["calc"]), describe_tools=False)
+    calc = builtin_tools(["calc"])
     ids = vllm_engine.encode("CALC(1+1) => 2\nCALC(2+2) => 4\nCALC(3+3) => 6\nCALC(4+4) => 8\nCALC(5+5) => 10\n", raw=True)
     p = SamplingParams(seed=1, max_tokens=30, temperature=0.8, repetition_penalty=1.1, fluctuation="pink-draw")
-    row = RowRequest(ids, p, derive_seed(1, 0, 1), islands=islands)
-    (c,) = vllm_engine.run([row, RowRequest(ids, p, 5)])[:1]  # a row beside it keeps running meanwhile
+    free = RowRequest(ids, p, derive_seed(1, 0, 1), islands=Islands(tools=calc, describe_tools=False))
+    regex = Islands(tools=calc, constraint=Constraint.regex(r"The sum CALC\(1\+2\)[a-z ]{8,12}"), describe_tools=False)
+    forced = RowRequest(vllm_engine.encode("Add:", raw=True), p, 12, islands=regex)
+    c, g, _ = vllm_engine.run([free, forced, RowRequest(ids, p, 5)])  # a row without islands runs beside them
     assert c.text == "CALC(6 + 6 ) => 12\nCALC(7 + 7 ) => 14\nCALC(8 + 8 ) => 16\n```"
     assert [(s["args"], s["result"]) for s in c.spans] == [("6 + 6 ", "12"), ("7 + 7 ", "14"), ("8 + 8 ", "16")]
     for s in c.spans:
         assert vllm_engine.tokenizer.decode(c.token_ids[s["token_start"] : s["token_end"]]) == f" => {s['result']}\n"
         assert all(c.logprobs[i] == 0.0 for i in range(s["token_start"], s["token_end"]))
     assert c.finish_reason == "stop" and c.drawn <= 30
+    assert g.text.startswith("The sum CALC(1+2) => 3\n") and g.finish_reason == "stop"
+    assert re.fullmatch(r"[a-z ]{8,12}", g.text[g.spans[0]["end"] :])  # the grammar went on after the result
     if current_platform.is_cpu():
         torch_engine = Engine(models.load("smollm2-135m", backend="torch", dtype="float32"), prefix_cache=False)
-        assert torch_engine.run([row])[0].token_ids == c.token_ids
-    with pytest.raises(ParameterError, match="vllm backend"):
-        vllm_engine.generate("x", islands=Islands(constraint=Constraint.regex("a+")))
+        assert [x.token_ids for x in torch_engine.run([free, forced])] == [c.token_ids, g.token_ids]
 
 
 @needs_vllm

@@ -35,8 +35,6 @@ class Capabilities:
     """Tool calls and grammars (:mod:`sazanami.islands`)."""
     beams: bool
     """Stochastic beam search (needs only logits and row copies)."""
-    grammars: bool | None = None
-    """Grammar constraints, where ``islands`` alone would say yes (None: as ``islands``)."""
 
     def refusal(self, what: str) -> str:
         return f"{what} noise is not available on the {self.backend} backend (it has: {', '.join(self.fluctuation_points)})"

@@ -20,14 +20,16 @@ token the torch backend draws from the same logits and seed.
 
 Other rows are plain vLLM requests: temperature, top-k/top-p/min-p and penalties are vLLM's.
 
-Tool calls (islands) end the vLLM request at the call and continue in a new one: the
+Islands run in the processor around the row's sampler, in the engine loop's order: a grammar
+masks the logits and takes the drawn token; a tool call ends the vLLM request at the call: the
 processor watches the row's text with the engine's own call watcher, ends the call's text at
 its closing bracket (as the torch backend trims it) and then forces a stop token without
-drawing; :class:`VllmEngine` runs the tool and sends a continuation request whose prompt is
-the prompt, the row's tokens and the result (vLLM's prefix cache makes that prefix cheap). The
-continuation takes over the finished request's sampler, so the noise streams, the draw's
-generator, penalty counts and mirostat's μ go on at the step they reached: a row's draws are
-those of the torch backend for the same logits. Grammars are refused.
+drawing (as it does when the grammar is complete); :class:`VllmEngine` runs the tool and sends
+a continuation request whose prompt is the prompt, the row's tokens and the result (vLLM's
+prefix cache makes that prefix cheap). The continuation takes over the finished request's
+sampler and grammar, so the noise streams, the draw's generator, penalty counts and
+mirostat's μ go on at the step they reached: a row's draws are those of the torch backend for
+the same logits.
 
 Log-probs are vLLM's ``raw_logprobs`` (before any processing), as the torch backend reports.
 What vLLM cannot do here is refused with a :class:`~sazanami.errors.ParameterError` naming
@@ -54,6 +56,7 @@ import torch
 from sazanami.backends import Capabilities
 from sazanami.engine import Delta, Engine, _Row
 from sazanami.errors import ParameterError
+from sazanami.islands.constraints import Constraint
 from sazanami.islands.runtime import IslandBatch, Islands
 from sazanami.islands.tools import CallSyntax, Tool, ToolRegistry
 from sazanami.params import SamplingParams
@@ -80,12 +83,11 @@ EXTRA_KEY = "sazanami"
 """Key of a row's settings in ``vllm.SamplingParams.extra_args``."""
 
 
-CAPABILITIES = Capabilities("vllm", ("temperature", "logits", "draw"), islands=True, beams=False, grammars=False)
-"""Logits-level fluctuations only (vLLM exposes no hidden-state hooks); tool calls (a call ends the
-request, a continuation request goes on after the result); no grammars (sazanami's masks would
-have to run inside the processor, with the grammar state following continuations); no
-stochastic beams (they need row copies of the KV cache). Raw forward passes (the log-prob
-scorer) are refused too."""
+CAPABILITIES = Capabilities("vllm", ("temperature", "logits", "draw"), islands=True, beams=False)
+"""Logits-level fluctuations only (vLLM exposes no hidden-state hooks); islands in the processor
+(a tool call ends the request and a continuation request goes on after the result; grammar
+masks are applied before sazanami's sampler, as on torch); no stochastic beams (they need row
+copies of the KV cache). Raw forward passes (the log-prob scorer) are refused too."""
 
 
 def available() -> bool:
@@ -102,8 +104,6 @@ def check_row(row: RowRequest) -> None:
     CAPABILITIES.check(row.params.fluctuation)
     if row.params.beams is not None:
         raise _refuse("beams", "stochastic beam search")
-    if row.islands is not None and row.islands.constraint is not None:
-        raise _refuse("islands", "a grammar constraint (regex, JSON schema, Lark)")
 
 
 def needs_processor(p: SamplingParams) -> bool:
@@ -121,18 +121,18 @@ def needs_processor(p: SamplingParams) -> bool:
     return not native
 
 
-def calls_tools(row: RowRequest) -> bool:
-    """Whether the row may call tools (its requests then end at each call)."""
-    return row.islands is not None and row.islands.has_tools
+def has_islands(row: RowRequest) -> bool:
+    """Whether the row has tools (its requests end at each call) or a grammar (masks in the processor)."""
+    return row.islands is not None and row.islands.active
 
 
 def row_settings(row: RowRequest, key: str = "", stop_token: int = -1, resume: str = "") -> dict[str, Any]:
     """The JSON-able settings a row's sampler is built from (``extra_args["sazanami"]``).
 
     ``key`` names the request, so its sampler survives a preemption; ``resume`` names the
-    finished request whose sampler a continuation takes over. A row that calls tools carries
-    what the processor's call watcher needs (never the tools themselves) and ``stop_token``,
-    the token it forces to end the request at a call.
+    finished request whose sampler a continuation takes over. A row with islands carries what
+    the processor's call watcher and grammar need (never the tools themselves) and
+    ``stop_token``, the token it forces to end the request at a call or a complete grammar.
     """
     out: dict[str, Any] = {
         "key": key,
@@ -142,10 +142,12 @@ def row_settings(row: RowRequest, key: str = "", stop_token: int = -1, resume: s
         "lead": row.lead,
         "resume": resume,
     }
-    if calls_tools(row):
+    if has_islands(row):
         isl = row.islands
         out["islands"] = {
-            "tools": isl.tools.names,
+            "tools": isl.tools.names if isl.tools is not None else [],
+            "constraint": isl.constraint.to_dict() if isl.constraint is not None else None,
+            "prefix": list(isl.prefix),
             "syntax": dataclasses.asdict(isl.syntax),
             "max_calls": isl.max_calls,
             "calls_made": isl.calls_made,
@@ -160,13 +162,14 @@ def _runs_elsewhere(*args: Any) -> None:
 
 
 def watched_islands(spec: dict[str, Any]) -> Islands:
-    """The islands a processor row watches: the tools' names and the call syntax (no tool runs here)."""
-    tools = ToolRegistry()
+    """The islands a processor row follows: the tools' names, the call syntax and the grammar (no tool runs here)."""
+    tools = ToolRegistry() if spec["tools"] else None
     for name in spec["tools"]:
-        tools.add(Tool(name, _runs_elsewhere, ""))
+        tools.add(Tool(name, _runs_elsewhere, ""))  # type: ignore[union-attr]
+    constraint = Constraint.from_dict(spec["constraint"]) if spec.get("constraint") else None
     return Islands(
-        tools=tools, syntax=CallSyntax(**spec["syntax"]), max_calls=int(spec["max_calls"]),
-        calls_made=int(spec["calls_made"]), lead=str(spec["lead"]),
+        tools=tools, constraint=constraint, syntax=CallSyntax(**spec["syntax"]), max_calls=int(spec["max_calls"]),
+        calls_made=int(spec["calls_made"]), lead=str(spec["lead"]), prefix=tuple(spec.get("prefix") or ()),
     )  # fmt: skip
 
 
@@ -187,10 +190,10 @@ def vllm_params(
         logprobs=0,
         output_kind=RequestOutputKind.FINAL_ONLY,
     )
-    tools = calls_tools(row)
-    if tools:
-        common["stop_token_ids"] = [stop_token]  # forced by the processor at a call
-    if not tools and not needs_processor(p):
+    islands = has_islands(row)
+    if islands:
+        common["stop_token_ids"] = [stop_token]  # forced by the processor at a call or a complete grammar
+    if not islands and not needs_processor(p):
         return vllm.SamplingParams(
             temperature=p.temperature,
             top_k=p.top_k,
@@ -214,10 +217,12 @@ class RowProcessor:
     token for; a second call for the same output length (a discarded chunked-prefill sample)
     returns the same token without drawing again.
 
-    A row that calls tools (``settings["islands"]``) also keeps its text (the engine's own
-    row) and call watcher: at a complete call it ends the text at the call (the torch
-    backend's trim) and then forces ``stop_token`` without drawing, which ends the request.
-    :meth:`resume` hands the sampler to the continuation request that follows the result.
+    A row with islands (``settings["islands"]``) also keeps its text (the engine's own row),
+    call watcher and grammar, in the torch backend's order: the grammar masks the logits
+    before the sampler, takes the drawn token and may end the row; a complete call ends the
+    text at the call (the torch backend's trim). Once the row ended so, the processor forces
+    ``stop_token`` without drawing, which ends the request. :meth:`resume` hands the sampler
+    (and grammar) to the continuation request that follows a call's result.
     """
 
     def __init__(
@@ -238,10 +243,9 @@ class RowProcessor:
         self.stopping = False
         if settings.get("islands"):
             if tokenizer is None:
-                raise ValueError("a row that calls tools needs the tokenizer")
+                raise ValueError("a row with islands needs the tokenizer")
             spec = settings["islands"]
             self.row.islands = watched_islands(spec)
-            self.calls = IslandBatch([self.row.islands], tokenizer, tokenizer.vocab_size)
             self.text = _Row(self.row, tokenizer)
             self.stop_token = int(spec["stop_token"])
 
@@ -252,7 +256,7 @@ class RowProcessor:
         self.step, self.token, self.stopping = 0, -1, False
         if self.text is not None and self.calls is not None:
             injected = list(prompt_ids[len(self.row.prompt_ids) + len(self.text.tokens) :])
-            if injected:
+            if injected and self.calls.watchers[0] is not None:
                 self.text.inject(injected, {"kind": "tool"})
                 self.calls.watchers[0].settle(len(self.text.text))  # type: ignore[union-attr]
 
@@ -269,19 +273,27 @@ class RowProcessor:
         return picked
 
     def _draw(self, logits: torch.Tensor) -> int:
-        """One sampler step; for a row that calls tools, the engine's row takes the token and a
-        complete call ends the row (its closing text possibly trimmed)."""
+        """One sampler step; for a row with islands, the engine loop's steps around it: grammar
+        mask and guard, the row takes the token, the grammar consumes it, a complete call ends
+        the row (its closing text possibly trimmed)."""
+        V = logits.shape[-1]
         if self.sampler is None:
-            self.sampler = SamplerBatch([self.row], logits.shape[-1], tokenizer=self.tokenizer)
+            self.sampler = SamplerBatch([self.row], V, tokenizer=self.tokenizer)
         text = self.text
         generated = [text.tokens] if text is not None and self.sampler.history is not None else None  # DRY
-        token = int(self.sampler.sample(logits[None], generated=generated)[0][0])
-        if text is None or self.calls is None:
-            return token
+        if text is None:
+            return int(self.sampler.sample(logits[None], generated=generated)[0][0])
+        if self.calls is None:
+            self.calls = IslandBatch([self.row.islands], self.tokenizer, V)
+        masked = self.calls.mask(logits[None])  # (1, V), −inf outside the grammar
+        token = int(self.calls.guard(self.sampler.sample(masked, generated=generated)[0], masked)[0])
         text.push(token, 0.0, token in self.tokenizer.eos_token_ids)
+        self.calls.observe(0, text, token)
         if self.calls.due([text], logits[None]):
+            token = text.tokens[-1]  # the call's closing text, possibly trimmed
             self.stopping = True  # the next position gets the stop token: the request ends at the call
-            token = text.tokens[-1]
+        elif text.finish_reason is not None:
+            self.stopping = True  # ended (a complete grammar, a sazanami end-of-sequence id): end the request too
         return token
 
 
@@ -453,7 +465,7 @@ class VllmEngine(Engine):
         self._calls += 1
         stop_token = min(self.tokenizer.eos_token_ids, default=0)  # what the processor forces at a call
         rows = [_Row(r, self.tokenizer) for r in requests]
-        islands = [IslandBatch([r.islands], self.tokenizer, self.backend.vocab_size) if calls_tools(r) else None for r in requests]
+        islands = [IslandBatch([r.islands], self.tokenizer, self.backend.vocab_size) if has_islands(r) else None for r in requests]
         engine = self.llm.llm_engine
         running: dict[str, int] = {}  # request id → row
 
@@ -492,6 +504,8 @@ class VllmEngine(Engine):
         logprobs = [lp[t].logprob if lp and t in lp else 0.0 for t, lp in zip(gen.token_ids, gen.logprobs or [])]
         for i, token in enumerate(gen.token_ids):
             row.push(int(token), float(logprobs[i]) if i < len(logprobs) else 0.0, int(token) in eos)
+            if islands is not None:
+                islands.observe(0, row, int(token))  # a complete grammar ends the row
             if row.finish_reason is None and len(row.req.prompt_ids) + len(row.tokens) >= self.max_positions:
                 row.finish_reason = "length"
             if row.finish_reason is not None:
