@@ -111,6 +111,23 @@ def test_capabilities_refuse_what_vllm_cannot_do():
 
 
 @pytest.mark.real
+def test_processor_follows_the_grammar_and_ends_the_row_when_it_is_complete():
+    """A grammar row: every token the processor keeps is inside the grammar's mask (random logits
+    would almost never spell it), and once the grammar is complete it forces the stop token."""
+    tok = Tokenizer.from_dir(embedded_dir())
+    islands = Islands(constraint=Constraint.regex(r"[a-c]{3}\."))
+    row = RowRequest(tok.encode("Go:"), SamplingParams(temperature=1.0, fluctuation="pink-draw"), 3, islands=islands)
+    proc = RowProcessor(row_settings(row, "g", stop_token=0), row.prompt_ids, [], tok)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(8):
+        proc.output_ids.append(int(proc(torch.randn(tok.vocab_size, generator=gen) * 3).argmax()))
+        if proc.stopping:
+            break
+    assert proc.stopping and re.fullmatch(r"[a-c]{3}\.", tok.decode(proc.output_ids))
+    assert int(proc(torch.randn(tok.vocab_size, generator=gen)).argmax()) == 0
+
+
+@pytest.mark.real
 def test_processor_ends_a_row_at_its_call_and_the_continuation_draws_on():
     """The processor ends the text at the call (``).`` becomes ``)``, as the torch backend trims it),
     forces the stop token without drawing, and after :meth:`RowProcessor.resume` draws what a
