@@ -9,6 +9,7 @@ tests/test_vllm.py``).
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import pytest
 import scipy.stats
@@ -16,10 +17,13 @@ import torch
 
 from sazanami.backends.vllm import RowProcessor, check_row, needs_processor, row_settings
 from sazanami.errors import ParameterError
+from sazanami.islands import Constraint, Islands, builtin_tools
+from sazanami.models import embedded_dir
 from sazanami.params import SamplingParams
 from sazanami.rows import RowRequest
 from sazanami.sampling import SamplerBatch
 from sazanami.seeds import derive_seed
+from sazanami.tokenizer import Tokenizer
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vllm is not importable here (its venv: `make vllm`)")
@@ -102,8 +106,60 @@ def test_capabilities_refuse_what_vllm_cannot_do():
         with pytest.raises(ParameterError, match="vllm backend") as err:
             check_row(RowRequest([1], params, 0))
         assert err.value.param == param
-    with pytest.raises(ParameterError, match="vllm backend"):
-        check_row(RowRequest([1], SamplingParams(), 0, islands=object()))
+    check_row(RowRequest([1], SamplingParams(), 0, islands=Islands(tools=builtin_tools(["calc"]))))
+    check_row(RowRequest([1], SamplingParams(), 0, islands=Islands(constraint=Constraint.regex("a+"))))
+
+
+@pytest.mark.real
+def test_processor_follows_the_grammar_and_ends_the_row_when_it_is_complete():
+    """A grammar row: every token the processor keeps is inside the grammar's mask (random logits
+    would almost never spell it), and once the grammar is complete it forces the stop token."""
+    tok = Tokenizer.from_dir(embedded_dir())
+    islands = Islands(constraint=Constraint.regex(r"[a-c]{3}\."))
+    row = RowRequest(tok.encode("Go:"), SamplingParams(temperature=1.0, fluctuation="pink-draw"), 3, islands=islands)
+    proc = RowProcessor(row_settings(row, "g", stop_token=0), row.prompt_ids, [], tok)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(8):
+        proc.output_ids.append(int(proc(torch.randn(tok.vocab_size, generator=gen) * 3).argmax()))
+        if proc.stopping:
+            break
+    assert proc.stopping and re.fullmatch(r"[a-c]{3}\.", tok.decode(proc.output_ids))
+    assert int(proc(torch.randn(tok.vocab_size, generator=gen)).argmax()) == 0
+
+
+@pytest.mark.real
+def test_processor_ends_a_row_at_its_call_and_the_continuation_draws_on():
+    """The processor ends the text at the call (``).`` becomes ``)``, as the torch backend trims it),
+    forces the stop token without drawing, and after :meth:`RowProcessor.resume` draws what a
+    sampler that never stopped draws next: the noise, the draw's generator and the penalty counts
+    continue at the step they reached."""
+    tok = Tokenizer.from_dir(embedded_dir())
+    V = tok.vocab_size
+    params = SamplingParams(temperature=0.9, repetition_penalty=1.2, max_tokens=40, fluctuation="pink-draw")
+    islands = Islands(tools=builtin_tools(["calc"]), describe_tools=False)
+    prompt = tok.encode("Add:")
+    row = RowRequest(prompt, params, 7, islands=islands)
+    proc = RowProcessor(row_settings(row, "a", stop_token=0), prompt, [], tok)
+    reference = SamplerBatch([RowRequest(prompt, params, 7)], V)
+    forced = tok.encode(" CALC(1+2).")  # the last token is ").", which the processor trims to ")"
+    gen = torch.Generator().manual_seed(3)
+    steps = [torch.nn.functional.one_hot(torch.tensor(t), V).float() * 60 for t in forced]
+    steps += [torch.randn(V, generator=gen) * 3 for _ in range(12)]
+    want = [int(reference.sample(x[None])[0][0]) for x in steps]  # one draw per step, no stop between
+    got = []
+    for x in steps[: len(forced)]:
+        got.append(int(proc(x).argmax()))
+        proc.output_ids.append(got[-1])
+    assert tok.decode(got) == " CALC(1+2)" and want[: len(forced) - 1] == got[:-1]
+    assert int(proc(steps[0]).argmax()) == 0  # the forced stop token: no draw
+    result = tok.encode(" => 3\n")
+    proc.resume(prompt + got + result, [])
+    after = []
+    for x in steps[len(forced) :]:
+        after.append(int(proc(x).argmax()))
+        proc.output_ids.append(after[-1])
+    assert after == want[len(forced) :]
+    assert proc.text.tokens == got + result + after and proc.text.spans[0]["token_start"] == len(got)
 
 
 # -- vLLM itself (the embedded model; the engine starts in ~30 s) ----------------------------------
@@ -140,6 +196,39 @@ def test_vllm_stop_strings_and_greedy(vllm_engine):
     assert " " not in a.text and a.finish_reason == "stop"
     with pytest.raises(ParameterError, match="vllm backend"):
         vllm_engine.generate("x", SamplingParams(fluctuation="pink-hidden"))
+
+
+@needs_vllm
+@pytest.mark.real
+def test_vllm_islands_continue_the_row_as_on_torch(vllm_engine):
+    """Tool calls and grammars on vLLM. The model writes calls by itself (a few-shot prompt), or
+    a regex forces one; each call ends its vLLM request, the result is injected and a
+    continuation request goes on with the row's sampler and grammar. On the CPU build each row
+    is token for token the torch backend's (same seed, same noise steps; vLLM's logits differ
+    from torch's by float round-off only, and these rows' draws are not near ties)."""
+    from vllm.platforms import current_platform
+
+    from sazanami import models
+    from sazanami.engine import Engine
+
+    calc = builtin_tools(["calc"])
+    ids = vllm_engine.encode("CALC(1+1) => 2\nCALC(2+2) => 4\nCALC(3+3) => 6\nCALC(4+4) => 8\nCALC(5+5) => 10\n", raw=True)
+    p = SamplingParams(seed=1, max_tokens=30, temperature=0.8, repetition_penalty=1.1, fluctuation="pink-draw")
+    free = RowRequest(ids, p, derive_seed(1, 0, 1), islands=Islands(tools=calc, describe_tools=False))
+    regex = Islands(tools=calc, constraint=Constraint.regex(r"The sum CALC\(1\+2\)[a-z ]{8,12}"), describe_tools=False)
+    forced = RowRequest(vllm_engine.encode("Add:", raw=True), p, 12, islands=regex)
+    c, g, _ = vllm_engine.run([free, forced, RowRequest(ids, p, 5)])  # a row without islands runs beside them
+    assert c.text == "CALC(6 + 6 ) => 12\nCALC(7 + 7 ) => 14\nCALC(8 + 8 ) => 16\n```"
+    assert [(s["args"], s["result"]) for s in c.spans] == [("6 + 6 ", "12"), ("7 + 7 ", "14"), ("8 + 8 ", "16")]
+    for s in c.spans:
+        assert vllm_engine.tokenizer.decode(c.token_ids[s["token_start"] : s["token_end"]]) == f" => {s['result']}\n"
+        assert all(c.logprobs[i] == 0.0 for i in range(s["token_start"], s["token_end"]))
+    assert c.finish_reason == "stop" and c.drawn <= 30
+    assert g.text.startswith("The sum CALC(1+2) => 3\n") and g.finish_reason == "stop"
+    assert re.fullmatch(r"[a-z ]{8,12}", g.text[g.spans[0]["end"] :])  # the grammar went on after the result
+    if current_platform.is_cpu():
+        torch_engine = Engine(models.load("smollm2-135m", backend="torch", dtype="float32"), prefix_cache=False)
+        assert [x.token_ids for x in torch_engine.run([free, forced])] == [c.token_ids, g.token_ids]
 
 
 @needs_vllm

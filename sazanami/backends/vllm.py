@@ -20,6 +20,17 @@ token the torch backend draws from the same logits and seed.
 
 Other rows are plain vLLM requests: temperature, top-k/top-p/min-p and penalties are vLLM's.
 
+Islands run in the processor around the row's sampler, in the engine loop's order: a grammar
+masks the logits and takes the drawn token; a tool call ends the vLLM request at the call: the
+processor watches the row's text with the engine's own call watcher, ends the call's text at
+its closing bracket (as the torch backend trims it) and then forces a stop token without
+drawing (as it does when the grammar is complete); :class:`VllmEngine` runs the tool and sends
+a continuation request whose prompt is the prompt, the row's tokens and the result (vLLM's
+prefix cache makes that prefix cheap). The continuation takes over the finished request's
+sampler and grammar, so the noise streams, the draw's generator, penalty counts and
+mirostat's μ go on at the step they reached: a row's draws are those of the torch backend for
+the same logits.
+
 Log-probs are vLLM's ``raw_logprobs`` (before any processing), as the torch backend reports.
 What vLLM cannot do here is refused with a :class:`~sazanami.errors.ParameterError` naming
 the backend: see :data:`CAPABILITIES`.
@@ -34,6 +45,7 @@ vLLM's offline ``LLM`` starts an engine-core process: create :class:`VllmEngine`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +56,9 @@ import torch
 from sazanami.backends import Capabilities
 from sazanami.engine import Delta, Engine, _Row
 from sazanami.errors import ParameterError
+from sazanami.islands.constraints import Constraint
+from sazanami.islands.runtime import IslandBatch, Islands
+from sazanami.islands.tools import CallSyntax, Tool, ToolRegistry
 from sazanami.params import SamplingParams
 from sazanami.rows import Completion, RowRequest
 from sazanami.sampling import SamplerBatch
@@ -56,6 +71,7 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 try:  # vLLM is optional: the module imports without it, the engine needs it.
     import vllm
     import vllm.platforms
+    from vllm.sampling_params import RequestOutputKind
     from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 except ImportError:  # pragma: no cover - depends on the install
     vllm = None
@@ -67,11 +83,11 @@ EXTRA_KEY = "sazanami"
 """Key of a row's settings in ``vllm.SamplingParams.extra_args``."""
 
 
-CAPABILITIES = Capabilities("vllm", ("temperature", "logits", "draw"), islands=False, beams=False)
-"""Logits-level fluctuations only (vLLM exposes no hidden-state hooks); no islands yet (a tool call
-would end the row and continue in a new request, which vLLM's prefix cache makes cheap); no
-stochastic beams (they need row copies of the KV cache). Raw forward passes (the log-prob
-scorer) are refused too."""
+CAPABILITIES = Capabilities("vllm", ("temperature", "logits", "draw"), islands=True, beams=False)
+"""Logits-level fluctuations only (vLLM exposes no hidden-state hooks); islands in the processor
+(a tool call ends the request and a continuation request goes on after the result; grammar
+masks are applied before sazanami's sampler, as on torch); no stochastic beams (they need row
+copies of the KV cache). Raw forward passes (the log-prob scorer) are refused too."""
 
 
 def available() -> bool:
@@ -88,8 +104,6 @@ def check_row(row: RowRequest) -> None:
     CAPABILITIES.check(row.params.fluctuation)
     if row.params.beams is not None:
         raise _refuse("beams", "stochastic beam search")
-    if row.islands is not None:
-        raise _refuse("islands", "islands (tool calls and grammars)")
 
 
 def needs_processor(p: SamplingParams) -> bool:
@@ -107,28 +121,79 @@ def needs_processor(p: SamplingParams) -> bool:
     return not native
 
 
-def row_settings(row: RowRequest, key: str = "") -> dict[str, Any]:
-    """The JSON-able settings a row's sampler is built from (``extra_args["sazanami"]``);
-    ``key`` names the request, so its sampler survives a preemption."""
-    return {
+def has_islands(row: RowRequest) -> bool:
+    """Whether the row has tools (its requests end at each call) or a grammar (masks in the processor)."""
+    return row.islands is not None and row.islands.active
+
+
+def row_settings(row: RowRequest, key: str = "", stop_token: int = -1, resume: str = "") -> dict[str, Any]:
+    """The JSON-able settings a row's sampler is built from (``extra_args["sazanami"]``).
+
+    ``key`` names the request, so its sampler survives a preemption; ``resume`` names the
+    finished request whose sampler a continuation takes over. A row with islands carries what
+    the processor's call watcher and grammar need (never the tools themselves) and
+    ``stop_token``, the token it forces to end the request at a call or a complete grammar.
+    """
+    out: dict[str, Any] = {
         "key": key,
         "params": row.params.to_dict(),
         "seed": row.seed,
         "noise": [list(m) for m in row.noise] if row.noise else None,
+        "lead": row.lead,
+        "resume": resume,
     }
+    if has_islands(row):
+        isl = row.islands
+        out["islands"] = {
+            "tools": isl.tools.names if isl.tools is not None else [],
+            "constraint": isl.constraint.to_dict() if isl.constraint is not None else None,
+            "prefix": list(isl.prefix),
+            "syntax": dataclasses.asdict(isl.syntax),
+            "max_calls": isl.max_calls,
+            "calls_made": isl.calls_made,
+            "lead": isl.lead,
+            "stop_token": stop_token,
+        }
+    return out
 
 
-def vllm_params(row: RowRequest, key: str = "") -> Any:
-    """The ``vllm.SamplingParams`` of one row (the processor's settings in ``extra_args``)."""
+def _runs_elsewhere(*args: Any) -> None:
+    raise RuntimeError("tools run in the engine's process, not in vLLM's")
+
+
+def watched_islands(spec: dict[str, Any]) -> Islands:
+    """The islands a processor row follows: the tools' names, the call syntax and the grammar (no tool runs here)."""
+    tools = ToolRegistry() if spec["tools"] else None
+    for name in spec["tools"]:
+        tools.add(Tool(name, _runs_elsewhere, ""))  # type: ignore[union-attr]
+    constraint = Constraint.from_dict(spec["constraint"]) if spec.get("constraint") else None
+    return Islands(
+        tools=tools, constraint=constraint, syntax=CallSyntax(**spec["syntax"]), max_calls=int(spec["max_calls"]),
+        calls_made=int(spec["calls_made"]), lead=str(spec["lead"]), prefix=tuple(spec.get("prefix") or ()),
+    )  # fmt: skip
+
+
+def vllm_params(
+    row: RowRequest, key: str = "", stop_token: int = -1, resume: str = "", max_tokens: int | None = None
+) -> Any:
+    """The ``vllm.SamplingParams`` of one row (the processor's settings in ``extra_args``).
+
+    A continuation (``resume``: the key of the request it follows) asks for the ``max_tokens``
+    the row has left.
+    """
     p = row.params
     common: dict[str, Any] = dict(
-        max_tokens=p.max_tokens,
+        max_tokens=p.max_tokens if max_tokens is None else max_tokens,
         stop=list(p.stop) or None,
         ignore_eos=p.ignore_eos,
         seed=derive_seed(row.seed, "draw"),
         logprobs=0,
+        output_kind=RequestOutputKind.FINAL_ONLY,
     )
-    if not needs_processor(p):
+    islands = has_islands(row)
+    if islands:
+        common["stop_token_ids"] = [stop_token]  # forced by the processor at a call or a complete grammar
+    if not islands and not needs_processor(p):
         return vllm.SamplingParams(
             temperature=p.temperature,
             top_k=p.top_k,
@@ -140,45 +205,104 @@ def vllm_params(row: RowRequest, key: str = "") -> Any:
             **common,
         )
     # sazanami's sampler draws the token; vLLM takes the only finite one (greedy).
-    return vllm.SamplingParams(temperature=0.0, extra_args={EXTRA_KEY: row_settings(row, key)}, **common)
+    settings = row_settings(row, key, stop_token, resume)
+    return vllm.SamplingParams(temperature=0.0, extra_args={EXTRA_KEY: settings}, **common)
 
 
 class RowProcessor:
     """sazanami's sampler for one vLLM request: a one-row :class:`SamplerBatch`.
 
     Keeps state (noise, penalty counts, mirostat μ); changes the argmax: its output keeps only
-    the drawn token finite. ``step`` counts the tokens drawn; a second call for the same output
-    length (a discarded chunked-prefill sample) returns the same token without drawing again.
+    the drawn token finite. ``step`` counts the positions of the current request it chose a
+    token for; a second call for the same output length (a discarded chunked-prefill sample)
+    returns the same token without drawing again.
+
+    A row with islands (``settings["islands"]``) also keeps its text (the engine's own row),
+    call watcher and grammar, in the torch backend's order: the grammar masks the logits
+    before the sampler, takes the drawn token and may end the row; a complete call ends the
+    text at the call (the torch backend's trim). Once the row ended so, the processor forces
+    ``stop_token`` without drawing, which ends the request. :meth:`resume` hands the sampler
+    (and grammar) to the continuation request that follows a call's result.
     """
 
-    def __init__(self, settings: dict[str, Any], prompt_ids: list[int] | None, output_ids: list[int]) -> None:
+    def __init__(
+        self, settings: dict[str, Any], prompt_ids: list[int] | None, output_ids: list[int], tokenizer: Any = None
+    ) -> None:
         noise = [(int(s), float(w)) for s, w in settings["noise"]] if settings.get("noise") else None
-        self.row = RowRequest(list(prompt_ids or []), SamplingParams.from_dict(settings["params"]), int(settings["seed"]), noise=noise)
+        params = SamplingParams.from_dict(settings["params"])
+        prompt = list(prompt_ids or [])
+        self.row = RowRequest(prompt, params, int(settings["seed"]), noise=noise, lead=settings.get("lead") or "")
         self.output_ids = output_ids  # vLLM's live list of this request's output tokens
+        self.tokenizer = tokenizer
         self.sampler: SamplerBatch | None = None
         self.step = 0
         self.token = -1
+        self.key = str(settings.get("key") or "")
+        self.calls: IslandBatch | None = None
+        self.text: _Row | None = None  # the row as the engine sees it (drawn and injected tokens)
+        self.stopping = False
+        if settings.get("islands"):
+            if tokenizer is None:
+                raise ValueError("a row with islands needs the tokenizer")
+            spec = settings["islands"]
+            self.row.islands = watched_islands(spec)
+            self.text = _Row(self.row, tokenizer)
+            self.stop_token = int(spec["stop_token"])
+
+    def resume(self, prompt_ids: list[int], output_ids: list[int]) -> None:
+        """Go on in a continuation request: its prompt is this row's prompt, its tokens and the
+        injected result, which the row's text takes in; the sampler continues where it stopped."""
+        self.output_ids = output_ids
+        self.step, self.token, self.stopping = 0, -1, False
+        if self.text is not None and self.calls is not None:
+            injected = list(prompt_ids[len(self.row.prompt_ids) + len(self.text.tokens) :])
+            if injected and self.calls.watchers[0] is not None:
+                self.text.inject(injected, {"kind": "tool"})
+                self.calls.watchers[0].settle(len(self.text.text))  # type: ignore[union-attr]
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        """The row's logits (V,) → logits with only the drawn token finite (a new tensor)."""
+        """The row's logits (V,) → logits with only the chosen token finite (a new tensor)."""
         n = len(self.output_ids)
         if n == self.step:
-            if self.sampler is None:
-                self.sampler = SamplerBatch([self.row], logits.shape[-1])
-            self.token = int(self.sampler.sample(logits[None].float())[0][0])
             self.step = n + 1
+            self.token = self.stop_token if self.stopping else self._draw(logits.float())
         elif n != self.step - 1:
             raise RuntimeError(f"sazanami row at output length {n} but its sampler drew {self.step} tokens")
         picked = torch.full_like(logits, float("-inf"))
         picked[self.token] = 0.0
         return picked
 
+    def _draw(self, logits: torch.Tensor) -> int:
+        """One sampler step; for a row with islands, the engine loop's steps around it: grammar
+        mask and guard, the row takes the token, the grammar consumes it, a complete call ends
+        the row (its closing text possibly trimmed)."""
+        V = logits.shape[-1]
+        if self.sampler is None:
+            self.sampler = SamplerBatch([self.row], V, tokenizer=self.tokenizer)
+        text = self.text
+        generated = [text.tokens] if text is not None and self.sampler.history is not None else None  # DRY
+        if text is None:
+            return int(self.sampler.sample(logits[None], generated=generated)[0][0])
+        if self.calls is None:
+            self.calls = IslandBatch([self.row.islands], self.tokenizer, V)
+        masked = self.calls.mask(logits[None])  # (1, V), −inf outside the grammar
+        token = int(self.calls.guard(self.sampler.sample(masked, generated=generated)[0], masked)[0])
+        text.push(token, 0.0, token in self.tokenizer.eos_token_ids)
+        self.calls.observe(0, text, token)
+        if self.calls.due([text], logits[None]):
+            token = text.tokens[-1]  # the call's closing text, possibly trimmed
+            self.stopping = True  # the next position gets the stop token: the request ends at the call
+        elif text.finish_reason is not None:
+            self.stopping = True  # ended (a complete grammar, a sazanami end-of-sequence id): end the request too
+        return token
+
 
 class FluctuationProcessor(LogitsProcessor):  # type: ignore[misc,valid-type]
     """vLLM V1 custom logits processor: a :class:`RowProcessor` per request that carries
     ``extra_args["sazanami"]``, kept at that request's batch index as vLLM adds, removes and
     moves rows. A removed request's sampler is kept by its key for a while: a preempted request
-    comes back with the same key and continues with it."""
+    comes back with the same key and continues with it, a continuation request names it in
+    ``resume`` and takes it over."""
 
     KEEP = 4096
     """Removed requests' samplers kept (a preempted request resumes with its own)."""
@@ -186,6 +310,8 @@ class FluctuationProcessor(LogitsProcessor):  # type: ignore[misc,valid-type]
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
         self.rows: dict[int, RowProcessor] = {}
         self.parked: dict[str, RowProcessor] = {}
+        self._tokenizer_dir = getattr(getattr(vllm_config, "model_config", None), "tokenizer", None)
+        self._tokenizer: Tokenizer | None = None
 
     @classmethod
     def validate_params(cls, sampling_params: Any) -> None:
@@ -201,36 +327,57 @@ class FluctuationProcessor(LogitsProcessor):  # type: ignore[misc,valid-type]
     def is_argmax_invariant(self) -> bool:
         return False
 
-    def _park(self, row: RowProcessor | None, key: str) -> None:
-        if row is not None and key:
-            self.parked[key] = row
+    def _tokenizer_for(self, settings: dict[str, Any]) -> Tokenizer | None:
+        """The model's tokenizer, loaded once, for rows that need it (tool calls, DRY's breakers)."""
+        if self._tokenizer is None and self._tokenizer_dir and (
+            settings.get("islands") or settings["params"].get("dry_multiplier")
+        ):
+            self._tokenizer = Tokenizer.from_dir(self._tokenizer_dir)
+        return self._tokenizer
+
+    def _park(self, row: RowProcessor | None) -> None:
+        if row is not None and row.key:
+            self.parked[row.key] = row
             while len(self.parked) > self.KEEP:
                 self.parked.pop(next(iter(self.parked)))
+
+    def _row(self, settings: dict[str, Any], prompt_ids: list[int] | None, output_ids: list[int]) -> RowProcessor:
+        """The sampler of a request vLLM adds: its own (back from a preemption), the one it
+        continues, or a new one."""
+        key, resume = settings.get("key", ""), settings.get("resume", "")
+        row = self.parked.pop(key, None) if key else None
+        if row is not None:
+            row.output_ids = output_ids
+            return row
+        if resume:
+            row = self.parked.pop(resume, None)
+            if row is None:
+                raise RuntimeError(f"sazanami continuation {key!r}: the sampler of {resume!r} is gone")
+            row.resume(list(prompt_ids or []), output_ids)
+            row.key = key
+            return row
+        return RowProcessor(settings, prompt_ids, output_ids, self._tokenizer_for(settings))
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         if batch_update is None:
             return
         for index in batch_update.removed:
-            row = self.rows.pop(index, None)
-            self._park(row, getattr(row, "key", ""))
+            self._park(self.rows.pop(index, None))
         for index, params, prompt_ids, output_ids in batch_update.added:
+            # vLLM reuses a removed request's index without listing it in ``removed``
+            self._park(self.rows.pop(index, None))
             settings = (params.extra_args or {}).get(EXTRA_KEY) if params is not None else None
             if settings is None:
-                self.rows.pop(index, None)
                 continue
-            key = settings.get("key", "")
-            row = self.parked.pop(key, None) if key else None
-            if row is None:
-                row = RowProcessor(settings, prompt_ids, output_ids)
-                row.key = key  # type: ignore[attr-defined]
-            row.output_ids = output_ids
-            self.rows[index] = row
+            self.rows[index] = self._row(settings, prompt_ids, output_ids)
         for a, b, direction in batch_update.moved:
             row_a, row_b = self.rows.pop(a, None), self.rows.pop(b, None)
             if row_a is not None:
                 self.rows[b] = row_a
             if direction == MoveDirectionality.SWAP and row_b is not None:
                 self.rows[a] = row_b
+            elif direction != MoveDirectionality.SWAP:
+                self._park(row_b)  # a removed request's index, filled without being listed in ``removed``
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         for index, row in self.rows.items():
@@ -289,7 +436,10 @@ class VllmEngine(Engine):
         # The processor implements the V1 interface; where vLLM would pick Model Runner V2 (GPUs
         # with Triton) and its different processor interface, ask for the V1 runner.
         os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
-        options: dict[str, Any] = {"max_model_len": 2048, "seed": 0, "logits_processors": [FluctuationProcessor]}
+        options: dict[str, Any] = {
+            "max_model_len": 2048, "seed": 0, "logits_processors": [FluctuationProcessor],
+            "enable_prefix_caching": True,  # a tool call's continuation request starts with the row's whole prefix
+        }  # fmt: skip
         if vllm.platforms.current_platform.is_cpu():
             options["enforce_eager"] = True  # torch.compile's warm-up takes minutes on a small CPU
         options |= llm_options
@@ -300,33 +450,72 @@ class VllmEngine(Engine):
         super().__init__(backend, prefix_cache=False)  # vLLM keeps its own prefix cache
 
     def steps(self, requests: list[RowRequest], out: list[Completion], deltas: bool = True) -> Iterator[list[Delta]]:
-        """All rows in one ``LLM.generate`` call; yields one list of deltas (the whole texts)."""
-        from vllm.inputs import TokensPrompt
+        """All rows on vLLM's engine at once; yields one list of deltas (the whole texts) at the end.
 
+        A row that calls tools ends its request at each call; the call runs here and the row
+        goes on in a continuation request (prompt + the row's tokens + the result) that takes
+        over its sampler, while the other rows keep running.
+        """
         for r in requests:
             check_row(r)
             if len(r.prompt_ids) >= self.max_positions:
                 raise ParameterError(
                     "prompt", f"prompt has {len(r.prompt_ids)} tokens; the model's context is {self.max_positions}"
                 )
-        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
         self._calls += 1
-        keys = [f"{id(self)}.{self._calls}.{i}" for i in range(len(requests))]  # a preempted row finds its sampler
-        results = self.llm.generate(prompts, [vllm_params(r, k) for r, k in zip(requests, keys)], use_tqdm=False)
-        eos = set(self.tokenizer.eos_token_ids)
+        stop_token = min(self.tokenizer.eos_token_ids, default=0)  # what the processor forces at a call
         rows = [_Row(r, self.tokenizer) for r in requests]
-        for row, result in zip(rows, results):
-            gen = result.outputs[0]
-            logprobs = [lp[t].logprob if lp and t in lp else 0.0 for t, lp in zip(gen.token_ids, gen.logprobs or [])]
-            # Replay through the engine's row: the same stop, length and finish rules as the torch backend.
-            for i, token in enumerate(gen.token_ids):
-                row.push(int(token), float(logprobs[i]) if i < len(logprobs) else 0.0, int(token) in eos)
-                if row.finish_reason is None and len(row.req.prompt_ids) + i + 1 >= self.max_positions:
-                    row.finish_reason = "length"
-                if row.finish_reason is not None:
-                    break
-            if row.finish_reason is None:
-                row.finish_reason = "stop" if gen.finish_reason == "stop" else "length"
+        islands = [IslandBatch([r.islands], self.tokenizer, self.backend.vocab_size) if has_islands(r) else None for r in requests]
+        engine = self.llm.llm_engine
+        running: dict[str, int] = {}  # request id → row
+
+        def submit(b: int, part: int, resume: str = "") -> None:
+            row = rows[b]
+            key = f"sazanami-{id(self)}.{self._calls}.{b}.{part}"  # a preempted request finds its sampler
+            left = row.req.params.max_tokens - row.drawn
+            prompt = {"prompt_token_ids": row.req.prompt_ids + row.tokens}
+            engine.add_request(key, prompt, vllm_params(row.req, key, stop_token, resume, left))
+            running[key] = b
+
+        for b in range(len(rows)):
+            submit(b, 0)
+        parts = [0] * len(rows)
+        try:
+            while engine.has_unfinished_requests():
+                for result in engine.step():
+                    if not result.finished or result.request_id not in running:
+                        continue
+                    b = running.pop(result.request_id)
+                    if self._replay(rows[b], islands[b], result.outputs[0], stop_token):
+                        parts[b] += 1
+                        submit(b, parts[b], resume=result.request_id)
+        finally:
+            if running:  # an error (or a closed generator) left requests behind: do not leave them running
+                engine.abort_request(list(running))
         if deltas:
             yield [Delta(b, row.delta(), None, True, row.finish_reason) for b, row in enumerate(rows)]
         out.extend(row.completion() for row in rows)
+
+    def _replay(self, row: _Row, islands: IslandBatch | None, gen: Any, stop_token: int) -> bool:
+        """Take one finished request's tokens into the engine's row (the torch backend's stop,
+        length and finish rules); True when the row goes on in a continuation request (a tool
+        call was answered, or the stop token was drawn by a row that ignores end-of-sequence)."""
+        eos = self.tokenizer.eos_token_ids
+        logprobs = [lp[t].logprob if lp and t in lp else 0.0 for t, lp in zip(gen.token_ids, gen.logprobs or [])]
+        for i, token in enumerate(gen.token_ids):
+            row.push(int(token), float(logprobs[i]) if i < len(logprobs) else 0.0, int(token) in eos)
+            if islands is not None:
+                islands.observe(0, row, int(token))  # a complete grammar ends the row
+            if row.finish_reason is None and len(row.req.prompt_ids) + len(row.tokens) >= self.max_positions:
+                row.finish_reason = "length"
+            if row.finish_reason is not None:
+                return False
+            if islands is not None and islands.inject([row], None):  # the processor ended the text at the call
+                if len(row.req.prompt_ids) + len(row.tokens) >= self.max_positions:  # the result fills the context
+                    row.finish_reason = "length"
+                    return False
+                return True  # what follows is the stop token the processor forced
+        if islands is not None and gen.token_ids and int(gen.token_ids[-1]) == stop_token:
+            return True  # drawn, not forced: the row ignores end-of-sequence and goes on
+        row.finish_reason = "stop" if gen.finish_reason == "stop" else "length"
+        return False

@@ -346,35 +346,48 @@ class IslandBatch:
             row.finish_reason = "stop"
 
     # 3. tool calls
-    def inject(self, rows: list[RunningRow], logits: torch.Tensor) -> dict[int, tuple[int, list[int]]]:
-        """Run the calls rows completed this step; ``{b: (token, injected ids)}`` for the engine.
+    def due(self, rows: list[RunningRow], logits: torch.Tensor | None) -> list[tuple[int, RunningRow, Call]]:
+        """The calls rows completed this step that get an answer, each row's text ended at its call.
 
-        ``token`` is what row ``b`` feeds the model at its normal position (the drawn token,
-        or its prefix up to the end of the call); the injected ids follow it.
+        Counts each call against its row's ``max_calls`` (one call past it is answered with an
+        error, later ones are ignored). ``logits`` (B, V) are this step's, for the replacement
+        token's log-prob; None where the backend already ended the text (vLLM's processor).
         """
         if not self.has_tools:
-            return {}
-        found: list[tuple[int, RunningRow, Call]] = []
+            return []
+        due: list[tuple[int, RunningRow, Call]] = []
         for b, row in enumerate(rows):
             w = self.watchers[b]
             if w is None or row.finish_reason is not None:
                 continue
             call = w.find(row.text)
-            if call is not None:
-                found.append((b, row, call))
+            if call is None:
+                continue
+            isl = self.islands[b]
+            assert isl is not None
+            self.calls[b] += 1
+            if self.calls[b] > isl.max_calls + 1:  # over the cap and already told: ignore
+                w.settle(call.end)
+                continue
+            if logits is not None:
+                self._trim(b, row, call, logits)
+            due.append((b, row, call))
+        return due
+
+    def inject(self, rows: list[RunningRow], logits: torch.Tensor | None) -> dict[int, tuple[int, list[int]]]:
+        """Run the calls rows completed this step; ``{b: (token, injected ids)}`` for the engine.
+
+        ``token`` is what row ``b`` feeds the model at its normal position (the drawn token,
+        or its prefix up to the end of the call); the injected ids follow it. ``logits``: as
+        for :meth:`due`.
+        """
+        found = self.due(rows, logits)
         if not found:
             return {}
         out: dict[int, tuple[int, list[int]]] = {}
         groups: dict[int, list[tuple[int, RunningRow, Call]]] = {}
         for b, row, call in found:
-            isl = self.islands[b]
-            assert isl is not None
-            self.calls[b] += 1
-            if self.calls[b] > isl.max_calls + 1:  # over the cap and already told: ignore
-                self.watchers[b].settle(call.end)  # type: ignore[union-attr]
-                continue
-            self._trim(b, row, call, logits)
-            groups.setdefault(id(isl), []).append((b, row, call))
+            groups.setdefault(id(self.islands[b]), []).append((b, row, call))
         for members in groups.values():
             isl = self.islands[members[0][0]]
             assert isl is not None and isl.tools is not None
