@@ -2,6 +2,7 @@
 
     python bench/throughput.py [--tokens 64] [--quick] [--threads N]
     .venv-vllm/bin/python bench/throughput.py --backend vllm [--model DIR]
+    python bench/throughput.py --backend llamacpp      # only the llama.cpp rows
 
 Measured in one run on the embedded model:
 - batch 1 tokens/s: ``model.generate`` (float32, sampling) vs sazanami (float32 and the default dtype);
@@ -214,7 +215,10 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--quick", action="store_true", help="32 tokens per run")
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: physical cores)")
-    ap.add_argument("--backend", choices=("torch", "vllm"), default="torch", help="vllm: only the vLLM rows")
+    ap.add_argument(
+        "--backend", choices=("torch", "llamacpp", "vllm"), default="torch",
+        help="torch: everything; llamacpp / vllm: only that backend's rows",
+    )  # fmt: skip
     ap.add_argument("--model", default=models.DEFAULT_MODEL, help="vllm: an HF directory (default: embedded)")
     args = ap.parse_args()
     tokens = 32 if args.quick else args.tokens
@@ -224,6 +228,14 @@ def main() -> None:
         print(f"{'run':52} {'tok/s':>8}")
         for name, tps, ref in vllm_rows(tokens, args.model):
             print(f"{name:52} {tps:8.1f}  {ref}")
+        return
+    if args.backend == "llamacpp":
+        from sazanami.backends import llamacpp
+
+        threads = args.threads or llamacpp.physical_cores()
+        print(f"llama.cpp backend, {threads} threads; {tokens} new tokens per run\n")
+        for name, tps, ratio in llamacpp_rows(tokens, threads):
+            print(f"{name:60} {tps:8.1f}  {ratio:5.2f}x")
         return
     print(f"machine: {torch.get_num_threads()} threads, torch {torch.__version__}; {tokens} new tokens per run\n")
     rows = []
