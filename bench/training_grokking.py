@@ -21,7 +21,9 @@ the training batches since the last evaluation, before each update (as in the pa
 Writes one JSON line per run to ``--out`` and skips runs already there (resumable).
 
     nice -n 19 env OMP_NUM_THREADS=1 python bench/training_grokking.py --threads 1 --seeds 0 1 2 \
-        --methods ema ma baseline lr gradnoise --budget 2000 --out docs/training_grokking_s012.jsonl
+        --methods ema ma --budget 2000 --out docs/training_grokking.jsonl
+    nice -n 19 env OMP_NUM_THREADS=1 python bench/training_grokking.py --threads 1 --seeds 0 1 2 \
+        --methods baseline lr gradnoise --budget 1000 --out docs/training_grokking.jsonl
 """
 
 from __future__ import annotations
