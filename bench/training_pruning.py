@@ -96,7 +96,7 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     dense = next(r for r in rows if r["score"] == "dense")
     for score in sorted({r["score"] for r in rows} - {"dense"}):
-        rs = [dense] + [r for r in rows if r["score"] == score]
+        rs = [dense] + sorted((r for r in rows if r["score"] == score), key=lambda r: r["sparsity"])
         x = [r["sparsity"] for r in rs]
         y = [r["ppl"] for r in rs]
         lo = [r["ppl"] - r["ci"][0] for r in rs]
