@@ -24,6 +24,8 @@ Writes one JSON line per run to ``--out`` and skips runs already there (resumabl
         --methods ema ma --budget 2000 --out docs/training_grokking.jsonl
     nice -n 19 env OMP_NUM_THREADS=1 python bench/training_grokking.py --threads 1 --seeds 0 1 2 \
         --methods baseline lr gradnoise --budget 1000 --out docs/training_grokking.jsonl
+    nice -n 19 env OMP_NUM_THREADS=1 python bench/training_grokking.py --threads 1 --seeds 0 1 2 \
+        --methods baseline --budget 3000 --out docs/training_grokking_baseline3000.jsonl
 """
 
 from __future__ import annotations

@@ -231,6 +231,8 @@ def pruning_table(path: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--grokking", default="docs/training_grokking.jsonl")
+    ap.add_argument("--grokking-long", default="docs/training_grokking_baseline3000.jsonl",
+                    help="the baseline at a larger cap (a table, no figure)")
     ap.add_argument("--finetune", default="docs/training_finetune.json")
     ap.add_argument("--pruning", default="docs/training_pruning.json")
     args = ap.parse_args()
@@ -239,6 +241,8 @@ def main() -> None:
         grokking_plot(runs, Path(args.grokking).with_suffix(".png"))
         text, s = grokking_summary(runs)
         print(text, ratio_lines(s), sep="\n\n", end="\n\n")
+    if Path(args.grokking_long).exists():
+        print(grokking_summary(load_runs(Path(args.grokking_long)))[0], end="\n\n")
     if Path(args.finetune).exists():
         text, rows = finetune_summary(json.loads(Path(args.finetune).read_text()))
         finetune_plot(rows, Path(args.finetune).with_suffix(".png"))
