@@ -3,13 +3,16 @@
 SmolLM2-135M (the embedded model, float32). Calibration and held-out text: the Python
 reference topics shipped with the standard library (``pydoc_data.topics``; even-numbered
 topics calibrate, odd-numbered ones are held out), as windows of ``--window`` tokens.
-For each score (spectral, activation, magnitude; in the bench also ``random``, seeded,
-and ``spectral-high``, the spectral order reversed) and sparsity, the same fraction of heads
+For each score (spectral, activation, magnitude; in the bench also the controls ``random``,
+seeded; ``spectral-high``, the spectral order reversed: the units furthest from white go
+first; ``spectral-slope``, units ranked by β̂ itself, lowest (bluest) first, the order an
+earlier version of the spectral score used) and sparsity, the same fraction of heads
 and of MLP channels is zeroed in every layer, and the held-out perplexity is measured;
 the 95 % interval is a bootstrap over held-out windows (resampling windows, 2000 draws,
 seeded). Writes ``docs/training_pruning.json`` and ``docs/training_pruning.png``.
 
-    OMP_NUM_THREADS=1 nice -n 19 python bench/training_pruning.py --windows 8 --window 128
+    nice -n 19 env OMP_NUM_THREADS=1 python bench/training_pruning.py --threads 1 --windows 8 --window 128 \
+        --scores spectral activation magnitude random spectral-high spectral-slope
 """
 
 from __future__ import annotations
@@ -38,10 +41,12 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--window", type=int, default=128)
     ap.add_argument("--windows", type=int, default=8)
-    ap.add_argument("--sparsities", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5])
+    ap.add_argument("--sparsities", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.5])
     ap.add_argument("--scores", nargs="+", default=["spectral", "activation", "magnitude"])
     ap.add_argument("--out", default="docs/training_pruning.json")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     backend = models.load(args.model, dtype="float32")
     net = checkpoints.trainable(backend).eval()
     dense = {k: v.clone() for k, v in net.state_dict().items()}
@@ -61,8 +66,10 @@ def main() -> None:
             gen = torch.Generator().manual_seed(0)
             scores = [pruning.UnitScores(torch.rand(len(s.heads), generator=gen), torch.rand(len(s.channels), generator=gen))
                       for s in pruning.score_units(net, None, "magnitude")]
-        elif score == "spectral-high":  # the spectral score reversed: the most structured units go first
+        elif score == "spectral-high":  # the spectral score reversed: the units furthest from white go first
             scores = [pruning.UnitScores(-s.heads, -s.channels) for s in pruning.score_units(net, calib, "spectral")]
+        elif score == "spectral-slope":  # β̂ itself: the bluest units go first (the earlier spectral score)
+            scores = pruning.spectral_slopes(net, calib)
         else:
             scores = pruning.score_units(net, calib, score)
         for s in args.sparsities:
@@ -89,7 +96,7 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     dense = next(r for r in rows if r["score"] == "dense")
     for score in sorted({r["score"] for r in rows} - {"dense"}):
-        rs = [dense] + [r for r in rows if r["score"] == score]
+        rs = [dense] + sorted((r for r in rows if r["score"] == score), key=lambda r: r["sparsity"])
         x = [r["sparsity"] for r in rs]
         y = [r["ppl"] for r in rs]
         lo = [r["ppl"] - r["ci"][0] for r in rs]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import deque
 
 import numpy as np
 import pytest
@@ -223,6 +224,64 @@ def test_grokfast_ma_closed_form() -> None:
     for t in range(len(g)):
         expected = gn[t] + (lam * gn[t - w + 1 : t + 1].mean(0) if t >= w - 1 else 0.0)
         np.testing.assert_allclose(out[t].numpy(), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_grokfast_ma_float32_forgets_large_old_gradients() -> None:
+    # regression: a float32 running sum kept the rounding residue of large early gradients after they
+    # left the window, and it swamped the mean of the small late ones (in grokking, gradients shrink
+    # by orders of magnitude once the training set is memorised)
+    w, lam = 5, 5.0
+    gen = torch.Generator().manual_seed(3)
+    g = torch.cat([1e4 * torch.randn(w, 64, generator=gen), 1e-3 * torch.randn(20, 64, generator=gen)])
+    out = _run(lambda ps: GrokfastMA(ps, window=w, lamb=lam), g.float())
+    g64 = g.float().double()
+    for t in range(2 * w, len(g)):  # the window holds only small gradients
+        expected = g64[t] + lam * g64[t - w + 1 : t + 1].mean(0)
+        np.testing.assert_allclose(out[t].double().numpy(), expected.numpy(), rtol=1e-5, atol=1e-9)
+
+
+def test_grokfast_ma_matches_the_papers_algorithm_in_a_training_loop() -> None:
+    """Against Lee et al.'s algorithm, written out: per parameter with a gradient, keep the last
+    ``window`` raw gradients; once the window is full, grad ← grad + λ·mean(window); then Adam."""
+    w, lam, steps = 4, 5.0, 15
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 6, generator=gen), torch.randn(32, 2, generator=gen)
+
+    def make() -> torch.nn.Module:
+        m = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+        m.unused = torch.nn.Parameter(torch.ones(3))  # never gets a gradient: skipped
+        m.frozen = torch.nn.Parameter(torch.ones(3), requires_grad=False)
+        with torch.no_grad():
+            for i, p in enumerate(m.parameters()):
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(i)))
+        return m
+
+    ours, ref = make(), make()
+    filt = GrokfastMA(ours.parameters(), window=w, lamb=lam)
+    history: dict[str, deque] = {}
+    opt_o, opt_r = torch.optim.Adam(ours.parameters(), lr=1e-2), torch.optim.Adam(ref.parameters(), lr=1e-2)
+    for t in range(steps):
+        b = slice(8 * (t % 4), 8 * (t % 4) + 8)  # a different batch each step: the gradient series varies
+        for m, opt in ((ours, opt_o), (ref, opt_r)):
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.mse_loss(m(x[b]), y[b]).backward()
+        before = {n: p.grad.clone() for n, p in ours.named_parameters() if p.grad is not None}
+        filt.step()
+        for n, p in ref.named_parameters():
+            if p.requires_grad and p.grad is not None:
+                h = history.setdefault(n, deque(maxlen=w))
+                h.append(p.grad.detach().clone())
+                if len(h) == w:
+                    p.grad = p.grad + lam * (sum(h) / len(h))
+        for n, p in ours.named_parameters():  # warm-up: unchanged until the window is full
+            if t < w - 1 and n in before:
+                assert torch.equal(p.grad, before[n])
+        opt_o.step()
+        opt_r.step()
+    assert ours.unused.grad is None and ours.frozen.grad is None
+    for (n, a), b in zip(ours.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=n)
+    assert not torch.equal(ours[0].weight, make()[0].weight)  # it trained
 
 
 def test_spectral_gain_closed_forms() -> None:

@@ -113,6 +113,38 @@ def test_prune_removes_exactly_the_requested_units(score: str, tmp_path: Path) -
     assert pruning.perplexity(net, held) > 1.0
 
 
+def test_spectral_score_prunes_the_whitest_units_first() -> None:
+    """Channel activations replaced by known series: white (β = 0), blue (differenced white,
+    β < 0) and red (AR(1), β > 0). The whitest goes first, not the bluest (the old β̂ order)."""
+    backend = models.load("tiny-random")
+    net = checkpoints.trainable(backend)
+    calib = pruning.text_windows(backend.tokenizer, "calibration", 64)[:4]
+    B, T, I = calib.shape[0], calib.shape[1], net.config.intermediate_size
+    gen = torch.Generator().manual_seed(0)
+    white = torch.randn(B, T + 1, I, generator=gen)
+    red = torch.zeros(B, T, I)
+    for t in range(1, T):
+        red[:, t] = 0.95 * red[:, t - 1] + white[:, t]
+    series = red.clone()  # (B, T, I): every channel red ...
+    series[..., 0] = white[:, 1:, 0]  # ... but channel 0 white
+    series[..., 1] = white[:, 1:, 1] - white[:, :-1, 1]  # and channel 1 blue
+
+    def replace(mod, args):  # runs before score_units' hooks (registered first)
+        return (series[: args[0].shape[0]].to(args[0].dtype),)
+
+    handles = [layer.mlp.down_proj.register_forward_pre_hook(replace) for layer in net.model.layers]
+    try:
+        scores = pruning.score_units(net, calib, "spectral", batch=B)
+    finally:
+        for h in handles:
+            h.remove()
+    for s in scores:
+        assert torch.argsort(s.channels)[0].item() == 0  # white is removed first
+        assert s.channels[1] > 1.0 and s.channels[2] > 1.0  # |β̂| of blue and red: far from white
+    removed = pruning.prune(net, scores, 1.5 / I)  # round(1.5) = 2 channels per layer
+    assert all(chans[0] == 0 and 1 not in chans for chans in removed.channels)
+
+
 def test_prune_validation(tiny_hf) -> None:
     with pytest.raises(ParameterError, match=r"sparsity must be in \[0, 1\)"):
         pruning.prune(tiny_hf, [], 1.0)

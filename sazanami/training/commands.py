@@ -83,7 +83,7 @@ def train(task: str, out: str, quiet: bool, **kw: Any) -> None:
 @click.option("--model", default="smollm2-135m", show_default=True, help="Model name or directory.")
 @click.option(
     "--score", type=click.Choice(["spectral", "magnitude", "activation"]), default="spectral", show_default=True,
-    help="Unit score: activation-spectrum slope, weight norm, or activation RMS.",
+    help="Unit score: distance of the activation spectrum from white noise (|slope|; the whitest units go first), weight norm, or activation RMS.",
 )
 @click.option("--sparsity", type=float, default=0.3, show_default=True, help="Fraction of heads and of MLP channels removed per layer, in [0, 1).")
 @click.option("--calib-windows", type=int, default=16, show_default=True, help="Calibration windows of --window tokens.")

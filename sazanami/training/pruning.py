@@ -4,11 +4,14 @@ Each unit (an attention head, an MLP channel) is scored over calibration text, a
 layer the lowest-scoring fraction ``sparsity`` of heads and of channels is removed.
 Scores (higher = keep):
 
-- ``spectral``: β̂, the log-log slope of the unit's activation spectrum over token
-  positions (periodogram per sequence, Hann window, mean removed, averaged over sequences
-  and, for a head, over its D output dimensions; fitted over f ∈ [2/T, 1/4] with 1/f
-  weights like :func:`sazanami.noise.psd_slope`). A unit whose activation is closest to
-  white noise (β̂ ≈ 0) carries least sequential structure and goes first.
+- ``spectral``: |β̂|, the distance from white noise of β̂, the spectral exponent of the
+  unit's activation over token positions (P(f) ∝ f^−β̂: periodogram per sequence, Hann
+  window, mean removed, averaged over sequences and, for a head, over its D output
+  dimensions; fitted over f ∈ [2/T, 1/4] with 1/f weights like
+  :func:`sazanami.noise.psd_slope`). A unit whose activation is closest to white noise
+  (β̂ ≈ 0) carries least sequential structure and goes first; a unit dominated by slow
+  (β̂ > 0) *or* fast (β̂ < 0, "blue") variation is kept. (Ranking by β̂ itself, as an
+  earlier version did, removes the bluest units first, not the whitest.)
 - ``magnitude``: the L2 norm of the unit's own weights (a head's q_proj rows and o_proj
   columns; a channel's gate/up rows and down_proj column).
 - ``activation``: the RMS over calibration tokens of the unit's contribution to the
@@ -32,7 +35,7 @@ import torch.nn.functional as F
 
 from sazanami.errors import ParameterError, check_index, check_range
 
-__all__ = ["SCORES", "Pruned", "perplexity", "prune", "score_units", "window_nll"]
+__all__ = ["SCORES", "Pruned", "perplexity", "prune", "score_units", "spectral_slopes", "window_nll"]
 
 SCORES = ("spectral", "magnitude", "activation")
 
@@ -111,6 +114,22 @@ def score_units(model: Any, ids: torch.Tensor | None, score: str, *, batch: int 
             dn = layer.mlp.down_proj.weight.pow(2).sum(0)
             out.append(UnitScores((q + o).sqrt(), (gu + dn).sqrt()))
         return out
+    if score == "spectral":  # keep score: distance from white (β̂ = 0)
+        return [UnitScores(s.heads.abs(), s.channels.abs()) for s in spectral_slopes(model, ids, batch=batch)]
+    return _from_activations(model, ids, "activation", batch)
+
+
+def spectral_slopes(model: Any, ids: torch.Tensor, *, batch: int = 4) -> list[UnitScores]:
+    """β̂ of every head and channel over ``ids`` (B, T): P(f) ∝ f^−β̂ (0 white, > 0 slow, < 0 blue)."""
+    return _from_activations(model, ids, "slope", batch)
+
+
+@torch.no_grad()
+def _from_activations(model: Any, ids: torch.Tensor, score: str, batch: int) -> list[UnitScores]:
+    """Hooks on o_proj and down_proj inputs: ``slope`` (β̂) or ``activation`` (RMS contribution)."""
+    cfg = model.config
+    H, D = cfg.num_attention_heads, cfg.head_dim
+    layers = _layers(model)
     ids = _check_ids(ids)
     T = ids.shape[1]
     stats: list[dict[str, torch.Tensor]] = [{} for _ in layers]
@@ -123,7 +142,7 @@ def score_units(model: Any, ids: torch.Tensor | None, score: str, *, batch: int 
 
         def hook(mod: Any, args: tuple) -> None:
             o = args[0].float().view(args[0].shape[0], T, H, D)  # (B, T, H, D)
-            if score == "spectral":
+            if score == "slope":
                 add(i, "heads", _slope_stats(o))
             else:
                 contrib = torch.einsum("bthd,chd->bthc", o, wo)  # (B, T, H, C)
@@ -137,7 +156,7 @@ def score_units(model: Any, ids: torch.Tensor | None, score: str, *, batch: int 
 
         def hook(mod: Any, args: tuple) -> None:
             a = args[0].float()
-            if score == "spectral":
+            if score == "slope":
                 add(i, "channels", _slope_stats(a.unsqueeze(-1)))
             else:
                 add(i, "channels", (a.pow(2) * col).sum(dim=(0, 1)))
@@ -159,7 +178,7 @@ def score_units(model: Any, ids: torch.Tensor | None, score: str, *, batch: int 
         model.train(was_training)
     out = []
     for s in stats:
-        if score == "spectral":
+        if score == "slope":
             out.append(UnitScores(_fit_slopes(s["heads"], T), _fit_slopes(s["channels"], T)))
         else:
             n = s["tokens"]

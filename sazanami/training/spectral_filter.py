@@ -7,7 +7,9 @@ by Amplifying Slow Gradients", arXiv:2405.20233).
 - :class:`GrokfastEMA`: lowpass = EMA, m_t = α·m_{t−1} + (1 − α)·g_t, m_0 = g_0.
   Memory: one copy of the parameters.
 - :class:`GrokfastMA`: lowpass = mean of the last ``window`` gradients, applied once the
-  window is full (before that g is unchanged). Memory: ``window`` copies.
+  window is full (before that g is unchanged). Memory: ``window`` copies plus a float64
+  running sum (a float32 running sum keeps the rounding residue of large early gradients
+  long after they left the window, and it swamps the mean of the small late ones).
 - :class:`SpectralGain`: lowpass = the causal minimum-phase filter H whose power gain
   |H(f)|² is the 1/f^β spectrum fitted by :class:`sazanami.noise.ColoredNoise` (the same
   AR(1) bank in innovations form, driven by the gradient instead of white noise)::
@@ -104,14 +106,14 @@ class GrokfastMA(GradientFilter):
         q = self._queue.setdefault(i, deque())
         s = self._sum.get(i)
         if s is None:
-            s = self._sum[i] = torch.zeros_like(grad)
+            s = self._sum[i] = torch.zeros_like(grad, dtype=torch.float64)
         g = grad.detach().clone()
         q.append(g)
         s.add_(g)
         if len(q) > self.window:
             s.sub_(q.popleft())
         if len(q) == self.window:
-            grad.add_(s, alpha=self.lamb / self.window)
+            grad.add_((s * (self.lamb / self.window)).to(grad.dtype))
 
     def state_dict(self) -> dict:
         return {"steps": self.steps, "queue": {i: [g.clone() for g in q] for i, q in self._queue.items()}}
@@ -122,11 +124,10 @@ class GrokfastMA(GradientFilter):
         # the running sum is rebuilt in order, so it rounds exactly as it did before the save
         self._sum = {}
         for i, q in self._queue.items():
-            s = torch.zeros_like(q[0]) if q else None
-            for g in q:
-                s.add_(g)
-            if s is not None:
-                self._sum[i] = s
+            if q:
+                s = self._sum[i] = torch.zeros_like(q[0], dtype=torch.float64)
+                for g in q:
+                    s.add_(g)
 
 
 class SpectralGain(GradientFilter):

@@ -163,14 +163,19 @@ class _Run:
             pos += len(take)
         return collate([self.train[i] for i in idx], self.pad_id)
 
-    def loss_and_hits(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean answer-token NLL and per-row exact match (B,)."""
+    def token_nll(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Answer-token NLL (B, T − 1) (0 off the answer), the answer mask (B, T − 1), per-row exact match (B,)."""
         logits = self.model(input_ids=b.ids, attention_mask=b.mask).logits[:, :-1]  # (B, T − 1, V)
         labels = b.labels[:, 1:]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
         on = labels != -100
+        nll = F.cross_entropy(logits.transpose(1, 2).float(), labels.clamp_min(0), reduction="none") * on
         hits = ((logits.argmax(-1) == labels) | ~on).all(dim=1)
-        return loss, hits
+        return nll, on, hits
+
+    def loss_and_hits(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean answer-token NLL and per-row exact match (B,)."""
+        nll, on, hits = self.token_nll(b)
+        return nll.sum() / on.sum(), hits
 
     def train_step(self) -> dict:
         self.model.train()
@@ -190,13 +195,20 @@ class _Run:
         return record
 
     @torch.no_grad()
-    def evaluate(self) -> float:
+    def evaluate_examples(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per held-out example: exact match (N,) and mean answer-token NLL (N,)."""
         self.model.eval()
-        hits = 0
+        hits, nlls = [], []
         for i in range(0, len(self.test), self.cfg.eval_batch):
-            _, h = self.loss_and_hits(collate(self.test[i : i + self.cfg.eval_batch], self.pad_id))
-            hits += int(h.sum())
-        return hits / max(1, len(self.test))
+            nll, on, h = self.token_nll(collate(self.test[i : i + self.cfg.eval_batch], self.pad_id))
+            hits.append(h)
+            nlls.append(nll.sum(1) / on.sum(1))
+        return torch.cat(hits), torch.cat(nlls)
+
+    def evaluate(self) -> float:
+        """Held-out greedy exact match."""
+        hits, _ = self.evaluate_examples()
+        return float(hits.float().mean()) if len(hits) else 0.0
 
     def state_dict(self) -> dict:
         pieces = {"grad_noise": self.grad_noise, "embed_noise": self.embed_noise, "filter": self.filter}
