@@ -4,6 +4,9 @@
     python bench/search_quality.py --sizes 5,6 --arithmetic 0 --threads 1 \
         --strategies best_of_n,paths,tree,beam,zero_order,synthesize --judge-strategies best_of_n,paths \
         --tag search_quality_full --docs                  # the run quoted in the README (~70 min)
+    python bench/search_quality.py --backend llamacpp --sizes 5,6 --arithmetic 0 --threads 1 \
+        --strategies best_of_n,paths,tree --judge-strategies '' --baseline-budgets 64 \
+        --tag sq_llamacpp_dev               # search at equal cost (prefix cache on)
     python bench/search_quality.py --from-csv bench/out/search_quality_full.csv   # re-summarise / plot
 
 On a CPU shared with other processes use ``--threads 1``: torch's spinning threads slow
@@ -321,6 +324,12 @@ def main() -> None:
     ap.add_argument("--arithmetic", type=int, default=None, help="reasoning-gym arithmetic tasks.")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--budgets", default="1,4,16", help="Multiples of one sample's tokens.")
+    ap.add_argument(
+        "--baseline-budgets",
+        default="",
+        help="Extra budgets run by best_of_n only (e.g. 64), so that the equal-wall and equal-computed-token "
+        "comparisons have a baseline curve that reaches the searches' larger costs.",
+    )
     ap.add_argument("--strategies", default=None, help=f"Comma list of {', '.join(STRATEGIES)}.")
     ap.add_argument("--judge-strategies", default=None, help="Strategies also run with the judge scorer ('' = none).")
     ap.add_argument("--out", default=str(OUT))
@@ -344,6 +353,7 @@ def main() -> None:
     n_arith = args.arithmetic if args.arithmetic is not None else (2 if quick else 6)
     seeds = list(range(args.seeds if args.seeds is not None else 2))
     budgets_x = [float(x) for x in args.budgets.split(",")]
+    extra_x = [float(x) for x in args.baseline_budgets.split(",") if x]
     default = "best_of_n,anneal,paths,tree,optimize" if quick else ",".join(STRATEGIES)
     names = [x for x in (args.strategies or default).split(",") if x]
     judge_default = "best_of_n,paths" if quick else "best_of_n,anneal,paths,tree,optimize"
@@ -376,6 +386,8 @@ def main() -> None:
                 if bx <= 1 and name != "best_of_n":
                     continue
                 plan.append((setting, name, max(1, round(bx * unit))))
+        if "best_of_n" in strategies:
+            plan += [(setting, "best_of_n", max(1, round(bx * unit))) for bx in extra_x]
     rows: list[dict[str, Any]] = []
     raw_path = out / f"{args.tag}.csv"
     with raw_path.open("w", newline="") as fh:
