@@ -7,6 +7,11 @@ and the wall time of one search (best-of-n and paths at 16 × 24 tokens) — on 
 ``--replicas`` threads, and on ``RayEngines`` with ``--replicas`` actors of one thread each
 (local Ray, started once, its start-up not counted). Prints the medians and the ratio
 replicas / one engine. The searches are also checked to build the same tree on both (same seed).
+Every search starts from empty prefix caches.
+
+Prefix affinity: the paths search runs on the replicas twice more, with affinity (a
+continuation goes to the replica that computed its parent) and without (rows balanced only),
+and prints wall time and the share of prompt tokens the replicas' caches served.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ from typing import Any
 
 from sazanami import SamplingParams
 from sazanami.engines import EngineSpec
-from sazanami.replicas import RayEngines
+from sazanami.replicas import PrefixOwners, RayEngines
 from sazanami.search import search
 
 PROMPT = "Write a story about a lighthouse keeper."
 TASK = "Write one sentence that uses all of these words: farmer, tractor, rain, barn, mud."
 WORDS = ("farmer", "tractor", "rain", "barn", "mud")
+PATHS = {"mode": "paths", "rounds": 4}
 
 
 def coverage(text: str) -> float:
@@ -38,13 +44,36 @@ def generation(engine: Any, tokens: int) -> float:
     return sum(c.completion_tokens for c in out) / (time.perf_counter() - t)
 
 
-def searching(engine: Any, strategy: str, options: dict[str, Any]) -> tuple[float, list[str]]:
+def clear_caches(engine: Any) -> None:
+    if isinstance(engine, RayEngines):
+        engine.clear_prefix_caches()
+    elif engine.prefix_cache is not None:
+        engine.prefix_cache.clear()
+
+
+def run_search(engine: Any, strategy: str, options: dict[str, Any]) -> tuple[float, Any]:
+    clear_caches(engine)
     t = time.perf_counter()
     tree = search(
         engine, TASK, strategy, scorer=coverage, budget=16 * 24, seed=3,
         params=SamplingParams(max_tokens=24, temperature=0.7), **options,
     )  # fmt: skip
-    return time.perf_counter() - t, [n.text for n in tree.nodes]
+    return time.perf_counter() - t, tree
+
+
+def searching(engine: Any, strategy: str, options: dict[str, Any]) -> tuple[float, list[str]]:
+    seconds, tree = run_search(engine, strategy, options)
+    return seconds, [n.text for n in tree.nodes]
+
+
+def affinity(engine: RayEngines, on: bool) -> tuple[float, float, list[str]]:
+    """Paths on the replicas with or without prefix affinity: seconds, cache share, texts."""
+    engine.owners = PrefixOwners() if on else None
+    seconds, tree = run_search(engine, "noise_search", PATHS)
+    spend = tree.spend
+    reused = spend.get("prompt_tokens_reused", 0)
+    share = reused / max(1, reused + spend.get("prompt_tokens", 0))
+    return seconds, share, [n.text for n in tree.nodes]
 
 
 def main() -> None:
@@ -64,13 +93,19 @@ def main() -> None:
     jobs: dict[str, Any] = {
         "generate n=16 (tok/s)": lambda e: (generation(e, args.tokens), None),
         "best_of_n 16× (s)": lambda e: searching(e, "best_of_n", {}),
-        "paths 16× (s)": lambda e: searching(e, "noise_search", {"mode": "paths", "rounds": 4}),
+        "paths 16× (s)": lambda e: searching(e, "noise_search", PATHS),
     }
     for e in engines.values():  # warm-up: model load, Ray actors, first prefill
         generation(e, 4)
     got: dict[tuple[str, str], list[float]] = {}
     trees: dict[tuple[str, str], Any] = {}
+    aff: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    aff_texts: dict[bool, list[str]] = {}
     for r in range(args.rounds):
+        for on in (True, False) if r % 2 == 0 else (False, True):
+            seconds, share, texts = affinity(many, on)
+            aff[on].append((seconds, share))
+            aff_texts[on] = texts
         for job, fn in jobs.items():
             order = list(engines.items()) if r % 2 == 0 else list(reversed(engines.items()))
             for name, e in order:
@@ -84,6 +119,14 @@ def main() -> None:
         a, b = (statistics.median(got[(job, n)]) for n in names)
         same = "—" if trees[(job, names[0])] is None else str(trees[(job, names[0])] == trees[(job, names[1])])
         print(f"{job:24} {a:18.2f} {b:22.2f} {b / a:7.2f}  {same}")
+    print(f"\nprefix affinity on {args.replicas} replicas, paths 16× (cold caches, medians)")
+    print(f"{'':24} {'wall s':>10} {'prompt tokens from cache':>26}")
+    for on in (True, False):
+        wall = statistics.median(x[0] for x in aff[on])
+        share = statistics.median(x[1] for x in aff[on])
+        print(f"{'affinity ' + ('on' if on else 'off'):24} {wall:10.2f} {share:25.0%}")
+    on_wall, off_wall = (statistics.median(x[0] for x in aff[v]) for v in (True, False))
+    print(f"{'ratio on / off':24} {on_wall / off_wall:10.2f}   same tree {aff_texts[True] == aff_texts[False]}")
 
 
 if __name__ == "__main__":

@@ -21,9 +21,11 @@ Tasks (development sets, say so when quoting numbers):
 Budgets are multiples of one sample's tokens (U = the mean completion length of one plain
 sample at T = 0.7 over the tasks, measured first). Every token the model generates counts,
 judge replies and syntheses included; prompt tokens are reported beside, with the prefix cache's
-reused prompt tokens, ``computed_tokens`` (generated + prompt − reused) and each strategy's
+reused prompt tokens (``prompt_tokens`` are those computed), ``computed_tokens`` (generated +
+computed prompt tokens) and each strategy's
 solved rate minus best-of-n's at equal wall time and at equal computed tokens
-(:func:`equal_cost_delta`). Held-out concept tasks: ``SAZANAMI_CONCEPTS=bench/data/concepts_test.jsonl``.
+(:func:`equal_cost_delta`). Every search starts with an empty prefix cache (within a search it
+reuses what it computed). Held-out concept tasks: ``SAZANAMI_CONCEPTS=bench/data/concepts_test.jsonl``.
 Two settings:
 
 - ``verifier``: the task's own checker is the scorer (contains / the arithmetic check);
@@ -150,6 +152,8 @@ def run_one(engine: Engine, task: Task, setting: str, name: str, budget: int, se
     strategy, options, changes = STRATEGIES[name]
     params = SamplingParams(max_tokens=task.max_tokens, temperature=0.7, **changes)
     scorer: Any = "judge" if setting == "judge" else task.check
+    if engine.prefix_cache is not None:
+        engine.prefix_cache.clear()  # every search starts cold: no blocks from the runs before it
     t0 = time.perf_counter()
     tree = search(engine, task.prompt, strategy, scorer=scorer, budget=budget, params=params, seed=seed, **options)
     best = tree.text
@@ -169,7 +173,7 @@ def run_one(engine: Engine, task: Task, setting: str, name: str, budget: int, se
         "prompt_tokens": s["prompt_tokens"],
         "prompt_tokens_reused": s.get("prompt_tokens_reused", 0),
         # What the model computed: new tokens plus prompt tokens the prefix cache did not supply.
-        "computed_tokens": s["generated_tokens"] + s["prompt_tokens"] - s.get("prompt_tokens_reused", 0),
+        "computed_tokens": s["generated_tokens"] + s["prompt_tokens"],  # prompt_tokens: computed ones
         "judge_tokens": s["by_kind"].get("judge", 0),
         "nodes": len(tree.nodes),
         "wall_s": round(time.perf_counter() - t0, 2),
@@ -204,12 +208,10 @@ def summarise(rows: list[dict[str, Any]], unit: int) -> list[dict[str, Any]]:
                 "quality": round(statistics.mean(quality), 4),
                 "tokens": round(statistics.mean(x["generated_tokens"] for x in runs), 1),
                 "prompt_tokens": round(statistics.mean(x["prompt_tokens"] for x in runs), 1),
-                # Older run files have no reuse column: every prompt token counts as computed.
+                # prompt_tokens are the computed ones (the cache's are prompt_tokens_reused); run
+                # files before this fix stored generated + prompt − reused, counting reuse twice.
                 "computed_tokens": round(
-                    statistics.mean(
-                        x.get("computed_tokens") or x["generated_tokens"] + x["prompt_tokens"] for x in runs
-                    ),
-                    1,
+                    statistics.mean(x["generated_tokens"] + x["prompt_tokens"] for x in runs), 1
                 ),
                 "wall_s": round(statistics.mean(x["wall_s"] for x in runs), 2),
             }

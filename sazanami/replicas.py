@@ -10,8 +10,10 @@ batched matmuls, which differs with the batch a row shares.
 
 Rows go to replicas by prompt: rows with the same prompt ids stay together where that keeps
 the replicas balanced (they share one prefill there, and vLLM's prefix cache keeps it for the
-next call), and a group larger than a replica's share is split. A prompt goes back to the
-replica that ran it last when that replica has room (prefix affinity).
+next call), and a group larger than a replica's share is split. A prompt goes to the replica
+that computed the longest prefix of it when that replica has room (prefix affinity,
+:class:`PrefixOwners`): a search's continuation (prompt + kept part of its parent) goes where
+the parent ran, whose prefix cache holds the parent's keys and values.
 
     >>> engines = RayEngines(EngineSpec("tiny-random", threads=1), replicas=2)  # doctest: +SKIP
     >>> tree = search(engines, "Say hi.", "best_of_n", scorer="contains:hi", seed=1)  # doctest: +SKIP
@@ -20,15 +22,61 @@ replica that ran it last when that replica has room (prefix affinity).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sazanami.engine import Delta, Engine
 from sazanami.engines import EngineSpec
 from sazanami.errors import ParameterError, check_int
+from sazanami.prefix_cache import DEFAULT_BLOCK
 from sazanami.rows import Completion, RowRequest
 
-__all__ = ["RayEngines", "assign_rows"]
+__all__ = ["PrefixOwners", "RayEngines", "assign_rows"]
+
+
+class PrefixOwners:
+    """Which replica last computed each token prefix: the driver's map for prefix affinity.
+
+    Prefixes are recorded per block of ``block`` tokens (the engines' prefix-cache block) and
+    keyed by a hash of the block chained to the blocks before it, as the caches key them; a
+    whole sequence is also recorded exactly (prompts shorter than a block). The newest owner
+    wins; past ``capacity`` keys the least recently used are forgotten. A hash collision only
+    misroutes a row (a cache miss), never changes its tokens.
+    """
+
+    def __init__(self, block: int = DEFAULT_BLOCK, capacity: int = 1 << 16) -> None:
+        check_int("block", block, 1, 1 << 16)
+        check_int("capacity", capacity, 1, 1 << 24)
+        self.block, self.capacity = block, capacity
+        self._owner: OrderedDict[int, int] = OrderedDict()
+
+    def _keys(self, ids: Sequence[int]) -> Iterator[int]:
+        key = 0
+        for start in range(0, len(ids) - self.block + 1, self.block):
+            key = hash((key, tuple(ids[start : start + self.block])))
+            yield key
+
+    def record(self, ids: Sequence[int], replica: int) -> None:
+        """``replica`` has computed ``ids`` (a prompt, or a prompt and its output)."""
+        for key in [*self._keys(ids), hash(("exact", tuple(ids)))]:
+            self._owner[key] = replica
+            self._owner.move_to_end(key)
+        while len(self._owner) > self.capacity:
+            self._owner.popitem(last=False)
+
+    def lookup(self, ids: Sequence[int]) -> int | None:
+        """The replica holding the longest recorded prefix of ``ids`` (None: no block known)."""
+        exact = self._owner.get(hash(("exact", tuple(ids))))
+        if exact is not None:
+            return exact
+        found = None
+        for key in self._keys(ids):
+            owner = self._owner.get(key)
+            if owner is None:
+                break
+            found = owner
+        return found
 
 
 class _Replica:
@@ -54,6 +102,10 @@ class _Replica:
             return [self.engine.run([r]) for r in rows]
         return [[c] for c in self.engine.run(rows)]
 
+    def clear_prefix_cache(self) -> None:
+        if self.engine.prefix_cache is not None:
+            self.engine.prefix_cache.clear()
+
 
 class _RemoteBackend:
     """The driver's view of the replicas' model: its tokenizer and sizes; no forward pass here."""
@@ -77,9 +129,10 @@ class _RemoteBackend:
 
 
 def assign_rows(
-    requests: list[RowRequest], replicas: int, last: dict[tuple[int, ...], int] | None = None
+    requests: list[RowRequest], replicas: int, owners: PrefixOwners | None = None
 ) -> list[list[int]]:
-    """Row indices per replica: same-prompt rows together, balanced, preferring ``last[prompt]``.
+    """Row indices per replica: same-prompt rows together, balanced, preferring the replica
+    that holds the longest prefix of the prompt (``owners``; None: balance only).
 
     Every replica gets at most ⌈rows / replicas⌉ rows; groups are placed largest first.
     """
@@ -89,7 +142,7 @@ def assign_rows(
         groups.setdefault(tuple(r.prompt_ids), []).append(i)
     parts: list[list[int]] = [[] for _ in range(replicas)]
     for key, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0])):
-        preferred = (last or {}).get(key)
+        preferred = owners.lookup(key) if owners is not None else None
         while members:
             if preferred is not None and len(parts[preferred]) < share:
                 target = preferred
@@ -111,6 +164,8 @@ class RayEngines(Engine):
             when the backend is vLLM and ``gpus_per_replica`` is set).
         address: a Ray cluster to join (``ray.init(address=...)``); None starts Ray locally.
         gpus_per_replica: GPUs each actor reserves (0 on CPU machines).
+        affinity: send a prompt to the replica that computed its longest prefix when it has
+            room (False: balance only; tokens are the same either way).
     """
 
     def __init__(
@@ -119,6 +174,7 @@ class RayEngines(Engine):
         replicas: int = 2,
         address: str | None = None,
         gpus_per_replica: float = 0,
+        affinity: bool = True,
     ) -> None:
         import ray
 
@@ -134,7 +190,7 @@ class RayEngines(Engine):
         self.spec = spec
         self.actors = [actor.remote(spec) for _ in range(replicas)]
         info = ray.get(self.actors[0].info.remote())
-        self._last: dict[tuple[int, ...], int] = {}
+        self.owners = PrefixOwners() if affinity else None
         super().__init__(_RemoteBackend(info, spec.tokenizer()), prefix_cache=False)  # each replica has its own
 
     @property
@@ -145,7 +201,7 @@ class RayEngines(Engine):
         """Fan the rows out, gather completions in row order; yields one list of deltas."""
         import ray
 
-        parts = assign_rows(requests, self.replicas, self._last)
+        parts = assign_rows(requests, self.replicas, self.owners)
         # Tags stay in the driver (a search keeps its node bookkeeping there); rows travel without.
         futures = [
             self.actors[k].run.remote([dataclasses.replace(requests[i], tag=None) for i in idx])
@@ -159,13 +215,24 @@ class RayEngines(Engine):
                 for c in completions:  # a beam's samples carry their own statistics as tag
                     c.tag = c.tag if c.tag is not None else requests[i].tag
                 done[i] = completions
-        for k, idx in enumerate(parts):
-            for i in idx:
-                self._last[tuple(requests[i].prompt_ids)] = k
+        if self.owners is not None:
+            for k, idx in enumerate(parts):
+                for i in idx:
+                    self.owners.record(requests[i].prompt_ids, k)
+                    for c in done[i]:
+                        self.owners.record([*requests[i].prompt_ids, *c.token_ids], k)
         flat = [c for completions in done for c in completions]
         if deltas:
             yield [Delta(b, c.text, None, True, c.finish_reason) for b, c in enumerate(flat)]
         out.extend(flat)
+
+    def clear_prefix_caches(self) -> None:
+        """Empty every replica's prefix cache and forget who computed what (for cold measurements)."""
+        import ray
+
+        ray.get([a.clear_prefix_cache.remote() for a in self.actors])
+        if self.owners is not None:
+            self.owners = PrefixOwners(self.owners.block, self.owners.capacity)
 
     def shutdown(self) -> None:
         """Stop the actors (Ray itself keeps running for the process)."""

@@ -14,7 +14,7 @@ from sazanami.engine import Engine, RowRequest
 from sazanami.engines import EngineSpec
 from sazanami.errors import ParameterError
 from sazanami.params import SamplingParams
-from sazanami.replicas import assign_rows
+from sazanami.replicas import PrefixOwners, assign_rows
 from sazanami.search.scorers import token_logprobs
 from sazanami.search.strategies import search
 
@@ -49,8 +49,29 @@ def test_assign_rows_keeps_prompts_together_and_balances():
     assert {tuple(rows[i].prompt_ids) for i in parts[0]} != {tuple(rows[i].prompt_ids) for i in parts[1]}
     big = assign_rows(_rows([[1]] * 8), 2)  # one prompt, more rows than a share: split
     assert [len(p) for p in big] == [4, 4]
-    sticky = assign_rows(_rows([[5]] * 2 + [[6]] * 2), 2, last={(5,): 1})  # prefix affinity
+    owners = PrefixOwners(block=4)
+    owners.record([5], 1)
+    sticky = assign_rows(_rows([[5]] * 2 + [[6]] * 2), 2, owners)  # same prompt: where it ran
     assert sticky[1] == [0, 1]
+
+
+def test_prefix_affinity_follows_the_longest_computed_prefix():
+    owners = PrefixOwners(block=4)
+    parent = list(range(10))  # prompt 0..5 + output 6..9, computed on replica 1
+    owners.record(parent, 1)
+    owners.record(list(range(4)) + [99, 98, 97, 96], 0)  # shares only the first block
+    assert owners.lookup(parent[:8] + [42, 43]) == 1  # a continuation keeping 8 tokens
+    assert owners.lookup([0, 1, 2, 3, 99, 98, 97, 96, 5]) == 0
+    assert owners.lookup([7, 7, 7, 7, 7]) is None  # no block known
+    parts = assign_rows(_rows([parent[:8] + [1], parent[:8] + [2], [7] * 5, [8] * 5]), 2, owners)
+    assert sorted(parts[1]) == [0, 1]
+    assert [len(p) for p in parts] == [2, 2]  # balance still holds
+    small = PrefixOwners(block=4, capacity=3)  # LRU: the oldest keys are forgotten
+    small.record([1, 2, 3, 4, 5, 6, 7, 8], 0)
+    small.record([9, 9, 9, 9], 1)
+    assert small.lookup([1, 2, 3, 4, 5, 6, 7, 8, 0]) is None and small.lookup([9, 9, 9, 9]) == 1
+    with pytest.raises(ParameterError, match="block"):
+        PrefixOwners(block=0)
 
 
 def test_engine_spec_validates():
