@@ -190,6 +190,17 @@ def test_vllm_generate_seeded_with_every_logits_fluctuation(vllm_engine):
 
 @needs_vllm
 @pytest.mark.real
+def test_vllm_reports_its_prefix_cache_hits(vllm_engine):
+    prompt = "Describe the sea in one long sentence. " * 30  # more than one block (128 tokens on CPU)
+    p = SamplingParams(seed=1, max_tokens=2, fluctuation="pink-logits")
+    (a,) = vllm_engine.generate(prompt, p)
+    (b,) = vllm_engine.generate(prompt, p)
+    assert 0 < b.cached_tokens < b.prompt_tokens and b.cached_tokens % 16 == 0
+    assert b.token_ids == a.token_ids
+
+
+@needs_vllm
+@pytest.mark.real
 def test_vllm_stop_strings_and_greedy(vllm_engine):
     p = SamplingParams(temperature=0, max_tokens=24, stop=(" ",))
     (a,) = vllm_engine.generate("Write a sentence about the sea.", p)

@@ -486,6 +486,9 @@ class VllmEngine(Engine):
                     if not result.finished or result.request_id not in running:
                         continue
                     b = running.pop(result.request_id)
+                    if parts[b] == 0:  # the row's own prompt: what vLLM's prefix cache served of it
+                        cached = getattr(result, "num_cached_tokens", None) or 0
+                        rows[b].cached = max(0, min(int(cached), len(rows[b].req.prompt_ids)))
                     if self._replay(rows[b], islands[b], result.outputs[0], stop_token):
                         parts[b] += 1
                         submit(b, parts[b], resume=result.request_id)
