@@ -44,6 +44,7 @@ import csv
 import json
 import math
 import os
+import random
 import re
 import shutil
 import statistics
@@ -219,7 +220,31 @@ def summarise(rows: list[dict[str, Any]], unit: int) -> list[dict[str, Any]]:
     for cost in EQUAL_COSTS:
         for s in out:
             s[f"vs_best_of_n_at_equal_{cost}"] = round(equal_cost_delta(out, s, cost), 4)
+    for s in out:
+        d, lo, hi = paired_delta(rows, s)
+        s["vs_best_of_n_paired"], s["vs_best_of_n_lo"], s["vs_best_of_n_hi"] = round(d, 4), round(lo, 4), round(hi, 4)
     return out
+
+
+def paired_delta(rows: list[dict[str, Any]], s: dict[str, Any], draws: int = 2000) -> tuple[float, float, float]:
+    """Solved rate of ``s`` minus best-of-n's at the same budget, paired by (task, seed), with a
+    95 % bootstrap interval that resamples tasks (seed 0); nan for best-of-n or without pairs."""
+    if s["strategy"] == "best_of_n":
+        return math.nan, math.nan, math.nan
+    in_group = [r for r in rows if r["setting"] == s["setting"] and r["budget_tokens"] == s["budget_tokens"]]
+    in_group = [r for r in in_group if s["group"] in (r["group"], "all") or (
+        s["group"] == "concepts-5-6" and r["group"] in ("concepts-5", "concepts-6"))]  # fmt: skip
+    mine = {(r["task"], r["seed"]): r["solved"] for r in in_group if r["strategy"] == s["strategy"]}
+    base = {(r["task"], r["seed"]): r["solved"] for r in in_group if r["strategy"] == "best_of_n"}
+    per_task: dict[str, list[int]] = defaultdict(list)
+    for key in mine.keys() & base.keys():
+        per_task[key[0]].append(mine[key] - base[key])
+    if not per_task:
+        return math.nan, math.nan, math.nan
+    diffs = [statistics.mean(v) for v in per_task.values()]
+    rng = random.Random(0)
+    boot = sorted(statistics.mean(rng.choices(diffs, k=len(diffs))) for _ in range(draws))
+    return statistics.mean(diffs), boot[int(0.025 * draws)], boot[int(0.975 * draws) - 1]
 
 
 #: Costs at which strategies are also compared with best-of-n (besides generated tokens).
@@ -247,16 +272,22 @@ def print_table(summary: list[dict[str, Any]], group: str) -> None:
     rows = [s for s in summary if s["group"] == group]
     if not rows:
         return
-    print(f"\n== solved rate, {group} (mean ± sd over seeds; tokens = mean generated per run) ==")
+    print(
+        f"\n== solved rate, {group} (mean ± sd over seeds; tokens = mean generated per run; "
+        "paired: − best-of-n at the same budget by (task, seed), 95 % bootstrap over tasks, in points) =="
+    )
     head = ("setting", "strategy", "budget", "solved", "quality", "tokens", "prompt", "s/run")
     print("{:9} {:15} {:>7} {:>13} {:>8} {:>7} {:>7} {:>6}".format(*head))
     base = {(s["setting"], s["budget_tokens"]): s["solved"] for s in rows if s["strategy"] == "best_of_n"}
     for s in rows:
         d = s["solved"] - base.get((s["setting"], s["budget_tokens"]), math.nan)
         delta = f" ({d * 100:+.0f})" if s["strategy"] != "best_of_n" and not math.isnan(d) else ""
+        paired = ""
+        if not math.isnan(s.get("vs_best_of_n_paired", math.nan)):
+            paired = f"  paired {s['vs_best_of_n_paired'] * 100:+.0f} [{s['vs_best_of_n_lo'] * 100:+.0f}, {s['vs_best_of_n_hi'] * 100:+.0f}]"
         print(
             f"{s['setting']:9} {s['strategy']:15} {s['budget_x']:>6}× {s['solved']:>6.2f}±{s['solved_sd']:<4.2f}"
-            f"{delta:6} {s['quality']:>6.2f} {s['tokens']:>7.0f} {s['prompt_tokens']:>7.0f} {s['wall_s']:>6.1f}"
+            f"{delta:6} {s['quality']:>6.2f} {s['tokens']:>7.0f} {s['prompt_tokens']:>7.0f} {s['wall_s']:>6.1f}{paired}"
         )
 
 
