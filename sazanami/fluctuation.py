@@ -285,8 +285,7 @@ class FluctuationState:
         if self.logit_noise is None:
             return logits
         x = self.logit_noise.step()
-        finite = torch.isfinite(logits)
-        std = logits[finite].std(correction=0) if bool(finite.any()) else torch.tensor(0.0)
+        std = logit_std(logits[None])[0]
         return logits + self.fl.logits.sigma * std * x
 
     def temperature(self, base: float) -> float:
@@ -340,6 +339,35 @@ class FluctuationState:
 
     def sigma_for(self, layer: int) -> float:
         return self.fl.embedding.sigma if layer == -1 else self.fl.hidden.sigma
+
+
+def _row_sums(x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Sums over the last axis of (B, V) in chunks of ``chunk``: a row's sum is the same bits
+    whether it is reduced alone or in a batch, at any thread count (each chunk's sum is one
+    thread's work; torch splits a lone long row across threads)."""
+    B, V = x.shape
+    k = V // chunk
+    s = x[:, : k * chunk].reshape(B, k, chunk).sum(-1).sum(-1)
+    return s + x[:, k * chunk :].sum(-1) if k * chunk < V else s
+
+
+def logit_std(x: torch.Tensor) -> torch.Tensor:
+    """Population std of each row's finite logits, (B, V) → (B,); 0 for a row with none.
+
+    Two passes over the row (mean, then mean square deviation); −inf (masked) entries are left
+    out. A row gives the same bits alone as in a batch, so the per-row reference and
+    :class:`FluctuationBatch` agree exactly.
+    """
+    n = x.shape[-1]
+    mean = _row_sums(x) / n
+    if bool(torch.isfinite(mean).all()):  # no masked entry in any row
+        return (_row_sums((x - mean[:, None]).square_()) / n).sqrt_()
+    out = torch.zeros(x.shape[0], dtype=x.dtype)
+    for b, row in enumerate(x):  # masked rows (grammar, top-k before): their finite logits only
+        v = row[torch.isfinite(row)]
+        if v.numel():
+            out[b] = logit_std(v[None])[0]
+    return out
 
 
 def preset(name: str) -> Fluctuation:
@@ -570,11 +598,7 @@ class FluctuationBatch:
         rows, z = self.logits.step(self.has["logits"])  # (n,), (n, V)
         every = rows.numel() == logits.shape[0] and bool((rows == torch.arange(rows.numel())).all())
         x = logits if every else logits[rows]
-        finite = torch.isfinite(x)
-        if bool(finite.all()):
-            std = x.std(-1, correction=0)
-        else:  # masked rows (grammar): the std of their finite logits
-            std = torch.stack([r[f].std(correction=0) if bool(f.any()) else r.new_zeros(()) for r, f in zip(x, finite)])
+        std = logit_std(x)
         new = x + (self.sigma["logits"][rows] * std)[:, None] * z
         if every:
             return new

@@ -77,7 +77,12 @@ def test_strategy_budget_tree_and_determinism(tiny_engine, strategy, options):
     check_tree(a, BUDGET)
     assert len(a.nodes) > 2
     b = run(tiny_engine, strategy, options)
-    assert [n.to_dict() for n in a.nodes] == [n.to_dict() for n in b.nodes]
+    # The second run reuses the first's prompt keys/values (prefix cache): the same tokens, and
+    # log-probs up to the round-off of a prefill computed in another shape.
+    strip = [{k: v for k, v in n.to_dict().items() if k != "logprobs"} for n in (*a.nodes, *b.nodes)]
+    assert strip[: len(a.nodes)] == strip[len(a.nodes) :]
+    for x, y in zip(a.nodes, b.nodes, strict=True):
+        assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
     assert a.best == b.best
     c = run(tiny_engine, strategy, options, seed=6)
     assert [n.text for n in c.nodes] != [n.text for n in a.nodes]
