@@ -190,6 +190,29 @@ def test_vllm_generate_seeded_with_every_logits_fluctuation(vllm_engine):
 
 @needs_vllm
 @pytest.mark.real
+def test_vllm_streams_each_steps_text(vllm_engine):
+    calc = builtin_tools(["calc"])
+    ids = vllm_engine.encode("CALC(1+1) => 2\nCALC(2+2) => 4\nCALC(3+3) => 6\nCALC(4+4) => 8\nCALC(5+5) => 10\n", raw=True)
+    p = SamplingParams(seed=1, max_tokens=30, temperature=0.8, repetition_penalty=1.1, fluctuation="pink-draw")
+    rows = [
+        RowRequest(ids, p, derive_seed(1, 0, 1), islands=Islands(tools=calc, describe_tools=False)),  # calls tools
+        RowRequest(vllm_engine.encode("Name a colour."), SamplingParams(seed=2, max_tokens=16), 7),
+        RowRequest(vllm_engine.encode("Count to ten."), SamplingParams(seed=3, max_tokens=20, stop=(" five",)), 8),
+    ]
+    streamed, out, batches = ["", "", ""], [], 0
+    ends = [0, 0, 0]
+    for batch in vllm_engine.steps(rows, out):
+        batches += 1
+        for d in batch:
+            streamed[d.row] += d.text
+            ends[d.row] += d.finished
+    assert batches > 5 and ends == [1, 1, 1]
+    assert streamed == [c.text for c in out]
+    assert [c.token_ids for c in out] == [c.token_ids for c in vllm_engine.run(rows)]  # streaming changes nothing
+
+
+@needs_vllm
+@pytest.mark.real
 def test_vllm_reports_its_prefix_cache_hits(vllm_engine):
     prompt = "Describe the sea in one long sentence. " * 30  # more than one block (128 tokens on CPU)
     p = SamplingParams(seed=1, max_tokens=2, fluctuation="pink-logits")

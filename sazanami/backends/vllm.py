@@ -174,12 +174,17 @@ def watched_islands(spec: dict[str, Any]) -> Islands:
 
 
 def vllm_params(
-    row: RowRequest, key: str = "", stop_token: int = -1, resume: str = "", max_tokens: int | None = None
+    row: RowRequest,
+    key: str = "",
+    stop_token: int = -1,
+    resume: str = "",
+    max_tokens: int | None = None,
+    stream: bool = False,
 ) -> Any:
     """The ``vllm.SamplingParams`` of one row (the processor's settings in ``extra_args``).
 
     A continuation (``resume``: the key of the request it follows) asks for the ``max_tokens``
-    the row has left.
+    the row has left. ``stream``: vLLM reports each step's new tokens (else only the end).
     """
     p = row.params
     common: dict[str, Any] = dict(
@@ -188,7 +193,7 @@ def vllm_params(
         ignore_eos=p.ignore_eos,
         seed=derive_seed(row.seed, "draw"),
         logprobs=0,
-        output_kind=RequestOutputKind.FINAL_ONLY,
+        output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
     )
     islands = has_islands(row)
     if islands:
@@ -450,7 +455,7 @@ class VllmEngine(Engine):
         super().__init__(backend, prefix_cache=False)  # vLLM keeps its own prefix cache
 
     def steps(self, requests: list[RowRequest], out: list[Completion], deltas: bool = True) -> Iterator[list[Delta]]:
-        """All rows on vLLM's engine at once; yields one list of deltas (the whole texts) at the end.
+        """All rows on vLLM's engine at once; with ``deltas``, yields each step's new text per row.
 
         A row that calls tools ends its request at each call; the call runs here and the row
         goes on in a continuation request (prompt + the row's tokens + the result) that takes
@@ -468,57 +473,89 @@ class VllmEngine(Engine):
         islands = [IslandBatch([r.islands], self.tokenizer, self.backend.vocab_size) if has_islands(r) else None for r in requests]
         engine = self.llm.llm_engine
         running: dict[str, int] = {}  # request id → row
+        called = [False] * len(rows)  # the request's call was answered: what it still sends is the forced stop
+        last = [-1] * len(rows)  # the request's last token
 
         def submit(b: int, part: int, resume: str = "") -> None:
             row = rows[b]
             key = f"sazanami-{id(self)}.{self._calls}.{b}.{part}"  # a preempted request finds its sampler
             left = row.req.params.max_tokens - row.drawn
             prompt = {"prompt_token_ids": row.req.prompt_ids + row.tokens}
-            engine.add_request(key, prompt, vllm_params(row.req, key, stop_token, resume, left))
+            engine.add_request(key, prompt, vllm_params(row.req, key, stop_token, resume, left, stream=deltas))
             running[key] = b
+            called[b], last[b] = False, -1
 
         for b in range(len(rows)):
             submit(b, 0)
         parts = [0] * len(rows)
+        announced = [False] * len(rows)  # the row's finishing delta was sent
         try:
             while engine.has_unfinished_requests():
+                changed: dict[int, None] = {}
                 for result in engine.step():
-                    if not result.finished or result.request_id not in running:
+                    b = running.get(result.request_id, -1)
+                    if b < 0:
                         continue
-                    b = running.pop(result.request_id)
+                    gen = result.outputs[0]
                     if parts[b] == 0:  # the row's own prompt: what vLLM's prefix cache served of it
                         cached = getattr(result, "num_cached_tokens", None) or 0
-                        rows[b].cached = max(0, min(int(cached), len(rows[b].req.prompt_ids)))
-                    if self._replay(rows[b], islands[b], result.outputs[0], stop_token):
+                        rows[b].cached = max(rows[b].cached, min(int(cached), len(rows[b].req.prompt_ids)))
+                    called[b] = self._feed(rows[b], islands[b], gen, called[b])
+                    last[b] = int(gen.token_ids[-1]) if gen.token_ids else last[b]
+                    changed[b] = None
+                    if not result.finished:
+                        continue
+                    del running[result.request_id]
+                    if self._goes_on(rows[b], islands[b], gen, called[b], last[b] == stop_token):
                         parts[b] += 1
                         submit(b, parts[b], resume=result.request_id)
+                if deltas and changed:
+                    batch = []
+                    for b in changed:
+                        if announced[b]:
+                            continue  # a row that ended on its own (a stop string) while its request ran on
+                        done = rows[b].finish_reason is not None
+                        announced[b] = done
+                        batch.append(Delta(b, rows[b].delta(), None, done, rows[b].finish_reason, rows[b].cached))
+                    if batch:
+                        yield batch
         finally:
             if running:  # an error (or a closed generator) left requests behind: do not leave them running
                 engine.abort_request(list(running))
         if deltas:
-            yield [Delta(b, row.delta(), None, True, row.finish_reason) for b, row in enumerate(rows)]
+            ends = [Delta(b, row.delta(), None, True, row.finish_reason, row.cached) for b, row in enumerate(rows) if not announced[b]]
+            if ends:
+                yield ends
         out.extend(row.completion() for row in rows)
 
-    def _replay(self, row: _Row, islands: IslandBatch | None, gen: Any, stop_token: int) -> bool:
-        """Take one finished request's tokens into the engine's row (the torch backend's stop,
-        length and finish rules); True when the row goes on in a continuation request (a tool
-        call was answered, or the stop token was drawn by a row that ignores end-of-sequence)."""
+    def _feed(self, row: _Row, islands: IslandBatch | None, gen: Any, called: bool) -> bool:
+        """Take a request's new tokens into the engine's row (the torch backend's stop, length
+        and finish rules); True once a tool call in them was answered (the row goes on in a
+        continuation request; the request's remaining token is the stop the processor forced)."""
         eos = self.tokenizer.eos_token_ids
         logprobs = [lp[t].logprob if lp and t in lp else 0.0 for t, lp in zip(gen.token_ids, gen.logprobs or [])]
         for i, token in enumerate(gen.token_ids):
+            if called or row.finish_reason is not None:
+                break
             row.push(int(token), float(logprobs[i]) if i < len(logprobs) else 0.0, int(token) in eos)
             if islands is not None:
                 islands.observe(0, row, int(token))  # a complete grammar ends the row
             if row.finish_reason is None and len(row.req.prompt_ids) + len(row.tokens) >= self.max_positions:
                 row.finish_reason = "length"
-            if row.finish_reason is not None:
-                return False
-            if islands is not None and islands.inject([row], None):  # the processor ended the text at the call
+            if row.finish_reason is None and islands is not None and islands.inject([row], None):
                 if len(row.req.prompt_ids) + len(row.tokens) >= self.max_positions:  # the result fills the context
                     row.finish_reason = "length"
-                    return False
-                return True  # what follows is the stop token the processor forced
-        if islands is not None and gen.token_ids and int(gen.token_ids[-1]) == stop_token:
-            return True  # drawn, not forced: the row ignores end-of-sequence and goes on
+                else:
+                    called = True  # the processor ended the text at the call
+        return called
+
+    @staticmethod
+    def _goes_on(row: _Row, islands: IslandBatch | None, gen: Any, called: bool, ended_on_stop: bool) -> bool:
+        """At the end of a row's request: True when the row goes on in a continuation request (a
+        tool call was answered, or a row that ignores end-of-sequence drew the stop token)."""
+        if row.finish_reason is not None:
+            return False
+        if called or (islands is not None and ended_on_stop):
+            return True
         row.finish_reason = "stop" if gen.finish_reason == "stop" else "length"
         return False
