@@ -523,7 +523,11 @@ class VllmEngine(Engine):
             if running:  # an error (or a closed generator) left requests behind: do not leave them running
                 engine.abort_request(list(running))
         if deltas:
-            ends = [Delta(b, row.delta(), None, True, row.finish_reason, row.cached) for b, row in enumerate(rows) if not announced[b]]
+            ends = [
+                Delta(b, row.delta(), None, True, row.finish_reason, row.cached)
+                for b, row in enumerate(rows)
+                if not announced[b]
+            ]
             if ends:
                 yield ends
         out.extend(row.completion() for row in rows)
