@@ -44,15 +44,8 @@ def generation(engine: Any, tokens: int) -> float:
     return sum(c.completion_tokens for c in out) / (time.perf_counter() - t)
 
 
-def clear_caches(engine: Any) -> None:
-    if isinstance(engine, RayEngines):
-        engine.clear_prefix_caches()
-    elif engine.prefix_cache is not None:
-        engine.prefix_cache.clear()
-
-
 def run_search(engine: Any, strategy: str, options: dict[str, Any]) -> tuple[float, Any]:
-    clear_caches(engine)
+    engine.clear_prefix_cache()
     t = time.perf_counter()
     tree = search(
         engine, TASK, strategy, scorer=coverage, budget=16 * 24, seed=3,

@@ -471,6 +471,11 @@ class Engine:
                     pc.store(prompts[i], lambda a, b, g=g, tmp=tmp: tmp.read_block(g, a, b))
                 yield i, tmp, g, logits[g], n
 
+    def clear_prefix_cache(self) -> None:
+        """Forget every cached prefix (the next call computes its prompts; e.g. cold measurements)."""
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
+
     def remember(self, ids: list[int], cache: Any, row: int) -> None:
         """Store the keys/values of ``ids`` (what ``row`` of ``cache`` holds) in the prefix cache."""
         if self.prefix_cache is not None:

@@ -65,6 +65,10 @@ class PrefixOwners:
         while len(self._owner) > self.capacity:
             self._owner.popitem(last=False)
 
+    def clear(self) -> None:
+        """Forget every owner."""
+        self._owner.clear()
+
     def lookup(self, ids: Sequence[int]) -> int | None:
         """The replica holding the longest recorded prefix of ``ids`` (None: no block known)."""
         exact = self._owner.get(hash(("exact", tuple(ids))))
@@ -103,8 +107,7 @@ class _Replica:
         return [[c] for c in self.engine.run(rows)]
 
     def clear_prefix_cache(self) -> None:
-        if self.engine.prefix_cache is not None:
-            self.engine.prefix_cache.clear()
+        self.engine.clear_prefix_cache()
 
 
 class _RemoteBackend:
@@ -226,13 +229,13 @@ class RayEngines(Engine):
             yield [Delta(b, c.text, None, True, c.finish_reason) for b, c in enumerate(flat)]
         out.extend(flat)
 
-    def clear_prefix_caches(self) -> None:
-        """Empty every replica's prefix cache and forget who computed what (for cold measurements)."""
+    def clear_prefix_cache(self) -> None:
+        """Empty every replica's prefix cache and forget who computed what."""
         import ray
 
         ray.get([a.clear_prefix_cache.remote() for a in self.actors])
         if self.owners is not None:
-            self.owners = PrefixOwners(self.owners.block, self.owners.capacity)
+            self.owners.clear()
 
     def shutdown(self) -> None:
         """Stop the actors (Ray itself keeps running for the process)."""

@@ -77,6 +77,9 @@ def test_generate_reuses_the_prompt_and_gives_the_same_tokens(engines):
     assert first[0].cached_tokens == 0
     assert again[0].cached_tokens > 0 and again[0].cached_tokens % 4 == 0
     assert again[0].cached_tokens < again[0].prompt_tokens  # the last prompt token always runs
+    on.clear_prefix_cache()  # cold again: nothing to reuse
+    assert len(on.prefix_cache) == 0 and on.generate("Tell me about the sea.", params)[0].cached_tokens == 0
+    off.clear_prefix_cache()  # no cache: nothing to do
 
 
 STRATEGIES = [

@@ -70,6 +70,8 @@ def test_prefix_affinity_follows_the_longest_computed_prefix():
     small.record([1, 2, 3, 4, 5, 6, 7, 8], 0)
     small.record([9, 9, 9, 9], 1)
     assert small.lookup([1, 2, 3, 4, 5, 6, 7, 8, 0]) is None and small.lookup([9, 9, 9, 9]) == 1
+    owners.clear()
+    assert owners.lookup(parent) is None
     with pytest.raises(ParameterError, match="block"):
         PrefixOwners(block=0)
 
