@@ -153,8 +153,7 @@ def run_one(engine: Engine, task: Task, setting: str, name: str, budget: int, se
     strategy, options, changes = STRATEGIES[name]
     params = SamplingParams(max_tokens=task.max_tokens, temperature=0.7, **changes)
     scorer: Any = "judge" if setting == "judge" else task.check
-    if engine.prefix_cache is not None:
-        engine.prefix_cache.clear()  # every search starts cold: no blocks from the runs before it
+    engine.clear_prefix_cache()  # every search starts cold: no blocks from the runs before it
     t0 = time.perf_counter()
     tree = search(engine, task.prompt, strategy, scorer=scorer, budget=budget, params=params, seed=seed, **options)
     best = tree.text
@@ -183,12 +182,16 @@ def run_one(engine: Engine, task: Task, setting: str, name: str, budget: int, se
     }
 
 
+def groups_of(row: dict[str, Any]) -> list[str]:
+    """The task groups a run counts in: its own, "all", and "concepts-5-6" for 5- and 6-word tasks."""
+    return [row["group"], "all"] + (["concepts-5-6"] if row["group"] in ("concepts-5", "concepts-6") else [])
+
+
 def summarise(rows: list[dict[str, Any]], unit: int) -> list[dict[str, Any]]:
     """Solved rate per (setting, strategy, budget, task group): mean and spread over seeds."""
     groups: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        names = [r["group"], "all"] + (["concepts-5-6"] if r["group"] in ("concepts-5", "concepts-6") else [])
-        for g in names:
+        for g in groups_of(r):
             groups[(r["setting"], r["strategy"], r["budget_tokens"], g)][r["seed"]].append(r)
     out = []
     for (setting, strategy, budget, group), by_seed in sorted(groups.items()):
@@ -231,13 +234,14 @@ def paired_delta(rows: list[dict[str, Any]], s: dict[str, Any], draws: int = 200
     95 % bootstrap interval that resamples tasks (seed 0); nan for best-of-n or without pairs."""
     if s["strategy"] == "best_of_n":
         return math.nan, math.nan, math.nan
-    in_group = [r for r in rows if r["setting"] == s["setting"] and r["budget_tokens"] == s["budget_tokens"]]
-    in_group = [r for r in in_group if s["group"] in (r["group"], "all") or (
-        s["group"] == "concepts-5-6" and r["group"] in ("concepts-5", "concepts-6"))]  # fmt: skip
+    in_group = [
+        r for r in rows
+        if (r["setting"], r["budget_tokens"]) == (s["setting"], s["budget_tokens"]) and s["group"] in groups_of(r)
+    ]  # fmt: skip
     mine = {(r["task"], r["seed"]): r["solved"] for r in in_group if r["strategy"] == s["strategy"]}
     base = {(r["task"], r["seed"]): r["solved"] for r in in_group if r["strategy"] == "best_of_n"}
     per_task: dict[str, list[int]] = defaultdict(list)
-    for key in mine.keys() & base.keys():
+    for key in sorted(mine.keys() & base.keys()):  # a fixed order: the bootstrap is seeded
         per_task[key[0]].append(mine[key] - base[key])
     if not per_task:
         return math.nan, math.nan, math.nan
