@@ -23,10 +23,12 @@ from sazanami.prefix_cache import PrefixCache
 
 
 class FakeLib:
-    """llama.cpp's sequence/memory calls over a dict {ctx: {seq: set of positions}}."""
+    """llama.cpp's sequence/memory calls over a dict {ctx: {seq: set of positions}}, one stream
+    per sequence; states are laid out as llama.cpp's (header, stream count, a count per stream)."""
 
     def __init__(self) -> None:
         self.contexts: list[SimpleNamespace] = []
+        self.copies = 0
 
     def llama_context_default_params(self) -> SimpleNamespace:
         return SimpleNamespace()
@@ -43,31 +45,37 @@ class FakeLib:
         ctx.freed = True
 
     def llama_memory_seq_rm(self, mem: SimpleNamespace, s: int, p0: int, p1: int) -> bool:
-        if (p0, p1) == (-1, -1):
-            mem.kv.pop(s, None)
-        else:
-            mem.kv[s] = {p for p in mem.kv.get(s, ()) if not p0 <= p < p1}
-            if not mem.kv[s]:
-                del mem.kv[s]
+        hi = p1 if p1 >= 0 else 1 << 30
+        mem.kv[s] = {p for p in mem.kv.get(s, ()) if not max(p0, 0) <= p < hi}
+        if not mem.kv[s]:
+            del mem.kv[s]
         return True
 
-    def llama_memory_seq_cp(self, mem: SimpleNamespace, s: int, d: int, p0: int, p1: int) -> None:
-        assert 0 <= s < mem.n_seq and 0 <= d < mem.n_seq
-        hi = p1 if p1 >= 0 else 1 << 30
-        mem.kv.setdefault(d, set()).update(p for p in mem.kv.get(s, ()) if max(p0, 0) <= p < hi)
-
     def llama_state_seq_get_size(self, ctx: SimpleNamespace, s: int) -> int:
-        return 4 * (len(ctx.kv.get(s, ())) + 1)
+        return 12 + 4 * ctx.n_seq + 4 * len(ctx.kv.get(s, ()))
 
     def llama_state_seq_get_data(self, ctx: SimpleNamespace, buf: ctypes.Array, size: int, s: int) -> int:
-        data = struct.pack(f"<{size // 4}i", size // 4 - 1, *sorted(ctx.kv.get(s, ())))
+        pos = sorted(ctx.kv.get(s, ()))
+        counts = [len(pos) if i == s else 0 for i in range(ctx.n_seq)]
+        data = bytes(8) + struct.pack("<I", ctx.n_seq) + b"".join(
+            struct.pack("<I", c) + (struct.pack(f"<{c}i", *pos) if i == s else b"") for i, c in enumerate(counts)
+        )
         ctypes.memmove(buf, data, size)
         return size
 
     def llama_state_seq_set_data(self, ctx: SimpleNamespace, buf: ctypes.Array, size: int, s: int) -> int:
-        n, *pos = struct.unpack(f"<{size // 4}i", bytes(buf))
-        assert n == len(pos)
-        ctx.kv[s] = set(pos)
+        data = bytes(buf)[:size]
+        (n_stream,) = struct.unpack_from("<I", data, 8)
+        if n_stream != ctx.n_seq:
+            return 0  # llama.cpp: "n_stream mismatch"
+        at, pos = 12, set()
+        for _ in range(n_stream):
+            (c,) = struct.unpack_from("<I", data, at)
+            pos |= set(struct.unpack_from(f"<{c}i", data, at + 4))
+            at += 4 + 4 * c
+        assert at == size
+        ctx.kv[s] = pos
+        self.copies += 1
         return size
 
 
@@ -79,6 +87,7 @@ def fake_pool(context: int = 64, sequences: int = 4, bos: int = 0) -> tuple[Fake
 def fill(pool: _Pool, cache: SeqCache, row: int, n: int) -> None:
     """What a forward of n tokens does to the row's sequence."""
     pool.mem.kv[cache.seqs[row]] = set(range(n))
+    pool.touch([cache.seqs[row]])
 
 
 def new_cache(pool: _Pool, batch: int, capacity: int) -> SeqCache:
@@ -86,15 +95,19 @@ def new_cache(pool: _Pool, batch: int, capacity: int) -> SeqCache:
     return SeqCache(pool, pool.take(batch, per), capacity, per)
 
 
-def test_context_is_unified_and_caches_take_distinct_sequences():
-    lib, pool = fake_pool()
+def test_a_stream_per_sequence_and_caches_take_consecutive_ids():
+    lib, pool = fake_pool(sequences=8)
     a, b = new_cache(pool, 2, 8), new_cache(pool, 1, 8)
-    assert lib.contexts[0].unified and a.seqs == [0, 1] and b.seqs == [2]
-    assert pool.reserved == 24 and (a.batch, a.capacity) == (2, 8)
+    assert not lib.contexts[0].unified and lib.contexts[0].n_ctx == 64 * 8
+    assert a.seqs == [0, 1] and b.seqs == [2] and (a.batch, a.capacity) == (2, 8)
+    del b
+    gc.collect()
+    c = new_cache(pool, 3, 8)  # ids 2..4: the first free run of three
+    assert c.seqs == [2, 3, 4]
 
 
 def test_prompt_copy_then_dropping_the_prefill_cache_keeps_the_rows():
-    """The engine's prefill: a one-row cache runs the prompt, its KV goes to n rows, it is dropped."""
+    """The engine's prefill: a one-row cache runs the prompt, its KV is copied to n rows, it is dropped."""
     lib, pool = fake_pool(bos=1)
     rows = new_cache(pool, 3, 10)
     tmp = new_cache(pool, 1, 5)
@@ -102,29 +115,31 @@ def test_prompt_copy_then_dropping_the_prefill_cache_keeps_the_rows():
     rows.copy_rows(tmp, 0, torch.tensor([0, 2]), 4)
     kv = pool.mem.kv
     assert kv[rows.seqs[0]] == kv[rows.seqs[2]] == set(range(5)) and rows.seqs[1] not in kv  # BOS + 4
+    assert lib.copies == 2
     seq = tmp.seqs[0]
     del tmp
     gc.collect()
-    assert seq in pool.free and seq not in kv and pool.reserved == 3 * 11
+    assert seq in pool.free and seq not in kv
 
 
-def test_select_moves_sequences_copies_repeats_and_frees_the_rest():
+def test_select_keeps_rows_in_place_copies_repeats_and_moves_into_the_run():
     lib, pool = fake_pool(sequences=8)
-    c = new_cache(pool, 3, 4)
-    for r in range(3):
+    c = new_cache(pool, 4, 4)
+    for r in range(4):
         fill(pool, c, r, r + 1)
-    s0, s1, s2 = c.seqs
-    d = c.select(torch.tensor([2, 0, 2]))
+    d = c.select(torch.tensor([2, 0, 2]))  # run 0..2: rows 2 and 0 stay, the repeat goes to 1 (dropped)
     kv = pool.mem.kv
-    assert d.seqs[:2] == [s2, s0] and d.seqs[2] not in (s0, s1, s2)
-    assert kv[d.seqs[2]] == kv[s2] == {0, 1, 2} and s1 not in kv and s1 in pool.free
-    assert c.batch == 0 and pool.reserved == 3 * 4  # the old cache handed everything over
-    del c
+    assert d.seqs == [2, 0, 1] and kv[1] == kv[2] == {0, 1, 2} and kv[0] == {0}
+    assert 3 not in kv and 3 in pool.free and c.batch == 0 and lib.copies == 1
+    e = d.select(torch.tensor([0]))  # seq 2 moves to the run's only id, 0
+    assert e.seqs == [0] and kv[0] == {0, 1, 2} and lib.copies == 2
+    assert 1 not in kv and 2 not in kv
+    del c, d
     gc.collect()
-    assert kv[s0] == {0} and pool.reserved == 12  # dropping the emptied cache frees nothing
-    del d
+    assert kv == {0: {0, 1, 2}}  # emptied caches free nothing
+    del e
     gc.collect()
-    assert not kv and pool.reserved == 0 and sorted(pool.free) == list(range(8))
+    assert not kv and sorted(pool.free) == list(range(8))
 
 
 def test_narrow_is_a_view_that_owns_nothing():
@@ -134,7 +149,7 @@ def test_narrow_is_a_view_that_owns_nothing():
     assert v.seqs == [c.seqs[1]]
     del v
     gc.collect()
-    assert c.seqs[1] not in pool.free and pool.reserved == 8
+    assert c.seqs[1] not in pool.free
 
 
 def test_the_context_grows_and_live_sequences_move_over():
@@ -142,20 +157,20 @@ def test_the_context_grows_and_live_sequences_move_over():
     a = new_cache(pool, 2, 8)
     fill(pool, a, 0, 5)
     fill(pool, a, 1, 7)
-    b = new_cache(pool, 3, 20)  # 3 more sequences, 60 more cells
+    b = new_cache(pool, 3, 20)  # 3 more consecutive sequences of 20 cells
     old, new = lib.contexts
-    assert old.freed and new.n_seq == 8 and new.n_ctx == 128 and pool.ctx is new
-    assert new.kv == {a.seqs[0]: set(range(5)), a.seqs[1]: set(range(7))} and len(set(a.seqs + b.seqs)) == 5
+    assert old.freed and new.n_seq == 8 and pool.n_cells == 32 and new.n_ctx == 8 * 32 and pool.ctx is new
+    assert new.kv == {0: set(range(5)), 1: set(range(7))} and b.seqs == [2, 3, 4]
 
 
 def test_more_rows_than_llama_cpp_holds_is_a_clear_error():
-    lib, pool = fake_pool(context=1 << 20, sequences=MAX_SEQUENCES)
+    lib, pool = fake_pool(context=16, sequences=MAX_SEQUENCES)
     with pytest.raises(ParameterError, match=f"at most {MAX_SEQUENCES} rows"):
         new_cache(pool, MAX_SEQUENCES + 1, 4)
 
 
 def test_prefix_blocks_live_in_holder_sequences():
-    """Blocks are cells tagged with spare sequence ids; rows copy them back; eviction frees them."""
+    """A holder is a copy of a row; the last block of a lookup restores the whole prefix; eviction frees it."""
     lib, pool = fake_pool(context=64, sequences=6, bos=1)
     pool.kv_bytes = 100
     pc = PrefixCache(block=4)
@@ -165,25 +180,20 @@ def test_prefix_blocks_live_in_holder_sequences():
     fill(pool, a, 0, 13)  # BOS + 12 tokens
     first = list(range(12))
     assert pc.store(first, lambda s, e: a.read_block(0, s, e)) == 3
-    (h,) = pool.holders
-    assert kv[h.seq] == set(range(13)) and pool.reserved == 13 + 13  # the first block keeps BOS
+    (h,) = pool.holders.values()
+    assert h.seq == 5 and kv[5] == set(range(13)) and h.blocks == 3 and lib.copies == 1  # one copy per row state
     assert pc.nbytes == 12 * pool.kv_bytes
-    # a prompt sharing the first block: its other two blocks need another holder (same ranges)
-    other = first[:4] + [99] * 8
+    other = first[:4] + [99] * 8  # shares the first block
     b = new_cache(pool, 1, 12)
     fill(pool, b, 0, 13)
-    assert pc.store(other, lambda s, e: b.read_block(0, s, e)) == 2
-    assert len(pool.holders) == 2 and kv[pool.holders[1].seq] == set(range(5, 13))
-    # a fresh row gets the second prompt's prefix back from both holders
+    assert pc.store(other, lambda s, e: b.read_block(0, s, e)) == 2 and len(pool.holders) == 2
     n, blocks = pc.lookup(other)
     c = new_cache(pool, 1, 12)
     assert n == 12 and c.write_blocks(0, blocks) == 12 and kv[c.seqs[0]] == set(range(13))
-    # evicting the first prompt's tail frees those ranges; a holder left empty goes back
-    pc.max_bytes = 12 * pool.kv_bytes
-    pc.store(other, lambda s, e: b.read_block(0, s, e))  # touches `other`: `first`'s tail is LRU
-    assert len(pc) == 3 and kv[h.seq] == set(range(5)) and len(pool.holders) == 2
+    n, blocks = pc.lookup(first[:8] + [7] * 4)
+    assert n == 8 and c.write_blocks(0, blocks) == 8 and kv[c.seqs[0]] == set(range(9))  # trimmed after the block
     pc.clear()
-    assert pool.holders == [] and h.seq in pool.free and pool.reserved == 3 * 13
+    assert pool.holders == {} and {4, 5} <= pool.free and 4 not in kv and 5 not in kv
     with pytest.raises(ValueError, match="does not continue a prefix"):
         c.write_blocks(0, blocks[1:])
 
@@ -196,23 +206,25 @@ def test_rows_evict_prefix_blocks_before_the_context_grows():
     a = new_cache(pool, 1, 16)
     fill(pool, a, 0, 16)
     pc.store(list(range(16)), partial(a.read_block, 0))
-    assert pool.reserved == 32 and len(pc) == 4
-    assert a.read_block(0, 0, 4) == (None, 0)  # no room: holders never grow the context
-    del a
-    gc.collect()
-    b = new_cache(pool, 2, 12)  # 24 cells: the blocks give way (LRU: the chain's root, so all)
-    assert len(lib.contexts) == 1 and len(pc) == 0 and pool.holders == [] and pool.reserved == 24
+    b = new_cache(pool, 1, 16)
     fill(pool, b, 0, 8)
-    pc.store(list(range(8)), lambda s, e: b.read_block(0, s, e))
-    assert len(pc) == 2 and pool.reserved == 32
+    pc.store(list(range(100, 108)), partial(b.read_block, 0))
+    assert len(pool.holders) == 2 and len(pc) == 6 and pool.free == set()
+    fill(pool, b, 0, 9)
+    assert b.read_block(0, 0, 4) == (None, 0)  # a new state, no spare id: holders never grow the context
+    del a, b
+    gc.collect()
+    c = new_cache(pool, 3, 12)  # three consecutive ids: both holders give way (LRU first)
+    assert len(lib.contexts) == 1 and c.seqs == [0, 1, 2] and pool.holders == {} and len(pc) == 0
+    fill(pool, c, 0, 8)
     pool._rebuild(64, 8)  # a rebuild clears the prefix cache: rows are restored one by one
     held = {s: v for s, v in pool.mem.kv.items() if v}
-    assert len(pc) == 0 and pool.holders == [] and pool.reserved == 24 and held == {b.seqs[0]: set(range(8))}
-    pc.store(list(range(8)), lambda s, e: b.read_block(0, s, e))
-    seq = pool.holders[0].seq
+    assert len(pc) == 0 and pool.holders == {} and held == {c.seqs[0]: set(range(8))}
+    pc.store(list(range(8)), lambda s, e: c.read_block(0, s, e))
+    (h,) = pool.holders.values()
     del pc
     gc.collect()  # a prefix cache that goes away frees its holders
-    assert pool.holders == [] and seq in pool.free and seq not in pool.mem.kv
+    assert pool.holders == {} and h.seq in pool.free and h.seq not in pool.mem.kv
 
 
 def test_auto_picks_by_model_and_rows():
@@ -482,7 +494,7 @@ def test_gemma_puts_bos_first_and_matches_llama_cpp():
 @needs_bindings
 @pytest.mark.real
 def test_a_context_that_grows_keeps_the_live_rows(lcp: Engine):
-    """A tiny context (64 cells, 2 sequences) rebuilt under live rows: their KV moves over intact."""
+    """A tiny context (2 sequences of 64 cells) rebuilt under live rows: their KV moves over intact."""
     from sazanami.backends.llamacpp import LlamaCppBackend
 
     small = LlamaCppBackend(models.gguf_path(models.DEFAULT_MODEL), threads=1, context=64, sequences=2)
@@ -491,8 +503,8 @@ def test_a_context_that_grows_keeps_the_live_rows(lcp: Engine):
     cache = small.new_cache(1, len(ids) + 2)
     small.forward(torch.tensor([ids]), cache, zero)
     before = small.pool.ctx
-    other = small.new_cache(4, 40)  # 4 more sequences and 160 more cells: a new context
-    assert small.pool.ctx is not before and small.pool.n_seq >= 5 and small.pool.n_ctx >= 160 + 40
+    other = small.new_cache(4, 40)  # 4 more sequences and 40 cells each: a new context
+    assert small.pool.ctx is not before and small.pool.n_seq >= 5 and small.pool.n_cells >= 40
     grown = small.forward(torch.tensor([[ids[0]]]), cache, torch.tensor([len(ids)]))
     ref_cache = lcp.backend.new_cache(1, len(ids) + 2)
     lcp.backend.forward(torch.tensor([ids]), ref_cache, zero)

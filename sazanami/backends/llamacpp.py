@@ -249,25 +249,24 @@ def _skip(buf: Any, pos: int, vtype: int) -> int:
 
 
 class _Holder:
-    """A spare sequence id that keeps prefix-cache blocks alive by tagging their cells.
+    """A spare sequence id whose stream holds a copy of one row (prefix-cache blocks point
+    into it); freed when its last block leaves the cache."""
 
-    It holds at most one block per position range (``cells``: block start → cells), so
-    copying a range from it copies exactly that block; blocks of different prompts share a
-    holder wherever their ranges differ.
-    """
+    __slots__ = ("seq", "blocks", "key")
 
-    __slots__ = ("seq", "cells")
-
-    def __init__(self, seq: int) -> None:
+    def __init__(self, seq: int, key: tuple[int, int]) -> None:
         self.seq = seq
-        self.cells: dict[int, int] = {}
+        self.blocks = 0
+        self.key = key
+        """(source sequence, its version) at the copy: later blocks of that state share it."""
 
 
 @dataclass(frozen=True, eq=False)
 class HeldBlock:
     """A prefix-cache block on llama.cpp (the payload :meth:`SeqCache.read_block` returns):
-    the cells at llama.cpp positions ``[p0, p1)`` of ``holder``'s sequence. The first block
-    (``start`` 0) includes the BOS cell where the model has one."""
+    positions ``[p0, p1)`` (llama.cpp's) of the row copied into ``holder``. The holder holds
+    the whole prefix up to ``p1``, so the last block of a lookup alone restores a row. The first
+    block (``start`` 0) includes the BOS cell where the model has one."""
 
     pool: _Pool
     holder: _Holder
@@ -278,8 +277,8 @@ class HeldBlock:
 
 
 class _Pool:
-    """The ``llama_context``, its free sequence ids, the cells live caches reserve, and the
-    holder sequences of the prefix caches attached to it."""
+    """The ``llama_context`` (one KV stream of ``n_cells`` cells per sequence id), its free
+    sequence ids, and the holder sequences of the prefix caches attached to it."""
 
     def __init__(
         self,
@@ -298,88 +297,135 @@ class _Pool:
         self.kv_bytes = kv_bytes
         """Bytes of keys and values per token (a prefix-cache block's ``nbytes`` is this × its tokens)."""
         self.ctx: Any = None
-        self.n_ctx = 0
+        self.n_cells = 0
         self.n_seq = 0
-        self.free: list[int] = []
-        self.reserved = 0
-        self.holders: list[_Holder] = []
+        self.free: set[int] = set()
+        self.version: dict[int, int] = {}
+        """Bumped whenever a sequence's cells change: holders copied from one state are shared."""
+        self.holders: dict[tuple[int, int], _Holder] = {}
         self.caches: weakref.WeakSet[Any] = weakref.WeakSet()
         """Prefix caches whose blocks live in this context (:meth:`attach`)."""
+        self._buf: Any = None
         self._build(context, sequences)
 
-    def _build(self, n_ctx: int, n_seq: int) -> None:
+    def _build(self, n_cells: int, n_seq: int) -> None:
         lib = self.lib
         p = lib.llama_context_default_params()
-        p.n_ctx = n_ctx
+        p.n_ctx = n_cells * n_seq
         p.n_batch = p.n_ubatch = BATCH
         p.n_seq_max = n_seq
         p.n_threads = p.n_threads_batch = self.threads
-        p.kv_unified = True  # one buffer for all sequences: a prompt copy tags cells, it does not copy them
+        p.kv_unified = False  # a stream per sequence: a row's cells sit in position order (see the module)
         p.no_perf = True
         ctx = lib.llama_init_from_model(self.model, p)
         if not ctx:
-            raise RuntimeError(f"llama.cpp could not create a context of {n_ctx} cells and {n_seq} sequences")
-        used = set(range(self.n_seq)) - set(self.free)
-        self.ctx, self.n_ctx, self.n_seq = ctx, n_ctx, n_seq
+            raise RuntimeError(
+                f"llama.cpp could not create a context of {n_seq} sequences × {n_cells} cells "
+                f"({n_seq * n_cells * self.kv_bytes / 2**30:.1f} GiB of keys/values)"
+            )
+        used = set(range(self.n_seq)) - self.free
+        self.ctx, self.n_cells, self.n_seq = ctx, n_cells, n_seq
         self.mem = lib.llama_get_memory(ctx)
-        self.free = sorted(set(range(n_seq)) - used, reverse=True)  # pop() hands out the lowest id
+        self.free = set(range(n_seq)) - used
 
-    def ensure(self, seqs: int, cells: int) -> None:
-        """Make room for ``seqs`` more sequences and ``cells`` more reserved cells.
+    @property
+    def n_ctx(self) -> int:
+        """Cells in the context, all streams together."""
+        return self.n_cells * self.n_seq
 
-        Prefix-cache blocks give way first (least recently used first); the context grows
-        (a rebuild) only when rows need more than it holds without them.
+    def _run(self, count: int, n_seq: int | None = None) -> int | None:
+        """The lowest id starting ``count`` consecutive free ids (ids a context of ``n_seq``
+        would add count as free), or None."""
+        run = 0
+        for s in range(n_seq or self.n_seq):
+            run = run + 1 if s in self.free or s >= self.n_seq else 0
+            if run == count:
+                return s - count + 1
+        return None
+
+    def take(self, count: int, cells: int) -> list[int]:
+        """``count`` consecutive free sequence ids whose streams hold ``cells`` cells each.
+
+        Consecutive, because llama.cpp decodes a batch's streams in one pass only when their
+        ids are (gaps split the step into passes). Prefix-cache blocks give way first (least
+        recently used first); the context grows (a rebuild) when rows still do not fit.
         """
-        while (len(self.free) < seqs or self.reserved + cells > self.n_ctx) and self._evict_one():
+        while self._run(count) is None and self._evict_one():
             pass
         want_seq = self.n_seq
-        while len(self.free) - (self.n_seq - want_seq) < seqs and want_seq < MAX_SEQUENCES:
+        while self._run(count, want_seq) is None and want_seq < MAX_SEQUENCES:
             want_seq = min(MAX_SEQUENCES, 2 * want_seq)
-        if len(self.free) + want_seq - self.n_seq < seqs:
+        if self._run(count, want_seq) is None:
             raise ParameterError(
-                "n", f"the llama.cpp backend holds at most {MAX_SEQUENCES} rows at once; {seqs} more were asked for"
+                "n", f"the llama.cpp backend holds at most {MAX_SEQUENCES} rows at once; {count} more were asked for"
             )
-        want_ctx = self.n_ctx
-        while self.reserved + cells > want_ctx:
-            want_ctx *= 2
-        if want_seq != self.n_seq or want_ctx != self.n_ctx:
-            self._rebuild(want_ctx, want_seq)
+        want_cells = self.n_cells
+        while want_cells < cells:
+            want_cells *= 2
+        if want_seq != self.n_seq or want_cells != self.n_cells:
+            self._rebuild(want_cells, want_seq)
+        start = self._run(count)
+        assert start is not None
+        ids = list(range(start, start + count))
+        self.free.difference_update(ids)
+        return ids
 
-    def _rebuild(self, n_ctx: int, n_seq: int) -> None:
+    def _rebuild(self, n_cells: int, n_seq: int) -> None:
         """A larger context; live sequences move over through their saved state.
 
-        The prefix caches are cleared first (their holders would not share cells with the
-        rows any more once each sequence's state is restored on its own).
+        The prefix caches are cleared first (their holders are spare sequences a rebuild
+        would only have to carry).
         """
         for cache in list(self.caches):
             cache.clear()
-        lib, old = self.lib, self.ctx
-        states = {}
-        for s in set(range(self.n_seq)) - set(self.free):
-            size = lib.llama_state_seq_get_size(old, s)
-            buf = (ctypes.c_uint8 * size)()
-            lib.llama_state_seq_get_data(old, buf, size, s)
-            states[s] = buf
-        self._build(n_ctx, n_seq)
+        lib, old, n_old = self.lib, self.ctx, self.n_seq
+        states = {s: self._save(s, old) for s in set(range(self.n_seq)) - self.free}
+        self._build(n_cells, n_seq)
         lib.llama_free(old)
-        for s, buf in states.items():
-            if lib.llama_state_seq_set_data(self.ctx, buf, len(buf), s) == 0:
+        for s, (buf, size) in states.items():
+            data = _restream(bytes(buf)[:size], s, n_old, n_seq)
+            if lib.llama_state_seq_set_data(self.ctx, (ctypes.c_uint8 * len(data)).from_buffer_copy(data), len(data), s) == 0:
                 raise RuntimeError(f"llama.cpp could not restore sequence {s} into the larger context")
 
-    def take(self, count: int, capacity: int) -> list[int]:
-        self.ensure(count, count * capacity)
-        self.reserved += count * capacity
-        return [self.free.pop() for _ in range(count)]
+    def _save(self, s: int, ctx: Any = None) -> tuple[Any, int]:
+        """Sequence ``s``'s cells (positions, keys, values) as llama.cpp serialises them."""
+        lib = self.lib
+        size = lib.llama_state_seq_get_size(ctx or self.ctx, s)
+        buf = (ctypes.c_uint8 * size)()
+        lib.llama_state_seq_get_data(ctx or self.ctx, buf, size, s)
+        return buf, size
 
-    def release(self, seqs: list[int], cells: int) -> None:
-        """Give sequences back (their cells are freed unless another sequence shares them)."""
+    def touch(self, seqs: Any) -> None:
+        """Sequences whose cells just changed (a forward wrote to them)."""
+        for s in seqs:
+            self.version[int(s)] = self.version.get(int(s), 0) + 1
+
+    def copy(self, src: int, dsts: list[int], end: int = -1) -> None:
+        """Each of ``dsts`` becomes positions ``[0, end)`` of ``src`` (all of it for -1).
+
+        The cells are copied (a stream per sequence shares none), read once, written in
+        position order from the start of each destination's stream.
+        """
+        if not dsts:
+            return
+        lib = self.lib
+        buf, size = self._save(src)
+        for d in dsts:
+            lib.llama_memory_seq_rm(self.mem, d, -1, -1)
+            if lib.llama_state_seq_set_data(self.ctx, buf, size, d) == 0:
+                raise RuntimeError(f"llama.cpp could not copy sequence {src} to {d}")
+            if end >= 0:
+                lib.llama_memory_seq_rm(self.mem, d, end, -1)
+        self.touch(dsts)
+
+    def release(self, seqs: list[int]) -> None:
+        """Give sequences back (their cells are freed)."""
         if self.ctx is None:
             return
         for s in seqs:
             self.lib.llama_memory_seq_rm(self.mem, s, -1, -1)
-        self.free.extend(seqs)
-        self.free.sort(reverse=True)
-        self.reserved -= cells
+        self.touch(seqs)
+        self.free.update(seqs)
 
     # -- prefix-cache holders --------------------------------------------------------------
     def attach(self, cache: Any) -> None:
@@ -396,35 +442,34 @@ class _Pool:
         return any(cache.evict_lru() for cache in list(self.caches))
 
     def hold(self, seq: int, start: int, end: int) -> HeldBlock | None:
-        """Tag the cells of ``seq``'s block ``[start, end)`` (sazanami positions) with a holder;
-        None when no spare sequence id or reserved cells are left (holders never grow the context)."""
+        """Block ``[start, end)`` (sazanami positions) of ``seq`` for the prefix cache: ``seq`` is
+        copied to a spare sequence once per state of it; None when no spare id is free
+        (holders never grow the context)."""
         p0 = 0 if start == 0 else start + self.bos_offset  # the first block keeps BOS
         p1 = end + self.bos_offset
-        cells = p1 - p0
-        if self.ctx is None or self.reserved + cells > self.n_ctx:
+        if self.ctx is None:
             return None
-        holder = next((h for h in self.holders if start not in h.cells), None)
+        key = (seq, self.version.get(seq, 0))
+        holder = self.holders.get(key)
         if holder is None:
             if not self.free:
                 return None
-            holder = _Holder(self.free.pop())
-            self.holders.append(holder)
-        self.lib.llama_memory_seq_cp(self.mem, seq, holder.seq, p0, p1)
-        holder.cells[start] = cells
-        self.reserved += cells
+            h = max(self.free)  # from the top: rows take runs from the bottom
+            self.free.discard(h)
+            self.copy(seq, [h])
+            holder = self.holders[key] = _Holder(h, key)
+        holder.blocks += 1
         return HeldBlock(self, holder, start, end, p0, p1)
 
     def drop(self, block: HeldBlock) -> None:
-        """Free a block's cells (unless a row shares them); a holder left empty is given back."""
+        """A block left the cache; a holder without blocks gives its sequence back."""
         holder = block.holder
-        if self.ctx is None or holder.cells.get(block.start) is None or holder not in self.holders:
+        if self.ctx is None or self.holders.get(holder.key) is not holder:
             return
-        self.lib.llama_memory_seq_rm(self.mem, holder.seq, block.p0, block.p1)
-        self.reserved -= holder.cells.pop(block.start)
-        if not holder.cells:
-            self.holders.remove(holder)
-            self.free.append(holder.seq)
-            self.free.sort(reverse=True)
+        holder.blocks -= 1
+        if holder.blocks == 0:
+            del self.holders[holder.key]
+            self.release([holder.seq])
 
     def close(self) -> None:
         if self.ctx is not None:
@@ -435,9 +480,10 @@ class _Pool:
 class SeqCache:
     """Rows of a llama.cpp context: row ``b`` is sequence ``seqs[b]``.
 
-    A cache owns its sequences and frees them when dropped; ``select`` hands its
-    sequences to the new cache (this one is empty afterwards, as the engine and beam
-    search replace a cache by its selection); ``narrow`` is a view that owns nothing.
+    A cache's sequences are consecutive ids (in any order), so its rows decode in one pass.
+    It owns them and frees them when dropped; ``select`` hands them to the new cache (this
+    one is empty afterwards, as the engine and beam search replace a cache by its
+    selection); ``narrow`` is a view that owns nothing.
     """
 
     def __init__(self, pool: _Pool, seqs: list[int], capacity: int, row_cells: int, owner: bool = True) -> None:
@@ -445,36 +491,48 @@ class SeqCache:
         self.seqs = seqs
         self.capacity = capacity
         self.row_cells = row_cells
-        """KV cells reserved per row: ``capacity`` plus BOS where the model has one."""
-        self._cells = [len(seqs) * row_cells]
+        """KV cells per row: ``capacity`` plus BOS where the model has one."""
         if owner:
-            weakref.finalize(self, _release, pool, seqs, self._cells)
+            weakref.finalize(self, _release, pool, seqs)
 
     @property
     def batch(self) -> int:
         return len(self.seqs)
 
     def select(self, rows: torch.Tensor) -> SeqCache:
-        """A cache holding ``rows`` in that order; a row picked twice is copied (KV sequence copy)."""
-        pool, order, per = self.pool, [int(r) for r in rows], self.row_cells
+        """A cache holding ``rows`` in that order; a row picked twice is copied.
+
+        Rows keep their sequence where it stays inside the new cache's run of ids; the
+        others are copied into the run's free ids (at most one copy per dropped or repeated row).
+        """
+        pool, order = self.pool, [int(r) for r in rows]
         if any(not 0 <= r < len(self.seqs) for r in order):
             raise IndexError(f"rows {order} outside a cache of {len(self.seqs)} rows")
-        repeats = len(order) - len(set(order))
-        extra = pool.take(repeats, per) if repeats else []
-        out, seen = [], set()
-        for r in order:
-            s = self.seqs[r]
-            if r in seen:
-                d = extra.pop()
-                pool.lib.llama_memory_seq_cp(pool.mem, s, d, -1, -1)
-                s = d
-            seen.add(r)
-            out.append(s)
-        dropped = [s for s in self.seqs if s not in set(out)]
-        pool.release(dropped, len(dropped) * per)
+        old, n = self.seqs, len(order)
+        base = min(old, default=0)
+        grow = list(range(base + len(old), base + n))
+        if n <= len(old):
+            run = list(range(base, base + n))
+        elif all(s in pool.free for s in grow):
+            pool.free.difference_update(grow)
+            run = list(range(base, base + n))
+        else:
+            run = pool.take(n, self.row_cells)
+        out, moves = [-1] * n, []
+        for i, r in enumerate(order):
+            s = old[r]
+            if s in run and s not in out:
+                out[i] = s  # stays where it is
+            else:
+                moves.append((i, s))
+        # ids of the run nobody keeps: new ones, or rows that were dropped (nothing to read there)
+        spare = [s for s in run if s not in out]
+        for (i, s), d in zip(moves, spare):
+            pool.copy(s, [d])
+            out[i] = d
+        pool.release([s for s in old if s not in set(out)])
         self.seqs.clear()  # handed over: this cache's finalizer now frees nothing
-        self._cells[0] = 0
-        return SeqCache(pool, out, self.capacity, per)
+        return SeqCache(pool, out, self.capacity, self.row_cells)
 
     def narrow(self, row: int, count: int = 1) -> SeqCache:
         """A view of ``count`` rows from ``row``: writes go to this cache's sequences."""
@@ -482,38 +540,49 @@ class SeqCache:
 
     def copy_rows(self, src: SeqCache, src_row: int, dst_rows: torch.Tensor, length: int) -> None:
         """Rows ``dst_rows`` become the first ``length`` positions of ``src`` row ``src_row``."""
-        pool = self.pool
-        s = src.seqs[src_row]
-        end = length + pool.bos_offset
-        for r in dst_rows.tolist():
-            d = self.seqs[r]
-            pool.lib.llama_memory_seq_rm(pool.mem, d, -1, -1)
-            pool.lib.llama_memory_seq_cp(pool.mem, s, d, 0, end)
-
+        dsts = [self.seqs[r] for r in dst_rows.tolist()]
+        self.pool.copy(src.seqs[src_row], dsts, length + self.pool.bos_offset)
 
     def read_block(self, row: int, start: int, end: int) -> tuple[HeldBlock | None, int]:
-        """Positions ``[start, end)`` of ``row`` for the prefix cache: its cells tagged with a
-        holder sequence (no data moves), and the block's bytes of keys/values; ``(None, 0)``
-        when the context has no spare sequence id or cells."""
+        """Positions ``[start, end)`` of ``row`` for the prefix cache (a :class:`HeldBlock`), and
+        the block's bytes of keys/values; ``(None, 0)`` when the context has no spare sequence id."""
         block = self.pool.hold(self.seqs[row], start, end)
         return (block, (end - start) * self.pool.kv_bytes) if block is not None else (None, 0)
 
     def write_blocks(self, row: int, blocks: list[HeldBlock]) -> int:
-        """``row`` becomes the consecutive cached ``blocks`` from position 0 (sequence copies
-        from their holders); returns the positions written."""
-        pool, d = self.pool, self.seqs[row]
-        pool.lib.llama_memory_seq_rm(pool.mem, d, -1, -1)
-        at = 0
+        """``row`` becomes the consecutive cached ``blocks`` from position 0 (one copy, from the
+        last block's holder, which holds the whole prefix); returns the positions written."""
+        pool, at = self.pool, 0
         for b in blocks:
             if b.start != at or b.pool is not pool:
                 raise ValueError(f"block [{b.start}, {b.end}) does not continue a prefix of {at} positions here")
-            pool.lib.llama_memory_seq_cp(pool.mem, b.holder.seq, d, b.p0, b.p1)
             at = b.end
+        if blocks:
+            pool.copy(blocks[-1].holder.seq, [self.seqs[row]], blocks[-1].p1)
+        else:
+            pool.lib.llama_memory_seq_rm(pool.mem, self.seqs[row], -1, -1)
+            pool.touch([self.seqs[row]])
         return at
 
 
-def _release(pool: _Pool, seqs: list[int], cells: list[int]) -> None:
-    pool.release(list(seqs), cells[0])
+def _restream(blob: bytes, seq: int, n_old: int, n_new: int) -> bytes:
+    """A sequence's saved state re-addressed from a context of ``n_old`` streams to ``n_new``.
+
+    llama.cpp's per-sequence state is an 8-byte header, the stream count, then a cell count
+    per stream (only the sequence's own stream has cells, and its cells and data follow its
+    count); it refuses a state whose stream count differs from the context's, so the empty
+    streams' counts are rewritten for the larger context.
+    """
+    head, tail = 12 + 4 * seq, 4 * (n_old - 1 - seq)
+    n_stream, *before = struct.unpack_from(f"<{1 + seq}I", blob, 8)
+    if n_stream != n_old or any(before) or any(blob[len(blob) - tail :]):
+        raise RuntimeError("llama.cpp's sequence state has an unexpected layout: the context cannot grow")
+    body = blob[head : len(blob) - tail]  # the sequence's cell count, cells and data
+    return blob[:8] + struct.pack("<I", n_new) + bytes(4 * seq) + body + bytes(4 * (n_new - 1 - seq))
+
+
+def _release(pool: _Pool, seqs: list[int]) -> None:
+    pool.release(list(seqs))
 
 
 def _drop_held(block: Any) -> None:
@@ -536,7 +605,7 @@ class LlamaCppBackend:
         path: str | Path,
         name: str | None = None,
         threads: int | None = None,
-        context: int = 4096,
+        context: int = 512,
         sequences: int = 32,
     ) -> None:
         if threads is not None and threads < 1:
@@ -714,6 +783,11 @@ class LlamaCppBackend:
             seq = np.concatenate([seqs[fresh], seq])
             out = np.concatenate([np.zeros(k, np.int8), out])
         embd = self._embed(tok, hidden_hook, B, T) if hidden_hook is not None else None  # (N, C)
+        order = None
+        if np.any(np.diff(seq) < 0):  # llama.cpp decodes streams in one pass in ascending order
+            order = np.argsort(seq, kind="stable")  # a row's tokens (BOS first) keep their order
+            tok, pos, seq, out = tok[order], pos[order], seq[order], out[order]
+            embd = None if embd is None else embd[order]
         pieces = [
             self._decode(
                 tok[i : i + BATCH], pos[i : i + BATCH], seq[i : i + BATCH], out[i : i + BATCH],
@@ -721,8 +795,15 @@ class LlamaCppBackend:
             )
             for i in range(0, len(tok), BATCH)
         ]  # fmt: skip
-        logits = torch.from_numpy(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))  # (n_out, V)
-        return logits if last_only else logits.view(B, T, -1)
+        self.pool.touch(seqs)
+        logits = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)  # (n_out, V), in decode order
+        if order is not None:  # back to the caller's order of outputs
+            rank = np.cumsum(out) - 1  # sorted position → row of `logits`
+            where = np.empty_like(order)
+            where[order] = np.arange(len(order))  # original position → sorted position
+            logits = logits[rank[where[np.flatnonzero(out[where])]]]
+        result = torch.from_numpy(logits)
+        return result if last_only else result.view(B, T, -1)
 
 
 def _close(pool: _Pool, lib: Any, model: Any) -> None:
