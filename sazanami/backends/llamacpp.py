@@ -1,22 +1,30 @@
 """llama.cpp backend: any GGUF model through llama.cpp's own library (``llama-cpp-python``).
 
-One ``llama_context`` holds every row. Its KV memory is *unified*: one buffer of
-``n_ctx`` cells shared by all sequences, so copying a prompt to n rows only tags the
-prompt's cells with n more sequence ids (no data moves) and a row costs only the
-cells of its own tokens. A :class:`SeqCache` is the list of sequence ids its rows
-own; every row of a step advances in **one** ``llama_decode`` (one token per row,
-each with its own sequence id and position), and the logits of all rows are read
-as one array. Sampling stays sazanami's: the engine's sampler runs on the logits
+One ``llama_context`` holds every row, with a KV *stream per sequence* (``kv_unified``
+off): a row's cells are its own, filled from the start of its stream in position order.
+That order is what makes a row's tokens its own: llama.cpp's CPU flash attention visits a
+row's cells in buffer order, so in one shared buffer a row whose new cells landed in holes
+left by other rows summed its attention in another order (and flipped near-ties) — results
+depended on what else had run. A :class:`SeqCache` is the list of sequence ids its rows own,
+a run of consecutive ids (llama.cpp decodes the streams of a batch in one pass only when
+their ids are consecutive and in ascending order; :meth:`LlamaCppBackend.forward` sorts the
+batch); every row of a step advances in **one** ``llama_decode`` and the logits of all rows
+are read as one array. Sampling stays sazanami's: the engine's sampler runs on the logits
 returned here, exactly as on the torch backend.
 
-Sizes: the context starts at ``context`` cells (default 4096) and ``sequences``
-sequence ids (default 32); when the caches alive at once reserve more (rows × capacity), it is
-rebuilt larger and the live sequences move over (``llama_state_seq_get/set_data``).
+Copies are physical: a prompt copied to n rows, a repeated beam, a prefix-cache block put
+back are a row's saved state (``llama_state_seq_get_data``, read once) written into each
+destination's stream and trimmed to the length wanted — proportional to the cells copied.
 
-Prefix cache: a cached block is the cells of a row's positions tagged with a spare *holder*
-sequence id (:class:`HeldBlock`; a sequence copy with a position range, no data moves); a
-new row is tagged back from the holders. Holders use spare sequence ids and cells only; rows
-that need room evict blocks first, and a rebuild clears the cache.
+Sizes: every stream holds ``context`` cells (default 512) and there are ``sequences``
+sequence ids (default 32); a cache that needs longer rows or more consecutive ids rebuilds the
+context larger (doubling; at most :data:`MAX_SEQUENCES` ids) and the live sequences move over.
+
+Prefix cache: a block is a position range of a row copied into a spare *holder* sequence
+(:class:`HeldBlock`); one copy serves every block stored from that state of the row, and the
+last block of a lookup alone restores the whole prefix. Holders take the highest free ids
+(rows take runs from the lowest); rows that need ids evict blocks first (least recently
+used), and a rebuild clears the cache.
 
 Hidden-state noise needs a hook inside the forward pass, which llama.cpp's graph does
 not offer: it raises :class:`ParameterError` naming this backend (see :data:`CAPABILITIES`).
