@@ -57,8 +57,12 @@ class FakeLib:
     def llama_state_seq_get_data(self, ctx: SimpleNamespace, buf: ctypes.Array, size: int, s: int) -> int:
         pos = sorted(ctx.kv.get(s, ()))
         counts = [len(pos) if i == s else 0 for i in range(ctx.n_seq)]
-        data = bytes(8) + struct.pack("<I", ctx.n_seq) + b"".join(
-            struct.pack("<I", c) + (struct.pack(f"<{c}i", *pos) if i == s else b"") for i, c in enumerate(counts)
+        data = (
+            bytes(8)
+            + struct.pack("<I", ctx.n_seq)
+            + b"".join(
+                struct.pack("<I", c) + (struct.pack(f"<{c}i", *pos) if i == s else b"") for i, c in enumerate(counts)
+            )
         )
         ctypes.memmove(buf, data, size)
         return size
@@ -422,7 +426,9 @@ def test_prefix_cache_gives_the_same_tokens_and_reuses(lcp: Engine):
 
 @needs_bindings
 @pytest.mark.real
-@pytest.mark.parametrize("strategy, options", [("noise_search", {"mode": "paths", "rounds": 2, "n": 3}), ("tree", {"chunk": 4, "branch": 2})])
+@pytest.mark.parametrize(
+    "strategy, options", [("noise_search", {"mode": "paths", "rounds": 2, "n": 3}), ("tree", {"chunk": 4, "branch": 2})]
+)
 def test_search_trees_are_the_same_with_the_prefix_cache(lcp: Engine, strategy: str, options: dict):
     from sazanami.search import search
 

@@ -392,7 +392,12 @@ class _Pool:
         lib.llama_free(old)
         for s, (buf, size) in states.items():
             data = _restream(bytes(buf)[:size], s, n_old, n_seq)
-            if lib.llama_state_seq_set_data(self.ctx, (ctypes.c_uint8 * len(data)).from_buffer_copy(data), len(data), s) == 0:
+            if (
+                lib.llama_state_seq_set_data(
+                    self.ctx, (ctypes.c_uint8 * len(data)).from_buffer_copy(data), len(data), s
+                )
+                == 0
+            ):
                 raise RuntimeError(f"llama.cpp could not restore sequence {s} into the larger context")
 
     def _save(self, s: int, ctx: Any = None) -> tuple[Any, int]:
