@@ -410,6 +410,28 @@ def test_search_over_paths(lcp: Engine):
 
 @needs_bindings
 @pytest.mark.real
+def test_a_position_computes_the_same_however_the_prompt_is_split(lcp: Engine):
+    """Keys/values (and so logits) of a long prompt are bit-identical in one forward, in pieces,
+    or one token at a time — what lets a row reuse cached blocks and stay token-for-token equal."""
+    be = lcp.backend
+    ids = (lcp.encode("Write one vivid sentence about a river, a lantern and an autumn stone.") * 8)[:100]
+    assert len(ids) == 100  # past the 64-token pieces where llama.cpp's attention changes kernel
+
+    def last_logits(split: int) -> torch.Tensor:
+        cache = be.new_cache(1, len(ids) + 1)
+        for s in range(0, len(ids), split):
+            out = be.forward(torch.tensor([ids[s : s + split]]), cache, torch.tensor([s]))
+        return out[0]
+
+    whole = last_logits(len(ids))
+    assert torch.equal(whole, last_logits(1)) and torch.equal(whole, last_logits(37))
+    two = be.new_cache(2, len(ids) + 1)  # and beside another row
+    both = be.forward(torch.tensor([ids, ids[::-1]]), two, torch.zeros(2, dtype=torch.long))
+    assert torch.equal(both[0], whole)
+
+
+@needs_bindings
+@pytest.mark.real
 def test_prefix_cache_gives_the_same_tokens_and_reuses(lcp: Engine):
     """Cached prompt blocks live in holder sequences; rows start from them and compute the rest."""
     assert lcp.backend.supports_prefix_cache and lcp.prefix_cache is not None

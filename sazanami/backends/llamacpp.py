@@ -76,6 +76,14 @@ GEMMA_TEMPLATE = (
 BATCH = 512
 """Tokens per ``llama_decode``; longer forwards (prompts) go in pieces of this size."""
 
+ROW_PIECE = 63
+"""Tokens of one row per ``llama_decode``. From 64 tokens of one sequence in a decode,
+llama.cpp's CPU attention takes another kernel whose round-off differs (measured on
+0.3.36: keys from 64-token pieces differ from one-token steps, pieces of 2…63 are
+bit-identical), so a position's keys/values would depend on how its prompt was split.
+In pieces of at most this many, every position's keys/values are the same however they
+were computed — one token at a time, in a prefill, or taken from the prefix cache."""
+
 MAX_SEQUENCES = 256
 """llama.cpp's ``LLAMA_MAX_SEQ``: sequences (rows alive at once) one context can hold."""
 
@@ -788,33 +796,41 @@ class LlamaCppBackend:
         fresh = np.flatnonzero(st == 0)
         for b in fresh:  # a sequence starting over: drop what it held
             self.lib.llama_memory_seq_rm(self.pool.mem, int(seqs[b]), -1, -1)
+        lead = np.zeros(B, np.int64)  # tokens before the row's own in this call (its BOS)
         if self.bos is not None and len(fresh):
-            # BOS at position 0 of each fresh row, first in the batch so later pieces see it
+            # BOS at position 0 of each fresh row, before the row's tokens
             k = len(fresh)
+            lead[fresh] = 1
             tok = np.concatenate([np.full(k, self.bos, np.int32), tok])
             pos = np.concatenate([np.zeros(k, np.int32), pos])
             seq = np.concatenate([seqs[fresh], seq])
             out = np.concatenate([np.zeros(k, np.int8), out])
+            rank = np.concatenate([np.zeros(k, np.int64), np.tile(np.arange(T), B) + np.repeat(lead, T)])
+        else:
+            rank = np.tile(np.arange(T), B)  # each token's place in its row's part of this call
         embd = self._embed(tok, hidden_hook, B, T) if hidden_hook is not None else None  # (N, C)
-        order = None
-        if np.any(np.diff(seq) < 0):  # llama.cpp decodes streams in one pass in ascending order
-            order = np.argsort(seq, kind="stable")  # a row's tokens (BOS first) keep their order
-            tok, pos, seq, out = tok[order], pos[order], seq[order], out[order]
-            embd = None if embd is None else embd[order]
+        # decode order: rows' pieces of ROW_PIECE tokens, piece by piece; in a piece, streams in
+        # ascending order (llama.cpp decodes consecutive streams in one pass only in that order)
+        piece = rank // ROW_PIECE
+        order = np.lexsort((rank, seq, piece))
+        tok, pos, seq, out, piece = tok[order], pos[order], seq[order], out[order], piece[order]
+        embd = None if embd is None else embd[order]
+        bounds = [0]
+        for edge in np.flatnonzero(np.diff(piece)) + 1:  # a call never holds two pieces of a row
+            bounds.extend(range(bounds[-1] + BATCH, int(edge), BATCH))
+            bounds.append(int(edge))
+        bounds.extend(range(bounds[-1] + BATCH, len(tok), BATCH))
+        bounds.append(len(tok))
         pieces = [
-            self._decode(
-                tok[i : i + BATCH], pos[i : i + BATCH], seq[i : i + BATCH], out[i : i + BATCH],
-                None if embd is None else embd[i : i + BATCH],
-            )
-            for i in range(0, len(tok), BATCH)
-        ]  # fmt: skip
+            self._decode(tok[a:b], pos[a:b], seq[a:b], out[a:b], None if embd is None else embd[a:b])
+            for a, b in zip(bounds, bounds[1:])
+        ]
         self.pool.touch(seqs)
         logits = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)  # (n_out, V), in decode order
-        if order is not None:  # back to the caller's order of outputs
-            rank = np.cumsum(out) - 1  # sorted position → row of `logits`
-            where = np.empty_like(order)
-            where[order] = np.arange(len(order))  # original position → sorted position
-            logits = logits[rank[where[np.flatnonzero(out[where])]]]
+        row_of = np.cumsum(out) - 1  # decode position → row of `logits`
+        where = np.empty_like(order)
+        where[order] = np.arange(len(order))  # caller's position → decode position
+        logits = logits[row_of[where[np.flatnonzero(out[where])]]]  # back to the caller's order
         result = torch.from_numpy(logits)
         return result if last_only else result.view(B, T, -1)
 
