@@ -82,7 +82,9 @@ llama.cpp's CPU attention takes another kernel whose round-off differs (measured
 0.3.36: keys from 64-token pieces differ from one-token steps, pieces of 2…63 are
 bit-identical), so a position's keys/values would depend on how its prompt was split.
 In pieces of at most this many, every position's keys/values are the same however they
-were computed — one token at a time, in a prefill, or taken from the prefix cache."""
+were computed — one token at a time, in a prefill, or taken from the prefix cache (with one
+thread; with more, a one-row decode step past 256 cells splits its attention over threads and
+rounds differently — measured, see the README)."""
 
 MAX_SEQUENCES = 256
 """llama.cpp's ``LLAMA_MAX_SEQ``: sequences (rows alive at once) one context can hold."""
