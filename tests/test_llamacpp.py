@@ -173,6 +173,15 @@ def test_more_rows_than_llama_cpp_holds_is_a_clear_error():
         new_cache(pool, MAX_SEQUENCES + 1, 4)
 
 
+def test_a_context_over_the_memory_budget_is_a_clear_error():
+    lib, pool = fake_pool(context=16, sequences=2)
+    pool.kv_bytes, pool.max_kv_bytes = 1000, 100_000
+    a = new_cache(pool, 2, 16)
+    with pytest.raises(ParameterError, match=r"4 sequences × 32 cells .* over its budget") as err:
+        new_cache(pool, 2, 30)
+    assert err.value.param == "max_tokens" and len(lib.contexts) == 1 and a.seqs == [0, 1] and pool.free == set()
+
+
 def test_prefix_blocks_live_in_holder_sequences():
     """A holder is a copy of a row; the last block of a lookup restores the whole prefix; eviction frees it."""
     lib, pool = fake_pool(context=64, sequences=6, bos=1)

@@ -323,7 +323,8 @@ class _Pool:
         self.holders: dict[tuple[int, int], _Holder] = {}
         self.caches: weakref.WeakSet[Any] = weakref.WeakSet()
         """Prefix caches whose blocks live in this context (:meth:`attach`)."""
-        self._buf: Any = None
+        self.max_kv_bytes = _half_memory()
+        """The largest context (all streams' keys/values) a rebuild may make."""
         self._build(context, sequences)
 
     def _build(self, n_cells: int, n_seq: int) -> None:
@@ -381,6 +382,15 @@ class _Pool:
         while want_cells < cells:
             want_cells *= 2
         if want_seq != self.n_seq or want_cells != self.n_cells:
+            need = want_seq * want_cells * self.kv_bytes
+            if need > self.max_kv_bytes:
+                raise ParameterError(
+                    "max_tokens",
+                    f"the llama.cpp context would need {want_seq} sequences × {want_cells} cells of keys/values "
+                    f"({need / 2**30:.1f} GiB; every sequence is sized for the longest row), over its budget of "
+                    f"{self.max_kv_bytes / 2**30:.1f} GiB (half this machine's memory): ask for fewer rows "
+                    f"({count} asked) or shorter ones ({cells} positions asked)",
+                )
             self._rebuild(want_cells, want_seq)
         start = self._run(count)
         assert start is not None
@@ -586,6 +596,14 @@ class SeqCache:
             pool.lib.llama_memory_seq_rm(pool.mem, self.seqs[row], -1, -1)
             pool.touch([self.seqs[row]])
         return at
+
+
+def _half_memory() -> int:
+    """Half this machine's physical memory in bytes (1 TiB where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
 
 
 def _restream(blob: bytes, seq: int, n_old: int, n_new: int) -> bytes:
