@@ -26,7 +26,7 @@ from sazanami.errors import ParameterError
 from sazanami.inject import forward_injected
 from sazanami.islands.runtime import IslandBatch
 from sazanami.params import SamplingParams
-from sazanami.prefix_cache import PrefixCache
+from sazanami.prefix_cache import DEFAULT_BLOCK, PrefixCache
 from sazanami.rows import Completion, RowRequest, Span, find_stop
 from sazanami.sampling import SamplerBatch
 from sazanami.seeds import derive_seed, fresh_seed
@@ -177,7 +177,8 @@ class Engine:
         self.max_positions: int = getattr(backend, "max_positions", None) or 2**31
         """The model's context: a row that fills it ends with ``finish_reason="length"``."""
         if prefix_cache is True:
-            prefix_cache = PrefixCache() if _can_cache(backend) else False
+            block = getattr(backend, "prefix_block", DEFAULT_BLOCK)  # the backend's cheapest granularity
+            prefix_cache = PrefixCache(block=block) if _can_cache(backend) else False
         self.prefix_cache: PrefixCache | None = prefix_cache if isinstance(prefix_cache, PrefixCache) else None
         """Keys/values of prefixes already computed, reused across calls (None: off)."""
         attach = getattr(backend, "attach_prefix_cache", None)

@@ -112,6 +112,20 @@ def test_every_strategy_gives_the_same_tree_with_the_cache(engines, strategy, op
         assert b.spend["prompt_tokens_reused"] > 0
 
 
+def test_the_engine_takes_the_backends_block_and_one_token_blocks_are_identical(engines):
+    """Engines cache at their backend's granularity (llama.cpp: 1 token); at 1 token a
+    continuation computes only its last prompt token, and the tree is the same."""
+    off, _ = engines
+    assert Engine(off.backend).prefix_cache.block == off.backend.prefix_block == 4
+    one = Engine(off.backend, prefix_cache=PrefixCache(block=1))
+    kw = dict(scorer="contains:a,e", budget=200, params=SamplingParams(max_tokens=16), seed=5, mode="paths", rounds=3)
+    a = search(off, "Write a line about rivers.", "noise_search", **kw)
+    b = search(one, "Write a line about rivers.", "noise_search", **kw)
+    assert [n.token_ids for n in a.nodes] == [n.token_ids for n in b.nodes]
+    rows = b.spend["prompt_tokens"] + b.spend["prompt_tokens_reused"]
+    assert b.spend["prompt_tokens"] < rows / 4
+
+
 def test_continuations_reuse_their_parents_tokens():
     backend = models.load("tiny-random")
     on = Engine(backend, prefix_cache=PrefixCache(block=4))

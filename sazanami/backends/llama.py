@@ -117,6 +117,9 @@ class LlamaBackend:
     """Its caches read and write blocks of positions (:meth:`KVCache.read_block`)."""
     ragged_prefill = True
     """:meth:`forward` takes ``last``: prompts of different lengths prefill in one pass."""
+    prefix_block = 4
+    """Prefix-cache block, in tokens: a block is two small copies here, so blocks of 4 keep a
+    row's recomputed tail short (a prompt reuses all but its last 1–4 tokens) for little overhead."""
 
     def __init__(
         self,

@@ -687,6 +687,9 @@ class LlamaCppBackend:
             points = tuple(p for p in points if p != "embedding")
         self.capabilities = Capabilities("llamacpp", points, CAPABILITIES.islands, CAPABILITIES.beams)
         self._embeddings: TokenEmbeddings | None = None
+        self.prefix_block = 1
+        """Prefix-cache block, in tokens. Blocks cost nothing apart here (a holder is one copy of
+        a row, whatever its blocks), so a row reuses every cached token but its last."""
         self.supports_prefix_cache = lib.llama_model_n_swa(model) == 0
         """Prefix blocks live in spare sequence ids (:meth:`SeqCache.read_block`); not for
         sliding-window models, whose window cache would keep the held cells."""
