@@ -347,11 +347,6 @@ class _Pool:
         self.mem = lib.llama_get_memory(ctx)
         self.free = set(range(n_seq)) - used
 
-    @property
-    def n_ctx(self) -> int:
-        """Cells in the context, all streams together."""
-        return self.n_cells * self.n_seq
-
     def _run(self, count: int, n_seq: int | None = None) -> int | None:
         """The lowest id starting ``count`` consecutive free ids (ids a context of ``n_seq``
         would add count as free), or None."""
@@ -410,23 +405,22 @@ class _Pool:
         states = {s: self._save(s, old) for s in set(range(self.n_seq)) - self.free}
         self._build(n_cells, n_seq)
         lib.llama_free(old)
-        for s, (buf, size) in states.items():
-            data = _restream(bytes(buf)[:size], s, n_old, n_seq)
-            if (
-                lib.llama_state_seq_set_data(
-                    self.ctx, (ctypes.c_uint8 * len(data)).from_buffer_copy(data), len(data), s
-                )
-                == 0
-            ):
-                raise RuntimeError(f"llama.cpp could not restore sequence {s} into the larger context")
+        for s, buf in states.items():
+            data = _restream(bytes(buf), s, n_old, n_seq)
+            self._load(s, (ctypes.c_uint8 * len(data)).from_buffer_copy(data))
 
-    def _save(self, s: int, ctx: Any = None) -> tuple[Any, int]:
-        """Sequence ``s``'s cells (positions, keys, values) as llama.cpp serialises them."""
-        lib = self.lib
-        size = lib.llama_state_seq_get_size(ctx or self.ctx, s)
+    def _save(self, s: int, ctx: Any = None) -> Any:
+        """Sequence ``s``'s cells (positions, keys, values) as llama.cpp serialises them (a ctypes array)."""
+        lib, ctx = self.lib, ctx or self.ctx
+        size = lib.llama_state_seq_get_size(ctx, s)
         buf = (ctypes.c_uint8 * size)()
-        lib.llama_state_seq_get_data(ctx or self.ctx, buf, size, s)
-        return buf, size
+        lib.llama_state_seq_get_data(ctx, buf, size, s)
+        return buf
+
+    def _load(self, s: int, buf: Any) -> None:
+        """Sequence ``s`` (empty) becomes the saved ``buf``, its cells from the start of its stream."""
+        if self.lib.llama_state_seq_set_data(self.ctx, buf, len(buf), s) == 0:
+            raise RuntimeError(f"llama.cpp could not restore a saved sequence into sequence {s}")
 
     def touch(self, seqs: Any) -> None:
         """Sequences whose cells just changed (a forward wrote to them)."""
@@ -441,12 +435,10 @@ class _Pool:
         """
         if not dsts:
             return
-        lib = self.lib
-        buf, size = self._save(src)
+        lib, data = self.lib, self._save(src)
         for d in dsts:
             lib.llama_memory_seq_rm(self.mem, d, -1, -1)
-            if lib.llama_state_seq_set_data(self.ctx, buf, size, d) == 0:
-                raise RuntimeError(f"llama.cpp could not copy sequence {src} to {d}")
+            self._load(d, data)
             if end >= 0:
                 lib.llama_memory_seq_rm(self.mem, d, end, -1)
         self.touch(dsts)
@@ -551,15 +543,16 @@ class SeqCache:
             run = list(range(base, base + n))
         else:
             run = pool.take(n, self.row_cells)
-        out, moves = [-1] * n, []
+        out, moves, spare = [-1] * n, [], set(run)
         for i, r in enumerate(order):
             s = old[r]
-            if s in run and s not in out:
+            if s in spare:
+                spare.discard(s)
                 out[i] = s  # stays where it is
             else:
                 moves.append((i, s))
         # ids of the run nobody keeps: new ones, or rows that were dropped (nothing to read there)
-        spare = [s for s in run if s not in out]
+        spare = sorted(spare)
         for (i, s), d in zip(moves, spare):
             pool.copy(s, [d])
             out[i] = d
