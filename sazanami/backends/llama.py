@@ -4,6 +4,20 @@ Loads the weights of any ``LlamaForCausalLM`` safetensors checkpoint (SmolLM2,
 TinyLlama, Llama 2/3 ...). Compared with calling ``transformers`` per step it
 removes most of the Python per token: fused QKV and gate/up projections, one
 cache tensor per layer written in place, no cache objects re-created per step.
+
+Every position is computed in the same shapes however the work is cut: alone or beside
+other rows, in a prefill of any length or a one-token decode step, after its prefix was
+computed or after it was copied from the prefix cache. A CPU BLAS picks its kernel (and how
+it sums) by the product's shape: on an AVX-512 Intel Xeon with MKL, a one-row product
+(GEMV) rounds differently from a product of 2–16 rows, with two threads a product of 17 or
+more rows with 1,536 inner terms splits its sums over the threads, and torch's fused
+attention rounds a query by its key length and query count. So a token's keys, values and
+logits moved in the fifth digit with the batch, the prompt split and the prefix cache.
+Here every matrix product runs in :data:`TILE`-row tiles (:func:`_matmul`), and attention
+sums its keys in :data:`KEY_CHUNK`-key chunks, in order (:func:`_attend`): a position's
+numbers depend only on its row's tokens, the model, the dtype and the CPU — not on the
+batch, on how the prompt was split, on the prefix cache or on the thread count
+(``tests/test_prefix_cache.py`` checks each, bit for bit).
 """
 
 from __future__ import annotations
@@ -18,6 +32,68 @@ import torch.nn.functional as F
 from sazanami.backends import Capabilities, HiddenHook
 from sazanami.fluctuation import POINTS
 from sazanami.tokenizer import Tokenizer
+
+TILE = 16
+"""Rows per matrix product: longer inputs run as a batch of 16-row products, a single row as
+two (BLAS kernels, and how they split sums over threads, follow the row count; 2–16 rows
+share one kernel)."""
+KEY_CHUNK = 64
+"""Attention sums keys in chunks of this many, chunk after chunk in position order; caches
+hold a multiple of it (masked keys add exact zeros, so a row's sum ignores the key length)."""
+QUERY_BLOCK = 256
+"""Queries attended at a time (a long prefill's scores are (rows, heads, queries, keys))."""
+
+
+def _matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x @ w`` (..., K) @ (K, N) with each row computed as in a product of 2–16 rows."""
+    *lead, K = x.shape
+    rows = x.reshape(-1, K)  # (M, K)
+    M = rows.shape[0]
+    if M == 1:
+        out = (rows.expand(2, K) @ w)[:1]  # a one-row product would take the GEMV kernel
+    elif M <= TILE:
+        out = rows @ w
+    else:
+        tiles = -(-M // TILE)
+        rows = F.pad(rows, (0, 0, 0, tiles * TILE - M)).view(tiles, TILE, K)
+        out = torch.bmm(rows, w.expand(tiles, *w.shape)).view(tiles * TILE, -1)[:M]  # (M, N)
+    return out.view(*lead, w.shape[1])
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Causal attention of queries ``q`` (B, H, T, D) at positions ``pos`` (B, T) over the
+    cached keys/values ``k``, ``v`` (B, KV, L, D), L a multiple of :data:`KEY_CHUNK`; key ``j``
+    is visible to query ``(b, t)`` iff ``j <= pos[b, t]``. Returns (B, H, T, D).
+
+    Head ``h`` reads KV head ``h // (H / KV)`` (grouped-query attention). Scores and
+    exponentials are per key; the weighted sum over keys runs chunk by chunk, in order, so a
+    query's result does not depend on how many keys, queries or rows share the call.
+    """
+    B, H, T, D = q.shape
+    if T > QUERY_BLOCK:  # bounds the scores' memory: (B, H, QUERY_BLOCK, L) at a time
+        return torch.cat([_attend(q[:, :, a : a + QUERY_BLOCK], k, v, pos[:, a : a + QUERY_BLOCK])
+                          for a in range(0, T, QUERY_BLOCK)], dim=2)  # fmt: skip
+    L = min(-(-(int(pos.max()) + 1) // KEY_CHUNK) * KEY_CHUNK, k.shape[2])  # keys past the last query: masked
+    k, v = k[:, :, :L], v[:, :, :L]
+    KV = k.shape[1]
+    G = H // KV
+    qg = (q * D**-0.5).reshape(B, KV, G * T, D)  # the G heads of a KV head share its keys
+    if G * T == 1:
+        qg = qg.expand(B, KV, 2, D)  # not a one-row product (see _matmul)
+    s = qg @ k.transpose(-1, -2)  # (B, KV, GT, L)
+    visible = torch.arange(L)[None, None, :] <= pos[:, :, None]  # (B, T, L)
+    visible = visible[:, None, None].expand(B, KV, G, T, L).reshape(B, KV, G * T, L)
+    if G * T == 1:
+        visible = visible.expand(B, KV, 2, L)
+    s = s.masked_fill(~visible, float("-inf"))
+    e = (s - s.amax(-1, keepdim=True)).exp()  # (B, KV, GT', L): 0 where masked
+    n = L // KEY_CHUNK
+    e = e.view(*e.shape[:3], n, KEY_CHUNK).transpose(2, 3)  # (B, KV, n, GT', C)
+    parts = e @ v.view(B, KV, n, KEY_CHUNK, D)  # (B, KV, n, GT', D): each chunk's weighted sum
+    total = parts.cumsum(2)[:, :, -1]  # chunks added in order: (B, KV, GT', D)
+    weight = e.sum(-1, keepdim=True).cumsum(2)[:, :, -1]  # (B, KV, GT', 1)
+    out = (total / weight)[:, :, : G * T]
+    return out.reshape(B, H, T, D)
 
 
 @dataclass(frozen=True)
@@ -186,8 +262,8 @@ class LlamaBackend:
         return cls(name or path.name, cfg, weights, tokenizer, dtype)
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
-        if capacity > self.cfg.max_positions:
-            capacity = self.cfg.max_positions
+        capacity = min(capacity, self.cfg.max_positions)
+        capacity = -(-capacity // KEY_CHUNK) * KEY_CHUNK  # whole key chunks (see _attend)
         # float32 cache: CPU attention kernels are several times faster in float32 than bf16
         return KVCache.empty(self.cfg, batch, capacity, torch.float32)
 
@@ -225,16 +301,13 @@ class LlamaBackend:
         sin = self.sin[pos].unsqueeze(1)
         uniform = bool((starts == starts[0]).all())
         s0 = int(starts[0])
-        key_len = int(starts.max()) + T
-        mask = None
-        if not uniform or T > 1:
-            # key j is visible to query (b, t) iff j <= starts[b] + t: (B, 1, T, key_len)
-            mask = (torch.arange(key_len)[None, None, :] <= pos[:, :, None]).unsqueeze(1)
+        # keys the call reads: whole chunks up to the last position written
+        key_len = min(-(-(int(starts.max()) + T) // KEY_CHUNK) * KEY_CHUNK, cache.capacity)
         if not uniform:
             rows = torch.arange(B)[:, None].expand(B, T)
         for i in range(cfg.num_layers):
             h = F.rms_norm(x, (cfg.hidden_size,), self.attn_norm[i], cfg.rms_norm_eps)
-            qkv = h @ self.wqkv[i]  # (B, T, (H + 2KV) * D)
+            qkv = _matmul(h, self.wqkv[i])  # (B, T, (H + 2KV) * D)
             q, k, v = qkv.split([H * D, KV * D, KV * D], dim=-1)
             q = self._rope(q.view(B, T, H, D).transpose(1, 2).float(), cos, sin)  # (B, H, T, D)
             k = self._rope(k.view(B, T, KV, D).transpose(1, 2).float(), cos, sin)  # (B, KV, T, D)
@@ -246,13 +319,11 @@ class LlamaBackend:
             else:
                 ck[rows, :, pos] = k.permute(0, 2, 1, 3)  # (B, T, KV, D)
                 cv[rows, :, pos] = v.permute(0, 2, 1, 3)
-            att = F.scaled_dot_product_attention(
-                q, ck[:, :, :key_len], cv[:, :, :key_len], attn_mask=mask, enable_gqa=True
-            )  # (B, H, T, D)
-            x = x + att.transpose(1, 2).reshape(B, T, H * D).to(self.dtype) @ self.wo[i]
+            att = _attend(q, ck[:, :, :key_len], cv[:, :, :key_len], pos)  # (B, H, T, D)
+            x = x + _matmul(att.transpose(1, 2).reshape(B, T, H * D).to(self.dtype), self.wo[i])
             h = F.rms_norm(x, (cfg.hidden_size,), self.mlp_norm[i], cfg.rms_norm_eps)
-            gate, up = (h @ self.wgu[i]).chunk(2, dim=-1)
-            x = x + (F.silu(gate) * up) @ self.wdown[i]
+            gate, up = _matmul(h, self.wgu[i]).chunk(2, dim=-1)
+            x = x + _matmul(F.silu(gate) * up, self.wdown[i])
             if hidden_hook is not None:
                 x = hidden_hook(i, x)
         if last is not None:
@@ -260,4 +331,4 @@ class LlamaBackend:
         elif last_only:
             x = x[:, -1]
         x = F.rms_norm(x, (cfg.hidden_size,), self.final_norm, cfg.rms_norm_eps)
-        return (x @ self.lm_head_t).float()
+        return _matmul(x, self.lm_head_t).float()
