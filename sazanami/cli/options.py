@@ -327,11 +327,7 @@ def islands_from_options(kw: dict[str, Any], tokenizer: Any = None) -> Islands |
     for key in FILE_INPUTS:
         if key in spec:
             spec[key] = _read(spec[key], key)
-    if "json_schema" in spec:
-        try:
-            spec["json_schema"] = json.loads(spec["json_schema"])
-        except json.JSONDecodeError as exc:
-            raise ParameterError("json_schema", f"json-schema is not valid JSON: {exc}") from exc
+    # a json_schema stays text: Constraint.json_schema parses it with its nesting checked first
     islands = Islands.from_dict(spec, tokenizer=tokenizer)
     return islands if islands.active else None
 

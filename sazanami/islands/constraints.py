@@ -8,6 +8,10 @@ guard after the draw checks this and, should a sampler ever break it, replaces t
 by the most likely allowed one (counted in ``ConstraintBatch.repairs``).
 
 Tokens injected by tools are not shown to the grammar: an injected result is exempt.
+
+Every grammar is checked against :mod:`sazanami.islands.bounds` (size, rules, nesting, the
+depth of its reference chains) before llguidance compiles it: its compiler recurses in
+native code, and a grammar deep enough would crash the process instead of failing.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 import torch
 
 from sazanami.errors import ParameterError
+from sazanami.islands.bounds import check_grammar, check_schema, loads_json
 
 KINDS = {"regex": "regex", "json_schema": "json_schema", "lark": "grammar"}
 """Constraint kind → the parameter name used in error messages (CLI option)."""
@@ -34,7 +39,8 @@ class Constraint:
     """A grammar the output must follow; serialisable as ``{"kind": …, "source": …}``.
 
     The grammar is validated on construction (``ParameterError`` naming ``regex``,
-    ``json_schema`` or ``grammar``). A regex must match the whole output.
+    ``json_schema`` or ``grammar``): first against the bounds of :mod:`sazanami.islands.bounds`,
+    then by llguidance. A regex must match the whole output.
     """
 
     kind: str
@@ -47,6 +53,7 @@ class Constraint:
             raise ParameterError("kind", f"constraint kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if not isinstance(self.source, str) or not self.source.strip():
             raise ParameterError(KINDS[self.kind], f"{KINDS[self.kind]} must be a non-empty string")
+        check_grammar(self.kind, self.source, KINDS[self.kind])  # before the compiler sees it
         error = self.error()
         if error:
             raise ParameterError(KINDS[self.kind], f"invalid {KINDS[self.kind]}: {error}")
@@ -58,12 +65,10 @@ class Constraint:
     @classmethod
     def json_schema(cls, schema: dict[str, Any] | str) -> Constraint:
         if isinstance(schema, str):
-            try:
-                schema = json.loads(schema)
-            except json.JSONDecodeError as exc:
-                raise ParameterError("json_schema", f"json_schema is not valid JSON: {exc}") from exc
+            schema = loads_json(schema, "json_schema")  # its nesting checked first: never a RecursionError
         if not isinstance(schema, dict):
             raise ParameterError("json_schema", f"json_schema must be a JSON object, got {type(schema).__name__}")
+        check_schema(schema, "json_schema")  # bounded before json.dumps recurses into it
         return cls("json_schema", json.dumps(schema))
 
     @classmethod
@@ -112,7 +117,27 @@ class Constraint:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Constraint:
-        return cls(str(data["kind"]), str(data["source"]))
+        """The constraint :meth:`to_dict` wrote: ``{"kind": …, "source": …}``."""
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("kind"), str)
+            or not isinstance(data.get("source"), str)
+        ):
+            raise ParameterError(
+                "constraint",
+                f"constraint must be an object {{kind: {' | '.join(KINDS)}, source: text}}, got {_short(data)}",
+            )
+        extra = sorted(str(k) for k in set(data) - {"kind", "source"})
+        if extra:
+            raise ParameterError(
+                f"constraint.{extra[0]}", f"unknown constraint field {extra[0]!r}; known: kind, source"
+            )
+        return cls(data["kind"], data["source"])
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def ll_tokenizer(tokenizer: Any, vocab_size: int | None = None) -> Any:
@@ -127,7 +152,11 @@ def ll_tokenizer(tokenizer: Any, vocab_size: int | None = None) -> Any:
     per = _TOKENIZERS.setdefault(tokenizer, {})
     if n not in per:
         own = getattr(tokenizer, "lltokenizer", None)  # a tokenizer without a `tokenizers` JSON builds its own
-        per[n] = own(n) if own else LLTokenizer(tokenizer.rust.to_str(), n_vocab=n, eos_token=sorted(tokenizer.eos_token_ids))
+        per[n] = (
+            own(n)
+            if own
+            else LLTokenizer(tokenizer.rust.to_str(), n_vocab=n, eos_token=sorted(tokenizer.eos_token_ids))
+        )
     return per[n]
 
 

@@ -47,7 +47,10 @@ def make_scorer(spec: Any) -> Scorer:
         raise ParameterError("scorer", f"scorer must be a name, spec string, dict or callable, got {spec!r}")
     text = spec.strip()
     if text.startswith("regex:"):
-        return RegexScorer(text[len("regex:") :])
+        try:
+            return RegexScorer(text[len("regex:") :])
+        except ParameterError as exc:
+            raise ParameterError("scorer", str(exc)) from exc
     mode = "sum"
     if text.startswith("rank:"):
         mode, text = "rank", text[len("rank:") :]
@@ -142,7 +145,11 @@ def _from_dict(spec: dict[str, Any]) -> Scorer:
         if kind == "contains":
             return ContainsScorer(spec.get("words") or [])
         if kind == "regex":
-            return RegexScorer(spec.get("patterns", spec.get("pattern", [])), bool(spec.get("ignore_case", False)))
+            patterns = spec.get("patterns", spec.get("pattern", []))
+            try:
+                return RegexScorer(patterns, bool(spec.get("ignore_case", False)))
+            except ParameterError as exc:
+                raise ParameterError("scorer.patterns", str(exc)) from exc
         if kind == "verifier":
             return VerifierScorer(_import(str(spec.get("function", ""))))
     except TypeError as exc:

@@ -413,7 +413,14 @@ def _as_score(result: Any) -> Score:
 
 
 class RegexScorer(Scorer):
-    """Fraction of ``patterns`` found (``re.search``) in the text: 1.0 when all match."""
+    """Fraction of ``patterns`` found (searched for anywhere) in the text: 1.0 when all match.
+
+    Patterns run on RE2 (``google-re2``), whose matching takes time linear in the text, so no
+    pattern can stall a search (Python's backtracking ``re`` takes exponential time on
+    ``(.?){22}.{22}Z``, and holds the GIL throughout); RE2 also releases the GIL while it
+    matches. RE2's syntax is Python's less backreferences and lookaround, which it refuses
+    (``ParameterError`` naming ``patterns``).
+    """
 
     name = "regex"
 
@@ -421,10 +428,7 @@ class RegexScorer(Scorer):
         pats = [patterns] if isinstance(patterns, str) else list(patterns)
         if not pats:
             raise ParameterError("patterns", "regex scorer needs at least one pattern")
-        try:
-            self.compiled = [re.compile(p, re.IGNORECASE if ignore_case else 0) for p in pats]
-        except re.error as exc:
-            raise ParameterError("patterns", f"invalid regular expression: {exc}") from exc
+        self.compiled = [compile_regex(p, "patterns", ignore_case) for p in pats]
         self.patterns = pats
         self.ignore_case = ignore_case
 
@@ -440,6 +444,39 @@ class RegexScorer(Scorer):
         if len(self.patterns) == 1 and not self.ignore_case:
             return f"regex:{self.patterns[0]}"
         return {"type": "regex", "patterns": self.patterns, "ignore_case": self.ignore_case}
+
+
+MAX_PATTERN_CHARS = 1000
+"""Characters of one regex scorer pattern at most."""
+
+
+def compile_regex(pattern: Any, param: str, ignore_case: bool = False) -> Any:
+    """A user's regex compiled by RE2 (linear-time matching; ``.search(text)`` as in ``re``).
+
+    ``ParameterError`` naming ``param`` for a pattern that is not text, longer than
+    :data:`MAX_PATTERN_CHARS`, or that RE2 refuses (backreferences, lookaround, a bad
+    syntax, more than RE2's memory for one pattern).
+    """
+    import re2
+
+    if not isinstance(pattern, str):
+        raise ParameterError(param, f"{param} must hold text patterns, got {type(pattern).__name__}")
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise ParameterError(
+            param, f"a {param} pattern must be at most {MAX_PATTERN_CHARS} characters, got {len(pattern)}"
+        )
+    options = re2.Options()
+    options.log_errors = False  # the error is the client's, said in the ParameterError
+    options.case_sensitive = not ignore_case
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        why = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ParameterError(
+            param,
+            f"invalid regular expression {pattern[:60]!r}: {why} (patterns run on RE2, which matches in linear "
+            "time and has no backreferences or lookaround)",
+        ) from exc
 
 
 class ContainsScorer(Scorer):

@@ -1,0 +1,295 @@
+"""Regression tests for the inputs a hostile client used to break the server (issue 24): grammars
+deep enough to crash the grammar compiler, regexes that backtrack for minutes, CALC expressions
+that compute for minutes, flows that are unbounded, and the 500s of bad option objects.
+
+Each reproducer gets a 4xx (or a bounded answer) quickly, and the server still answers /health."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from sazanami.errors import ParameterError
+from sazanami.islands import Constraint
+from sazanami.islands.bounds import MAX_GRAMMAR_DEPTH, MAX_NESTING, check_grammar, check_schema, json_nesting
+from sazanami.server import Limits, create_app
+from sazanami.server.testing import serving
+
+# -- the reproducers -------------------------------------------------------------------------------------
+RULE_CHAIN = "start: r0\n" + "\n".join(f"r{i}: r{i + 1}" for i in range(3000)) + '\nr3000: "z"'  # 40 KB
+TERMINAL_CHAIN = "start: T0\n" + "\n".join(f"T{i}: T{i + 1}" for i in range(6000)) + '\nT6000: "z"'
+NESTED_CHAIN = (
+    "start: r0\n" + "\n".join(f"r{i}: " + "(" * 25 + f"r{i + 1}" + ")" * 25 for i in range(256)) + '\nr256: "z"'
+)
+GLUED_CHAIN = (
+    "start: r0\n" + "\n".join(f"r{i}: X{i}r{i + 1}" for i in range(400)) + '\nr400: "z"'
+)  # "X1r2" is two names
+CYCLE = "start: r0\n" + "\n".join(f'r{i}: "a" r{i + 1} | "b"' for i in range(400)) + '\nr400: "z" r0 | "c"'
+
+
+def _ref_chain(n: int, arrays: int = 0) -> dict[str, Any]:
+    """``$ref`` a0 → a1 → … → a{n}, each definition ``arrays`` arrays deep around its reference."""
+
+    def inner(i: int) -> dict[str, Any]:
+        s: dict[str, Any] = {"$ref": f"#/$defs/a{i + 1}"}
+        for _ in range(arrays):
+            s = {"type": "array", "items": s}
+        return s
+
+    defs = {f"a{i}": inner(i) for i in range(n)} | {f"a{n}": {"type": "string"}}
+    return {"$ref": "#/$defs/a0", "$defs": defs}
+
+
+def _nested_schema(n: int) -> dict[str, Any]:
+    s: dict[str, Any] = {"type": "string"}
+    for _ in range(n):
+        s = {"type": "array", "items": s}
+    return s
+
+
+EXPRESSIONS = """?start: expr
+expr: term (("+" | "-") term)*
+term: factor (("*" | "/") factor)*
+factor: NUMBER | "(" expr ")" | "-" factor
+NUMBER: /[0-9]+(\\.[0-9]+)?/
+%ignore /[ \\t]+/
+"""
+TREE_SCHEMA = {
+    "$defs": {
+        "node": {
+            "type": "object",
+            "properties": {"v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+        }
+    },
+    "$ref": "#/$defs/node",
+}
+
+
+@pytest.fixture(scope="module")
+def app(tiny_engine):
+    limits = Limits(max_tokens=64, max_n=8, max_search_budget=512, max_batch_rows=16, max_search_seconds=30)
+    return create_app("tiny-random", limits, engine=tiny_engine)
+
+
+@pytest.fixture(scope="module")
+def url(app):
+    with serving(app) as base:
+        yield base
+
+
+class Client:
+    """A few lines of urllib: POST JSON, GET; (status, parsed body)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def post(self, path: str, body: Any, timeout: float = 30) -> tuple[int, Any]:
+        req = urllib.request.Request(self.base + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        return self._open(req, timeout)
+
+    def get(self, path: str, timeout: float = 30) -> tuple[int, Any]:
+        return self._open(urllib.request.Request(self.base + path), timeout)
+
+    @staticmethod
+    def _open(req: urllib.request.Request, timeout: float) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, _parse(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, _parse(e.read())
+
+
+def _parse(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data.decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    return Client(url)
+
+
+def _alive(client: Client) -> None:
+    t = time.monotonic()
+    status, body = client.get("/health", timeout=5)
+    assert status == 200 and time.monotonic() - t < 2, body
+
+
+# -- 1. grammars are bounded before the compiler sees them -------------------------------------------------
+@pytest.mark.parametrize(
+    ("kind", "source", "words"),
+    [
+        ("lark", RULE_CHAIN, "at most 1000 rules, got 3002"),
+        ("lark", TERMINAL_CHAIN, "at most 1000 rules, got 6002"),
+        ("lark", NESTED_CHAIN, f"at most {MAX_GRAMMAR_DEPTH} are allowed"),
+        ("lark", GLUED_CHAIN, "402 levels deep from rule 'start'"),
+        ("lark", CYCLE, "levels deep"),
+        ("lark", "start: " + "(" * 40 + '"z"' + ")" * 40, f"brackets nested in a rule 33 deep; at most {MAX_NESTING}"),
+        ("lark", "start: %json " + '{"type": "array", "items": ' * 40 + "{}" + "}" * 40, "nested 33 deep"),
+        ("json_schema", json.dumps(_ref_chain(3000), separators=(",", ":")), "at most 4096 values"),
+        ("json_schema", json.dumps(_ref_chain(300)), "303 levels deep from the schema's root"),
+        ("json_schema", json.dumps(_ref_chain(30, arrays=15)), "$refs followed"),
+        ("json_schema", "[" * 3000 + "]" * 3000, "nested 3000 levels deep; at most 32"),
+        ("regex", "(" * 40 + "a" + ")" * 40, "groups nested 40 deep; at most 32"),
+        ("regex", "a" * 100_001, "at most 100000 characters, got 100001"),
+    ],
+)
+def test_grammar_bounds_refuse_what_would_crash_the_compiler(kind, source, words):
+    t = time.monotonic()
+    with pytest.raises(ParameterError) as e:
+        check_grammar(kind, source, kind)
+    assert e.value.param == kind and words in str(e.value), str(e.value)
+    assert time.monotonic() - t < 1
+
+
+def test_grammar_bounds_accept_real_grammars():
+    for kind, source in (
+        ("lark", EXPRESSIONS),
+        (
+            "lark",
+            "start: " + " | ".join(f"r{i}" for i in range(999)) + "\n" + "\n".join(f'r{i}: "x{i}"' for i in range(999)),
+        ),
+        ("lark", "start: r0\n" + "\n".join(f"r{i}: r{i + 1}" for i in range(200)) + '\nr200: "z"'),
+        ("lark", 'start: "n=" %json {"type": "integer"}'),
+        ("json_schema", json.dumps(TREE_SCHEMA)),
+        ("json_schema", json.dumps(_ref_chain(100))),
+        ("regex", r"(\d{3})-[()]+(a|b)*"),
+    ):
+        check_grammar(kind, source, kind)  # no error
+        Constraint(kind, source)  # and llguidance compiles it
+
+
+def test_bounds_are_linear_and_never_recurse():
+    t = time.monotonic()
+    assert json_nesting('{"a": "[[[{{", "b": [[1, "]"], {"c": "\\"["}]}') == 3
+    assert json_nesting("[" * 200_000) == 200_000  # no RecursionError: a count, not a parse
+    with pytest.raises(ParameterError, match="values"):
+        check_schema([[0] * 1000] * 1000, "json_schema")  # stops counting at the limit
+    deep: Any = {}
+    for _ in range(50_000):  # far past Python's recursion limit
+        deep = {"items": deep}
+    with pytest.raises(ParameterError, match="nested 33 deep"):
+        check_schema(deep, "json_schema")
+    with pytest.raises(ParameterError) as e:
+        Constraint.json_schema(deep)  # checked before json.dumps recurses into it
+    assert e.value.param == "json_schema"
+    with pytest.raises(ParameterError) as e:
+        Constraint.json_schema("[" * 3000 + "]" * 3000)  # text: nesting counted before json.loads
+    assert e.value.param == "json_schema" and "3000 levels" in str(e.value)
+    long_chain = "start: r0\n" + "\n".join(f"r{i}: r{i + 1}" for i in range(900)) + '\nr900: "z"'
+    with pytest.raises(ParameterError, match="902 levels"):
+        check_grammar("lark", long_chain, "grammar")
+    assert time.monotonic() - t < 2
+
+
+def test_the_deepest_grammars_the_bounds_allow_compile_without_crashing():
+    """The limits sit well below the compiler's crash (about 3,000 levels): compile grammars at
+    the limits, with a tokenizer and masks, in a child process (a crash there fails this test)."""
+    at_limit = {
+        "lark": "start: r0\n"
+        + "\n".join(f"r{i}: r{i + 1}" for i in range(MAX_GRAMMAR_DEPTH - 2))
+        + f'\nr{MAX_GRAMMAR_DEPTH - 2}: "z"',
+        "json_schema": json.dumps(_ref_chain(MAX_GRAMMAR_DEPTH // 11 - 1, arrays=10)),
+    }
+    for kind, source in at_limit.items():
+        check_grammar(kind, source, kind)
+    code = textwrap.dedent(
+        """
+        import json, sys, threading
+        from sazanami import models
+        from sazanami.islands import Constraint
+        tok = models.load("tiny-random").tokenizer
+        def run():
+            for kind, source in json.loads(sys.stdin.read()).items():
+                m = Constraint(kind, source).matcher(tok)
+                m.compute_bitmask()
+        t = threading.Thread(target=run)
+        t.start()
+        t.join()
+        print("ok")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=json.dumps(at_limit), capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0 and "ok" in out.stdout, (out.returncode, out.stderr[-2000:])
+
+
+def test_constraint_objects_are_checked():
+    for bad in ({}, "x", {"kind": "regex"}, {"kind": "regex", "source": 5}, [1]):
+        with pytest.raises(ParameterError) as e:
+            Constraint.from_dict(bad)  # type: ignore[arg-type]
+        assert e.value.param == "constraint", bad
+    with pytest.raises(ParameterError) as e:
+        Constraint.from_dict({"kind": "regex", "source": "a", "x": 1})
+    assert e.value.param == "constraint.x"
+    assert Constraint.from_dict({"kind": "regex", "source": "a+"}) == Constraint.regex("a+")
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"grammar": RULE_CHAIN}, "grammar"),
+        ({"grammar": NESTED_CHAIN}, "grammar"),
+        ({"json_schema": _ref_chain(300)}, "json_schema"),
+        ({"json_schema": "[" * 3000 + "]" * 3000}, "json_schema"),
+        ({"regex": "(" * 40 + "a" + ")" * 40}, "regex"),
+    ],
+)
+def test_crashing_grammars_over_http_are_400_and_the_server_lives(client, body, param):
+    t = time.monotonic()
+    status, out = client.post("/v1/completions", {"prompt": "Hi", "max_tokens": 4, **body})
+    assert status == 400 and out["error"]["param"] == param, out
+    assert time.monotonic() - t < 1
+    _alive(client)
+
+
+# -- 2. user regexes run on RE2: linear time ------------------------------------------------------------
+def test_regex_scorers_take_linear_time():
+    from sazanami.search import make_scorer
+
+    for pattern in ("(.?){22}.{22}Z", ".*.*.*.*.*.*.*.*.*.*Z", "(a+)+b", "(\\w|\\w)*!"):
+        scorer = make_scorer("regex:" + pattern)
+        t = time.monotonic()
+        assert scorer("a" * 2000).value == 0.0
+        assert time.monotonic() - t < 0.5, pattern  # Python's re: minutes to years
+    assert make_scorer({"type": "regex", "patterns": ["DOG", "cat"], "ignore_case": True})("a dog, a Cat").value == 1.0
+
+
+@pytest.mark.parametrize(
+    ("spec", "param"),
+    [
+        ("regex:(x)\\1", "scorer"),
+        ("regex:(?<=a)b", "scorer"),
+        ("regex:(?=a)", "scorer"),
+        ({"type": "regex", "patterns": ["ok", "(a)\\1"]}, "scorer.patterns"),
+        ({"type": "regex", "patterns": ["x" * 1001]}, "scorer.patterns"),
+    ],
+)
+def test_regexes_re2_refuses_name_the_field(spec, param):
+    from sazanami.search import make_scorer
+
+    with pytest.raises(ParameterError) as e:
+        make_scorer(spec)
+    assert e.value.param == param and ("RE2" in str(e.value) or "1000 characters" in str(e.value)), str(e.value)
+
+
+def test_a_backtracking_regex_scorer_no_longer_freezes_the_server(client):
+    search = {"strategy": "best_of_n", "budget": 48, "scorer": "regex:(.?){22}.{22}Z"}
+    t = time.monotonic()
+    status, out = client.post(
+        "/v1/completions", {"prompt": "x", "max_tokens": 24, "seed": 1, "ignore_eos": True, "search": search}
+    )
+    assert status == 200, out
+    assert time.monotonic() - t < 10
+    _alive(client)
