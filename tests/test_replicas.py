@@ -6,7 +6,6 @@ import importlib.util
 import json
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from sazanami.cli import main
@@ -22,19 +21,11 @@ needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="
 
 
 def _same_tree(a: dict, b: dict) -> bool:
-    """Equal trees: every node's text, tokens, seed, score and parent; log-probs up to the
-    round-off of batched matmuls (a row shares its batch with other rows on each replica)."""
+    """Equal trees, bit for bit apart from the spend's timings: every node's text, tokens, seed,
+    score, parent and log-probs (the torch backend computes a row alike in any batch, so a
+    row beside other rows on a replica rounds as it does on one engine)."""
     a, b = dict(a), dict(b)
-    a.pop("spend"), b.pop("spend")
-    na, nb = a.pop("nodes"), b.pop("nodes")
-    if a != b or len(na) != len(nb):
-        return False
-    for x, y in zip(na, nb):
-        x, y = dict(x), dict(y)
-        lx, ly = x.pop("logprobs", []), y.pop("logprobs", [])
-        if x != y or len(lx) != len(ly) or any(abs(u - v) > 1e-3 for u, v in zip(lx, ly)):
-            return False
-    return True
+    return a.pop("spend")["generated_tokens"] == b.pop("spend")["generated_tokens"] and a == b
 
 
 def _rows(prompts: list[list[int]]) -> list[RowRequest]:
@@ -119,16 +110,13 @@ def test_two_replicas_generate_and_search_as_one_engine(ray_engines, tiny_engine
     assert [(c.token_ids, c.seed, c.prompt_index, c.index) for c in a] == [
         (c.token_ids, c.seed, c.prompt_index, c.index) for c in b
     ]
-    kwargs = dict(scorer="contains:e", budget=240, params=SamplingParams(max_tokens=12, fluctuation="pink-draw"), seed=9)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the replicas: beam ranks sum log-probs, whose round-off follows the threads
-    try:
-        for strategy in ("best_of_n", "anneal", "beam"):  # beam rows run whole on one replica
-            ta = search(ray_engines, "Say a word.", strategy, **kwargs).to_dict()
-            tb = search(tiny_engine, "Say a word.", strategy, **kwargs).to_dict()
-            assert _same_tree(ta, tb), strategy
-    finally:
-        torch.set_num_threads(threads)
+    kwargs = dict(
+        scorer="contains:e", budget=240, params=SamplingParams(max_tokens=12, fluctuation="pink-draw"), seed=9
+    )
+    for strategy in ("best_of_n", "anneal", "beam"):  # beam rows run whole on one replica (1 thread, here 2)
+        ta = search(ray_engines, "Say a word.", strategy, **kwargs).to_dict()
+        tb = search(tiny_engine, "Say a word.", strategy, **kwargs).to_dict()
+        assert _same_tree(ta, tb), strategy
 
 
 @needs_ray
