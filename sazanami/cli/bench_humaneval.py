@@ -26,16 +26,32 @@ def _humaneval_options(fn: Any) -> Any:
 @click.command("humaneval")
 @_humaneval_options
 @backend_option
-@click.option("--out", type=click.Path(dir_okay=False), default=str(DEFAULT_OUT), show_default=True,
-              help="JSONL of graded samples; a rerun continues it (resumable).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=str(DEFAULT_OUT),
+    show_default=True,
+    help="JSONL of graded samples; a rerun continues it (resumable).",
+)
 @click.option("--threads", type=int, default=None, help="llama.cpp threads (1 where other work shares the cores).")
-@click.option("--canonical", is_flag=True, help="Grade the reference solutions (expect 164/164) and empty bodies "
-              "(expect 0/164) in the sandbox, then exit.")
+@click.option(
+    "--canonical",
+    is_flag=True,
+    help="Grade the reference solutions (expect 164/164) and empty bodies (expect 0/164) in the sandbox, then exit.",
+)
 @click.option("--report", is_flag=True, help="Print pass@k per setting and the frontier gains from --out, then exit.")
 @click.option("--list-settings", is_flag=True, help="List the named settings, then exit.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-problem lines.")
-def humaneval(out: str, threads: int | None, canonical: bool, report: bool, list_settings: bool, quiet: bool,
-              backend: str, **fields: Any) -> None:
+def humaneval(
+    out: str,
+    threads: int | None,
+    canonical: bool,
+    report: bool,
+    list_settings: bool,
+    quiet: bool,
+    backend: str,
+    **fields: Any,
+) -> None:
     """HumanEval pass@k of sampler settings on a real coder model, graded in a sandbox.
 
     Each problem's prompt is completed raw (stop at the next top-level statement); samples are

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sazanami.errors import ParameterError
+from sazanami.search.doctest_scorer import DoctestScorer
 from sazanami.search.scorers import (
     CombinedScorer,
     ContainsScorer,
@@ -24,14 +25,15 @@ from sazanami.search.scorers import (
 
 __all__ = ["SCORER_NAMES", "make_scorer", "with_judge_template"]
 
-SCORER_NAMES = ("logprob", "judge", "novelty", "contains:WORDS", "regex:PATTERN", "py:MODULE:FUNCTION")
+SCORER_NAMES = ("logprob", "judge", "novelty", "doctest", "contains:WORDS", "regex:PATTERN", "py:MODULE:FUNCTION")
 
 
 def make_scorer(spec: Any) -> Scorer:
     """A scorer from a spec: a Scorer, a callable (verifier), a string or a dict.
 
     Strings: ``logprob``, ``judge``, ``novelty``, ``contains:dog,ball,park``,
-    ``regex:PATTERN`` (the rest of the string is the pattern), ``py:module:function``
+    ``doctest`` (the fraction of the task's ``>>>`` examples a code candidate passes, run in
+    the sandbox), ``regex:PATTERN`` (the rest of the string is the pattern), ``py:module:function``
     (a verifier), ``0.7*judge+0.3*novelty`` (weighted sum), ``rank:judge+logprob``
     (mean rank). Dicts: ``{"type": "contains", "words": [...]}``, ``{"type": "judge",
     "template": ..., "max_tokens": 4}``, ``{"type": "combine", "mode": "sum", "parts":
@@ -94,6 +96,8 @@ def _single(name: str) -> Scorer:
         return JudgeScorer()
     if name == "novelty":
         return NoveltyScorer()
+    if name == "doctest":
+        return DoctestScorer()
     if name.startswith("contains:"):
         return ContainsScorer(name[len("contains:") :])
     if name.startswith("py:"):
@@ -120,6 +124,7 @@ _DICT_KEYS = {
     "logprob": set(),
     "judge": {"template", "max_tokens", "prefix"},
     "novelty": {"reference"},
+    "doctest": {"prompt"},
     "contains": {"words"},
     "regex": {"patterns", "pattern", "ignore_case"},
     "verifier": {"function"},
@@ -142,6 +147,11 @@ def _from_dict(spec: dict[str, Any]) -> Scorer:
             return JudgeScorer(**{k: spec[k] for k in ("template", "max_tokens", "prefix") if k in spec})
         if kind == "novelty":
             return NoveltyScorer(reference=spec.get("reference"))
+        if kind == "doctest":
+            prompt = spec.get("prompt")
+            if prompt is not None and not isinstance(prompt, str):
+                raise ParameterError("scorer.prompt", f"scorer.prompt must be a string, got {type(prompt).__name__}")
+            return DoctestScorer(prompt)
         if kind == "contains":
             return ContainsScorer(spec.get("words") or [])
         if kind == "regex":

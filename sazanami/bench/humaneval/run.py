@@ -224,4 +224,3 @@ def run_humaneval(
                 log(f"batch of {len(rows)} rows: {tokens} tokens in {wall:.1f} s ({tokens / wall:.1f} tok/s)")
     bar.close()
     return finished
-
