@@ -293,3 +293,68 @@ def test_a_backtracking_regex_scorer_no_longer_freezes_the_server(client):
     assert status == 200, out
     assert time.monotonic() - t < 10
     _alive(client)
+
+
+# -- 3. CALC bounds every operation before computing it -----------------------------------------------------
+HOSTILE_CALC = [
+    "round(1, -10**7)",
+    "round(1, -10**12)",
+    "round(1.5, 10**9)",
+    "9**9**9",
+    "2**4097",
+    "(2**4000)*(2**4000)",
+    "floor(1e308)*floor(1e308)*floor(1e308)*floor(1e308)*floor(1e308)",
+    "max(" + ",".join(["2**4096"] * 8) + ")",
+    "(-8)**0.5",
+    "1<<100000",
+    "~5",
+    "(" * 150 + "1" + ")" * 150,
+    "-" * 480 + "1",
+    "*".join(["(3**2500)//(3**2499)"] * 24),
+]
+
+
+@pytest.mark.parametrize("expr", HOSTILE_CALC)
+def test_calc_bounds_every_operation_before_computing_it(expr):
+    from sazanami.islands import ToolError, calc
+
+    t = time.perf_counter()
+    try:
+        out = calc(expr)
+    except ToolError:
+        out = None
+    assert time.perf_counter() - t < 0.05, (expr, out)  # was 8.5 s for round(1, -10**7), forever for -10**12
+
+
+def test_calc_keeps_answering_arithmetic():
+    from sazanami.islands import ToolError, calc
+
+    assert calc("17*23") == "391"
+    assert calc("2**4000").startswith("1318204093")  # 4001 bits: within the bound
+    assert calc("round(2.567, 2)") == "2.57"
+    assert calc("round(1234, -2)") == "1200"
+    assert calc("2**-5000") == "0"
+    for expr, words in (
+        ("round(1, -10**7)", "round's digits must be in [-1000, 1000], got -10000000"),
+        ("2**4097", "more than 4096 bits"),
+        ("1<<5", "not arithmetic: LShift"),
+        ("(-8)**0.5", "not a real number"),
+    ):
+        with pytest.raises(ToolError, match=words.replace("[", r"\[").replace("]", r"\]").replace("*", r"\*")):
+            calc(expr)
+
+
+def test_calc_reproducer_over_http_is_answered_at_once(client):
+    body = {
+        "prompt": "Compute:",
+        "max_tokens": 40,
+        "seed": 1,
+        "tools": ["calc"],
+        "regex": "CALC\\(round\\(1,\\ \\-10\\*\\*7\\)\\)[^\\n]{0,30}",
+    }
+    t = time.monotonic()
+    status, out = client.post("/v1/completions", body)
+    assert status == 200, out
+    assert time.monotonic() - t < 5  # was 8.5 s, with /health blocked throughout
+    assert "round's digits must be in" in out["choices"][0]["text"], out
+    _alive(client)

@@ -2,8 +2,14 @@
 
 ``CALC`` walks the expression's syntax tree and computes only numbers, operators and a
 short list of math functions — it never calls ``eval``; names, attributes, calls of
-anything else, subscripts and comprehensions are rejected. Sizes are bounded so that no
-expression can run for long (``9**9**9`` is refused, not computed).
+anything else, subscripts, comparisons, shifts and comprehensions are rejected. Every
+operation's operands are checked *before* it is computed, so that no operation can run
+long: integers stay within :data:`MAX_INT_BITS` bits (``9**9**9`` and ``2**4097`` are
+refused, not computed), exponents within :data:`MAX_EXPONENT`, ``round``'s digits within
+:data:`MAX_ROUND_DIGITS` (``round(1, -10**7)`` would compute ``10**(10**7)``), and an
+expression has at most :data:`MAX_EXPR_CHARS` characters, so at most a few hundred such
+operations: the worst expression takes milliseconds, well inside the tool's time limit,
+and never holds the interpreter long enough to stall a server.
 """
 
 from __future__ import annotations
@@ -20,8 +26,13 @@ from sazanami.errors import ParameterError
 from sazanami.islands.tools import ToolError, ToolRegistry
 
 MAX_EXPR_CHARS = 500
+"""Characters of one CALC expression at most."""
 MAX_INT_BITS = 4096
+"""Bits of any integer CALC computes (an operand or a result) at most."""
 MAX_EXPONENT = 10_000
+"""The magnitude of an exponent at most."""
+MAX_ROUND_DIGITS = 1000
+"""The magnitude of ``round``'s digits at most (``round(x, -n)`` computes 10**n)."""
 LOAD_CHARS = 600
 
 _BINARY: dict[type, Callable[[Any, Any], Any]] = {
@@ -40,31 +51,52 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "sin": math.sin, "cos": math.cos, "tan": math.tan, "floor": math.floor, "ceil": math.ceil,
 }  # fmt: skip
 _CONSTANTS = {"pi": math.pi, "e": math.e}
+_TOO_LARGE = f"result too large (more than {MAX_INT_BITS} bits)"
 
 
-def _check_size(value: Any) -> Any:
+def _number(value: Any) -> int | float:
+    """``value`` if it is a real number (a complex result, such as (-8)**0.5, is refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ToolError(f"not a real number: {value!r}"[:80])
     if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
-        raise ToolError(f"result too large (more than {MAX_INT_BITS} bits)")
+        raise ToolError(_TOO_LARGE)
     return value
 
 
-def _eval_node(node: ast.AST) -> Any:
+def _check_binary(op: type, left: int | float, right: int | float) -> None:
+    """Refuse an operation whose result would be too large to compute quickly (before computing it)."""
+    ints = isinstance(left, int) and isinstance(right, int)
+    if op is ast.Pow:
+        if abs(right) > MAX_EXPONENT:
+            raise ToolError(f"exponent too large (more than {MAX_EXPONENT})")
+        if ints and right > 0 and abs(left) > 1 and right * math.log2(abs(left)) > MAX_INT_BITS:
+            raise ToolError(_TOO_LARGE)
+    elif op is ast.Mult and ints and left.bit_length() + right.bit_length() > MAX_INT_BITS + 1:  # type: ignore[union-attr]
+        raise ToolError(_TOO_LARGE)
+
+
+def _check_call(name: str, args: list[int | float]) -> None:
+    """Refuse a function call whose work would not be bounded (before calling it)."""
+    if name == "round" and len(args) == 2:
+        digits = args[1]
+        if not isinstance(digits, int):
+            raise ToolError("round's digits must be an integer")
+        if abs(digits) > MAX_ROUND_DIGITS:
+            raise ToolError(f"round's digits must be in [-{MAX_ROUND_DIGITS}, {MAX_ROUND_DIGITS}], got {digits}")
+    elif name == "round" and len(args) > 2 or name in ("abs", "sqrt", "exp", "floor", "ceil") and len(args) != 1:
+        raise ToolError(f"{name} takes {'1 or 2 arguments' if name == 'round' else '1 argument'}")
+
+
+def _eval_node(node: ast.AST) -> int | float:
     """Compute one node of an arithmetic expression; anything else is refused."""
     if isinstance(node, ast.Expression):
         return _eval_node(node.body)
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return node.value
+        return _number(node.value)
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _eval_node(node.left), _eval_node(node.right)
-        if isinstance(node.op, ast.Pow):
-            if abs(right) > MAX_EXPONENT or (
-                isinstance(left, int) and isinstance(right, int) and left.bit_length() * abs(right) > MAX_INT_BITS
-            ):
-                raise ToolError("exponent too large")
-        if isinstance(node.op, ast.Mult) and isinstance(left, int) and isinstance(right, int):
-            if left.bit_length() + right.bit_length() > MAX_INT_BITS:
-                raise ToolError(f"result too large (more than {MAX_INT_BITS} bits)")
-        return _check_size(_BINARY[type(node.op)](left, right))
+        _check_binary(type(node.op), left, right)
+        return _number(_BINARY[type(node.op)](left, right))
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval_node(node.operand))
     if isinstance(node, ast.Name) and node.id in _CONSTANTS:
@@ -76,8 +108,10 @@ def _eval_node(node: ast.AST) -> Any:
         and not node.keywords
         and 1 <= len(node.args) <= 8
     ):
-        return _check_size(_FUNCTIONS[node.func.id](*(_eval_node(a) for a in node.args)))
-    what = type(node).__name__
+        args = [_eval_node(a) for a in node.args]
+        _check_call(node.func.id, args)
+        return _number(_FUNCTIONS[node.func.id](*args))
+    what = type(node.op if isinstance(node, (ast.BinOp, ast.UnaryOp)) else node).__name__
     if isinstance(node, ast.Call):
         what = "call of " + (node.func.id if isinstance(node.func, ast.Name) else "an expression")
     elif isinstance(node, ast.Name):
@@ -94,13 +128,13 @@ def calc(expr: str) -> str:
         raise ToolError(f"expression longer than {MAX_EXPR_CHARS} characters")
     try:
         tree = ast.parse(text, mode="eval")
-    except SyntaxError as exc:
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
         raise ToolError(f"cannot parse {text[:40]!r}") from exc
     try:
         value = _eval_node(tree)
     except ZeroDivisionError as exc:
         raise ToolError("division by zero") from exc
-    except (OverflowError, ValueError) as exc:
+    except (OverflowError, ValueError, TypeError) as exc:
         raise ToolError(str(exc) or "math error") from exc
     except RecursionError as exc:
         raise ToolError("expression nested too deeply") from exc
