@@ -97,6 +97,7 @@ class _Replica:
             "hidden_size": getattr(b, "hidden_size", 0),
             "num_layers": getattr(b, "num_layers", 0),
             "max_positions": self.engine.max_positions,
+            "kv_bytes_per_token": b.kv_bytes_per_token,
             "capabilities": getattr(b, "capabilities", None),
         }
 
@@ -120,6 +121,7 @@ class _RemoteBackend:
         self.hidden_size = info["hidden_size"]
         self.num_layers = info["num_layers"]
         self.max_positions = info["max_positions"]
+        self.kv_bytes_per_token = info["kv_bytes_per_token"]
         self.capabilities = info["capabilities"]
         """The replicas' backend's (each replica checks its rows itself)."""
 

@@ -81,6 +81,9 @@ class Backend(Protocol):
     num_layers: int
     max_positions: int
     """Positions the model can attend over (its context); caches never grow past it."""
+    kv_bytes_per_token: int
+    """Bytes of keys and values one position of one row takes in a cache (the server's memory
+    admission: :mod:`sazanami.server.memory`)."""
 
     def new_cache(self, batch: int, capacity: int) -> Cache:
         """Allocate an empty cache for ``batch`` rows of up to ``capacity`` positions."""

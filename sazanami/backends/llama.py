@@ -241,6 +241,12 @@ class LlamaBackend:
         self.sin = angles.sin().float()
 
     @property
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of keys and values one position takes in a cache: every layer's KV heads, float32."""
+        cfg = self.cfg
+        return cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * 4
+
+    @property
     def label(self) -> str:
         """Which engine runs, for logs and the demo: ``torch (bfloat16)``."""
         return f"torch ({str(self.dtype).removeprefix('torch.')})"

@@ -690,6 +690,11 @@ class LlamaCppBackend:
         weakref.finalize(self, _close, self.pool, lib, model)
         self._alloc_batch(BATCH)
 
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of keys and values one position takes in llama.cpp's cache (see :meth:`_kv_bytes`)."""
+        return self.pool.kv_bytes
+
     def _kv_bytes(self) -> int:
         """Keys and values of one token in llama.cpp's cache: every layer's KV heads, f16 (its default)."""
         lib, model = self.lib, self.model

@@ -405,14 +405,26 @@ def model_dir(model: str) -> Path:
     return path
 
 
+def kv_bytes_per_token(hf_config: Any, dtype: torch.dtype) -> int:
+    """Bytes of keys and values one position takes: every layer's KV heads in ``dtype``."""
+    heads = hf_config.num_attention_heads
+    kv_heads = getattr(hf_config, "num_key_value_heads", None) or heads
+    head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // heads
+    return hf_config.num_hidden_layers * 2 * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+
+
 class _VllmBackend:
     """What :class:`~sazanami.engine.Engine` reads from a backend; the forward pass is vLLM's own."""
 
-    def __init__(self, name: str, tokenizer: Tokenizer, vocab_size: int, max_positions: int) -> None:
+    def __init__(
+        self, name: str, tokenizer: Tokenizer, vocab_size: int, max_positions: int, kv_bytes_per_token: int
+    ) -> None:
         self.name = name
         self.tokenizer = tokenizer
         self.vocab_size = vocab_size
         self.max_positions = max_positions
+        self.kv_bytes_per_token = kv_bytes_per_token
+        """In vLLM's own (preallocated) cache; the server's memory admission counts it."""
         self.hidden_size = 0
         self.num_layers = 0
         self.capabilities = CAPABILITIES
@@ -450,7 +462,8 @@ class VllmEngine(Engine):
         options |= llm_options
         self.llm = vllm.LLM(model=str(path), **options)
         config = self.llm.llm_engine.model_config
-        backend = _VllmBackend(model, Tokenizer.from_dir(path), config.get_vocab_size(), config.max_model_len)
+        kv = kv_bytes_per_token(config.hf_text_config, config.dtype)
+        backend = _VllmBackend(model, Tokenizer.from_dir(path), config.get_vocab_size(), config.max_model_len, kv)
         self._calls = 0
         super().__init__(backend, prefix_cache=False)  # vLLM keeps its own prefix cache
 

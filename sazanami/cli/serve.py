@@ -40,6 +40,21 @@ from sazanami.server.limits import Limits
     "--corpus", default=None, metavar="PATH", help="Documents for SEARCH/LOAD: a folder of .txt files or a JSONL file."
 )
 @click.option(
+    "--api-key",
+    envvar="SAZANAMI_API_KEY",
+    default=None,
+    metavar="KEY",
+    help="Require 'Authorization: Bearer KEY' on every /v1 route and /metrics (401 otherwise); "
+    "/health and the pages stay open. Also read from $SAZANAMI_API_KEY.  [default: no key]",
+)
+@click.option(
+    "--cors-origins",
+    default=None,
+    metavar="LIST",
+    help="Browser origins allowed to call the API, comma-separated (e.g. https://a.example,https://b.example; "
+    "* for any).  [default: none, no CORS headers]",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -54,6 +69,8 @@ def serve(
     tools: str,
     corpus: str | None,
     log_level: str,
+    api_key: str | None,
+    cors_origins: str | None,
     ray_replicas: int,
     ray_address: str | None,
     **limits: int,
@@ -80,9 +97,27 @@ def serve(
     if backend == "vllm" or ray_replicas:
         rows = limits_obj.max_batch_rows
         engine = engine_from_options(model, limits_obj.prefix_cache_mb > 0, backend, rows, None, ray_replicas, ray_address)
-    app = create_app(model, limits_obj, engine=engine, tools=registry, backend=backend, threads=threads or None)
-    running = app.state.server.engine.backend.capabilities.backend
-    click.echo(f"sazanami: serving {model} on {running} at http://{host}:{port}/ (API under /v1)", err=True)
+    origins = [o.strip() for o in cors_origins.split(",") if o.strip()] if cors_origins else None
+    app = create_app(
+        model,
+        limits_obj,
+        engine=engine,
+        tools=registry,
+        backend=backend,
+        threads=threads or None,
+        api_key=api_key or None,
+        cors_origins=origins,
+    )
+    server = app.state.server
+    running = server.engine.backend.capabilities.backend
+    gate = "; API key required" if api_key else ""
+    click.echo(
+        f"sazanami: serving {model} on {running} at http://{host}:{port}/ (API under /v1{gate}; "
+        f"memory budget {server.memory_budget / 2**30:.2f} GiB)",
+        err=True,
+    )
+    # A request body has --body-timeout seconds to arrive (408 after); an idle keep-alive
+    # connection is closed after uvicorn's timeout_keep_alive (5 s).
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 

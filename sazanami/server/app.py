@@ -6,9 +6,15 @@ Endpoints:
 - ``POST /v1/completions`` (plain text) and ``POST /v1/chat/completions`` (chat template),
   streamed as server-sent events with ``"stream": true``;
 - ``GET /v1/sazanami`` — presets, strategies, scorers, tools and limits (the playground's menus);
-- ``GET /`` — the playground; ``GET /health``.
+- ``GET /`` — the playground; ``GET /health``; ``GET /metrics`` (Prometheus,
+  :mod:`sazanami.server.monitoring`).
 
-A request goes: parse and validate (400 with ``param``; 404 unknown model; 413 too large) →
+With ``api_key``, every ``/v1`` route and ``/metrics`` need ``Authorization: Bearer KEY``
+(:mod:`sazanami.server.gates`); ``cors_origins`` lets those browser origins call the API.
+
+A request goes: read its body (413 past ``max_body_bytes``, 408 past ``body_timeout``) → parse
+and validate (400 with ``param``; 404 unknown model; 413 too large: a prompt past the context,
+or rows whose memory exceeds the budget, :mod:`sazanami.server.memory`) →
 admission (503 when ``max_concurrent + max_queue`` requests are in) → a running slot → the
 :class:`~sazanami.server.batcher.Batcher` (plain sampling, rows sharing engine batches; stochastic
 beams, a batch of their own) or a search thread (search; its engine calls go through the
@@ -35,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
@@ -49,7 +55,10 @@ from sazanami.rows import Completion, RowRequest
 from sazanami.seeds import fresh_seed
 from sazanami.server.batcher import BatchedEngine, Batcher, Cancelled, Event, SearchTimeout
 from sazanami.server.flows_api import flows_router
+from sazanami.server.gates import ApiKeyGate
 from sazanami.server.limits import Limits
+from sazanami.server.memory import MemoryTooLarge, check_fits, default_memory_budget, footprint
+from sazanami.server.monitoring import Clock, Monitor, RequestMetrics
 from sazanami.server.responses import DONE, Choice, Shape, error_body, sse, usage
 from sazanami.server.schemas import ChatCompletionRequest, CompletionRequest, Prompt, SchemaTooLarge
 
@@ -80,6 +89,8 @@ def api_error(exc: BaseException) -> ApiError:
         return exc
     if isinstance(exc, SchemaTooLarge):
         return ApiError(413, str(exc), param=exc.param, code="schema_too_large")
+    if isinstance(exc, MemoryTooLarge):
+        return ApiError(413, str(exc), param=exc.param, code="memory_budget_exceeded")
     if isinstance(exc, ParameterError):
         return ApiError(400, str(exc), param=exc.param, code="invalid_value")
     if isinstance(exc, ModelNotFoundError):
@@ -157,8 +168,12 @@ async def _disconnected(request: Request) -> None:
 class _Plan:
     """A validated request, ready to run."""
 
-    def __init__(self, server: Server, req: CompletionRequest | ChatCompletionRequest, chat: bool) -> None:
+    def __init__(
+        self, server: Server, req: CompletionRequest | ChatCompletionRequest, chat: bool, clock: Clock | None = None
+    ) -> None:
         self.req, self.chat = req, chat
+        self.clock = clock or Clock()
+        """When it arrived, when it last produced output (/metrics' latencies)."""
         limits, engine = server.limits, server.engine
         server.check_model(req.model)
         params = req.sampling_params(limits)
@@ -196,6 +211,7 @@ class _Plan:
                     param=where,
                     code="context_length_exceeded",
                 )
+        self._check_memory(server, ids, where)
         self.alone = bool(limits.batch_invariant if req.batch_invariant is None else req.batch_invariant)
         """Run in engine batches of its own (batch-invariant)."""
         self.shape = Shape(chat, server.model_name)
@@ -205,6 +221,29 @@ class _Plan:
         self.needs_completion = self.want_logprobs or params.trace or has_tools
         self.cached: dict[int, int] = {}
         """Row index → its prompt tokens that came from the engine's prefix cache."""
+
+    def _check_memory(self, server: Server, ids: set[tuple[int, ...]], where: str) -> None:
+        """Refuse (413) rows whose memory exceeds the server's whole budget, naming the field to
+        lower: the prompt or max_tokens when one row is too much, else n (or the prompts).
+
+        A search is checked for one row of its prompt (its engine calls are checked as they
+        come, by the batcher, against the same budget). A beam row counts ``width`` rows."""
+        backend, params = server.engine.backend, self.params
+        rows = self.rows or [RowRequest(list(i), params, 0, islands=self.islands) for i in ids]
+        fp = footprint(rows, backend)
+        longest = max(rows, key=lambda r: len(r.prompt_ids))
+        one = footprint([RowRequest(longest.prompt_ids, params.replace(beams=None), 0, islands=self.islands)], backend)
+        if one.nbytes > server.memory_budget:
+            param = where if max(len(i) for i in ids) >= params.max_tokens else self._max_tokens_name()
+        elif self.kind == "beams" and params.beams is not None and params.beams.width > 1:
+            param = "beams"
+        else:
+            param = "n" if params.n > 1 else where
+        check_fits(one if self.kind == "search" else fp, server.memory_budget, param)
+
+    def _max_tokens_name(self) -> str:
+        """The field the client gave max_tokens as (chat may say max_completion_tokens)."""
+        return "max_completion_tokens" if getattr(self.req, "max_completion_tokens", None) is not None else "max_tokens"
 
     def choices(self) -> list[Choice]:
         """One per row; none for beams (their choices come with the completions)."""
@@ -235,23 +274,44 @@ class Server:
         self.model_name = model_name
         self.limits = limits
         self.tools = tools
-        self.batcher = Batcher(engine, limits.max_batch_rows, limits.cohorts)
+        pc = getattr(engine, "prefix_cache", None)
+        self.memory_budget: int = limits.memory_budget or default_memory_budget(  # type: ignore[assignment]
+            prefix_cache_bytes=pc.max_bytes if pc is not None else 0
+        )
+        """Bytes the running rows' keys/values and logits may take (:mod:`sazanami.server.memory`)."""
+        self.batcher = Batcher(engine, limits.max_batch_rows, limits.cohorts, self.memory_budget)
         self.pool = ThreadPoolExecutor(limits.max_searches, thread_name_prefix="sazanami-search")
         self.admitted = 0
+        self.waiting = 0
+        """Admitted requests waiting for a running slot."""
         self.searching = 0
         """Searches (and beam searches) running on the pool's threads now."""
         self._lock = threading.Lock()
         self.created = int(time.time())
         self._slots: asyncio.Semaphore | None = None
         self.eos = set(engine.tokenizer.eos_token_ids)
-        cfg = getattr(engine.backend, "cfg", None)
-        self.max_positions: int | None = getattr(cfg, "max_positions", None)
+        self.max_positions: int = engine.backend.max_positions
+        """The model's context (every backend says it): a prompt + max_tokens past it is 413."""
+        self.monitor = Monitor(self)
 
     @property
     def slots(self) -> asyncio.Semaphore:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.limits.max_concurrent)
         return self._slots
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """A running slot (counted in ``waiting`` until it is free)."""
+        self.waiting += 1
+        try:
+            await self.slots.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self.slots.release()
 
     def check_model(self, model: str | None) -> None:
         if model is not None and model not in (self.model_name, self.engine.backend.name):
@@ -394,6 +454,7 @@ class Server:
                 if kind == "error":
                     raise value
                 if kind == "deltas":
+                    self.monitor.output(plan.clock)
                     self.feed(plan, choices, value)
                     if not plan.needs_completion and all(c.finish_reason for c in choices):
                         break  # every row is done; the rest of its batch is someone else's
@@ -402,11 +463,14 @@ class Server:
                     choices = [choice]
                     completion_tokens = value.spend.get("generated_tokens")
                 else:
+                    if plan.kind == "beams":  # a beam search's samples come all at once
+                        self.monitor.output(plan.clock)
                     choices = self.complete(plan, choices, value)
         for i, c in enumerate(choices):
             c.text = plan.echo(i) + c.text
         if completion_tokens is None:
             completion_tokens = sum(c.tokens for c in choices)
+        self.monitor.tokens(plan.prompt_tokens, completion_tokens)
         tokens = usage(plan.prompt_tokens, completion_tokens, plan.cached_tokens())
         return plan.shape.response(choices, tokens, self.engine.tokenizer, plan.want_logprobs, **extra)
 
@@ -427,6 +491,7 @@ class Server:
                 if kind == "error":
                     raise value
                 if kind == "deltas":
+                    self.monitor.output(plan.clock)
                     self.feed(plan, choices, value)
                     for d in value:
                         if d.text:
@@ -444,6 +509,7 @@ class Server:
                         yield shape.chunk([shape.piece(0, choice.text)])
                     yield shape.chunk([shape.end(choice, tok, plan.want_logprobs)], search=info, seed=seed)
                 elif plan.kind == "beams":  # nothing was streamed: all of it now
+                    self.monitor.output(plan.clock)
                     choices = self.complete(plan, [], value)
                     for c in choices:
                         if shape.chat:
@@ -455,9 +521,10 @@ class Server:
                     for c in choices:
                         if c.index not in ended:
                             yield shape.chunk([shape.end(c, tok, plan.want_logprobs)])
+        if completion_tokens is None:
+            completion_tokens = sum(c.tokens for c in choices)
+        self.monitor.tokens(plan.prompt_tokens, completion_tokens)
         if plan.req.wants_usage():
-            if completion_tokens is None:
-                completion_tokens = sum(c.tokens for c in choices)
             yield shape.chunk([], usage(plan.prompt_tokens, completion_tokens, plan.cached_tokens()), seed=seed)
         yield DONE
 
@@ -476,6 +543,8 @@ def create_app(
     tools: Any = "builtin",
     backend: str = "auto",
     threads: int | None = None,
+    api_key: str | None = None,
+    cors_origins: list[str] | None = None,
 ) -> FastAPI:
     """The server for ``model`` (a registry name, HF directory or ``.gguf``; or a ready ``engine``).
 
@@ -484,6 +553,9 @@ def create_app(
     ``auto`` picks for the server's typical shape, a full batch of ``limits.max_batch_rows``
     rows (:func:`~sazanami.models.choose_backend`: torch for a model both run unless the batch
     is below the measured crossover, llama.cpp for GGUF-only models). ``threads``: llama.cpp's.
+    ``api_key``: every ``/v1`` route and ``/metrics`` need ``Authorization: Bearer API_KEY``
+    (:mod:`sazanami.server.gates`; None or empty: open). ``cors_origins``: browser origins
+    allowed to call the API (``["*"]`` for any; None: no CORS headers).
     """
     limits = limits or Limits()
     if engine is None:
@@ -514,6 +586,15 @@ def create_app(
         summary="OpenAI-compatible API with fluctuation and search",
     )
     app.state.server = server
+    # outermost last: CORS (answers preflights, adds its headers to every answer, 401s too) →
+    # request metrics (counts every answer, 401s too) → the API key gate → the routes
+    if api_key:
+        app.add_middleware(ApiKeyGate, api_key=api_key)
+    app.add_middleware(RequestMetrics, monitor=server.monitor)
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"], allow_headers=["*"])
 
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError) -> JSONResponse:
@@ -531,16 +612,17 @@ def create_app(
         return JSONResponse(err.body(), status_code=err.status)
 
     async def generate(request: Request, cls: type[CompletionRequest] | type[ChatCompletionRequest]) -> Any:
+        clock = Clock()
         body = await _read_body(request, limits.max_body_bytes)
         try:
             req = cls.model_validate_json(body)
-            plan = _Plan(server, req, cls is ChatCompletionRequest)
+            plan = _Plan(server, req, cls is ChatCompletionRequest, clock)
         except Exception as exc:  # noqa: BLE001
             raise api_error(exc) from exc
         release = server.admit()
         if not req.stream:
             try:
-                async with server.slots:
+                async with server.slot():
                     return await server.respond(plan, request)
             except Exception as exc:  # noqa: BLE001
                 raise api_error(exc) from exc
@@ -593,7 +675,13 @@ def create_app(
             "waiting": b.waiting,
             "stats": b.stats,
             "prefix_cache": _cache_info(server.engine),
+            "memory": {"bytes": b.memory_bytes, "budget": server.memory_budget},
         }
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        text, content_type = server.monitor.exposition()
+        return Response(text, media_type=content_type)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -637,7 +725,7 @@ def _request_schemas() -> dict[str, Any]:
 async def _guarded(server: Server, plan: _Plan, request: Request, release: Callable[[], None]) -> AsyncIterator[str]:
     """The stream, with errors sent as an error event (the status line is already out)."""
     try:
-        async with server.slots:
+        async with server.slot():
             async for line in server.stream(plan, request):
                 yield line
     except Cancelled:
@@ -650,7 +738,23 @@ async def _guarded(server: Server, plan: _Plan, request: Request, release: Calla
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing more than ``limit`` bytes (413) before reading it all."""
+    """The body, refusing more than ``limit`` bytes (413) before reading it all, and a body not
+    received within the server's ``body_timeout`` seconds (408: a client that sends half a body
+    and stalls — slowloris — does not hold its connection for ever)."""
+    timeout = request.app.state.server.limits.body_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_body_now(request, limit)
+    except TimeoutError as exc:
+        raise ApiError(
+            408,
+            f"the request body did not arrive within this server's body_timeout of {timeout:g} s",
+            param="body",
+            code="request_timeout",
+        ) from exc
+
+
+async def _read_body_now(request: Request, limit: int) -> bytes:
     size = request.headers.get("content-length")
     if size is not None and size.isdigit() and int(size) > limit:
         raise ApiError(
@@ -694,7 +798,7 @@ def _info(server: Server) -> dict[str, Any]:
         "strategies": {name: plain(strategy_options(name)) for name in STRATEGIES},
         "scorers": [s for s in SCORER_NAMES if not s.startswith("py:")],
         "tools": server.tools.names if server.tools is not None else [],
-        "limits": server.limits.to_dict(),
+        "limits": server.limits.to_dict() | {"memory_budget": server.memory_budget},
         "defaults": {k: v for k, v in SamplingParams().to_dict().items() if k != "fluctuation"},
     }
 

@@ -25,6 +25,11 @@ job's rows share its engine batches, so its tensors' shapes — and with them th
 round-off of every matmul — depend only on the request, and a seeded request gives the same
 tokens whatever else runs.
 
+With a ``memory_budget`` (bytes; :mod:`sazanami.server.memory`), a job whose rows alone need
+more is refused at :meth:`Batcher.submit` (:class:`~sazanami.server.memory.MemoryTooLarge`),
+and a cohort starts only when its rows' footprint fits beside the live cohorts' — the job at
+the head of the queue waits for one to end (later jobs wait behind it: arrival order holds).
+
 A cancelled job (its client went away) has its rows cut: their ``max_tokens`` is set to 1,
 so the engine finishes them at its next step and drops them from the batch; a cohort whose
 jobs are all cancelled is closed at once.
@@ -42,6 +47,7 @@ from typing import Any
 from sazanami.engine import Delta, Engine
 from sazanami.errors import SazanamiError
 from sazanami.rows import Completion, RowRequest
+from sazanami.server.memory import Footprint, check_fits, footprint
 
 Event = tuple[str, Any]
 """What a sink receives: ``("deltas", [Delta])`` per step (``Delta.row`` is the job's own
@@ -60,7 +66,12 @@ class Job:
     """The rows of one request and where their output goes."""
 
     def __init__(
-        self, rows: list[RowRequest], sink: Callable[[Event], None], batcher: Batcher, alone: bool = False
+        self,
+        rows: list[RowRequest],
+        sink: Callable[[Event], None],
+        batcher: Batcher,
+        alone: bool = False,
+        footprint: Footprint | None = None,
     ) -> None:
         self.rows = rows
         self.sink = sink
@@ -70,6 +81,10 @@ class Job:
         self._batcher = batcher
         self.beams = any(r.params.beams is not None for r in rows)
         """Beam searches: a cohort of their own (see the module docstring)."""
+        self.footprint = footprint
+        """Its rows' memory (None: the batcher has no memory budget)."""
+        self.held = False
+        """It waited at the head of the queue for memory at least once."""
 
     def cancel(self) -> None:
         """Drop this job's rows (thread-safe; takes effect at the engine's next step)."""
@@ -81,8 +96,10 @@ class Job:
 class _Cohort:
     """One engine batch: a running :meth:`Engine.steps` generator over the rows of some jobs."""
 
-    def __init__(self, engine: Engine, jobs: list[Job]) -> None:
+    def __init__(self, engine: Engine, jobs: list[Job], nbytes: int = 0) -> None:
         self.jobs = jobs
+        self.nbytes = nbytes
+        """Its rows' memory footprint (0 without a budget)."""
         self.owner: list[tuple[Job, int]] = [(j, i) for j in jobs for i in range(len(j.rows))]
         self.out: list[Completion] = []
         self.gen = engine.steps([r for j in jobs for r in j.rows], self.out)
@@ -150,27 +167,40 @@ class _Cohort:
 class Batcher:
     """Owns the engine: one worker thread runs every generation step (see the module docstring)."""
 
-    def __init__(self, engine: Engine, max_batch_rows: int = 64, cohorts: int = 2) -> None:
+    def __init__(
+        self, engine: Engine, max_batch_rows: int = 64, cohorts: int = 2, memory_budget: int | None = None
+    ) -> None:
         self.engine = engine
         self.max_batch_rows = max_batch_rows
         self.cohorts = cohorts
+        self.memory_budget = memory_budget
+        """Bytes the live cohorts' rows may hold together (None: unbounded)."""
         self._pending: deque[Job] = deque()
         self._live: list[_Cohort] = []
         self._cond = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
-        self.stats = {"steps": 0, "batches": 0, "rows": 0, "peak_rows": 0, "busy_s": 0.0}
-        """Counters for benchmarks: engine steps, cohorts started, rows run, most rows at once."""
+        self.stats = {"steps": 0, "batches": 0, "rows": 0, "peak_rows": 0, "busy_s": 0.0, "memory_waits": 0}
+        """Counters for benchmarks: engine steps, cohorts started, rows run, most rows at once,
+        jobs that waited for memory."""
 
     # -- client side (any thread) ------------------------------------------------------------
-    def submit(self, rows: list[RowRequest], sink: Callable[[Event], None], alone: bool = False) -> Job:
+    def submit(
+        self, rows: list[RowRequest], sink: Callable[[Event], None], alone: bool = False, param: str = "n"
+    ) -> Job:
         """Queue ``rows``; ``sink`` is called from the worker thread with each :data:`Event`.
 
         ``alone``: no other job's rows share its engine batches (see the module docstring).
+        Rows over the whole memory budget raise :class:`~sazanami.server.memory.MemoryTooLarge`
+        naming ``param``.
         """
         if alone:  # its keys/values computed in its own shapes only, not taken from earlier requests
             rows = [dataclasses.replace(r, reuse=False) for r in rows]
-        job = Job(rows, sink, self, alone)
+        fp = None
+        if self.memory_budget is not None:
+            fp = footprint(rows, self.engine.backend)
+            check_fits(fp, self.memory_budget, param, "an engine call")
+        job = Job(rows, sink, self, alone, fp)
         with self._cond:
             if self._stop:
                 raise SazanamiError("the server is shutting down")
@@ -190,6 +220,11 @@ class Batcher:
     @property
     def waiting(self) -> int:
         return len(self._pending)
+
+    @property
+    def memory_bytes(self) -> int:
+        """The live cohorts' memory footprint (0 without a budget; approximate from another thread)."""
+        return sum(c.nbytes for c in list(self._live))
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -214,11 +249,13 @@ class Batcher:
             self._thread = None
 
     # -- the worker ----------------------------------------------------------------------------
-    def _take(self) -> list[Job]:
-        """Waiting jobs for a new cohort, in arrival order, up to ``max_batch_rows`` rows (≥ 1 job);
-        a job that runs alone is a cohort by itself."""
+    def _take(self) -> tuple[list[Job], int]:
+        """Waiting jobs for a new cohort, in arrival order, up to ``max_batch_rows`` rows, and their
+        footprint; a job that runs alone is a cohort by itself. No jobs (the first waits for
+        memory) only while other cohorts run: alone, a job always fits (:meth:`submit` checked it)."""
         jobs: list[Job] = []
-        rows = 0
+        rows, nbytes = 0, 0
+        room = None if self.memory_budget is None else self.memory_budget - self.memory_bytes
         while self._pending:
             job = self._pending[0]
             if job.cancelled.is_set():
@@ -227,11 +264,20 @@ class Batcher:
                 continue
             if jobs and (job.alone or job.beams or jobs[0].beams or rows + len(job.rows) > self.max_batch_rows):
                 break
+            if room is not None:
+                # the engine sizes every row for the longest one: the footprint of the rows together
+                size = footprint([r for j in [*jobs, job] for r in j.rows], self.engine.backend).nbytes
+                if size > room and (jobs or self._live):
+                    if not jobs and not job.held:
+                        self.stats["memory_waits"] += 1
+                        job.held = True
+                    break
+                nbytes = size
             jobs.append(self._pending.popleft())
             rows += len(job.rows)
             if job.alone:
                 break
-        return jobs
+        return jobs, nbytes
 
     def _loop(self) -> None:
         while True:
@@ -240,9 +286,9 @@ class Batcher:
                     self._cond.wait()
                 if self._stop and not self._live:
                     return
-                new = self._take() if len(self._live) < self.cohorts and not self._stop else []
+                new, nbytes = self._take() if len(self._live) < self.cohorts and not self._stop else ([], 0)
             if new:
-                self._live.append(_Cohort(self.engine, new))
+                self._live.append(_Cohort(self.engine, new, nbytes))
                 self.stats["batches"] += 1
                 self.stats["rows"] += self._live[-1].rows
             self.stats["peak_rows"] = max(self.stats["peak_rows"], self.running_rows)
@@ -302,7 +348,7 @@ class BatchedEngine:
                 box.append(event)
                 done.set()
 
-        job = self._batcher.submit(rows, sink, self._alone)
+        job = self._batcher.submit(rows, sink, self._alone, param="search")
         while not done.wait(0.05):
             stop = stop or self._stop()
             if stop is not None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sazanami.errors import ParameterError, check_int, check_range
 from sazanami.params import MAX_N, MAX_TOKENS_LIMIT
+from sazanami.server.memory import parse_bytes
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,13 @@ class Limits:
     batch_invariant: bool = False
     """Run every request as with ``batch_invariant: true``: its rows in engine batches of their
     own, so a seeded request's tokens do not depend on what else runs (slower under load)."""
+    memory_budget: int | str | None = None
+    """Memory (bytes, or 4G, 512M …) for the keys/values and logits of the rows running at once:
+    a request that needs more alone is refused (413) before any work, and a batch starts only
+    when it fits beside those running. Default: half the memory available at start, less the
+    prefix cache (see docs/server_limits.md)."""
+    body_timeout: float = 30.0
+    """Seconds a client has to send a request body; a slower one gets 408; in (0, 3600]."""
 
     def __post_init__(self) -> None:
         for name, low, high in (
@@ -66,6 +74,9 @@ class Limits:
         ):
             check_int(name, getattr(self, name), low, high)
         check_range("max_search_seconds", self.max_search_seconds, 0, 86400, low_open=True)
+        check_range("body_timeout", self.body_timeout, 0, 3600, low_open=True)
+        if self.memory_budget is not None:  # kept in bytes
+            object.__setattr__(self, "memory_budget", parse_bytes(self.memory_budget))
         if not isinstance(self.batch_invariant, bool):
             raise ParameterError("batch_invariant", f"batch_invariant must be true or false, got {self.batch_invariant!r}")
 

@@ -221,12 +221,17 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
                 "search.budget",
                 f"search.budget must be in [1, {limits.max_search_budget}] tokens on this server, got {budget.tokens}",
             )
+        for key in ("synthesizer", "base_options"):  # objects the strategy reads fields of
+            value = spec.options.get(key)
+            if value is not None and not isinstance(value, dict):
+                raise ParameterError(f"search.options.{key}", f"{key} must be an object, got {_short(value)}")
         try:
             # Every option within its range (rounds within the budget, rows within a batch) before any work.
             check_strategy_options(spec.strategy, spec.options, budget.tokens, limits.max_batch_rows)
         except ParameterError as exc:
             param = exc.param if exc.param == "strategy" else f"search.options.{exc.param}"
             raise ParameterError(param, str(exc)) from exc
+        _check_synthesizer(spec.options.get("synthesizer"), limits)
         _check_scorer(spec.scorer)
         if spec.scorer is not None:
             try:
@@ -244,6 +249,20 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
         budget = Budget.parse(spec if spec is not None else min(16 * params.max_tokens, limits.max_search_budget))
         wall_s = min(budget.wall_s or limits.max_search_seconds, limits.max_search_seconds)
         return Budget(budget.tokens, wall_s)
+
+
+def _check_synthesizer(synth: dict[str, Any] | None, limits: Limits) -> None:
+    """A synthesizer's ``max_tokens`` within the server's ``max_tokens``, its ``n`` (rows of one
+    engine call) within ``max_batch_rows``; its other checks are :class:`Synthesizer`'s own."""
+    if not synth:
+        return
+    for key, high in (("max_tokens", limits.max_tokens), ("n", limits.max_batch_rows)):
+        value = synth.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > high:
+            raise ParameterError(
+                f"search.options.synthesizer.{key}",
+                f"synthesizer.{key} must be in [1, {high}] on this server, got {value}",
+            )
 
 
 def _presets() -> list[str]:
@@ -424,9 +443,15 @@ class ChatCompletionRequest(_Request):
         if self.max_completion_tokens is not None:
             if self.max_tokens is not None and self.max_tokens != self.max_completion_tokens:
                 raise ParameterError("max_completion_tokens", "give max_tokens or max_completion_tokens, not both")
-            return self.model_copy(
-                update={"max_tokens": self.max_completion_tokens, "max_completion_tokens": None}
-            ).sampling_params(limits)
+            try:
+                update = {"max_tokens": self.max_completion_tokens, "max_completion_tokens": None}
+                return self.model_copy(update=update).sampling_params(limits)
+            except ParameterError as exc:  # the error names the field the client sent
+                if exc.param != "max_tokens":
+                    raise
+                raise ParameterError(
+                    "max_completion_tokens", str(exc).replace("max_tokens", "max_completion_tokens")
+                ) from exc
         return super().sampling_params(limits)
 
     @property
