@@ -39,7 +39,11 @@ def _humaneval_options(fn: Any) -> Any:
     is_flag=True,
     help="Grade the reference solutions (expect 164/164) and empty bodies (expect 0/164) in the sandbox, then exit.",
 )
-@click.option("--report", is_flag=True, help="Print pass@k per setting and the frontier gains from --out, then exit.")
+@click.option(
+    "--report",
+    is_flag=True,
+    help="Print pass@k per setting and the frontier gains from --out, write NAME_summary.csv and NAME.png beside it, then exit.",
+)
 @click.option("--list-settings", is_flag=True, help="List the named settings, then exit.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-problem lines.")
 def humaneval(
@@ -74,9 +78,11 @@ def humaneval(
         return
     path = Path(out)
     if report:
-        from sazanami.bench.humaneval.report import summary_text
+        from sazanami.bench.humaneval.report import summary_text, write_outputs
 
         click.echo(summary_text(path))
+        for key, where in write_outputs(path, path.parent).items():
+            click.echo(f"{key}: {where}")
         return
     settings = tuple(s.strip() for item in fields.pop("settings") for s in item.split(",") if s.strip())
     numbers = tuple(int(n) for item in fields.pop("problems") for n in str(item).split(",") if n.strip())

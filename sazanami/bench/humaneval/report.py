@@ -80,6 +80,62 @@ def summary_text(path: Path) -> str:
             cells = "  ".join(f"{k} {v[0] * 100:5.1f} [{v[1] * 100:5.1f},{v[2] * 100:5.1f}]" for k, v in ks.items())
             lines.append(f"  {name:24} {cells}")
         for name, ks in s["gains"].items():
+            if not ks:
+                continue
             cells = "  ".join(f"{k} {v[0] * 100:+5.1f} [{v[1] * 100:+5.1f},{v[2] * 100:+5.1f}]" for k, v in ks.items())
             lines.append(f"  gain over temperature at equal pass@1, {name:24} {cells}")
     return "\n".join(lines)
+
+
+def write_outputs(path: Path, out_dir: Path, name: str = "humaneval") -> dict[str, Path]:
+    """``NAME_summary.csv`` (every setting, k and half with intervals, gains included) and ``NAME.png``
+    (pass@k against pass@1 per setting, the temperature curve drawn as a line), from the raw JSONL."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, png_path = out_dir / f"{name}_summary.csv", out_dir / f"{name}.png"
+    halves = {half: summarize(path, half) for half in ("test", "dev", "all")}
+    with csv_path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["half", "problems", "setting", "measure", "k", "value", "lo", "hi"])
+        for half, s in halves.items():
+            for setting, ks in s["settings"].items():
+                for k, (v, lo, hi) in ks.items():
+                    w.writerow([half, s["problems"], setting, "pass", k, f"{v:.4f}", f"{lo:.4f}", f"{hi:.4f}"])
+            for setting, ks in s["gains"].items():
+                for k, (v, lo, hi) in ks.items():
+                    w.writerow(
+                        [half, s["problems"], setting, "gain_over_temperature", k, f"{v:.4f}", f"{lo:.4f}", f"{hi:.4f}"]
+                    )
+    ks = [k for k in ("pass@2", "pass@4", "pass@8") if any(k in v for v in halves["test"]["settings"].values())]
+    fig, axes = plt.subplots(1, max(len(ks), 1), figsize=(5 * max(len(ks), 1), 4), squeeze=False)
+    settings = halves["test"]["settings"]
+    curve = temperature_curve(list(settings))
+    for ax, k in zip(axes[0], ks, strict=False):
+        xs = [settings[c]["pass@1"][0] for c in curve]
+        ys = [settings[c][k][0] for c in curve]
+        ax.plot(xs, ys, "-o", color="black", label="temperature " + ", ".join(c[1:] for c in curve))
+        for setting, vals in settings.items():
+            if setting in curve or k not in vals:
+                continue
+            ax.errorbar(
+                vals["pass@1"][0],
+                vals[k][0],
+                yerr=[[vals[k][0] - vals[k][1]], [vals[k][2] - vals[k][0]]],
+                fmt="s",
+                capsize=3,
+                label=setting,
+            )
+        ax.set_xlabel("pass@1")
+        ax.set_ylabel(k)
+        ax.set_title(f"HumanEval test half ({halves['test']['problems']} problems): {k} vs pass@1")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return {"csv": csv_path, "png": png_path}
