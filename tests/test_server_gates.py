@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import socket
 import threading
 import time
@@ -382,6 +383,40 @@ def test_the_pages_send_the_key():
     for page in ("index.html", "flows.html"):
         html = (STATIC / page).read_text()
         assert html.index('src="/static/auth.js"') < html.index('src="/static/treeview.js"')
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("playwright") is None or not shutil.which("chromium"),
+    reason="the browser test needs Playwright and Debian's chromium (see tests/test_server_browser.py)",
+)
+def test_the_playground_and_the_flow_editor_ask_for_the_key_once(keyed):
+    """In headless Chromium: the flow editor's first API calls (three at once) get 401 and ask
+    once; the playground, in the same tab, reuses the key and streams with it."""
+    from playwright.sync_api import sync_playwright
+
+    _, url = keyed
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+    asked: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=args)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("dialog", lambda d: (asked.append(d.message), d.accept(KEY)))
+            page.goto(url + "/flows")  # three API calls at start, in parallel: one prompt
+            page.wait_for_function("document.getElementById('model').textContent === 'model: tiny-random'")
+            page.wait_for_selector("#kinds button[data-kind='merge']")
+            page.goto(url + "/")  # the same tab: the key is kept
+            page.wait_for_function("document.getElementById('model').textContent === 'model: tiny-random'")
+            page.fill("#n", "2")
+            page.fill("#max_tokens", "6")
+            page.click("#run")
+            page.wait_for_function("document.querySelectorAll('.variant.done').length === 2", timeout=20_000)
+            assert not errors, errors
+        finally:
+            browser.close()
+    assert len(asked) == 1 and "API key" in asked[0]
 
 
 def test_the_serve_command_takes_the_key_from_its_environment(monkeypatch):
