@@ -254,7 +254,7 @@ class Batcher:
         footprint; a job that runs alone is a cohort by itself. No jobs (the first waits for
         memory) only while other cohorts run: alone, a job always fits (:meth:`submit` checked it)."""
         jobs: list[Job] = []
-        rows, nbytes = 0, 0
+        rows, together = 0, None
         room = None if self.memory_budget is None else self.memory_budget - self.memory_bytes
         while self._pending:
             job = self._pending[0]
@@ -264,20 +264,20 @@ class Batcher:
                 continue
             if jobs and (job.alone or job.beams or jobs[0].beams or rows + len(job.rows) > self.max_batch_rows):
                 break
-            if room is not None:
+            if room is not None and job.footprint is not None:
                 # the engine sizes every row for the longest one: the footprint of the rows together
-                size = footprint([r for j in [*jobs, job] for r in j.rows], self.engine.backend).nbytes
-                if size > room and (jobs or self._live):
+                grown = job.footprint if together is None else together + job.footprint
+                if grown.nbytes > room and (jobs or self._live):
                     if not jobs and not job.held:
                         self.stats["memory_waits"] += 1
                         job.held = True
                     break
-                nbytes = size
+                together = grown
             jobs.append(self._pending.popleft())
             rows += len(job.rows)
             if job.alone:
                 break
-        return jobs, nbytes
+        return jobs, together.nbytes if together is not None else 0
 
     def _loop(self) -> None:
         while True:

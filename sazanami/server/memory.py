@@ -118,6 +118,17 @@ class Footprint:
     def nbytes(self) -> int:
         return self.kv_bytes + self.logit_bytes
 
+    def __add__(self, other: Footprint) -> Footprint:
+        """Two batches' rows in one batch: every row sized for the longer capacity (prompts
+        both share are counted twice: an upper bound, without walking the rows again)."""
+        return Footprint(
+            rows=self.rows + other.rows,
+            capacity=max(self.capacity, other.capacity),
+            prefill=self.prefill + other.prefill,
+            kv_bytes_per_token=self.kv_bytes_per_token,
+            vocab_size=self.vocab_size,
+        )
+
     def describe(self) -> str:
         per = self.kv_bytes_per_token
         return (
