@@ -22,10 +22,10 @@ Budgets are multiples of one sample's tokens (U = the mean completion length of 
 sample at T = 0.7 over the tasks, measured first). Every token the model generates counts,
 judge replies and syntheses included; prompt tokens are reported beside, with the prefix cache's
 reused prompt tokens (``prompt_tokens`` are those computed), ``computed_tokens`` (generated +
-computed prompt tokens) and each strategy's
-solved rate minus best-of-n's at equal wall time and at equal computed tokens
-(:func:`equal_cost_delta`). Every search starts with an empty prefix cache (within a search it
-reuses what it computed). Held-out concept tasks: ``SAZANAMI_CONCEPTS=bench/data/concepts_test.jsonl``.
+computed prompt tokens) and each strategy's solved rate minus best-of-n's at equal wall time
+and at equal computed tokens. Every search starts with an empty prefix cache (within a search
+it reuses what it computed). The statistics (groups, paired deltas, equal-cost deltas) live in
+:mod:`sazanami.bench.search_quality_stats`. Held-out concept tasks: ``SAZANAMI_CONCEPTS=bench/data/concepts_test.jsonl``.
 Two settings:
 
 - ``verifier``: the task's own checker is the scorer (contains / the arithmetic check);
@@ -44,7 +44,6 @@ import csv
 import json
 import math
 import os
-import random
 import re
 import shutil
 import statistics
@@ -60,6 +59,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sazanami import Engine, SamplingParams, load  # noqa: E402
+from sazanami.bench.search_quality_stats import (  # noqa: E402
+    EQUAL_COSTS,
+    equal_cost_delta,  # noqa: F401  (re-exported: tests/test_search_quality_costs.py reads it here)
+    read_runs,
+    summarise,
+    summary_csv,
+    unit_of,
+)
 from sazanami.search import search  # noqa: E402
 from sazanami.search.inflection import concept_coverage  # noqa: E402
 
@@ -182,96 +189,6 @@ def run_one(engine: Engine, task: Task, setting: str, name: str, budget: int, se
     }
 
 
-def groups_of(row: dict[str, Any]) -> list[str]:
-    """The task groups a run counts in: its own, "all", and "concepts-5-6" for 5- and 6-word tasks."""
-    return [row["group"], "all"] + (["concepts-5-6"] if row["group"] in ("concepts-5", "concepts-6") else [])
-
-
-def summarise(rows: list[dict[str, Any]], unit: int) -> list[dict[str, Any]]:
-    """Solved rate per (setting, strategy, budget, task group): mean and spread over seeds."""
-    groups: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        for g in groups_of(r):
-            groups[(r["setting"], r["strategy"], r["budget_tokens"], g)][r["seed"]].append(r)
-    out = []
-    for (setting, strategy, budget, group), by_seed in sorted(groups.items()):
-        rates = [statistics.mean(x["solved"] for x in rs) for rs in by_seed.values()]
-        quality = [statistics.mean(x["quality"] for x in rs) for rs in by_seed.values()]
-        runs = [x for rs in by_seed.values() for x in rs]
-        out.append(
-            {
-                "setting": setting,
-                "strategy": strategy,
-                "budget_x": round(budget / unit, 2),
-                "budget_tokens": budget,
-                "group": group,
-                "tasks": len(runs) // len(by_seed),
-                "seeds": len(by_seed),
-                "solved": round(statistics.mean(rates), 4),
-                "solved_sd": round(statistics.stdev(rates), 4) if len(rates) > 1 else 0.0,
-                "quality": round(statistics.mean(quality), 4),
-                "tokens": round(statistics.mean(x["generated_tokens"] for x in runs), 1),
-                "prompt_tokens": round(statistics.mean(x["prompt_tokens"] for x in runs), 1),
-                # prompt_tokens are the computed ones (the cache's are prompt_tokens_reused); run
-                # files before this fix stored generated + prompt − reused, counting reuse twice.
-                "computed_tokens": round(
-                    statistics.mean(x["generated_tokens"] + x["prompt_tokens"] for x in runs), 1
-                ),
-                "wall_s": round(statistics.mean(x["wall_s"] for x in runs), 2),
-            }
-        )
-    for cost in EQUAL_COSTS:
-        for s in out:
-            s[f"vs_best_of_n_at_equal_{cost}"] = round(equal_cost_delta(out, s, cost), 4)
-    for s in out:
-        d, lo, hi = paired_delta(rows, s)
-        s["vs_best_of_n_paired"], s["vs_best_of_n_lo"], s["vs_best_of_n_hi"] = round(d, 4), round(lo, 4), round(hi, 4)
-    return out
-
-
-def paired_delta(rows: list[dict[str, Any]], s: dict[str, Any], draws: int = 2000) -> tuple[float, float, float]:
-    """Solved rate of ``s`` minus best-of-n's at the same budget, paired by (task, seed), with a
-    95 % bootstrap interval that resamples tasks (seed 0); nan for best-of-n or without pairs."""
-    if s["strategy"] == "best_of_n":
-        return math.nan, math.nan, math.nan
-    in_group = [
-        r for r in rows
-        if (r["setting"], r["budget_tokens"]) == (s["setting"], s["budget_tokens"]) and s["group"] in groups_of(r)
-    ]  # fmt: skip
-    mine = {(r["task"], r["seed"]): r["solved"] for r in in_group if r["strategy"] == s["strategy"]}
-    base = {(r["task"], r["seed"]): r["solved"] for r in in_group if r["strategy"] == "best_of_n"}
-    per_task: dict[str, list[int]] = defaultdict(list)
-    for key in sorted(mine.keys() & base.keys()):  # a fixed order: the bootstrap is seeded
-        per_task[key[0]].append(mine[key] - base[key])
-    if not per_task:
-        return math.nan, math.nan, math.nan
-    diffs = [statistics.mean(v) for v in per_task.values()]
-    rng = random.Random(0)
-    boot = sorted(statistics.mean(rng.choices(diffs, k=len(diffs))) for _ in range(draws))
-    return statistics.mean(diffs), boot[int(0.025 * draws)], boot[int(0.975 * draws) - 1]
-
-
-#: Costs at which strategies are also compared with best-of-n (besides generated tokens).
-EQUAL_COSTS = ("wall_s", "computed_tokens")
-
-
-def equal_cost_delta(summary: list[dict[str, Any]], s: dict[str, Any], cost: str) -> float:
-    """Solved rate of ``s`` minus best-of-n's at the same ``cost`` (wall time or computed tokens).
-
-    Best-of-n's solved rate vs log cost (its budgets, same setting and group) is interpolated
-    piecewise linearly at ``s``'s cost (:func:`sazanami.bench.frontier.interpolate_curve`); nan
-    outside its range (no extrapolation) and for best-of-n itself.
-    """
-    from sazanami.bench.frontier.statistics import interpolate_curve
-
-    if s["strategy"] == "best_of_n" or not s[cost] or s[cost] <= 0:
-        return math.nan
-    base = [b for b in summary if (b["strategy"], b["setting"], b["group"]) == ("best_of_n", s["setting"], s["group"])]
-    xs = [math.log(b[cost]) for b in base if b[cost] and b[cost] > 0]
-    ys = [b["solved"] for b in base if b[cost] and b[cost] > 0]
-    return s["solved"] - interpolate_curve(xs, ys, math.log(s[cost]))
-
-
 def print_table(summary: list[dict[str, Any]], group: str) -> None:
     rows = [s for s in summary if s["group"] == group]
     if not rows:
@@ -372,8 +289,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--tag", default="search_quality", help="Output file stem.")
     ap.add_argument("--docs", action="store_true", help="Copy the plot and summary to docs/.")
-    ap.add_argument("--threads", type=int, default=None, help="torch / llama.cpp threads (1 is far faster on a shared CPU).")
-    ap.add_argument("--backend", default="torch", choices=("torch", "llamacpp"), help="Engine backend (the embedded model on both).")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch / llama.cpp threads (1 is far faster on a shared CPU)."
+    )
+    ap.add_argument(
+        "--backend", default="torch", choices=("torch", "llamacpp"), help="Engine backend (the embedded model on both)."
+    )
     ap.add_argument("--from-csv", default=None, help="Only summarise and plot an existing (maybe partial) run CSV.")
     args = ap.parse_args()
     if args.from_csv:
@@ -459,26 +380,13 @@ def main() -> None:
 
 def report(raw_path: Path, docs: bool) -> None:
     """Summary CSV, tables and plot from a run CSV (complete or partial)."""
-    with raw_path.open() as fh:
-        rows = [
-            {k: (int(v) if k in _INTS and v else float(v) if k in _FLOATS and v else v) for k, v in r.items()}
-            for r in csv.DictReader(fh)
-        ]
-    # Keep only configurations every seed × task finished (a partial run stops mid-config).
-    counts = defaultdict(int)
-    for r in rows:
-        counts[(r["setting"], r["strategy"], r["budget_tokens"])] += 1
-    full = max(counts.values())
-    rows = [r for r in rows if counts[(r["setting"], r["strategy"], r["budget_tokens"])] == full]
-    # Older files have no unit column: the 1× baseline's budget is one sample's tokens.
-    unit = int(rows[0].get("unit") or min(r["budget_tokens"] for r in rows))
+    rows = read_runs(raw_path)
+    unit = unit_of(rows)
     summary = summarise(rows, unit)
     stem = raw_path.with_suffix("")
     sum_path = Path(f"{stem}_summary.csv")
     with sum_path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(summary[0]))
-        writer.writeheader()
-        writer.writerows(summary)
+        fh.write(summary_csv(summary))
     for group in ("concepts-5-6", "arithmetic", "all"):
         print_table(summary, group)
         print_equal_cost(summary, group)
@@ -490,21 +398,6 @@ def report(raw_path: Path, docs: bool) -> None:
         shutil.copy(png, DOCS / png.name)
         shutil.copy(sum_path, DOCS / sum_path.name)
         print(f"copied to {DOCS}")
-
-
-_FLOATS = {"quality", "wall_s"}
-_INTS = {
-    "budget_tokens",
-    "seed",
-    "solved",
-    "generated_tokens",
-    "prompt_tokens",
-    "prompt_tokens_reused",
-    "computed_tokens",
-    "judge_tokens",
-    "nodes",
-    "unit",
-}
 
 
 if __name__ == "__main__":
