@@ -358,3 +358,239 @@ def test_calc_reproducer_over_http_is_answered_at_once(client):
     assert time.monotonic() - t < 5  # was 8.5 s, with /health blocked throughout
     assert "round's digits must be in" in out["choices"][0]["text"], out
     _alive(client)
+
+
+# -- 4. flows are sized before work, parsed off the event loop, stopped at every step --------------------------
+def _validate(client: Client, body: dict[str, Any]) -> tuple[int, Any]:
+    t = time.monotonic()
+    status, out = client.post("/v1/flows/validate", body)
+    assert time.monotonic() - t < 2, out  # was 1 s per 10⁶ repeats, on the event loop
+    return status, out
+
+
+def _invalid(client: Client, body: dict[str, Any], param: str, words: str = "") -> None:
+    status, out = _validate(client, body)
+    error = out["error"]
+    assert status in (200, 400) and out.get("valid") in (False, None), out
+    assert error["param"] == param and words in error["message"], error
+
+
+REPEAT = {"repeat": {"times": 1_000_000, "steps": [{"select": {"k": 1}}]}}
+
+
+@pytest.mark.parametrize(
+    ("flow", "param", "words"),
+    [
+        ({"steps": [{"generate": {"n": 1}}, REPEAT]}, "steps[1].repeat.times", "a flow runs at most 1000"),
+        (
+            {"steps": [{"generate": {"n": 1}}, {"repeat": {"times": 1_000_000, "steps": [REPEAT]}}]},
+            "steps[1].repeat.steps[0].repeat.times",
+            "at most 1000",
+        ),
+        ({"steps": [{"generate": {"n": 1}}] + [{"merge": {}}] * 20_000}, "steps", "at most 1000 steps, got 20001"),
+        ({"steps": [{"generate": {"n": 2_000_000}}]}, "steps[0].generate.n", "[1, 16]"),
+        ({"steps": [{"generate": {"n": 1}}, {"extend": {"n": 1_000_000}}]}, "steps[1].extend.n", "[1, 16]"),
+        ({"steps": [{"strategy": {"name": "best_of_n", "n": 17}}]}, "steps[0].strategy.n", "[1, 16]"),
+        (
+            {"steps": [{"strategy": {"name": "synthesize", "synthesizer": 5}}]},
+            "steps[0].strategy.synthesizer",
+            "object",
+        ),
+        ({"steps": [{"generate": {"n": 1}}], "islands": {"constraint": {}}}, "islands.constraint", "kind"),
+        ({"steps": [{"generate": {"n": 1}}], "islands": {"constraint": "x"}}, "islands.constraint", "kind"),
+        (
+            {"steps": [{"generate": {"n": 1}}], "islands": {"json_schema": "[" * 3000 + "]" * 3000}},
+            "islands.json_schema",
+            "nested 3000 levels deep",
+        ),
+        (
+            {"steps": [{"generate": {"n": 1}}], "islands": {"json_schema": _ref_chain(300)}},
+            "islands.json_schema",
+            "levels deep",
+        ),
+        (
+            {"steps": [{"generate": {"n": 1}}], "islands": {"grammar": NESTED_CHAIN}},
+            "islands.grammar",
+            "levels deep",
+        ),
+    ],
+)
+def test_unbounded_flows_are_refused_before_work(client, flow, param, words):
+    _invalid(client, {"flow": {"prompt": "Say hi.", **flow}}, param, words)
+    _alive(client)
+
+
+def test_flow_texts_are_parsed_with_their_depth_bounded_and_no_aliases(client):
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(11)
+    )
+    text = "prompt: hi\nsteps: [generate: {n: 1}]\nlayout:\n" + "".join(
+        "  " + line + "\n" for line in bomb.splitlines()
+    )
+    assert len(text) < 1000  # 10¹² nodes once expanded
+    _invalid(client, {"text": text, "format": "yaml"}, "flow", "aliases")
+    _invalid(client, {"text": "[" * 3000 + "]" * 3000, "format": "json"}, "flow", "nested 3000 levels deep")
+    _invalid(client, {"text": "a: " + "[" * 3000 + "]" * 3000, "format": "yaml"}, "flow", "nested deeper than 64")
+    _invalid(client, {"text": "- " * 3000 + "x", "format": "yaml"}, "flow", "nested deeper than 64")
+    _invalid(client, {"text": "x: " + "y" * 70_000, "format": "yaml"}, "flow", "at most 65536 characters")
+    ok = "prompt: hi\nparams: &p {temperature: 0.5, max_tokens: 8}\nsteps: [generate: {n: 1}]\n"  # an anchor alone is fine
+    status, out = _validate(client, {"text": ok, "format": "yaml"})
+    assert status == 200 and out["valid"], out
+    _alive(client)
+
+
+def test_flow_validation_is_linear():
+    from sazanami.search import Flow
+
+    t = time.monotonic()
+    steps = [{"generate": {"n": 1}}] + [{"merge": {}}] * 999
+    flow = Flow.from_dict({"prompt": "x", "steps": steps, "budget": 64})
+    assert len(flow.plan()) == 1000
+    assert time.monotonic() - t < 1  # the graph bound each read in a scan of every writer: quadratic
+    cycle = [{"merge": {"id": f"m{i}", "in": f"p{(i + 1) % 999}", "out": f"p{i}"}} for i in range(999)]
+    with pytest.raises(ParameterError, match="cycle"):
+        Flow.from_dict({"prompt": "x", "steps": [{"generate": {"n": 1}}, *cycle]})
+    assert time.monotonic() - t < 2
+
+
+def test_flows_build_no_more_candidates_than_the_budget_pays_for(tiny_engine, monkeypatch):
+    from sazanami.search import Flow
+    from sazanami.search.context import SearchContext
+
+    built = []
+    fresh, continuation = SearchContext.fresh, SearchContext.continuation
+    monkeypatch.setattr(SearchContext, "fresh", lambda self, *a, **k: built.append(1) or fresh(self, *a, **k))
+    monkeypatch.setattr(
+        SearchContext, "continuation", lambda self, *a, **k: built.append(1) or continuation(self, *a, **k)
+    )
+    flow = Flow.from_dict(
+        {
+            "prompt": "x",
+            "seed": 1,
+            "params": {"max_tokens": 2},
+            "scorer": "logprob",
+            "steps": [{"generate": {"n": 200}}, {"extend": {"n": 200}}],
+        }
+    )
+    tree = flow.run(tiny_engine, budget=24)
+    assert len(built) <= 24, len(built)  # was 200 + 24 × 200 candidates built for 24 tokens
+    assert tree.spend["generated_tokens"] <= 24
+
+
+def test_a_flow_checks_its_stop_before_every_step(tiny_engine):
+    from sazanami.search import Flow
+
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def check() -> None:
+        calls.append(1)
+        if len(calls) == 5:
+            raise Stop
+
+    flow = Flow.from_dict({"prompt": "x", "seed": 1, "params": {"max_tokens": 2}, "scorer": "logprob",
+                           "steps": [{"generate": {"n": 1}}, {"repeat": {"times": 999, "steps": [{"select": {"k": 1}}]}}]})  # fmt: skip
+    with pytest.raises(Stop):
+        flow.run(tiny_engine, budget=16, check=check)
+    assert len(calls) == 5  # the first generate, the repeat, three selects: no engine call among the last four
+
+
+@pytest.fixture()
+def slow_scorer(monkeypatch):
+    """Regex scores take 20 ms each: a flow of score steps runs long without calling the model."""
+    from sazanami.search.scorers import RegexScorer
+
+    score = RegexScorer.score
+
+    def slow(self, items, ctx=None):
+        time.sleep(0.02)
+        return score(self, items, ctx)
+
+    monkeypatch.setattr(RegexScorer, "score", slow)
+
+
+LONG_FLOW = {
+    "prompt": "x",
+    "seed": 1,
+    "budget": 32,
+    "params": {"max_tokens": 2},
+    "scorer": "logprob",
+    "steps": [{"generate": {"n": 1}}, {"repeat": {"times": 900, "steps": [{"score": {"scorer": "regex:a"}}]}}],
+}
+
+
+def test_a_flow_stops_at_the_time_limit_between_steps_that_call_no_model(tiny_engine, slow_scorer):
+    app = create_app("tiny-random", Limits(max_tokens=64, max_search_seconds=0.5), engine=tiny_engine)
+    with serving(app) as base:
+        t = time.monotonic()
+        req = urllib.request.Request(
+            base + "/v1/flows/run", json.dumps({"flow": LONG_FLOW}).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            text = r.read().decode()
+        assert time.monotonic() - t < 5, text[-300:]  # 900 × 20 ms = 18 s when only engine calls checked it
+        last = json.loads([line[6:] for line in text.split("\n") if line.startswith("data: ")][-1])
+        assert last["error"]["code"] == "search_timeout", last
+        assert app.state.server.searching == 0
+
+
+def test_a_flow_stops_when_its_client_leaves_between_steps_that_call_no_model(tiny_engine, slow_scorer):
+    import http.client
+
+    app = create_app("tiny-random", Limits(max_tokens=64, max_search_seconds=60), engine=tiny_engine)
+    server = app.state.server
+    with serving(app) as base:
+        host, port = base.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.request("POST", "/v1/flows/run", json.dumps({"flow": LONG_FLOW}), {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        assert r.status == 200 and r.readline().startswith(b"data: ")
+        conn.close()
+        t = time.monotonic()
+        while (server.searching or server.admitted) and time.monotonic() - t < 10:
+            time.sleep(0.05)
+        assert server.searching == 0 and server.admitted == 0
+        assert time.monotonic() - t < 3  # was the whole 18 s: no engine call after the first step
+
+
+def test_run_refuses_the_unbounded_flow_at_once(client):
+    flow = {"prompt": "Say hi.", "scorer": "logprob", "steps": [{"generate": {"n": 1}}, REPEAT]}
+    t = time.monotonic()
+    status, out = client.post("/v1/flows/run", {"flow": flow})
+    assert status == 400 and out["error"]["param"] == "steps[1].repeat.times", out
+    assert time.monotonic() - t < 2
+    _alive(client)
+
+
+# -- 5. bad option objects are 400s naming the field, not 500s ------------------------------------------------
+@pytest.mark.parametrize(
+    ("options", "param"),
+    [
+        *[({"synthesizer": bad}, "search.options.synthesizer") for bad in (5, "7", [1], True, 2.5)],
+        *[({"base_options": bad}, "search.options.base_options") for bad in (5, "ab", [1], True)],
+        ({"synthesizer": {"n": 0}}, "search.options.synthesizer"),
+    ],
+)
+def test_synthesize_option_objects_are_400_naming_the_field(client, options, param):
+    search = {"strategy": "synthesize", "budget": 64, "scorer": "logprob", "options": options}
+    status, out = client.post("/v1/completions", {"prompt": "x", "max_tokens": 4, "search": search})
+    assert status == 400 and out["error"]["param"] == param, out
+
+
+def test_strategy_option_objects_are_checked_in_the_library():
+    """The same rule for flows' strategy steps and the Python API, not only over HTTP."""
+    from sazanami.search import check_strategy_options
+
+    for options, param in (
+        ({"synthesizer": 5}, "synthesizer"),
+        ({"synthesizer": "7"}, "synthesizer"),
+        ({"base_options": [1]}, "base_options"),
+        ({"base_options": "ab"}, "base_options"),
+        ({"synthesizer": {"n": 0}}, "synthesizer"),
+    ):
+        with pytest.raises(ParameterError) as e:
+            check_strategy_options("synthesize", options)
+        assert e.value.param == param, (options, e.value.param)
+    assert check_strategy_options("synthesize", {"synthesizer": {"n": 2}}) == {"synthesizer": {"n": 2}}

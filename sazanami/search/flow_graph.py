@@ -13,11 +13,14 @@ are values: a step's output is a new pool, so parallel branches never see each o
 candidates until a step reads both.
 
 :func:`build_graph` binds every read, rejects a pool read before it is written and cycles,
-and orders the steps topologically (ties in list order: a linear flow runs top to bottom).
+and orders the steps topologically (ties in list order: a linear flow runs top to bottom), in
+time near-linear in the steps and reads (20,000 ``merge`` steps took 21 s when each read
+scanned every writer).
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,9 +123,7 @@ def build_graph(steps: list[Step]) -> Graph:
     seen: dict[str, Step] = {}
     for s in steps:
         if s.id in seen:
-            raise FlowError(
-                f"{s.where}.id", f"{s.where}: id {s.id!r} is already used by {seen[s.id].where}", s.id
-            )
+            raise FlowError(f"{s.where}.id", f"{s.where}: id {s.id!r} is already used by {seen[s.id].where}", s.id)
         seen[s.id] = s
     writers: dict[str, list[int]] = {}
     for i, s in enumerate(steps):
@@ -144,9 +145,9 @@ def build_graph(steps: list[Step]) -> Graph:
             if len(ws) == 1 and ws[0] != i:
                 src.append(ws[0])
                 continue
-            above = [j for j in ws if j < i]
-            if not above:
-                later = steps[next(j for j in ws if j >= i)]
+            k = bisect.bisect_left(ws, i)  # writers are in list order: the last one above i, in log time
+            if k == 0:
+                later = steps[ws[0]]
                 what = "itself" if later is s else f"{later.label}, below it"
                 raise FlowError(
                     f"{s.where}.in",
@@ -154,7 +155,7 @@ def build_graph(steps: list[Step]) -> Graph:
                     "put a step that writes it above, or read another pool",
                     s.id,
                 )
-            src.append(above[-1])
+            src.append(ws[k - 1])
         sources.append(src)
     return Graph(steps, sources, _order(steps, sources))
 
@@ -190,9 +191,11 @@ def _cycle(sources: list[list[int]], stuck: set[int]) -> list[int]:
     """One cycle among the ``stuck`` steps, in running direction, starting at its lowest index."""
     node = min(stuck)
     path: list[int] = []
-    while node not in path:
+    at: dict[int, int] = {}  # step → its place in path (a dict: linear, however long the cycle)
+    while node not in at:
+        at[node] = len(path)
         path.append(node)
         node = min(j for j in sources[node] if j in stuck)  # every stuck step waits on a stuck one
-    cycle = path[path.index(node) :][::-1]  # sources point upstream; reverse to run downstream
+    cycle = path[at[node] :][::-1]  # sources point upstream; reverse to run downstream
     start = cycle.index(min(cycle))
     return cycle[start:] + cycle[:start]

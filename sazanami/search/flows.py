@@ -54,8 +54,16 @@ Steps:
 - ``repeat`` {times, steps} — run the nested steps (one chain, no ``in``/``out``) ``times`` times.
 
 Every step spends from the flow's one budget; model calls are clipped so it is never
-exceeded, and a file's budget must cover the least the planned steps spend
-(:meth:`Flow.check_budget`). The winner is the best candidate of the whole tree. A running
+exceeded (no step builds more candidates than what remains pays for), and a file's budget
+must cover the least the planned steps spend (:meth:`Flow.check_budget`).
+
+A flow is sized before any work, in time linear in its document: at most
+:data:`MAX_FLOW_STEPS` steps run (a ``repeat``'s steps counted ``times`` times, nested
+repeats multiplied), repeats nest at most :data:`MAX_REPEAT_NESTING` deep, a step's ``n`` and
+a strategy's rows are at most ``max_rows`` per engine call (a server passes its batch limit),
+a document nests at most :data:`MAX_DOCUMENT_DEPTH` deep and its text is at most
+:data:`MAX_DOCUMENT_CHARS` characters; YAML aliases (``*name``) are refused (an alias bomb of
+a few hundred bytes expands to gigabytes). The winner is the best candidate of the whole tree. A running
 flow reports per-step events (:data:`EVENTS`). ``sazanami flow run FILE`` runs a flow;
 :meth:`Flow.run` does the same from Python. An optional top-level ``layout`` ({id: [x, y]})
 keeps the editor's node positions; running ignores it.
@@ -63,7 +71,6 @@ keeps the editor's node positions; running ignores it.
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from collections.abc import Callable
@@ -73,8 +80,9 @@ from typing import Any
 
 from sazanami.engine import Engine
 from sazanami.errors import ParameterError, check_int, check_range
+from sazanami.islands.bounds import loads_json
 from sazanami.islands.runtime import Islands
-from sazanami.params import SamplingParams
+from sazanami.params import MAX_N, SamplingParams
 from sazanami.search.budget import Budget
 from sazanami.search.context import SearchContext
 from sazanami.search.flow_graph import GRAPH_FIELDS, FlowError, Graph, Step, build_graph, parse_graph_fields
@@ -85,7 +93,30 @@ from sazanami.search.strategies import STRATEGIES, _check_options, _strategy_nam
 from sazanami.search.synthesis import Improver, Synthesizer
 from sazanami.search.tree import Node, Tree
 
-__all__ = ["EVENTS", "STEP_KINDS", "Flow", "FlowError", "Step", "parse_document", "print_event", "step_fields"]
+__all__ = [
+    "EVENTS",
+    "MAX_DOCUMENT_CHARS",
+    "MAX_DOCUMENT_DEPTH",
+    "MAX_FLOW_STEPS",
+    "MAX_REPEAT_NESTING",
+    "STEP_KINDS",
+    "Flow",
+    "FlowError",
+    "Step",
+    "check_nesting",
+    "parse_document",
+    "print_event",
+    "step_fields",
+]
+
+MAX_FLOW_STEPS = 1000
+"""Steps a flow runs at most: a repeat's steps count ``times`` times (nested repeats multiply)."""
+MAX_REPEAT_NESTING = 8
+"""Repeats inside repeats at most."""
+MAX_DOCUMENT_DEPTH = 64
+"""Nesting of a flow document (objects and arrays) at most."""
+MAX_DOCUMENT_CHARS = 65536
+"""Characters of a flow document's JSON or YAML text at most."""
 
 _PARAM_FIELDS = set(SamplingParams.field_names()) - {"n", "seed"}
 STEP_KINDS: dict[str, set[str]] = {
@@ -105,9 +136,11 @@ _TOP_KEYS = {
 }  # fmt: skip
 
 
-def _parse_steps(raw: Any, where: str, graph: bool = True) -> list[Step]:
+def _parse_steps(raw: Any, where: str, graph: bool = True, max_rows: int = MAX_N, level: int = 0) -> list[Step]:
     if not isinstance(raw, list) or not raw:
         raise ParameterError(where, f"{where} must be a non-empty list of steps")
+    if len(raw) > MAX_FLOW_STEPS:  # before parsing any of them
+        raise ParameterError(where, f"{where} must have at most {MAX_FLOW_STEPS} steps, got {len(raw)}")
     out = []
     for i, item in enumerate(raw):
         here = f"{where}[{i}]"
@@ -140,9 +173,13 @@ def _parse_steps(raw: Any, where: str, graph: bool = True) -> list[Step]:
                     raise ParameterError(
                         f"{here}.{kind}.{extra[0]}", f"{here}.{kind}: unknown field {extra[0]!r}; known: {known}"
                     )
-            _validate(step)
+            _validate(step, max_rows)
             if kind == "repeat":
-                step.steps = _parse_steps(args.get("steps"), f"{here}.repeat.steps", graph=False)
+                if level >= MAX_REPEAT_NESTING:
+                    raise ParameterError(
+                        f"{here}.repeat", f"{here}.repeat: repeats nest at most {MAX_REPEAT_NESTING} deep"
+                    )
+                step.steps = _parse_steps(args.get("steps"), f"{here}.repeat.steps", False, max_rows, level + 1)
         except FlowError as exc:
             if exc.node is None and graph:
                 exc.node = sid
@@ -153,14 +190,53 @@ def _parse_steps(raw: Any, where: str, graph: bool = True) -> list[Step]:
     return out
 
 
-def _validate(step: Step) -> None:
+def _runs(steps: list[Step]) -> int:
+    """Steps that ``steps`` run, a repeat's counted ``times`` times; raises past :data:`MAX_FLOW_STEPS`."""
+    total = 0
+    for step in steps:
+        if step.kind == "repeat":
+            times = step.args["times"]
+            inner = _runs(step.steps)
+            if times * inner > MAX_FLOW_STEPS:
+                raise FlowError(
+                    f"{step.where}.times",
+                    f"{step.where}: times {times} × {inner} steps would run {times * inner} steps; "
+                    f"a flow runs at most {MAX_FLOW_STEPS}",
+                    step.id or None,
+                )
+            total += times * inner
+        else:
+            total += 1
+        if total > MAX_FLOW_STEPS:
+            raise FlowError(
+                step.where, f"the flow would run more than {MAX_FLOW_STEPS} steps (by {step.where})", step.id or None
+            )
+    return total
+
+
+def check_nesting(document: Any, param: str = "flow") -> None:
+    """Refuse a document nested deeper than :data:`MAX_DOCUMENT_DEPTH` (iterative: never a RecursionError)."""
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_DOCUMENT_DEPTH:
+                raise ParameterError(param, f"{param} is nested deeper than {MAX_DOCUMENT_DEPTH} levels")
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+
+
+def _validate(step: Step, max_rows: int = MAX_N) -> None:
     a, w = step.args, step.where
 
-    def positive_int(key: str, required: bool = False) -> None:
+    def positive_int(key: str, required: bool = False, high: int | None = None) -> None:
         if key not in a:
             if required:
                 raise ParameterError(f"{w}.{key}", f"{w} needs {key!r}")
             return
+        if high is not None and isinstance(a[key], int) and not isinstance(a[key], bool) and a[key] > high:
+            raise ParameterError(
+                f"{w}.{key}", f"{w}.{key} must be in [1, {high}] (rows per engine call at most {high}), got {a[key]}"
+            )
         check_int(f"{w}.{key}", a[key], 1)
 
     def share() -> None:
@@ -168,7 +244,7 @@ def _validate(step: Step) -> None:
             check_range(f"{w}.share", a["share"], 0, 1, low_open=True)
 
     if step.kind in ("generate", "extend", "improve", "synthesize"):
-        positive_int("n", required=step.kind in ("extend", "improve"))
+        positive_int("n", required=step.kind in ("extend", "improve"), high=max_rows)
         overrides = {k: v for k, v in a.items() if k in _PARAM_FIELDS}
         if overrides:
             SamplingParams(**overrides)  # validates, raising ParameterError naming the field
@@ -190,7 +266,11 @@ def _validate(step: Step) -> None:
         if "name" not in a:
             raise ParameterError(f"{w}.name", f"{w} needs 'name'")
         name = _strategy_name(a["name"])
-        _check_options(name, STRATEGIES[name], {k: v for k, v in a.items() if k not in ("name", "share")})
+        options = {k: v for k, v in a.items() if k not in ("name", "share")}
+        try:
+            _check_options(name, STRATEGIES[name], options, max_rows=max_rows)
+        except ParameterError as exc:
+            raise ParameterError(f"{w}.{exc.param}", f"{w}: {exc}") from exc
 
 
 @dataclass
@@ -215,13 +295,20 @@ class Flow:
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Flow:
-        """Parse and validate a flow document: every step, the graph, the scorers and the budget."""
+    def from_dict(cls, data: dict[str, Any], max_rows: int = MAX_N) -> Flow:
+        """Parse and validate a flow document: its size, every step, the graph, the scorers and the budget.
+
+        ``max_rows``: rows one engine call may take (a step's ``n``, a strategy's rows); a
+        server passes its ``max_batch_rows``. Linear in the document's size.
+        """
         if not isinstance(data, dict):
             raise ParameterError("flow", f"a flow must be an object, got {type(data).__name__}")
+        check_nesting(data)
         extra = sorted(str(k) for k in data if k not in _TOP_KEYS)  # YAML keys may be numbers
         if extra:
-            raise ParameterError(extra[0] or "flow", f"unknown flow field {extra[0]!r}; known: {', '.join(sorted(_TOP_KEYS))}")
+            raise ParameterError(
+                extra[0] or "flow", f"unknown flow field {extra[0]!r}; known: {', '.join(sorted(_TOP_KEYS))}"
+            )
         params = data.get("params") or {}
         if not isinstance(params, dict):
             raise ParameterError("params", "flow params must be an object of sampling fields")
@@ -235,8 +322,10 @@ class Flow:
             check_int("seed", data["seed"], 0, 2**63 - 1)
         if data.get("model") is not None and not isinstance(data["model"], str):
             raise ParameterError("model", f"model must be a name, got {data['model']!r}")
+        steps = _parse_steps(data.get("steps"), "steps", max_rows=max_rows)
+        _runs(steps)
         flow = cls(
-            steps=_parse_steps(data.get("steps"), "steps"),
+            steps=steps,
             name=str(data.get("name", "flow")),
             description=str(data.get("description", "")),
             prompt=data.get("prompt"),
@@ -247,7 +336,7 @@ class Flow:
             scorer=data.get("scorer", "judge"),
             scorers=dict(scorers),
             raw=bool(data.get("raw", False)),
-            islands=Islands.from_dict(data["islands"], where="islands.") if data.get("islands") is not None else None,
+            islands=_islands(data["islands"]) if data.get("islands") is not None else None,
             source=data,
         )
         # Build every scorer now so that a typo fails before any token is generated.
@@ -264,9 +353,9 @@ class Flow:
         return flow
 
     @classmethod
-    def loads(cls, text: str, fmt: str | None = None) -> Flow:
+    def loads(cls, text: str, fmt: str | None = None, max_rows: int = MAX_N) -> Flow:
         """Parse a JSON or YAML document (``fmt`` 'json' / 'yaml'; default: try JSON, then YAML)."""
-        return cls.from_dict(parse_document(text, fmt))
+        return cls.from_dict(parse_document(text, fmt), max_rows)
 
     @classmethod
     def load(cls, path: str | Path) -> Flow:
@@ -336,9 +425,7 @@ class Flow:
             lo = self._cost(step, lo_in, least=True)
             hi = self._cost(step, hi_in, least=False)
             low[i], high[i] = lo[2], hi[2]
-            out.append(
-                {"id": step.id, "where": step.where, "rows": lo[0], "min_tokens": lo[1], "max_tokens": hi[1]}
-            )
+            out.append({"id": step.id, "where": step.where, "rows": lo[0], "min_tokens": lo[1], "max_tokens": hi[1]})
         return out
 
     def _cost(self, step: Step, pool: int | None, least: bool) -> tuple[int, int | None, int | None]:
@@ -424,12 +511,16 @@ class Flow:
         progress: bool = False,
         islands: Any = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        check: Callable[[], None] | None = None,
     ) -> Tree:
         """Run the flow (arguments override the file's) and return the tree.
 
         ``islands`` (:class:`sazanami.islands.Islands`): tools and/or a grammar for every
         candidate, instead of the file's ``islands``. ``on_event`` gets each step's progress
-        events (:data:`EVENTS`); ``progress=True`` prints them as lines on stderr.
+        events (:data:`EVENTS`); ``progress=True`` prints them as lines on stderr. ``check`` is
+        called before every step (a repeat's too) and may raise to stop the run: a server
+        stops a flow there when its client has gone or its time is up, whether or not the
+        step calls the model.
         """
         prompt = prompt if prompt is not None else self.prompt
         if prompt is None:
@@ -453,7 +544,7 @@ class Flow:
             islands=islands if islands is not None else self.islands,
         )
         sinks = [f for f in (on_event, print_event if progress else None) if f is not None]
-        runner = _Runner(self, ctx, lambda ev: [f(ev) for f in sinks])
+        runner = _Runner(self, ctx, lambda ev: [f(ev) for f in sinks], check)
         try:
             runner.run(graph)
         finally:
@@ -481,8 +572,7 @@ def print_event(event: dict[str, Any], file: Any = None) -> None:
         best = "—" if event["best"] is None else f"{event['best']:.3g}"
         print(
             f"{head} {event['candidates']:>3} candidates (+{event['new']})  {event['tokens']:>5} tok  "
-            f"best {best}  [{event['spent']}/{event['budget']}]"
-            + ("" if event["event"] == "finished" else " …"),
+            f"best {best}  [{event['spent']}/{event['budget']}]" + ("" if event["event"] == "finished" else " …"),
             file=file,
             flush=True,
         )
@@ -499,31 +589,86 @@ def step_fields() -> dict[str, Any]:
 
 
 def parse_document(text: str, fmt: str | None = None) -> dict[str, Any]:
-    """A flow document from JSON or YAML text (``fmt`` 'json' / 'yaml'; default: JSON if it looks so)."""
+    """A flow document from JSON or YAML text (``fmt`` 'json' / 'yaml'; default: JSON if it looks so).
+
+    At most :data:`MAX_DOCUMENT_CHARS` characters nested at most :data:`MAX_DOCUMENT_DEPTH`
+    deep (checked while parsing: a deep text is a ``ParameterError``, never a
+    ``RecursionError``); YAML anchors may be written but aliases are refused.
+    """
+    if len(text) > MAX_DOCUMENT_CHARS:
+        raise ParameterError("flow", f"a flow's text must be at most {MAX_DOCUMENT_CHARS} characters, got {len(text)}")
     if fmt == "json" or (fmt is None and text.lstrip().startswith("{")):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ParameterError("flow", f"flow is not valid JSON: {exc}") from exc
+        return loads_json(text, "flow", MAX_DOCUMENT_DEPTH)
     try:
         import yaml
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ParameterError("flow", "YAML flows need PyYAML: pip install pyyaml") from exc
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader (below)
     except yaml.YAMLError as exc:
         raise ParameterError("flow", f"flow is not valid YAML: {exc}") from exc
+
+
+_LOADER: Any = None
+
+
+def _yaml_loader() -> Any:
+    """PyYAML's SafeLoader that refuses aliases and nodes deeper than :data:`MAX_DOCUMENT_DEPTH`.
+
+    An alias (``*name``) repeats a node without its text: twelve levels of ten aliases are
+    10¹² nodes in a few hundred bytes. PyYAML composes recursively, so depth is counted here.
+    """
+    global _LOADER
+    if _LOADER is None:
+        import yaml
+
+        class Loader(yaml.SafeLoader):
+            depth = 0
+
+            def compose_node(self, parent: Any, index: Any) -> Any:
+                if self.check_event(yaml.AliasEvent):
+                    event = self.peek_event()
+                    raise ParameterError(
+                        "flow",
+                        f"flow YAML may not use aliases (*{event.anchor} at line {event.start_mark.line + 1}); "
+                        "write the value out",
+                    )
+                self.depth += 1
+                try:
+                    if self.depth > MAX_DOCUMENT_DEPTH:
+                        raise ParameterError("flow", f"flow is nested deeper than {MAX_DOCUMENT_DEPTH} levels")
+                    return super().compose_node(parent, index)
+                finally:
+                    self.depth -= 1
+
+        _LOADER = Loader
+    return _LOADER
+
+
+def _islands(spec: Any) -> Islands:
+    """The flow's ``islands`` object; errors name ``islands.<field>``."""
+    try:
+        return Islands.from_dict(spec, where="islands.")
+    except ParameterError as exc:
+        param = exc.param if exc.param.startswith("islands") else f"islands.{exc.param}"
+        raise ParameterError(param, str(exc)) from exc
 
 
 def _check_prompt(prompt: Any, where: str = "prompt") -> None:
     """A prompt is a text or a chat: a list of {role, content} messages (None: given at run time)."""
     if prompt is None or isinstance(prompt, str):
         return
-    ok = isinstance(prompt, list) and prompt and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt
+    ok = (
+        isinstance(prompt, list)
+        and prompt
+        and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt
+        )
     )
     if not ok:
-        raise ParameterError(where, f"{where} must be a text or a list of {{role, content}} messages, got {prompt!r:.80}")
+        raise ParameterError(
+            where, f"{where} must be a text or a list of {{role, content}} messages, got {prompt!r:.80}"
+        )
 
 
 def _union(pools: list[list[Node]]) -> list[Node]:
@@ -537,10 +682,17 @@ def _union(pools: list[list[Node]]) -> list[Node]:
 class _Runner:
     """Executes the graph against one search context: each step maps its input pool to its output."""
 
-    def __init__(self, flow: Flow, ctx: SearchContext, emit: Callable[[dict[str, Any]], Any]) -> None:
+    def __init__(
+        self,
+        flow: Flow,
+        ctx: SearchContext,
+        emit: Callable[[dict[str, Any]], Any],
+        check: Callable[[], None] | None = None,
+    ) -> None:
         self.flow = flow
         self.ctx = ctx
         self.emit = emit
+        self.check = check or (lambda: None)
         self.counter = 0
 
     def run(self, graph: Graph) -> None:
@@ -570,6 +722,7 @@ class _Runner:
 
     def _node(self, i: int, step: Step, pool: list[Node]) -> list[Node]:
         """One graph node, with its events; a step the spent budget cannot run passes its pool on."""
+        self.check()
         if self._skip(step):
             self._event("skipped", i, step)
             return pool
@@ -590,6 +743,7 @@ class _Runner:
     def _chain(self, steps: list[Step], pool: list[Node], after: Callable[[list[Node]], None]) -> list[Node]:
         """Nested steps (a repeat's), one after the other on one pool."""
         for step in steps:
+            self.check()
             if self._skip(step):
                 continue
             self.counter += 1
@@ -619,12 +773,23 @@ class _Runner:
         )
         return self._made(pool, nodes, bool(a.get("keep", False)))
 
+    def _room(self, limit: int | None = None) -> int:
+        """Rows the budget still pays for (one token each, plus scoring): no step builds more.
+
+        The ledger would drop the others from the end anyway; building them first would cost
+        memory in proportion to ``n`` (2,000,000 candidates: +1.3 GB), not to the budget.
+        """
+        ledger = self.ctx.ledger
+        avail = ledger.remaining if limit is None else min(ledger.remaining, max(0, limit))
+        return 0 if ledger.out_of_time else avail // (1 + self.ctx.scorer.cost_per_item)
+
     def _extend(self, step: Step, pool: list[Node]) -> list[Node]:
         a, ctx = step.args, self.ctx
         params = self._params(a)
         specs = []
+        room = self._room()
         for node in pool:
-            for j in range(a["n"]):
+            for j in range(min(a["n"], room - len(specs))):
                 rng = random.Random(ctx.seed_for("cut", self.counter, node.id, j))
                 cut = rng.randrange(1, len(node.token_ids)) if len(node.token_ids) > 1 else 0
                 specs.append(ctx.continuation(node, cut, self.counter * 1000 + j, params))
@@ -637,7 +802,8 @@ class _Runner:
         if "template" in a:
             ctx.improver = Improver(a["template"])
         try:
-            specs = [ctx.improvement(node, self.counter * 1000 + j, params) for node in pool for j in range(a["n"])]
+            pairs = [(node, j) for node in pool[: self._room()] for j in range(a["n"])][: self._room()]
+            specs = [ctx.improvement(node, self.counter * 1000 + j, params) for node, j in pairs]
             nodes = ctx.generate(specs)
         finally:
             ctx.improver = saved
@@ -689,5 +855,5 @@ class _Runner:
     def _spend(self, make: Any, n: int | None, share: int) -> list[Node]:
         """Generate without scoring (a score step scores): n rows, or waves filling ``share``."""
         if n is not None:
-            return self.ctx.generate(make(0, n), limit=share)
+            return self.ctx.generate(make(0, min(n, self._room(share))), limit=share)
         return _waves(self.ctx, make, None, share, score=False)

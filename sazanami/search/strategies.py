@@ -642,6 +642,10 @@ def _check_options(
                 Synthesizer(**value)
             except TypeError as exc:
                 raise ParameterError(key, f"bad synthesizer {value!r}: {exc}") from exc
+            except ParameterError as exc:
+                raise ParameterError(key, f"bad synthesizer: {exc}") from exc
+        elif key == "synthesizer" and value is not None and not isinstance(value, Synthesizer):
+            raise ParameterError(key, f"synthesizer must be an object of synthesizer options, got {value!r:.80}")
         elif key == "base_options" and value is not None:
             if not isinstance(value, dict):
                 raise ParameterError(key, f"base_options must be an object, got {value!r}")
@@ -678,7 +682,10 @@ def check_strategy_options(
     options = dict(options)
     if name == "synthesize":
         own = set(list(inspect.signature(impl).parameters)[1:])
-        base_opts = dict(options.pop("base_options", None) or {})
+        given = options.pop("base_options", None)
+        if given is not None and not isinstance(given, dict):
+            raise ParameterError("base_options", f"base_options must be an object, got {given!r:.80}")
+        base_opts = dict(given or {})
         base_opts.update({k: options.pop(k) for k in list(options) if k not in own})
         if base_opts:
             options["base_options"] = base_opts

@@ -10,9 +10,13 @@
   result (``object: "flow.result"``, with the tree), then ``[DONE]``.
 
 Limits as for search: the flow's budget at most ``max_search_budget``, ``max_tokens`` at
-most the server's, ``max_search_seconds`` of running, no Python verifiers, no file a request
+most the server's, a step's ``n`` and a strategy's rows at most ``max_batch_rows``, the
+flow's size as :mod:`sazanami.search.flows` bounds it (steps run, repeats, document depth, no
+YAML aliases), ``max_search_seconds`` of running, no Python verifiers, no file a request
 names, only the server's tools; a run is admitted like any request (503 when full), holds a
 slot and runs on the search pool, its rows on the batcher (``batch_invariant``: alone).
+Parsing and validating a flow run on a worker thread, never on the event loop; a running
+flow checks before every step whether its client has gone or its time is up.
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 
 from sazanami.errors import ParameterError
 from sazanami.fluctuation import PRESETS
 from sazanami.islands import Islands, ToolRegistry
-from sazanami.search.flows import Flow, parse_document, step_fields
-from sazanami.server.batcher import BatchedEngine, Cancelled
+from sazanami.search.flows import Flow, check_nesting, parse_document, step_fields
+from sazanami.server.batcher import BatchedEngine, Cancelled, SearchTimeout
 from sazanami.server.responses import DONE, sse
 from sazanami.server.schemas import _check_scorer
 
@@ -65,6 +70,7 @@ class FlowRequest(BaseModel):
         doc = self.flow if self.flow is not None else parse_document(self.text or "", self.format)
         if not isinstance(doc, dict):
             raise ParameterError("flow", f"a flow must be an object, got {type(doc).__name__}")
+        check_nesting(doc)  # before anything walks it
         return doc
 
 
@@ -76,7 +82,9 @@ def examples(folder: Path = EXAMPLES) -> list[dict[str, Any]]:
         if fmt is None:
             continue
         text = path.read_text()
-        out.append({"name": path.stem, "file": path.name, "format": fmt, "text": text, "flow": parse_document(text, fmt)})
+        out.append(
+            {"name": path.stem, "file": path.name, "format": fmt, "text": text, "flow": parse_document(text, fmt)}
+        )
     return out
 
 
@@ -88,7 +96,8 @@ def check_document(doc: dict[str, Any]) -> None:
         fl = args.get("fluctuation") if isinstance(args, dict) else None
         if isinstance(fl, str) and fl.strip() not in PRESETS:
             raise ParameterError(
-                f"{where}fluctuation", f"{where}fluctuation must be a preset ({', '.join(PRESETS)}) or an object over HTTP"
+                f"{where}fluctuation",
+                f"{where}fluctuation must be a preset ({', '.join(PRESETS)}) or an object over HTTP",
             )
 
     def steps(items: Any, where: str) -> None:
@@ -117,6 +126,13 @@ def check_document(doc: dict[str, Any]) -> None:
     steps(doc.get("steps"), "steps")
 
 
+def load_flow(doc: dict[str, Any], server: Any) -> tuple[Flow, Islands | None]:
+    """The flow of ``doc`` as this server allows it (module docstring) and its islands here."""
+    check_document(doc)
+    flow = Flow.from_dict(doc, max_rows=server.limits.max_batch_rows)
+    return flow, check_limits(flow, server)
+
+
 def check_limits(flow: Flow, server: Any) -> Islands | None:
     """Refuse what this server does not allow (module docstring); returns the flow's islands here."""
     limits = server.limits
@@ -141,7 +157,11 @@ def check_limits(flow: Flow, server: Any) -> Islands | None:
     if spec is None:
         return None
     available = server.tools if server.tools is not None else ToolRegistry()
-    return Islands.from_dict(spec, available=available, tokenizer=server.engine.tokenizer, where="islands.")
+    try:
+        return Islands.from_dict(spec, available=available, tokenizer=server.engine.tokenizer, where="islands.")
+    except ParameterError as exc:
+        param = exc.param if exc.param.startswith("islands") else f"islands.{exc.param}"
+        raise ParameterError(param, str(exc)) from exc
 
 
 def _yaml(doc: dict[str, Any]) -> str:
@@ -168,8 +188,12 @@ def flows_router(
     async def parse(request: Request) -> tuple[FlowRequest, dict[str, Any]]:
         server = request.app.state.server
         body = await read_body(request, server.limits.max_body_bytes)
-        req = FlowRequest.model_validate_json(body)
-        return req, req.document()
+
+        def work() -> tuple[FlowRequest, dict[str, Any]]:
+            req = FlowRequest.model_validate_json(body)
+            return req, req.document()
+
+        return await run_in_threadpool(work)  # a big document parses off the event loop
 
     @router.get("/flows", include_in_schema=False)
     async def editor() -> FileResponse:
@@ -184,7 +208,9 @@ def flows_router(
         return step_fields()
 
     # the routes read their bodies by hand (read_body: the size limit first); the schema is published
-    body = {"requestBody": {"required": True, "content": {"application/json": {"schema": FlowRequest.model_json_schema()}}}}
+    body = {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": FlowRequest.model_json_schema()}}}
+    }
 
     @router.post(
         "/v1/flows/validate",
@@ -194,39 +220,43 @@ def flows_router(
     async def validate(request: Request) -> Any:
         server = request.app.state.server
         req, doc = await parse(request)
-        try:
-            check_document(doc)
-            flow = Flow.from_dict(doc)
-            check_limits(flow, server)
-            warnings = flow.check_budget(flow.budget) if flow.budget is not None else []
-        except Exception as exc:  # noqa: BLE001 - an invalid flow is this endpoint's answer
-            err, body = error(exc)
-            if err.status >= 500:
-                raise
-            return {"valid": False, "flow": doc, **body}
-        return {
-            "valid": True,
-            "flow": doc,
-            "graph": flow.graph().to_dict(),
-            "plan": flow.plan(),
-            "warnings": warnings,
-            "yaml": _yaml(doc),
-        }
+
+        def work() -> dict[str, Any]:
+            try:
+                flow, _ = load_flow(doc, server)
+                warnings = flow.check_budget(flow.budget) if flow.budget is not None else []
+            except Exception as exc:  # noqa: BLE001 - an invalid flow is this endpoint's answer
+                err, body = error(exc)
+                if err.status >= 500:
+                    raise
+                return {"valid": False, "flow": doc, **body}
+            return {
+                "valid": True,
+                "flow": doc,
+                "graph": flow.graph().to_dict(),
+                "plan": flow.plan(),
+                "warnings": warnings,
+                "yaml": _yaml(doc),
+            }
+
+        return await run_in_threadpool(work)  # linear in the document, but not on the event loop
 
     @router.post("/v1/flows/run", summary="Run a flow: per-step events by SSE, then the tree", openapi_extra=body)
     async def run(request: Request) -> Any:
         server = request.app.state.server
         req, doc = await parse(request)
         try:
-            check_document(doc)
-            flow = Flow.from_dict(doc)
-            islands = check_limits(flow, server)
+            flow, islands = await run_in_threadpool(load_flow, doc, server)
             if req.prompt is None and flow.prompt is None:
                 raise ParameterError("prompt", "the flow has no prompt; pass one")
         except Exception as exc:  # noqa: BLE001 - answered with the step's id
             err, body = error(exc)
             return JSONResponse(body, status_code=err.status)
-        budget = flow.budget if flow.budget is not None else min(16 * flow.params.max_tokens, server.limits.max_search_budget)
+        budget = (
+            flow.budget
+            if flow.budget is not None
+            else min(16 * flow.params.max_tokens, server.limits.max_search_budget)
+        )
         release = server.admit()
         return StreamingResponse(
             _stream(server, flow, req, islands, budget, release, error),
@@ -258,6 +288,13 @@ async def _stream(
     alone = bool(server.limits.batch_invariant if req.batch_invariant is None else req.batch_invariant)
     deadline = time.monotonic() + server.limits.max_search_seconds
 
+    def check() -> None:
+        """Before every step: a flow whose steps call no model stops here too."""
+        if cancelled.is_set():
+            raise Cancelled("the client went away")
+        if time.monotonic() >= deadline:
+            raise SearchTimeout("the flow ran past this server's time limit (max_search_seconds)")
+
     def work() -> None:
         with server._lock:  # counted in /health like a search
             server.searching += 1
@@ -265,7 +302,7 @@ async def _stream(
             engine = BatchedEngine(server.engine, server.batcher, cancelled, alone, deadline)
             tree = flow.run(
                 engine, req.prompt, seed=req.seed, budget=budget, islands=islands,
-                on_event=lambda ev: put("event", ev),
+                on_event=lambda ev: put("event", ev), check=check,
             )  # fmt: skip
             put("done", tree)
         except BaseException as exc:  # noqa: BLE001 - reported to the client
