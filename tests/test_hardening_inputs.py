@@ -594,3 +594,23 @@ def test_strategy_option_objects_are_checked_in_the_library():
             check_strategy_options("synthesize", options)
         assert e.value.param == param, (options, e.value.param)
     assert check_strategy_options("synthesize", {"synthesizer": {"n": 2}}) == {"synthesizer": {"n": 2}}
+
+
+def test_the_cli_bounds_grammars_too(tmp_path):
+    import click
+    from click.testing import CliRunner
+
+    from sazanami.cli.options import island_options, islands_from_options
+
+    @click.command()
+    @island_options
+    def cmd(**kw: Any) -> None:
+        islands_from_options(kw)
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 3000 + "]" * 3000)  # json.loads raised RecursionError here
+    chain = tmp_path / "chain.lark"
+    chain.write_text(RULE_CHAIN)  # compiled: a segfault
+    for args, param in ((["--json-schema", str(deep)], "json_schema"), (["--grammar", str(chain)], "grammar")):
+        r = CliRunner().invoke(cmd, args)
+        assert isinstance(r.exception, ParameterError) and r.exception.param == param, (args, r.exception)
