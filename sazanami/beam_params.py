@@ -1,11 +1,21 @@
-"""Stochastic beam search as a decoding choice: :class:`BeamParams` (width, noise color).
+"""Stochastic beam search's parameters: :class:`BeamParams`, the request of
+:meth:`Engine.beam_search <sazanami.engine.Engine.beam_search>`.
 
-Kept apart from the sampler's parameters and from :mod:`sazanami.beams` (the algorithm),
-as vLLM keeps ``BeamSearchParams`` apart from ``SamplingParams``: it needs nothing but
-validation, so :class:`~sazanami.params.SamplingParams` can carry one (``params.beams``)
-without importing the engine. The fluctuation spelling ``{"beams": {"width", "beta"}}``
-is converted to it where a fluctuation spec is parsed
-(:meth:`sazanami.fluctuation.Fluctuation.parse_with_beams`).
+Kept apart from :class:`~sazanami.params.SamplingParams`, as vLLM keeps ``BeamSearchParams``
+apart: a beam search takes the sampler's logits processing (bias, penalties, DRY,
+temperature, truncation) but draws with its own Gumbel-top-k, so the sampler's draw-side
+fields have no meaning for it. Every field here is honoured; the sampling fields a beam
+search cannot honour are not fields, and asking for one is an error naming it
+(:data:`NOT_FOR_BEAMS`).
+
+The older spelling, ``SamplingParams(beams={"width", "beta"}, ...)`` (and a fluctuation's
+``{"beams": {...}}`` entry), is deprecated but still runs: :meth:`BeamParams.from_sampling`
+turns such parameters into a ``BeamParams``, refusing by name what beams do not honour.
+
+This module imports no other parameter module (``SamplingParams`` holds the deprecated
+``beams`` field, so it sits below it): the sampling fields' ranges are checked by
+``SamplingParams``'s own checks when the search starts (:meth:`BeamParams.sampling_fields`),
+so each range is written once.
 """
 
 from __future__ import annotations
@@ -17,19 +27,79 @@ from typing import Any
 
 from sazanami.errors import ParameterError, check_int, check_range
 
+NOT_FOR_BEAMS: dict[str, str] = {
+    "n": "a beam search returns `width` samples per prompt: set width",
+    "fluctuation": "a beam search's noise is its Gumbel noise: set beta for its color",
+    "mirostat_tau": "mirostat steers one sampled sequence's surprise; beams are drawn by Gumbel-top-k",
+    "mirostat_eta": "mirostat steers one sampled sequence's surprise; beams are drawn by Gumbel-top-k",
+    "xtc_probability": "XTC's coin is a per-row random draw that beams cannot fork",
+    "xtc_threshold": "XTC's coin is a per-row random draw that beams cannot fork",
+    "trace": "beam steps are not traced (each sample carries its perturbed and sequence log-probs in `tag`)",
+}
+"""Sampling fields a beam search does not honour, with the reason given in the error."""
+
 
 @dataclass(frozen=True)
 class BeamParams:
-    """Gumbel-top-k stochastic beam search (Kool et al. 2019): ``width`` samples without replacement."""
+    """Gumbel-top-k stochastic beam search (Kool et al. 2019): ``width`` samples without replacement
+    per prompt, best perturbed value first. Every field is honoured."""
 
     width: int = 4
     """Beam width k: samples per prompt; in [1, 64]."""
     beta: float = 1.0
     """Color of the Gumbel noise: 0 white, 1 pink, 2 brown; in [0, 2]."""
+    max_tokens: int = 128
+    """New tokens per sample at most (injected tool results do not count); in [1, 32768]."""
+    seed: int | None = None
+    """Search seed; prompt i searches with ``derive_seed(seed, i)``. None draws one from the OS."""
+    temperature: float = 1.0
+    """Softmax temperature of each step's distribution; 0 means 1 (beams are drawn, not argmaxed); in [0, 100]."""
+    top_k: int = 0
+    """Keep the k most likely tokens per step; 0 disables; in [0, 2^31 − 1]."""
+    top_p: float = 1.0
+    """Nucleus truncation per step; in (0, 1]."""
+    min_p: float = 0.0
+    """Drop tokens below min_p × the top probability; in [0, 1)."""
+    typical_p: float = 1.0
+    """Locally typical truncation mass; in (0, 1]."""
+    repetition_penalty: float = 1.0
+    """On each beam's own seen tokens (prompt and output); in (0, 10]."""
+    presence_penalty: float = 0.0
+    """Subtract from tokens the beam generated at least once; in [-2, 2]."""
+    frequency_penalty: float = 0.0
+    """Subtract × count of each token the beam generated; in [-2, 2]."""
+    dynatemp_range: float = 0.0
+    """Dynamic temperature range (llama.cpp's entropy rule), per beam and step; in [0, 100]."""
+    dynatemp_exponent: float = 1.0
+    """Exponent on the normalised entropy for dynamic temperature; in (0, 100]."""
+    top_n_sigma: float = 0.0
+    """Keep tokens whose logit ≥ max − n·σ; 0 disables; in [0, 100]."""
+    logit_bias: Any = None
+    """OpenAI's logit_bias {token id: bias}, each in [-100, 100], added before every other step."""
+    dry_multiplier: float = 0.0
+    """DRY over each beam's own context; 0 disables; in [0, 100]."""
+    dry_base: float = 1.75
+    """DRY: penalty = multiplier · base^(repeat length − allowed length); in [1, 10]."""
+    dry_allowed_length: int = 2
+    """DRY: repeats shorter than this are not penalised; in [1, 1000]."""
+    dry_penalty_last_n: int = -1
+    """DRY: tokens scanned back (prompt included); -1 all, 0 disables; in [-1, 1000000]."""
+    dry_sequence_breakers: tuple[str, ...] = ("\n", ":", '"', "*")
+    """DRY: a repeat never extends across a token containing one of these; at most 16 strings."""
+    stop: tuple[str, ...] = ()
+    """Strings that end a beam (not included in its text); at most 16."""
+    ignore_eos: bool = False
+    """Beams go on past end-of-sequence tokens."""
+    top_logprobs: int = 0
+    """Most likely alternatives reported per generated token (model's raw log_softmax); in [0, 20]."""
 
     def __post_init__(self) -> None:
         check_int("beams.width", self.width, 1, 64)
         check_range("beams.beta", self.beta, 0, 2)
+        for name in ("stop", "dry_sequence_breakers"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
 
     @property
     def colored(self) -> float | None:
@@ -37,8 +107,18 @@ class BeamParams:
         return self.beta if self.beta > 0 else None
 
     @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def sampling_fields(self) -> dict[str, Any]:
+        """The fields a beam search shares with ``SamplingParams`` (its logits processing, stop
+        strings, lengths, seed): what the engine builds the search's sampler from, whose checks
+        then validate them."""
+        return {k: getattr(self, k) for k in self.field_names() if k not in ("width", "beta")}
+
+    @classmethod
     def parse(cls, spec: Any) -> BeamParams:
-        """From a BeamParams, ``{"width", "beta"}`` (a JSON string too) or a width."""
+        """From a BeamParams, a mapping of its fields (a JSON string too) or a width."""
         if isinstance(spec, BeamParams):
             return spec
         if isinstance(spec, str) and spec.strip().isdigit():
@@ -51,14 +131,55 @@ class BeamParams:
         if isinstance(spec, int) and not isinstance(spec, bool):
             return cls(width=spec)
         if isinstance(spec, dict):
-            known = {f.name for f in dataclasses.fields(cls)}
-            unknown = sorted(set(spec) - known)
-            if unknown:
+            return cls.from_dict(spec)
+        raise ParameterError("beams", f"beams must be an object {{width, beta, ...}} or a width, got {spec!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BeamParams:
+        """Build from a mapping; a sampling field beams do not honour, or an unknown key, is an error naming it."""
+        for key in data:
+            if key in NOT_FOR_BEAMS:
+                raise _not_for_beams(key)
+        unknown = sorted(set(data) - set(cls.field_names()))
+        if unknown:
+            raise ParameterError(
+                unknown[0], f"unknown beam search parameter {unknown[0]!r}; known: {', '.join(cls.field_names())}"
+            )
+        return cls(**data)
+
+    @classmethod
+    def from_sampling(cls, params: Any) -> BeamParams:
+        """The beam search that deprecated ``SamplingParams(beams=...)`` asks for (``params.beams``
+        gives width and β, ``params`` the rest).
+
+        A sampling field a beam search does not honour (:data:`NOT_FOR_BEAMS`), set away from
+        its default, is an error naming it; so is a field set differently in both places.
+        """
+        beams = params.beams if params.beams is not None else cls()
+        defaults = type(params)()
+        for name in NOT_FOR_BEAMS:
+            if getattr(params, name) != getattr(defaults, name):
+                raise _not_for_beams(name)
+        plain = cls()
+        shared = {}
+        for name in beams.sampling_fields():
+            given, own = getattr(params, name), getattr(beams, name)
+            if own != getattr(plain, name) and own != given:
                 raise ParameterError(
-                    f"beams.{unknown[0]}", f"unknown field {unknown[0]!r} in beams; known: {', '.join(sorted(known))}"
+                    f"beams.{name}", f"{name} is set both in beams ({own!r}) and in the parameters ({given!r})"
                 )
-            return cls(**spec)
-        raise ParameterError("beams", f"beams must be an object {{width, beta}} or a width, got {spec!r}")
+            shared[name] = given
+        return dataclasses.replace(beams, **shared)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["stop"] = list(self.stop)
+        out["dry_sequence_breakers"] = list(self.dry_sequence_breakers)
+        if self.logit_bias is not None:
+            pairs = self.logit_bias.items() if isinstance(self.logit_bias, dict) else self.logit_bias
+            out["logit_bias"] = {str(k): v for k, v in pairs}
+        return out
+
+
+def _not_for_beams(name: str) -> ParameterError:
+    return ParameterError(name, f"{name} is not a beam search parameter: {NOT_FOR_BEAMS[name]}")

@@ -11,85 +11,64 @@ and the k largest G are kept each step. The Gumbel noise is white, or colored:
 made from colored Gaussian streams (one per beam slot × vocabulary entry)
 through the normal CDF, so the marginals stay exact.
 
-Islands work per beam: a grammar masks each beam's logits before its children are
-scored (a child forks its parent's matcher), and a call a beam completes is run and
-its result injected into that beam only (the result's tokens have probability 1:
-they change no beam's φ or G).
+Each step is the engine's row step (:class:`~sazanami.decode_step.RowStep`) with its draw
+replaced: the live beams are its rows; the islands mask and the sampler's logits processing
+(bias, penalties, DRY, temperature, truncation) give each beam's step distribution;
+Gumbel-top-k picks the children; :meth:`RowStep.fork <sazanami.decode_step.RowStep.fork>`
+makes each child a copy of its parent's row (text, penalty counts, grammar and call state);
+the children take their tokens as any row does (end-of-sequence, stop strings,
+``max_tokens``, a complete grammar or a full context end a beam), and a call a beam
+completes is run and its result injected into that beam only (the result's tokens have
+probability 1: they change no beam's φ or G).
 
-The engine runs it: a :class:`~sazanami.rows.RowRequest` whose ``params.beams`` is set
-(:class:`~sazanami.beam_params.BeamParams`) is one beam search, and
-:meth:`Engine.steps <sazanami.engine.Engine.steps>` hands such rows to :func:`beam_steps`,
-so beams go wherever engine calls go (the server's batcher too). Each completion reports
-the search's token usage (``Completion.usage``).
+The engine runs it: :meth:`Engine.beam_search <sazanami.engine.Engine.beam_search>` with a
+:class:`~sazanami.beam_params.BeamParams` (or the deprecated ``SamplingParams(beams=...)``)
+makes one :class:`~sazanami.rows.RowRequest` per prompt, and :meth:`Engine.steps
+<sazanami.engine.Engine.steps>` hands such rows to :func:`beam_steps`, so beams go wherever
+engine calls go (the server's batcher too). Each completion reports the search's token
+usage (``Completion.usage``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from sazanami.beam_params import BeamParams
+from sazanami.decode_step import RowState, RowStep
 from sazanami.fluctuation import MixedNoise, gumbel_from_normal
 from sazanami.inject import forward_injected
-from sazanami.islands.constraints import ConstraintBatch
-from sazanami.islands.runtime import IslandBatch, _matcher
-from sazanami.rows import Completion, RowRequest, Span, injected_tokens
-from sazanami.sampling import truncate
+from sazanami.islands.runtime import IslandBatch
+from sazanami.params import SamplingParams
+from sazanami.rows import Completion, RowRequest
 from sazanami.seeds import derive_seed
 
 
 @dataclass
 class _Beam:
-    tokens: list[int]
-    logprobs: list[float]
     phi: float
+    """Log-probability of the beam's drawn tokens under the processed step distributions."""
     g: float
-    done: bool = False
-    matcher: Any = None
-    """The beam's grammar state (llguidance), None without a grammar."""
-    spans: list[Span] = field(default_factory=list)
-    """Injected tool results, as in ``Completion.spans``."""
-
-    @property
-    def drawn(self) -> int:
-        return len(self.tokens) - injected_tokens(self.spans)
+    """Its perturbed value G (Gumbel(φ) conditioned on its parent's)."""
+    done: RowState | None = None
+    """The finished beam's row; None while it runs (its row is in the step, in beam order)."""
 
 
-def _child(parent: _Beam, tok: int, logprob: float, phi: float, g: float, eos: bool, max_tokens: int) -> _Beam:
-    """``parent`` extended by ``tok`` (nothing on end-of-sequence); a grammar it completes ends it."""
-    matcher = parent.matcher
-    done = eos or parent.drawn + 1 >= max_tokens
-    if matcher is not None and not eos:
-        matcher = matcher.deep_copy()
-        matcher.consume_token(tok)
-        done = done or matcher.is_stopped() or matcher.is_error()
-    return _Beam(
-        parent.tokens + ([] if eos else [tok]),
-        parent.logprobs + ([] if eos else [logprob]),
-        phi,
-        g,
-        done,
-        matcher,
-        list(parent.spans),
-    )
+def beam_sampling(params: BeamParams) -> SamplingParams:
+    """The parameters a beam search's rows carry: its sampling fields (checked here by
+    ``SamplingParams``'s own checks, errors naming the field) with ``beams`` set to it."""
+    return SamplingParams(**params.sampling_fields(), beams=params)
 
 
-def _run_call(beam: _Beam, islands: Any, tokenizer: Any) -> list[int]:
-    """Run the call ``beam``'s text just completed, if any, and append its result; the injected ids."""
-    if beam.done or len(beam.spans) > islands.max_calls:
-        return []
-    text = tokenizer.decode(beam.tokens)
-    call = islands.watcher_after(beam.spans).find(text)
-    if call is None:
-        return []
-    ids, span = islands.answer_at_end(call, tokenizer, beam.tokens, text, islands.calls_made + len(beam.spans))
-    beam.tokens = beam.tokens + ids
-    beam.logprobs = beam.logprobs + [0.0] * len(ids)
-    beam.spans.append(span)  # type: ignore[arg-type]
-    return ids
+def check_rows(requests: list[RowRequest]) -> None:
+    """Raise ``ParameterError`` naming a field a beam row's parameters ask for and beams do not
+    honour (see :meth:`BeamParams.from_sampling`), before any work."""
+    for r in requests:
+        BeamParams.from_sampling(r.params)
 
 
 def _gumbel(noise: MixedNoise | None, shape: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
@@ -129,109 +108,87 @@ def stochastic_beam_search(engine: Any, req: RowRequest) -> list[Completion]:
 def _search(engine: Any, req: RowRequest) -> Generator[list[Any], None, list[Completion]]:
     """``width`` samples without replacement of ``req``, best perturbed value first.
 
-    ``beams.beta`` 0 = white Gumbel noise; else colored with that exponent. Temperature and
-    truncation of ``req.params`` shape each step's distribution. ``req.islands``: a grammar
-    every beam follows and/or tools any beam may call (each beam has its own call history).
-    ``engine`` is read for its backend, tokenizer and context length.
+    ``req.params`` is a ``SamplingParams`` whose ``beams`` is set (read by
+    :meth:`BeamParams.from_sampling`); β 0 = white Gumbel noise, else colored with that
+    exponent. ``req.islands``: a grammar every beam follows and/or tools any beam may call
+    (each beam has its own call history). ``engine`` is read for its backend, tokenizer,
+    prefix cache and context length.
     """
-    params, islands, seed, ids = req.params, req.islands, req.seed, req.prompt_ids
-    width, beta = params.beams.width, params.beams.colored
+    bp = BeamParams.from_sampling(req.params)
+    width, beta, seed, ids = bp.width, bp.colored, req.seed, req.prompt_ids
     backend = engine.backend
     P, V = len(ids), backend.vocab_size
-    cache = backend.new_cache(1, P + params.max_tokens + IslandBatch.reserve(islands) + 1)
+    cache = backend.new_cache(1, P + bp.max_tokens + IslandBatch.reserve(req.islands) + 1)
     last, reused = engine.prefill(list(ids), cache, reuse=req.reuse)  # the prompt, from the prefix cache where it can
-    logits = last[None]  # (1, V)
+    logits = last[None]  # (k, V): one row per live beam, in beam order
     usage = {"decoded": 0, "prefilled": P - reused}
     yield []
     gen = torch.Generator().manual_seed(derive_seed(seed, "beams"))
     noise = MixedNoise(beta, width * V, [(seed, 1.0)], "beams", 4096) if beta is not None else None
-    beams = [_Beam([], [], 0.0, 0.0, matcher=_matcher(islands, engine.tokenizer, V))]
-    tools = islands is not None and islands.has_tools
-    grammar = islands is not None and islands.constraint is not None
-    temp = params.temperature if params.temperature > 0 else 1.0
-    for _ in range(params.max_tokens):
-        live = [i for i, b in enumerate(beams) if not b.done]
+    step = RowStep([req], engine.tokenizer, V, max_positions=engine.max_positions)  # its rows: the live beams
+    beams = [_Beam(0.0, 0.0)]
+    for _ in range(bp.max_tokens):
+        live = [b for b in beams if b.done is None]
         if not live:
             break
         k = len(live)
-        # logits hold one row per live beam, in order (finished beams are not run)
-        if grammar:  # −inf outside each beam's grammar, before anything else
-            logits = ConstraintBatch([beams[i].matcher for i in live], V).mask(logits)
-        x = logits / temp  # (k, V)
-        x = truncate(
-            x,
-            torch.full((k,), params.top_k),
-            torch.full((k,), params.top_p),
-            torch.full((k,), params.min_p),
-            torch.full((k,), params.typical_p),
-        )
-        step_logp = torch.log_softmax(x.double(), -1)  # processed distribution
-        model_logp = torch.log_softmax(logits.double(), -1)
-        phi = torch.tensor([beams[i].phi for i in live], dtype=torch.float64)[:, None] + step_logp
+        # each live beam's step distribution: its grammar's mask, then the sampler's processing
+        _, processed = step.process(logits)
+        step_logp = torch.log_softmax(processed.logits.double(), -1)  # (k, V)
+        phi = torch.tensor([b.phi for b in live], dtype=torch.float64)[:, None] + step_logp
         g_phi = phi + _gumbel(noise, (width, V), gen)[:k]
-        g = _shift(torch.tensor([beams[i].g for i in live], dtype=torch.float64), g_phi)
+        g = _shift(torch.tensor([b.g for b in live], dtype=torch.float64), g_phi)
         g = torch.where(torch.isfinite(phi), g, -math.inf)
         # candidates: finished beams keep their G; live beams' children compete with them
-        done = [b for b in beams if b.done]
         flat = g.flatten()
         top = torch.topk(flat, min(width, int(torch.isfinite(flat).sum()))).indices.tolist()
-        cands = [(float(flat[t]), "child", t) for t in top] + [(b.g, "done", b) for b in done]
+        cands: list[tuple[float, int, _Beam | None]] = [(float(flat[t]), t, None) for t in top]
+        cands += [(b.g, -1, b) for b in beams if b.done is not None]
         cands.sort(key=lambda c: -c[0])
-        new_beams, parents, next_tokens = [], [], []
-        for value, kind, item in cands[:width]:
-            if kind == "done":
-                new_beams.append(item)
-                continue
-            row, tok = divmod(item, V)
-            parent = beams[live[row]]
-            eos = tok in engine.tokenizer.eos_token_ids and not params.ignore_eos
-            logprob = float(model_logp[row, tok])
-            beam = _child(parent, tok, logprob, float(phi[row, tok]), value, eos, params.max_tokens)
-            beam.done = beam.done or P + len(parent.tokens) >= engine.max_positions  # the context is full
-            new_beams.append(beam)
-            if not beam.done:
-                parents.append(row)
-                next_tokens.append(tok)
-        beams = new_beams
-        if not parents:
+        chosen = cands[:width]
+        children = [divmod(t, V) for _, t, b in chosen if b is None]  # (parent row, token)
+        if not children:
+            beams = [b for _, _, b in chosen if b is not None]
             break
-        # reorder the cache to the surviving live beams, then run their new tokens
-        cache = cache.select(torch.tensor(parents))
-        running = [b for b in beams if not b.done]
-        lengths = torch.tensor([P + len(b.tokens) - 1 for b in running])
+        # the children: copies of their parents' rows that take their tokens as any row does
+        parents, tokens = [p for p, _ in children], [t for _, t in children]
+        step.fork(parents)
+        parent_logits = logits[parents]
+        positions = [P + len(r.tokens) for r in step.rows]  # where each child's token goes
+        step.take(tokens, *step.logprobs(parent_logits, torch.tensor(tokens)), positions)
+        step.record(torch.tensor(tokens))
+        injected = step.inject(parent_logits, positions)
+        rows, beams = iter(step.rows), []
+        for value, t, b in chosen:  # the new beams, in candidate order
+            if b is None:
+                row, (p, tok) = next(rows), divmod(t, V)
+                beams.append(_Beam(float(phi[p, tok]), value, row if row.finish_reason is not None else None))
+            else:
+                beams.append(b)
+        keep = step.running()
+        if not keep:
+            break
+        # the cache follows the live children's parents; their tokens (and injected results) run
+        step.select(keep)
+        cache = cache.select(torch.tensor([parents[i] for i in keep]))
+        lengths = torch.tensor([positions[i] for i in keep])
+        next_tokens = [injected[i][0] if i in injected else tokens[i] for i in keep]
         logits = backend.forward(torch.tensor(next_tokens)[:, None], cache, lengths)
         usage["decoded"] += len(next_tokens)
-        if tools:  # a beam that completed a call gets its result, through the model for that beam only
-            injected = {i: got for i, b in enumerate(running) if (got := _run_call(b, islands, engine.tokenizer))}
-            for i in [i for i in injected if P + len(running[i].tokens) + 1 >= engine.max_positions]:
-                running[i].done = True  # its result does not fit the context: it ends here
-                del injected[i]
-            if injected:
-                room = {i: params.max_tokens - running[i].drawn for i in injected}
-                cache, logits, _ = forward_injected(backend, cache, logits, lengths + 1, injected, room)
-                for got in injected.values():
-                    usage["decoded" if len(got) == 1 else "prefilled"] += len(got)
-            going = [i for i, b in enumerate(running) if not b.done]
-            if len(going) < len(running):  # drop the rows of beams that just ended
-                cache, logits = cache.select(torch.tensor(going, dtype=torch.long)), logits[going]
+        results = {n: injected[i][1] for n, i in enumerate(keep) if i in injected}
+        if results:  # a beam that completed a call: its result, through the model for that beam only
+            room = {n: bp.max_tokens - step.rows[n].drawn for n in results}
+            cache, logits, _ = forward_injected(backend, cache, logits, lengths + 1, results, room)
+            for got in results.values():
+                usage["decoded" if len(got) == 1 else "prefilled"] += len(got)
         yield []
-    beams.sort(key=lambda b: -b.g)
-    return [
-        Completion(
-            text=engine.tokenizer.decode(b.tokens),
-            token_ids=b.tokens,
-            logprobs=b.logprobs,
-            seed=seed,
-            finish_reason="length"
-            if b.drawn >= params.max_tokens or P + len(b.tokens) >= engine.max_positions
-            else "stop",
-            prompt_tokens=P,
-            index=i,
-            tag={"perturbed_logprob": b.g, "sequence_logprob": b.phi},
-            spans=b.spans,
-            cached_tokens=reused,
-            usage=dict(usage),
-        )
-        for i, b in enumerate(beams)
-    ]
-
+    running = iter(step.rows)
+    found = [(b, b.done if b.done is not None else next(running)) for b in beams]
+    found.sort(key=lambda f: -f[0].g)
+    out = []
+    for i, (b, row) in enumerate(found):
+        c = row.completion()
+        c.index, c.cached_tokens, c.usage = i, reused, dict(usage)
+        c.tag = {"perturbed_logprob": b.g, "sequence_logprob": b.phi}
+        out.append(c)
+    return out

@@ -1,9 +1,12 @@
 """The batched autoregressive loop.
 
 Rows are :class:`~sazanami.rows.RowRequest` (prompt, seed, parameters); finished rows are
-:class:`~sazanami.rows.Completion`. :meth:`Engine.steps` is the one place decoding is
-dispatched: rows with ``params.beams`` run as stochastic beam searches
-(:mod:`sazanami.beams`), the others through the sampling loop below.
+:class:`~sazanami.rows.Completion`. Two entries: :meth:`Engine.generate` samples
+(:class:`~sazanami.params.SamplingParams`), :meth:`Engine.beam_search` runs stochastic beam
+searches (:class:`~sazanami.beam_params.BeamParams`, :mod:`sazanami.beams`).
+:meth:`Engine.steps` is the one place decoding is dispatched: beam rows to
+:func:`~sazanami.beams.beam_steps`, the others through the sampling loop below, whose
+per-row work is the row step (:class:`~sazanami.decode_step.RowStep`).
 
 Rows that share a prompt share its prefill: the prompt runs through the model once and
 its keys/values are copied into each row's slot of a pre-allocated cache; distinct prompts
@@ -15,20 +18,22 @@ matmuls). Finished rows are dropped from the batch so they stop costing compute.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from sazanami.beams import beam_steps
+from sazanami.beam_params import BeamParams
+from sazanami.beams import beam_sampling, beam_steps, check_rows
+from sazanami.decode_step import RowState, RowStep
 from sazanami.errors import ParameterError
 from sazanami.inject import forward_injected
 from sazanami.islands.runtime import IslandBatch
 from sazanami.params import SamplingParams
 from sazanami.prefix_cache import DEFAULT_BLOCK, PrefixCache
-from sazanami.rows import Completion, RowRequest, Span, find_stop
-from sazanami.sampling import SamplerBatch
+from sazanami.rows import Completion, RowRequest
 from sazanami.seeds import derive_seed, fresh_seed
 
 Prompt = str | list[dict[str, str]]
@@ -55,125 +60,12 @@ class Delta:
     """Prompt tokens of the row taken from the prefix cache (the same in each of its deltas)."""
 
 
-class _Row:
-    """Mutable state of a running row (a :class:`~sazanami.rows.RunningRow`).
-
-    Its text is decoded incrementally: a window of trailing tokens is decoded and what
-    follows its already-decoded head is appended, so a step costs the window, not the
-    whole output. Text is committed (the window moves on) once it does not end in a
-    partial UTF-8 character; tokenizers whose decode is not concatenative see the same
-    window head in both decodes.
-    """
-
-    def __init__(self, req: RowRequest, tokenizer: Any) -> None:
-        self.req = req
-        self.tokenizer = tokenizer
-        self.tokens: list[int] = []
-        self.logprobs: list[float] = []
-        self.trace: list[dict[str, Any]] = []
-        self.text = ""
-        self.emitted = 0
-        self.finish_reason: str | None = None
-        self.stop = req.params.stop
-        self.hold = max((len(s) for s in self.stop), default=0)
-        self.lead = req.lead[-(self.hold - 1) :] if self.hold > 1 else ""  # where a stop may begin
-        self.drawn = 0  # tokens the model drew (injected ones do not count against max_tokens)
-        self.spans: list[Span] = []
-        self.cached = 0  # prompt tokens taken from the prefix cache
-        self.top: dict[int, list[tuple[int, float]]] = {}  # token index → top alternatives
-        # incremental decoding: text of tokens[:_read] is _done; _head decodes tokens[_window:_read]
-        self._window = self._read = 0
-        self._done = self._head = ""
-
-    def _decode(self) -> None:
-        """Bring ``text`` up to date with ``tokens`` (see the class docstring)."""
-        tail = self.tokenizer.decode(self.tokens[self._window :])
-        if not tail.startswith(self._head):  # not concatenative here: decode it all once
-            self._resync()
-            return
-        self.text = self._done + tail[len(self._head) :]
-        if not tail.endswith("\ufffd"):
-            self._done, self._window, self._read = self.text, self._read, len(self.tokens)
-            self._head = self.tokenizer.decode(self.tokens[self._window : self._read])
-
-    def _resync(self) -> None:
-        self.text = self._done = self.tokenizer.decode(self.tokens)
-        self._read = len(self.tokens)
-        self._window = max(0, self._read - 4)
-        self._head = self.tokenizer.decode(self.tokens[self._window : self._read])
-
-    def push(self, token: int, logprob: float, eos: bool) -> None:
-        p = self.req.params
-        if eos and not p.ignore_eos:
-            self.finish_reason = "stop"
-            return
-        self.tokens.append(token)
-        self.logprobs.append(logprob)
-        self.drawn += 1
-        self._decode()
-        if self.stop:
-            n = len(self.lead)
-            start = max(0, self.emitted - self.hold) + n - min(n, self.hold - 1)  # a stop may begin in the lead
-            cut = find_stop(self.lead + self.text, self.stop, after=n, start=start)
-            if cut is not None:
-                self.text = self.text[: max(0, cut - n)]
-                self.finish_reason = "stop"
-                return
-        if self.drawn >= p.max_tokens:
-            self.finish_reason = "length"
-
-    def inject(self, ids: list[int], span: Span) -> None:
-        """Append tokens that came from outside the model (a tool's result) and mark them."""
-        start, token_start = len(self.text), len(self.tokens)
-        self.tokens.extend(ids)
-        self.logprobs.extend([0.0] * len(ids))
-        self._decode()
-        where = {"start": start, "end": len(self.text), "token_start": token_start, "token_end": len(self.tokens)}
-        self.spans.append(span | where)  # type: ignore[typeddict-item]
-
-    def replace_last(self, token: int, logprob: float) -> None:
-        """Swap the last drawn token (islands end a tool call's text at its closing bracket)."""
-        self.tokens[-1] = token
-        self.logprobs[-1] = logprob
-        self._resync()
-
-    def delta(self) -> str:
-        """New text safe to emit: holds back a partial UTF-8 char and a possible stop-string prefix."""
-        end = len(self.text)
-        if self.finish_reason is None:
-            while end > self.emitted and self.text[end - 1] == "\ufffd":
-                end -= 1
-            end = max(self.emitted, end - self.hold)
-        out = self.text[self.emitted : end]
-        self.emitted = end
-        return out
-
-    def completion(self) -> Completion:
-        r = self.req
-        return Completion(
-            text=self.text,
-            token_ids=self.tokens,
-            logprobs=self.logprobs,
-            seed=r.seed,
-            finish_reason=self.finish_reason or "length",
-            prompt_tokens=len(r.prompt_ids),
-            index=r.index,
-            prompt_index=r.prompt_index,
-            trace=self.trace,
-            tag=r.tag,
-            spans=[s for s in self.spans if s["start"] < len(self.text)],
-            cached_tokens=self.cached,
-            top_logprobs=[self.top.get(i, []) for i in range(len(self.tokens))] if r.params.top_logprobs else [],
-        )
-
-
 class Engine:
     """Batched generation over a :class:`~sazanami.backends.Backend`."""
 
     def __init__(self, backend: Any, prefix_cache: PrefixCache | bool = True) -> None:
         self.backend = backend
         self.tokenizer = backend.tokenizer
-        self.eos = torch.tensor(sorted(self.tokenizer.eos_token_ids), dtype=torch.long)
         self.max_positions: int = getattr(backend, "max_positions", None) or 2**31
         """The model's context: a row that fills it ends with ``finish_reason="length"``."""
         if prefix_cache is True:
@@ -232,12 +124,34 @@ class Engine:
         """Generate ``params.n`` variants of each prompt; completions in (prompt, variant) order.
 
         ``islands``: tools the model may call and/or a grammar (:class:`sazanami.islands.Islands`).
-        With ``params.beams``: ``width`` stochastic beam samples per prompt, best first.
+        ``params.beams`` (deprecated; use :meth:`beam_search`): ``width`` stochastic beam samples
+        per prompt, best first.
         """
         params = params or SamplingParams()
-        if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict)):
-            prompts = [prompts]  # type: ignore[list-item]
-        return self.run(self.rows_for(prompts, params, raw, islands))  # type: ignore[arg-type]
+        _warn_beams(params)
+        return self.run(self.rows_for(_prompt_list(prompts), params, raw, islands))
+
+    def beam_search(
+        self,
+        prompts: Prompt | list[Prompt],
+        params: BeamParams | None = None,
+        raw: bool = False,
+        islands: Any = None,
+    ) -> list[Completion]:
+        """Stochastic beam search (:mod:`sazanami.beams`): ``params.width`` samples without
+        replacement per prompt, best first; completions in prompt order.
+
+        Every :class:`~sazanami.beam_params.BeamParams` field is honoured; ``islands``: a grammar
+        every beam follows and/or tools any beam may call.
+        """
+        return self.run(self.beam_rows(_prompt_list(prompts), params or BeamParams(), raw, islands))
+
+    def beam_rows(
+        self, prompts: list[Prompt], params: BeamParams, raw: bool = False, islands: Any = None
+    ) -> list[RowRequest]:
+        """One row per prompt, each a beam search (what :meth:`beam_search` runs; a server's
+        batcher takes them like any rows)."""
+        return self.rows_for(prompts, beam_sampling(params), raw, islands)
 
     def stream(
         self,
@@ -248,13 +162,12 @@ class Engine:
     ) -> Iterator[list[Delta]]:
         """Yield, per step, the text each row added (row index = position in (prompt, variant) order).
 
-        Beams do not stream: their steps yield no deltas (:meth:`generate` returns their samples).
+        Beams do not stream: their steps yield no deltas (:meth:`beam_search` returns their samples).
         """
         params = params or SamplingParams()
-        if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict)):
-            prompts = [prompts]  # type: ignore[list-item]
+        _warn_beams(params)
         out: list[Completion] = []
-        yield from self.steps(self.rows_for(prompts, params, raw, islands), out)  # type: ignore[arg-type]
+        yield from self.steps(self.rows_for(_prompt_list(prompts), params, raw, islands), out)
 
     def run(self, rows: list[RowRequest]) -> list[Completion]:
         """Generate every row; completions in the order of ``rows``."""
@@ -264,54 +177,85 @@ class Engine:
         return out
 
     # -- the loop --------------------------------------------------------------------------
-    def steps(
-        self, requests: list[RowRequest], out: list[Completion], deltas: bool = True
-    ) -> Iterator[list[Delta]]:
+    def steps(self, requests: list[RowRequest], out: list[Completion], deltas: bool = True) -> Iterator[list[Delta]]:
         """Generate ``requests`` one step at a time; fills ``out`` in row order.
 
-        The one place decoding is dispatched: rows whose parameters ask for ``beams`` run as
-        stochastic beam searches (:mod:`sazanami.beams`; all rows of the call must), the
-        others through the sampling loop. Yields per-step deltas (empty lists for beams,
-        or when ``deltas`` is False).
+        The one place decoding is dispatched: beam rows (:meth:`beam_rows`, or parameters with
+        the deprecated ``beams``) run as stochastic beam searches (:mod:`sazanami.beams`; all
+        rows of the call must), the others through the sampling loop. Yields per-step deltas
+        (empty lists for beams, or when ``deltas`` is False).
         """
         beams = [r.params.beams is not None for r in requests]
         if any(beams):
             if not all(beams):
                 raise ParameterError("beams", "beam rows and sampled rows cannot share an engine call")
+            check_rows(requests)  # a field beams do not honour is refused here, before any work
             return beam_steps(self, requests, out)
         return self._sample_steps(requests, out, deltas)
 
     @torch.inference_mode()
     def _sample_steps(self, requests: list[RowRequest], out: list[Completion], emit: bool) -> Iterator[list[Delta]]:
-        """The sampling loop: batched forward, sampler, islands, finished rows dropped."""
+        """The sampling loop: batched forward, the row step, finished rows dropped."""
         backend = self.backend
-        B = len(requests)
+        self._check_prompts(requests)
+        step = RowStep(requests, self.tokenizer, backend.vocab_size, backend.hidden_size, self.max_positions)
+        rows = list(step.rows)  # every row, in request order; rows[active[i]] is batch row i
+        active = list(range(len(rows)))
+        cache, logits, cached = self._prefill_rows(requests)  # logits (B, V) after each prompt
+        lengths = torch.tensor([len(r.prompt_ids) for r in requests], dtype=torch.long)  # (B,)
+        while True:
+            # one token per row: islands mask → sampler → guard → log-prob → push → observe → inject
+            s = step(logits, lengths.tolist())
+            if emit:
+                yield [
+                    Delta(a, rows[a].delta(), s.drawn[i], rows[a].finish_reason is not None,
+                          rows[a].finish_reason, cached[a])
+                    for i, a in enumerate(active)
+                ]  # fmt: skip
+            else:
+                yield []
+            keep = step.running()
+            if len(keep) < len(active):  # finished rows leave the batch (their keys/values may be kept)
+                self._remember_finished(rows, active, keep, cache, lengths)
+                if not keep:
+                    break
+                keep_t = torch.tensor(keep)
+                cache, lengths, tokens = cache.select(keep_t), lengths[keep_t], s.tokens[keep_t]
+                injected = {keep.index(i): v for i, v in s.injected.items() if i in keep}
+                active = [active[i] for i in keep]
+                step.select(keep)
+            else:
+                tokens, injected = s.tokens, s.injected
+            # the next position: each row's new token (and a tool's result after it, row by row)
+            logits = backend.forward(tokens[:, None], cache, lengths, step.sampler.hidden_hook(backend.num_layers))
+            lengths = lengths + 1
+            if injected:
+                hooks = {i: step.sampler.hidden_hook(backend.num_layers, row=i) for i in injected}
+                cache, logits, lengths = self._inject(cache, logits, lengths, injected, step.rows, hooks)
+        for r, n in zip(rows, cached):
+            r.cached = n
+        out.extend(r.completion() for r in rows)
+
+    def _check_prompts(self, requests: list[RowRequest]) -> None:
         for r in requests:
             if len(r.prompt_ids) >= self.max_positions:
                 raise ParameterError(
                     "prompt", f"prompt has {len(r.prompt_ids)} tokens; the model's context is {self.max_positions}"
                 )
-        rows = [_Row(r, self.tokenizer) for r in requests]
-        islands = None
-        if any(r.islands is not None for r in requests):
-            islands = IslandBatch([r.islands for r in requests], self.tokenizer, backend.vocab_size)
-        reserve = islands.reserve if islands is not None else (lambda _: 0)
-        capacity = max(len(r.prompt_ids) + r.params.max_tokens + reserve(r.islands) for r in requests) + 1
-        cache = backend.new_cache(B, capacity)
-        sampler = SamplerBatch(
-            requests,
-            backend.vocab_size,
-            backend.hidden_size,
-            self.tokenizer,
-        )
-        lengths = torch.tensor([len(r.prompt_ids) for r in requests], dtype=torch.long)
 
-        # Prefill: each distinct prompt runs once; its cache is copied to its rows.
-        logits = torch.empty(B, backend.vocab_size)
+    def _prefill_rows(self, requests: list[RowRequest]) -> tuple[Any, torch.Tensor, list[int]]:
+        """A cache for the rows with their prompts in it, each row's last logits (B, V) and the
+        prompt tokens each row took from the prefix cache. Each distinct prompt runs once; its
+        keys/values are copied to its rows."""
+        backend = self.backend
+        reserve = [IslandBatch.reserve(r.islands) for r in requests]  # room for injected results
+        capacity = max(len(r.prompt_ids) + r.params.max_tokens + n for r, n in zip(requests, reserve)) + 1
+        cache = backend.new_cache(len(requests), capacity)
+        logits = torch.empty(len(requests), backend.vocab_size)
         groups: dict[tuple[int, ...], list[int]] = {}
         for b, r in enumerate(requests):
             groups.setdefault(tuple(r.prompt_ids), []).append(b)
-        cached = [0] * B  # prompt tokens each row took from the prefix cache
+        cached = [0] * len(requests)
         prompts = [list(ids) for ids in groups]
         reuse = [all(requests[b].reuse for b in members) for members in groups.values()]
         for g, tmp, row, last, reused in self._prefills(prompts, reuse):
@@ -320,82 +264,18 @@ class Engine:
             logits[members] = last
             for b in members:
                 cached[b] = reused
+        return cache, logits, cached
 
-        active = list(range(B))  # rows[active[i]] is batch row i
-        while True:
-            trace = any(rows[a].req.params.trace for a in active)
-            # Grammar rows: −inf outside the grammar, before every sampler step (noise cannot unmask).
-            masked = islands.mask(logits) if islands is not None else logits
-            generated = [rows[a].tokens for a in active] if sampler.history is not None else None  # DRY's context
-            tokens, info = sampler.sample(masked, trace=trace, generated=generated)  # (B,)
-            if islands is not None:
-                tokens = islands.guard(tokens, masked)
-            # the drawn token's log-prob under the model: one gather and a logsumexp per row
-            lse = torch.logsumexp(logits, -1, keepdim=True)  # (B, 1)
-            logprobs = (logits.gather(-1, tokens[:, None]) - lse).squeeze(-1)
-            k = max(rows[a].req.params.top_logprobs for a in active)
-            top = logits.topk(k, -1) if k else None  # alternatives (raw distribution) for rows that ask
-            top_v, top_i = ((top.values - lse).tolist(), top.indices.tolist()) if top is not None else ([], [])
-            is_eos = torch.isin(tokens, self.eos)
-            tok_list, lp_list, eos_list = tokens.tolist(), logprobs.tolist(), is_eos.tolist()
-            pos = lengths.tolist()  # where each row's new token goes in the cache
-            for i, a in enumerate(active):
-                row = rows[a]
-                drawn = len(row.tokens)
-                row.push(tok_list[i], lp_list[i], eos_list[i])
-                if (kr := row.req.params.top_logprobs) and len(row.tokens) > drawn:
-                    row.top[drawn] = list(zip(top_i[i][:kr], top_v[i][:kr]))
-                if islands is not None:
-                    islands.observe(i, row, tok_list[i])
-                if row.finish_reason is None and pos[i] >= self.max_positions:
-                    row.finish_reason = "length"  # the model's context is full: nothing can follow
-                if row.req.params.trace:
-                    row.trace.append({k: v[i] for k, v in info.items()} | {"token": tok_list[i], "logprob": lp_list[i]})
-            # Tool calls completed this step run now; their results join those rows' next forward.
-            injected = islands.inject([rows[a] for a in active], logits) if islands is not None else {}
-            for i, (first, ids) in list(injected.items()):
-                tokens[i] = first
-                if pos[i] + len(ids) + 1 >= self.max_positions:  # the result would not fit the context
-                    rows[active[i]].finish_reason = "length"
-                    del injected[i]
-            if emit:
-                yield [
-                    Delta(
-                        a, rows[a].delta(), tok_list[i], rows[a].finish_reason is not None, rows[a].finish_reason,
-                        cached[a],
-                    )
-                    for i, a in enumerate(active)
-                ]
-            else:
-                yield []
-            keep = [i for i, a in enumerate(active) if rows[a].finish_reason is None]
-            if self.prefix_cache is not None and len(keep) < len(active):
-                for i, a in enumerate(active):
-                    if rows[a].finish_reason is not None and _row_cacheable(rows[a].req):
-                        fed = int(lengths[i]) - len(rows[a].req.prompt_ids)  # its tokens now in the cache
-                        self.remember(rows[a].req.prompt_ids + rows[a].tokens[:fed], cache, i)
-            if not keep:
-                break
-            if len(keep) < len(active):
-                keep_t = torch.tensor(keep)
-                cache = cache.select(keep_t)
-                sampler.select(keep_t)
-                if islands is not None:
-                    islands.select(keep)
-                lengths = lengths[keep_t]
-                tokens = tokens[keep_t]
-                injected = {keep.index(i): v for i, v in injected.items() if i in keep}
-                active = [active[i] for i in keep]
-            logits = backend.forward(tokens[:, None], cache, lengths, sampler.hidden_hook(backend.num_layers))
-            lengths = lengths + 1
-            if injected:
-                hooks = {i: sampler.hidden_hook(backend.num_layers, row=i) for i in injected}
-                cache, logits, lengths = self._inject(
-                    cache, logits, lengths, injected, [rows[a] for a in active], hooks
-                )
-        for r, n in zip(rows, cached):
-            r.cached = n
-        out.extend(r.completion() for r in rows)
+    def _remember_finished(
+        self, rows: list[RowState], active: list[int], keep: list[int], cache: Any, lengths: torch.Tensor
+    ) -> None:
+        """Store the keys/values of batch rows that just finished in the prefix cache (where allowed)."""
+        if self.prefix_cache is None:
+            return
+        for i, a in enumerate(active):
+            if i not in keep and _row_cacheable(rows[a].req):
+                fed = int(lengths[i]) - len(rows[a].req.prompt_ids)  # its tokens now in the cache
+                self.remember(rows[a].req.prompt_ids + rows[a].tokens[:fed], cache, i)
 
     # -- the prefix cache ------------------------------------------------------------------
     def prefill(self, ids: list[int], cache: Any, row: int = 0, reuse: bool = True) -> tuple[torch.Tensor, int]:
@@ -488,7 +368,7 @@ class Engine:
         logits: torch.Tensor,
         lengths: torch.Tensor,
         injected: dict[int, tuple[int, list[int]]],
-        rows: list[_Row],
+        rows: list[RowState],
         hooks: dict[int, Any] | None = None,
     ) -> tuple[Any, torch.Tensor, torch.Tensor]:
         """Run injected tokens through the model for their rows (see :func:`forward_injected`)."""
@@ -496,6 +376,21 @@ class Engine:
         ids = {i: tokens for i, (_, tokens) in injected.items()}
         return forward_injected(self.backend, cache, logits, lengths, ids, {i: left[i] for i in ids}, hooks)
 
+
+def _prompt_list(prompts: Prompt | list[Prompt]) -> list[Prompt]:
+    """One prompt (a string or a chat) as a list of one."""
+    if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict)):
+        return [prompts]  # type: ignore[list-item]
+    return prompts  # type: ignore[return-value]
+
+
+def _warn_beams(params: SamplingParams) -> None:
+    if params.beams is not None:
+        warnings.warn(
+            "SamplingParams.beams is deprecated: use Engine.beam_search(prompts, BeamParams(...))",
+            DeprecationWarning,
+            stacklevel=3,
+        )
 
 
 def _can_cache(backend: Any) -> bool:

@@ -16,12 +16,19 @@ Pipeline, applied to float32 logits (B, V) of the rows still running:
 
 Each row has its own seed and generator, so its random numbers do not depend on
 what else shares the batch. No step modifies its input logits in place.
+
+:class:`SamplerBatch` splits the pipeline in three: :meth:`~SamplerBatch.process` (steps 0-4,
+the distribution), :meth:`~SamplerBatch.draw` (step 5) and :meth:`~SamplerBatch.record` (what
+the rows took: penalty counts, DRY's context, mirostat's μ). The row step
+(:mod:`sazanami.decode_step`) calls them in that order; stochastic beams call ``process`` and
+draw their own Gumbel-top-k.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -219,6 +226,20 @@ def draw_inverse_cdf(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tens
     return idx.squeeze(-1)
 
 
+@dataclass
+class Processed:
+    """What :meth:`SamplerBatch.process` hands to the draw: steps 0-4 applied."""
+
+    logits: torch.Tensor
+    """(B, V) the distribution each row draws from (processed, temperature-scaled, truncated)."""
+    temperature: torch.Tensor
+    """(B,) each row's temperature this step (fluctuating, dynamic); 0 for greedy rows."""
+    greedy: torch.Tensor
+    """(B,) bool: rows that take the argmax."""
+    mirostat: torch.Tensor
+    """(B,) bool: rows truncated by mirostat instead of top-k/p, min-p, typical, XTC."""
+
+
 class SamplerBatch:
     """Per-row sampler state for the rows of one engine batch.
 
@@ -291,7 +312,11 @@ class SamplerBatch:
         return len(self.rows)
 
     def select(self, keep: torch.Tensor) -> None:
-        """Keep only rows ``keep`` (indices into the current rows, in order)."""
+        """Keep only rows ``keep`` (indices into the current rows, in order).
+
+        An index may repeat (a beam's children fork its row): the parameter tensors, penalty
+        counts, mirostat's μ and DRY's context are copied per child. Noise streams and the
+        generators (draw, XTC) cannot fork: a driver that forks refuses rows that use them."""
         idx = keep.tolist()
         self.rows = [self.rows[i] for i in idx]
         for name in (
@@ -319,7 +344,7 @@ class SamplerBatch:
         if self.bias is not None:
             self.bias = self.bias[keep]
         if self.history is not None:
-            self.history = [self.history[i] for i in idx]
+            self.history = [list(self.history[i]) for i in idx]
         self.fluct.select(keep)
         if self.counts is not None:
             self.counts = self.counts[keep]
@@ -328,13 +353,23 @@ class SamplerBatch:
     def sample(
         self, logits: torch.Tensor, trace: bool = False, generated: list[list[int]] | None = None
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Steps 0-5 on logits (B, V); returns tokens (B,) and per-row trace columns.
+        """Steps 0-5 on logits (B, V): :meth:`process`, :meth:`draw`, :meth:`record`; returns
+        tokens (B,) and per-row trace columns (empty unless ``trace``).
 
         ``generated``: each row's output so far (with injected tokens), for DRY's context;
         by default the tokens this sampler drew.
         """
-        B = logits.shape[0]
-        info: dict[str, Any] = {}
+        processed = self.process(logits, generated)
+        tokens = self.draw(processed)
+        self.record(tokens, processed, generated)
+        return tokens, self.trace_columns(logits, processed, tokens) if trace else {}
+
+    def process(self, logits: torch.Tensor, generated: list[list[int]] | None = None) -> Processed:
+        """Steps 0-4 on logits (B, V): the distribution each row draws from (a new tensor).
+
+        Steps each row's noise streams once (logits, temperature) and XTC's coin; a driver
+        with its own draw (stochastic beams' Gumbel-top-k) calls this alone.
+        """
         x = logits
         # 0. logit bias
         if self.bias is not None:
@@ -371,14 +406,34 @@ class SamplerBatch:
         if self.use_xtc:
             chance = torch.stack([torch.rand((), generator=g) for g in self.xtc_gens])  # (B,), every step
             x = xtc(x, chance, torch.where(plain, self.xtc_p, 0.0), self.xtc_threshold)
-        # 5. draw
+        return Processed(x, temp, greedy, miro)
+
+    def draw(self, processed: Processed) -> torch.Tensor:
+        """Step 5: one token per row (B,) from :meth:`process`'s distribution.
+
+        Greedy rows take the argmax; the others an inverse-CDF draw with the row's own
+        uniform, or a colored draw (``draw`` fluctuation). Each row's generator steps once.
+        """
+        x = processed.logits
         uniforms = torch.stack([torch.rand((), generator=g) for g in self.generators])  # (B,)
         tokens = self.fluct.draw(x, draw_inverse_cdf(x, uniforms))  # colored draw on rows with one
-        if bool(greedy.any()):
-            tokens = torch.where(greedy, x.argmax(-1), tokens)
-        # mirostat v2 update: μ ← μ − η (surprise − τ)
-        if bool(miro.any()):
-            surprise = -x.log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1) / math.log(2)
+        if bool(processed.greedy.any()):
+            tokens = torch.where(processed.greedy, x.argmax(-1), tokens)
+        return tokens
+
+    def record(
+        self, tokens: torch.Tensor, processed: Processed | None = None, generated: list[list[int]] | None = None
+    ) -> None:
+        """After the draw: the rows took ``tokens`` (B,); update mirostat's μ (from ``processed``,
+        needed when a row uses mirostat), the penalty counts and DRY's context (unless the
+        driver passes the rows' outputs as ``generated``)."""
+        B = tokens.shape[0]
+        miro = self.miro_tau > 0
+        if bool(miro.any()):  # mirostat v2 update: μ ← μ − η (surprise − τ)
+            if processed is None:
+                raise ValueError("mirostat rows need the processed logits to update μ")
+            logp = processed.logits.log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1)
+            surprise = -logp / math.log(2)
             self.mu = torch.where(miro, self.mu - self.miro_eta * (surprise - self.miro_tau), self.mu)
         if self.counts is not None:
             self.counts[torch.arange(B), tokens] += 1
@@ -386,12 +441,17 @@ class SamplerBatch:
         if self.history is not None and generated is None:
             for h, t in zip(self.history, tokens.tolist()):
                 h.append(t)
-        if trace:
-            info["temperature"] = temp.tolist()
-            info["entropy"] = entropy(logits).tolist()
-            info["sampled_logprob"] = x.log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1).tolist()
-            info["noise"] = self.fluct.last_noise()
-        return tokens, info
+
+    def trace_columns(self, logits: torch.Tensor, processed: Processed, tokens: torch.Tensor) -> dict[str, Any]:
+        """Per-row trace values of this step: temperature, entropy of the raw logits, the drawn
+        token's log-prob under the processed distribution, the noise values."""
+        x = processed.logits
+        return {
+            "temperature": processed.temperature.tolist(),
+            "entropy": entropy(logits).tolist(),
+            "sampled_logprob": x.log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1).tolist(),
+            "noise": self.fluct.last_noise(),
+        }
 
     def _dry(self, x: torch.Tensor, generated: list[list[int]] | None) -> torch.Tensor:
         """Subtract each DRY row's penalties (a Python scan of its context; rows without DRY skip)."""

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from sazanami import models
-from sazanami.engine import Engine, RowRequest, _Row
+from sazanami.decode_step import RowState
+from sazanami.engine import Engine, RowRequest
 from sazanami.islands import Constraint, Islands, builtin_tools
 from sazanami.islands.runtime import IslandBatch
 from sazanami.params import SamplingParams
@@ -54,7 +55,7 @@ def test_a_token_running_past_the_call_is_cut_at_its_bracket():
     """``).`` drawn after ``CALC(2+2`` becomes ``)`` so the result follows the call directly."""
     tok = Tokenizer.from_dir(models.embedded_dir())
     isl = Islands(tools=builtin_tools(["calc"]), describe_tools=False)
-    row = _Row(RowRequest([1], SamplingParams(), 0, islands=isl), tok)
+    row = RowState(RowRequest([1], SamplingParams(), 0, islands=isl), tok)
     batch = IslandBatch([isl], tok, tok.vocab_size)
     for t in tok.encode("Sum: CALC(2+2") + tok.encode(")."):
         row.push(t, -1.0, False)

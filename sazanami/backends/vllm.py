@@ -54,14 +54,14 @@ from typing import Any
 import torch
 
 from sazanami.backends import Capabilities
-from sazanami.engine import Delta, Engine, _Row
+from sazanami.decode_step import RowState, RowStep
+from sazanami.engine import Delta, Engine
 from sazanami.errors import ParameterError
 from sazanami.islands.constraints import Constraint
-from sazanami.islands.runtime import IslandBatch, Islands
+from sazanami.islands.runtime import Islands
 from sazanami.islands.tools import CallSyntax, Tool, ToolRegistry
 from sazanami.params import SamplingParams
 from sazanami.rows import Completion, RowRequest
-from sazanami.sampling import SamplerBatch
 from sazanami.seeds import derive_seed
 from sazanami.tokenizer import Tokenizer
 
@@ -215,19 +215,20 @@ def vllm_params(
 
 
 class RowProcessor:
-    """sazanami's sampler for one vLLM request: a one-row :class:`SamplerBatch`.
+    """sazanami's sampler for one vLLM request: a one-row :class:`~sazanami.decode_step.RowStep`.
 
     Keeps state (noise, penalty counts, mirostat μ); changes the argmax: its output keeps only
-    the drawn token finite. ``step`` counts the positions of the current request it chose a
+    the drawn token finite. ``position`` counts the positions of the current request it chose a
     token for; a second call for the same output length (a discarded chunked-prefill sample)
     returns the same token without drawing again.
 
-    A row with islands (``settings["islands"]``) also keeps its text (the engine's own row),
-    call watcher and grammar, in the torch backend's order: the grammar masks the logits
-    before the sampler, takes the drawn token and may end the row; a complete call ends the
-    text at the call (the torch backend's trim). Once the row ended so, the processor forces
-    ``stop_token`` without drawing, which ends the request. :meth:`resume` hands the sampler
-    (and grammar) to the continuation request that follows a call's result.
+    It runs the row step's first half (:meth:`RowStep.choose <sazanami.decode_step.RowStep.choose>`:
+    grammar mask, sampler, guard) and, given a tokenizer, lets the row take the token
+    (:meth:`RowStep.take <sazanami.decode_step.RowStep.take>`: its text, DRY's context, its grammar,
+    which may end the row); a complete call ends the text at the call (the torch backend's
+    trim). Once the row ended so, the processor forces ``stop_token`` without drawing, which
+    ends the request. :meth:`resume` hands the step (sampler and grammar) to the continuation
+    request that follows a call's result.
     """
 
     def __init__(
@@ -239,62 +240,64 @@ class RowProcessor:
         self.row = RowRequest(prompt, params, int(settings["seed"]), noise=noise, lead=settings.get("lead") or "")
         self.output_ids = output_ids  # vLLM's live list of this request's output tokens
         self.tokenizer = tokenizer
-        self.sampler: SamplerBatch | None = None
-        self.step = 0
+        self.step: RowStep | None = None  # built at the first logits (their width is the vocabulary)
+        self.position = 0
         self.token = -1
         self.key = str(settings.get("key") or "")
-        self.calls: IslandBatch | None = None
-        self.text: _Row | None = None  # the row as the engine sees it (drawn and injected tokens)
         self.stopping = False
+        self.stop_token = -1
         if settings.get("islands"):
             if tokenizer is None:
                 raise ValueError("a row with islands needs the tokenizer")
             spec = settings["islands"]
             self.row.islands = watched_islands(spec)
-            self.text = _Row(self.row, tokenizer)
             self.stop_token = int(spec["stop_token"])
+
+    @property
+    def text(self) -> RowState | None:
+        """The row as the engine sees it (drawn and injected tokens), for a row with islands."""
+        return self.step.rows[0] if self.step is not None and self.row.islands is not None else None
 
     def resume(self, prompt_ids: list[int], output_ids: list[int]) -> None:
         """Go on in a continuation request: its prompt is this row's prompt, its tokens and the
         injected result, which the row's text takes in; the sampler continues where it stopped."""
         self.output_ids = output_ids
-        self.step, self.token, self.stopping = 0, -1, False
-        if self.text is not None and self.calls is not None:
-            injected = list(prompt_ids[len(self.row.prompt_ids) + len(self.text.tokens) :])
-            if injected and self.calls.watchers[0] is not None:
-                self.text.inject(injected, {"kind": "tool"})
-                self.calls.watchers[0].settle(len(self.text.text))  # type: ignore[union-attr]
+        self.position, self.token, self.stopping = 0, -1, False
+        text = self.text
+        calls = self.step.islands if self.step is not None else None
+        if text is not None and calls is not None:
+            injected = list(prompt_ids[len(self.row.prompt_ids) + len(text.tokens) :])
+            if injected and calls.watchers[0] is not None:
+                text.inject(injected, {"kind": "tool"})
+                calls.watchers[0].settle(len(text.text))  # type: ignore[union-attr]
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         """The row's logits (V,) → logits with only the chosen token finite (a new tensor)."""
         n = len(self.output_ids)
-        if n == self.step:
-            self.step = n + 1
+        if n == self.position:
+            self.position = n + 1
             self.token = self.stop_token if self.stopping else self._draw(logits.float())
-        elif n != self.step - 1:
-            raise RuntimeError(f"sazanami row at output length {n} but its sampler drew {self.step} tokens")
+        elif n != self.position - 1:
+            raise RuntimeError(f"sazanami row at output length {n} but its sampler drew {self.position} tokens")
         picked = torch.full_like(logits, float("-inf"))
         picked[self.token] = 0.0
         return picked
 
     def _draw(self, logits: torch.Tensor) -> int:
-        """One sampler step; for a row with islands, the engine loop's steps around it: grammar
-        mask and guard, the row takes the token, the grammar consumes it, a complete call ends
-        the row (its closing text possibly trimmed)."""
-        V = logits.shape[-1]
-        if self.sampler is None:
-            self.sampler = SamplerBatch([self.row], V, tokenizer=self.tokenizer)
-        text = self.text
-        generated = [text.tokens] if text is not None and self.sampler.history is not None else None  # DRY
-        if text is None:
-            return int(self.sampler.sample(logits[None], generated=generated)[0][0])
-        if self.calls is None:
-            self.calls = IslandBatch([self.row.islands], self.tokenizer, V)
-        masked = self.calls.mask(logits[None])  # (1, V), −inf outside the grammar
-        token = int(self.calls.guard(self.sampler.sample(masked, generated=generated)[0], masked)[0])
-        text.push(token, 0.0, token in self.tokenizer.eos_token_ids)
-        self.calls.observe(0, text, token)
-        if self.calls.due([text], logits[None]):
+        """One row step as far as vLLM's process goes: mask, sampler, guard; the row takes the
+        token (its grammar may end it); a complete call ends the row (its closing text possibly
+        trimmed). vLLM reports the log-probs, so the row's own are not computed."""
+        if self.step is None:
+            self.step = RowStep([self.row], self.tokenizer, logits.shape[-1])
+        step = self.step
+        token = int(step.choose(logits[None])[0][0])
+        if self.tokenizer is None:
+            return token  # nothing reads the row's text (no islands, no DRY)
+        step.take([token], [0.0])
+        text, calls = step.rows[0], step.islands
+        if calls is None:
+            return token
+        if calls.due([text], logits[None]):
             token = text.tokens[-1]  # the call's closing text, possibly trimmed
             self.stopping = True  # the next position gets the stop token: the request ends at the call
         elif text.finish_reason is not None:
@@ -482,8 +485,12 @@ class VllmEngine(Engine):
                 )
         self._calls += 1
         stop_token = min(self.tokenizer.eos_token_ids, default=0)  # what the processor forces at a call
-        rows = [_Row(r, self.tokenizer) for r in requests]
-        islands = [IslandBatch([r.islands], self.tokenizer, self.backend.vocab_size) if has_islands(r) else None for r in requests]
+        # each row's step replays the tokens vLLM returns (stop strings, lengths, grammar, tool calls)
+        vocab = self.backend.vocab_size
+        row_steps = [
+            RowStep([r], self.tokenizer, vocab, max_positions=self.max_positions, draws=False) for r in requests
+        ]
+        rows = [s.rows[0] for s in row_steps]
         engine = self.llm.llm_engine
         running: dict[str, int] = {}  # request id → row
         called = [False] * len(rows)  # the request's call was answered: what it still sends is the forced stop
@@ -513,13 +520,13 @@ class VllmEngine(Engine):
                     if parts[b] == 0:  # the row's own prompt: what vLLM's prefix cache served of it
                         cached = getattr(result, "num_cached_tokens", None) or 0
                         rows[b].cached = max(rows[b].cached, min(int(cached), len(rows[b].req.prompt_ids)))
-                    called[b] = self._feed(rows[b], islands[b], gen, called[b])
+                    called[b] = self._feed(row_steps[b], gen, called[b])
                     last[b] = int(gen.token_ids[-1]) if gen.token_ids else last[b]
                     changed[b] = None
                     if not result.finished:
                         continue
                     del running[result.request_id]
-                    if self._goes_on(rows[b], islands[b], gen, called[b], last[b] == stop_token):
+                    if self._goes_on(rows[b], gen, called[b], last[b] == stop_token):
                         parts[b] += 1
                         submit(b, parts[b], resume=result.request_id)
                 if deltas and changed:
@@ -545,34 +552,29 @@ class VllmEngine(Engine):
                 yield ends
         out.extend(row.completion() for row in rows)
 
-    def _feed(self, row: _Row, islands: IslandBatch | None, gen: Any, called: bool) -> bool:
-        """Take a request's new tokens into the engine's row (the torch backend's stop, length
-        and finish rules); True once a tool call in them was answered (the row goes on in a
-        continuation request; the request's remaining token is the stop the processor forced)."""
-        eos = self.tokenizer.eos_token_ids
+    def _feed(self, step: RowStep, gen: Any, called: bool) -> bool:
+        """Take a request's new tokens into the row's step (the torch backend's stop, length,
+        grammar and finish rules); True once a tool call in them was answered (the row goes on in
+        a continuation request; the request's remaining token is the stop the processor forced)."""
+        row = step.rows[0]
         logprobs = [lp[t].logprob if lp and t in lp else 0.0 for t, lp in zip(gen.token_ids, gen.logprobs or [])]
         for i, token in enumerate(gen.token_ids):
             if called or row.finish_reason is not None:
                 break
-            row.push(int(token), float(logprobs[i]) if i < len(logprobs) else 0.0, int(token) in eos)
-            if islands is not None:
-                islands.observe(0, row, int(token))  # a complete grammar ends the row
-            if row.finish_reason is None and len(row.req.prompt_ids) + len(row.tokens) >= self.max_positions:
-                row.finish_reason = "length"
-            if row.finish_reason is None and islands is not None and islands.inject([row], None):
-                if len(row.req.prompt_ids) + len(row.tokens) >= self.max_positions:  # the result fills the context
-                    row.finish_reason = "length"
-                else:
-                    called = True  # the processor ended the text at the call
+            pos = len(row.req.prompt_ids) + len(row.tokens)  # where the token goes
+            # vLLM counts the drawn token itself against its context (prompt + output ≤ max_model_len)
+            step.take([int(token)], [float(logprobs[i]) if i < len(logprobs) else 0.0], positions=[pos + 1])
+            if row.finish_reason is None and step.inject(None, [pos]):
+                called = True  # the processor ended the text at the call
         return called
 
     @staticmethod
-    def _goes_on(row: _Row, islands: IslandBatch | None, gen: Any, called: bool, ended_on_stop: bool) -> bool:
+    def _goes_on(row: RowState, gen: Any, called: bool, ended_on_stop: bool) -> bool:
         """At the end of a row's request: True when the row goes on in a continuation request (a
         tool call was answered, or a row that ignores end-of-sequence drew the stop token)."""
         if row.finish_reason is not None:
             return False
-        if called or (islands is not None and ended_on_stop):
+        if called or (has_islands(row.req) and ended_on_stop):
             return True
         row.finish_reason = "stop" if gen.finish_reason == "stop" else "length"
         return False

@@ -15,6 +15,7 @@ three points of a step (the rows it reads and changes are :class:`~sazanami.rows
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import threading
 from collections.abc import Sequence
@@ -331,6 +332,17 @@ class IslandBatch:
         self.calls = [self.calls[i] for i in keep]
         if self.constraints is not None:
             self.constraints.select(keep)
+
+    def fork(self, parents: list[int]) -> None:
+        """Row j becomes a copy of row ``parents[j]`` (an index may repeat: a beam's children),
+        with its own call watcher and grammar state."""
+        self.select(parents)
+        self.watchers = [copy.copy(w) for w in self.watchers]
+        if self.constraints is not None:
+            old = self.constraints
+            matchers = [m.deep_copy() if m is not None else None for m in old.matchers]
+            self.constraints = ConstraintBatch(matchers, old.vocab_size)  # sized for the new row count
+            self.constraints.repairs = old.repairs
 
     # 1. before the draw
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
