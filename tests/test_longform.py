@@ -7,7 +7,9 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from sazanami.bench import longform as lf
@@ -137,3 +139,82 @@ def test_quick_settings_are_a_subset_of_the_full_ones() -> None:
     full = {s.key for s in lf.longform_settings(tuple(lf.LONGFORM_METHODS), quick=False)}
     assert quick <= full and len(quick) == 8
     assert not math.isnan(lf.PARTITIONERS["embedding"])
+
+
+def _float64_logprobs(scores: np.ndarray, targets: list[int]) -> np.ndarray:
+    """The judge's log-softmax before it ran in float32 on torch (float64 numpy over (T, V))."""
+    scores = np.asarray(scores, dtype=np.float64)  # (T, V)
+    mx = scores.max(axis=1, keepdims=True)
+    lse = mx[:, 0] + np.log(np.exp(scores - mx).sum(axis=1))  # (T,)
+    return scores[np.arange(len(targets)), targets] - lse
+
+
+@pytest.mark.parametrize("scale", [1.0, 10.0])
+def test_token_logprobs_match_the_float64_log_softmax(scale: float) -> None:
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal((64, 1000)) * scale).astype(np.float32)  # (T, V)
+    targets = rng.integers(0, 1000, 64).tolist()
+    targets[0] = int(logits[0].argmax())  # a confident row: log p near 0 at scale 10
+    before = logits.copy()
+    new = np.array(jd.token_logprobs(logits, targets))
+    np.testing.assert_allclose(new, _float64_logprobs(logits, targets), rtol=1e-5, atol=0)
+    np.testing.assert_array_equal(logits, before)  # read, not changed in place
+    # Chunking, dtype and layout change nothing beyond round-off.
+    for other in (
+        jd.token_logprobs(logits, targets, rows=1),
+        jd.token_logprobs(logits, targets, rows=64),
+        jd.token_logprobs(logits.astype(np.float64), targets),
+        jd.token_logprobs(np.asfortranarray(logits), targets),
+        jd.token_logprobs(torch.from_numpy(logits), targets),
+    ):
+        np.testing.assert_allclose(other, new, rtol=0, atol=1e-6)
+
+
+def test_token_logprobs_at_gemmas_vocabulary_size() -> None:
+    rng = np.random.default_rng(1)
+    logits = (rng.standard_normal((6, 262_144)) * 15).astype(np.float32)  # (T, V) like Gemma 3's output
+    targets = rng.integers(0, 262_144, 6).tolist()
+    targets[2] = int(logits[2].argmax())
+    logits[4, :100] = -np.inf  # masked columns
+    targets[5] = 7
+    logits[5, 7] = -np.inf
+    expected = _float64_logprobs(logits, targets)
+    new = np.array(jd.token_logprobs(logits, targets))
+    assert new[5] == expected[5] == -np.inf
+    np.testing.assert_allclose(new[:5], expected[:5], rtol=0, atol=1e-6)
+    # A row with no finite logit has no distribution: nan.
+    assert math.isnan(jd.token_logprobs(np.full((1, 4), -np.inf, dtype=np.float32), [0])[0])
+
+
+def test_token_logprobs_reject_bad_shapes() -> None:
+    logits = np.zeros((3, 5), dtype=np.float32)
+    with pytest.raises(ParameterError, match=r"targets must be in \[0, 5\), got 0\.\.5"):
+        jd.token_logprobs(logits, [0, 1, 5])
+    with pytest.raises(ParameterError, match=r"targets must hold one id per row \(3\), got 2"):
+        jd.token_logprobs(logits, [0, 1])
+    with pytest.raises(ParameterError, match=r"logits must be a \(T, V\) array"):
+        jd.token_logprobs(np.zeros(5, dtype=np.float32), [0])
+    with pytest.raises(ParameterError, match=r"rows must be in \[1, inf\), got 0"):
+        jd.token_logprobs(logits, [0, 1, 2], rows=0)
+    assert jd.token_logprobs(np.zeros((0, 5), dtype=np.float32), []) == []
+    assert jd.token_logprobs(logits, [0, 1, 2]) == pytest.approx([-math.log(5)] * 3, abs=1e-7)
+
+
+def test_gemma_judge_threads_are_checked_before_loading() -> None:
+    with pytest.raises(ParameterError, match=r"threads must be in \[1, inf\), got 0"):
+        jd.GemmaJudge(threads=0)
+
+
+@pytest.mark.skipif(jd.judge_unavailable() is not None, reason="Gemma 3 270M or llama-cpp-python missing")
+def test_gemma_judge_logprobs_equal_the_float64_log_softmax_of_its_scores() -> None:
+    judge = jd.GemmaJudge(threads=1, n_ctx=64)
+    prompt, completion = "Say something about rivers.", " Rivers carry water from the hills down to the sea."
+    lp = judge.logprobs(prompt, completion)
+    ctx = judge.llm.tokenize(
+        f"<start_of_turn>user\n{prompt}<end_of_turn>\n<start_of_turn>model\n".encode(), add_bos=True, special=True
+    )
+    comp = judge.llm.tokenize(completion.encode(), add_bos=False, special=False)
+    scores = judge.llm.scores[len(ctx) - 1 : len(ctx) + len(comp) - 1]  # (T, V) as eval left them
+    assert len(lp) == len(comp) > 5
+    np.testing.assert_allclose(lp, _float64_logprobs(scores, comp), rtol=0, atol=1e-6)
+    assert all(x < 0 for x in lp) and 0 < jd.nll(lp) < 15

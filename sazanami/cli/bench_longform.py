@@ -57,7 +57,7 @@ DEFAULT_CACHE = Path("bench") / "out" / "longform-cache.jsonl"
 @click.option("--seed", type=int, default=0, show_default=True, help="Base seed of the samples and the bootstrap.")
 @click.option("--bootstrap", "n_boot", type=int, default=2000, show_default=True, help="Bootstrap resamples.")
 @click.option(
-    "--threads", type=int, default=None, help="torch and llama.cpp CPU threads; 1 on shared cores  [default: 1 for the judge]"
+    "--threads", type=int, default=None, help="torch and llama.cpp CPU threads; 1 on shared cores  [default: torch's; the judge: physical cores]"
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-setting lines.")
 @click.option("--list-methods", is_flag=True, help="List the methods and their sweeps, then exit.")
@@ -117,7 +117,7 @@ def longform(
         n_boot=n_boot,
         cache=Path(cache) if cache else DEFAULT_CACHE,
         partitioner=partitioner,
-        threads=threads or 1,
+        threads=threads,
     )
     from sazanami.models import DEFAULT_MODEL
 

@@ -129,8 +129,8 @@ class LongformConfig:
     partitioner: str = "embedding"
     loop_n: int = 12
     p_min: float = 1e-4
-    threads: int = 1
-    """llama.cpp threads of the judge."""
+    threads: int | None = None
+    """llama.cpp threads of the judge; None = the physical cores, as the llama.cpp backend."""
 
     def resolved(self) -> LongformConfig:
         q = self.quick
