@@ -35,7 +35,7 @@ import torch
 from sazanami.beam_params import BeamParams
 from sazanami.draws import gumbel_argmax, gumbel_from_normal, quantile_draw
 from sazanami.errors import ParameterError, check_int, check_range
-from sazanami.noise import ColoredNoise, _box_muller
+from sazanami.noise import ColoredLanes, ColoredNoise
 from sazanami.seeds import derive_seed
 
 POINTS = ("temperature", "logits", "draw", "hidden", "embedding")
@@ -313,9 +313,6 @@ class FluctuationState:
         idx = int(torch.searchsorted(probs.cumsum(-1), torch.tensor([u * float(probs.sum())], dtype=torch.float64)))
         return int(order[min(idx, int((probs > 0).sum()) - 1)])
 
-    def advance(self) -> None:
-        """Called after each sampled token (sources already stepped on use)."""
-
     def last_noise(self) -> dict[str, float]:
         out: dict[str, float] = {}
         if self.temp_noise is not None:
@@ -390,67 +387,6 @@ PRESETS: dict[str, Fluctuation] = {
 
 
 # -- batched state: what the sampler uses ---------------------------------------------------------
-class _Lanes:
-    """Colored noise for L lanes of S streams each; every lane keeps its own step.
-
-    Lane l, stream j gives exactly the values of ``ColoredNoise(beta, S, seeds[l])``'s stream j
-    at the same step: the normals are counter-based and every operation is element-wise (see
-    :mod:`sazanami.noise`), so one call steps what per-row sources stepped one by one.
-    """
-
-    def __init__(self, beta: float, streams: int, seeds: list[int], max_steps: int) -> None:
-        L, S = len(seeds), streams
-        seed = torch.tensor(seeds, dtype=torch.int64).repeat_interleave(S)
-        src = ColoredNoise(beta, L * S, seed, max_steps=max_steps, stream_ids=torch.arange(S).repeat(L))
-        self.streams = S
-        self.a, self.c = src._a, src._c
-        self.lerp = src._lerp.unsqueeze(2)  # (K, 1, 1)
-        self.keys = src._keys.view(L, S)
-        self.state = src._state.view(-1, L, S)  # (K, L, S), the stationary start of each lane
-        self.pairs = max(1, min(1024 // (L * S), 32))  # pairs of steps of normals per refill
-        self.buf = torch.empty(L, 2 * self.pairs, S)
-        self.buf_start = torch.full((L,), -(2**62), dtype=torch.long)  # step of buf[:, 0] per lane
-        self.t = torch.zeros(L, dtype=torch.long)
-
-    def __len__(self) -> int:
-        return self.keys.shape[0]
-
-    def _refill(self, lanes: torch.Tensor, t: torch.Tensor) -> None:
-        for m in torch.unique(t // 2).tolist():  # usually one value: lanes move in step
-            sel = lanes[t // 2 == m]
-            out = torch.empty(2 * self.pairs, sel.numel() * self.streams)
-            _box_muller(self.keys[sel].reshape(-1), m, self.pairs, out)
-            self.buf[sel] = out.view(2 * self.pairs, sel.numel(), self.streams).transpose(0, 1)
-            self.buf_start[sel] = 2 * m
-
-    def step(self, lanes: torch.Tensor | None = None) -> torch.Tensor:
-        """The next sample of lanes ``lanes`` (all when None): (n, S)."""
-        idx = torch.arange(len(self)) if lanes is None else lanes
-        t = self.t[idx]
-        stale = (t < self.buf_start[idx]) | (t >= self.buf_start[idx] + 2 * self.pairs)
-        if bool(stale.any()):
-            self._refill(idx[stale], t[stale])
-        off = t - self.buf_start[idx]
-        if lanes is None and bool((off == off[0]).all()):
-            e = self.buf[:, int(off[0])]  # (L, S) view: lanes in step, as usual
-        else:
-            e = self.buf[idx, off]  # (n, S) normals e_t
-        state = self.state if lanes is None else self.state[:, lanes]
-        out = torch.mul(e, self.a)  # y_t = a·e_t + Σ_k c_k v_k(t), as ColoredNoise._recurrence
-        for k, ck in enumerate(self.c):
-            out.add_(state[k], alpha=ck)
-        if self.c:
-            state.lerp_(e, self.lerp)
-            if lanes is not None:
-                self.state[:, lanes] = state
-        self.t[idx] += 1
-        return out
-
-    def select(self, lanes: torch.Tensor) -> None:
-        self.keys, self.state, self.buf = self.keys[lanes], self.state[:, lanes], self.buf[lanes]
-        self.buf_start, self.t = self.buf_start[lanes], self.t[lanes]
-
-
 class _PointNoise:
     """One point of entry's noise for the rows of a batch that have it.
 
@@ -466,7 +402,7 @@ class _PointNoise:
                 groups.setdefault((beta, max_steps), []).append((b, j, s, w))
         self.groups = []
         for (beta, max_steps), lanes in groups.items():
-            noise = _Lanes(beta, streams, [derive_seed(s, key) for _, _, s, _ in lanes], max_steps)
+            noise = ColoredLanes(beta, streams, [derive_seed(s, key) for _, _, s, _ in lanes], max_steps)
             row = torch.tensor([x[0] for x in lanes], dtype=torch.long)
             comp = torch.tensor([x[1] for x in lanes], dtype=torch.long)
             weight = torch.tensor([x[3] for x in lanes], dtype=torch.float32)
