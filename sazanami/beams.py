@@ -31,6 +31,7 @@ usage (``Completion.usage``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -61,7 +62,9 @@ class _Beam:
 def beam_sampling(params: BeamParams) -> SamplingParams:
     """The parameters a beam search's rows carry: its sampling fields (checked here by
     ``SamplingParams``'s own checks, errors naming the field) with ``beams`` set to it."""
-    return SamplingParams(**params.sampling_fields(), beams=params)
+    sampling = SamplingParams(**params.sampling_fields())
+    normalised = {k: getattr(sampling, k) for k in params.sampling_fields()}  # e.g. logit_bias as pairs
+    return sampling.replace(beams=dataclasses.replace(params, **normalised))
 
 
 def check_rows(requests: list[RowRequest]) -> None:
