@@ -137,10 +137,16 @@ def test_batch_writes_jsonl_and_resumes(tmp_path):
     lines = full.read_text().splitlines()
     assert [json.loads(x)["id"] for x in lines] == [f"p{i}" for i in range(5)]
     assert all(len(json.loads(x)["completions"]) == 2 for x in lines)
-    # A run killed while writing its third line: two whole lines and a torn one.
-    part.write_text("\n".join(lines[:2]) + "\n" + lines[2][:40])
+    # A run killed while writing its fourth line, mid-chunk: three whole lines and a torn one.
+    # The rerun batches p3 with p4 (the first run: p2 with p3), and its prefix cache starts
+    # cold: the bytes are the same (the torch forward rounds alike in any batch, cache or not).
+    part.write_text("\n".join(lines[:3]) + "\n" + lines[3][:40])
     r = CliRunner().invoke(main, [*args, "--out", str(part), "--no-progress"])
     assert r.exit_code == 0, r.output
     assert part.read_text() == full.read_text()  # done prompts skipped, the rest as in one run
+    one = tmp_path / "one.jsonl"  # every prompt in one engine call, without the prefix cache
+    r = CliRunner().invoke(main, [*args, "--chunk", "5", "--no-prefix-cache", "--out", str(one), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert one.read_text() == full.read_text()
     r = CliRunner().invoke(main, [*args, "--out", str(part), "--seed", "4"])
     assert r.exit_code == 2 and "seed 3" in r.output

@@ -4,7 +4,9 @@ Each input line is ``{"id": ..., "prompt": ...}`` (``id`` defaults to the line n
 output line is one prompt's result, written and flushed as soon as it is done; a rerun skips
 the ids already in the output (a torn last line from a crash is dropped), so a killed batch
 resumes where it stopped. A prompt's seed is ``derive_seed(seed, id)``: its result does not
-depend on which other prompts ran with it, on the chunking, or on the replicas.
+depend on which other prompts ran with it, on the chunking, on the prefix cache or on the
+replicas — bit for bit on torch (every position is computed in the same shapes), on llama.cpp
+with one thread (README, *Prefix cache*), so a resumed file equals an uninterrupted one.
 """
 
 from __future__ import annotations
