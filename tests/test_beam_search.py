@@ -165,3 +165,25 @@ def test_beam_params_round_trip():
     assert BeamParams.parse(bp.to_dict()).to_dict() == bp.to_dict()
     assert BeamParams.parse(3) == BeamParams(width=3)
     assert dataclasses.replace(bp, width=4).width == 4
+
+
+# -- the server --------------------------------------------------------------------------------------
+def test_the_server_runs_beams_and_refuses_what_they_do_not_honour(tiny_engine: Engine):
+    import openai
+
+    from sazanami.server import Limits, create_app
+    from sazanami.server.testing import serving
+
+    with serving(create_app("tiny-random", Limits(max_tokens=64), engine=tiny_engine)) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=30)
+        body = {"beams": {"width": 3, "beta": 1.0}, "stop": ["\n"], "logit_bias": {"7": 5.0}}
+        r = client.completions.create(model="tiny-random", prompt="hello", max_tokens=8, seed=5, extra_body=body)
+        bp = BeamParams(width=3, max_tokens=8, seed=5, temperature=0.7, stop=("\n",), logit_bias={7: 5.0})
+        direct = tiny_engine.run(tiny_engine.beam_rows(["hello"], bp, raw=True))  # a completion's prompt is raw
+        assert [c.text for c in r.choices] == [c.text for c in direct]
+        for field, value in (("mirostat_tau", 3.0), ("xtc_probability", 0.5)):
+            with pytest.raises(openai.BadRequestError) as e:
+                client.completions.create(
+                    model="tiny-random", prompt="hello", max_tokens=8, extra_body={"beams": 2, field: value}
+                )
+            assert e.value.body["param"] == field and "not a beam search parameter" in e.value.body["message"]

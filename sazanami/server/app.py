@@ -47,6 +47,7 @@ from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sazanami.beam_params import BeamParams
 from sazanami.engine import Engine
 from sazanami.errors import ModelNotFoundError, ParameterError, SazanamiError
 from sazanami.models import DEFAULT_MODEL
@@ -187,8 +188,12 @@ class _Plan:
         if self.kind == "sample" and params.beams is not None:
             self.kind = "beams"
         self.rows: list[RowRequest] = []
-        if self.kind != "search":
+        if self.kind == "beams":  # a beam search of its own (Engine.beam_search's rows); a field it
+            beams = BeamParams.from_sampling(params)  # does not honour is a 400 naming it
+            self.rows = engine.beam_rows(self.prompts, beams, req.raw, self.islands)
+        elif self.kind != "search":
             self.rows = engine.rows_for(self.prompts, params, req.raw, self.islands)
+        if self.kind != "search":
             ids = {tuple(r.prompt_ids) for r in self.rows}
         else:
             isl = self.islands
