@@ -3,15 +3,15 @@
 vLLM owns the loop (scheduling, paged KV cache, prefix cache), so this backend is an
 :class:`~sazanami.engine.Engine` whose :meth:`VllmEngine.steps` hands the rows to
 ``vllm.LLM.generate`` and replays the tokens that come back through the engine's own
-row bookkeeping (stop strings, lengths, ``finish_reason``), so completions look exactly
-like the torch backend's.
+row step (:class:`~sazanami.decode_step.RowStep`: stop strings, lengths, grammar, tool calls,
+``finish_reason``), so completions look exactly like the torch backend's.
 
 Rows that need sazanami's sampler (any logits-level fluctuation, or a sampler feature vLLM
 lacks: typical-p, dynamic temperature, mirostat, DRY, XTC, top-nσ, logit bias) carry their
 settings in ``SamplingParams.extra_args["sazanami"]``. :class:`FluctuationProcessor` (a vLLM
 V1 custom logits processor) holds, per such request, a one-row
-:class:`~sazanami.sampling.SamplerBatch` built from the row's own parameters, seed and noise
-mixture, so the noise is keyed by (seed, stream, step) exactly as in :mod:`sazanami.noise`,
+:class:`~sazanami.decode_step.RowStep` built from the row's own parameters, seed and noise
+mixture (the first half of the engine's row step runs inside vLLM), so the noise is keyed by (seed, stream, step) exactly as in :mod:`sazanami.noise`,
 and runs the whole sampler pipeline (bias, penalties, logit noise, fluctuating temperature,
 truncation, draw) on the row's logits. Only the token it drew stays finite; the vLLM request
 is greedy, so vLLM emits that token. For the colored draw that token is
