@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ import torch
 from sazanami.beam_params import BeamParams
 from sazanami.draws import gumbel_argmax, gumbel_from_normal, quantile_draw
 from sazanami.errors import ParameterError, check_int, check_range
-from sazanami.noise import ColoredLanes, ColoredNoise
+from sazanami.noise import ColoredLanes, ColoredNoise, colored_noise_at
 from sazanami.seeds import derive_seed
 
 POINTS = ("temperature", "logits", "draw", "hidden", "embedding")
@@ -88,6 +89,15 @@ class Fluctuation:
     embedding: Entry | None = None
     max_steps: int = 4096
     """Longest horizon the noise spectrum is fitted for (lowest corner ≈ 1/(10·max_steps))."""
+    noise_version: int = 2
+    """How the per-token entries (``logits``, the ``gumbel`` draw) make their noise; 1 or 2.
+
+    1 — one streaming colored stream per vocabulary entry per row, stepped every step
+    (:class:`~sazanami.noise.ColoredLanes`): the values of sazanami before version 2, bit for bit.
+    2 — the stateless :func:`~sazanami.noise.colored_noise_at` value of (seed, token id, step),
+    computed only for a row's candidate tokens (see :func:`token_candidates`): its cost
+    follows the candidates, not the vocabulary. The temperature, quantile-draw, hidden and
+    embedding entries are the same in both versions."""
 
     def __post_init__(self) -> None:
         for point in POINTS:
@@ -97,6 +107,7 @@ class Fluctuation:
                     raise ParameterError(point, f"{point} must be an Entry, got {type(entry).__name__}")
                 entry.validate(point)
         check_int("max_steps", self.max_steps, 16, 1_000_000)
+        check_int("noise_version", self.noise_version, 1, 2)
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -156,7 +167,7 @@ class Fluctuation:
                 )
             Entry(**{k: v for k, v in entry.items() if k not in ("width", "layers")}).validate("beams")
             beams = BeamParams(width=entry.get("width", 4), beta=entry.get("beta", 1.0))
-        fl = cls.parse(rest) if set(rest) - {"max_steps"} else None
+        fl = cls.parse(rest) if set(rest) - {"max_steps", "noise_version"} else None
         return (fl if fl is None or fl.active else None), beams
 
     @classmethod
@@ -171,7 +182,7 @@ class Fluctuation:
         kwargs = {k: (Entry(**v) if isinstance(v, dict) else v) for k, v in kwargs.items()}
         entry_fields = {f.name for f in dataclasses.fields(Entry)}
         for key, value in data.items():
-            if key == "max_steps":
+            if key in ("max_steps", "noise_version"):
                 kwargs[key] = value
             elif key in POINTS:
                 if value is None or value is False:
@@ -193,7 +204,7 @@ class Fluctuation:
                 kwargs[key] = Entry(**value)
             else:
                 raise ParameterError(
-                    key, f"unknown fluctuation field {key!r}; known: {', '.join(POINTS + ('max_steps', 'preset'))}"
+                    key, f"unknown fluctuation field {key!r}; known: {', '.join(POINTS + ('max_steps', 'noise_version', 'preset'))}"
                 )
         return cls(**kwargs)
 
@@ -206,6 +217,7 @@ class Fluctuation:
                 d["layers"] = list(entry.layers)
                 out[point] = d
         out["max_steps"] = self.max_steps
+        out["noise_version"] = self.noise_version
         return out
 
     def override(self, sigma: float | None = None, beta: float | None = None) -> Fluctuation:
@@ -223,12 +235,19 @@ class Fluctuation:
         return tuple(p for p in POINTS if getattr(self, p) is not None)
 
     def start(
-        self, seed: int, vocab_size: int, hidden_size: int = 0, mix: NoiseMix | None = None
+        self,
+        seed: int,
+        vocab_size: int,
+        hidden_size: int = 0,
+        mix: NoiseMix | None = None,
+        truncation: Truncation | None = None,
     ) -> FluctuationState | None:
-        """Per-row state for a row with this seed (or noise mixture); None when nothing is active."""
+        """Per-row state for a row with this seed (or noise mixture); None when nothing is active.
+
+        ``truncation``: the row's sampler settings, which set version-2 logit noise's candidates."""
         if not self.active:
             return None
-        return FluctuationState(self, mix or [(seed, 1.0)], vocab_size, hidden_size)
+        return FluctuationState(self, mix or [(seed, 1.0)], vocab_size, hidden_size, truncation)
 
 
 class MixedNoise:
@@ -261,7 +280,9 @@ class FluctuationState:
     this slower per-row form defines the values it must reproduce exactly (tested).
     """
 
-    def __init__(self, fl: Fluctuation, mix: NoiseMix, vocab_size: int, hidden_size: int) -> None:
+    def __init__(
+        self, fl: Fluctuation, mix: NoiseMix, vocab_size: int, hidden_size: int, truncation: Truncation | None = None
+    ) -> None:
         self.fl = fl
         self.mix = mix
         self.draws = fl.draw is not None
@@ -271,10 +292,19 @@ class FluctuationState:
             entry = getattr(fl, point)
             return MixedNoise(entry.beta, streams, mix, point, steps) if entry is not None else None
 
-        self.temp_noise = src("temperature", 1)
-        self.logit_noise = src("logits", vocab_size)
+        def tokens(point: str) -> TokenNoise | None:
+            entry = getattr(fl, point)
+            return TokenNoise(point, {0: (entry.beta, steps, mix)}, 1) if entry is not None else None
+
         quantile = fl.draw is not None and fl.draw.mode == "quantile"
-        self.draw_noise = src("draw", 1 if quantile else vocab_size)
+        v2 = fl.noise_version == 2
+        self.temp_noise = src("temperature", 1)
+        # version 2: the per-token entries as stateless values for candidate tokens (see TokenNoise)
+        self.logit_tokens = tokens("logits") if v2 else None
+        self.draw_tokens = tokens("draw") if v2 and not quantile else None
+        self.logit_noise = None if v2 else src("logits", vocab_size)
+        self.draw_noise = src("draw", 1) if quantile else (None if v2 else src("draw", vocab_size))
+        self._trunc = (truncation or Truncation()).tensors([0])
         self.hidden_noise = src("hidden", hidden_size) if hidden_size else None
         self.embed_noise = src("embedding", hidden_size) if hidden_size else None
         self._temp_x = 0.0
@@ -282,6 +312,9 @@ class FluctuationState:
     # -- sampler side (called once per generated token) ----------------------------------------
     def perturb_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Step 2: logits (V,) + σ · std · x_t; −inf stays −inf (never unmasks)."""
+        if self.logit_tokens is not None:
+            rows = torch.zeros(1, dtype=torch.long)
+            return perturb_candidates(logits[None], self.logit_tokens, rows, torch.tensor([self.fl.logits.sigma]), self._trunc)[0]
         if self.logit_noise is None:
             return logits
         x = self.logit_noise.step()
@@ -303,7 +336,9 @@ class FluctuationState:
         return self.gumbel_argmax(logits)
 
     def gumbel_argmax(self, logits: torch.Tensor) -> int:
-        """argmax(logits + G), G = −log(−log Φ(z)), z colored N(0, 1) per token."""
+        """argmax(logits + G), G = −log(−log Φ(z)), z colored N(0, 1) per token (version 2: per candidate)."""
+        if self.draw_tokens is not None:
+            return int(gumbel_candidates(logits[None], self.draw_tokens, torch.zeros(1, dtype=torch.long))[0])
         return int((logits.double() + gumbel_from_normal(self.draw_noise.step())).argmax())
 
     def quantile_draw(self, logits: torch.Tensor) -> int:
@@ -320,6 +355,9 @@ class FluctuationState:
         for name, n in (("logits", self.logit_noise), ("draw", self.draw_noise), ("hidden", self.hidden_noise)):
             if n is not None and n.last is not None:
                 out[name] = float(n.last[0])
+        for name, tok in (("logits", self.logit_tokens), ("draw", self.draw_tokens)):
+            if tok is not None and not math.isnan(float(tok.last[0])):
+                out[name] = float(tok.last[0])
         return out
 
     # -- engine side (hidden states, once per forward of a generated token) ----------------
@@ -365,6 +403,236 @@ def logit_std(x: torch.Tensor) -> torch.Tensor:
         if v.numel():
             out[b] = logit_std(v[None])[0]
     return out
+
+
+# -- noise version 2: per-token noise for candidate tokens only ----------------------------------
+CANDIDATES_MAX = 1024
+"""Most tokens of a row that get version-2 noise: its most likely ones, when more pass the floor."""
+CANDIDATE_FLOOR = 1e-4
+"""Tokens less likely than this × the row's most likely token get no version-2 noise."""
+TAIL_STREAM = 2**62
+"""Stream id of the colored draw's tail option (the finite tokens outside the candidates); the
+next id is the stream whose value Φ(z) picks the token within the tail. Token ids stay below."""
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """A row's sampler settings that choose its version-2 logit-noise candidates.
+
+    Read from a ``SamplingParams`` by :meth:`of` (mirostat rows keep no top-k/p or min-p);
+    the default (no truncation, T = 1) is what a row without parameters gets.
+    """
+
+    temperature: float = 1.0
+    """The row's base temperature; greedy (≤ 0) counts as 1."""
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+
+    @classmethod
+    def of(cls, params: Any) -> Truncation:
+        if params is None:
+            return cls()
+        miro = getattr(params, "mirostat_tau", 0.0) > 0
+        t = float(params.temperature)
+        return cls(
+            t if t > 0 else 1.0,
+            0 if miro else int(params.top_k),
+            1.0 if miro else float(params.top_p),
+            0.0 if miro else float(params.min_p),
+        )
+
+    @staticmethod
+    def stack(truncs: Sequence[Truncation]) -> dict[str, torch.Tensor]:
+        """Each field as a (B,) tensor."""
+        return {
+            "temperature": torch.tensor([t.temperature for t in truncs], dtype=torch.float32),
+            "top_k": torch.tensor([t.top_k for t in truncs], dtype=torch.long),
+            "top_p": torch.tensor([t.top_p for t in truncs], dtype=torch.float32),
+            "min_p": torch.tensor([t.min_p for t in truncs], dtype=torch.float32),
+        }
+
+    def tensors(self, rows: Sequence[int]) -> dict[str, torch.Tensor]:
+        return Truncation.stack([self] * len(rows))
+
+
+def _compact(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, V) bool → ids (n, W) of each row's True columns, ascending, and valid (n, W); W = the
+    largest count (≥ 1); padding ids are 0."""
+    n = mask.shape[0]
+    count = mask.sum(-1)  # (n,)
+    width = max(int(count.max()) if n else 0, 1)
+    rows, cols = mask.nonzero(as_tuple=True)  # row-major: columns ascending within a row
+    pos = torch.arange(rows.numel()) - (count.cumsum(0) - count)[rows]
+    ids = torch.zeros(n, width, dtype=torch.long)
+    valid = torch.zeros(n, width, dtype=torch.bool)
+    ids[rows, pos] = cols
+    valid[rows, pos] = True
+    return ids, valid
+
+
+def token_candidates(
+    logits: torch.Tensor, truncation: dict[str, torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens of each row that get version-2 noise: ids (n, W), ascending, and valid (n, W).
+
+    A row's candidates are its finite logits that
+
+    1. its truncation keeps, judged on these logits at the row's temperature: min-p, top-p
+       (probabilities over the whole row) and top-k — what would survive if the noise were 0;
+    2. are at least ``CANDIDATE_FLOOR`` (10^-4) × as likely as its most likely token;
+    3. are among its ``CANDIDATES_MAX`` (1024) most likely.
+
+    With no truncation (or for the draw, whose logits are already truncated) 2 and 3 decide.
+    Why a floor and a cap rather than a fixed top-K: a peaked row (most steps of a language
+    model) has a handful of tokens worth perturbing and a fixed K would pay for K anyway;
+    a flat row needs more than a small K. The floor keeps every token with a chance
+    ≥ 10^-4 of the leader's; the cap bounds the work at 1024 tokens (against 49k–262k
+    vocabulary entries) — far past what top-k 40 (llama.cpp's default) or a top-p 0.95
+    nucleus keeps. Tokens outside get no logit noise; the colored draw still draws them, exactly
+    (see :func:`gumbel_candidates`).
+
+    Each row's set depends on that row alone (no batch reductions), so it is batch-invariant.
+    """
+    n, _ = logits.shape
+    x = logits
+    finite = torch.isfinite(x)
+    t = truncation["temperature"] if truncation is not None else torch.ones(n)
+    top = x.masked_fill(~finite, -math.inf).amax(-1)  # (n,)
+    top = torch.where(torch.isfinite(top), top, 0.0)
+    floor = t * math.log(CANDIDATE_FLOOR)  # log-prob ratio floor, in logit units: ≤ 0
+    if truncation is not None:  # min-p: p ≥ min_p · p_max  ⇔  x ≥ x_max + T ln min_p
+        floor = torch.maximum(floor, t * torch.log(truncation["min_p"]))
+    mask = finite & (x >= (top + floor)[:, None])
+    cap = torch.full((n,), CANDIDATES_MAX, dtype=torch.long)
+    if truncation is not None:
+        k = truncation["top_k"]
+        cap = torch.where(k > 0, torch.minimum(k, cap), cap)
+    if truncation is not None and bool((truncation["top_p"] < 1).any()):
+        # top-p on the candidates, their probabilities normalised over the whole row at T
+        ids, valid = _compact(mask)
+        z = (x - top[:, None]) / t[:, None]
+        lse = torch.log(_row_sums(z.exp()))  # (n,), −inf entries add 0
+        vals = z.gather(1, ids).masked_fill(~valid, -math.inf)
+        order = vals.argsort(dim=-1, descending=True, stable=True)
+        p = (vals.gather(1, order) - lse[:, None]).exp()
+        drop = (p.cumsum(-1) - p) >= truncation["top_p"][:, None]
+        keep = valid.clone()
+        keep.scatter_(1, order, valid.gather(1, order) & ~drop)
+        mask = torch.zeros_like(mask)
+        r, c = keep.nonzero(as_tuple=True)
+        mask[r, ids[r, c]] = True
+    for r in (mask.sum(-1) > cap).nonzero().flatten().tolist():  # the most likely cap[r]
+        best = x[r].masked_fill(~mask[r], -math.inf).topk(int(cap[r])).indices
+        mask[r] = False
+        mask[r, best] = True
+    return _compact(mask)
+
+
+class TokenNoise:
+    """Version-2 noise of one per-token entry for the rows that have it.
+
+    Row b's value for token v at its step t is Σ_m w_m · colored_noise_at(β, derive_seed(s_m,
+    key), v, t) over its noise mixture [(s_m, w_m)] (one term, w = 1, for a plain seed): no
+    per-token state, so only the tokens asked for are computed. A row's step advances once per
+    call that includes it. ``last`` (B,) holds each row's last value of stream 0 (trace).
+    """
+
+    def __init__(self, key: str, rows: dict[int, tuple[float, int, NoiseMix]], batch: int) -> None:
+        self.spec: list[tuple[float, int, list[tuple[int, float]]] | None] = [None] * batch
+        for b, (beta, max_steps, mix) in rows.items():
+            self.spec[b] = (beta, max_steps, [(derive_seed(s, key), w) for s, w in mix])
+        self.t = torch.zeros(batch, dtype=torch.long)
+        self.last = torch.full((batch,), math.nan, dtype=torch.float64)
+
+    def values(self, rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The values (n, W) of tokens ``ids`` (n, W) for rows ``rows`` (n,) at their steps; steps them."""
+        out = torch.empty(ids.shape)
+        groups: dict[tuple[float, int], list[int]] = {}
+        row_list = rows.tolist()
+        for i, b in enumerate(row_list):
+            beta, max_steps, _ = self.spec[b]  # type: ignore[misc]
+            groups.setdefault((beta, max_steps), []).append(i)
+        for (beta, max_steps), idx in groups.items():
+            mixes = [self.spec[row_list[i]][2] for i in idx]  # type: ignore[index]
+            sel = torch.tensor(idx, dtype=torch.long)
+            steps = self.t[rows[sel]][:, None]  # (k, 1)
+            x = torch.empty(0)
+            for m in range(max(len(mx) for mx in mixes)):  # Σ_m w_m y_m, in MixedNoise's order
+                have = [j for j, mx in enumerate(mixes) if len(mx) > m]
+                h = torch.tensor(have, dtype=torch.long)
+                seeds = torch.tensor([mixes[j][m][0] for j in have], dtype=torch.int64)[:, None]
+                w = torch.tensor([mixes[j][m][1] for j in have], dtype=torch.float32)[:, None]
+                y = colored_noise_at(beta, seeds, ids[sel[h]], steps[h], max_steps=max_steps)
+                x = y * w if m == 0 else x.index_put((h,), x[h] + w * y)
+            out[sel] = x
+        self.t[rows] += 1
+        return out
+
+    def select(self, keep: torch.Tensor) -> None:
+        idx = keep.tolist()
+        self.spec = [self.spec[i] for i in idx]
+        self.t, self.last = self.t[keep], self.last[keep]
+
+
+def perturb_candidates(
+    logits: torch.Tensor,
+    noise: TokenNoise,
+    rows: torch.Tensor,
+    sigma: torch.Tensor,
+    truncation: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Version-2 logit noise on logits (n, V) of rows ``rows`` (n,): each candidate of
+    :func:`token_candidates` + σ · std(row) · x; the other tokens unchanged (a new tensor)."""
+    ids, valid = token_candidates(logits, truncation)
+    n = ids.shape[0]
+    z = noise.values(rows, torch.cat([ids, torch.zeros(n, 1, dtype=torch.long)], 1))  # + stream 0 (trace)
+    noise.last[rows] = z[:, -1].double()
+    add = (sigma * logit_std(logits))[:, None] * z[:, :-1]  # (n, W), as version 1's σ·std·x
+    out = logits.clone()
+    r, c = valid.nonzero(as_tuple=True)
+    out[r, ids[r, c]] = logits[r, ids[r, c]] + add[r, c]
+    return out
+
+
+def gumbel_candidates(logits: torch.Tensor, noise: TokenNoise, rows: torch.Tensor) -> torch.Tensor:
+    """Version-2 colored Gumbel-max draw from softmax(logits) (n, V): tokens (n,).
+
+    The candidates (:func:`token_candidates` of these already-truncated logits) compete with
+    colored Gumbel noise, joined by one more option, the *tail*: every other finite token at
+    once, with logit log Σ_tail e^x and its own colored stream (``TAIL_STREAM``). Gumbel-max
+    over these options is an exact draw of candidate-or-tail; when the tail wins, the token
+    within it is the inverse CDF (token-id order) at u = Φ(z) of stream ``TAIL_STREAM + 1``,
+    exact as well. So every step is an exact sample of softmax(logits), as in version 1.
+    """
+    ids, valid = token_candidates(logits)
+    n, width = ids.shape
+    finite = torch.isfinite(logits)
+    top = logits.masked_fill(~finite, -math.inf).amax(-1)
+    chosen = torch.zeros_like(finite)
+    r, c = valid.nonzero(as_tuple=True)
+    chosen[r, ids[r, c]] = True
+    tail = finite & ~chosen
+    tail_logit = torch.full((n,), -math.inf, dtype=torch.float64)
+    has_tail = tail.any(-1)
+    if bool(has_tail.any()):
+        mass = torch.where(tail, (logits - top[:, None]).exp(), 0.0)
+        tail_logit = torch.where(has_tail, top.double() + _row_sums(mass).double().log(), -math.inf)
+    extra = torch.tensor([TAIL_STREAM, TAIL_STREAM + 1, 0], dtype=torch.long).expand(n, 3)
+    z = noise.values(rows, torch.cat([ids, extra], 1))  # (n, W + 3)
+    noise.last[rows] = z[:, -1].double()
+    scores = torch.cat([logits.gather(1, ids).masked_fill(~valid, -math.inf).double(), tail_logit[:, None]], 1)
+    win = gumbel_argmax(scores, z[:, : width + 1])  # (n,) in [0, W]
+    tokens = ids.gather(1, win.clamp(max=width - 1)[:, None]).squeeze(1)
+    won = (win == width).nonzero().flatten()
+    if won.numel():  # the tail won: which of its tokens (inverse CDF in token-id order)
+        p = torch.where(tail[won], (logits[won].double() - top[won, None].double()).exp(), 0.0)  # (k, V)
+        cdf = p.cumsum(-1)  # flat across non-tail tokens, so the search lands on a tail token
+        u = torch.special.ndtr(z[won, width + 1].double())
+        j = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)
+        last = p.shape[1] - 1 - (p > 0).flip(-1).int().argmax(-1)  # the row's last tail token
+        tokens[won] = torch.minimum(j, last)
+    return tokens
 
 
 def preset(name: str) -> Fluctuation:
@@ -471,10 +739,15 @@ class FluctuationBatch:
         mixes: list[NoiseMix],
         vocab_size: int,
         hidden_size: int = 0,
+        params: Sequence[Any] | None = None,
     ) -> None:
+        """``params``: each row's ``SamplingParams`` (optional): their temperature, top-k, top-p and
+        min-p choose version-2 logit noise's candidates (:func:`token_candidates`); without them
+        the floor and cap alone do."""
         B = len(fls)
         self.fls = list(fls)
         self.batch = B
+        self.trunc = Truncation.stack([Truncation.of(x) for x in params] if params is not None else [Truncation()] * B)
 
         def rows(point: str, keep: Any = None) -> dict[int, tuple[float, int, NoiseMix]]:
             out = {}
@@ -495,51 +768,81 @@ class FluctuationBatch:
         def sigma(point: str) -> torch.Tensor:
             return torch.tensor([getattr(f, point).sigma if f is not None and getattr(f, point) else 0.0 for f in fls])
 
+        def version(b: int) -> int:
+            return fls[b].noise_version  # type: ignore[union-attr]
+
+        def tokens(key: str, spec: dict[int, Any]) -> TokenNoise | None:
+            return TokenNoise(key, spec, B) if spec else None
+
         spec = {p: rows(p) for p in ("temperature", "logits", "hidden", "embedding")}
+        logits1 = {b: v for b, v in spec["logits"].items() if version(b) == 1}
+        logits2 = {b: v for b, v in spec["logits"].items() if version(b) == 2}
         gumbel = rows("draw", lambda e: e.mode == "gumbel")
+        gumbel1 = {b: v for b, v in gumbel.items() if version(b) == 1}
+        gumbel2 = {b: v for b, v in gumbel.items() if version(b) == 2}
         quantile = rows("draw", lambda e: e.mode == "quantile")
         self.temp = source("temperature", 1, spec["temperature"])
-        self.logits = source("logits", vocab_size, spec["logits"])
-        self.gumbel = source("draw", vocab_size, gumbel)
+        self.logits = source("logits", vocab_size, logits1)
+        self.logits2 = tokens("logits", logits2)  # noise version 2: candidates only
+        self.gumbel = source("draw", vocab_size, gumbel1)
+        self.gumbel2 = tokens("draw", gumbel2)
         self.quantile = source("draw", 1, quantile)
         self.hidden = source("hidden", hidden_size, spec["hidden"])
         self.embed = source("embedding", hidden_size, spec["embedding"])
-        self.has = {p: mask(s) for p, s in spec.items()} | {"gumbel": mask(gumbel), "quantile": mask(quantile)}
+        self.has = {p: mask(s) for p, s in spec.items()} | {
+            "logits": mask(logits1),
+            "logits2": mask(logits2),
+            "gumbel": mask(gumbel1),
+            "gumbel2": mask(gumbel2),
+            "quantile": mask(quantile),
+        }
         self.sigma = {p: sigma(p) for p in ("logits", "hidden", "embedding")}
         self.temp_x = [0.0] * B  # last temperature noise per row (trace)
         self._layers: dict[int, dict[int, torch.Tensor]] = {}  # num_layers → layer → rows perturbed there
 
     @property
     def active(self) -> bool:
-        return any(s is not None for s in (self.temp, self.logits, self.gumbel, self.quantile, self.hidden, self.embed))
+        return any(
+            s is not None
+            for s in (self.temp, self.logits, self.logits2, self.gumbel, self.gumbel2, self.quantile, self.hidden, self.embed)
+        )
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep rows ``keep`` (indices, in order), as :meth:`SamplerBatch.select`."""
         idx = keep.tolist()
         self.fls = [self.fls[i] for i in idx]
         self.temp_x = [self.temp_x[i] for i in idx]
-        for s in (self.temp, self.logits, self.gumbel, self.quantile, self.hidden, self.embed):
+        for s in (self.temp, self.logits, self.logits2, self.gumbel, self.gumbel2, self.quantile, self.hidden, self.embed):
             if s is not None:
                 s.select(keep)
         self.has = {k: v[keep] for k, v in self.has.items()}
+        self.trunc = {k: v[keep] for k, v in self.trunc.items()}
         self.sigma = {k: v[keep] for k, v in self.sigma.items()}
         self.batch = len(idx)
         self._layers = {}
 
     # -- sampler side (once per generated token) -----------------------------------------------
     def perturb_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Step 2: logits (B, V) + σ · std · x_t on rows with a ``logits`` entry; −inf stays −inf."""
-        if self.logits is None:
-            return logits
-        rows, z = self.logits.step(self.has["logits"])  # (n,), (n, V)
-        every = rows.numel() == logits.shape[0] and bool((rows == torch.arange(rows.numel())).all())
-        x = logits if every else logits[rows]
-        std = logit_std(x)
-        new = x + (self.sigma["logits"][rows] * std)[:, None] * z
-        if every:
-            return new
-        out = logits.clone()
-        out[rows] = new
+        """Step 2: logits (B, V) + σ · std · x_t on rows with a ``logits`` entry; −inf stays −inf.
+
+        Version-2 rows: on their candidate tokens only (:func:`perturb_candidates`)."""
+        out = logits
+        if self.logits is not None:
+            rows, z = self.logits.step(self.has["logits"])  # (n,), (n, V)
+            every = rows.numel() == logits.shape[0] and bool((rows == torch.arange(rows.numel())).all())
+            x = logits if every else logits[rows]
+            std = logit_std(x)
+            new = x + (self.sigma["logits"][rows] * std)[:, None] * z
+            if every:
+                return new
+            out = logits.clone()
+            out[rows] = new
+        if self.logits2 is not None:
+            rows = self.has["logits2"].nonzero().flatten()
+            trunc = {k: v[rows] for k, v in self.trunc.items()}
+            new = perturb_candidates(logits[rows], self.logits2, rows, self.sigma["logits"][rows], trunc)
+            out = out.clone() if out is logits else out
+            out[rows] = new
         return out
 
     def temperature(self, temp: torch.Tensor) -> torch.Tensor:
@@ -567,6 +870,10 @@ class FluctuationBatch:
             every = rows.numel() == logits.shape[0] and bool((rows == torch.arange(rows.numel())).all())
             x = logits if every else logits[rows]
             out[rows] = gumbel_argmax(x, z)  # = (x.double() + gumbel_from_normal(z)).argmax(-1)
+        if self.gumbel2 is not None:
+            rows = self.has["gumbel2"].nonzero().flatten()
+            out = out.clone() if out is tokens else out
+            out[rows] = gumbel_candidates(logits[rows], self.gumbel2, rows)
         if self.quantile is not None:
             rows, z = self.quantile.step(self.has["quantile"])
             u = torch.special.ndtr(z[:, 0].double())  # (n,)
@@ -584,11 +891,14 @@ class FluctuationBatch:
             d: dict[str, float] = {}
             if fl.temperature is not None:
                 d["temperature"] = self.temp_x[b]
-            for name, src in (("logits", self.logits), ("draw", self.gumbel or self.quantile), ("hidden", self.hidden)):
-                if name == "draw" and self.gumbel is not None and self.quantile is not None:
-                    src = self.gumbel if bool(self.has["gumbel"][b]) else self.quantile
-                if src is not None and not math.isnan(float(src.last[b])):
-                    d[name] = float(src.last[b])
+            for name, sources in (
+                ("logits", (("logits", self.logits), ("logits2", self.logits2))),
+                ("draw", (("gumbel", self.gumbel), ("gumbel2", self.gumbel2), ("quantile", self.quantile))),
+                ("hidden", (("hidden", self.hidden),)),
+            ):
+                for has, src in sources:
+                    if src is not None and bool(self.has[has][b]) and not math.isnan(float(src.last[b])):
+                        d[name] = float(src.last[b])
             out.append(d)
         return out
 

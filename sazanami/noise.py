@@ -765,7 +765,8 @@ def colored_noise_at(
     else:
         seeds = _check_seed(seed, 1)
     tensors = [x for x in (ids, steps, seeds) if isinstance(x, torch.Tensor)]
-    shape = torch.broadcast_shapes(*(x.shape for x in tensors)) if tensors else torch.Size([])
+    # NumPy's rule (torch.broadcast_shapes imports sympy on first use: a second's delay)
+    shape = torch.Size(np.broadcast_shapes(*(tuple(x.shape) for x in tensors)))
     ids_t = ids if isinstance(ids, torch.Tensor) else torch.tensor(ids, dtype=torch.int64)
     k = _stream_keys(seeds, ids_t.expand(shape) if ids_t.shape != shape else ids_t)
     k = _mix64_(k.bitwise_xor_(_i64(_COUNTER_DOMAIN)).contiguous(), torch.empty_like(k))  # k' (shape)

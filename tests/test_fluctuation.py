@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -133,7 +135,7 @@ def test_colored_gumbel_draw_is_exact(beta: float):
 
 def test_gumbel_argmax_matches_vectorised_draw():
     """The per-row sampler path uses the same transform as the test above."""
-    fl = Fluctuation(draw=Entry(beta=1.0))
+    fl = Fluctuation(draw=Entry(beta=1.0), noise_version=1)  # one stream per vocabulary entry
     st = fl.start(5, 5)
     logits = torch.tensor([0.3, -1.0, 2.0, 0.0, -0.5])
     tok = st.gumbel_argmax(logits)
@@ -265,10 +267,12 @@ def _reference_step(states, logits, temp, h_layers, num_layers):
     return x, t, tok, hs
 
 
+@pytest.mark.parametrize("version", [1, 2, "both"])
 @pytest.mark.parametrize("mixtures", [True, False])
-def test_batched_state_matches_per_row_reference(mixtures):
-    """Every (seed, stream, step) value, and so every token, equals the per-row implementation's."""
-    from sazanami.fluctuation import FluctuationBatch
+def test_batched_state_matches_per_row_reference(mixtures, version):
+    """Every (seed, stream, step) value, and so every token, equals the per-row implementation's
+    (noise version 1, 2, or rows of both in one batch; version 2 with each row's truncation)."""
+    from sazanami.fluctuation import FluctuationBatch, Truncation
 
     V, C, L = 37, 12, 4
     fls = [
@@ -280,13 +284,27 @@ def test_batched_state_matches_per_row_reference(mixtures):
         Fluctuation.parse('{"draw": {}, "temperature": {"beta": 2}}'),
         Fluctuation.parse("pink-logits"),
     ]
+    versions = [1, 2, 1, 2, 1, 2, 2] if version == "both" else [version] * 7
+    fls = [dataclasses.replace(fl, noise_version=v) if fl is not None else None for fl, v in zip(fls, versions)]
+    params = [
+        SamplingParams(top_k=5),
+        SamplingParams(top_p=0.5, temperature=0.7),
+        SamplingParams(),
+        SamplingParams(min_p=0.2),
+        SamplingParams(temperature=0.0),
+        SamplingParams(mirostat_tau=3.0, top_k=2),
+        SamplingParams(top_k=20, top_p=0.9, min_p=0.01, temperature=1.3),
+    ]
     seeds = [11, 12, 13, 14, 15, 16, 17]
     mixes = [None] * 7
     if mixtures:
         mixes[5] = [(16, 0.6), (99, 0.8)]  # a noise-search mixture
         mixes[6] = [(17, 0.8), (5, 0.36), (6, 0.48)]
-    ref = [fl.start(s, V, C, m) if fl is not None else None for fl, s, m in zip(fls, seeds, mixes)]
-    bat = FluctuationBatch(fls, [m or [(s, 1.0)] for s, m in zip(seeds, mixes)], V, C)
+    ref = [
+        fl.start(s, V, C, m, Truncation.of(p)) if fl is not None else None
+        for fl, s, m, p in zip(fls, seeds, mixes, params)
+    ]
+    bat = FluctuationBatch(fls, [m or [(s, 1.0)] for s, m in zip(seeds, mixes)], V, C, params=params)
     gen = torch.Generator().manual_seed(0)
     rows = list(range(7))
     for step in range(40):
@@ -343,3 +361,134 @@ def test_batched_rows_of_several_colors_keep_their_order():
         got = bat.perturb_logits(x)
         assert torch.equal(got, torch.stack([st.perturb_logits(r) for st, r in zip(ref, x)]))
         assert bat.draw(got, torch.zeros(3, dtype=torch.long)).tolist() == [st.draw(r) for st, r in zip(ref, got)]
+
+
+# -- noise versions ---------------------------------------------------------------------------------
+def test_noise_version_field():
+    """Version 2 by default (presets too), version 1 on request; validated, serialised, parsed."""
+    assert Fluctuation().noise_version == 2
+    assert all(fl.noise_version == 2 for fl in PRESETS.values())
+    fl = Fluctuation.parse('{"preset": "pink-draw", "noise_version": 1}')
+    assert fl.noise_version == 1 and fl.draw == PRESETS["pink-draw"].draw
+    assert fl.to_dict()["noise_version"] == 1
+    assert Fluctuation.from_dict(json.loads(json.dumps(fl.to_dict()))) == fl
+    assert SamplingParams(fluctuation=fl).to_dict()["fluctuation"]["noise_version"] == 1
+    for bad, message in ((3, "noise_version must be in [1, 2], got 3"), ("2", "noise_version must be an integer, got '2'")):
+        with pytest.raises(ParameterError) as info:
+            SamplingParams(fluctuation={"logits": {}, "noise_version": bad})
+        assert info.value.param == "noise_version" and message in str(info.value)
+
+
+def test_version1_is_one_colored_stream_per_vocabulary_entry():
+    """Version 1 stays what it was: logits + σ·std·x_t, x the row's ColoredNoise over the vocabulary."""
+    from sazanami.fluctuation import FluctuationBatch, logit_std
+    from sazanami.seeds import derive_seed
+
+    V, fl = 50, Fluctuation(logits=Entry(sigma=0.4, beta=1.0), noise_version=1)
+    bat = FluctuationBatch([fl, fl], [[(7, 1.0)], [(8, 1.0)]], V)
+    srcs = [ColoredNoise(1.0, V, derive_seed(s, "logits"), max_steps=4096) for s in (7, 8)]
+    x = torch.randn(2, V, generator=torch.Generator().manual_seed(1))
+    for _ in range(5):
+        want = x + (torch.tensor([0.4, 0.4]) * logit_std(x))[:, None] * torch.stack([s.step() for s in srcs])
+        assert torch.equal(bat.perturb_logits(x), want)
+
+
+def test_version2_noise_is_the_stateless_value_on_candidates_only():
+    """Each candidate gets σ·std·colored_noise_at(β, derive_seed(seed, "logits"), id, t); the rest
+    keep their logits bit for bit; a token that becomes a candidate at step t gets its stream's
+    value at t, as if it had been computed all along."""
+    from sazanami.fluctuation import Truncation, logit_std
+    from sazanami.noise import colored_noise_at
+    from sazanami.seeds import derive_seed
+
+    V = 40
+    fl = Fluctuation(logits=Entry(sigma=0.5, beta=1.0))
+    st = fl.start(9, V, truncation=Truncation(top_k=4))
+    gen = torch.Generator().manual_seed(2)
+    seen = set()
+    for t in range(12):
+        x = torch.randn(V, generator=gen) * 2
+        out = st.perturb_logits(x)
+        top4 = set(x.topk(4).indices.tolist())
+        changed = set((out != x).nonzero().flatten().tolist())
+        assert changed == top4  # top-k 4: exactly its survivors get noise
+        ids = torch.tensor(sorted(top4))
+        z = colored_noise_at(1.0, derive_seed(9, "logits"), ids, t)
+        assert torch.equal(out[ids], x[ids] + 0.5 * logit_std(x[None])[0] * z)
+        seen |= top4
+    assert len(seen) > 8  # the candidate set moved, and newcomers got their streams' values
+
+
+def test_version2_candidates_follow_truncation():
+    from sazanami.fluctuation import CANDIDATES_MAX, Truncation, token_candidates
+
+    probs = torch.tensor([0.5, 0.2, 0.15, 0.1, 0.04, 0.01, 1e-6, 0.0])
+    x = probs.log()[None]  # the last entry is −inf (masked)
+
+    def cands(**kw) -> list[int]:
+        ids, valid = token_candidates(x, Truncation.stack([Truncation(**kw)]) if kw else None)
+        return ids[valid].tolist()
+
+    assert cands() == [0, 1, 2, 3, 4, 5]  # 1e-6 < 10^-4 × 0.5; −inf never
+    assert cands(top_k=2) == [0, 1]
+    assert cands(top_p=0.8) == [0, 1, 2]  # mass before token 3 is 0.85 ≥ 0.8
+    assert cands(min_p=0.25) == [0, 1, 2]  # p ≥ 0.125
+    assert cands(min_p=0.25, temperature=2.0) == [0, 1, 2, 3, 4]  # at T = 2: p ∝ √p0, ratio ≥ 0.25
+    wide = torch.zeros(1, 5000)  # a flat row: the cap keeps the first CANDIDATES_MAX (ties: lowest ids)
+    ids, valid = token_candidates(wide)
+    assert int(valid.sum()) == CANDIDATES_MAX
+
+
+@pytest.mark.parametrize("beta", [0.0, 2.0])
+def test_version2_gumbel_draw_is_exact_with_a_tail(beta: float, monkeypatch):
+    """4000 independent rows (seeds): the tokens at steps 0, 7 and 31 follow softmax(logits) —
+    with the candidate cap at 2, the tail (tokens 2-4, mass 0.3) is drawn through its own option."""
+    import sazanami.fluctuation as fluct
+
+    monkeypatch.setattr(fluct, "CANDIDATES_MAX", 2)
+    probs = torch.tensor([0.45, 0.25, 0.15, 0.1, 0.05])
+    rows = 4000
+    fl = Fluctuation(draw=Entry(beta=beta))
+    bat = fluct.FluctuationBatch([fl] * rows, [[(s, 1.0)] for s in range(rows)], 5)
+    x = probs.log().expand(rows, 5)
+    counts = torch.zeros(3, 5)
+    for step in range(32):
+        tok = bat.draw(x, torch.zeros(rows, dtype=torch.long))
+        if step in (0, 7, 31):
+            counts[(0, 7, 31).index(step)] = torch.bincount(tok, minlength=5).float()
+    expected = probs * rows
+    for row in counts:
+        chi2 = float(((row - expected) ** 2 / expected).sum())
+        assert chi2 < 18.47  # p = 0.001, 4 degrees of freedom
+
+
+def test_version2_draw_is_batch_invariant_and_colored():
+    """A row's draws are the same alone as among others; β = 2 repeats tokens more than β = 0."""
+    from sazanami.fluctuation import FluctuationBatch
+
+    V = 300
+    x = torch.randn(1, V, generator=torch.Generator().manual_seed(4)) * 1.5
+
+    def run(beta: float, seed: int, others: int) -> list[int]:
+        fl = Fluctuation(draw=Entry(beta=beta))
+        fls = [fl] * (others + 1)
+        bat = FluctuationBatch(fls, [[(seed + 100 * i, 1.0)] for i in range(others)] + [[(seed, 1.0)]], V)
+        logits = torch.cat([torch.randn(others, V, generator=torch.Generator().manual_seed(5)), x])
+        return [int(bat.draw(logits, torch.zeros(others + 1, dtype=torch.long))[-1]) for _ in range(200)]
+
+    alone = run(1.0, 3, 0)
+    assert alone == run(1.0, 3, 4)
+
+    def repeats(seq: list[int]) -> float:
+        return float(np.mean([a == b for a, b in zip(seq, seq[1:])]))
+
+    assert repeats(run(2.0, 3, 0)) > repeats(run(0.0, 3, 0)) + 0.2
+
+
+def test_noise_versions_in_engine(tiny_engine: Engine):
+    """Both versions run in the engine, each reproducible; they are different noise."""
+    for name in ("pink-logits", "pink-draw"):
+        v2 = tokens(tiny_engine, name)
+        v1 = tokens(tiny_engine, dataclasses.replace(PRESETS[name], noise_version=1))
+        assert v2 == tokens(tiny_engine, name) and v1 == tokens(tiny_engine, {"preset": name, "noise_version": 1})
+        assert v1 != v2
