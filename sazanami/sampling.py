@@ -304,8 +304,8 @@ class SamplerBatch:
             else frozenset()
             for x in p
         ]
-        self.fluct = FluctuationBatch(
-            [x.fluctuation for x in p], [r.noise or [(r.seed, 1.0)] for r in rows], vocab_size, hidden_size
+        self.fluct = FluctuationBatch(  # params: version-2 logit noise's candidates follow each row's truncation
+            [x.fluctuation for x in p], [r.noise or [(r.seed, 1.0)] for r in rows], vocab_size, hidden_size, params=p
         )
 
     def __len__(self) -> int:
