@@ -12,6 +12,12 @@ optional entry per point of entry:
    generated tokens) added to the output of chosen layers or to the input embeddings,
    scaled so its norm is σ × the hidden state's norm.
 
+Noise version (``Fluctuation.noise_version``): 1 steps one colored stream per vocabulary
+entry per row for ``logits`` and the Gumbel ``draw``; 2 (the default) takes the stateless
+value of (seed, token id, step) (:func:`~sazanami.noise.colored_noise_at`) for each row's
+candidate tokens only (:func:`token_candidates`; the draw stays exact through a tail option,
+:func:`gumbel_candidates`). The other entries are the same in both.
+
 Presets: see :data:`PRESETS`. ``Fluctuation.parse`` accepts a preset name, a dict,
 a JSON string, a path to a ``.json`` file or a ``Fluctuation``.
 
@@ -885,7 +891,7 @@ class FluctuationBatch:
         """Per row: the last value of each noise's first stream (trace), None for rows without noise."""
         out: list[dict[str, float] | None] = []
         for b, fl in enumerate(self.fls):
-            if fl is None or not any(getattr(fl, p) is not None for p in POINTS if p != "beams"):
+            if fl is None or not fl.active:
                 out.append(None)
                 continue
             d: dict[str, float] = {}

@@ -39,8 +39,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "top_p0.9-t0.8": {"temperature": 0.8, "top_p": 0.9},
     "white-temperature-t0.8": {"temperature": 0.8, "fluctuation": "white-temperature"},
     "pink-temperature-t0.8": {"temperature": 0.8, "fluctuation": "pink-temperature"},
-    "pink-logits-t0.8": {"temperature": 0.8, "fluctuation": "pink-logits"},
-    "pink-draw-t0.8": {"temperature": 0.8, "fluctuation": "pink-draw"},
+    # noise version 1: Experiment 1 was pre-registered and started on it; a resumed run must not switch
+    "pink-logits-t0.8": {"temperature": 0.8, "fluctuation": {"preset": "pink-logits", "noise_version": 1}},
+    "pink-draw-t0.8": {"temperature": 0.8, "fluctuation": {"preset": "pink-draw", "noise_version": 1}},
 }
 """Named sampler settings (SamplingParams fields). ``t*`` form the reference temperature curve."""
 
