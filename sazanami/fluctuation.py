@@ -843,7 +843,7 @@ class FluctuationBatch:
                 return new
             out = logits.clone()
             out[rows] = new
-        if self.logits2 is not None:
+        if self.logits2 is not None and bool(self.has["logits2"].any()):
             rows = self.has["logits2"].nonzero().flatten()
             trunc = {k: v[rows] for k, v in self.trunc.items()}
             new = perturb_candidates(logits[rows], self.logits2, rows, self.sigma["logits"][rows], trunc)
@@ -876,7 +876,7 @@ class FluctuationBatch:
             every = rows.numel() == logits.shape[0] and bool((rows == torch.arange(rows.numel())).all())
             x = logits if every else logits[rows]
             out[rows] = gumbel_argmax(x, z)  # = (x.double() + gumbel_from_normal(z)).argmax(-1)
-        if self.gumbel2 is not None:
+        if self.gumbel2 is not None and bool(self.has["gumbel2"].any()):
             rows = self.has["gumbel2"].nonzero().flatten()
             out = out.clone() if out is tokens else out
             out[rows] = gumbel_candidates(logits[rows], self.gumbel2, rows)

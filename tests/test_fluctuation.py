@@ -492,3 +492,17 @@ def test_noise_versions_in_engine(tiny_engine: Engine):
         v1 = tokens(tiny_engine, dataclasses.replace(PRESETS[name], noise_version=1))
         assert v2 == tokens(tiny_engine, name) and v1 == tokens(tiny_engine, {"preset": name, "noise_version": 1})
         assert v1 != v2
+
+
+def test_version2_rows_can_all_finish():
+    """When the batch drops its last version-2 row, the per-token entries skip (no empty-batch work)."""
+    from sazanami.fluctuation import FluctuationBatch
+
+    fls = [Fluctuation.parse('{"logits": {}, "draw": {}}'), Fluctuation.parse("pink-temperature")]
+    bat = FluctuationBatch(fls, [[(1, 1.0)], [(2, 1.0)]], 30)
+    x = torch.randn(2, 30, generator=torch.Generator().manual_seed(6))
+    assert not torch.equal(bat.perturb_logits(x)[0], x[0])
+    bat.select(torch.tensor([1]))
+    assert torch.equal(bat.perturb_logits(x[1:]), x[1:])
+    assert torch.equal(bat.draw(x[1:], torch.tensor([7])), torch.tensor([7]))
+    assert bat.last_noise()[0] is not None and "logits" not in bat.last_noise()[0]
