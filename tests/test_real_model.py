@@ -38,7 +38,7 @@ def test_incremental_decode_matches_full_decode(real_engine: Engine):
     """A running row's text, decoded a window at a time, is the whole output decoded, at every token."""
     import random
 
-    from sazanami.engine import _Row
+    from sazanami.decode_step import RowState
     from sazanami.rows import RowRequest
 
     tok = real_engine.tokenizer
@@ -46,7 +46,7 @@ def test_incremental_decode_matches_full_decode(real_engine: Engine):
     rng = random.Random(0)
     V = tok.vocab_size
     for trial in range(30):
-        row = _Row(RowRequest([1], SamplingParams(max_tokens=10_000), 0), tok)
+        row = RowState(RowRequest([1], SamplingParams(max_tokens=10_000), 0), tok)
         for _ in range(rng.randrange(20, 120)):
             if rng.random() < 0.5:  # byte pieces of multi-byte characters, split anywhere
                 t = rng.choice(pieces)

@@ -173,8 +173,9 @@ def test_stream_completions(client):
 
 
 
-def test_usage_reports_prompt_tokens_served_by_the_prefix_cache(client):
+def test_usage_reports_prompt_tokens_served_by_the_prefix_cache(client, tiny_engine):
     # A long system prompt no other test sends: the first request computes it, the next reuse it.
+    tiny_engine.clear_prefix_cache()  # the session's engine: other files' prompts share the template's head
     system = "You are the archivist of the lighthouse at Kerrow Point. " * 12
     chat = [{"role": "system", "content": system}]
     first = client.chat.completions.create(
