@@ -468,9 +468,8 @@ class _Pool:
 
     def hold(self, seq: int, start: int, end: int) -> HeldBlock | None:
         """Block ``[start, end)`` (sazanami positions) of ``seq`` for the prefix cache: ``seq`` is
-        copied to a spare sequence once per state of it. With no spare id, least recently
-        used blocks of the attached caches (other engines' too) give way; None when none
-        is left to evict (holders never grow the context)."""
+        copied to a spare sequence once per state of it; None when no spare id is free
+        (holders never grow the context)."""
         p0 = 0 if start == 0 else start + self.bos_offset  # the first block keeps BOS
         p1 = end + self.bos_offset
         if self.ctx is None:
@@ -478,8 +477,6 @@ class _Pool:
         key = (seq, self.version.get(seq, 0))
         holder = self.holders.get(key)
         if holder is None:
-            while not self.free and self._evict_one():
-                pass
             if not self.free:
                 return None
             h = max(self.free)  # from the top: rows take runs from the bottom
