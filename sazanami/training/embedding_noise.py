@@ -38,7 +38,8 @@ class ColoredEmbeddingNoise:
     Args:
         color: β in [0, 2] and α (NEFTune's noise alpha, e.g. 5).
         seed: seeds the noise.
-        max_batch, max_len: the largest batch shape the colored streams cover (β > 0).
+        max_batch: the largest batch the colored streams cover (β > 0).
+        max_len: the longest sequence the colored streams cover (β > 0).
         max_steps: the longest time scale with the 1/f^β shape.
 
     :meth:`attach` registers it as a forward hook on an embedding module (active in
