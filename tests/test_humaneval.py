@@ -86,6 +86,13 @@ def test_doctest_scorer_reads_the_task_and_whole_programs():
     )
     assert (good.value, half.value, fenced.value) == (1.0, 0.5, 1.0)
     assert good.reason == "2/2 examples pass"
+    # the first failure is the feedback an improve-and-score search passes on
+    assert half.reason == (
+        "1/2 examples pass; first failure: has_close_elements([1.0, 2.0, 3.0], 0.5) gave True, expected False"
+    )
+    broken, looping = scorer.score(["    return (\n", "    while True:\n        pass\n"])
+    assert broken.value == 0.0 and "SyntaxError" in broken.reason
+    assert looping.value == 0.0 and "sandbox limits" in looping.reason
 
 
 def test_a_run_is_resumable_and_reported(tmp_path):

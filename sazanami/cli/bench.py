@@ -153,3 +153,7 @@ bench_group.add_command(longform)
 from sazanami.cli.bench_humaneval import humaneval  # noqa: E402  (its own module; registered here)
 
 bench_group.add_command(humaneval)
+
+from sazanami.cli.bench_humaneval_search import humaneval_search  # noqa: E402  (its own module; registered here)
+
+bench_group.add_command(humaneval_search)

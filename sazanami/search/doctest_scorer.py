@@ -53,36 +53,50 @@ def candidate_program(prompt: str, candidate: str) -> str:
     return prompt + code
 
 
-def doctest_fraction(prompt: str, candidate: str, limits: SandboxLimits = DOCTEST_LIMITS) -> float | None:
-    """Fraction of the prompt's ``>>>`` examples the candidate passes (None: the prompt has none).
+def doctest_check(prompt: str, candidate: str, limits: SandboxLimits = DOCTEST_LIMITS) -> tuple[float | None, str]:
+    """Fraction of the prompt's ``>>>`` examples the candidate passes (None: the prompt has none),
+    and what went wrong first ("" when all pass): a failing example with the value it gave, or the
+    error that stopped the program.
 
     One sandboxed program defines the code and evaluates every example; an example passes when its
     value equals the expected one (read as a Python expression, else compared as repr/str).
     """
     examples = doctest_examples(prompt)
     if not examples:
-        return None
+        return None, ""
     source = (
         candidate_program(prompt, candidate) + "\n\n"
         "import json as _j\n"
-        "_r = []\n"
+        "_r, _why = [], ''\n"
         f"for _e, _x in _j.loads({json.dumps(examples)!r}):\n"
         "    try:\n"
         "        _got = eval(_e)\n"
+        "        _said = repr(_got)\n"
         "        try:\n"
         "            _ok = _got == eval(_x)\n"
         "        except Exception:\n"
-        "            _ok = repr(_got) == _x or str(_got) == _x\n"
-        "    except BaseException:\n"
-        "        _ok = False\n"
+        "            _ok = _said == _x or str(_got) == _x\n"
+        "    except BaseException as _exc:\n"
+        "        _ok, _said = False, 'raised ' + type(_exc).__name__ + ': ' + str(_exc)\n"
         "    _r.append(bool(_ok))\n"
-        f"print({_MARK!r}, _j.dumps(_r))\n"
+        "    if not _ok and not _why:\n"
+        "        _why = _e + ' gave ' + _said[:200] + ', expected ' + _x[:200]\n"
+        f"print({_MARK!r}, _j.dumps([_r, _why]))\n"
     )
     result = run_python(source, limits)
     for line in reversed(result.stdout.splitlines()):
         if line.startswith(_MARK):
-            return sum(json.loads(line[len(_MARK) :])) / len(examples)
-    return 0.0
+            passed, why = json.loads(line[len(_MARK) :])
+            return sum(passed) / len(examples), why
+    if result.timed_out or result.returncode < 0:
+        return 0.0, f"the program was stopped by its sandbox limits ({limits.cpu_s} CPU s, {limits.wall_s:g} s wall)"
+    last = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    return 0.0, (last[-1][:300] if last else f"the program exited with status {result.returncode}")
+
+
+def doctest_fraction(prompt: str, candidate: str, limits: SandboxLimits = DOCTEST_LIMITS) -> float | None:
+    """Fraction of the prompt's ``>>>`` examples the candidate passes (None: the prompt has none)."""
+    return doctest_check(prompt, candidate, limits)[0]
 
 
 class DoctestScorer(Scorer):
@@ -101,8 +115,10 @@ class DoctestScorer(Scorer):
         n = len(doctest_examples(prompt))
         out = []
         for it in _items(items):
-            value = doctest_fraction(prompt, it.text)
-            out.append(
-                Score(value, f"{round((value or 0) * n)}/{n} examples pass" if value is not None else "no examples")
-            )
+            value, why = doctest_check(prompt, it.text)
+            if value is None:
+                out.append(Score(None, "no examples"))
+                continue
+            reason = f"{round(value * n)}/{n} examples pass"
+            out.append(Score(value, f"{reason}; first failure: {why}" if why else reason))
         return out
