@@ -277,10 +277,11 @@ def test_tools_accepted_and_unknown_tool_refused(client):
         model="tiny-random", messages=MSG, max_tokens=6, seed=2, extra_body={"tools": ["calc"]}
     )
     assert r.choices[0].finish_reason in ("stop", "length")
-    fn = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
-    with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model="tiny-random", messages=MSG, tools=fn)
-    assert e.value.body["param"] == "tools[0]"
+    # function objects are OpenAI function calling now (tests/test_function_calling.py); server tools by name
+    for field in ("tools", "server_tools"):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model="tiny-random", messages=MSG, extra_body={field: ["get_weather"]})
+        assert e.value.body["param"] == f"{field}[0]"
 
 
 def test_tools_and_grammar_inside_search_and_beams(client):

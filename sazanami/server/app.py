@@ -30,6 +30,7 @@ format); their schemas are still published in the OpenAPI document (``/openapi.j
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -182,7 +183,13 @@ class _Plan:
             params = params.replace(seed=fresh_seed())  # reported back, so any request can be rerun
         self.params = params
         self.prompts: list[Prompt] = req.prompts(limits)
-        self.islands = req.islands(server.tools)
+        self.raw = req.raw
+        """No chat template applied by the engine (completions, or a chat already rendered here)."""
+        self.calling = req.function_calling(limits) if chat else None
+        """OpenAI function calling (:class:`~sazanami.tool_calls.FunctionCalling`), or None."""
+        self.islands = req.islands(server.tools, self.calling, engine.tokenizer)
+        if chat:
+            self._render_tools(engine)
         req.check_search(params, limits)
         self.kind = "search" if req.search is not None else "sample"
         if self.kind == "sample" and params.beams is not None:
@@ -190,14 +197,14 @@ class _Plan:
         self.rows: list[RowRequest] = []
         if self.kind == "beams":  # a beam search of its own (Engine.beam_search's rows); a field it
             beams = BeamParams.from_sampling(params)  # does not honour is a 400 naming it
-            self.rows = engine.beam_rows(self.prompts, beams, req.raw, self.islands)
+            self.rows = engine.beam_rows(self.prompts, beams, self.raw, self.islands)
         elif self.kind != "search":
-            self.rows = engine.rows_for(self.prompts, params, req.raw, self.islands)
+            self.rows = engine.rows_for(self.prompts, params, self.raw, self.islands)
         if self.kind != "search":
             ids = {tuple(r.prompt_ids) for r in self.rows}
         else:
             isl = self.islands
-            ids = {tuple(engine.encode(isl.apply_to_prompt(p, req.raw) if isl else p, req.raw)) for p in self.prompts}
+            ids = {tuple(engine.encode(isl.apply_to_prompt(p, self.raw) if isl else p, self.raw)) for p in self.prompts}
         self.prompt_tokens = sum(len(i) for i in ids)
         where = "messages" if chat else "prompt"
         for i in ids:
@@ -226,6 +233,40 @@ class _Plan:
         self.needs_completion = self.want_logprobs or params.trace or has_tools
         self.cached: dict[int, int] = {}
         """Row index → its prompt tokens that came from the engine's prefix cache."""
+    def _render_tools(self, engine: Engine) -> None:
+        """A conversation with function tools or tool messages is rendered here (the model's
+        template with tools, or the fallback format; :func:`~sazanami.tool_calls.render_prompt`);
+        the server tools' description, if any, goes into it first."""
+        from sazanami.tool_calls import has_tool_messages, render_prompt
+
+        (messages,) = self.prompts
+        assert isinstance(messages, list)
+        if self.calling is None and not has_tool_messages(messages):
+            return
+        isl = self.islands
+        if isl is not None and isl.preamble() is not None:
+            messages = isl.apply_to_prompt(messages)  # type: ignore[assignment]
+            self.islands = dataclasses.replace(isl, describe_tools=False)
+        functions = self.calling.functions if self.calling is not None else ()
+        self.prompts = [render_prompt(engine.tokenizer, messages, functions)]
+        self.raw = True
+
+    def finish_calls(self, choices: list[Choice]) -> None:
+        """Split each whole choice into content and tool calls (finish reason ``tool_calls``)."""
+        if self.calling is None:
+            return
+        from sazanami.tool_calls import message_of
+
+        for c in choices:
+            message, c.finish_reason = message_of(self.calling, c.text, c.finish_reason or "stop")
+            c.text, c.tool_calls = message["content"] or "", message.get("tool_calls")
+
+    def call_stream(self) -> Any:
+        """A streaming parser for one choice (:class:`~sazanami.tool_calls.CallStream`), or None."""
+        from sazanami.tool_calls import CallStream
+
+        return CallStream(self.calling) if self.calling is not None else None
+
 
     def _check_memory(self, server: Server, ids: set[tuple[int, ...]], where: str) -> None:
         """Refuse (413) rows whose memory exceeds the server's whole budget, naming the field to
@@ -390,7 +431,7 @@ class Server:
             budget=plan.req.search_budget(plan.params, self.limits),
             params=plan.params,
             seed=plan.params.seed,
-            raw=plan.req.raw,
+            raw=plan.raw,
             islands=plan.islands,
             **kw,
             **spec.options,
@@ -472,6 +513,7 @@ class Server:
                         self.monitor.output(plan.clock)
                     choices = self.complete(plan, choices, value)
         for i, c in enumerate(choices):
+        plan.finish_calls(choices)
             c.text = plan.echo(i) + c.text
         if completion_tokens is None:
             completion_tokens = sum(c.tokens for c in choices)
@@ -484,6 +526,25 @@ class Server:
         shape, tok, seed = plan.shape, self.engine.tokenizer, plan.params.seed
         choices = plan.choices()
         ended: set[int] = set()
+        parsers: dict[int, Any] = {}  # choice index → its CallStream (function calling)
+
+        def pieces(index: int, text: str) -> list[str]:
+            """Chunks of a choice's new text: content, or tool-call deltas."""
+            parser = parsers.setdefault(index, plan.call_stream())
+            if parser is None:
+                return [shape.chunk([shape.piece(index, text)])] if text else []
+            return [shape.chunk([shape.delta(index, d)]) for d in parser.feed(text)]
+
+        def rest(c: Choice) -> list[str]:
+            """Chunks a choice's call parser held back; its finish reason becomes tool_calls if it called."""
+            parser = parsers.setdefault(c.index, plan.call_stream())
+            if parser is None:
+                return []
+            out = [shape.chunk([shape.delta(c.index, d)]) for d in parser.finish()]
+            if parser.called and c.finish_reason == "stop":
+                c.finish_reason = "tool_calls"
+            return out
+
         completion_tokens = None
         if shape.chat and plan.kind != "beams":
             for c in choices or [Choice(0)]:
@@ -499,9 +560,11 @@ class Server:
                     self.monitor.output(plan.clock)
                     self.feed(plan, choices, value)
                     for d in value:
-                        if d.text:
-                            yield shape.chunk([shape.piece(d.row, d.text)])
+                        for line in pieces(d.row, d.text) if d.text else []:
+                            yield line
                         if d.finished and not plan.needs_completion:
+                            for line in rest(choices[d.row]):
+                                yield line
                             ended.add(d.row)
                             yield shape.chunk([shape.end(choices[d.row])])
                     if not plan.needs_completion and len(ended) == len(choices):
@@ -510,8 +573,8 @@ class Server:
                     choice, info = self.search_result(plan, value)
                     completion_tokens = value.spend.get("generated_tokens")
                     choices = [choice]
-                    if choice.text:
-                        yield shape.chunk([shape.piece(0, choice.text)])
+                    for line in pieces(0, choice.text) + rest(choice):
+                        yield line
                     yield shape.chunk([shape.end(choice, tok, plan.want_logprobs)], search=info, seed=seed)
                 elif plan.kind == "beams":  # nothing was streamed: all of it now
                     self.monitor.output(plan.clock)
@@ -519,11 +582,14 @@ class Server:
                     for c in choices:
                         if shape.chat:
                             yield shape.chunk([shape.start(c.index)], seed=seed)
-                        yield shape.chunk([shape.piece(c.index, plan.echo(c.index) + c.text)])
+                        for line in pieces(c.index, plan.echo(c.index) + c.text) + rest(c):
+                            yield line
                         yield shape.chunk([shape.end(c, tok, plan.want_logprobs)])
                 else:
                     choices = self.complete(plan, choices, value)
                     for c in choices:
+                            for line in rest(c):
+                                yield line
                         if c.index not in ended:
                             yield shape.chunk([shape.end(c, tok, plan.want_logprobs)])
         if completion_tokens is None:

@@ -54,6 +54,9 @@ class Limits:
     a request that needs more alone is refused (413) before any work, and a batch starts only
     when it fits beside those running. Default: half the memory available at start, less the
     prefix cache (see docs/server_limits.md)."""
+    max_tools: int = 128
+    """Function objects in one request's ``tools`` at most (each becomes part of its grammar);
+    in [1, 4096]."""
     body_timeout: float = 30.0
     """Seconds a client has to send a request body; a slower one gets 408; in (0, 3600]."""
 
@@ -71,6 +74,7 @@ class Limits:
             ("max_batch_rows", 1, 4096),
             ("cohorts", 1, 16),
             ("prefix_cache_mb", 0, 65536),
+            ("max_tools", 1, 4096),
         ):
             check_int(name, getattr(self, name), low, high)
         check_range("max_search_seconds", self.max_search_seconds, 0, 86400, low_open=True)

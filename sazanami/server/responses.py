@@ -34,6 +34,8 @@ class Choice:
     spans: list[dict[str, Any]] | None = None
     top_logprobs: list[list[tuple[int, float]]] | None = None
     """Per token, the most likely (id, log-prob) alternatives under the raw model distribution."""
+    tool_calls: list[dict[str, Any]] | None = None
+    """OpenAI function calls the output made (``text`` is then the content before them, or None)."""
 
 
 class Shape:
@@ -67,7 +69,10 @@ class Shape:
     def choice(self, c: Choice, tokenizer: Any, want_logprobs: bool) -> dict[str, Any]:
         lp = logprobs_object(c, tokenizer, self.chat) if want_logprobs else None
         if self.chat:
-            out: dict[str, Any] = {"index": c.index, "message": {"role": "assistant", "content": c.text}}
+            message: dict[str, Any] = {"role": "assistant", "content": c.text}
+            if c.tool_calls:  # OpenAI's content is null for calls with no text before them
+                message = {"role": "assistant", "content": c.text or None, "tool_calls": c.tool_calls}
+            out: dict[str, Any] = {"index": c.index, "message": message}
         else:
             out = {"index": c.index, "text": c.text}
         out |= {"logprobs": lp, "finish_reason": c.finish_reason}
@@ -90,6 +95,10 @@ class Shape:
         if self.chat:
             return {"index": index, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
         return {"index": index, "text": text, "logprobs": None, "finish_reason": None}
+
+    def delta(self, index: int, delta: dict[str, Any]) -> dict[str, Any]:
+        """A chat chunk's choice carrying ``delta`` (content, or ``tool_calls`` pieces)."""
+        return {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
 
     def end(self, c: Choice, tokenizer: Any = None, want_logprobs: bool = False) -> dict[str, Any]:
         """A choice's last chunk: its finish reason (and what is known only at the end)."""

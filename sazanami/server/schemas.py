@@ -10,8 +10,11 @@ Extensions in the body (pass them with the openai client's ``extra_body``):
 - ``fluctuation`` — a preset name or the fluctuation object (a SamplingParams field; never a
   file path over HTTP: the server opens no file a request names);
 - ``search`` — ``{"strategy", "budget", "scorer", "options", "return_tree"}``;
-- ``tools`` — names of tools the server runs (``["calc"]``, or OpenAI function objects
-  naming them); the model's calls are run and their results injected into the text;
+- ``server_tools`` — names of tools the server runs (``["calc"]``); the model's calls are
+  run and their results injected into the text. ``tools`` as a list of names is the old
+  spelling (deprecated); ``tools`` as OpenAI function objects is OpenAI function calling
+  (:mod:`sazanami.tool_calls`: ``tool_choice``, ``parallel_tool_calls``, answers with
+  ``message.tool_calls``), and ``tool_grammar: false`` generates those calls unconstrained;
 - ``grammar`` (Lark) / ``regex`` / ``json_schema`` — a constraint the output follows
   (OpenAI's ``response_format`` with ``json_schema`` or ``json_object`` maps here too);
   a schema is at most :data:`MAX_SCHEMA_DEPTH` deep and :data:`MAX_SCHEMA_NODES` values big;
@@ -84,17 +87,6 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class FunctionRef(BaseModel):
-    name: str
-
-
-class ToolRef(BaseModel):
-    """An OpenAI tool object; only its function's name is used (the server runs the tool)."""
-
-    type: str = "function"
-    function: FunctionRef
-
-
 class ResponseFormat(BaseModel):
     type: str
     json_schema: dict[str, Any] | None = None
@@ -104,6 +96,8 @@ class Message(BaseModel):
     role: str
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = Field(None, description="An assistant message's calls (OpenAI's shape).")
+    tool_call_id: str | None = Field(None, description="A tool message: the call it answers.")
 
 
 class _Request(SamplingFields):  # type: ignore[misc, valid-type]
@@ -115,11 +109,22 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
     store: bool | None = None
     metadata: dict[str, Any] | None = None
     service_tier: str | None = None
-    parallel_tool_calls: bool | None = None
+    # OpenAI function calling (chat): functions the client runs (a list of names: server_tools, deprecated)
+    tools: list[str | dict[str, Any]] | None = Field(
+        None, description="OpenAI function objects the model may call (answered with message.tool_calls)."
+    )
+    tool_choice: str | dict[str, Any] | None = Field(
+        None, description="none, auto (default), required, or {type: function, function: {name}}."
+    )
+    parallel_tool_calls: bool | None = Field(None, description="Several calls in one answer (default true).")
     # sazanami's extensions
     search: SearchSpec | None = None
-    tools: list[str | ToolRef] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    server_tools: list[str] | None = Field(
+        None, description="Tools the server runs (calc, search, load): their results are injected into the text."
+    )
+    tool_grammar: bool | None = Field(
+        None, description="Generate function calls under their JSON schemas' grammar (default true)."
+    )
     grammar: str | None = Field(None, description="A Lark grammar (llguidance dialect) the output must follow.")
     regex: str | None = Field(None, description="A regex the whole output must match.")
     json_schema: dict[str, Any] | str | None = Field(None, description="A JSON schema the output must follow.")
@@ -179,6 +184,9 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
                 "response_format.json_schema.schema", "response_format.json_schema needs a 'schema' object"
             )
         _check_schema(schema, "response_format.json_schema.schema")
+        from sazanami.tool_calls import check_json_schema
+
+        check_json_schema(schema, "response_format.json_schema.schema")  # the metaschema
         return {"json_schema": schema}
 
     def constraint(self) -> Any:
@@ -187,20 +195,83 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
 
         return Islands.from_dict(self._constraint_spec()).constraint
 
-    def islands(self, server_tools: Any) -> Any:
+    def server_tool_names(self) -> tuple[str, list[str]]:
+        """``(field, names)`` of the tools the server is asked to run: ``server_tools``, or
+        ``tools`` given as a list of names (the deprecated spelling); ``("", [])`` for none."""
+        names = [t for t in self.tools or [] if isinstance(t, str)]
+        if names and len(names) != len(self.tools or []):
+            raise ParameterError(
+                "tools", "tools must be all function objects (OpenAI function calling) or all names (server tools)"
+            )
+        if names and self.server_tools is not None:
+            raise ParameterError("tools", "give server tools once: server_tools (tools as a list of names is deprecated)")
+        if self.server_tools is not None:
+            return "server_tools", list(self.server_tools)
+        return ("tools", names) if names else ("", [])
+
+    def function_calling(self, limits: Limits) -> Any:
+        """OpenAI function calling of this request (:class:`~sazanami.tool_calls.FunctionCalling`),
+        or None: no function objects in ``tools``, or ``tool_choice`` none."""
+        from sazanami.tool_calls import FunctionCalling, response_schema
+
+        functions = [t for t in self.tools or [] if not isinstance(t, str)]
+        field, _ = self.server_tool_names()
+        if not functions:
+            if self.tool_choice not in (None, "auto", "none"):
+                raise ParameterError(
+                    "tool_choice",
+                    f"tool_choice {_short(self.tool_choice)} needs function objects in tools"
+                    + (f" (the {field} are run by the server)" if field else ""),
+                )
+            if self.parallel_tool_calls is not None or self.tool_grammar is not None:
+                name = "parallel_tool_calls" if self.parallel_tool_calls is not None else "tool_grammar"
+                raise ParameterError(name, f"{name} applies to function objects in tools; there are none")
+            return None
+        fmt = self.response_format
+        schema = response_schema(fmt.model_dump()) if fmt is not None else None
+        calling = FunctionCalling.from_openai(
+            functions,
+            self.tool_choice,
+            self.parallel_tool_calls,
+            grammar=self.tool_grammar is not False,
+            content_schema=schema,
+            max_tools=limits.max_tools,
+        )
+        if calling is None:
+            return None
+        given = [k for k in ("regex", "json_schema", "grammar") if getattr(self, k) is not None]
+        if given:
+            raise ParameterError(given[0], f"{given[0]} cannot be combined with function calling (tools)")
+        if schema is not None and calling.choice != "auto":
+            raise ParameterError(
+                "response_format", "response_format shapes content; with tool_choice required or named the answer is calls"
+            )
+        if schema is not None and not calling.grammar:
+            raise ParameterError("tool_grammar", "response_format with tools needs tool_grammar true")
+        return calling
+
+    def islands(self, server_tools: Any, calling: Any = None, tokenizer: Any = None) -> Any:
         """Tools and grammar of this request (:class:`sazanami.islands.Islands`), or None.
 
         ``server_tools`` is the server's :class:`~sazanami.islands.ToolRegistry`; a request
-        names the tools it lets the model call (case-insensitive).
+        names the tools it lets the model call (case-insensitive). ``calling``
+        (:meth:`function_calling`) puts its grammar in place of the request's own
+        (``response_format`` is then part of it).
         """
         from sazanami.islands import Islands, ToolRegistry
 
-        spec = self._constraint_spec()
-        if self.tools and self.tool_choice != "none":
-            if self.tool_choice not in (None, "auto"):
-                raise ParameterError("tool_choice", f"tool_choice must be auto or none, got {self.tool_choice!r}")
-            spec["tools"] = [t if isinstance(t, str) else t.function.name for t in self.tools]
-        islands = Islands.from_dict(spec, available=server_tools if server_tools is not None else ToolRegistry())
+        spec = {} if calling is not None else self._constraint_spec()
+        field, names = self.server_tool_names()
+        if names and self.tool_choice != "none":
+            spec["tools"] = names
+        try:
+            islands = Islands.from_dict(spec, available=server_tools if server_tools is not None else ToolRegistry())
+        except ParameterError as exc:  # the field the client used
+            raise ParameterError(exc.param.replace("tools", field, 1) if field else exc.param, str(exc)) from exc
+        if calling is not None:
+            constraint = calling.constraint(tokenizer)
+            if constraint is not None:
+                islands = dataclasses.replace(islands, constraint=constraint)
         return islands if islands.active else None
 
     def check_search(self, params: SamplingParams, limits: Limits) -> None:
@@ -425,7 +496,7 @@ class ChatCompletionRequest(_Request):
     def prompts(self, limits: Limits) -> list[Prompt]:
         if not self.messages:
             raise ParameterError("messages", "messages must not be empty")
-        out = []
+        out: list[dict[str, Any]] = []
         for i, m in enumerate(self.messages):
             content = m.content
             if isinstance(content, list):
@@ -436,8 +507,16 @@ class ChatCompletionRequest(_Request):
                     parts.append(part["text"])
                 content = "".join(parts)
             role = "system" if m.role == "developer" else m.role
-            out.append({"role": role, "content": content or ""})
-        return [out]
+            msg: dict[str, Any] = {"role": role, "content": content or ""}
+            if m.tool_calls:
+                msg["tool_calls"] = m.tool_calls
+            if m.tool_call_id is not None:
+                msg["tool_call_id"] = m.tool_call_id
+            out.append(msg)
+        from sazanami.tool_calls import check_messages
+
+        check_messages(out)
+        return [out]  # type: ignore[list-item]
 
     def sampling_params(self, limits: Limits) -> SamplingParams:
         if self.max_completion_tokens is not None:
