@@ -54,7 +54,7 @@ from sazanami.errors import ModelNotFoundError, ParameterError, SazanamiError
 from sazanami.models import DEFAULT_MODEL
 from sazanami.params import SamplingParams
 from sazanami.rows import Completion, RowRequest
-from sazanami.seeds import fresh_seed
+from sazanami.seeds import seed_or_fresh
 from sazanami.server.batcher import BatchedEngine, Batcher, Cancelled, Event, SearchTimeout
 from sazanami.server.flows_api import flows_router
 from sazanami.server.gates import ApiKeyGate
@@ -179,8 +179,7 @@ class _Plan:
         limits, engine = server.limits, server.engine
         server.check_model(req.model)
         params = req.sampling_params(limits)
-        if params.seed is None:
-            params = params.replace(seed=fresh_seed())  # reported back, so any request can be rerun
+        params = params.replace(seed=seed_or_fresh(params.seed))  # reported back, so any request can be rerun
         self.params = params
         self.prompts: list[Prompt] = req.prompts(limits)
         self.raw = req.raw
@@ -233,6 +232,7 @@ class _Plan:
         self.needs_completion = self.want_logprobs or params.trace or has_tools
         self.cached: dict[int, int] = {}
         """Row index → its prompt tokens that came from the engine's prefix cache."""
+
     def _render_tools(self, engine: Engine) -> None:
         """A conversation with function tools or tool messages is rendered here (the model's
         template with tools, or the fallback format; :func:`~sazanami.tool_calls.render_prompt`);
@@ -266,7 +266,6 @@ class _Plan:
         from sazanami.tool_calls import CallStream
 
         return CallStream(self.calling) if self.calling is not None else None
-
 
     def _check_memory(self, server: Server, ids: set[tuple[int, ...]], where: str) -> None:
         """Refuse (413) rows whose memory exceeds the server's whole budget, naming the field to
@@ -513,8 +512,8 @@ class Server:
                         self.monitor.output(plan.clock)
                     choices = self.complete(plan, choices, value)
         for i, c in enumerate(choices):
-        plan.finish_calls(choices)
             c.text = plan.echo(i) + c.text
+        plan.finish_calls(choices)
         if completion_tokens is None:
             completion_tokens = sum(c.tokens for c in choices)
         self.monitor.tokens(plan.prompt_tokens, completion_tokens)
@@ -526,6 +525,7 @@ class Server:
         shape, tok, seed = plan.shape, self.engine.tokenizer, plan.params.seed
         choices = plan.choices()
         ended: set[int] = set()
+        completion_tokens = None
         parsers: dict[int, Any] = {}  # choice index → its CallStream (function calling)
 
         def pieces(index: int, text: str) -> list[str]:
@@ -545,7 +545,6 @@ class Server:
                 c.finish_reason = "tool_calls"
             return out
 
-        completion_tokens = None
         if shape.chat and plan.kind != "beams":
             for c in choices or [Choice(0)]:
                 yield shape.chunk([shape.start(c.index)], seed=seed)
@@ -563,9 +562,9 @@ class Server:
                         for line in pieces(d.row, d.text) if d.text else []:
                             yield line
                         if d.finished and not plan.needs_completion:
+                            ended.add(d.row)
                             for line in rest(choices[d.row]):
                                 yield line
-                            ended.add(d.row)
                             yield shape.chunk([shape.end(choices[d.row])])
                     if not plan.needs_completion and len(ended) == len(choices):
                         break
@@ -588,9 +587,9 @@ class Server:
                 else:
                     choices = self.complete(plan, choices, value)
                     for c in choices:
+                        if c.index not in ended:
                             for line in rest(c):
                                 yield line
-                        if c.index not in ended:
                             yield shape.chunk([shape.end(c, tok, plan.want_logprobs)])
         if completion_tokens is None:
             completion_tokens = sum(c.tokens for c in choices)
