@@ -34,7 +34,11 @@ def _search_options(fn: Any) -> Any:
     help="JSONL of graded searches; a rerun continues it (resumable).",
 )
 @click.option("--threads", type=int, default=None, help="llama.cpp threads (1 where other work shares the cores).")
-@click.option("--report", is_flag=True, help="Print the comparisons from --out and write NAME_summary.csv, then exit.")
+@click.option(
+    "--report",
+    is_flag=True,
+    help="Print the comparisons from --out, write NAME_summary.csv and NAME.png beside it, then exit.",
+)
 @click.option("--list-arms", is_flag=True, help="List the named arms, then exit.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-problem lines.")
 def humaneval_search(
@@ -54,10 +58,11 @@ def humaneval_search(
         return
     path = Path(out)
     if report:
-        from sazanami.bench.humaneval.search_report import summary_text, write_summary
+        from sazanami.bench.humaneval.search_report import summary_text, write_plot, write_summary
 
         click.echo(summary_text(path))
         click.echo(f"summary: {write_summary(path)}")
+        click.echo(f"plot: {write_plot(path)}")
         return
     arms = tuple(a.strip() for item in fields.pop("arms") for a in item.split(",") if a.strip())
     numbers = tuple(int(n) for item in fields.pop("problems") for n in str(item).split(",") if n.strip())
