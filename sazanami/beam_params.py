@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sazanami.errors import ParameterError, check_int, check_range
+from sazanami.errors import ParameterError, check_int, check_known, check_range
 
 NOT_FOR_BEAMS: dict[str, str] = {
     "n": "a beam search returns `width` samples per prompt: set width",
@@ -140,11 +140,7 @@ class BeamParams:
         for key in data:
             if key in NOT_FOR_BEAMS:
                 raise _not_for_beams(key)
-        unknown = sorted(set(data) - set(cls.field_names()))
-        if unknown:
-            raise ParameterError(
-                unknown[0], f"unknown beam search parameter {unknown[0]!r}; known: {', '.join(cls.field_names())}"
-            )
+        check_known(data, cls.field_names(), "beam search parameter")
         return cls(**data)
 
     @classmethod

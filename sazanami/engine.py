@@ -34,7 +34,7 @@ from sazanami.islands.runtime import IslandBatch
 from sazanami.params import SamplingParams
 from sazanami.prefix_cache import DEFAULT_BLOCK, PrefixCache
 from sazanami.rows import Completion, RowRequest
-from sazanami.seeds import derive_seed, fresh_seed
+from sazanami.seeds import derive_seed, seed_or_fresh
 
 Prompt = str | list[dict[str, str]]
 
@@ -102,7 +102,7 @@ class Engine:
         """
         if not prompts:
             raise ParameterError("prompt", "at least one prompt is needed")
-        seed = params.seed if params.seed is not None else fresh_seed()
+        seed = seed_or_fresh(params.seed)
         rows = []
         for p_index, prompt in enumerate(prompts):
             ids = self.encode(islands.apply_to_prompt(prompt, raw) if islands is not None else prompt, raw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable, Iterable
 
 
 class SazanamiError(Exception):
@@ -88,3 +89,30 @@ def check_index(param: str, value: object, low: int, high: int | None = None) ->
     if v < low or (high is not None and v > high):
         raise ParameterError(param, message + repr(v))
     return v
+
+
+def check_known(
+    keys: Iterable[str],
+    known: Iterable[str],
+    what: str,
+    *,
+    where: str | None = None,
+    prefix: str = "",
+    error: Callable[[str, str], Exception] = ParameterError,
+) -> None:
+    """Raise for the first key (in sorted order) of ``keys`` that is not in ``known``.
+
+    The one unknown-field check of every object read from a mapping (parameters, fluctuations,
+    budgets, tree nodes). The message names the key, where it was and what is known, in
+    ``known``'s order: ``unknown fluctuation field 'colour'; known: temperature, logits, ...``,
+    ``unknown field 'gamma' in fluctuation.draw; known: beta, layers, ...``. The error's
+    ``param`` is ``prefix + key`` (``draw.gamma``); ``error(param, message)`` builds it
+    (``ParameterError`` by default).
+    """
+    known = list(known)
+    allowed = set(known)
+    unknown = sorted(k for k in keys if k not in allowed)
+    if unknown:
+        key = unknown[0]
+        place = f" in {where}" if where else ""
+        raise error(prefix + key, f"unknown {what} {key!r}{place}; known: {', '.join(known)}")

@@ -41,7 +41,7 @@ import torch
 
 from sazanami.beam_params import BeamParams
 from sazanami.draws import gumbel_argmax, gumbel_from_normal, quantile_draw
-from sazanami.errors import ParameterError, check_int, check_range
+from sazanami.errors import ParameterError, check_int, check_known, check_range
 from sazanami.noise import ColoredLanes, ColoredNoise, colored_noise_at
 from sazanami.seeds import derive_seed
 
@@ -166,11 +166,7 @@ class Fluctuation:
             if not isinstance(entry, dict):
                 raise ParameterError("beams", f"fluctuation.beams must be an object, got {entry!r}")
             known = {f.name for f in dataclasses.fields(Entry)} | {"width"}
-            unknown = sorted(set(entry) - known)
-            if unknown:
-                raise ParameterError(
-                    f"beams.{unknown[0]}", f"unknown field {unknown[0]!r} in fluctuation.beams; known: {', '.join(sorted(known))}"
-                )
+            check_known(entry, sorted(known), "field", where="fluctuation.beams", prefix="beams.")
             Entry(**{k: v for k, v in entry.items() if k not in ("width", "layers")}).validate("beams")
             beams = BeamParams(width=entry.get("width", 4), beta=entry.get("beta", 1.0))
         fl = cls.parse(rest) if set(rest) - {"max_steps", "noise_version"} else None
@@ -186,11 +182,12 @@ class Fluctuation:
         base = PRESETS[name] if name is not None else None
         kwargs: dict[str, Any] = dataclasses.asdict(base) if base else {}
         kwargs = {k: (Entry(**v) if isinstance(v, dict) else v) for k, v in kwargs.items()}
-        entry_fields = {f.name for f in dataclasses.fields(Entry)}
+        entry_fields = sorted(f.name for f in dataclasses.fields(Entry))
+        check_known(data, POINTS + ("max_steps", "noise_version", "preset"), "fluctuation field")
         for key, value in data.items():
             if key in ("max_steps", "noise_version"):
                 kwargs[key] = value
-            elif key in POINTS:
+            else:  # a point of entry (check_known let nothing else through)
                 if value is None or value is False:
                     kwargs[key] = None
                     continue
@@ -198,20 +195,11 @@ class Fluctuation:
                     value = {}
                 if not isinstance(value, dict):
                     raise ParameterError(key, f"fluctuation.{key} must be an object, got {value!r}")
-                unknown = set(value) - entry_fields
-                if unknown:
-                    raise ParameterError(
-                        f"{key}.{sorted(unknown)[0]}",
-                        f"unknown field {sorted(unknown)[0]!r} in fluctuation.{key}; known: {', '.join(sorted(entry_fields))}",
-                    )
+                check_known(value, entry_fields, "field", where=f"fluctuation.{key}", prefix=f"{key}.")
                 value = dict(value)
                 if "layers" in value:
                     value["layers"] = tuple(value["layers"])
                 kwargs[key] = Entry(**value)
-            else:
-                raise ParameterError(
-                    key, f"unknown fluctuation field {key!r}; known: {', '.join(POINTS + ('max_steps', 'noise_version', 'preset'))}"
-                )
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sazanami.beam_params import BeamParams
-from sazanami.errors import ParameterError, check_int, check_range
+from sazanami.errors import ParameterError, check_int, check_known, check_range
 
 MAX_TOKENS_LIMIT = 32768
 MAX_N = 256
@@ -169,9 +169,7 @@ class SamplingParams:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SamplingParams:
         """Build from a mapping; unknown keys raise ``ParameterError``."""
-        unknown = sorted(set(data) - set(cls.field_names()))
-        if unknown:
-            raise ParameterError(unknown[0], f"unknown parameter {unknown[0]!r}; known: {', '.join(cls.field_names())}")
+        check_known(data, cls.field_names(), "parameter")
         return cls(**data)
 
     @property

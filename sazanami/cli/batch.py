@@ -6,7 +6,7 @@ the ids already in the output (a torn last line from a crash is dropped), so a k
 resumes where it stopped. A prompt's seed is ``derive_seed(seed, id)``: its result does not
 depend on which other prompts ran with it, on the chunking, on the prefix cache or on the
 replicas — bit for bit on torch (every position is computed in the same shapes), on llama.cpp
-with one thread (README, *Prefix cache*), so a resumed file equals an uninterrupted one.
+with one thread (docs/guide/engine.md, *Prefix cache*), so a resumed file equals an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from sazanami.cli.options import (
     sampling_options,
 )
 from sazanami.errors import ParameterError
-from sazanami.search.budget import Budget
+from sazanami.search.budget import DEFAULT_BUDGET_SAMPLES, search_budget
 from sazanami.search.scorer_specs import make_scorer
 from sazanami.search.strategies import STRATEGIES, search
-from sazanami.seeds import derive_seed, fresh_seed
+from sazanami.seeds import derive_seed, seed_or_fresh
 
 
 def read_prompts(path: str) -> list[dict[str, Any]]:
@@ -83,7 +83,12 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 @click.option("--out", "-O", "out_path", required=True, type=click.Path(dir_okay=False), help="Results (JSONL).")
 @click.option("--strategy", "-s", default=None, help="Search each prompt with this strategy (" + ", ".join(STRATEGIES) + "); default: generate.")
 @click.option("--scorer", default="judge", show_default=True, help="Scorer spec for --strategy.")
-@click.option("--budget", type=int, default=None, help="Search budget in tokens  [default: 16 × max-tokens]")
+@click.option(
+    "--budget",
+    type=int,
+    default=None,
+    help=f"Search budget in tokens  [default: {DEFAULT_BUDGET_SAMPLES} × max-tokens]",
+)
 @click.option("--option", "-o", "extra", multiple=True, help="A strategy option, KEY=VALUE (JSON value).")
 @click.option("--chunk", type=int, default=8, show_default=True, help="Prompts per engine call (generate).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
@@ -112,7 +117,7 @@ def batch(
     items = read_prompts(prompts)
     out = Path(out_path)
     done, old_seed = read_done(out)
-    seed = kw["seed"] if kw["seed"] is not None else (old_seed if old_seed is not None else fresh_seed())
+    seed = seed_or_fresh(kw["seed"], old_seed)
     if old_seed is not None and seed != old_seed:
         raise ParameterError("seed", f"{out} was written with seed {old_seed}; resume with it, got {seed}")
     todo = [item for item in items if item["id"] not in done]
@@ -155,7 +160,7 @@ def batch(
                     item["prompt"],
                     strategy,
                     scorer=make_scorer(scorer),
-                    budget=Budget(budget if budget is not None else 16 * params.max_tokens),
+                    budget=search_budget(budget, params.max_tokens),
                     params=params.replace(n=1),
                     seed=derive_seed(seed, item["id"]),
                     raw=kw["raw"],

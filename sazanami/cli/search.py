@@ -28,7 +28,7 @@ from sazanami.cli.options import (
     strategy_values,
 )
 from sazanami.models import DEFAULT_MODEL
-from sazanami.search.budget import Budget
+from sazanami.search.budget import DEFAULT_BUDGET_SAMPLES, search_budget
 from sazanami.search.flows import Flow
 from sazanami.search.scorer_specs import make_scorer, with_judge_template
 from sazanami.search.strategies import STRATEGIES
@@ -95,7 +95,10 @@ def _print(tree: Any, as_json: bool, show_tree: bool, save: str | None, engine: 
 )
 @click.option("--judge-template", default=None, help="Judge prompt with {task} and {text} (for judge scorers).")
 @click.option(
-    "--budget", type=int, default=None, help="Generated tokens, every model call included [default: 16 × max-tokens]."
+    "--budget",
+    type=int,
+    default=None,
+    help=f"Generated tokens, every model call included [default: {DEFAULT_BUDGET_SAMPLES} × max-tokens].",
 )
 @click.option("--wall-time", type=float, default=None, help="Seconds; checked between engine calls.")
 @strategy_option_decls
@@ -153,7 +156,7 @@ def search(
         prompt,
         strategy,
         scorer=scorer_obj,
-        budget=Budget(budget if budget is not None else 16 * params.max_tokens, wall_time),
+        budget=search_budget(budget, params.max_tokens, wall_s=wall_time),
         params=params,
         seed=kw["seed"],
         raw=kw["raw"],

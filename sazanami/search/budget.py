@@ -18,9 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sazanami.errors import ParameterError, SazanamiError, check_int
+from sazanami.errors import ParameterError, SazanamiError, check_int, check_known
 
-__all__ = ["Budget", "BudgetError", "Ledger"]
+__all__ = ["DEFAULT_BUDGET_SAMPLES", "Budget", "BudgetError", "Ledger", "search_budget"]
+
+DEFAULT_BUDGET_SAMPLES = 16
+"""A search given no budget may generate this many times one sample's ``max_tokens``."""
 
 
 class BudgetError(SazanamiError):
@@ -49,11 +52,7 @@ class Budget:
         if isinstance(spec, Budget):
             return spec
         if isinstance(spec, dict):
-            unknown = sorted(set(spec) - {"tokens", "wall_s"})
-            if unknown:
-                raise ParameterError(
-                    f"budget.{unknown[0]}", f"unknown budget field {unknown[0]!r}; known: tokens, wall_s"
-                )
+            check_known(spec, ("tokens", "wall_s"), "budget field", prefix="budget.")
             if "tokens" not in spec:
                 raise ParameterError("budget.tokens", "budget needs 'tokens'")
             return cls(spec["tokens"], spec.get("wall_s"))
@@ -61,6 +60,22 @@ class Budget:
 
     def to_dict(self) -> dict[str, Any]:
         return {"tokens": self.tokens, "wall_s": self.wall_s}
+
+
+def search_budget(spec: Any, max_tokens: int, *, wall_s: float | None = None, cap: int | None = None) -> Budget:
+    """A search's :class:`Budget`: ``spec`` as :meth:`Budget.parse` reads it, or the default.
+
+    The one place the default is decided: with ``spec`` None, 16 × ``max_tokens`` generated
+    tokens (:data:`DEFAULT_BUDGET_SAMPLES`), at most ``cap`` (a server's ``max_search_budget``;
+    a budget that was given is checked against it elsewhere, not clipped). ``wall_s``, when
+    given, is the budget's wall time (the CLI's ``--wall-time`` beside ``--budget``).
+    """
+    if spec is None:
+        spec = DEFAULT_BUDGET_SAMPLES * max_tokens
+        if cap is not None:
+            spec = min(spec, cap)
+    budget = Budget.parse(spec)
+    return budget if wall_s is None else Budget(budget.tokens, wall_s)
 
 
 class Ledger:

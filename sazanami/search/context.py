@@ -29,13 +29,13 @@ from sazanami.errors import ParameterError, check_int
 from sazanami.islands.runtime import Islands
 from sazanami.params import SamplingParams
 from sazanami.rows import Completion, RowRequest, Span, find_stop, injected_tokens
-from sazanami.search.budget import Budget, Ledger
+from sazanami.search.budget import Ledger, search_budget
 from sazanami.search.scorer_specs import make_scorer
 from sazanami.search.scorers import Score, Scorer
 from sazanami.search.selectors import rank
 from sazanami.search.synthesis import Improver, Synthesizer
 from sazanami.search.tree import Node, Tree
-from sazanami.seeds import derive_seed, fresh_seed
+from sazanami.seeds import derive_seed, seed_or_fresh
 
 __all__ = ["Origin", "SearchContext"]
 
@@ -89,11 +89,8 @@ class SearchContext:
         if not isinstance(self.params, SamplingParams):
             raise ParameterError("params", f"params must be SamplingParams, got {type(self.params).__name__}")
         self.scorer: Scorer = make_scorer(scorer)
-        if budget is None:
-            budget = 16 * self.params.max_tokens
-        self.budget = Budget.parse(budget)
-        if seed is None:
-            seed = self.params.seed if self.params.seed is not None else fresh_seed()
+        self.budget = search_budget(budget, self.params.max_tokens)
+        seed = seed_or_fresh(seed, self.params.seed)
         check_int("seed", seed, 0, 2**63 - 1)
         self.seed = seed
         self.improver = improver or Improver()

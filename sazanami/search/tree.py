@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sazanami.errors import SazanamiError
+from sazanami.errors import SazanamiError, check_known
 from sazanami.rows import Completion, Output, Span
 
 __all__ = ["Node", "Tree", "TreeError"]
@@ -120,10 +120,7 @@ class Node(Output):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Node:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TreeError(f"node has unknown field {unknown[0]!r}")
+        check_known(data, [f.name for f in fields(cls)], "node field", error=lambda _param, message: TreeError(message))
         if "id" not in data or "parent" not in data:
             raise TreeError("every node needs 'id' and 'parent'")
         data = dict(data)

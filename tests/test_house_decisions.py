@@ -1,0 +1,128 @@
+"""One decision, one place (issue 26): the default search budget, the fresh seed, the unknown-field
+check and the noise-mixture type are each written once, and every caller goes through it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import sazanami.search.budget as budget_module
+import sazanami.seeds as seeds
+from sazanami import BeamParams, Engine, ParameterError, SamplingParams
+from sazanami.errors import check_known
+from sazanami.fluctuation import Fluctuation
+from sazanami.search.budget import DEFAULT_BUDGET_SAMPLES, Budget, search_budget
+from sazanami.search.context import SearchContext
+from sazanami.search.tree import Node, TreeError
+from sazanami.seeds import SEED_MAX, seed_or_fresh
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "sazanami"
+
+
+def _sources() -> dict[str, str]:
+    return {p.relative_to(ROOT).as_posix(): p.read_text(encoding="utf-8") for p in PACKAGE.rglob("*.py")}
+
+
+# -- the unknown-field check ---------------------------------------------------------------------
+
+
+def test_check_known_names_the_first_unknown_key_and_what_is_known() -> None:
+    check_known({"a": 1}, ["a", "b"], "field")  # nothing unknown: no error
+    with pytest.raises(ParameterError, match=r"^unknown field 'x' in thing; known: b, a$") as err:
+        check_known(["z", "x", "a"], ["b", "a"], "field", where="thing", prefix="thing.")
+    assert err.value.param == "thing.x"  # sorted: x before z; known in the order given
+    with pytest.raises(KeyError, match="unknown node field 'q'"):
+        check_known(["q"], ["id"], "node field", error=lambda _param, message: KeyError(message))
+
+
+@pytest.mark.parametrize(
+    ("build", "param", "message"),
+    [
+        (lambda: SamplingParams.from_dict({"bogus": 1}), "bogus", "unknown parameter 'bogus'; known: n, seed"),
+        (lambda: BeamParams.from_dict({"bogus": 1}), "bogus", "unknown beam search parameter 'bogus'; known: width"),
+        (lambda: Fluctuation.from_dict({"zeta": {}, "colour": {}}), "colour", "unknown fluctuation field 'colour'"),
+        (
+            lambda: Fluctuation.from_dict({"draw": {"gamma": 1}}),
+            "draw.gamma",
+            "unknown field 'gamma' in fluctuation.draw",
+        ),
+        (lambda: Fluctuation.parse_with_beams({"beams": {"gamma": 1}}), "beams.gamma", "in fluctuation.beams"),
+        (
+            lambda: Budget.parse({"tokens": 5, "tokenz": 1}),
+            "budget.tokenz",
+            "unknown budget field 'tokenz'; known: tokens, wall_s",
+        ),
+    ],
+)
+def test_every_mapping_reader_reports_unknown_fields_alike(build, param: str, message: str) -> None:
+    with pytest.raises(ParameterError) as err:
+        build()
+    assert err.value.param == param and message in str(err.value)
+
+
+def test_tree_nodes_report_unknown_fields_through_the_same_check() -> None:
+    with pytest.raises(TreeError, match=r"unknown node field 'bogus'; known: id, parent"):
+        Node.from_dict({"id": 0, "parent": None, "bogus": 1})
+
+
+def test_no_hand_written_unknown_field_check_is_left() -> None:
+    """The six readers issue 26 found with their own copy of the check now call check_known."""
+    pattern = re.compile(r"unknown\w* = (sorted\()?set\(")
+    readers = ["params.py", "beam_params.py", "fluctuation.py", "search/budget.py", "search/tree.py"]
+    sources = _sources()
+    hits = [path for path in (f"sazanami/{r}" for r in readers) if pattern.search(sources[path])]
+    assert hits == []
+    assert all("check_known(" in sources[f"sazanami/{r}"] for r in readers)
+
+
+# -- the fresh seed ------------------------------------------------------------------------------
+
+
+def test_seed_or_fresh_prefers_the_first_seed_given() -> None:
+    assert seed_or_fresh(5, 7) == 5 and seed_or_fresh(None, 7) == 7 and seed_or_fresh(0) == 0
+    drawn = {seed_or_fresh(None, None) for _ in range(4)}
+    assert len(drawn) == 4 and all(0 <= s <= SEED_MAX for s in drawn)
+
+
+def test_every_caller_draws_its_fresh_seed_through_seeds(monkeypatch: pytest.MonkeyPatch, tiny_engine: Engine) -> None:
+    monkeypatch.setattr(seeds, "fresh_seed", lambda: 424242)
+    rows = tiny_engine.rows_for(["hi"], SamplingParams(n=2, max_tokens=2))
+    assert [r.seed for r in rows] == [seeds.derive_seed(424242, 0, i) for i in range(2)]
+    ctx = SearchContext(tiny_engine, "hi", strategy="best_of_n", params=SamplingParams(max_tokens=4), scorer="logprob")
+    assert ctx.seed == 424242
+    with_seed = SearchContext(
+        tiny_engine, "hi", strategy="best_of_n", params=SamplingParams(max_tokens=4, seed=3), scorer="logprob"
+    )
+    assert with_seed.seed == 3
+    drawn = [p for p, text in _sources().items() if "fresh_seed()" in text and p != "sazanami/seeds.py"]
+    assert drawn == []  # the engine, the search, the server and `sazanami batch` call seed_or_fresh
+
+
+# -- the default search budget -------------------------------------------------------------------
+
+
+def test_search_budget_default_cap_and_wall_time() -> None:
+    assert search_budget(None, 40) == Budget(DEFAULT_BUDGET_SAMPLES * 40)
+    assert search_budget(None, 40, cap=100) == Budget(100)
+    assert search_budget(5000, 40, cap=100) == Budget(5000)  # a given budget is checked elsewhere, not clipped
+    assert search_budget({"tokens": 9, "wall_s": 2.0}, 40) == Budget(9, 2.0)
+    assert search_budget(None, 4, wall_s=3.0) == Budget(DEFAULT_BUDGET_SAMPLES * 4, 3.0)
+
+
+def test_every_default_budget_comes_from_one_constant(monkeypatch: pytest.MonkeyPatch, tiny_engine: Engine) -> None:
+    from sazanami.server.limits import Limits
+    from sazanami.server.schemas import ChatCompletionRequest
+
+    monkeypatch.setattr(budget_module, "DEFAULT_BUDGET_SAMPLES", 3)
+    ctx = SearchContext(tiny_engine, "hi", strategy="best_of_n", params=SamplingParams(max_tokens=10), scorer="logprob")
+    assert ctx.budget.tokens == 30
+    req = ChatCompletionRequest.model_validate(
+        {"messages": [{"role": "user", "content": "q"}], "max_tokens": 10, "search": {"strategy": "best_of_n"}}
+    )
+    limits = Limits()
+    assert req.search_budget(req.sampling_params(limits), limits).tokens == 30
+    written = [p for p, text in _sources().items() if re.search(r"\b16 \* \w*\.?max_tokens", text)]
+    assert written == []  # no caller multiplies by hand
