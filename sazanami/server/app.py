@@ -54,7 +54,7 @@ from sazanami.errors import ModelNotFoundError, ParameterError, SazanamiError
 from sazanami.models import DEFAULT_MODEL
 from sazanami.params import SamplingParams
 from sazanami.rows import Completion, RowRequest
-from sazanami.seeds import fresh_seed
+from sazanami.seeds import seed_or_fresh
 from sazanami.server.batcher import BatchedEngine, Batcher, Cancelled, Event, SearchTimeout
 from sazanami.server.flows_api import flows_router
 from sazanami.server.gates import ApiKeyGate
@@ -179,8 +179,7 @@ class _Plan:
         limits, engine = server.limits, server.engine
         server.check_model(req.model)
         params = req.sampling_params(limits)
-        if params.seed is None:
-            params = params.replace(seed=fresh_seed())  # reported back, so any request can be rerun
+        params = params.replace(seed=seed_or_fresh(params.seed))  # reported back, so any request can be rerun
         self.params = params
         self.prompts: list[Prompt] = req.prompts(limits)
         self.raw = req.raw

@@ -37,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from sazanami.errors import ParameterError
 from sazanami.fluctuation import PRESETS
 from sazanami.islands import Islands, ToolRegistry
+from sazanami.search.budget import search_budget
 from sazanami.search.flows import Flow, check_nesting, parse_document, step_fields
 from sazanami.server.batcher import BatchedEngine, Cancelled, SearchTimeout
 from sazanami.server.responses import DONE, sse
@@ -252,11 +253,7 @@ def flows_router(
         except Exception as exc:  # noqa: BLE001 - answered with the step's id
             err, body = error(exc)
             return JSONResponse(body, status_code=err.status)
-        budget = (
-            flow.budget
-            if flow.budget is not None
-            else min(16 * flow.params.max_tokens, server.limits.max_search_budget)
-        )
+        budget = search_budget(flow.budget, flow.params.max_tokens, cap=server.limits.max_search_budget)
         release = server.admit()
         return StreamingResponse(
             _stream(server, flow, req, islands, budget, release, error),

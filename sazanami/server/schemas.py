@@ -314,10 +314,10 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
 
     def search_budget(self, params: SamplingParams, limits: Limits) -> Any:
         """The search's :class:`~sazanami.search.Budget`: its wall time at most the server's limit."""
-        from sazanami.search import Budget
+        from sazanami.search.budget import Budget, search_budget
 
         spec = self.search.budget if self.search is not None else None
-        budget = Budget.parse(spec if spec is not None else min(16 * params.max_tokens, limits.max_search_budget))
+        budget = search_budget(spec, params.max_tokens, cap=limits.max_search_budget)
         wall_s = min(budget.wall_s or limits.max_search_seconds, limits.max_search_seconds)
         return Budget(budget.tokens, wall_s)
 
