@@ -81,6 +81,8 @@ class RowState:
         self.spans: list[Span] = []
         self.cached = 0  # prompt tokens taken from the prefix cache
         self.top: dict[int, list[tuple[int, float]]] = {}  # token index → top alternatives
+        self.drafted = 0  # tokens drafted for it (speculative decoding)
+        self.accepted = 0  # drafted tokens its sampler drew (kept)
         # incremental decoding: text of tokens[:_read] is _done; _head decodes tokens[_window:_read]
         self._window = self._read = 0
         self._done = self._head = ""
@@ -172,6 +174,8 @@ class RowState:
             spans=[s for s in self.spans if s["start"] < len(self.text)],
             cached_tokens=self.cached,
             top_logprobs=[self.top.get(i, []) for i in range(len(self.tokens))] if r.params.top_logprobs else [],
+            drafted_tokens=self.drafted,
+            accepted_tokens=self.accepted,
         )
 
 
@@ -186,6 +190,8 @@ class Step:
     """The token each row drew this step (before a call's text was trimmed)."""
     injected: dict[int, tuple[int, list[int]]] = field(default_factory=dict)
     """Batch row → (its token at the normal position, the result ids injected after it)."""
+    accepted: list[int] = field(default_factory=list)
+    """Per row, the drafted tokens :meth:`RowStep.verify` kept (empty for a plain step)."""
 
 
 class RowStep:
@@ -233,6 +239,55 @@ class RowStep:
             tokens[i] = first
         return Step(tokens, drawn, injected)
 
+    def verify(self, logits: torch.Tensor, drafts: list[list[int]], positions: list[int]) -> Step:
+        """Steps 1-8 along each row's draft (see the module docstring): ``logits`` (B, 1 + K, V)
+        from feeding each row its token and then its draft ``drafts[i]`` (K ≥ every draft's
+        length; positions past a row's draft are not read); ``positions[i]``: where row i's
+        token drawn from ``logits[i, 0]`` goes.
+
+        Position 0 is the plain step of every row. At position j ≥ 1 only the rows whose draws
+        equalled their draft's first j tokens draw (the others' samplers wait, see
+        :meth:`SamplerBatch.only <sazanami.sampling.SamplerBatch.only>`), so every row takes
+        exactly the tokens plain decoding would. A row stops at its first draw that differs
+        from its draft (that draw is its next token), at its draft's end (the last draw is a
+        token no one drafted), when it finishes, or when a tool call of it is answered.
+        ``Step.accepted[i]``: its draft tokens that stayed (their keys/values are valid).
+        """
+        s = self(logits[:, 0], positions)  # position 0: every row, as in plain decoding
+        tokens, drawn, injected = s.tokens.clone(), list(s.drawn), dict(s.injected)
+        accepted = [0] * len(self.rows)
+        for i, d in enumerate(drafts):
+            self.rows[i].drafted += len(d)
+
+        def goes_on(i: int, j: int) -> bool:  # row i drew draft token j - 1: it draws at position j
+            return j <= len(drafts[i]) and drawn[i] == drafts[i][j - 1] and self.rows[i].finish_reason is None and (
+                i not in injected
+            )  # fmt: skip
+
+        live = [i for i in range(len(self.rows)) if goes_on(i, 1)]
+        trace = any(r.req.params.trace for r in self.rows)
+        j = 1
+        while live:
+            mask = torch.zeros(len(self.rows), dtype=torch.bool)
+            mask[live] = True
+            at = logits[:, j]  # (B, V): rows outside live are not read
+            assert self.sampler is not None
+            with self.sampler.only(mask):
+                toks, info = self.choose(at, trace)
+            new = toks.tolist()
+            where = [p + j for p in positions]
+            self.take(new, *self.logprobs(at, toks), where, info, rows=live)
+            for i, v in self.inject(at, where, rows=live).items():
+                injected[i] = v
+            for i in live:
+                accepted[i] += 1
+                self.rows[i].accepted += 1
+                tokens[i] = injected[i][0] if i in injected else new[i]
+                drawn[i] = new[i]
+            j += 1
+            live = [i for i in live if goes_on(i, j)]
+        return Step(tokens, drawn, injected, accepted)
+
     # -- its parts ------------------------------------------------------------------------------
     def process(self, logits: torch.Tensor) -> tuple[torch.Tensor, Processed]:
         """1-2: the islands mask, then the sampler's processing; (masked logits, processed)."""
@@ -276,10 +331,13 @@ class RowStep:
         top: list[list[tuple[int, float]]] | None = None,
         positions: list[int] | None = None,
         info: dict[str, Any] | None = None,
+        rows: list[int] | None = None,
     ) -> None:
         """6-7: each row takes its token (push, top alternatives, trace), its grammar observes it,
-        and a row at ``positions[i]`` ≥ the context ends (None: the driver checks the context)."""
-        for i, row in enumerate(self.rows):
+        and a row at ``positions[i]`` ≥ the context ends (None: the driver checks the context).
+        ``rows``: only these batch rows take theirs (speculative verification); None: all."""
+        for i in range(len(self.rows)) if rows is None else rows:
+            row = self.rows[i]
             t = tokens[i]
             before = len(row.tokens)
             row.push(t, logprobs[i], t in self.eos)
@@ -292,13 +350,19 @@ class RowStep:
             if info and row.req.params.trace:
                 row.trace.append({k: v[i] for k, v in info.items()} | {"token": t, "logprob": logprobs[i]})
 
-    def inject(self, logits: torch.Tensor | None, positions: list[int] | None) -> dict[int, tuple[int, list[int]]]:
+    def inject(
+        self, logits: torch.Tensor | None, positions: list[int] | None, rows: list[int] | None = None
+    ) -> dict[int, tuple[int, list[int]]]:
         """8: run the tool calls rows completed; ``{row: (token, injected ids)}`` for the driver to
         run through the model. A result that would not fit the context ends its row instead.
-        ``logits``: this step's (B, V), for a trimmed call token's log-prob (None: vLLM's)."""
+        ``logits``: this step's (B, V), for a trimmed call token's log-prob (None: vLLM's).
+        ``rows``: only these batch rows may have completed a call (the others took no token)."""
         if self.islands is None:
             return {}
         injected = self.islands.inject(self.rows, logits)  # type: ignore[arg-type]
+        if rows is not None:
+            stray = set(injected) - set(rows)
+            assert not stray, f"rows {sorted(stray)} completed a call without taking a token"
         for i, (_, ids) in list(injected.items()):
             if positions is not None and positions[i] + len(ids) + 1 >= self.max_positions:
                 self.rows[i].finish_reason = "length"

@@ -141,6 +141,10 @@ class Completion(Output):
     """Per token of ``token_ids``, when ``params.top_logprobs`` > 0: the most likely (id, log-prob)
     pairs under the model's raw distribution (log_softmax of its logits, before any processing),
     most likely first; ``[]`` for injected tokens."""
+    drafted_tokens: int = 0
+    """Tokens drafted for this row by speculative decoding (``params.speculative``); 0 without it."""
+    accepted_tokens: int = 0
+    """Drafted tokens the row's sampler drew, so kept: each one saved a forward pass."""
     usage: dict[str, int] | None = None
     """Tokens the engine ran for this result when they are not its own tokens and prompt: a
     beam search's ``{"decoded", "prefilled"}``, shared by its samples (each carries the total)."""
@@ -167,6 +171,8 @@ class Completion(Output):
             out["spans"] = self.spans
         if self.top_logprobs:
             out["top_logprobs"] = [[[t, round(lp, 5)] for t, lp in top] for top in self.top_logprobs]
+        if self.drafted_tokens:
+            out["drafted_tokens"], out["accepted_tokens"] = self.drafted_tokens, self.accepted_tokens
         return out
 
 

@@ -27,7 +27,8 @@ draw their own Gumbel-top-k.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -304,12 +305,32 @@ class SamplerBatch:
             else frozenset()
             for x in p
         ]
+        self.live: torch.Tensor | None = None
+        """(B,) bool inside :meth:`only`: the rows that step; None: all."""
         self.fluct = FluctuationBatch(  # params: version-2 logit noise's candidates follow each row's truncation
             [x.fluctuation for x in p], [r.noise or [(r.seed, 1.0)] for r in rows], vocab_size, hidden_size, params=p
         )
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @contextmanager
+    def only(self, live: torch.Tensor) -> Iterator[None]:
+        """Within: only rows where ``live`` (B,) is True step their state — the draw's and XTC's
+        generators, the noise streams, the penalty counts, DRY's context, mirostat's μ; the
+        others are computed and left as they were (speculative verification: a row whose draft
+        was rejected waits while the others go on)."""
+        self.live = live
+        try:
+            with self.fluct.only(live):
+                yield
+        finally:
+            self.live = None
+
+    def _uniforms(self, generators: list[torch.Generator]) -> torch.Tensor:
+        """One uniform per row (B,) from its generator; rows outside ``live`` get 0 and keep theirs."""
+        live = self.live.tolist() if self.live is not None else [True] * len(generators)
+        return torch.stack([torch.rand((), generator=g) if on else torch.zeros(()) for g, on in zip(generators, live)])
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep only rows ``keep`` (indices into the current rows, in order).
@@ -404,7 +425,7 @@ class SamplerBatch:
             torch.where(plain, self.typical_p, 1.0),
         )
         if self.use_xtc:
-            chance = torch.stack([torch.rand((), generator=g) for g in self.xtc_gens])  # (B,), every step
+            chance = self._uniforms(self.xtc_gens)  # (B,), every step
             x = xtc(x, chance, torch.where(plain, self.xtc_p, 0.0), self.xtc_threshold)
         return Processed(x, temp, greedy, miro)
 
@@ -415,7 +436,7 @@ class SamplerBatch:
         uniform, or a colored draw (``draw`` fluctuation). Each row's generator steps once.
         """
         x = processed.logits
-        uniforms = torch.stack([torch.rand((), generator=g) for g in self.generators])  # (B,)
+        uniforms = self._uniforms(self.generators)  # (B,)
         tokens = self.fluct.draw(x, draw_inverse_cdf(x, uniforms))  # colored draw on rows with one
         if bool(processed.greedy.any()):
             tokens = torch.where(processed.greedy, x.argmax(-1), tokens)
@@ -428,7 +449,8 @@ class SamplerBatch:
         needed when a row uses mirostat), the penalty counts and DRY's context (unless the
         driver passes the rows' outputs as ``generated``)."""
         B = tokens.shape[0]
-        miro = self.miro_tau > 0
+        live = self.live if self.live is not None else torch.ones(B, dtype=torch.bool)
+        miro = (self.miro_tau > 0) & live
         if bool(miro.any()):  # mirostat v2 update: μ ← μ − η (surprise − τ)
             if processed is None:
                 raise ValueError("mirostat rows need the processed logits to update μ")
@@ -436,11 +458,13 @@ class SamplerBatch:
             surprise = -logp / math.log(2)
             self.mu = torch.where(miro, self.mu - self.miro_eta * (surprise - self.miro_tau), self.mu)
         if self.counts is not None:
-            self.counts[torch.arange(B), tokens] += 1
-            self.seen[torch.arange(B), tokens] = True
+            rows = live.nonzero().squeeze(1)
+            self.counts[rows, tokens[rows]] += 1
+            self.seen[rows, tokens[rows]] = True
         if self.history is not None and generated is None:
-            for h, t in zip(self.history, tokens.tolist()):
-                h.append(t)
+            for h, t, on in zip(self.history, tokens.tolist(), live.tolist()):
+                if on:
+                    h.append(t)
 
     def trace_columns(self, logits: torch.Tensor, processed: Processed, tokens: torch.Tensor) -> dict[str, Any]:
         """Per-row trace values of this step: temperature, entropy of the raw logits, the drawn

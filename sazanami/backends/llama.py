@@ -174,6 +174,10 @@ class KVCache:
         v = self.v[:, row, :, start:end].clone()
         return (k, v), 2 * k.numel() * k.element_size()
 
+    def trim(self, row: int, length: int) -> None:
+        """``row`` keeps its first ``length`` positions: nothing to do here, as a forward writes a
+        row's positions before any query reads them (a rejected draft's keys are overwritten)."""
+
     def write_blocks(self, row: int, blocks: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
         """Write consecutive cached blocks into ``row`` from position 0; returns positions written."""
         at = 0
@@ -193,6 +197,10 @@ class LlamaBackend:
     """Its caches read and write blocks of positions (:meth:`KVCache.read_block`)."""
     ragged_prefill = True
     """:meth:`forward` takes ``last``: prompts of different lengths prefill in one pass."""
+    verifies_drafts = True
+    """Speculative decoding: :meth:`forward` gives every position's logits; positions are
+    computed in the same shapes however they are batched (see the module), so a drafted
+    position's logits are those of a one-token step."""
     prefix_block = 4
     """Prefix-cache block, in tokens: a block is two small copies here, so blocks of 4 keep a
     row's recomputed tail short (a prompt reuses all but its last 1–4 tokens) for little overhead."""
@@ -287,6 +295,7 @@ class LlamaBackend:
         hidden_hook: HiddenHook | None = None,
         last_only: bool = True,
         last: torch.Tensor | None = None,
+        counts: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run ``tokens`` (B, T) at positions ``starts[b] + t``; returns float32 logits.
 
@@ -294,6 +303,8 @@ class LlamaBackend:
         the call; it holds ``starts[b] + T`` after it. ``last`` (B,): return the logits
         (B, V) at token ``last[b]`` of each row instead (right-padded rows of different
         lengths; what follows ``last[b]`` is padding, written to the cache but never read).
+        ``counts`` (B,): row b's tokens past ``counts[b]`` are padding (drafts of different
+        lengths): computed like ``last``'s padding; their logits are not to be read.
         """
         cfg = self.cfg
         B, T = tokens.shape

@@ -569,6 +569,12 @@ class SeqCache:
         dsts = [self.seqs[r] for r in dst_rows.tolist()]
         self.pool.copy(src.seqs[src_row], dsts, length + self.pool.bos_offset)
 
+    def trim(self, row: int, length: int) -> None:
+        """``row`` keeps its first ``length`` positions (a rejected draft's cells are removed)."""
+        seq = self.seqs[row]
+        self.pool.lib.llama_memory_seq_rm(self.pool.mem, seq, length + self.pool.bos_offset, -1)
+        self.pool.touch([seq])
+
     def read_block(self, row: int, start: int, end: int) -> tuple[HeldBlock | None, int]:
         """Positions ``[start, end)`` of ``row`` for the prefix cache (a :class:`HeldBlock`), and
         the block's bytes of keys/values; ``(None, 0)`` when the context has no spare sequence id."""
@@ -683,6 +689,9 @@ class LlamaCppBackend:
         self.prefix_block = 1
         """Prefix-cache block, in tokens. Blocks cost nothing apart here (a holder is one copy of
         a row, whatever its blocks), so a row reuses every cached token but its last."""
+        self.verifies_drafts = True
+        """Speculative decoding: :meth:`forward` returns logits of every drafted position
+        (``counts``) and :meth:`SeqCache.trim` removes a rejected draft's cells."""
         self.supports_prefix_cache = lib.llama_model_n_swa(model) == 0
         """Prefix blocks live in spare sequence ids (:meth:`SeqCache.read_block`); not for
         sliding-window models, whose window cache would keep the held cells."""
@@ -797,23 +806,33 @@ class LlamaCppBackend:
         starts: torch.Tensor,
         hidden_hook: HiddenHook | None = None,
         last_only: bool = True,
+        counts: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run ``tokens`` (B, T) at positions ``starts[b] + t`` of ``cache`` row b; float32 logits.
 
         Row ``b`` must hold exactly ``starts[b]`` positions before the call. All rows go
         in one ``llama_decode`` (split in :data:`BATCH`-token pieces only when longer).
+        ``counts`` (B,): row b's first ``counts[b]`` tokens alone run (drafts of different
+        lengths); its logits past them are zeros.
         """
         B, T = tokens.shape
         if B != cache.batch:
             raise ValueError(f"tokens has {B} rows, the cache {cache.batch}")
+        if counts is not None and hidden_hook is not None:
+            raise ValueError("ragged rows (counts) take no hidden hook")
         seqs = np.asarray(cache.seqs, dtype=np.int32)  # (B,)
         st = starts.numpy().astype(np.int32)  # (B,)
         tok = tokens.numpy().astype(np.int32)  # (B, T)
         pos = st[:, None] + np.arange(T, dtype=np.int32) + self.bos_offset  # (B, T)
         seq = np.repeat(seqs[:, None], T, axis=1)  # (B, T)
-        out = np.full((B, T), not last_only, dtype=np.int8)
-        out[:, -1] = 1
-        tok, pos, seq, out = tok.ravel(), pos.ravel(), seq.ravel(), out.ravel()
+        n = np.full(B, T) if counts is None else counts.numpy().astype(np.int64)  # tokens each row runs
+        fed = np.arange(T)[None, :] < n[:, None]  # (B, T)
+        out = np.full((B, T), not last_only, dtype=np.int8) & fed
+        out[np.arange(B), n - 1] = 1
+        keep = fed.ravel()
+        tok, pos, seq, out = tok.ravel()[keep], pos.ravel()[keep], seq.ravel()[keep], out.ravel()[keep]
+        row_rank = np.tile(np.arange(T), B)[keep]  # each token's place in its row's part
+        row_id = np.repeat(np.arange(B), T)[keep]
         fresh = np.flatnonzero(st == 0)
         for b in fresh:  # a sequence starting over: drop what it held
             self.lib.llama_memory_seq_rm(self.pool.mem, int(seqs[b]), -1, -1)
@@ -826,9 +845,9 @@ class LlamaCppBackend:
             pos = np.concatenate([np.zeros(k, np.int32), pos])
             seq = np.concatenate([seqs[fresh], seq])
             out = np.concatenate([np.zeros(k, np.int8), out])
-            rank = np.concatenate([np.zeros(k, np.int64), np.tile(np.arange(T), B) + np.repeat(lead, T)])
+            rank = np.concatenate([np.zeros(k, np.int64), row_rank + lead[row_id]])
         else:
-            rank = np.tile(np.arange(T), B)  # each token's place in its row's part of this call
+            rank = row_rank  # each token's place in its row's part of this call
         embd = self._embed(tok, hidden_hook, B, T) if hidden_hook is not None else None  # (N, C)
         # decode order: rows' pieces of ROW_PIECE tokens, piece by piece; in a piece, streams in
         # ascending order (llama.cpp decodes consecutive streams in one pass only in that order)
@@ -853,7 +872,13 @@ class LlamaCppBackend:
         where[order] = np.arange(len(order))  # caller's position → decode position
         logits = logits[row_of[where[np.flatnonzero(out[where])]]]  # back to the caller's order
         result = torch.from_numpy(logits)
-        return result if last_only else result.view(B, T, -1)
+        if last_only:
+            return result
+        if counts is None:
+            return result.view(B, T, -1)
+        full = torch.zeros(B, T, self.vocab_size)
+        full[torch.from_numpy(fed)] = result
+        return full
 
 
 def _close(pool: _Pool, lib: Any, model: Any) -> None:
