@@ -173,3 +173,18 @@ def test_qwen_coder_solves_a_problem_greedily_on_llamacpp():
     problem = load_problems()[3]  # below_zero: solved greedily in the Experiment 1 run
     (done,) = engine.generate(problem.prompt, SamplingParams(temperature=0, max_tokens=96, stop=STOPS), raw=True)
     assert grade(problem, done.text), done.text
+
+
+def test_records_survive_line_separators_inside_a_sample(tmp_path):
+    """A sample's text with U+2028 or a form feed (written raw, ensure_ascii=False) stays one record:
+    str.splitlines split it in two and the report silently dropped the sample."""
+    from sazanami.bench.humaneval.run import done_keys, read_records
+
+    recs = [
+        {"task_id": "HumanEval/0", "setting": "t0.8", "sample": i, "passed": False, "text": f"x = 1\u2028\x0c{i}"}
+        for i in range(3)
+    ]
+    path = tmp_path / "out.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs) + '{"task_id": "Hu')
+    assert read_records(path) == recs  # the truncated last line is left out
+    assert done_keys(path) == {("HumanEval/0", "t0.8")}

@@ -131,21 +131,14 @@ def machine() -> str:
 
 def done_keys(path: Path) -> set[tuple[str, str]]:
     """(task_id, setting) pairs already in the output file (a truncated last line is ignored)."""
-    done: set[tuple[str, str]] = set()
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done.add((rec["task_id"], rec["setting"]))
-    return done
+    return {(rec["task_id"], rec["setting"]) for rec in read_records(path)} if path.exists() else set()
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Every complete record of an output file."""
+    """Every complete record of an output file. Records end at "\\n" only: a sample's text may
+    hold U+2028 or a form feed, which ``str.splitlines`` would also split at."""
     out = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text().split("\n"):
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError:
