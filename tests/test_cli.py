@@ -71,11 +71,11 @@ def test_every_field_and_option_is_reachable_from_cli_and_server():
     """Nothing listed by hand: each field of the objects must show up as an option and a body field."""
     import dataclasses
 
-    from sazanami.cli.options import STRATEGY_ALIASES, options_of, params_from_options, strategy_dest
+    from sazanami.cli.options import options_of, params_from_options, strategy_dest
     from sazanami.cli.search import flow, search
     from sazanami.cli.serve import serve
     from sazanami.islands.runtime import ISLAND_INPUTS, ISLAND_LIMITS, Islands
-    from sazanami.search.strategies import STRATEGIES, strategy_options
+    from sazanami.search.strategies import SIDE_BY_SIDE, STRATEGIES, strategy_options
     from sazanami.server.limits import Limits
     from sazanami.server.schemas import ChatCompletionRequest, CompletionRequest
 
@@ -100,8 +100,8 @@ def test_every_field_and_option_is_reachable_from_cli_and_server():
                 {"messages": [{"role": "user", "content": "q"}], "search": {"strategy": strategy, "options": options}}
             )
             req.check_search(req.sampling_params(Limits()), Limits())  # the server accepts the option
-    for strategy, aliases in STRATEGY_ALIASES.items():
-        assert set(aliases.values()) <= set(strategy_options(strategy))
+    for strategy, key in SIDE_BY_SIDE.items():  # where a strategy keeps -n is one of its options
+        assert key in strategy_options(strategy)
 
     serve_options = options_of(serve)
     for f in dataclasses.fields(Limits):
@@ -136,7 +136,7 @@ def test_search_beam_n_is_the_width():
     r = invoke(*args, "-n", "2", "--beam-beta", "0.5", "--beta", "2.0", "-f", "pink-draw")
     assert r.exit_code == 2 and "fluctuation is not a beam search parameter" in r.output
     r = invoke(*args, "-n", "3", "--width", "2")
-    assert r.exit_code == 2 and "give -n or --width for beam, not both" in r.output
+    assert r.exit_code == 2 and "n is beam's width (candidates side by side): give n or width, not both" in r.output
 
 
 def test_search_strategy_options_are_typed():
@@ -157,8 +157,38 @@ def test_new_sampler_options():
     assert r.exit_code == 0, r.output
     c = json.loads(r.output)["completions"][0]
     assert c["token_ids"] == [9, 9, 9] and len(c["top_logprobs"]) == 3 and len(c["top_logprobs"][0]) == 2
-    r = invoke(*args, "--xtc-probability", "0.5", "--dry-multiplier", "0.8", "--top-n-sigma", "1", "--dry-sequence-breakers", ".")
+    r = invoke(
+        *args,
+        "--xtc-probability",
+        "0.5",
+        "--dry-multiplier",
+        "0.8",
+        "--top-n-sigma",
+        "1",
+        "--dry-sequence-breakers",
+        ".",
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["params"]["dry_sequence_breakers"] == ["."]
     r = invoke(*args, "--logit-bias", '{"9": 500}')
     assert r.exit_code != 0 and "logit_bias" in r.output
+
+
+def test_generate_beams_run_the_beam_search_entry_without_the_deprecated_field():
+    """A beams entry in --fluctuation runs Engine.beam_search (no DeprecationWarning), the same beams."""
+    import warnings
+
+    from sazanami import models
+    from sazanami.beam_params import BeamParams
+    from sazanami.engine import Engine
+
+    args = ["generate", "hello", "-m", "tiny-random", "--seed", "4", "--max-tokens", "6", "--json"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        r = invoke(*args, "--fluctuation", '{"beams": {"width": 3, "beta": 1}}')
+    assert r.exit_code == 0, r.output
+    got = [c["token_ids"] for c in json.loads(r.output)["completions"]]
+    want = Engine(models.load("tiny-random")).beam_search(
+        "hello", BeamParams(width=3, beta=1.0, seed=4, max_tokens=6, temperature=0.7)
+    )
+    assert len(got) == 3 and got == [c.token_ids for c in want]

@@ -33,7 +33,12 @@ def generate(prompt: str, stream: bool, as_json: bool, **kw: Any) -> None:
         kw["model"], kw["prefix_cache"], kw["backend"], rows, params.fluctuation, kw["ray_replicas"], kw["ray_address"]
     )
     islands = islands_from_options(kw, engine.tokenizer)
-    rows = engine.rows_for([prompt], params, kw["raw"], islands=islands)
+    if params.beams is not None:  # a beams entry in --fluctuation: the beam-search entry, not the deprecated field
+        from sazanami.beam_params import BeamParams
+
+        rows = engine.beam_rows([prompt], BeamParams.from_sampling(params), kw["raw"], islands=islands)
+    else:
+        rows = engine.rows_for([prompt], params, kw["raw"], islands=islands)
     if params.beams is not None or not stream or as_json:  # beams do not stream
         completions = engine.run(rows)
     else:
