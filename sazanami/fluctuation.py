@@ -49,7 +49,8 @@ POINTS = ("temperature", "logits", "draw", "hidden", "embedding")
 DRAW_MODES = ("gumbel", "quantile")
 
 NoiseMix = list[tuple[int, float]]
-"""A row's noise as a mixture of seeded streams: [(seed, weight)], Σ weight² = 1."""
+"""A row's noise as a mixture of seeded streams: [(seed, weight)], Σ weight² = 1 — the one
+definition (rows carry it, searches build it: ``sazanami.search.strategies.neighbour``)."""
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
+from sazanami.fluctuation import NoiseMix
 from sazanami.params import SamplingParams
 
 __all__ = ["Completion", "Output", "RowRequest", "RunningRow", "Span", "find_stop", "injected_tokens"]
-
-NoiseMix = list[tuple[int, float]]
-"""A row's noise as a mixture of seeded streams: [(seed, weight)], Σ weight² = 1."""
-
 
 class Span(TypedDict, total=False):
     """Text that islands injected into an output (a tool's result), not drawn by the model.

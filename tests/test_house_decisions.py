@@ -126,3 +126,93 @@ def test_every_default_budget_comes_from_one_constant(monkeypatch: pytest.Monkey
     assert req.search_budget(req.sampling_params(limits), limits).tokens == 30
     written = [p for p, text in _sources().items() if re.search(r"\b16 \* \w*\.?max_tokens", text)]
     assert written == []  # no caller multiplies by hand
+
+
+# -- `-n`: candidates side by side, for every strategy ---------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["best_of_n", "anneal", "noise_search", "beam", "tree", "optimize", "synthesize"])
+def test_n_is_the_candidates_side_by_side_for_every_strategy(strategy: str, tiny_engine: Engine) -> None:
+    from sazanami.search import search
+
+    params = SamplingParams(max_tokens=4, temperature=0.8)
+    tree = search(tiny_engine, "hello", strategy, scorer="logprob", budget=120, params=params, seed=1, raw=True, n=3)
+    per_round: dict[int, int] = {}
+    for node in tree.nodes[1:]:
+        if node.kind != "synthesis":
+            per_round[node.round] = per_round.get(node.round, 0) + 1
+    assert per_round and max(per_round.values()) == 3, per_round
+
+
+def test_tree_n_shares_a_round_and_refuses_branch_beside_it(tiny_engine: Engine) -> None:
+    from sazanami.search import check_strategy_options, search
+
+    params = SamplingParams(max_tokens=12, temperature=0.8)
+    tree = search(
+        tiny_engine, "hello", "tree", scorer="logprob", budget=200, params=params, seed=1, raw=True, n=5, chunk=4
+    )
+    rounds: dict[int, list[int | None]] = {}
+    for node in tree.nodes[1:]:
+        rounds.setdefault(node.round, []).append(node.parent)
+    assert all(len(parents) <= 5 for parents in rounds.values()) and len(rounds[0]) == 5
+    later = [parents for r, parents in rounds.items() if r > 0 and len(parents) == 5]
+    assert later and all(len(set(p)) <= 2 for p in later)  # shared among at most `expand` (2) prefixes
+    with pytest.raises(ParameterError, match="tree takes n .* or branch .*, not both") as err:
+        check_strategy_options("tree", {"n": 4, "branch": 2})
+    assert err.value.param == "n"
+    with pytest.raises(ParameterError, match=r"n must be an integer in \[1, 8\]"):
+        check_strategy_options("tree", {"n": 9}, max_rows=8)
+    # without n a seeded tree is what it was: branch × expand continuations per round
+    plain = search(tiny_engine, "hello", "tree", scorer="logprob", budget=200, params=params, seed=1, raw=True, chunk=4)
+    assert sum(1 for node in plain.nodes if node.round == 0 and node.parent is not None) == 3  # branch 3, the root
+
+
+def test_n_lands_where_the_strategy_keeps_it() -> None:
+    from sazanami.search import check_strategy_options
+
+    assert check_strategy_options("beam", {"n": 4}) == {"width": 4}
+    assert check_strategy_options("beam", {"n": 4, "width": 4}) == {"width": 4}
+    with pytest.raises(ParameterError, match="n is beam's width") as err:
+        check_strategy_options("beam", {"n": 4, "width": 2})
+    assert err.value.param == "n"
+    assert check_strategy_options("synthesize", {"n": 4, "base": "beam"}) == {"base": "beam", "base_options": {"n": 4}}
+
+
+def test_cli_search_tree_takes_n() -> None:
+    from click.testing import CliRunner
+
+    from sazanami.cli import main
+
+    args = ["search", "hello", "-m", "tiny-random", "--strategy", "tree", "-n", "4", "--scorer", "logprob"]
+    args += ["--max-tokens", "4", "--budget", "60", "--seed", "1", "--json", "--no-progress", "--raw"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    doc = __import__("json").loads(r.output)
+    assert doc["config"]["options"] == {"n": 4}
+    assert (
+        max(sum(1 for node in doc["nodes"] if node["round"] == k and node["parent"] is not None) for k in range(3)) == 4
+    )
+
+
+# -- the noise-mixture type, and the search's flows on public names --------------------------------
+
+
+def test_noise_mixture_type_is_defined_once() -> None:
+    import sazanami.fluctuation as fluctuation
+    import sazanami.rows as rows
+    import sazanami.search.strategies as strategies
+
+    assert rows.NoiseMix is fluctuation.NoiseMix and strategies.NoiseMix is fluctuation.NoiseMix
+    defined = [p for p, text in _sources().items() if re.search(r"^\w+ = list\[tuple\[int, float\]\]", text, re.M)]
+    assert defined == ["sazanami/fluctuation.py"]
+
+
+def test_no_module_imports_private_names_of_strategies() -> None:
+    import ast
+
+    offenders = []
+    for path, text in _sources().items():
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and node.module == "sazanami.search.strategies":
+                offenders += [(path, a.name) for a in node.names if a.name.startswith("_")]
+    assert offenders == []

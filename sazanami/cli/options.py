@@ -43,9 +43,6 @@ FLAGS: dict[str, tuple[str, ...]] = {
 }
 """The flags not spelled ``--field-name`` (the value keeps the field's name)."""
 
-STRATEGY_ALIASES: dict[str, dict[str, str]] = {"beam": {"n": "width"}}
-"""``-n`` is the number of variants per round; for beam that is its width."""
-
 FILE_INPUTS = {"json_schema": "FILE", "grammar": "FILE.lark"}
 """Islands inputs the CLI reads from a file (a JSON schema may also be given inline)."""
 
@@ -118,7 +115,11 @@ def sampling_options(fn: Any) -> Any:
             click.option("--sigma", type=float, default=None, help="Override the fluctuation's sigma."),
             click.option("--beta", type=float, default=None, help="Override the fluctuation's beta (noise color)."),
             click.option(
-                "--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name, HF directory or .gguf file."
+                "--model",
+                "-m",
+                default=DEFAULT_MODEL,
+                show_default=True,
+                help="Registry name, HF directory or .gguf file.",
             ),
             click.option("--raw", is_flag=True, help="Plain completion: no chat template."),
             prefix_cache_option,
@@ -189,6 +190,7 @@ ray_options = [
 def engine_options(fn: Any) -> Any:
     """``--backend``, ``--ray-replicas`` and ``--ray-address`` (see :func:`engine_from_options`)."""
     return _apply(fn, [backend_option, *ray_options])
+
 
 SEARCH_ROWS = 8
 """Rows per engine call that ``auto`` assumes for a search or a flow when ``-n`` is not given
@@ -261,8 +263,9 @@ def _value(text: str, hint: Any) -> Any:
     return text
 
 
-def strategy_values(strategy: str, kw: dict[str, Any], n: int | None) -> dict[str, Any]:
-    """The strategy options given on the command line (popped from ``kw``); ``n`` is ``-n`` if given."""
+def strategy_values(kw: dict[str, Any], n: int | None) -> dict[str, Any]:
+    """The strategy options given on the command line (popped from ``kw``); ``n`` is ``-n`` if given:
+    candidates side by side, for every strategy (the strategy puts it where it keeps it, e.g. beam's width)."""
     out = {}
     for name, per in STRATEGY_OPTIONS.items():
         value = None if name == "n" else kw.pop(strategy_dest(name), None)
@@ -271,10 +274,7 @@ def strategy_values(strategy: str, kw: dict[str, Any], n: int | None) -> dict[st
         hint = next(iter(per.values()))[0]
         out[name] = value if _base(hint) in (int, float, str) else _value(value, hint)
     if n is not None:
-        key = STRATEGY_ALIASES.get(strategy.strip().lower().replace("-", "_"), {}).get("n", "n")
-        if key in out and out[key] != n:
-            raise ParameterError(key, f"give -n or {_flags(key)[0]} for {strategy}, not both")
-        out[key] = n
+        out["n"] = n
     return out
 
 

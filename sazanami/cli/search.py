@@ -138,7 +138,7 @@ def search(
         --raw --tools calc --stop $'\\nQ:' --strategy noise_search --mode paths --scorer contains:391
     """
     n_given = ctx.get_parameter_source("n") not in (click.core.ParameterSource.DEFAULT, None)
-    options = strategy_values(strategy, kw, kw["n"] if n_given else None)
+    options = strategy_values(kw, kw["n"] if n_given else None)
     options.update(extra_values(extra))
     kw["n"] = 1
     island_kw = {k: kw.pop(k) for k in ISLAND_OPTIONS}

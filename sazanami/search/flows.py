@@ -89,7 +89,7 @@ from sazanami.search.flow_graph import GRAPH_FIELDS, FlowError, Graph, Step, bui
 from sazanami.search.scorer_specs import make_scorer
 from sazanami.search.scorers import Scorer
 from sazanami.search.selectors import make_selector, rank
-from sazanami.search.strategies import STRATEGIES, _check_options, _strategy_name, _waves
+from sazanami.search.strategies import STRATEGIES, check_strategy_options, strategy_name, waves
 from sazanami.search.synthesis import Improver, Synthesizer
 from sazanami.search.tree import Node, Tree
 
@@ -265,10 +265,10 @@ def _validate(step: Step, max_rows: int = MAX_N) -> None:
     if step.kind == "strategy":
         if "name" not in a:
             raise ParameterError(f"{w}.name", f"{w} needs 'name'")
-        name = _strategy_name(a["name"])
+        name = strategy_name(a["name"])
         options = {k: v for k, v in a.items() if k not in ("name", "share")}
         try:
-            _check_options(name, STRATEGIES[name], options, max_rows=max_rows)
+            check_strategy_options(name, options, max_rows=max_rows)
         except ParameterError as exc:
             raise ParameterError(f"{w}.{exc.param}", f"{w}: {exc}") from exc
 
@@ -840,8 +840,8 @@ class _Runner:
 
     def _strategy(self, step: Step, pool: list[Node]) -> list[Node]:
         a, ctx = step.args, self.ctx
-        name = _strategy_name(a["name"])
-        options = {k: v for k, v in a.items() if k not in ("name", "share")}
+        name = strategy_name(a["name"])
+        options = check_strategy_options(name, {k: v for k, v in a.items() if k not in ("name", "share")})
         before = len(ctx.tree.nodes)
         with ctx.ledger.limit(int(ctx.ledger.remaining * a.get("share", 1.0))):
             STRATEGIES[name](ctx, **options)
@@ -856,4 +856,4 @@ class _Runner:
         """Generate without scoring (a score step scores): n rows, or waves filling ``share``."""
         if n is not None:
             return self.ctx.generate(make(0, min(n, self._room(share))), limit=share)
-        return _waves(self.ctx, make, None, share, score=False)
+        return waves(self.ctx, make, None, share, score=False)

@@ -39,6 +39,7 @@ from typing import Any
 
 from sazanami.engine import Engine, Prompt
 from sazanami.errors import ParameterError, check_int, check_range
+from sazanami.fluctuation import NoiseMix
 from sazanami.islands.runtime import Islands
 from sazanami.params import MAX_N, MAX_TOKENS_LIMIT, SamplingParams
 from sazanami.rows import RowRequest
@@ -48,6 +49,7 @@ from sazanami.search.synthesis import Improver, Synthesizer
 from sazanami.search.tree import Node, Tree
 
 __all__ = [
+    "SIDE_BY_SIDE",
     "STRATEGIES",
     "anneal",
     "beam",
@@ -57,16 +59,24 @@ __all__ = [
     "optimize",
     "check_strategy_options",
     "search",
+    "strategy_name",
     "strategy_options",
     "synthesize",
     "temperature_schedule",
     "tree_search",
+    "waves",
 ]
-
-Mixture = list[tuple[int, float]]
 
 MAX_ROUNDS = 1024
 """Rounds of any strategy at most (and never more than the budget's tokens: a round generates one)."""
+
+SIDE_BY_SIDE: dict[str, str] = {"beam": "width"}
+"""The option that holds ``n`` for a strategy that names it otherwise.
+
+``n`` means the same for every strategy: how many candidates run side by side (the rows of
+one engine call, a round's candidates). A beam search's n beams are its ``width``;
+``synthesize`` passes ``n`` to its base strategy; every other strategy takes ``n`` itself.
+"""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -90,7 +100,7 @@ def _share(ctx: SearchContext, rounds_left: int) -> int:
     return max(left // rounds_left, min(left, _per_row(ctx)))
 
 
-def _waves(
+def waves(
     ctx: SearchContext,
     make: Callable[[int, int], list[RowRequest]],
     n: int | None = None,
@@ -144,7 +154,7 @@ def _waves(
 # --------------------------------------------------------------------------- noise mixtures
 
 
-def check_mixture(mix: Mixture, tol: float = 1e-6) -> Mixture:
+def check_mixture(mix: NoiseMix, tol: float = 1e-6) -> NoiseMix:
     """Raise ``ParameterError`` unless ``mix`` is a non-empty [(seed, weight)] with Σw² = 1."""
     if not mix:
         raise ParameterError("noise", "a noise mixture needs at least one (seed, weight)")
@@ -154,7 +164,7 @@ def check_mixture(mix: Mixture, tol: float = 1e-6) -> Mixture:
     return mix
 
 
-def neighbour(mix: Mixture, fresh: int, similarity: float = 0.95) -> Mixture:
+def neighbour(mix: NoiseMix, fresh: int, similarity: float = 0.95) -> NoiseMix:
     """A neighbour of noise mixture ``mix`` at cosine similarity ``similarity``.
 
     ``[(s, c·w) for s, w in mix] + [(fresh, √(1 − c²))]``: the pivot's streams scaled by c plus
@@ -168,7 +178,7 @@ def neighbour(mix: Mixture, fresh: int, similarity: float = 0.95) -> Mixture:
     return [(s, c * w) for s, w in mix] + [(fresh, math.sqrt(1 - c * c))]
 
 
-def mixture_cosine(a: Mixture, b: Mixture) -> float:
+def mixture_cosine(a: NoiseMix, b: NoiseMix) -> float:
     """Expected correlation of two mixtures' noise: Σ over shared seeds of w_a · w_b."""
     wa: dict[int, float] = {}
     for s, w in a:
@@ -225,7 +235,7 @@ def _best_of_n(ctx: SearchContext, n: int | None = None) -> None:
     """n samples (default: as many as the budget pays for), scored; the best wins."""
     _int("n", n, 1, allow_none=True)
     ctx.start_round(0)
-    _waves(ctx, lambda start, count: [ctx.fresh(start + i) for i in range(count)], n)
+    waves(ctx, lambda start, count: [ctx.fresh(start + i) for i in range(count)], n)
 
 
 def _anneal(
@@ -260,7 +270,7 @@ def _anneal(
                 # The round is part of the seed: a winner kept for several rounds gets new seeds.
                 return [ctx.improvement(w[(start + i) % len(w)], r * 100_000 + start + i, p) for i in range(count)]
 
-        _waves(ctx, make, n, share)
+        waves(ctx, make, n, share)
 
 
 NOISE_MODES = ("random", "zero-order", "paths")
@@ -309,13 +319,15 @@ def _noise_search(
             pivot = rank(pool)[0]
             mix = pivot.noise or [(pivot.seed, 1.0)]
 
-            def make(start: int, count: int, r: int = r, pivot: Node = pivot, mix: Mixture = mix) -> list[RowRequest]:
+            def make(start: int, count: int, r: int = r, pivot: Node = pivot, mix: NoiseMix = mix) -> list[RowRequest]:
                 specs = []
                 for i in range(count):
                     # Same row seed as the pivot (same draws where the noise does not decide).
                     noise = neighbour(mix, ctx.seed_for("neighbour", r, start + i), similarity)
                     meta = {"similarity": similarity}
-                    specs.append(ctx.row(pivot, ctx.prompt_ids, params, pivot.seed or 0, "neighbour", noise=noise, meta=meta))
+                    specs.append(
+                        ctx.row(pivot, ctx.prompt_ids, params, pivot.seed or 0, "neighbour", noise=noise, meta=meta)
+                    )
                 return specs
         else:
             winners = sel.select(pool)
@@ -331,7 +343,7 @@ def _noise_search(
                     specs.append(ctx.continuation(node, cut, index, params))
                 return specs
 
-        _waves(ctx, make, n, share, once=r < rounds - 1)
+        waves(ctx, make, n, share, once=r < rounds - 1)
 
 
 def _beam(ctx: SearchContext, width: int | None = None, beta: float | None = None, rounds: int | None = None) -> None:
@@ -389,11 +401,14 @@ def _tree(
     expand: int = 2,
     keep: int = 2,
     margin: float | None = None,
+    n: int | None = None,
 ) -> None:
     """Token-level best-first search with checkpoints every ``chunk`` tokens.
 
     Each round pops the ``expand`` best open prefixes (the root first), continues each with
-    ``branch`` fresh seeds for ``chunk`` tokens, and scores the partial outputs. Per parent
+    ``branch`` fresh seeds for ``chunk`` tokens, and scores the partial outputs; or, with
+    ``n`` (continuations per round, side by side in one engine call), pops at most ``n``
+    prefixes and shares the ``n`` continuations among them, the better prefixes first. Per parent
     the ``keep`` best open children stay (also dropping any more than ``margin`` below
     their parent's score); the frontier keeps the ``width`` best open prefixes overall. A
     dropped prefix is pruned for good: a later continuation that reproduces or extends it
@@ -404,6 +419,7 @@ def _tree(
     """
     for name, value in (("chunk", chunk), ("branch", branch), ("width", width), ("expand", expand), ("keep", keep)):
         _int(name, value, 1)
+    _int("n", n, 1, allow_none=True)
     if margin is not None:
         check_range("margin", margin, 0, None)
     m = ctx.params.max_tokens
@@ -416,7 +432,7 @@ def _tree(
     backtracks = dead_ends = r = 0
 
     def is_pruned(ids: list[int]) -> bool:
-        return any(len(ids) >= n and tuple(ids[:n]) in prefixes for n, prefixes in pruned.items())
+        return any(len(ids) >= k and tuple(ids[:k]) in prefixes for k, prefixes in pruned.items())
 
     def prune(node: Node, why: str, record: bool = True) -> None:
         node.pruned = True
@@ -428,29 +444,35 @@ def _tree(
         if not frontier:
             frontier = [ctx.root]
         # A prefix pruned after this node was queued may now cover it: drop it unexpanded.
-        for n in frontier:
-            if n is not ctx.root and not n.pruned and is_pruned(n.token_ids):
-                prune(n, "extends a pruned prefix", record=False)
-        frontier = [n for n in frontier if not n.pruned]
+        for node in frontier:
+            if node is not ctx.root and not node.pruned and is_pruned(node.token_ids):
+                prune(node, "extends a pruned prefix", record=False)
+        frontier = [node for node in frontier if not node.pruned]
         ranked = [ctx.root] if ctx.root in frontier else []
-        ranked += rank([n for n in frontier if n is not ctx.root])
-        picks = ranked[:expand]
-        frontier = [n for n in frontier if n not in picks]
+        ranked += rank([node for node in frontier if node is not ctx.root])
+        picks = ranked[: expand if n is None else min(expand, n)]
+        frontier = [node for node in frontier if node not in picks]
         if r > 0 and any(p.parent not in expanded_last for p in picks if p is not ctx.root):
             backtracks += 1
-        round_cost = len(picks) * branch * (chunk + reserve)
+        # continuations of each pick: branch each, or n shared out (the better picks get the extra ones)
+        if n is None or not picks:
+            per_pick = [branch] * len(picks)
+        else:
+            per_pick = [n // len(picks) + (i < n % len(picks)) for i in range(len(picks))]
+        round_cost = sum(per_pick) * (chunk + reserve)
         final = ctx.ledger.remaining < 2 * round_cost
         ctx.start_round(r, "finish" if final else f"{len(frontier) + len(picks)} open")
         specs = []
-        for p in picks:
+        for p, count in zip(picks, per_pick):
             left = m - p.drawn
             if left <= 0:
                 continue
             v = visits.get(p.id, 0)
             visits[p.id] = v + 1
             step = left if final else min(chunk, left)
-            for j in range(branch):
-                s = ctx.continuation(p, len(p.token_ids), v * branch + j, kind="partial")
+            stride = branch if n is None else n  # seed indices never repeat across a prefix's visits
+            for j in range(count):
+                s = ctx.continuation(p, len(p.token_ids), v * stride + j, kind="partial")
                 s.params = s.params.replace(max_tokens=step)
                 specs.append(s)
         before = ctx.ledger.generated
@@ -470,7 +492,7 @@ def _tree(
             seen.add(key)
         ctx.score(nodes)
         for p in picks:
-            kids = [n for n in nodes if n.parent == p.id and n.partial and not n.pruned]
+            kids = [node for node in nodes if node.parent == p.id and node.partial and not node.pruned]
             for i, kid in enumerate(rank(kids)):
                 if i >= keep:
                     prune(kid, f"not among the {keep} best children")
@@ -483,7 +505,7 @@ def _tree(
                     prune(kid, f"more than {margin} below its parent")
                 else:
                     frontier.append(kid)
-            if not any(n.parent == p.id and not n.pruned for n in nodes):
+            if not any(node.parent == p.id and not node.pruned for node in nodes):
                 dead_ends += 1
                 p.meta["dead_end"] = True
         ranked_frontier = rank(frontier)
@@ -504,7 +526,7 @@ def _optimize(ctx: SearchContext, n: int = 4, init: int | None = None, rounds: i
     _int("init", init, 1, allow_none=True)
     _int("rounds", rounds, 1, allow_none=True)
     ctx.start_round(0, "drafts")
-    first = _waves(ctx, lambda start, count: [ctx.fresh(start + i) for i in range(count)], init or n)
+    first = waves(ctx, lambda start, count: [ctx.fresh(start + i) for i in range(count)], init or n)
     if not first:
         return
     best = rank(first)[0]
@@ -516,7 +538,7 @@ def _optimize(ctx: SearchContext, n: int = 4, init: int | None = None, rounds: i
         def make(start: int, count: int, b: Node = best, r: int = r) -> list[RowRequest]:
             return [ctx.improvement(b, r * 1000 + start + i) for i in range(count)]
 
-        nodes = _waves(ctx, make, n)
+        nodes = waves(ctx, make, n)
         if not nodes or ctx.ledger.generated == before:
             break
         cand = rank(nodes)[0]
@@ -539,7 +561,7 @@ def _synthesize(
     if isinstance(synthesizer, dict):
         synthesizer = Synthesizer(**synthesizer)
     synth = synthesizer or Synthesizer()
-    name = _strategy_name(base)
+    name = strategy_name(base)
     if name == "synthesize":
         raise ParameterError("base", "synthesize cannot be its own base strategy")
     impl = STRATEGIES[name]
@@ -567,7 +589,8 @@ STRATEGIES: dict[str, Callable[..., None]] = {
 }
 
 
-def _strategy_name(name: Any) -> str:
+def strategy_name(name: Any) -> str:
+    """The canonical name of a strategy (``bon`` → ``best_of_n``, ``tree-search`` → ``tree``)."""
     key = str(name).strip().lower().replace("-", "_")
     key = {"bon": "best_of_n", "best_of": "best_of_n", "noise": "noise_search", "tree_search": "tree"}.get(key, key)
     if key not in STRATEGIES:
@@ -577,8 +600,24 @@ def _strategy_name(name: Any) -> str:
 
 def strategy_options(name: str) -> dict[str, Any]:
     """The options a strategy accepts and their defaults."""
-    sig = inspect.signature(STRATEGIES[_strategy_name(name)])
+    sig = inspect.signature(STRATEGIES[strategy_name(name)])
     return {p.name: p.default for p in list(sig.parameters.values())[1:]}
+
+
+def _side_by_side(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with ``n`` moved to the option that holds it for ``name`` (:data:`SIDE_BY_SIDE`)."""
+    key = SIDE_BY_SIDE.get(name)
+    if key is None or "n" not in options:
+        return options
+    options = dict(options)
+    n = options.pop("n")
+    if options.get(key) is not None and n is not None and options[key] != n:
+        raise ParameterError(
+            "n",
+            f"n is {name}'s {key} (candidates side by side): give n or {key}, not both; got {n!r} and {options[key]!r}",
+        )
+    options[key] = n if n is not None else options.get(key)
+    return options
 
 
 def _check_options(
@@ -589,7 +628,8 @@ def _check_options(
     max_rows: int = MAX_N,
 ) -> dict[str, Any]:
     """Raise ``ParameterError`` for an unknown option or a value out of its range (see
-    :func:`check_strategy_options`); returns ``options``."""
+    :func:`check_strategy_options`); returns ``options``, ``n`` where the strategy keeps it."""
+    options = _side_by_side(name, options)
     known = list(inspect.signature(impl).parameters)[1:]
     for key in options:
         if key not in known:
@@ -649,14 +689,19 @@ def _check_options(
         elif key == "base_options" and value is not None:
             if not isinstance(value, dict):
                 raise ParameterError(key, f"base_options must be an object, got {value!r}")
-            base = _strategy_name(options.get("base", defaults["base"]))
+            base = strategy_name(options.get("base", defaults["base"]))
             if base == "synthesize":
                 raise ParameterError("base", "synthesize cannot be its own base strategy")
             try:
                 _check_options(base, STRATEGIES[base], value, budget, max_rows)
             except ParameterError as exc:
                 raise ParameterError(f"base_options.{exc.param}", str(exc)) from exc
-    if name == "tree":
+    if name == "tree" and options.get("n") is not None:
+        if "branch" in options:
+            raise ParameterError(
+                "n", "tree takes n (continuations per round) or branch (continuations per expanded prefix), not both"
+            )
+    elif name == "tree":
         branch = options.get("branch", defaults["branch"])
         expand = options.get("expand", defaults["expand"])
         if branch * expand > max_rows:
@@ -675,9 +720,11 @@ def check_strategy_options(
     Counts of rounds are at most :data:`MAX_ROUNDS` and ``budget`` (tokens; each round
     generates one at least); counts of rows in one engine call (``n``, ``init``, ``width``,
     ``keep``, ``k``, ``branch`` × ``expand``) at most ``max_rows`` (a server passes its
-    batch limit) and ``budget``. Raises ``ParameterError`` naming the option.
+    batch limit) and ``budget``. Raises ``ParameterError`` naming the option. ``n`` is accepted by
+    every strategy (candidates side by side) and lands where the strategy keeps it
+    (:data:`SIDE_BY_SIDE`; synthesize's goes to its base).
     """
-    name = _strategy_name(strategy)
+    name = strategy_name(strategy)
     impl = STRATEGIES[name]
     options = dict(options)
     if name == "synthesize":
@@ -724,7 +771,7 @@ def search(
         options: the strategy's own options (see :func:`strategy_options`); for
             ``synthesize``, options of its base strategy are passed on to it.
     """
-    name = _strategy_name(strategy)
+    name = strategy_name(strategy)
     impl = STRATEGIES[name]
     options = check_strategy_options(name, options)
     ctx = SearchContext(
