@@ -190,10 +190,13 @@ class FunctionCalling:
     def lark(self, tokenizer: Any) -> str:
         """The Lark grammar (llguidance dialect) of a whole output; see the module docstring.
 
-        ``tokenizer`` decides how the tags are written: as the special tokens the model has
-        for them (Qwen2.5: ``<tool_call>`` is one special token, which free text never
-        contains), or as text (free text then excludes the opening tag, and a lazy lexeme
-        ends at its first occurrence).
+        A call is tagged (``<tool_call>`` … ``</tool_call>``, after optional text, several with
+        ``parallel``) or, at the very start of the answer, bare (``{"name": …}``, or fenced in
+        a json code block; one call). ``tokenizer`` decides how the tags are written: as
+        the special tokens the model has for them (Qwen2.5: ``<tool_call>`` is one special
+        token, which free text never contains), or as text (free text then excludes the
+        opening tag, and a lazy lexeme ends at its first occurrence). With ``auto``, free
+        text never starts with ``{`` or a json fence: such an answer is a call.
         """
         names = self.names if self.choice in ("auto", "required") else [self.choice]
         open_, close = _tag(tokenizer, OPEN), _tag(tokenizer, CLOSE)
@@ -201,6 +204,7 @@ class FunctionCalling:
         lines = [
             f"calls: call{more}",
             f'call: {open_} "\\n" body "\\n" {close}',
+            f"bare: body | {json.dumps(FENCE)} body {json.dumps(chr(10) + FENCE_END)}",
             "body: " + " | ".join(f"body_{i}" for i in range(len(names))),
         ]
         for i, name in enumerate(names):
@@ -209,22 +213,20 @@ class FunctionCalling:
             schema = {**fn.parameters, "x-guidance": JSON_STYLE}
             head = json.dumps(f'{{"name": "{name}", "arguments": ')
             lines.append(f'body_{i}: {head} %json {json.dumps(schema)} "}}"')
+        not_bare = "& ~/\\s*\\{(?s:.*)/ & ~/\\s*```json(?s:.*)/"
         if self.choice != "auto":
-            start = ["start: calls"]
+            start = ["start: calls | bare"]
         elif self.content_schema is not None:  # the answer is JSON of that schema, or calls
-            start = [
-                "start: content | calls",
-                f"content: %json {json.dumps({**self.content_schema, 'x-guidance': JSON_STYLE})}",
-            ]
+            content = json.dumps({**self.content_schema, "x-guidance": JSON_STYLE})
+            start = ["start: content | calls", f"content: %json {content}"]
         elif open_.startswith("<["):  # special tokens: free text cannot contain them
-            start = ["start: TEXT | TEXT? calls", "TEXT: /(?s:.+)/"]
+            start = ["start: TEXT | TEXT? calls | bare", f"TEXT: /(?s:.+)/ {not_bare}"]
         else:  # text tags: free text never holds the opening tag; a lazy lexeme stops at its first one
-            head = f'"\\n" body "\\n" {close}{more}'
             start = [
-                "start: FREE | opened after",
-                f"opened[lazy]: /(?s:.*){re.escape(OPEN)}/",
-                f"after: {head}",
-                f"FREE: /(?s:.*)/ & ~/(?s:.*){re.escape(OPEN)}(?s:.*)/",
+                "start: FREE | opened after | bare",
+                f"opened[lazy]: /(?s:.*){re.escape(OPEN)}/ {not_bare}",
+                f'after: "\\n" body "\\n" {close}{more}',
+                f"FREE: /(?s:.*)/ & ~/(?s:.*){re.escape(OPEN)}(?s:.*)/ {not_bare}",
             ]
         return "\n".join(start + lines) + "\n"
 
@@ -247,14 +249,19 @@ class FunctionCalling:
     def parse(self, text: str) -> tuple[str | None, list[ToolCall]]:
         """``(content, calls)`` of a whole output.
 
-        Calls are the ``<tool_call>`` blocks after the content; each must be a JSON object
-        with a known ``name`` and an ``arguments`` object (or its JSON text). If any block
-        fails that (possible only with ``grammar=False``, or a call cut by ``max_tokens``),
-        the whole text is content and there are no calls. Content is None when calls come
-        without text before them.
+        Calls are the ``<tool_call>`` blocks after the content, or one bare JSON call that is
+        the whole answer (``{"name": …}``, possibly in a json code block, as small models
+        write them); each must be a JSON object with a known ``name`` and an ``arguments``
+        object (or its JSON text). If any fails that (possible only with ``grammar=False``,
+        or a call cut by ``max_tokens``), the whole text is content and there are no calls.
+        Content is None when calls come without text before them.
         """
-        at = text.find(OPEN)
-        if at < 0:
+        kind, at = _opening(text)
+        if kind == "bare":
+            body = _bare_body(text[at:])
+            call = self._call(body) if body is not None else None
+            return (None, [call]) if call is not None else (text, [])
+        if kind != "tagged":
             return text, []
         calls = []
         for block in _blocks(text[at:]):
@@ -310,6 +317,38 @@ class FunctionCalling:
 
 _HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"([A-Za-z0-9_-]{1,64})"\s*,\s*"arguments"\s*:\s*')
 _DECODER = json.JSONDecoder()
+
+
+FENCE = "```json\n"
+"""Opens a bare call written in a json code block."""
+FENCE_END = "```"
+
+
+def _opening(text: str) -> tuple[str, int]:
+    """Where calls begin: ``("bare", i)`` for an answer that is a JSON object or a json fence
+    (``i``: after leading whitespace), ``("tagged", i)`` at the first ``<tool_call>``,
+    ``("none", -1)`` otherwise."""
+    lead = text[: len(text) - len(text.lstrip())]
+    if text.lstrip().startswith(("{", FENCE.strip())):
+        return "bare", len(lead)
+    at = text.find(OPEN)
+    return ("tagged", at) if at >= 0 else ("none", -1)
+
+
+def _bare_body(text: str) -> str | None:
+    """The JSON object of a bare call (``{…}`` or fenced, trailing whitespace or a stray fence
+    allowed), or None when anything else follows it."""
+    if text.startswith(FENCE.strip()):
+        text = text[len(FENCE.strip()) :]
+        if text.rstrip().endswith(FENCE_END):
+            text = text.rstrip()[: -len(FENCE_END)]
+    text = text.strip()
+    try:
+        _, end = _DECODER.raw_decode(text)
+    except ValueError:
+        return None
+    rest = text[end:].strip()
+    return text[:end] if rest in ("", FENCE_END) else None
 
 
 def _blocks(text: str) -> Iterable[str]:
@@ -592,19 +631,20 @@ class CallStream:
     """Turns one choice's text, piece by piece, into OpenAI chat deltas.
 
     ``feed(piece)`` returns the deltas that are certain so far: ``{"content": …}`` for text
-    before the first call (a tail that may still become ``<tool_call>`` is held back), and
+    before the first call (a tail that may still open a call is held back), and
     ``{"tool_calls": [{"index", "id", "type", "function": {"name", "arguments"}}]}`` — the
     first delta of a call carries its id and name, the next ones pieces of its arguments
-    (under the grammar as they are generated; with ``grammar=False`` a call comes whole once
-    it parsed). ``finish()`` returns the rest; joined, the pieces equal :meth:`FunctionCalling.parse`'s
-    result whenever that found calls.
+    (under the grammar as they are generated; with ``grammar=False`` calls come whole at the
+    end, once they parsed). ``finish()`` returns the rest: joined, the pieces are
+    :meth:`FunctionCalling.parse`'s content and calls (under the grammar; unconstrained, a
+    text that turns out not to be calls is content).
     """
 
     def __init__(self, calling: FunctionCalling) -> None:
         self.calling = calling
         self.text = ""
-        self.sent = 0
-        """Characters of content sent."""
+        self.sent = ""
+        """Content sent."""
         self.calls: list[tuple[str, str]] = []
         """(id, arguments sent) per call announced."""
 
@@ -622,47 +662,62 @@ class CallStream:
 
     def _deltas(self, final: bool) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        at = self.text.find(OPEN)
-        if at < 0:
-            end = len(self.text) if final else _safe_end(self.text)
-            if end > self.sent:
-                out.append({"content": self.text[self.sent : end]})
-                self.sent = end
+        if final:  # the whole text: what parse says, less what was sent
+            content, calls = self.calling.parse(self.text)
+            if not calls and self.calls:
+                return out  # a call cut by max_tokens: what was sent of it stays (finish_reason length)
+            self._content(out, content or "")
+            for i, call in enumerate(calls):
+                self._args(out, i, call.name, call.arguments)
             return out
-        head = self.text[:at].rstrip()
-        if final and not self.calls and self.calling.parse(self.text)[1] == []:
-            head = self.text  # not calls after all: all of it is content
-        if len(head) > self.sent:
-            out.append({"content": head[self.sent :]})
-            self.sent = len(head)
-        if head is self.text:
+        kind, at = _opening(self.text)
+        if kind == "none":
+            if not self.text.strip() or FENCE.startswith(self.text.lstrip()):
+                return out  # may still open a bare call
+            self._content(out, self.text[: _safe_end(self.text)])
             return out
-        for i, block in enumerate(_stream_blocks(self.text[at:])):
-            body, closed = block
-            if not self.calling.grammar and not closed:
-                break  # unconstrained: a call is sent once it parsed
+        if kind == "tagged":
+            self._content(out, self.text[:at].rstrip())
+        if not self.calling.grammar:
+            return out  # calls are sent once they parsed, at the end
+        if kind == "bare":
+            start = self.text.find("{", at)
+            blocks = [(self.text[start:], False)] if start >= 0 else []
+        else:
+            blocks = list(_stream_blocks(self.text[at:]))
+        for i, (body, closed) in enumerate(blocks):
             m = _HEAD.match(body)
             if m is None or self.calling.function(m.group(1)) is None:
                 break
-            if i == len(self.calls):
-                call_id = new_call_id()
-                self.calls.append((call_id, ""))
-                out.append(_call_delta(i, {"name": m.group(1), "arguments": ""}, call_id))
             args = body[m.end() :]
             if closed:
                 args = args.rstrip()
                 args = args[:-1].rstrip() if args.endswith("}") else args
-            elif not final:
+            else:
                 args = _ARGS_TAIL.sub("", args)
-            call_id, sent = self.calls[i]
-            if len(args) > len(sent) and args.startswith(sent):
-                out.append(_call_delta(i, {"arguments": args[len(sent) :]}))
-                self.calls[i] = (call_id, args)
+            self._args(out, i, m.group(1), args)
         return out
 
+    def _content(self, out: list[dict[str, Any]], content: str) -> None:
+        if len(content) > len(self.sent) and content.startswith(self.sent):
+            out.append({"content": content[len(self.sent) :]})
+            self.sent = content
 
-_ARGS_TAIL = re.compile(r"[\s}]*(<(/(t(o(o(l(_(c(a(l(l)?)?)?)?)?)?)?)?)?)?)?$")
-"""What may still be the end of the call (``}`` of the outer object, the closing tag): held back."""
+    def _args(self, out: list[dict[str, Any]], i: int, name: str, args: str) -> None:
+        if i == len(self.calls):
+            call_id = new_call_id()
+            self.calls.append((call_id, ""))
+            out.append(_call_delta(i, {"name": name, "arguments": ""}, call_id))
+        if i >= len(self.calls):
+            return
+        call_id, sent = self.calls[i]
+        if len(args) > len(sent) and args.startswith(sent):
+            out.append(_call_delta(i, {"arguments": args[len(sent) :]}))
+            self.calls[i] = (call_id, args)
+
+
+_ARGS_TAIL = re.compile(r"[\s}`]*(<(/(t(o(o(l(_(c(a(l(l)?)?)?)?)?)?)?)?)?)?)?$")
+"""What may still be the end of the call (``}`` of the outer object, the closing tag or fence): held back."""
 
 
 def _safe_end(text: str) -> int:
