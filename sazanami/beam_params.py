@@ -33,6 +33,7 @@ NOT_FOR_BEAMS: dict[str, str] = {
     "mirostat_tau": "mirostat steers one sampled sequence's surprise; beams are drawn by Gumbel-top-k",
     "mirostat_eta": "mirostat steers one sampled sequence's surprise; beams are drawn by Gumbel-top-k",
     "xtc_probability": "XTC's coin is a per-row random draw that beams cannot fork",
+    "speculative": "beams advance every branch each step; draft verification is for sampled rows",
     "xtc_threshold": "XTC's coin is a per-row random draw that beams cannot fork",
     "trace": "beam steps are not traced (each sample carries its perturbed and sequence log-probs in `tag`)",
 }

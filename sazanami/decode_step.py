@@ -26,12 +26,12 @@ The drivers call it so:
   the tokens vLLM returns through :meth:`RowStep.take` (with vLLM's log-probs) and
   :meth:`RowStep.inject`.
 
-Speculative verification lives here next (the seam). A row that drafted k tokens (prompt
-lookup, a corpus index, a sibling row) gets logits for k + 1 positions from one forward
-pass, (B, 1 + k, V). Verification walks the positions in order with the row's *own* sampler,
+Speculative verification (:meth:`RowStep.verify`). A row that drafted k tokens (prompt
+lookup, a corpus index, a sibling row: :mod:`sazanami.speculative`) gets logits for k + 1
+positions from one forward pass, (B, 1 + k, V). Verification walks the positions in order with the row's *own* sampler,
 exactly as plain decoding would: at position j, steps 1-4 run on the rows still verifying
-(the same seed, step counter and noise state: :meth:`SamplerBatch.select
-<sazanami.sampling.SamplerBatch.select>` narrows the sampler to them so only they step) and
+(the same seed, step counter and noise state: :meth:`SamplerBatch.only
+<sazanami.sampling.SamplerBatch.only>` lets only them step; the others' state waits) and
 :meth:`take` pushes the drawn token; while the draw equals draft j the row goes on to
 position j + 1, at the first mismatch it keeps the drawn token and drops the rest of its
 draft (the cache rolls back the rejected positions). A stop, end-of-sequence, complete

@@ -14,6 +14,12 @@ prefill together, right-padded, where the backend takes ragged rows (:meth:`Engi
 Each row decodes at its own positions, so prompts of different lengths need no padding
 there and a row's tokens do not depend on its neighbours (up to float round-off of batched
 matmuls). Finished rows are dropped from the batch so they stop costing compute.
+
+Rows with ``params.speculative`` draft tokens (:mod:`sazanami.speculative`): each forward
+feeds a row its token and then its draft, (B, 1 + K) ragged, and the row step verifies the
+logits of every position with the row's own sampler (:meth:`RowStep.verify
+<sazanami.decode_step.RowStep.verify>`); a rejected draft's keys/values are trimmed from the
+cache. The tokens are those of the plain loop; only the number of forward passes changes.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from sazanami.params import SamplingParams
 from sazanami.prefix_cache import DEFAULT_BLOCK, PrefixCache
 from sazanami.rows import Completion, RowRequest
 from sazanami.seeds import derive_seed, seed_or_fresh
+from sazanami.speculative.drafter import Drafter
 
 Prompt = str | list[dict[str, str]]
 
@@ -198,14 +205,27 @@ class Engine:
         """The sampling loop: batched forward, the row step, finished rows dropped."""
         backend = self.backend
         self._check_prompts(requests)
+        drafter = self._drafter(requests)  # None: no row speculates (the plain loop)
         step = RowStep(requests, self.tokenizer, backend.vocab_size, backend.hidden_size, self.max_positions)
         rows = list(step.rows)  # every row, in request order; rows[active[i]] is batch row i
         active = list(range(len(rows)))
-        cache, logits, cached = self._prefill_rows(requests)  # logits (B, V) after each prompt
+        spare = max((r.params.speculative.max_draft for r in requests if r.params.speculative), default=0)
+        cache, logits, cached = self._prefill_rows(requests, spare)  # logits (B, V) after each prompt
         lengths = torch.tensor([len(r.prompt_ids) for r in requests], dtype=torch.long)  # (B,)
+        drafts: list[list[int]] = [[] for _ in requests]  # fed after each row's token, to verify
+        if drafter is not None:
+            logits = logits[:, None]  # (B, 1 + K, V): a position per fed token
         while True:
             # one token per row: islands mask → sampler → guard → log-prob → push → observe → inject
-            s = step(logits, lengths.tolist())
+            if drafter is None:
+                s = step(logits, lengths.tolist())
+            else:  # the same, along each row's draft: accepted drafts stay, the rest is dropped
+                s = step.verify(logits, drafts, lengths.tolist())
+                drafter.observe(drafts, s.accepted)
+                lengths = lengths + torch.tensor(s.accepted, dtype=torch.long)
+                for i, (d, a) in enumerate(zip(drafts, s.accepted)):
+                    if a < len(d):
+                        cache.trim(i, int(lengths[i]))  # the rejected positions' keys/values go
             if emit:
                 yield [
                     Delta(a, rows[a].delta(), s.drawn[i], rows[a].finish_reason is not None,
@@ -224,8 +244,17 @@ class Engine:
                 injected = {keep.index(i): v for i, v in s.injected.items() if i in keep}
                 active = [active[i] for i in keep]
                 step.select(keep)
+                if drafter is not None:
+                    drafter.select(keep)
             else:
                 tokens, injected = s.tokens, s.injected
+            if drafter is not None:  # each row's token and its new draft, in one forward pass
+                drafts = self._drafts(drafter, step, lengths, cache.capacity, injected)
+                logits = self._forward_drafts(tokens, drafts, cache, lengths)  # (B, 1 + K, V)
+                lengths = lengths + 1
+                if injected:  # rows with a tool's result drafted nothing: position 0 is their last
+                    cache, _, lengths = self._inject(cache, logits[:, 0], lengths, injected, step.rows, drafts=drafts)
+                continue
             # the next position: each row's new token (and a tool's result after it, row by row)
             logits = backend.forward(tokens[:, None], cache, lengths, step.sampler.hidden_hook(backend.num_layers))
             lengths = lengths + 1
@@ -236,6 +265,61 @@ class Engine:
             r.cached = n
         out.extend(r.completion() for r in rows)
 
+    # -- speculative decoding ----------------------------------------------------------------
+    def _drafter(self, requests: list[RowRequest]) -> Drafter | None:
+        """The rows' drafts (:class:`~sazanami.speculative.drafter.Drafter`), None when no row
+        speculates; a backend without draft verification, or noise that enters the forward pass
+        (hidden states, embeddings: it is drawn per forward, not per token), is refused by name."""
+        specs = [r.params.speculative for r in requests]
+        if not any(specs):
+            return None
+        if not getattr(self.backend, "verifies_drafts", False):
+            name = getattr(self.backend, "capabilities", None)
+            raise ParameterError(
+                "speculative",
+                f"speculative decoding is not available on the {getattr(name, 'backend', type(self.backend).__name__)} "
+                "backend (it needs logits for every drafted position and a cache that rolls back)",
+            )
+        for r in requests:
+            fl = r.params.fluctuation
+            if r.params.speculative is None or fl is None or (fl.hidden is None and fl.embedding is None):
+                continue
+            point = "hidden" if fl.hidden is not None else "embedding"
+            raise ParameterError(
+                "speculative",
+                f"speculative decoding cannot verify drafts under {point} noise (it perturbs each forward "
+                f"pass, not each token, so a draft's positions would see other noise): drop fluctuation.{point}",
+            )
+        return Drafter(requests, self.tokenizer)
+
+    def _drafts(
+        self, drafter: Drafter, step: RowStep, lengths: torch.Tensor, capacity: int, injected: dict[int, Any]
+    ) -> list[list[int]]:
+        """Each batch row's draft for the next forward: none for a row a tool's result follows;
+        at most the draws a row has left minus one (its token is one) and what the cache and the
+        model's context hold after the row's token (a padded batch writes every row's positions
+        up to the longest draft, so the tightest row bounds them all)."""
+        ends = lengths.tolist()
+        top = min(min(capacity, self.max_positions) - 1 - e for e in ends)  # positions after the token
+        room = [
+            0 if i in injected else max(0, min(r.req.params.max_tokens - r.drawn - 1, top))
+            for i, r in enumerate(step.rows)
+        ]
+        return drafter.propose([r.tokens for r in step.rows], room)
+
+    def _forward_drafts(
+        self, tokens: torch.Tensor, drafts: list[list[int]], cache: Any, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits (B, 1 + K, V) of each row's token (B,) then its draft, from one forward pass;
+        a row's positions past its draft are padding (not read, overwritten later)."""
+        B, K = len(drafts), max((len(d) for d in drafts), default=0)
+        fed = torch.zeros(B, 1 + K, dtype=torch.long)
+        fed[:, 0] = tokens
+        for i, d in enumerate(drafts):
+            fed[i, 1 : 1 + len(d)] = torch.tensor(d, dtype=torch.long)
+        counts = torch.tensor([1 + len(d) for d in drafts], dtype=torch.long)
+        return self.backend.forward(fed, cache, lengths, None, last_only=False, counts=counts)
+
     def _check_prompts(self, requests: list[RowRequest]) -> None:
         for r in requests:
             if len(r.prompt_ids) >= self.max_positions:
@@ -243,13 +327,13 @@ class Engine:
                     "prompt", f"prompt has {len(r.prompt_ids)} tokens; the model's context is {self.max_positions}"
                 )
 
-    def _prefill_rows(self, requests: list[RowRequest]) -> tuple[Any, torch.Tensor, list[int]]:
+    def _prefill_rows(self, requests: list[RowRequest], spare: int = 0) -> tuple[Any, torch.Tensor, list[int]]:
         """A cache for the rows with their prompts in it, each row's last logits (B, V) and the
         prompt tokens each row took from the prefix cache. Each distinct prompt runs once; its
-        keys/values are copied to its rows."""
+        keys/values are copied to its rows. ``spare``: positions more per row (drafts)."""
         backend = self.backend
         reserve = [IslandBatch.reserve(r.islands) for r in requests]  # room for injected results
-        capacity = max(len(r.prompt_ids) + r.params.max_tokens + n for r, n in zip(requests, reserve)) + 1
+        capacity = max(len(r.prompt_ids) + r.params.max_tokens + n for r, n in zip(requests, reserve)) + 1 + spare
         cache = backend.new_cache(len(requests), capacity)
         logits = torch.empty(len(requests), backend.vocab_size)
         groups: dict[tuple[int, ...], list[int]] = {}
@@ -370,11 +454,17 @@ class Engine:
         injected: dict[int, tuple[int, list[int]]],
         rows: list[RowState],
         hooks: dict[int, Any] | None = None,
+        drafts: list[list[int]] | None = None,
     ) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        """Run injected tokens through the model for their rows (see :func:`forward_injected`)."""
+        """Run injected tokens through the model for their rows (see :func:`forward_injected`).
+        ``drafts``: positions the other rows hold past ``lengths`` (kept if the cache grows)."""
         left = [r.req.params.max_tokens - r.drawn for r in rows]  # draws still allowed
         ids = {i: tokens for i, (_, tokens) in injected.items()}
-        return forward_injected(self.backend, cache, logits, lengths, ids, {i: left[i] for i in ids}, hooks)
+        held = torch.tensor([len(d) for d in drafts], dtype=torch.long) if drafts else torch.zeros_like(lengths)
+        cache, logits, ends = forward_injected(
+            self.backend, cache, logits, lengths + held, ids, {i: left[i] for i in ids}, hooks
+        )
+        return cache, logits, ends - held
 
 
 def _prompt_list(prompts: Prompt | list[Prompt]) -> list[Prompt]:

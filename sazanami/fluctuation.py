@@ -32,7 +32,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -815,6 +816,17 @@ class FluctuationBatch:
         self.sigma = {k: v[keep] for k, v in self.sigma.items()}
         self.batch = len(idx)
         self._layers = {}
+
+    @contextmanager
+    def only(self, live: torch.Tensor) -> Iterator[None]:
+        """Within: only rows where ``live`` (B,) is True step their noise (every point reads the
+        rows it steps from ``has``); the others keep their state (speculative verification)."""
+        saved = self.has
+        self.has = {k: v & live for k, v in saved.items()}
+        try:
+            yield
+        finally:
+            self.has = saved
 
     # -- sampler side (once per generated token) -----------------------------------------------
     def perturb_logits(self, logits: torch.Tensor) -> torch.Tensor:

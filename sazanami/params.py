@@ -9,6 +9,7 @@ from typing import Any
 
 from sazanami.beam_params import BeamParams
 from sazanami.errors import ParameterError, check_int, check_known, check_range
+from sazanami.speculative.spec import Speculative
 
 MAX_TOKENS_LIMIT = 32768
 MAX_N = 256
@@ -91,6 +92,10 @@ class SamplingParams:
     """DRY: a repeat never extends across a token whose text contains one of these; at most 16 strings."""
     top_logprobs: int = 0
     """Most likely alternatives reported per generated token (model's raw log_softmax); in [0, 20]."""
+    speculative: Any = None
+    """Exact speculative decoding: draft sources prompt, corpus, siblings — a name, a list,
+    ``{"sources", "max_draft" (in [1, 64]), "corpus" (an index folder)}`` or ``prompt,corpus=PATH,max_draft=16``;
+    the tokens are those of plain decoding, fewer forward passes where the output copies; None: off."""
 
     def __post_init__(self) -> None:
         for name, (low, high) in INT_RANGES.items():
@@ -144,6 +149,7 @@ class SamplingParams:
                 "dry_sequence_breakers", f"dry_sequence_breakers must have at most 16 strings, got {len(breakers)}"
             )
         object.__setattr__(self, "dry_sequence_breakers", tuple(breakers))
+        object.__setattr__(self, "speculative", Speculative.parse(self.speculative))
 
     def replace(self, **changes: Any) -> SamplingParams:
         """A copy with ``changes`` applied (and validated)."""
@@ -160,6 +166,8 @@ class SamplingParams:
         out["dry_sequence_breakers"] = list(self.dry_sequence_breakers)
         if self.logit_bias is not None:
             out["logit_bias"] = {str(k): v for k, v in self.logit_bias}
+        if self.speculative is not None:
+            out["speculative"] = self.speculative.to_dict()
         return out
 
     @classmethod

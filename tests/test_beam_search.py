@@ -121,6 +121,7 @@ REFUSED = {
     "xtc_probability": 0.5,
     "xtc_threshold": 0.2,
     "trace": True,
+    "speculative": "prompt",
 }
 
 

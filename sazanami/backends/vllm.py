@@ -104,6 +104,8 @@ def check_row(row: RowRequest) -> None:
     CAPABILITIES.check(row.params.fluctuation)
     if row.params.beams is not None:
         raise _refuse("beams", "stochastic beam search")
+    if row.params.speculative is not None:
+        raise _refuse("speculative", "sazanami's speculative decoding (vLLM has its own: its speculative_config)")
 
 
 def needs_processor(p: SamplingParams) -> bool:
