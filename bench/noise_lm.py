@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sazanami import Engine, SamplingParams, load  # noqa: E402
+from sazanami.models import cpu_model  # noqa: E402
 from sazanami.research.noise_lm import NoiseLM, NoiseLMConfig, corpus, scattershot, vocab  # noqa: E402
 from sazanami.research.noise_lm.baselines import KneserNey, TinyGPT, evaluate_gpt, train_gpt  # noqa: E402
 from sazanami.research.noise_lm.lookup import KeyIndex  # noqa: E402
@@ -42,13 +43,6 @@ def timed(fn, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN201
     t0 = time.perf_counter()
     out = fn(*a, **k)
     return out, time.perf_counter() - t0
-
-
-def cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def lookups(lm: NoiseLM, test_ids: np.ndarray, n: int) -> list[dict]:
@@ -147,7 +141,7 @@ def main() -> None:
     tok = vocab.build(train_docs, args.vocab)
     test_ids = encode_docs(tok, test_docs)
     full_ids = encode_docs(tok, train_docs)
-    res: dict = {"machine": f"{cpu()}, torch threads 1, Python {platform.python_version()}",
+    res: dict = {"machine": f"{cpu_model()}, torch threads 1, Python {platform.python_version()}",
                  "data": {"train_docs": len(train_docs), "dev_docs": len(dev_docs), "test_docs": len(test_docs),
                           "train_tokens": len(full_ids), "test_tokens": len(test_ids), "vocab": tok.vocab_size,
                           "test_unk": float((test_ids == 0).mean()), "eval_tokens": min(args.eval_tokens, len(test_ids) - 1)},

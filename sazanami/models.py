@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import platform
 import shutil
 import sys
 import tempfile
@@ -89,7 +90,15 @@ def _cpu_model(info: str) -> str:
     for line in info.splitlines():
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_model() -> str:
+    """This machine's CPU model (``/proc/cpuinfo``'s model name, else what ``platform`` says).
+
+    The one reader, for the benchmarks' records and the caches measured per machine.
+    """
+    return _cpu_model(_cpuinfo())
 
 
 def _time_dtypes(hidden: int, intermediate: int, budget_s: float = 0.15) -> dict[str, float]:

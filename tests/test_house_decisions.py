@@ -216,3 +216,19 @@ def test_no_module_imports_private_names_of_strategies() -> None:
             if isinstance(node, ast.ImportFrom) and node.module == "sazanami.search.strategies":
                 offenders += [(path, a.name) for a in node.names if a.name.startswith("_")]
     assert offenders == []
+
+
+# -- what machine ran a benchmark: one reader ------------------------------------------------------
+
+
+def test_benchmarks_name_the_machine_through_models_cpu_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sazanami.models as models
+    from sazanami.bench.frontier.run import machine_info
+    from sazanami.bench.humaneval.run import machine
+
+    monkeypatch.setattr(models, "_cpuinfo", lambda: "processor\t: 0\nmodel name\t: Test CPU 9000\n")
+    assert models.cpu_model() == "Test CPU 9000"
+    assert machine().startswith("Test CPU 9000, ") and machine().endswith(" cores")
+    assert machine_info()["cpu"] == "Test CPU 9000"
+    readers = [p for p, text in _sources().items() if 'startswith("model name")' in text]
+    assert readers == ["sazanami/models.py"]

@@ -33,6 +33,7 @@ from sazanami.bench.frontier.statistics import (
     resample_indices,
 )
 from sazanami.errors import ParameterError
+from sazanami.models import DEFAULT_MODEL, cpu_model, load
 
 if TYPE_CHECKING:
     from sazanami.embeddings import TextEncoder
@@ -126,16 +127,8 @@ def _round(v: float) -> float:
 
 def machine_info() -> dict[str, Any]:
     """What ran the benchmark (for the report)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -195,7 +188,6 @@ def run_frontier(
     settings = method_settings(methods, cfg.quick)
     if engine is None:
         from sazanami.engine import Engine
-        from sazanami.models import DEFAULT_MODEL, load
 
         engine = Engine(load(cfg.model or DEFAULT_MODEL))
     caps = getattr(engine.backend, "capabilities", None)

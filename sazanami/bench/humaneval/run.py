@@ -8,7 +8,7 @@ appended to the output file at once, so a killed run resumes where it stopped.
 from __future__ import annotations
 
 import json
-import platform
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +20,7 @@ from typing import Any
 from sazanami.bench.humaneval.grading import grade
 from sazanami.bench.humaneval.problems import Problem, load_problems, split
 from sazanami.errors import ParameterError
+from sazanami.models import cpu_model
 from sazanami.params import SamplingParams
 from sazanami.seeds import derive_seed
 
@@ -116,17 +117,7 @@ class HumanEvalConfig:
 
 def machine() -> str:
     """The CPU model and core count, for the records."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return f"{cpu}, {os.cpu_count()} cores"
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def done_keys(path: Path) -> set[tuple[str, str]]:
