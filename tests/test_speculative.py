@@ -294,3 +294,23 @@ def test_corpus_drafts_are_exact(tiny_engine: Engine, tmp_path):
     build_index([docs], tmp_path / "idx", tiny_engine.tokenizer)
     _, (c,) = both(tiny_engine, "corpus", p, spec={"sources": ["corpus"], "corpus": str(tmp_path / "idx")})
     assert c.accepted_tokens > 10
+
+
+# -- the command line ---------------------------------------------------------------------------------
+def test_index_command_and_generate_with_its_corpus(corpus_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from sazanami.cli import main
+
+    runner = CliRunner()
+    out = tmp_path / "idx"
+    r = runner.invoke(main, ["index", str(corpus_dir), "-o", str(out), "--model", "tiny-random", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["documents"][1]["name"].endswith("b.txt")
+    args = ["generate", "def add", "-m", "tiny-random", "--max-tokens", "8", "--seed", "1", "--json", "--raw"]
+    plain = json.loads(runner.invoke(main, args).output)["completions"][0]
+    r = runner.invoke(main, [*args, "--speculative", f"prompt,corpus={out},max_draft=4"])
+    fast = json.loads(r.output)["completions"][0]
+    assert fast["token_ids"] == plain["token_ids"] and fast.get("drafted_tokens", 0) >= fast.get("accepted_tokens", 0)
+    r = runner.invoke(main, [*args, "--speculative", f"corpus={tmp_path / 'missing'}"])
+    assert r.exit_code == 2 and "no corpus index" in r.output

@@ -23,7 +23,9 @@ CODE = '''def add_numbers(first_value, second_value):
     result = first_value + second_value
     return result
 '''
-PROMPT = f"Rename the variable `result` to `total` in this function; answer with the whole function.\n\n```python\n{CODE}```"
+PROMPT = (
+    f"Rename the variable `result` to `total` in this function; answer with the whole function.\n\n```python\n{CODE}```"
+)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import click
 from sazanami.cli.batch import batch
 from sazanami.cli.bench import bench_group
 from sazanami.cli.generate import generate
+from sazanami.cli.index import index
 from sazanami.cli.models import models
 from sazanami.cli.noise import noise
 from sazanami.cli.options import PARAM_OPTIONS
@@ -72,5 +73,5 @@ def main() -> None:
     """sazanami (漣): noise as a seedable control signal for LLM generation, and search."""
 
 
-for _command in (generate, models, noise, search, flow, tree, serve, bench_group, train, prune, batch):
+for _command in (generate, models, noise, search, flow, tree, serve, bench_group, train, prune, batch, index):
     main.add_command(_command)
