@@ -44,6 +44,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -649,11 +650,12 @@ def create_app(
             server.batcher.stop()
             server.pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc load Swagger UI and ReDoc from this server, not a CDN
         title="sazanami",
         version=_version(),
         lifespan=lifespan,
         summary="OpenAI-compatible API with fluctuation and search",
+        favicon_url="/favicon.ico",
     )
     app.state.server = server
     # outermost last: CORS (answers preflights, adds its headers to every answer, 401s too) →
@@ -756,6 +758,10 @@ def create_app(
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     app.include_router(flows_router(api_error, _read_body))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
