@@ -86,9 +86,9 @@ def test_tool_results_are_marked_in_variants_and_search_nodes(page):
     """Islands from the playground: a tool and a regex; injected results show as marks."""
     page.check("#tool-CALC")
     page.fill("#regex", r"CALC\(6\*7\) is [a-z]{3}")
+    page.select_option("#strategy", "")  # first: n is disabled while a search strategy is chosen
     page.fill("#n", "2")
     page.fill("#max_tokens", "24")
-    page.select_option("#strategy", "")
     page.click("#run")
     page.wait_for_function("document.querySelectorAll('.variant.done').length === 2", timeout=20_000)
     marks = page.locator(".variant .text mark.island")

@@ -1,10 +1,19 @@
 // sazanami playground: one page over the OpenAI-compatible API (no build step).
 // Plain sampling streams n variants side by side (SSE); a search returns its tree.
 // Tool results injected into a text (islands) are shown as <mark class="island">.
+// Seeds are read and sent exactly (parseJSON/toJSON in treeview.js: 63-bit integers as BigInt).
+// Completion mode sends one user message; chat mode keeps the conversation (the model's chat
+// template formats it on the server). The last runs stay in localStorage; any run can be put back
+// in the form ("repeat this run") or exported as its request and outputs.
 "use strict";
 
 let info = null;        // GET /v1/sazanami
 let controller = null;  // aborting the fetch cancels the generation on the server
+let current = null;     // the run on the page: {form, body, seed, outputs}
+let chat = [];          // chat mode: the conversation so far ({role, content})
+let ticker = null;      // the progress line's clock while a search runs
+const HISTORY = "sazanami-playground-runs", HISTORY_MAX = 20;
+const FIELDS = ["prompt", "n", "max_tokens", "temperature", "seed", "preset", "sigma", "beta", "strategy", "budget", "scorer", "regex"];
 
 function status(text, error = false) {
   $("status").textContent = text;
@@ -12,7 +21,7 @@ function status(text, error = false) {
 }
 
 async function init() {
-  info = await (await fetch("/v1/sazanami")).json();
+  info = await readJSON(await fetch("/v1/sazanami"));
   $("model").textContent = `model: ${info.model}`;
   for (const name of Object.keys(info.presets)) $("preset").append(el("option", { value: name }, name));
   $("preset").value = "pink-temperature";
@@ -27,19 +36,103 @@ async function init() {
   if (!info.tools.length) $("tools").append(el("span", { class: "muted" }, "this server runs no tools"));
   $("controls").addEventListener("submit", (e) => { e.preventDefault(); run(); });
   $("stop").addEventListener("click", () => controller && controller.abort());
+  $("strategy").addEventListener("change", gate);
+  for (const r of document.querySelectorAll("input[name=mode]")) r.addEventListener("change", setMode);
+  for (const id of FIELDS) $(id).addEventListener("input", () => clearFieldError(id));
+  $("repeat").addEventListener("click", () => current && repeat(current));
+  $("export").addEventListener("click", () => current && exportRun(current));
+  $("clear-history").addEventListener("click", () => { localStorage.removeItem(HISTORY); showHistory(); });
+  gate();
+  showHistory();
 }
 
-function numberOf(id) {
-  const v = $(id).value.trim();
-  return v === "" ? undefined : Number(v);
+// -- the form ------------------------------------------------------------------------------------
+// Fields a mode does not use are disabled, with a note saying why (a search sets its own number of
+// candidates; budget and scorer are the search's).
+function gate() {
+  const search = Boolean($("strategy").value);
+  $("n").disabled = search;
+  $("budget").disabled = $("scorer").disabled = !search;
+  $("n").title = search ? "a search sets how many candidates it draws (its strategy's options)" : "";
+  $("search-note").textContent = search
+    ? "n is not used by a search: its strategy decides how many candidates to draw."
+    : "budget and scorer are used by a search strategy only.";
+}
+
+function mode() { return document.querySelector("input[name=mode]:checked").value; }
+
+function setMode() {
+  const isChat = mode() === "chat";
+  $("chat").hidden = !isChat;
+  $("prompt-label").textContent = isChat ? "Your message" : "Prompt";
+  showChat();
+}
+
+function showChat() {
+  const box = $("chat");
+  box.replaceChildren();
+  chat.forEach((m) => box.append(el("div", { class: `msg ${m.role}` }, m.content)));
+  if (chat.length) {
+    const clear = el("button", { type: "button", class: "repeat" }, "new conversation");
+    clear.addEventListener("click", () => { chat = []; showChat(); });
+    box.append(clear);
+  } else box.append(el("p", { class: "muted" }, "Send a message; then pick a variant to reply with it and go on."));
+}
+
+// A field's value for the request: numbers checked as the API checks them, named on error.
+class FieldError extends Error {
+  constructor(id, message) { super(message); this.id = id; }
+}
+
+function numberOf(id, { integer = false, min, max } = {}) {
+  const input = $(id);
+  const v = input.value.trim();
+  if (v === "") return undefined;
+  const x = id === "seed" ? exactInt(v) : Number(v);
+  const name = input.closest("label").firstChild.textContent.trim();
+  if (typeof x === "number" && (!Number.isFinite(x) || (integer && !Number.isInteger(x))))
+    throw new FieldError(id, `${name} must be ${integer ? "a whole number" : "a number"}, got ${JSON.stringify(v)}`);
+  if (min !== undefined && x < min) throw new FieldError(id, `${name} must be at least ${min}, got ${v}`);
+  if (max !== undefined && x > max) throw new FieldError(id, `${name} must be at most ${max}, got ${v}`);
+  return x;
+}
+
+function clearFieldError(id) {
+  const input = $(id);
+  input.classList.remove("invalid");
+  input.removeAttribute("aria-invalid");
+  input.closest("label").querySelector(".field-error")?.remove();
+}
+
+function fieldError(id, message) {
+  clearFieldError(id);
+  const input = $(id);
+  input.classList.add("invalid");
+  input.setAttribute("aria-invalid", "true");
+  const box = el("div", { class: `field-error${message.includes("\n") ? " multiline" : ""}` }, message);
+  input.closest("label").append(box);
+  input.focus({ preventScroll: true });
+  box.scrollIntoView({ block: "nearest" });
+}
+
+// The field a server error's `param` names (fluctuation fields name the point: temperature.sigma).
+function fieldOf(param) {
+  if (!param) return null;
+  if (param === "messages" || param === "prompt") return "prompt";
+  if (/\.sigma$/.test(param)) return "sigma";
+  if (/\.beta$/.test(param)) return "beta";
+  if (param.startsWith("search.budget")) return "budget";
+  if (param.startsWith("search.scorer")) return "scorer";
+  if (param.startsWith("search.")) return "strategy";
+  if (param.startsWith("fluctuation") || /^(temperature|logits|hidden|embedding)\./.test(param)) return "preset";
+  return FIELDS.includes(param) ? param : null;
 }
 
 // The fluctuation JSON: the preset with σ/β overridden in every active entry.
-function fluctuation() {
+function fluctuation(sigma, beta) {
   const name = $("preset").value;
   if (name === "none") return undefined;
-  const fl = JSON.parse(JSON.stringify(info.presets[name]));
-  const sigma = numberOf("sigma"), beta = numberOf("beta");
+  const fl = structuredClone(info.presets[name]);
   for (const [point, entry] of Object.entries(fl)) {
     if (!entry || typeof entry !== "object") continue;
     if (sigma !== undefined) entry.sigma = sigma;
@@ -50,60 +143,145 @@ function fluctuation() {
 }
 
 function body() {
+  const prompt = $("prompt").value;
+  if (!prompt.trim()) throw new FieldError("prompt", mode() === "chat" ? "the message is empty" : "the prompt is empty");
+  const messages = mode() === "chat" ? [...chat, { role: "user", content: prompt }] : [{ role: "user", content: prompt }];
   const b = {
     model: info.model,
-    messages: [{ role: "user", content: $("prompt").value }],
-    max_tokens: numberOf("max_tokens"),
-    temperature: numberOf("temperature"),
-    seed: numberOf("seed"),
+    messages,
+    max_tokens: numberOf("max_tokens", { integer: true, min: 1 }),
+    temperature: numberOf("temperature", { min: 0 }),
+    seed: numberOf("seed", { integer: true, min: 0 }),
     trace: true,
-    fluctuation: fluctuation(),
+    fluctuation: fluctuation(numberOf("sigma", { min: 0 }), numberOf("beta", { min: 0, max: 2 })),
   };
   const tools = [...document.querySelectorAll("#tools input:checked")].map((x) => x.value);
   if (tools.length) b.tools = tools;
   if ($("regex").value.trim()) b.regex = $("regex").value.trim();
   const strategy = $("strategy").value;
   if (strategy) {
-    b.search = { strategy, budget: numberOf("budget"), scorer: $("scorer").value || undefined, return_tree: true };
+    b.search = { strategy, budget: numberOf("budget", { integer: true, min: 1 }), scorer: $("scorer").value || undefined, return_tree: true };
   } else {
-    b.n = numberOf("n");
+    b.n = numberOf("n", { integer: true, min: 1 });
     b.stream = true;
   }
   return b;
 }
 
+// The form as it was for a run (restored by "repeat this run" and from the history).
+function formState() {
+  const f = Object.fromEntries(FIELDS.map((id) => [id, $(id).value]));
+  f.tools = [...document.querySelectorAll("#tools input:checked")].map((x) => x.value);
+  f.mode = mode();
+  return f;
+}
+
+function setForm(f, seed) {
+  for (const id of FIELDS) if (f[id] !== undefined) $(id).value = f[id];
+  for (const box of document.querySelectorAll("#tools input")) box.checked = (f.tools || []).includes(box.value);
+  if (seed !== undefined && seed !== null) $("seed").value = String(seed);
+  for (const id of FIELDS) clearFieldError(id);
+  gate();
+}
+
+function repeat(r) {
+  setForm(r.form, r.seed);
+  if (r.body.messages.length > 1 && mode() === "chat") chat = r.body.messages.slice(0, -1);
+  showChat();
+  status(`the form holds run ${r.seed}: press Run to repeat it`);
+}
+
+// -- running -------------------------------------------------------------------------------------
 async function run() {
-  const b = body();
+  for (const id of FIELDS) clearFieldError(id);
+  let b;
+  try {
+    b = body();
+  } catch (e) {
+    if (!(e instanceof FieldError)) throw e;
+    fieldError(e.id, e.message);
+    status(`not sent: ${e.message}`, true);
+    return;
+  }
+  current = { form: formState(), body: b, seed: b.seed, outputs: [], time: new Date().toISOString() };
+  $("empty").hidden = true;
+  $("runinfo").hidden = true;
   $("variants").replaceChildren();
+  $("variants-box").hidden = Boolean(b.search);
   $("tree").replaceChildren();
   $("detail").hidden = true;
+  $("spend").textContent = "";
   $("search").hidden = !b.search;
   $("run").disabled = true;
   $("stop").disabled = false;
   controller = new AbortController();
   const t0 = performance.now();
   status(b.search ? `searching (${b.search.strategy}) …` : "streaming …");
+  if (b.search) startProgress(b.search, t0);
   try {
     const res = await fetch("/v1/chat/completions", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(b),
+      body: toJSON(b),
       signal: controller.signal,
     });
     if (!res.ok) {
-      const err = (await res.json()).error || {};
-      throw new Error(`${res.status}: ${err.message}${err.param ? ` (param ${err.param})` : ""}`);
+      const err = (await readJSON(res)).error || {};
+      const e = new Error(`${res.status}: ${err.message}`);
+      e.param = err.param;
+      e.status = res.status;
+      e.detail = err.message;
+      throw e;
     }
     if (b.stream) await readStream(res);
-    else showSearch(await res.json());
+    else showSearch(await readJSON(res));
     status(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    remember(current);
   } catch (e) {
-    status(e.name === "AbortError" ? "stopped" : String(e.message || e), e.name !== "AbortError");
+    if (e.name === "AbortError") {
+      status("stopped");
+      for (const s of document.querySelectorAll(".variant:not(.done) .state")) s.textContent = "stopped";
+      document.querySelectorAll(".variant:not(.done)").forEach((c) => c.classList.add("stopped"));
+      if (b.search) $("tree").replaceChildren(el("p", { class: "muted" }, "stopped: a search that is stopped returns no tree"));
+    } else {
+      const field = fieldOf(e.param);
+      if (field) fieldError(field, e.detail);
+      const where = e.param ? ` (param ${e.param}${field ? ", highlighted" : ""})` : "";
+      status(field ? `${e.status}: the server refused ${e.param}${where}` : `${String(e.message || e)}${where}`, true);
+      if (!field && String(e.message).includes("\n")) $("status").classList.add("multiline");
+    }
   } finally {
+    stopProgress();
     $("run").disabled = false;
     $("stop").disabled = true;
     controller = null;
   }
+}
+
+// A search answers once, at its end: until then a bar and a clock say it is running.
+function startProgress(search, t0) {
+  $("progress").hidden = false;
+  const limit = info.limits.max_search_seconds;
+  const tick = () => {
+    const s = (performance.now() - t0) / 1000;
+    $("progress-text").textContent = `${search.strategy} running · ${s.toFixed(1)} s · budget ${search.budget ?? "default"} tokens · at most ${limit} s`;
+  };
+  tick();
+  ticker = setInterval(tick, 200);
+  $("tree").replaceChildren(el("p", { class: "muted" }, "the tree appears when the search ends"));
+}
+
+function stopProgress() {
+  clearInterval(ticker);
+  ticker = null;
+  $("progress").hidden = true;
+}
+
+function showRunInfo(seed) {
+  if (seed === undefined || seed === null) return;
+  current.seed = seed;
+  $("runseed").textContent = `run seed ${seed}`;
+  $("runinfo").hidden = false;
 }
 
 // -- variants --------------------------------------------------------------------------------
@@ -113,11 +291,31 @@ function variantCard(index) {
   card = el("div", { id: `variant-${index}`, class: "variant" });
   const head = el("div", { class: "head" });
   head.append(el("span", { class: "label" }, `variant ${index}`), el("span", { class: "state" }, "…"));
-  card.append(head, el("div", { class: "text" }));
+  const tools = el("div", { class: "card-tools" });
+  const again = el("button", { type: "button", class: "repeat", title: "put this run's settings and seed back in the form" }, "repeat this run");
+  again.addEventListener("click", () => current && repeat(current));
+  tools.append(again);
+  if (mode() === "chat") {
+    const reply = el("button", { type: "button", class: "repeat reply" }, "reply with this");
+    reply.addEventListener("click", () => continueWith(card));
+    tools.append(reply);
+  }
+  card.append(head, el("div", { class: "text" }), tools);
   const cards = [...$("variants").children];
   const after = cards.find((c) => Number(c.id.split("-")[1]) > index);
   $("variants").insertBefore(card, after || null);
   return card;
+}
+
+// Chat mode: the picked variant becomes the assistant's turn; the box is free for the next message.
+function continueWith(card) {
+  const r = current;
+  if (!r) return;
+  chat = [...r.body.messages, { role: "assistant", content: card.querySelector(".text").textContent }];
+  $("prompt").value = "";
+  $("seed").value = "";
+  showChat();
+  $("prompt").focus();
 }
 
 async function readStream(res) {
@@ -134,18 +332,25 @@ async function readStream(res) {
       buffer = buffer.slice(cut + 2);
       const data = event.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
       if (!data || data === "[DONE]") continue;
-      const chunk = JSON.parse(data);
+      const chunk = parseJSON(data);
       if (chunk.error) throw new Error(chunk.error.message);
+      if (chunk.seed !== undefined && chunk.seed !== null) showRunInfo(chunk.seed);
       for (const choice of chunk.choices || []) onChoice(choice);
     }
   }
+  current.outputs = [...document.querySelectorAll(".variant")].map((c) => ({
+    seed: c.dataset.seed, text: c.querySelector(".text").textContent, finish_reason: c.querySelector(".state").textContent,
+  }));
 }
 
 function onChoice(choice) {
   const card = variantCard(choice.index);
   const delta = choice.delta || {};
   if (delta.content) card.querySelector(".text").textContent += delta.content;
-  if (choice.seed !== undefined) card.querySelector(".label").textContent = `variant ${choice.index} · seed ${choice.seed}`;
+  if (choice.seed !== undefined) {
+    card.dataset.seed = String(choice.seed);
+    card.querySelector(".label").textContent = `variant ${choice.index} · seed ${choice.seed}`;
+  }
   if (choice.spans) {
     const text = card.querySelector(".text");
     showText(text, text.textContent, choice.spans);
@@ -159,19 +364,67 @@ function onChoice(choice) {
 
 // -- search tree -----------------------------------------------------------------------------
 function showSearch(resp) {
+  showRunInfo(resp.seed);
   const choice = resp.choices[0];
+  $("variants-box").hidden = false;
   const card = variantCard(0);
   card.classList.add("done", "winner");
+  card.dataset.seed = String(choice.seed ?? "");
   card.querySelector(".label").textContent = `winner · seed ${choice.seed ?? "?"}`;
   card.querySelector(".state").textContent = choice.finish_reason;
   showText(card.querySelector(".text"), choice.message.content, choice.spans);
   if (choice.trace) card.append(tracePlot(choice.trace));
+  current.outputs = [{ seed: choice.seed, text: choice.message.content, finish_reason: choice.finish_reason }];
+  current.search = { ...resp.search, tree: undefined };
   const s = resp.search;
   const spend = s.spend || {};
   const run = spend.prompt_tokens ?? 0, reused = spend.prompt_tokens_reused ?? 0;
   const hit = run + reused > 0 ? ` · prefix cache ${Math.round((100 * reused) / (run + reused))}% of prompt tokens` : "";
   $("spend").textContent = `${s.strategy} · ${s.nodes} nodes · ${spend.generated_tokens ?? "?"} tokens${hit}`;
-  if (s.tree) drawTree(s.tree);
+  if (s.tree) {
+    const r = current;
+    drawTree(s.tree, $("tree"), $("detail"), () => repeat(r));
+  }
+}
+
+// -- history and export ----------------------------------------------------------------------
+function history() {
+  try { return parseJSON(localStorage.getItem(HISTORY) || "[]"); } catch { return []; }
+}
+
+function remember(r) {
+  const runs = [{ time: r.time, form: r.form, body: r.body, seed: r.seed, outputs: r.outputs, search: r.search }, ...history()];
+  localStorage.setItem(HISTORY, toJSON(runs.slice(0, HISTORY_MAX)));
+  showHistory();
+}
+
+function showHistory() {
+  const list = $("history");
+  list.replaceChildren();
+  for (const r of history()) {
+    const first = (r.outputs[0] || {}).text || "";
+    const what = r.body.search ? r.body.search.strategy : `n ${r.body.n}`;
+    const item = el("li", {});
+    const open = el("button", { type: "button", class: "link", title: first.slice(0, 300) },
+      `${r.time.slice(11, 19)} · ${what} · seed ${r.seed} · ${r.form.prompt.slice(0, 40)}`);
+    open.addEventListener("click", () => repeat(r));
+    item.append(open);
+    list.append(item);
+  }
+  $("clear-history").hidden = !list.children.length;
+}
+
+// The request as sent (with its seed, so it reruns as it ran) and what came back.
+function exportRun(r) {
+  const request = { ...r.body, seed: r.seed };
+  const doc = {
+    request, outputs: r.outputs, search: r.search, time: r.time,
+    rerun: `curl -s ${location.origin}/v1/chat/completions -H 'Content-Type: application/json' -d "$(jq .request run.json)"`,
+  };
+  const a = el("a", { href: URL.createObjectURL(new Blob([toJSON(doc, 2) + "\n"], { type: "application/json" })), download: `sazanami-run-${r.seed}.json` });
+  document.body.append(a);
+  a.click();
+  a.remove();
 }
 
 init().catch((e) => status(`cannot load /v1/sazanami: ${e}`, true));
