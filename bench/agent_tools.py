@@ -21,7 +21,8 @@ that holds a ``<tool_call>`` tag or starts with ``{``/a json fence and names a `
 success (the final answer's numbers include the expected value within 1 %), turns, seconds.
 Writes ``runs.jsonl`` (one line per run and mode: the calls, results, answer, verdicts) and
 ``summary.json`` (machine, date, command, the table; rewritten after every run) under ``--out``;
-``--quick`` = 2 runs per mode, under ``--out``/quick.
+``--quick`` = 2 runs per mode, under ``--out``/quick; ``--report`` prints the table of
+docs/FUNCTION_CALLING.md from ``summary.json``.
 """
 
 from __future__ import annotations
@@ -294,7 +295,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
     ap.add_argument("--out", default="bench/results/agent_tools")
     ap.add_argument("--quick", action="store_true", help="2 runs per mode (a smoke test)")
+    ap.add_argument("--report", action="store_true", help="print the docs' table from --out/summary.json and exit")
     args = ap.parse_args(argv)
+    if args.report:
+        done = json.loads((Path(args.out) / "summary.json").read_text())
+        print(table(done["results"]))
+        print(f"\n{done['finished_runs']} runs on {done['machine']['processor'] or done['machine']['platform']}, "
+              f"{done['date']}: `{done['command']}`")  # fmt: skip
+        return 0
     runs = 2 if args.quick else args.runs
 
     import openai
