@@ -44,6 +44,7 @@ VALUES = {
     "dry_penalty_last_n": 64,
     "dry_sequence_breakers": ["\n", "."],
     "top_logprobs": 3,
+    "speculative": {"sources": ["prompt", "siblings"], "max_draft": 8},
 }
 BODIES = {
     CompletionRequest: {"prompt": "hi"},

@@ -1,0 +1,202 @@
+"""Speculative decoding, side by side: llama.cpp's own loop, sazanami plain, sazanami with each draft source.
+
+    python bench/speculative.py [--models smollm2-135m,qwen2.5-coder-0.5b] [--ns 1,16] [--tasks 6]
+                                [--max-tokens 160] [--threads 1] [--quick] [--out FILE.jsonl]
+
+Per model (llama.cpp backend, ``--threads`` threads) and task kind, in one run:
+
+- ``llamacpp``: llama.cpp's own greedy loop through its high-level API (batch 1 only);
+- ``plain``: sazanami without speculation;
+- ``prompt``, ``siblings`` (n > 1), ``corpus`` (corpus tasks), ``all``: sazanami with those drafts.
+
+Tasks: *copy* — edit a HumanEval canonical solution given in the prompt (rename a parameter,
+add type hints, add a docstring; the answer copies most of the function); *corpus* — continue
+a HumanEval function whose whole text is in a corpus index built here from every canonical
+solution; *open* — open-ended prompts (``bench/data/creative_dev.jsonl``). Batch 1 is greedy;
+n > 1 samples (temperature 0.7, the same seeds in every arm). Each arm reports tokens/s over
+all its tasks, drafted and accepted tokens, and whether its tokens equal ``plain``'s (they
+must). Ratios printed at the end: each arm over ``plain`` and, at batch 1, over ``llamacpp``.
+Raw records (one JSON line per model × n × kind × arm, with the machine, date and command in
+the first line) go to ``--out`` (default ``bench/results/speculative-<date>.jsonl``).
+
+Targets (issue 27): copy tasks at batch 1 on Qwen2.5-Coder-0.5B ≥ 2× ``llamacpp``; copy tasks
+at n = 16 ≥ 1.3× ``plain``; open-ended ≥ 0.97× ``plain``. Timings need a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sazanami import models
+from sazanami.engine import Engine
+from sazanami.params import SamplingParams
+from sazanami.speculative.corpus import build_index
+
+ROOT = Path(__file__).resolve().parent.parent
+EDITS = (
+    "Rename the parameter `{name}` to `{name}_value` everywhere in this function. Answer with the whole function.",
+    "Add type hints to this function. Answer with the whole function.",
+    "Add a one-line docstring at the top of this function's body. Answer with the whole function.",
+)
+
+
+def humaneval_functions() -> list[tuple[str, str]]:
+    """(entry point, whole function text) of every HumanEval problem: prompt + canonical solution."""
+    from sazanami.bench.humaneval.problems import load_problems
+
+    return [(p.entry_point, p.prompt + p.canonical_solution) for p in load_problems()]
+
+
+def copy_tasks(functions: list[tuple[str, str]], count: int) -> list[str]:
+    out = []
+    for k, (entry, code) in enumerate(functions[:count]):
+        m = re.search(rf"def {re.escape(entry)}\((\w+)", code)
+        name = m.group(1) if m else "x"
+        out.append(EDITS[k % len(EDITS)].format(name=name) + f"\n\n```python\n{code.strip()}\n```")
+    return out
+
+
+def corpus_tasks(functions: list[tuple[str, str]], count: int) -> list[str]:
+    """Continue a function from its signature and first body line (the corpus holds it whole)."""
+    out = []
+    for _, code in functions[1 : 2 * count : 2]:
+        head = code.split('"""')[0] if '"""' in code else code[: len(code) // 3]
+        out.append(f"Continue this Python file exactly as written.\n\n```python\n{head}")
+    return out
+
+
+def open_tasks(count: int) -> list[str]:
+    rows = [json.loads(line) for line in (ROOT / "bench/data/creative_dev.jsonl").read_text().splitlines() if line]
+    return [r["prompt"] for r in rows[:count]]
+
+
+def llama_cpp_loop(path: Path, prompts: list[str], max_tokens: int, threads: int) -> tuple[float, int]:
+    """llama.cpp's own greedy loop (high-level API, flash attention as the backend): (seconds, tokens)."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=4096, n_threads=threads, flash_attn=True, verbose=False)
+    seconds, tokens = 0.0, 0
+    for text in prompts:
+        t = time.perf_counter()
+        out = llm.create_completion(text, max_tokens=max_tokens, temperature=0)
+        seconds += time.perf_counter() - t
+        tokens += out["usage"]["completion_tokens"]
+    return seconds, tokens
+
+
+def run_arm(engine: Engine, prompts: list[str], params: SamplingParams) -> dict:
+    seconds, tokens, drafted, accepted, ids = 0.0, 0, 0, 0, []
+    for prompt in prompts:
+        engine.clear_prefix_cache()  # every arm computes its prompts
+        t = time.perf_counter()
+        out = engine.generate(prompt, params)
+        seconds += time.perf_counter() - t
+        tokens += sum(c.completion_tokens for c in out)
+        drafted += sum(c.drafted_tokens for c in out)
+        accepted += sum(c.accepted_tokens for c in out)
+        ids.append([c.token_ids for c in out])
+    return {"seconds": seconds, "tokens": tokens, "drafted": drafted, "accepted": accepted, "ids": ids}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default=f"{models.DEFAULT_MODEL},{models.QWEN_CODER_MODEL}")
+    ap.add_argument("--ns", default="1,16", help="Rows per request (comma-separated).")
+    ap.add_argument("--tasks", type=int, default=6, help="Prompts per task kind.")
+    ap.add_argument("--max-tokens", type=int, default=160)
+    ap.add_argument("--max-draft", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="Tiny sizes: SmolLM2, 2 tasks, 32 tokens, n 1 and 4.")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if args.quick:
+        args.models, args.ns, args.tasks, args.max_tokens = models.DEFAULT_MODEL, "1,4", 2, 32
+    ns = [int(x) for x in args.ns.split(",")]
+    if not 1 <= args.tasks <= 82 or not 1 <= args.max_tokens <= 2048 or any(not 1 <= n <= 64 for n in ns):
+        raise SystemExit("--tasks must be in [1, 82], --max-tokens in [1, 2048], every --ns in [1, 64]")
+    stamp = datetime.now(UTC)
+    out_path = Path(args.out or ROOT / f"bench/results/speculative-{stamp:%Y%m%d-%H%M}.jsonl")
+    functions = humaneval_functions()
+    tasks = {
+        "copy": copy_tasks(functions, args.tasks),
+        "corpus": corpus_tasks(functions, args.tasks),
+        "open": open_tasks(args.tasks),
+    }
+    records: list[dict] = []
+    meta = {
+        "machine": f"{platform.processor() or platform.machine()}, {platform.platform()}",
+        "cpu": models._cpu_model(models._cpuinfo()),
+        "date": stamp.isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "threads": args.threads,
+        "max_tokens": args.max_tokens,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        docs = Path(tmp) / "docs"
+        docs.mkdir()
+        for k, (entry, code) in enumerate(functions):
+            (docs / f"{k:03d}_{entry}.py").write_text(code)
+        for name in args.models.split(","):
+            backend = models.load(name, backend="llamacpp", threads=args.threads)
+            engine = Engine(backend)
+            index = Path(tmp) / f"index-{name}"
+            build_index([docs], index, engine.tokenizer)
+            for n in ns:
+                for kind, prompts in tasks.items():
+                    base = SamplingParams(
+                        n=n, seed=1, max_tokens=args.max_tokens, temperature=0.0 if n == 1 else 0.7
+                    )  # fmt: skip
+                    arms = {"plain": None, "prompt": "prompt"}
+                    if n > 1:
+                        arms["siblings"] = "siblings"
+                    if kind == "corpus":
+                        arms["corpus"] = f"corpus={index}"
+                    arms["all"] = "prompt,siblings" + (f",corpus={index}" if kind == "corpus" else "")
+                    got = {}
+                    if n == 1:
+                        texts = [
+                            engine.tokenizer.apply_chat_template([{"role": "user", "content": p}]) for p in prompts
+                        ]
+                        s, t = llama_cpp_loop(backend.path, texts, args.max_tokens, args.threads)
+                        got["llamacpp"] = {"seconds": s, "tokens": t, "drafted": 0, "accepted": 0, "ids": None}
+                    for arm, spec in arms.items():
+                        spec = f"{spec},max_draft={args.max_draft}" if spec else None
+                        got[arm] = run_arm(engine, prompts, base.replace(speculative=spec))
+                    for arm, r in got.items():
+                        rec = {
+                            "model": name,
+                            "n": n,
+                            "kind": kind,
+                            "arm": arm,
+                            "tokens_per_s": r["tokens"] / r["seconds"],
+                        }
+                        rec |= {k: r[k] for k in ("seconds", "tokens", "drafted", "accepted")}
+                        rec["identical"] = None if r["ids"] is None else r["ids"] == got["plain"]["ids"]
+                        records.append(rec)
+                        print(
+                            f"{name:20} n={n:<3} {kind:7} {arm:9} {rec['tokens_per_s']:8.1f} tok/s"
+                            f"  ×plain {rec['tokens_per_s'] / (got['plain']['tokens'] / got['plain']['seconds']):5.2f}"
+                            + (f"  ×llama.cpp {rec['tokens_per_s'] / (got['llamacpp']['tokens'] / got['llamacpp']['seconds']):5.2f}"
+                               if "llamacpp" in got else "")
+                            + f"  accepted {r['accepted']}/{r['drafted']}"
+                            + ("" if rec["identical"] is None else f"  identical={rec['identical']}"),
+                            flush=True,
+                        )  # fmt: skip
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path, "w") as f:
+        f.write(json.dumps({"meta": meta}) + "\n")
+        for rec in records:
+            f.write(json.dumps(rec) + "\n")
+    print(f"raw records: {out_path}")
+
+
+if __name__ == "__main__":
+    main()
