@@ -121,22 +121,38 @@ class FunctionCalling:
 
     functions: tuple[Function, ...]
     choice: str = "auto"
-    """``auto`` (text or calls), ``required`` (at least one call) or a function's name (calls of it only)."""
+    """``auto`` (text or calls), ``required`` (at least one call), a function's name (calls of it
+    only) or ``none`` (the functions are described to the model, which answers in text)."""
     parallel: bool = True
     """Several calls in one answer (OpenAI's ``parallel_tool_calls``); False: at most one."""
     grammar: bool = True
     """Constrain calls by the grammar; False parses free text afterwards (the unconstrained way)."""
     content_schema: dict[str, Any] | None = None
-    """With ``auto``: a JSON schema the answer follows when it is not a call (``response_format``)."""
+    """With ``auto``: a JSON schema the answer follows when it is not a call (``response_format``;
+    with ``none`` the caller constrains the text itself)."""
 
     def __post_init__(self) -> None:
         if not self.functions:
             raise ParameterError("tools", "tools must name at least one function")
-        if self.choice not in ("auto", "required") and self.choice not in self.names:
+        if self.choice not in MODES and self.choice not in self.names:
             raise ParameterError(
                 "tool_choice",
                 f"tool_choice names function {self.choice!r}, which is not among tools ({', '.join(self.names)})",
             )
+        if self.content_schema is not None and self.choice not in ("auto", "none"):
+            raise ParameterError(
+                "response_format",
+                "response_format shapes content; with tool_choice required or named the answer is calls",
+            )
+        if self.content_schema is not None and self.choice == "auto" and not self.grammar:
+            raise ParameterError(
+                "tool_grammar", "response_format with tools in auto needs the grammar (tool_grammar true)"
+            )
+
+    @property
+    def calls(self) -> bool:
+        """Whether the model may call (every choice but ``none``)."""
+        return self.choice != "none"
 
     @property
     def names(self) -> list[str]:
@@ -157,7 +173,8 @@ class FunctionCalling:
         content_schema: dict[str, Any] | None = None,
         max_tools: int = 128,
     ) -> FunctionCalling | None:
-        """From OpenAI's request fields; None when ``tool_choice`` is ``none`` (no calls).
+        """From OpenAI's request fields; None when ``tools`` is empty and ``tool_choice`` is
+        ``auto`` or ``none`` (nothing to call, nothing to describe).
 
         ``ParameterError`` names the field: a tool that is not a function object, a bad or
         duplicate name, ``parameters`` that is not a valid JSON schema (metaschema) or passes
@@ -178,9 +195,9 @@ class FunctionCalling:
             seen.add(fn.name)
             functions.append(fn)
         choice = parse_choice(tool_choice)
-        if choice == "none":
-            return None
         if not functions:
+            if choice in ("auto", "none"):
+                return None
             raise ParameterError("tool_choice", f"tool_choice is {choice!r} but tools is empty")
         if parallel_tool_calls is not None and not isinstance(parallel_tool_calls, bool):
             raise ParameterError(
@@ -239,7 +256,7 @@ class FunctionCalling:
         Bounded like every grammar (:mod:`sazanami.islands.bounds`); a grammar over the bounds
         is a ``ParameterError`` naming ``tools``.
         """
-        if not self.grammar:
+        if not self.grammar or not self.calls:
             return None
         from sazanami.islands import Constraint
 
@@ -257,8 +274,10 @@ class FunctionCalling:
         write them); each must be a JSON object with a known ``name`` and an ``arguments``
         object (or its JSON text). If any fails that (possible only with ``grammar=False``,
         or a call cut by ``max_tokens``), the whole text is content and there are no calls.
-        Content is None when calls come without text before them.
+        Content is None when calls come without text before them. With ``none`` it is all content.
         """
+        if not self.calls:
+            return text, []
         kind, at = _opening(text)
         if kind == "bare":
             body = _bare_body(text[at:])
@@ -673,7 +692,10 @@ class CallStream:
             for i, call in enumerate(calls):
                 self._args(out, i, call.name, call.arguments)
             return out
-        kind, at = _opening(self.text)
+        kind, at = _opening(self.text) if self.calling.calls else ("none", -1)
+        if not self.calling.calls:
+            self._content(out, self.text)
+            return out
         if kind == "none":
             if not self.text.strip() or FENCE.startswith(self.text.lstrip()):
                 return out  # may still open a bare call
@@ -816,21 +838,17 @@ def chat(
     msgs = [dict(m) for m in messages]
     check_messages(msgs)
     schema = response_schema(response_format)
-    calling = (
-        FunctionCalling.from_openai(tools, tool_choice, parallel_tool_calls, grammar=grammar, content_schema=schema)
-        if tools
-        else None
+    calling = FunctionCalling.from_openai(
+        tools, tool_choice, parallel_tool_calls, grammar=grammar, content_schema=schema
     )
-    if calling is None and tool_choice not in (None, "none", "auto"):
-        raise ParameterError("tool_choice", f"tool_choice is {tool_choice!r} but tools is empty")
     if calling is not None or has_tool_messages(msgs):
         prompt: Any = render_prompt(engine.tokenizer, msgs, calling.functions if calling else ())
         raw = True
     else:
         prompt, raw = msgs, False
     constraint = calling.constraint(engine.tokenizer) if calling is not None else None
-    if constraint is None and schema is not None and (calling is None or not calling.grammar):
-        constraint = Constraint.json_schema(schema) if calling is None else None
+    if schema is not None and (calling is None or not calling.calls):  # the content alone is JSON
+        constraint = Constraint.json_schema(schema)
     islands = Islands(constraint=constraint) if constraint is not None else None
     out = []
     for comp in engine.generate([prompt], params, raw=raw, islands=islands):

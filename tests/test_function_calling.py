@@ -118,6 +118,24 @@ def test_auto_without_a_call_is_free_text(client):
         model="tiny-random", messages=MSG, tools=TOOLS, tool_choice="none", seed=3, max_tokens=12
     )
     assert none.choices[0].message.tool_calls is None
+    plain = client.chat.completions.create(model="tiny-random", messages=MSG, seed=3, max_tokens=12)
+    assert none.usage.prompt_tokens == r.usage.prompt_tokens > plain.usage.prompt_tokens  # none still describes them
+
+
+def test_function_tools_with_server_tools(client):
+    """server_tools run inside the text (their description joins the rendered system message) while
+    function calls are constrained: a call's answer is still a valid call."""
+    r = client.chat.completions.create(
+        model="tiny-random", messages=MSG, tools=TOOLS, tool_choice=NAMED, seed=2, extra_body={"server_tools": ["calc"]},
+        **ONE,
+    )  # fmt: skip
+    assert r.choices[0].finish_reason == "tool_calls" and _valid(r.choices[0].message.tool_calls[0])
+
+
+def test_completions_refuse_function_tools(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="tiny-random", prompt="q", max_tokens=4, extra_body={"tools": TOOLS})
+    assert e.value.body["param"] == "tools"
 
 
 def test_grammar_off_leaves_calls_to_chance(client):
@@ -328,6 +346,40 @@ def test_parse_and_stream_agree_on_every_split():
         assert args == [c.arguments for c in calls]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"name": "add", "arguments": {"a": 1, "b": 2}}',
+        '```json\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n```',
+        '{"name": "add", "arguments": {"a": 1, "b": 2}}\n```',  # a stray fence (unconstrained)
+    ],
+)
+def test_bare_calls_parse_and_stream(text):
+    calling = FunctionCalling.from_openai(TOOLS)
+    content, (call,) = calling.parse(text)
+    assert content is None and (call.name, call.arguments) == ("add", '{"a": 1, "b": 2}')
+    for grammar in (True, False):
+        stream = CallStream(FunctionCalling.from_openai(TOOLS, grammar=grammar))
+        deltas = [d for ch in text for d in stream.feed(ch)]
+        assert (len(deltas) > 2) is grammar  # unconstrained, a call comes whole at the end
+        deltas += stream.finish()
+        assert not any("content" in d for d in deltas)
+        args = "".join(t["function"].get("arguments", "") for d in deltas for t in d["tool_calls"])
+        assert args == call.arguments and stream.called
+
+
+def test_stream_keeps_a_call_cut_by_max_tokens_and_none_streams_text():
+    cut = '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b'
+    stream = CallStream(FunctionCalling.from_openai(TOOLS))
+    deltas = stream.feed(cut) + stream.finish()
+    assert not any("content" in d for d in deltas) and stream.called  # what was sent of the call stays
+    assert FunctionCalling.from_openai(TOOLS).parse(cut) == (cut, [])  # non-streamed: the text is content
+    none = FunctionCalling.from_openai(TOOLS, "none")
+    assert none is not None and none.constraint(None) is None
+    stream = CallStream(none)
+    assert stream.feed('{"name": "add"') + stream.finish() == [{"content": '{"name": "add"'}]
+
+
 def test_parse_refuses_what_is_not_a_call():
     calling = FunctionCalling.from_openai(TOOLS)
     for text in (
@@ -395,7 +447,10 @@ def test_check_messages_and_tools_errors():
     with pytest.raises(ParameterError) as e:
         FunctionCalling.from_openai([_tool()], parallel_tool_calls="yes")
     assert e.value.param == "parallel_tool_calls"
-    assert FunctionCalling.from_openai([_tool()], "none") is None
+    assert FunctionCalling.from_openai([], "none") is None and FunctionCalling.from_openai([]) is None
+    with pytest.raises(ParameterError) as e:
+        FunctionCalling.from_openai(TOOLS, "required", content_schema={"type": "object"})
+    assert e.value.param == "response_format"
 
 
 def test_python_api_chat(tiny_engine):

@@ -185,8 +185,10 @@ class _Plan:
         self.prompts: list[Prompt] = req.prompts(limits)
         self.raw = req.raw
         """No chat template applied by the engine (completions, or a chat already rendered here)."""
-        self.calling = req.function_calling(limits) if chat else None
+        self.calling = req.function_calling(limits)
         """OpenAI function calling (:class:`~sazanami.tool_calls.FunctionCalling`), or None."""
+        if self.calling is not None and not chat:
+            raise ParameterError("tools", "function objects in tools need /v1/chat/completions (messages)")
         self.islands = req.islands(server.tools, self.calling, engine.tokenizer)
         if chat:
             self._render_tools(engine)
@@ -266,7 +268,7 @@ class _Plan:
         """A streaming parser for one choice (:class:`~sazanami.tool_calls.CallStream`), or None."""
         from sazanami.tool_calls import CallStream
 
-        return CallStream(self.calling) if self.calling is not None else None
+        return CallStream(self.calling) if self.calling is not None and self.calling.calls else None
 
     def _check_memory(self, server: Server, ids: set[tuple[int, ...]], where: str) -> None:
         """Refuse (413) rows whose memory exceeds the server's whole budget, naming the field to

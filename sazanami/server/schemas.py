@@ -210,8 +210,9 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
         return ("tools", names) if names else ("", [])
 
     def function_calling(self, limits: Limits) -> Any:
-        """OpenAI function calling of this request (:class:`~sazanami.tool_calls.FunctionCalling`),
-        or None: no function objects in ``tools``, or ``tool_choice`` none."""
+        """OpenAI function calling of this request (:class:`~sazanami.tool_calls.FunctionCalling`;
+        with ``tool_choice`` none the functions are described and nothing is called), or None
+        when ``tools`` holds no function objects."""
         from sazanami.tool_calls import FunctionCalling, response_schema
 
         functions = [t for t in self.tools or [] if not isinstance(t, str)]
@@ -237,17 +238,11 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
             content_schema=schema,
             max_tools=limits.max_tools,
         )
-        if calling is None:
-            return None
+        if calling is None or not calling.calls:
+            return calling  # none: the functions are described, the request's own grammar applies
         given = [k for k in ("regex", "json_schema", "grammar") if getattr(self, k) is not None]
         if given:
             raise ParameterError(given[0], f"{given[0]} cannot be combined with function calling (tools)")
-        if schema is not None and calling.choice != "auto":
-            raise ParameterError(
-                "response_format", "response_format shapes content; with tool_choice required or named the answer is calls"
-            )
-        if schema is not None and not calling.grammar:
-            raise ParameterError("tool_grammar", "response_format with tools needs tool_grammar true")
         return calling
 
     def islands(self, server_tools: Any, calling: Any = None, tokenizer: Any = None) -> Any:
@@ -260,7 +255,8 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
         """
         from sazanami.islands import Islands, ToolRegistry
 
-        spec = {} if calling is not None else self._constraint_spec()
+        calls = calling is not None and calling.calls
+        spec = {} if calls else self._constraint_spec()
         field, names = self.server_tool_names()
         if names and self.tool_choice != "none":
             spec["tools"] = names
@@ -268,7 +264,7 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
             islands = Islands.from_dict(spec, available=server_tools if server_tools is not None else ToolRegistry())
         except ParameterError as exc:  # the field the client used
             raise ParameterError(exc.param.replace("tools", field, 1) if field else exc.param, str(exc)) from exc
-        if calling is not None:
+        if calls:
             constraint = calling.constraint(tokenizer)
             if constraint is not None:
                 islands = dataclasses.replace(islands, constraint=constraint)
