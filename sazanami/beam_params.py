@@ -12,9 +12,10 @@ The older spelling, ``SamplingParams(beams={"width", "beta"}, ...)`` (and a fluc
 ``{"beams": {...}}`` entry), is deprecated but still runs: :meth:`BeamParams.from_sampling`
 turns such parameters into a ``BeamParams``, refusing by name what beams do not honour.
 
-This module imports no other parameter module (``SamplingParams`` holds the deprecated
-``beams`` field, so it sits below it): the sampling fields' ranges are checked by
-``SamplingParams``'s own checks when the search starts (:meth:`BeamParams.sampling_fields`),
+The fields both take are declared once, in :class:`DecodeParams`, which ``BeamParams`` and
+``SamplingParams`` extend. This module imports no other parameter module (``SamplingParams``
+holds the deprecated ``beams`` field, so it sits below it): the shared fields' ranges are checked
+by ``SamplingParams``'s own checks when the search starts (:meth:`BeamParams.sampling_fields`),
 so each range is written once.
 """
 
@@ -41,58 +42,71 @@ NOT_FOR_BEAMS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class BeamParams:
-    """Gumbel-top-k stochastic beam search (Kool et al. 2019): ``width`` samples without replacement
-    per prompt, best perturbed value first. Every field is honoured."""
+class DecodeParams:
+    """The fields a sampled request and a beam search share, declared once: how each step's
+    logits are processed (bias, penalties, DRY, temperature, truncation), when a sequence stops,
+    what is reported and the seed. :class:`~sazanami.params.SamplingParams` and
+    :class:`BeamParams` both extend it; ``SamplingParams`` checks every range."""
 
-    width: int = 4
-    """Beam width k: samples per prompt; in [1, 64]."""
-    beta: float = 1.0
-    """Color of the Gumbel noise: 0 white, 1 pink, 2 brown; in [0, 2]."""
-    max_tokens: int = 128
-    """New tokens per sample at most (injected tool results do not count); in [1, 32768]."""
     seed: int | None = None
-    """Search seed; prompt i searches with ``derive_seed(seed, i)``. None draws one from the OS."""
-    temperature: float = 1.0
-    """Softmax temperature of each step's distribution; 0 means 1 (beams are drawn, not argmaxed); in [0, 100]."""
+    """Request seed; variant i uses ``derive_seed(seed, i)``. None draws one from the OS (reported back)."""
+    max_tokens: int = 128
+    """New tokens per variant at most (injected tool results do not count); in [1, 32768]."""
+    temperature: float = 0.7
+    """Softmax temperature; 0 means greedy; in [0, 100]."""
     top_k: int = 0
-    """Keep the k most likely tokens per step; 0 disables; in [0, 2^31 − 1]."""
+    """Keep the k most likely tokens; 0 disables; in [0, 2^31 − 1]."""
     top_p: float = 1.0
-    """Nucleus truncation per step; in (0, 1]."""
+    """Nucleus sampling: smallest set with this much mass; in (0, 1]."""
     min_p: float = 0.0
-    """Drop tokens below min_p × the top probability; in [0, 1)."""
+    """Drop tokens with probability below min_p × the top probability; in [0, 1)."""
     typical_p: float = 1.0
-    """Locally typical truncation mass; in (0, 1]."""
+    """Locally typical sampling mass (Meister et al., 2023); in (0, 1]."""
     repetition_penalty: float = 1.0
-    """On each beam's own seen tokens (prompt and output); in (0, 10]."""
+    """Divide positive / multiply negative logits of seen tokens by this; in (0, 10]."""
     presence_penalty: float = 0.0
-    """Subtract from tokens the beam generated at least once; in [-2, 2]."""
+    """Subtract from logits of tokens generated at least once; in [-2, 2]."""
     frequency_penalty: float = 0.0
-    """Subtract × count of each token the beam generated; in [-2, 2]."""
+    """Subtract × count of each generated token; in [-2, 2]."""
     dynatemp_range: float = 0.0
-    """Dynamic temperature range (llama.cpp's entropy rule), per beam and step; in [0, 100]."""
+    """llama.cpp dynamic temperature: T varies in [T−r, T+r] with normalised entropy; in [0, 100]."""
     dynatemp_exponent: float = 1.0
     """Exponent on the normalised entropy for dynamic temperature; in (0, 100]."""
-    top_n_sigma: float = 0.0
-    """Keep tokens whose logit ≥ max − n·σ; 0 disables; in [0, 100]."""
+    stop: tuple[str, ...] = ()
+    """Strings that end a variant (not included in its text); at most 16."""
+    ignore_eos: bool = False
+    """Keep generating past end-of-sequence tokens (benchmarks)."""
     logit_bias: Any = None
-    """OpenAI's logit_bias {token id: bias}, each in [-100, 100], added before every other step."""
+    """OpenAI's logit_bias: {token id: bias}, each bias in [-100, 100], added to the logits before every other step."""
+    top_n_sigma: float = 0.0
+    """top-nσ: keep tokens whose logit ≥ max − n·σ (σ: std of the finite logits); 0 disables; in [0, 100]."""
     dry_multiplier: float = 0.0
-    """DRY over each beam's own context; 0 disables; in [0, 100]."""
+    """DRY: penalty scale for continuing a repeated sequence; 0 disables; in [0, 100]."""
     dry_base: float = 1.75
     """DRY: penalty = multiplier · base^(repeat length − allowed length); in [1, 10]."""
     dry_allowed_length: int = 2
     """DRY: repeats shorter than this are not penalised; in [1, 1000]."""
     dry_penalty_last_n: int = -1
-    """DRY: tokens scanned back (prompt included); -1 all, 0 disables; in [-1, 1000000]."""
+    """DRY: tokens scanned back for repeats (prompt included); -1 all, 0 disables DRY; in [-1, 1000000]."""
     dry_sequence_breakers: tuple[str, ...] = ("\n", ":", '"', "*")
-    """DRY: a repeat never extends across a token containing one of these; at most 16 strings."""
-    stop: tuple[str, ...] = ()
-    """Strings that end a beam (not included in its text); at most 16."""
-    ignore_eos: bool = False
-    """Beams go on past end-of-sequence tokens."""
+    """DRY: a repeat never extends across a token whose text contains one of these; at most 16 strings."""
     top_logprobs: int = 0
     """Most likely alternatives reported per generated token (model's raw log_softmax); in [0, 20]."""
+
+
+@dataclass(frozen=True)
+class BeamParams(DecodeParams):
+    """Gumbel-top-k stochastic beam search (Kool et al. 2019): ``width`` samples without replacement
+    per prompt, best perturbed value first. Every field is honoured: the :class:`DecodeParams`
+    fields act per beam (penalties and DRY count each beam's own tokens, a stop string ends one
+    beam, ``max_tokens`` and ``seed`` are per sample and per search)."""
+
+    temperature: float = 1.0
+    """Softmax temperature of each step's distribution; 0 means 1 (beams are drawn, not argmaxed); in [0, 100]."""
+    width: int = 4
+    """Beam width k: samples per prompt; in [1, 64]."""
+    beta: float = 1.0
+    """Color of the Gumbel noise: 0 white, 1 pink, 2 brown; in [0, 2]."""
 
     def __post_init__(self) -> None:
         check_int("beams.width", self.width, 1, 64)

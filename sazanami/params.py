@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sazanami.beam_params import BeamParams
+from sazanami.beam_params import BeamParams, DecodeParams
 from sazanami.errors import ParameterError, check_int, check_known, check_range
 from sazanami.speculative.spec import Speculative
 
@@ -28,43 +28,20 @@ INT_RANGES: dict[str, tuple[int, int]] = {
 
 
 @dataclass(frozen=True)
-class SamplingParams:
-    """How one request is decoded. Every field is validated on construction."""
+class SamplingParams(DecodeParams):
+    """How one request is decoded. Every field is validated on construction.
+
+    The fields it shares with :class:`~sazanami.beam_params.BeamParams` (logits processing,
+    stops, lengths, seed) are declared once, in :class:`~sazanami.beam_params.DecodeParams`;
+    the ones below are the sampler's own.
+    """
 
     n: int = 1
     """Variants per prompt, each with its own seed derived from ``seed``; in [1, 256]."""
-    seed: int | None = None
-    """Request seed; variant i uses ``derive_seed(seed, i)``. None draws one from the OS (reported back)."""
-    max_tokens: int = 128
-    """New tokens per variant at most; in [1, 32768]."""
-    temperature: float = 0.7
-    """Softmax temperature; 0 means greedy; in [0, 100]."""
-    top_k: int = 0
-    """Keep the k most likely tokens; 0 disables; in [0, 2^31 − 1]."""
-    top_p: float = 1.0
-    """Nucleus sampling: smallest set with this much mass; in (0, 1]."""
-    min_p: float = 0.0
-    """Drop tokens with probability below min_p × the top probability; in [0, 1)."""
-    typical_p: float = 1.0
-    """Locally typical sampling mass (Meister et al., 2023); in (0, 1]."""
-    repetition_penalty: float = 1.0
-    """Divide positive / multiply negative logits of seen tokens by this; in (0, 10]."""
-    presence_penalty: float = 0.0
-    """Subtract from logits of tokens generated at least once; in [-2, 2]."""
-    frequency_penalty: float = 0.0
-    """Subtract × count of each generated token; in [-2, 2]."""
-    dynatemp_range: float = 0.0
-    """llama.cpp dynamic temperature: T varies in [T−r, T+r] with normalised entropy; in [0, 100]."""
-    dynatemp_exponent: float = 1.0
-    """Exponent on the normalised entropy for dynamic temperature; in (0, 100]."""
     mirostat_tau: float = 0.0
     """Mirostat v2 target surprise in bits; 0 disables; in [0, 100]."""
     mirostat_eta: float = 0.1
     """Mirostat v2 learning rate; in (0, 1]."""
-    stop: tuple[str, ...] = ()
-    """Strings that end a variant (not included in its text); at most 16."""
-    ignore_eos: bool = False
-    """Keep generating past end-of-sequence tokens (benchmarks)."""
     trace: bool = False
     """Record a per-step trace per row (temperature, entropy, token log-prob, noise)."""
     fluctuation: Any = None
@@ -72,26 +49,10 @@ class SamplingParams:
     beams: Any = None
     """Stochastic beam search instead of sampling: ``{"width", "beta"}`` (a ``BeamParams``) or None;
     ``width`` samples per prompt without replacement (a fluctuation's ``beams`` entry sets it too)."""
-    logit_bias: Any = None
-    """OpenAI's logit_bias: {token id: bias}, each bias in [-100, 100], added to the logits before every other step."""
-    top_n_sigma: float = 0.0
-    """top-nσ: keep tokens whose logit ≥ max − n·σ (σ: std of the finite logits); 0 disables; in [0, 100]."""
     xtc_probability: float = 0.0
     """XTC (exclude top choices): chance per step, from the row's own seeded generator; 0 disables; in [0, 1]."""
     xtc_threshold: float = 0.1
     """XTC: tokens with probability ≥ this are top choices; all but the least likely of them go; in [0, 1] (> 0.5 never acts)."""
-    dry_multiplier: float = 0.0
-    """DRY: penalty scale for continuing a repeated sequence; 0 disables; in [0, 100]."""
-    dry_base: float = 1.75
-    """DRY: penalty = multiplier · base^(repeat length − allowed length); in [1, 10]."""
-    dry_allowed_length: int = 2
-    """DRY: repeats shorter than this are not penalised; in [1, 1000]."""
-    dry_penalty_last_n: int = -1
-    """DRY: tokens scanned back for repeats (prompt included); -1 all, 0 disables DRY; in [-1, 1000000]."""
-    dry_sequence_breakers: tuple[str, ...] = ("\n", ":", '"', "*")
-    """DRY: a repeat never extends across a token whose text contains one of these; at most 16 strings."""
-    top_logprobs: int = 0
-    """Most likely alternatives reported per generated token (model's raw log_softmax); in [0, 20]."""
     speculative: Any = None
     """Exact speculative decoding: draft sources prompt, corpus, siblings — a name, a list,
     ``{"sources", "max_draft" (in [1, 64]), "corpus" (an index folder)}`` or ``prompt,corpus=PATH,max_draft=16``;
@@ -183,7 +144,6 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0 and self.mirostat_tau == 0
-
 
 
 def _logit_bias(value: Any) -> tuple[tuple[int, float], ...] | None:

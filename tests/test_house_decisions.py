@@ -41,8 +41,12 @@ def test_check_known_names_the_first_unknown_key_and_what_is_known() -> None:
 @pytest.mark.parametrize(
     ("build", "param", "message"),
     [
-        (lambda: SamplingParams.from_dict({"bogus": 1}), "bogus", "unknown parameter 'bogus'; known: n, seed"),
-        (lambda: BeamParams.from_dict({"bogus": 1}), "bogus", "unknown beam search parameter 'bogus'; known: width"),
+        (lambda: SamplingParams.from_dict({"bogus": 1}), "bogus", "unknown parameter 'bogus'; known: seed, max_tokens"),
+        (
+            lambda: BeamParams.from_dict({"bogus": 1}),
+            "bogus",
+            "unknown beam search parameter 'bogus'; known: seed, max_tokens",
+        ),
         (lambda: Fluctuation.from_dict({"zeta": {}, "colour": {}}), "colour", "unknown fluctuation field 'colour'"),
         (
             lambda: Fluctuation.from_dict({"draw": {"gamma": 1}}),
@@ -232,3 +236,29 @@ def test_benchmarks_name_the_machine_through_models_cpu_model(monkeypatch: pytes
     assert machine_info()["cpu"] == "Test CPU 9000"
     readers = [p for p, text in _sources().items() if 'startswith("model name")' in text]
     assert readers == ["sazanami/models.py"]
+
+
+# -- the fields SamplingParams and BeamParams share: declared once -----------------------------------
+
+
+def test_shared_decoding_fields_are_declared_once() -> None:
+    import ast
+    import dataclasses
+    import inspect
+    import textwrap
+
+    from sazanami.beam_params import DecodeParams
+    from sazanami.fields import field_docs
+
+    shared = {f.name for f in dataclasses.fields(DecodeParams)}
+    assert shared == set(SamplingParams.field_names()) & set(BeamParams.field_names())
+    for cls, again in ((SamplingParams, set()), (BeamParams, {"temperature"})):  # beams draw at T = 1 by default
+        body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+        declared = {node.target.id for node in body if isinstance(node, ast.AnnAssign)}
+        assert declared & shared == again, cls.__name__
+        docs = field_docs(cls)  # the CLI's help and the HTTP schema read the inherited docs too
+        assert set(docs) == set(cls.field_names()) and all(docs.values())
+    assert SamplingParams().temperature == 0.7 and BeamParams().temperature == 1.0
+    assert {k: v for k, v in dataclasses.asdict(SamplingParams()).items() if k in shared and k != "temperature"} == {
+        k: v for k, v in dataclasses.asdict(BeamParams()).items() if k in shared and k != "temperature"
+    }
