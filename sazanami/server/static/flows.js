@@ -2,6 +2,7 @@
 // The server does the flow logic: /v1/flows/validate parses YAML/JSON, binds pools into a
 // graph, checks it (errors name the node) and dumps YAML; /v1/flows/run streams per-step
 // events by SSE, then the tree, which opens in the playground's tree view (treeview.js).
+// All JSON goes through parseJSON/toJSON (treeview.js), so 63-bit seeds stay exact.
 "use strict";
 
 const W = 178, H = 66;           // node size on the canvas
@@ -26,9 +27,12 @@ let latest = {};         // candidate id → its latest state in any step's pool
 let check = { error: null, warnings: [] };
 let controller = null;
 let validateTimer = null;
+// Fields the page could not read (malformed JSON): node key (or "flow") → {field, text, message}.
+// The flow is invalid while one is left; the field keeps what was typed, so it can be fixed.
+let local = {};
 
 // -- state -------------------------------------------------------------------------------------
-const snapshot = () => JSON.stringify({ meta: state.meta, nodes: state.nodes, wires: state.wires });
+const snapshot = () => toJSON({ meta: state.meta, nodes: state.nodes, wires: state.wires });
 function commit(before) {      // record an edit made since `before` (a snapshot)
   if (before === snapshot()) return;
   undoStack.push(before);
@@ -37,7 +41,7 @@ function commit(before) {      // record an edit made since `before` (a snapshot
   changed();
 }
 function restore(text) {
-  const s = JSON.parse(text);
+  const s = parseJSON(text);
   state = { meta: s.meta, nodes: s.nodes, wires: s.wires };
   nextKey = Math.max(0, ...state.nodes.map((n) => n.key)) + 1;
   if (selected && selected.node && !byKey(selected.node)) selected = null;
@@ -63,7 +67,7 @@ function addNode(kind, x, y) {
   const before = snapshot();
   const args = { select: { k: 1 }, extend: { n: 1 }, improve: { n: 1 }, repeat: { times: 2, steps: [{ improve: { n: 1 } }] },
     strategy: { name: "best_of_n", share: 0.5 }, generate: { n: 4 } }[kind] || {};
-  const node = { key: nextKey++, id: uniqueId(kind), kind, args: JSON.parse(JSON.stringify(args)), x, y };
+  const node = { key: nextKey++, id: uniqueId(kind), kind, args: structuredClone(args), x, y };
   state.nodes.push(node);
   selected = { node: node.key };
   commit(before);
@@ -181,21 +185,24 @@ function autoLayout(nodes, wires) {
 async function loadDoc(doc, label) {
   const res = await post.json("/v1/flows/validate", { flow: doc });
   const before = snapshot();
+  local = {};
   state = fromDoc(doc, res.valid ? res.graph : null);
   nextKey = state.nodes.length + 1;
   selected = null;
   nodeStatus = {};
   $("result").hidden = true;
-  if (state.nodes.length) commit(before); else changed();
+  if (state.nodes.length && before !== snapshot()) commit(before); else changed();  // the same file again: validated too
   fit();
   status(`loaded ${label || doc.name || "flow"}`);
 }
 
 async function loadText(text, name) {
   const fmt = /\.json$/i.test(name) ? "json" : /\.ya?ml$/i.test(name) ? "yaml" : undefined;
+  if (!text.trim()) return status(`cannot open ${name}: the file is empty`, true);
   try {
     const res = await post.json("/v1/flows/validate", { text, format: fmt });
     await loadDoc(res.flow, name);
+    $("examples").value = "";  // the canvas holds the file now, not the example; picking it again reloads it
   } catch (e) {
     status(`cannot open ${name}: ${e.message}`, true);
   }
@@ -203,16 +210,16 @@ async function loadText(text, name) {
 
 // -- server ------------------------------------------------------------------------------------
 async function post(url, body, signal) {
-  const res = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal });
+  const res = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: toJSON(body), signal });
   if (!res.ok) {
-    const err = (await res.json()).error || {};
+    const err = (await readJSON(res)).error || {};
     const e = new Error(`${res.status}: ${err.message}${err.param ? ` (param ${err.param})` : ""}`);
     e.node = err.node;
     throw e;
   }
   return res;
 }
-post.json = async (url, body) => (await post(url, body)).json();
+post.json = async (url, body) => readJSON(await post(url, body));
 
 function scheduleValidate() {
   clearTimeout(validateTimer);
@@ -220,6 +227,15 @@ function scheduleValidate() {
 }
 
 async function validate() {
+  for (const key of Object.keys(local)) if (!byKey(Number(key))) delete local[key];
+  const bad = Object.entries(local)[0];
+  if (bad) {  // the page could not read a field: the server would check a flow without it
+    check = { error: { message: bad[1].message, node: byKey(Number(bad[0])).id }, warnings: [] };
+    render();
+    if (!$("form").contains(document.activeElement)) showForm();
+    status(`invalid: ${bad[1].message}`, true, false);  // the node's form shows it
+    return { valid: false, error: check.error };
+  }
   if (!state.nodes.length) { check = { error: null, warnings: [] }; render(); return null; }
   let res;
   try {
@@ -232,7 +248,7 @@ async function validate() {
   check = { error: res.valid ? null : res.error, warnings: res.warnings || [], plan: res.plan };
   render();
   if (!$("form").contains(document.activeElement)) showForm();
-  if (!res.valid) status(`invalid: ${res.error.message}`, true);
+  if (!res.valid) status(`invalid: ${res.error.message}`, true, false);  // the node's or the flow's form shows it
   else if (!controller) {
     const least = res.plan.reduce((a, p) => a + p.min_tokens, 0);
     const most = res.plan.some((p) => p.max_tokens === null) ? "?" : res.plan.reduce((a, p) => a + p.max_tokens, 0);
@@ -244,10 +260,28 @@ async function validate() {
 }
 
 // -- rendering ---------------------------------------------------------------------------------
+// A wire leaves its source's right port and enters its target's left port. Forward, a curve;
+// back to the left, it goes round: out to the right, along a lane in the gap beside the target's
+// row (above it, or below when the target is higher), then into the port from the left, so it
+// never runs behind a node and its arrow reads the right way.
 function wirePath(a, b) {
   const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2;
-  const dx = x2 >= x1 ? Math.max(40, (x2 - x1) / 2) : 90;  // a wire back to the next band stays close
-  return `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}`;
+  if (x2 >= x1 + 30) {
+    const dx = Math.max(40, (x2 - x1) / 2);
+    return `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}`;
+  }
+  const out = x1 + 18, into = x2 - 18, r = 8;
+  let lane;
+  if (b.y >= a.y + H + 24) lane = b.y - 20;           // the target's row is lower: the gap above it
+  else if (b.y + H + 24 <= a.y) lane = b.y + H + 20;  // higher: the gap below it
+  else lane = Math.max(a.y, b.y) + H + 20;            // side by side: below both
+  const down1 = lane > y1 ? 1 : -1, down2 = y2 > lane ? 1 : -1;
+  return [
+    `M${x1},${y1} H${out - r} Q${out},${y1} ${out},${y1 + down1 * r}`,
+    `V${lane - down1 * r} Q${out},${lane} ${out - r},${lane}`,
+    `H${into + r} Q${into},${lane} ${into},${lane + down2 * r}`,
+    `V${y2 - down2 * r} Q${into},${y2} ${into + r},${y2} H${x2}`,
+  ].join(" ");
 }
 
 function summary(n) {
@@ -258,6 +292,17 @@ function summary(n) {
     else if (typeof v !== "object") parts.push(`${{ temperature: "T", max_tokens: "max", method: "" }[k] ?? k} ${v}`.trim());
   }
   return parts.join(" · ");
+}
+
+// A text cut (with "…") to fit a node, clear of its output port.
+function fitText(text, px, room = W - 12 - 12) {
+  if (textWidth(text, px) <= room) return text;
+  let lo = 0, hi = text.length;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (textWidth(text.slice(0, mid) + "…", px) <= room) lo = mid; else hi = mid - 1;
+  }
+  return text.slice(0, lo) + "…";
 }
 
 function render() {
@@ -286,9 +331,9 @@ function render() {
     g.append(el("svg:rect", { class: "band", width: 5, height: H - 2, x: 1, y: 1 }));
     g.append(el("svg:text", { class: "title", x: 12, y: 17 }, n.id));
     const line = `${n.kind}${summary(n) ? " · " + summary(n) : ""}`;
-    g.append(el("svg:text", { class: "kind", x: 12, y: 33 }, line.length > 30 ? line.slice(0, 29) + "…" : line));
-    const text = err ? check.error.message : st.text || "";
-    g.append(el("svg:text", { class: "state", x: 12, y: 52 }, text.length > 32 ? text.slice(0, 31) + "…" : text));
+    g.append(el("svg:text", { class: "kind", x: 12, y: 33 }, fitText(line, 11)));
+    const text = err ? check.error.message.split("\n")[0] : st.text || "";
+    g.append(el("svg:text", { class: "state", x: 12, y: 52 }, fitText(text, 11)));
     if (err || st.text) g.append(el("svg:title", {}, err ? check.error.message : st.text));
     const inPort = el("svg:circle", { class: "port in", cx: 0, cy: H / 2, r: 6 });
     const outPort = el("svg:circle", { class: "port out", cx: W, cy: H / 2, r: 6 });
@@ -391,12 +436,13 @@ function fit() {
 function parseValue(text) {
   const t = text.trim();
   if (t === "") return undefined;
+  if (/^-?\d+$/.test(t)) return exactInt(t);  // a seed beyond 2^53 stays exact
   if (/^-?\d+(\.\d+)?(e-?\d+)?$/i.test(t)) return Number(t);
   if (t === "true" || t === "false") return t === "true";
-  if (/^[[{]/.test(t)) { try { return JSON.parse(t); } catch { return t; } }
+  if (/^[[{]/.test(t)) { try { return parseJSON(t); } catch { return t; } }
   return t;
 }
-const showValue = (v) => (v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
+const showValue = (v) => (v === undefined ? "" : typeof v === "object" ? toJSON(v) : String(v));
 
 function field(label, value, onChange, opts = {}) {
   const box = el("label", {}, label);
@@ -407,7 +453,7 @@ function field(label, value, onChange, opts = {}) {
     input.value = value === undefined ? "" : String(value);
   } else if (opts.area) {
     input = el("textarea", { rows: opts.rows || 3, spellcheck: "false" });
-    input.value = opts.json && value !== undefined ? JSON.stringify(value, null, 1) : showValue(value);
+    input.value = opts.text !== undefined ? opts.text : opts.json && value !== undefined ? toJSON(value, 1) : showValue(value);
   } else {
     input = el("input", { placeholder: opts.placeholder || "default", spellcheck: "false" });
     if (opts.list) input.setAttribute("list", opts.list);
@@ -452,22 +498,39 @@ function showForm() {
   }
   if (node.kind === "repeat") {
     fs.append(field("steps (JSON list, one chain)", node.args.steps, (v) => edit(() => {
-      try { node.args.steps = JSON.parse(v); } catch { /* shown by validation */ node.args.steps = v; }
+      try { node.args.steps = parseJSON(v); } catch { /* shown by validation */ node.args.steps = v; }
     }), { area: true, json: true, rows: 5, name: "steps" }));
   }
   const rest = Object.fromEntries(Object.entries(node.args).filter(([k]) => !shown.includes(k) && k !== "steps"));
-  fs.append(field("other fields (JSON)", Object.keys(rest).length ? rest : undefined, (v) => edit(() => {
-    let obj = {};
-    try { obj = v.trim() ? JSON.parse(v) : {}; } catch { return; }
-    for (const k of Object.keys(rest)) delete node.args[k];
-    Object.assign(node.args, obj);
-  }), { area: true, json: true, name: "other" }));
-  if (check.error && check.error.node === node.id) fs.append(el("div", { class: "err" }, check.error.message));
+  const bad = local[node.key];
+  fs.append(field("other fields (JSON)", Object.keys(rest).length ? rest : undefined, (v) => {
+    let obj;
+    try {
+      obj = v.trim() ? parseJSON(v) : {};
+      if (!obj || typeof obj !== "object" || Array.isArray(obj)) throw new Error("an object {…} is needed");
+    } catch (e) {
+      local[node.key] = { field: "other", text: v, message: `other fields (JSON) of ${node.id}: ${e.message}` };
+      changed();
+      return;
+    }
+    delete local[node.key];
+    edit(() => {
+      for (const k of Object.keys(rest)) delete node.args[k];
+      Object.assign(node.args, obj);
+    });
+  }, { area: true, json: true, name: "other", text: bad ? bad.text : undefined }));
+  if (bad) fs.querySelector("[name=other]").classList.add("invalid");
+  if (check.error && check.error.node === node.id) fs.append(errorBox(check.error.message));
   for (const w of check.warnings.filter((x) => x.node === node.id)) fs.append(el("div", { class: "warn" }, w.message));
   const ins = inputsOf(node).map((m) => m.id);
   fs.append(el("div", { class: "muted" }, ins.length ? `reads ${ins.join(" + ")}` : "reads nothing"));
   form.replaceChildren(fs);
   showCandidates(node);
+}
+
+// An error under its form: a multi-line one (YAML, regex) keeps its lines and its ^ markers.
+function errorBox(message) {
+  return el("div", { class: `err${message.includes("\n") ? " multiline" : ""}` }, message);
 }
 
 function showFlowForm(form) {
@@ -484,7 +547,7 @@ function showFlowForm(form) {
   fs.append(field("budget (tokens)", m.budget, set("budget"), { name: "budget" }));
   fs.append(field("scorer", m.scorer, set("scorer"), { name: "scorer", list: "scorer-names", placeholder: "judge" }));
   for (const k of ["params", "scorers", "islands"]) fs.append(field(`${k} (JSON)`, m[k], set(k), { area: true, json: true, name: k }));
-  if (check.error && !check.error.node) fs.append(el("div", { class: "err" }, check.error.message));
+  if (check.error && !check.error.node) fs.append(errorBox(check.error.message));
   form.replaceChildren(fs);
   $("candidates").replaceChildren();
 }
@@ -546,7 +609,7 @@ async function readEvents(res, handle) {
       const data = buffer.slice(0, cut).split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
       buffer = buffer.slice(cut + 2);
       if (!data || data === "[DONE]") continue;
-      const obj = JSON.parse(data);
+      const obj = parseJSON(data);
       if (obj.error) throw new Error(`${obj.error.message}${obj.error.node ? ` (node ${obj.error.node})` : ""}`);
       handle(obj);
     }
@@ -576,7 +639,8 @@ function showResult(r) {
   const s = r.spend || {};
   const score = r.score === null || r.score === undefined ? "–" : Number(r.score).toFixed(3);
   $("spend").textContent = `best #${r.best} · score ${score} · ${r.tree.nodes.length} nodes · ${s.generated_tokens} tokens · seed ${r.seed}`;
-  drawTree(r.tree, $("tree"), $("detail"));
+  drawTree(r.tree, $("tree"), $("detail"), () => edit(() => { state.meta.seed = r.seed; }));
+  $("result").scrollIntoView({ block: "start" });  // below the editor: bring it into view
 }
 
 // -- saving ------------------------------------------------------------------------------------
@@ -590,24 +654,29 @@ function download(name, text, type) {
 async function save(fmt) {
   const doc = toDoc();
   const base = (doc.name || "flow").replace(/[^\w.-]+/g, "_");
-  if (fmt === "json") return download(`${base}.json`, JSON.stringify(doc, null, 2) + "\n", "application/json");
+  if (fmt === "json") return download(`${base}.json`, toJSON(doc, 2) + "\n", "application/json");
   const res = await post.json("/v1/flows/validate", { flow: doc });
   if (!res.valid) status(`saved as JSON: the flow is invalid (${res.error.message})`, true);
   if (res.valid) download(`${base}.yaml`, res.yaml, "application/yaml");
-  else download(`${base}.json`, JSON.stringify(doc, null, 2) + "\n", "application/json");
+  else download(`${base}.json`, toJSON(doc, 2) + "\n", "application/json");
 }
 
 // -- start -------------------------------------------------------------------------------------
-function status(text, error = false) {
-  $("status").textContent = text;
+// The toolbar's status is one line (the canvas never moves); its whole text is its tooltip, and
+// an error's whole text (all its lines) is shown in the side panel too.
+function status(text, error = false, detail = error) {
+  $("status").textContent = text.split("\n")[0];
+  $("status").title = text;
   $("status").className = error ? "error" : "muted";
+  $("message").replaceChildren(...(detail ? [errorBox(text)] : []));
+  $("message").hidden = !detail;
 }
 
 async function init() {
   [kinds, info, examples] = await Promise.all([
-    fetch("/v1/flows/kinds").then((r) => r.json()),
-    fetch("/v1/sazanami").then((r) => r.json()),
-    fetch("/v1/flows/examples").then((r) => r.json()).then((r) => r.data),
+    fetch("/v1/flows/kinds").then(readJSON),
+    fetch("/v1/sazanami").then(readJSON),
+    fetch("/v1/flows/examples").then(readJSON).then((r) => r.data),
   ]);
   $("model").textContent = `model: ${info.model}`;
   const lists = [["scorer-names", info.scorers], ["preset-names", Object.keys(info.presets)]];
