@@ -70,6 +70,7 @@ def page(server, browser):
     context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
     _offline(context, server)
     pg = context.new_page()
+    pg.set_default_timeout(10_000)
     errors: list[str] = []
     failed: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
@@ -84,7 +85,8 @@ def page(server, browser):
 
 def _form(page, **values) -> None:
     """Reset the form to a small, fast run, then set ``values`` (element id → value)."""
-    page.check("input[name=mode][value=completion]")
+    if page.locator("input[name=mode]").count():  # (the page before issue 30 had no modes)
+        page.check("input[name=mode][value=completion]")
     defaults = {"prompt": "Write one sentence about the sea.", "n": "2", "max_tokens": "6", "temperature": "0.7",
                 "seed": "", "sigma": "", "beta": "", "strategy": "", "budget": "48", "scorer": "logprob", "regex": ""}  # fmt: skip
     defaults.update(values)
