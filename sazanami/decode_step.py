@@ -276,7 +276,12 @@ class RowStep:
                 toks, info = self.choose(at, trace)
             new = toks.tolist()
             where = [p + j for p in positions]
-            self.take(new, *self.logprobs(at, toks), where, info, rows=live)
+            idx = torch.tensor(live)
+            lp_live, top_live = self.logprobs(at[idx], toks[idx])  # the live rows' alone
+            lp, top = [0.0] * len(self.rows), [[] for _ in self.rows]
+            for k, i in enumerate(live):
+                lp[i], top[i] = lp_live[k], top_live[k]
+            self.take(new, lp, top, where, info, rows=live)
             for i, v in self.inject(at, where, rows=live).items():
                 injected[i] = v
             for i in live:
