@@ -228,8 +228,8 @@ def test_conversation_with_tool_results(client):
     assert r.choices[0].finish_reason in ("stop", "length") and r.usage.prompt_tokens > first.usage.prompt_tokens
 
 
-def test_search_and_fluctuation_with_calls(client):
-    """A search whose candidates are calls (scored; the winner is a valid call), and a fluctuation preset."""
+def test_search_fluctuation_and_beams_with_calls(client):
+    """A search whose candidates are calls (scored; the winner is a valid call), a fluctuation preset, beams."""
     r = client.chat.completions.create(
         model="tiny-random", messages=MSG, tools=TOOLS, tool_choice=NAMED, seed=3, **ONE,
         extra_body={"search": {"strategy": "best_of_n", "budget": 800, "scorer": "logprob", "options": {"n": 3}}},
@@ -242,6 +242,13 @@ def test_search_and_fluctuation_with_calls(client):
         extra_body={"fluctuation": "pink-temperature"},
     )  # fmt: skip
     assert all(c.finish_reason == "tool_calls" and _valid(c.message.tool_calls[0]) for c in r.choices)
+    r = client.chat.completions.create(
+        model="tiny-random", messages=MSG, tools=TOOLS, tool_choice=NAMED, seed=3, extra_body={"beams": {"width": 3}},
+        **ONE,
+    )  # fmt: skip
+    assert len(r.choices) == 3 and all(
+        c.finish_reason == "tool_calls" and _valid(c.message.tool_calls[0]) for c in r.choices
+    )
 
 
 def test_server_tools_keep_working_under_both_spellings(client):
