@@ -11,7 +11,7 @@ convention: the model ends the run by calling it with the number). Each task nee
 calls before the answer. A run is one task with one seed: up to :data:`MAX_TURNS` turns with
 ``tool_choice: auto`` (each call validated against its schema, run, its result sent back as a
 ``tool`` message; an answer in words also ends the run), then one turn with ``final_answer``
-named. Run ``i`` takes task ``i mod len(TASKS)`` and seed ``i``, once with the grammar (the
+named — at once when the model repeats only calls it made before (a loop guard). Run ``i`` takes task ``i mod len(TASKS)`` and seed ``i``, once with the grammar (the
 default) and once with ``tool_grammar: false`` — the model then writes calls unconstrained and
 the server parses them afterwards, as llama.cpp-style tool parsers do; the two modes alternate.
 
@@ -220,9 +220,12 @@ def agent(client: Any, model: str, task: tuple[str, float, int], seed: int, gram
     extra = {} if grammar else {"tool_grammar": False}
     calls, valid, attempts, answer, turns = 0, 0, 0, None, 0
     log: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    final = False  # demand final_answer next (after MAX_TURNS, or when the model only repeats itself)
     t0 = time.monotonic()
     for turn in range(MAX_TURNS + 1):
-        choice: Any = "auto" if turn < MAX_TURNS else {"type": "function", "function": {"name": "final_answer"}}
+        final = final or turn == MAX_TURNS
+        choice: Any = {"type": "function", "function": {"name": "final_answer"}} if final else "auto"
         r = client.chat.completions.create(
             model=model, messages=messages, tools=TOOLS, tool_choice=choice, seed=seed * 100 + turn,
             temperature=0.7, max_tokens=96, extra_body=extra,
@@ -235,7 +238,10 @@ def agent(client: Any, model: str, task: tuple[str, float, int], seed: int, gram
             log.append({"turn": turn, "content": msg.content, "finish_reason": r.choices[0].finish_reason})
             break
         messages.append(msg)
+        repeats = [(c.function.name, c.function.arguments) in seen for c in msg.tool_calls]
+        final = all(repeats)  # the results are there already: ask for the answer
         for call in msg.tool_calls:
+            seen.add((call.function.name, call.function.arguments))
             ok, result = run_call(call)
             calls += 1
             valid += ok
@@ -244,7 +250,7 @@ def agent(client: Any, model: str, task: tuple[str, float, int], seed: int, gram
             messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
             if ok and call.function.name == "final_answer":
                 answer = result
-        if answer is not None:
+        if answer is not None or (final and turn == MAX_TURNS):
             break
     emitted = calls + attempts
     return {

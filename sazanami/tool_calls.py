@@ -269,9 +269,9 @@ class FunctionCalling:
     def parse(self, text: str) -> tuple[str | None, list[ToolCall]]:
         """``(content, calls)`` of a whole output.
 
-        Calls are the ``<tool_call>`` blocks after the content, or one bare JSON call that is
-        the whole answer (``{"name": …}``, possibly in a json code block, as small models
-        write them); each must be a JSON object with a known ``name`` and an ``arguments``
+        Calls are the ``<tool_call>`` blocks after the content, or bare JSON calls that are the
+        whole answer (``{"name": …}``, possibly in a json code block, as small models write
+        them; the grammar allows one, unconstrained models write several); each must be a JSON object with a known ``name`` and an ``arguments``
         object (or its JSON text). If any fails that (possible only with ``grammar=False``,
         or a call cut by ``max_tokens``), the whole text is content and there are no calls.
         Content is None when calls come without text before them. With ``none`` it is all content.
@@ -280,9 +280,8 @@ class FunctionCalling:
             return text, []
         kind, at = _opening(text)
         if kind == "bare":
-            body = _bare_body(text[at:])
-            call = self._call(body) if body is not None else None
-            return (None, [call]) if call is not None else (text, [])
+            bare = [self._call(body) for body in _bare_bodies(text[at:])]
+            return (None, bare) if bare and None not in bare else (text, [])  # type: ignore[return-value]
         if kind != "tagged":
             return text, []
         calls = []
@@ -357,20 +356,23 @@ def _opening(text: str) -> tuple[str, int]:
     return ("tagged", at) if at >= 0 else ("none", -1)
 
 
-def _bare_body(text: str) -> str | None:
-    """The JSON object of a bare call (``{…}`` or fenced, trailing whitespace or a stray fence
-    allowed), or None when anything else follows it."""
+def _bare_bodies(text: str) -> list[str]:
+    """The JSON objects of a bare answer: ``{…}`` or fenced, several separated by whitespace
+    (what unconstrained models write; the grammar allows one), trailing whitespace or a stray
+    fence allowed; ``[]`` when anything else is there."""
     if text.startswith(FENCE.strip()):
         text = text[len(FENCE.strip()) :]
         if text.rstrip().endswith(FENCE_END):
             text = text.rstrip()[: -len(FENCE_END)]
-    text = text.strip()
-    try:
-        _, end = _DECODER.raw_decode(text)
-    except ValueError:
-        return None
-    rest = text[end:].strip()
-    return text[:end] if rest in ("", FENCE_END) else None
+    text, bodies = text.strip(), []
+    while text and text != FENCE_END:
+        try:
+            _, end = _DECODER.raw_decode(text)
+        except ValueError:
+            return []
+        bodies.append(text[:end])
+        text = text[end:].strip()
+    return bodies
 
 
 def _blocks(text: str) -> Iterable[str]:

@@ -375,6 +375,17 @@ def test_bare_calls_parse_and_stream(text):
         assert args == call.arguments and stream.called
 
 
+def test_several_bare_calls_parse_unconstrained():
+    calling = FunctionCalling.from_openai(TOOLS, grammar=False)
+    text = '{"name": "add", "arguments": {"a": 1, "b": 2}}\n{\n  "name": "get_weather",\n  "arguments": {"city": "Oslo"}\n}'
+    content, calls = calling.parse(text)
+    assert content is None and [(c.name, c.arguments) for c in calls] == [
+        ("add", '{"a": 1, "b": 2}'),
+        ("get_weather", '{"city": "Oslo"}'),  # re-written as json.dumps writes it
+    ]
+    assert calling.validate(calls[1]) == "'unit' is a required property"
+
+
 def test_stream_keeps_a_call_cut_by_max_tokens_and_none_streams_text():
     cut = '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b'
     stream = CallStream(FunctionCalling.from_openai(TOOLS))
@@ -394,6 +405,8 @@ def test_parse_refuses_what_is_not_a_call():
         '<tool_call>\n{"name": "add", "arguments": {"a": 1\n</tool_call>',  # not JSON
         '<tool_call>\n{"name": "add", "arguments": {"a": 1}}\n',  # never closed
         '<tool_call>\n{"name": "add", "arguments": {"a": 1}}\n</tool_call> and more',  # text after the calls
+        '{"name": "add", "arguments": {"a": 1}} and more',
+        '{"name": "add", "arguments": {"a": 1}}\n{"name": "final", "arguments": {}}',  # one unknown of two
     ):
         assert calling.parse(text) == (text, [])
     assert calling.validate(calling.parse('<tool_call>\n{"name": "add", "arguments": {"a": "x"}}\n</tool_call>')[1][0])
