@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -284,12 +284,10 @@ class FunctionCalling:
             return (None, bare) if bare and None not in bare else (text, [])  # type: ignore[return-value]
         if kind != "tagged":
             return text, []
-        calls = []
-        for block in _blocks(text[at:]):
-            call = self._call(block)
-            if call is None:
-                return text, []
-            calls.append(call)
+        blocks, rest = _tagged_blocks(text[at:])
+        calls = [self._call(body) if closed else None for body, closed in blocks]
+        if None in calls or rest.strip():  # a block that is no call, one left open, text after them
+            return text, []
         content = text[:at].rstrip()
         return content or None, calls
 
@@ -375,23 +373,22 @@ def _bare_bodies(text: str) -> list[str]:
     return bodies
 
 
-def _blocks(text: str) -> Iterable[str]:
-    """The bodies of consecutive ``<tool_call>…</tool_call>`` blocks (whitespace between them);
-    a trailing text that is not a block is yielded as it is (and fails to parse)."""
+def _tagged_blocks(text: str) -> tuple[list[tuple[str, bool]], str]:
+    """``([(body, closed), …], rest)`` of the ``<tool_call>…</tool_call>`` blocks that start
+    ``text`` (whitespace between them); the last may be open (``closed`` False); ``rest`` is
+    the text after the last closed block that does not open another."""
+    blocks: list[tuple[str, bool]] = []
     pos = 0
     while True:
         rest = text[pos:].lstrip()
-        if not rest:
-            return
         if not rest.startswith(OPEN):
-            yield rest
-            return
+            return blocks, text[pos:]
         start = len(text) - len(rest) + len(OPEN)
         end = text.find(CLOSE, start)
         if end < 0:
-            yield text[start:] + "\x00"  # an unclosed call never parses
-            return
-        yield text[start:end]
+            blocks.append((text[start:], False))
+            return blocks, ""
+        blocks.append((text[start:end], True))
         pos = end + len(CLOSE)
 
 
@@ -711,7 +708,7 @@ class CallStream:
             start = self.text.find("{", at)
             blocks = [(self.text[start:], False)] if start >= 0 else []
         else:
-            blocks = list(_stream_blocks(self.text[at:]))
+            blocks = _tagged_blocks(self.text[at:])[0]
         for i, (body, closed) in enumerate(blocks):
             m = _HEAD.match(body)
             if m is None or self.calling.function(m.group(1)) is None:
@@ -756,22 +753,6 @@ def _safe_end(text: str) -> int:
             end = len(text) - k
             break
     return len(text[:end].rstrip())
-
-
-def _stream_blocks(text: str) -> Iterable[tuple[str, bool]]:
-    """(body, closed) of the blocks so far, the last one possibly open."""
-    pos = 0
-    while True:
-        rest = text[pos:].lstrip()
-        if not rest.startswith(OPEN):
-            return
-        start = len(text) - len(rest) + len(OPEN)
-        end = text.find(CLOSE, start)
-        if end < 0:
-            yield text[start:], False
-            return
-        yield text[start:end], True
-        pos = end + len(CLOSE)
 
 
 def _call_delta(index: int, function: dict[str, Any], call_id: str | None = None) -> dict[str, Any]:
