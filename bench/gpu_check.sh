@@ -11,7 +11,7 @@
 # (2) converts the embedded model once with the main venv when it is not cached yet,
 # (3) runs tests/test_vllm.py, (4) runs bench/throughput.py --backend vllm on the embedded
 # model and on $BIG_MODEL, and prints the GPU's name beside the figures. Put them in the
-# README (Backends → vLLM) with the GPU named.
+# docs/guide/backends.md (vLLM) with the GPU named.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

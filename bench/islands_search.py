@@ -2,7 +2,7 @@
 
     python bench/islands_search.py --threads 1              # 16 tasks × 2 seeds, 1×/4×/8× (~90 min)
     python bench/islands_search.py --quick --threads 1      # 4 tasks × 1 seed, ~5 min
-    python bench/islands_search.py --tasks 12 --budgets 1,4 --threads 1 --docs   # the README run (~30 min)
+    python bench/islands_search.py --tasks 12 --budgets 1,4 --threads 1 --docs   # the run in docs/guide/islands.md (~30 min)
 
 Tasks: reasoning-gym ``basic_arithmetic`` (generated offline, fixed seed): half are one product
 of two 2-digit numbers, half three 2-digit terms with + − ×. Solved = the last number of the

@@ -3,7 +3,7 @@
     python bench/search_quality.py --quick --threads 1     # 6 tasks, 2 seeds
     python bench/search_quality.py --sizes 5,6 --arithmetic 0 --threads 1 \
         --strategies best_of_n,paths,tree,beam,zero_order,synthesize --judge-strategies best_of_n,paths \
-        --tag search_quality_full --docs                  # the run quoted in the README (~70 min)
+        --tag search_quality_full --docs                  # the run quoted in docs/guide/search.md (~70 min)
     python bench/search_quality.py --backend llamacpp --sizes 5,6 --arithmetic 0 --threads 1 \
         --strategies best_of_n,paths,tree --judge-strategies '' --baseline-budgets 64 \
         --tag sq_llamacpp_dev               # search at equal cost (prefix cache on)

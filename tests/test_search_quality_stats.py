@@ -208,7 +208,7 @@ def test_intervals_do_not_depend_on_the_hash_seed() -> None:
 
 @pytest.mark.parametrize("name", ["search_quality_llamacpp_dev", "search_quality_llamacpp_test"])
 def test_committed_summaries_recompute_exactly(name: str) -> None:
-    """Every Δ [CI] in the README's search-at-equal-cost section comes from these files."""
+    """Every Δ [CI] in docs/guide/search.md's search-at-equal-cost section comes from these files."""
     runs = sq.read_runs(ROOT / "docs" / f"{name}.csv")
     summary = sq.summarise(runs, sq.unit_of(runs))
     with (ROOT / "docs" / f"{name}_summary.csv").open(newline="") as fh:

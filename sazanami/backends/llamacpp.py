@@ -84,7 +84,7 @@ bit-identical), so a position's keys/values would depend on how its prompt was s
 In pieces of at most this many, every position's keys/values are the same however they
 were computed — one token at a time, in a prefill, or taken from the prefix cache (with one
 thread; with more, a one-row decode step past 256 cells splits its attention over threads and
-rounds differently — measured, see the README)."""
+rounds differently — measured, see docs/guide/engine.md, *Prefix cache*)."""
 
 MAX_SEQUENCES = 256
 """llama.cpp's ``LLAMA_MAX_SEQ``: sequences (rows alive at once) one context can hold."""

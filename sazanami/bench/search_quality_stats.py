@@ -16,7 +16,7 @@ rows, so the committed run CSVs regenerate the committed summaries
 The bootstrap here draws with :class:`random.Random` and reads the interval off the sorted
 replicates by index; :func:`sazanami.bench.frontier.statistics.bootstrap_ci` draws with numpy
 and interpolates percentiles. Both are percentile bootstraps over tasks, but their intervals
-differ in the last digits, and every Δ [CI] quoted in the README and RESULTS comes from this one.
+differ in the last digits, and every Δ [CI] quoted in docs/guide/search.md and RESULTS comes from this one.
 """
 
 from __future__ import annotations
