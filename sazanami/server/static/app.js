@@ -244,6 +244,7 @@ async function run() {
       document.querySelectorAll(".variant:not(.done)").forEach((c) => c.classList.add("stopped"));
       if (b.search) $("tree").replaceChildren(el("p", { class: "muted" }, "stopped: a search that is stopped returns no tree"));
     } else {
+      if (b.search && !$("tree").querySelector("svg")) $("search").hidden = true;  // no tree is coming
       const field = fieldOf(e.param);
       if (field) fieldError(field, e.detail);
       const where = e.param ? ` (param ${e.param}${field ? ", highlighted" : ""})` : "";
