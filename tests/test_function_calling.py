@@ -473,6 +473,20 @@ def test_check_messages_and_tools_errors():
     assert e.value.param == "response_format"
 
 
+def test_http_and_python_api_agree(client, tiny_engine):
+    """The server is a thin layer over tool_calls.chat's objects: the same seeded request, the same calls."""
+    from sazanami.params import SamplingParams
+
+    r = client.chat.completions.create(
+        model="tiny-random", messages=MSG, tools=TOOLS, tool_choice=NAMED, n=3, seed=4, **ONE
+    )
+    params = SamplingParams(seed=4, n=3, max_tokens=200)
+    out = chat(tiny_engine, MSG, tools=TOOLS, tool_choice=NAMED, parallel_tool_calls=False, params=params)
+    assert [c.message["tool_calls"][0]["function"]["arguments"] for c in out] == [
+        c.message.tool_calls[0].function.arguments for c in r.choices
+    ]
+
+
 def test_python_api_chat(tiny_engine):
     from sazanami.params import SamplingParams
 
