@@ -529,3 +529,42 @@ def test_qwen_calls_in_auto_and_answers_from_the_result():
             model="qwen2.5-coder-0.5b", messages=messages, tools=TOOLS, tool_choice="none", seed=1, temperature=0
         )  # the 0.5B model would call again in auto
         assert r.choices[0].message.tool_calls is None and "21" in r.choices[0].message.content
+
+
+# -- bench/agent_tools.py: its tools, its scoring and one run of its loop (tiny model) ----------------
+@pytest.fixture(scope="module")
+def bench():
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "agent_tools.py"
+    spec = importlib.util.spec_from_file_location("agent_tools_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_tools_and_scoring(bench):
+    assert bench.convert_units(100, "c", "f") == "212" and bench.convert_units(1, "mi", "km") == "1.60934"
+    assert bench.convert_units(1, "kg", "m").startswith("error")
+    assert bench.calculate("(2 + 3) * 4") == "20" and bench.calculate("x").startswith("error")
+    assert bench.lookup("Lyon", "population") == "522250"
+    for question, expected, _ in bench.TASKS:  # every task's answer is reachable through the tools
+        assert expected > 0, question
+    assert bench.solved("It is 26.1 miles.", 42000 / 1609.344) and not bench.solved("About 30.", 26.1)
+    assert bench.solved("2,102,650 people", 2102650)
+    assert bench.call_attempts('{"name": "lookup", "arguments": {}} x') == 1 and bench.call_attempts("Hi {name}") == 0
+
+
+def test_bench_agent_runs_against_the_live_app(bench, client, monkeypatch):
+    # the byte-level tiny model's context (2048) holds two of the four tools' descriptions
+    monkeypatch.setattr(bench, "TOOLS", [t for t in bench.TOOLS if t["function"]["name"] in ("lookup", "final_answer")])
+    monkeypatch.setattr(bench, "SYSTEM", "Use the tools.")
+    monkeypatch.setattr(bench, "MAX_TURNS", 0)  # final_answer at once: a random model never stops on its own
+    rec = bench.agent(client, "tiny-random", bench.TASKS[2], seed=2, grammar=True)
+    assert rec["turns"] == 1 and rec["calls"] == rec["valid"] == 1 and rec["answer"] is not None
+    cut = bench.agent(client, "tiny-random", bench.TASKS[2], seed=0, grammar=True)  # digits until max_tokens
+    assert cut["calls"] == 0 and cut["unparsed_attempts"] == cut["emitted"] == 1
+    summary = bench.summarise([rec])
+    assert summary["on"]["runs"] == 1 and "| on | 1 |" in bench.table(summary)
