@@ -460,6 +460,17 @@ def test_fallback_format_renders_calls_and_results(tiny_engine):
     assert text == tiny_engine.tokenizer.apply_chat_template(plain)
 
 
+def test_tools_grammar_is_bounded_as_a_whole(tiny_engine):
+    """Each schema within the bounds, all of them together over the grammar's size: 400 naming tools."""
+    big = {"type": "object", "properties": {"k": {"enum": [f"value-number-{i:06d}" for i in range(1500)]}}}
+    tools = [_tool(f"f{i}", big) for i in range(4)]  # ~35,000 characters each, 100,000 at most in all
+    calling = FunctionCalling.from_openai(tools)
+    with pytest.raises(ParameterError) as e:
+        calling.constraint(tiny_engine.tokenizer)
+    assert e.value.param == "tools" and "100000 characters" in str(e.value)
+    assert FunctionCalling.from_openai(tools[:2]).constraint(tiny_engine.tokenizer) is not None
+
+
 def test_check_messages_and_tools_errors():
     with pytest.raises(ParameterError) as e:
         check_messages([{"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f"}}]}])
