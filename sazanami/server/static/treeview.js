@@ -151,6 +151,7 @@ function drawTree(tree, box = $("tree"), detail = $("detail"), onRepeat = null) 
     svg.append(g);
   }
   box.replaceChildren(svg);
+  if (tree.best !== null && tree.best !== undefined) box.scrollTop = at(tree.best)[1] - box.clientHeight / 2;  // the winner in view
   if (tree.best !== null && tree.best !== undefined) showNode(tree, nodes[tree.best], svg.querySelector(`[data-id="${tree.best}"]`), detail, onRepeat);
 }
 
