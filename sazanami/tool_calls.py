@@ -33,9 +33,10 @@ The call format (both the templates' and the fallback's)::
 A bare call is accepted too — an answer that is only ``{"name": …, "arguments": …}``, or that
 object in a json code block — because small models write that (Qwen2.5-Coder-0.5B never writes
 the tags); several calls in one answer need the tags. With ``auto``, an answer that starts
-with ``{`` or a json fence is therefore a call. Under the grammar the JSON is written as ``json.dumps`` writes it (``", "`` and ``": "``
-separators, no other whitespace), so every call parses with ``json.loads`` and its arguments
-validate against the function's schema.
+with ``{"name"`` or a json fence is therefore a call (other JSON stays free text). Under the
+grammar the JSON is written as ``json.dumps`` writes it (``", "`` and ``": "`` separators, no
+other whitespace), so every call parses with ``json.loads`` and its arguments validate against
+the function's schema.
 """
 
 from __future__ import annotations
@@ -216,7 +217,7 @@ class FunctionCalling:
         the special tokens the model has for them (Qwen2.5: ``<tool_call>`` is one special
         token, which free text never contains), or as text (free text then excludes the
         opening tag, and a lazy lexeme ends at its first occurrence). With ``auto``, free
-        text never starts with ``{`` or a json fence: such an answer is a call.
+        text never starts with ``{"name"`` or a json fence: such an answer is a call.
         """
         names = self.names if self.choice in ("auto", "required") else [self.choice]
         open_, close = _tag(tokenizer, OPEN), _tag(tokenizer, CLOSE)
@@ -233,7 +234,7 @@ class FunctionCalling:
             schema = {**fn.parameters, "x-guidance": JSON_STYLE}
             head = json.dumps(f'{{"name": "{name}", "arguments": ')
             lines.append(f'body_{i}: {head} %json {json.dumps(schema)} "}}"')
-        not_bare = "& ~/\\s*\\{(?s:.*)/ & ~/\\s*```json(?s:.*)/"
+        not_bare = '& ~/\\s*\\{\\s*"name"(?s:.*)/ & ~/\\s*```json(?s:.*)/'  # what starts a bare call
         if self.choice != "auto":
             start = ["start: calls | bare"]
         elif self.content_schema is not None:  # the answer is JSON of that schema, or calls
@@ -343,13 +344,20 @@ FENCE = "```json\n"
 FENCE_END = "```"
 
 
-def _opening(text: str) -> tuple[str, int]:
+BARE = '{"name"'
+"""How a bare call starts under the grammar (its JSON is compact)."""
+
+
+def _opening(text: str, exact: bool = False) -> tuple[str, int]:
     """Where calls begin: ``("bare", i)`` for an answer that is a JSON object or a json fence
     (``i``: after leading whitespace), ``("tagged", i)`` at the first ``<tool_call>``,
-    ``("none", -1)`` otherwise."""
-    lead = text[: len(text) - len(text.lstrip())]
-    if text.lstrip().startswith(("{", FENCE.strip())):
-        return "bare", len(lead)
+    ``("none", -1)`` otherwise. ``exact``: the answer was written under the grammar, so a bare
+    call starts exactly with :data:`BARE` (a prefix of it may still become one)."""
+    body = text.lstrip()
+    if body.startswith(FENCE.strip()) or (
+        body.startswith(BARE) or (BARE.startswith(body) and body) if exact else body.startswith("{")
+    ):
+        return "bare", len(text) - len(body)
     at = text.find(OPEN)
     return ("tagged", at) if at >= 0 else ("none", -1)
 
@@ -691,7 +699,7 @@ class CallStream:
             for i, call in enumerate(calls):
                 self._args(out, i, call.name, call.arguments)
             return out
-        kind, at = _opening(self.text) if self.calling.calls else ("none", -1)
+        kind, at = _opening(self.text, exact=self.calling.grammar) if self.calling.calls else ("none", -1)
         if not self.calling.calls:
             self._content(out, self.text)
             return out

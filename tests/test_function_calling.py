@@ -386,6 +386,12 @@ def test_several_bare_calls_parse_unconstrained():
     assert calling.validate(calls[1]) == "'unit' is a required property"
 
 
+def test_stream_sends_json_that_is_no_call_as_content_at_once():
+    stream = CallStream(FunctionCalling.from_openai(TOOLS))
+    assert stream.feed('{"na') == [] and stream.feed("mes") == [{"content": '{"names'}]  # not {"name": a call
+    assert stream.feed('": 1}') + stream.finish() == [{"content": '": 1}'}] and not stream.called
+
+
 def test_stream_keeps_a_call_cut_by_max_tokens_and_none_streams_text():
     cut = '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b'
     stream = CallStream(FunctionCalling.from_openai(TOOLS))
@@ -426,7 +432,9 @@ def test_grammar_accepts_exactly_valid_calls(tiny_engine):
         bare: (True, True, False),  # a bare call is the whole answer (small models write them)
         "```json\n" + bare + "\n```": (True, True, False),
         bare + "\n" + bare: (False, False, False),  # several calls need tags
-        "{not a call}": (False, False, False),  # in auto, an answer that starts with { is a call
+        '{"answer": 5}': (True, False, False),  # JSON that is no call stays free text in auto
+        '{"name": "nope", "arguments": {}}': (False, False, False),  # but {"name" starts a call
+        '```json\n{"answer": 5}\n```': (False, False, False),  # and so does a json fence
     }
     grammars = [FunctionCalling.from_openai(TOOLS, c).constraint(tok) for c in ("auto", "required", NAMED)]
     for text, want in cases.items():
