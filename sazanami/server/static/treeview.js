@@ -21,7 +21,10 @@ function parseJSON(text) {
     typeof value === "number" && !Number.isSafeInteger(value) && ctx && /^-?\d+$/.test(ctx.source) ? BigInt(ctx.source) : value);
 }
 function toJSON(value, indent) {
-  return JSON.stringify(value, (key, v) => (typeof v === "bigint" ? JSON.rawJSON(v.toString()) : v), indent);
+  if (JSON.rawJSON) return JSON.stringify(value, (key, v) => (typeof v === "bigint" ? JSON.rawJSON(v.toString()) : v), indent);
+  const big = [];  // a browser without JSON.rawJSON: marked strings, then the digits in their place
+  const text = JSON.stringify(value, (key, v) => (typeof v === "bigint" ? `\u0000${big.push(v.toString()) - 1}\u0000` : v), indent);
+  return text.replace(/"\\u0000(\d+)\\u0000"/g, (_, i) => big[Number(i)]);
 }
 // A typed integer (a seed) exactly: a Number while it is safe, else a BigInt; undefined when empty.
 function exactInt(text) {
