@@ -86,7 +86,9 @@ def page(server, browser):
 def _form(page, **values) -> None:
     """Reset the form to a small, fast run, then set ``values`` (element id → value)."""
     if page.locator("input[name=mode]").count():  # (the page before issue 30 had no modes)
-        page.check("input[name=mode][value=completion]")
+        page.check("input[name=mode][value=chat]")
+        if page.locator("#chat button.repeat").count():
+            page.click("#chat button.repeat")  # a new conversation
     defaults = {"prompt": "Write one sentence about the sea.", "n": "2", "max_tokens": "6", "temperature": "0.7",
                 "seed": "", "sigma": "", "beta": "", "strategy": "", "budget": "48", "scorer": "logprob", "regex": ""}  # fmt: skip
     defaults.update(values)
@@ -301,7 +303,7 @@ def test_an_empty_prompt_is_not_sent(page):
     page.on("request", lambda r: requests.append(r.url))
     page.click("#run")
     page.wait_for_selector("#prompt[aria-invalid=true]", timeout=3_000)
-    assert "prompt is empty" in page.inner_text("#prompt + .field-error")
+    assert "message is empty" in page.inner_text("#prompt + .field-error")
     assert not [u for u in requests if "completions" in u]
 
 
@@ -371,12 +373,28 @@ def test_chat_mode_sends_the_conversation(page):
         {"role": "user", "content": "And then?"},
     ]
     page.click("#chat button.repeat")  # a new conversation
-    assert page.locator("#chat .msg").count() == 0
+    assert page.locator("#chat .msg").count() == 0 and page.is_hidden("#chat")
+
+
+def test_completion_mode_continues_the_prompt_without_a_template(page):
+    _form(page, n="2", seed="5")
     page.check("input[name=mode][value=completion]")
+    page.fill("#prompt", "Once upon a time")
+    with page.expect_request("**/v1/completions") as req:
+        _run(page)
+    sent = json.loads(req.value.post_data)
+    assert sent["prompt"] == "Once upon a time" and "messages" not in sent
+    assert page.inner_text("#runseed") == "run seed 5" and page.inner_text("#variant-1 .text")
+    _form(page, strategy="best_of_n", seed="5", budget="24", max_tokens="4")
+    page.check("input[name=mode][value=completion]")
+    with page.expect_request("**/v1/completions"):
+        _run(page, done="tree")
+    assert page.inner_text("#variant-0 .label").startswith("winner · seed")
 
 
 def test_runs_are_kept_in_the_browser_and_exported(page, tmp_path):
     _form(page, n="1", seed=str(BIG), prompt="A run to keep.")
+    page.check("input[name=mode][value=completion]")  # restored with the rest of the form
     _run(page)
     text = page.inner_text("#variant-0 .text")
     page.reload()
@@ -384,12 +402,14 @@ def test_runs_are_kept_in_the_browser_and_exported(page, tmp_path):
     page.click("#history-box summary")
     page.click("#history li:first-child button")
     assert page.input_value("#prompt") == "A run to keep." and page.input_value("#seed") == str(BIG)
+    assert page.is_checked("input[name=mode][value=completion]")
     with page.expect_download() as dl:
         _run(page)
         page.click("#export")
     dl.value.save_as(tmp_path / "run.json")
     doc = json.loads((tmp_path / "run.json").read_text())
-    assert doc["request"]["seed"] == BIG and doc["request"]["messages"][0]["content"] == "A run to keep."
+    assert doc["request"]["seed"] == BIG and doc["request"]["prompt"] == "A run to keep."
+    assert "/v1/completions" in doc["rerun"]
     assert doc["outputs"][0]["text"] == text  # the same seed reran the same text
     saved = json.loads(page.evaluate("localStorage.getItem('sazanami-playground-runs')"))
     assert saved[0]["seed"] == BIG

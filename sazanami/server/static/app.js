@@ -2,8 +2,8 @@
 // Plain sampling streams n variants side by side (SSE); a search returns its tree.
 // Tool results injected into a text (islands) are shown as <mark class="island">.
 // Seeds are read and sent exactly (parseJSON/toJSON in treeview.js: 63-bit integers as BigInt).
-// Completion mode sends one user message; chat mode keeps the conversation (the model's chat
-// template formats it on the server). The last runs stay in localStorage; any run can be put back
+// Chat mode keeps the conversation (/v1/chat/completions: the model's chat template formats it on
+// the server); completion mode sends the prompt as it is (/v1/completions: no template). The last runs stay in localStorage; any run can be put back
 // in the form ("repeat this run") or exported as its request and outputs.
 "use strict";
 
@@ -63,8 +63,8 @@ function mode() { return document.querySelector("input[name=mode]:checked").valu
 
 function setMode() {
   const isChat = mode() === "chat";
-  $("chat").hidden = !isChat;
-  $("prompt-label").textContent = isChat ? "Your message" : "Prompt";
+  $("chat").hidden = !isChat || !chat.length;
+  $("prompt-label").textContent = isChat ? (chat.length ? "Your next message" : "Message") : "Prompt (continued as it is: no chat template)";
   showChat();
 }
 
@@ -74,9 +74,9 @@ function showChat() {
   chat.forEach((m) => box.append(el("div", { class: `msg ${m.role}` }, m.content)));
   if (chat.length) {
     const clear = el("button", { type: "button", class: "repeat" }, "new conversation");
-    clear.addEventListener("click", () => { chat = []; showChat(); });
+    clear.addEventListener("click", () => { chat = []; setMode(); });
     box.append(clear);
-  } else box.append(el("p", { class: "muted" }, "Send a message; then pick a variant to reply with it and go on."));
+  }
 }
 
 // A field's value for the request: numbers checked as the API checks them, named on error.
@@ -145,10 +145,9 @@ function fluctuation(sigma, beta) {
 function body() {
   const prompt = $("prompt").value;
   if (!prompt.trim()) throw new FieldError("prompt", mode() === "chat" ? "the message is empty" : "the prompt is empty");
-  const messages = mode() === "chat" ? [...chat, { role: "user", content: prompt }] : [{ role: "user", content: prompt }];
   const b = {
     model: info.model,
-    messages,
+    ...(mode() === "chat" ? { messages: [...chat, { role: "user", content: prompt }] } : { prompt }),
     max_tokens: numberOf("max_tokens", { integer: true, min: 1 }),
     temperature: numberOf("temperature", { min: 0 }),
     seed: numberOf("seed", { integer: true, min: 0 }),
@@ -164,6 +163,7 @@ function body() {
   } else {
     b.n = numberOf("n", { integer: true, min: 1 });
     b.stream = true;
+    b.stream_options = { include_usage: true };  // its last chunk carries the run's seed
   }
   return b;
 }
@@ -177,6 +177,7 @@ function formState() {
 }
 
 function setForm(f, seed) {
+  if (f.mode) document.querySelector(`input[name=mode][value=${f.mode}]`).checked = true;
   for (const id of FIELDS) if (f[id] !== undefined) $(id).value = f[id];
   for (const box of document.querySelectorAll("#tools input")) box.checked = (f.tools || []).includes(box.value);
   if (seed !== undefined && seed !== null) $("seed").value = String(seed);
@@ -186,8 +187,8 @@ function setForm(f, seed) {
 
 function repeat(r) {
   setForm(r.form, r.seed);
-  if (r.body.messages.length > 1 && mode() === "chat") chat = r.body.messages.slice(0, -1);
-  showChat();
+  chat = r.body.messages ? r.body.messages.slice(0, -1) : [];
+  setMode();
   status(`the form holds run ${r.seed}: press Run to repeat it`);
 }
 
@@ -203,7 +204,8 @@ async function run() {
     status(`not sent: ${e.message}`, true);
     return;
   }
-  current = { form: formState(), body: b, seed: b.seed, outputs: [], time: new Date().toISOString() };
+  const url = b.messages ? "/v1/chat/completions" : "/v1/completions";
+  current = { form: formState(), url, body: b, seed: b.seed, outputs: [], time: new Date().toISOString() };
   $("empty").hidden = true;
   $("runinfo").hidden = true;
   $("variants").replaceChildren();
@@ -219,7 +221,7 @@ async function run() {
   status(b.search ? `searching (${b.search.strategy}) …` : "streaming …");
   if (b.search) startProgress(b.search, t0);
   try {
-    const res = await fetch("/v1/chat/completions", {
+    const res = await fetch(url, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: toJSON(b),
@@ -297,7 +299,7 @@ function variantCard(index) {
   again.addEventListener("click", () => current && repeat(current));
   tools.append(again);
   if (mode() === "chat") {
-    const reply = el("button", { type: "button", class: "repeat reply" }, "reply with this");
+    const reply = el("button", { type: "button", class: "repeat reply", title: "take this answer into the conversation and write the next message" }, "reply with this");
     reply.addEventListener("click", () => continueWith(card));
     tools.append(reply);
   }
@@ -315,7 +317,7 @@ function continueWith(card) {
   chat = [...r.body.messages, { role: "assistant", content: card.querySelector(".text").textContent }];
   $("prompt").value = "";
   $("seed").value = "";
-  showChat();
+  setMode();
   $("prompt").focus();
 }
 
@@ -346,8 +348,8 @@ async function readStream(res) {
 
 function onChoice(choice) {
   const card = variantCard(choice.index);
-  const delta = choice.delta || {};
-  if (delta.content) card.querySelector(".text").textContent += delta.content;
+  const piece = choice.text ?? (choice.delta || {}).content;  // completions: text; chat: delta
+  if (piece) card.querySelector(".text").textContent += piece;
   if (choice.seed !== undefined) {
     card.dataset.seed = String(choice.seed);
     card.querySelector(".label").textContent = `variant ${choice.index} · seed ${choice.seed}`;
@@ -373,9 +375,10 @@ function showSearch(resp) {
   card.dataset.seed = String(choice.seed ?? "");
   card.querySelector(".label").textContent = `winner · seed ${choice.seed ?? "?"}`;
   card.querySelector(".state").textContent = choice.finish_reason;
-  showText(card.querySelector(".text"), choice.message.content, choice.spans);
+  const text = choice.message ? choice.message.content : choice.text;
+  showText(card.querySelector(".text"), text, choice.spans);
   if (choice.trace) card.append(tracePlot(choice.trace));
-  current.outputs = [{ seed: choice.seed, text: choice.message.content, finish_reason: choice.finish_reason }];
+  current.outputs = [{ seed: choice.seed, text, finish_reason: choice.finish_reason }];
   current.search = { ...resp.search, tree: undefined };
   const s = resp.search;
   const spend = s.spend || {};
@@ -420,7 +423,7 @@ function exportRun(r) {
   const request = { ...r.body, seed: r.seed };
   const doc = {
     request, outputs: r.outputs, search: r.search, time: r.time,
-    rerun: `curl -s ${location.origin}/v1/chat/completions -H 'Content-Type: application/json' -d "$(jq .request run.json)"`,
+    rerun: `curl -s ${location.origin}${r.url || "/v1/chat/completions"} -H 'Content-Type: application/json' -d "$(jq .request run.json)"`,
   };
   const a = el("a", { href: URL.createObjectURL(new Blob([toJSON(doc, 2) + "\n"], { type: "application/json" })), download: `sazanami-run-${r.seed}.json` });
   document.body.append(a);
