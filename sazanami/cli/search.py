@@ -168,7 +168,10 @@ def search(
 
 
 # `-n` is SamplingParams.n elsewhere; here the strategy's (each candidate is one variant).
-options_of(search)["n"].help = "Variants per round (default: as many as the budget pays for); beam: its width."
+options_of(search)["n"].help = (
+    "Candidates side by side, one engine call (default: as many as the budget pays for); "
+    "beam: its width, tree: continuations per round, synthesize: its base's n."
+)
 options_of(search)["n"].show_default = False
 
 
