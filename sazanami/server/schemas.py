@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from sazanami.errors import ParameterError
 from sazanami.fields import field_docs
 from sazanami.params import SamplingParams
+from sazanami.search.budget import DEFAULT_BUDGET_SAMPLES, Budget, search_budget
 from sazanami.server.limits import Limits
 
 Prompt = str | list[dict[str, str]]
@@ -74,7 +75,8 @@ class SearchSpec(_Strict):
 
     strategy: str = Field("best_of_n", description="best_of_n, anneal, noise_search, beam, tree, optimize, synthesize.")
     budget: int | dict[str, Any] | None = Field(
-        None, description="Generated tokens (or {tokens, wall_s}); default 16 × max_tokens, capped by the server."
+        None,
+        description=f"Generated tokens (or {{tokens, wall_s}}); default {DEFAULT_BUDGET_SAMPLES} × max_tokens, capped by the server.",
     )
     scorer: str | dict[str, Any] | None = Field(
         None, description="logprob, judge, novelty, contains:a,b, regex:PATTERN, or a combination (default judge)."
@@ -310,8 +312,6 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
 
     def search_budget(self, params: SamplingParams, limits: Limits) -> Any:
         """The search's :class:`~sazanami.search.Budget`: its wall time at most the server's limit."""
-        from sazanami.search.budget import Budget, search_budget
-
         spec = self.search.budget if self.search is not None else None
         budget = search_budget(spec, params.max_tokens, cap=limits.max_search_budget)
         wall_s = min(budget.wall_s or limits.max_search_seconds, limits.max_search_seconds)
