@@ -189,7 +189,7 @@ function repeat(r) {
   setForm(r.form, r.seed);
   chat = r.body.messages ? r.body.messages.slice(0, -1) : [];
   setMode();
-  status(`the form holds run ${r.seed}: press Run to repeat it`);
+  status(`the form holds the run with seed ${r.seed}: press Run to repeat it`);
 }
 
 // -- running -------------------------------------------------------------------------------------
@@ -249,8 +249,8 @@ async function run() {
       if (b.search && !$("tree").querySelector("svg")) $("search").hidden = true;  // no tree is coming
       const field = fieldOf(e.param);
       if (field) fieldError(field, e.detail);
-      const where = e.param ? ` (param ${e.param}${field ? ", highlighted" : ""})` : "";
-      status(field ? `${e.status}: the server refused ${e.param}${where}` : `${String(e.message || e)}${where}`, true);
+      const where = e.param ? ` (param ${e.param})` : "";
+      status(field ? `${e.status}: the server refused ${e.param}: see the highlighted field` : `${String(e.message || e)}${where}`, true);
       if (!field && String(e.message).includes("\n")) $("status").classList.add("multiline");
     }
   } finally {
