@@ -314,3 +314,13 @@ def test_index_command_and_generate_with_its_corpus(corpus_dir, tmp_path):
     assert fast["token_ids"] == plain["token_ids"] and fast.get("drafted_tokens", 0) >= fast.get("accepted_tokens", 0)
     r = runner.invoke(main, [*args, "--speculative", f"corpus={tmp_path / 'missing'}"])
     assert r.exit_code == 2 and "no corpus index" in r.output
+
+
+def test_rows_near_the_context_end_draft_only_what_fits(tiny_engine: Engine, monkeypatch):
+    limit = tiny_engine.max_positions
+    long = tiny_engine.tokenizer.decode(tiny_engine.encode("ab " * limit, raw=True)[: limit - 20])
+    p = SamplingParams(n=2, seed=3, max_tokens=60, temperature=0.8, ignore_eos=True)
+    plain = tiny_engine.generate([long, "short"], p, raw=True)
+    scripted(monkeypatch, [c.token_ids for c in plain], most=16)
+    _, fast = both(tiny_engine, [long, "short"], p, raw=True)
+    assert fast[0].finish_reason == "length" and fast[0].prompt_tokens + len(fast[0].token_ids) <= limit + 1
