@@ -786,13 +786,15 @@ class ChatChoice:
 
 
 def message_of(calling: FunctionCalling | None, text: str, finish_reason: str) -> tuple[dict[str, Any], str]:
-    """The assistant message and finish reason of an output (``tool_calls`` when it called)."""
+    """The assistant message and finish reason of an output (``tool_calls`` when it called and
+    stopped; ``length`` stays ``length``, as when streamed)."""
     if calling is None:
         return {"role": "assistant", "content": text}, finish_reason
     content, calls = calling.parse(text)
     if not calls:
         return {"role": "assistant", "content": text}, finish_reason
-    return {"role": "assistant", "content": content, "tool_calls": [c.to_openai() for c in calls]}, "tool_calls"
+    reason = "tool_calls" if finish_reason == "stop" else finish_reason  # length stays: more may have come
+    return {"role": "assistant", "content": content, "tool_calls": [c.to_openai() for c in calls]}, reason
 
 
 def chat(
