@@ -32,8 +32,8 @@ from sazanami.speculative.corpus import SHARD, build_index
 def index(files: tuple[Path, ...], output: Path, model: str, backend: str, shard: int, as_json: bool) -> None:
     """Index FILES (files or folders) for speculative drafts: a suffix array over their tokens.
 
-    Generate with it through ``--speculative corpus=OUTPUT`` (or ``{"sources": ["corpus"],
-    "corpus": OUTPUT}``); an index works with the models whose tokenizer has the same
+    Generate with it through --speculative corpus=OUTPUT (or {"sources": ["corpus"],
+    "corpus": OUTPUT}); an index works with the models whose tokenizer has the same
     vocabulary (its hash is in the header) and is refused by name for any other.
     """
     tokenizer = load(model, backend=backend).tokenizer
