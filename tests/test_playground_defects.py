@@ -156,7 +156,7 @@ def test_search_seeds_are_exact_on_the_winner_and_the_nodes(page):
     _form(page, strategy="best_of_n", seed=str(BIG), budget="24", max_tokens="4")
     with page.expect_response("**/v1/chat/completions") as resp:
         _run(page, done="tree")
-    body = json.loads(resp.value.text())
+    body = next(c for c in _sse(resp.value.text()) if "search" in c)  # a search streams: its last chunk
     tree = body["search"]["tree"]
     assert body["seed"] == BIG and page.inner_text("#runseed") == f"run seed {BIG}"
     assert page.inner_text("#variant-0 .label") == f"winner · seed {body['choices'][0]['seed']}"
@@ -252,6 +252,46 @@ def test_a_search_shows_progress_and_a_stopped_stream_marks_its_cards(page):
     states = [page.inner_text(f"#variant-{i} .state") for i in range(page.locator(".variant").count())]
     _slow(page, -1)
     assert "…" not in states and "stopped" in states
+
+
+FIRST_NODES = """() => {
+  // What the tree panel showed when its first node (past the prompt) appeared.
+  window._firstNodes = null;
+  const tree = document.getElementById('tree');
+  window._treeWatch = new MutationObserver(() => {
+    const nodes = tree.querySelectorAll('.node:not(.root)').length;
+    if (window._firstNodes || !nodes) return;
+    window._firstNodes = { nodes, winner: Boolean(tree.querySelector('.node.winner')),
+                           running: document.getElementById('run').disabled };
+  });
+  window._treeWatch.observe(tree, { childList: true, subtree: true });
+}"""
+
+
+def test_a_search_draws_its_tree_as_it_grows(page):
+    """The search streams its nodes (issue 30): the tree is drawn while the search runs, and the
+    progress line counts nodes and tokens of the budget; the winner comes at the end."""
+    _form(page, strategy="anneal", seed="5", budget="240", max_tokens="10")
+    page.evaluate(FIRST_NODES)
+    _slow(page, 20_000)  # the stream's chunks arrive over a few seconds, as from a slower model
+    try:
+        with page.expect_response("**/v1/chat/completions") as resp:
+            page.click("#run")
+            page.wait_for_function(
+                "/anneal running · [0-9.]+ s · [0-9]+ nodes · [0-9]+ of 240 tokens/"
+                ".test(document.getElementById('progress-text').textContent)",
+                timeout=30_000,
+            )
+            page.wait_for_selector(".tree .node.winner", timeout=60_000)
+    finally:
+        _slow(page, -1)
+        first = page.evaluate("window._treeWatch.disconnect(), window._firstNodes")
+    tree = next(c for c in _sse(resp.value.text()) if "search" in c)["search"]["tree"]
+    assert first["running"] and not first["winner"], first  # drawn before the search's end
+    assert first["nodes"] < len(tree["nodes"]) - 1, first
+    assert page.locator(".tree .node").count() == len(tree["nodes"])
+    assert page.get_attribute("#progress", "aria-valuenow") is not None
+    page.wait_for_function("!document.getElementById('run').disabled")
 
 
 # -- 7. errors at their field ----------------------------------------------------------------------

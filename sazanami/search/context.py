@@ -15,12 +15,19 @@ Strategies and flows are written with the same few moves, all methods of
 
 Every seed is derived from the search seed (:meth:`seed_for`), so the same seed gives the
 same tree.
+
+``on_node`` watches the tree grow: it is called with a :class:`NodeEvent` for each node as it
+is added (in the tree's order, the root first) and again when it is scored. It runs on the
+search's thread, so it should only hand the event on (the server puts it in a queue); an
+exception in it is logged once and does not stop the search.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +44,22 @@ from sazanami.search.synthesis import Improver, Synthesizer
 from sazanami.search.tree import Node, Tree
 from sazanami.seeds import derive_seed, seed_or_fresh
 
-__all__ = ["Origin", "SearchContext"]
+__all__ = ["NodeEvent", "Origin", "SearchContext"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    """What a search's ``on_node`` hook is called with (see the module docstring)."""
+
+    stage: str
+    """``added`` (the node just joined the tree) or ``scored`` (its score was just set)."""
+    node: Node
+    generated_tokens: int
+    """Tokens the search has generated so far (candidates and judge calls)."""
+    budget_tokens: int
+    """The search's budget in generated tokens."""
 
 
 @dataclass
@@ -77,8 +99,13 @@ class SearchContext:
         improver: Improver | None = None,
         config: dict[str, Any] | None = None,
         islands: Islands | None = None,
+        on_node: Callable[[NodeEvent], Any] | None = None,
     ) -> None:
         self.engine = engine
+        if on_node is not None and not callable(on_node):
+            raise ParameterError("on_node", f"on_node must be callable, got {type(on_node).__name__}")
+        self.on_node = on_node
+        self._hook_failed = False
         if islands is not None and not isinstance(islands, Islands):
             raise ParameterError("islands", f"islands must be an Islands, got {type(islands).__name__}")
         self.islands = islands
@@ -112,7 +139,7 @@ class SearchContext:
                 **(config or {}),
             },
         )
-        self.root = self.tree.add(Node(0, None, text=self.task, kind="root"))
+        self.root = self.add(Node(0, None, text=self.task, kind="root"))
         self.round = 0
         self._bar = None
         if progress:
@@ -125,6 +152,23 @@ class SearchContext:
         if self.islands is not None:
             prompt = self.islands.apply_to_prompt(prompt, raw)
         return self.engine.encode(prompt, raw)
+
+    # -- the tree and its watcher --------------------------------------------------------------
+    def add(self, node: Node) -> Node:
+        """Add ``node`` to the tree (it gets its id) and tell ``on_node``."""
+        self.tree.add(node)
+        self._tell("added", node)
+        return node
+
+    def _tell(self, stage: str, node: Node) -> None:
+        if self.on_node is None:
+            return
+        try:
+            self.on_node(NodeEvent(stage, node, self.ledger.generated, self.budget.tokens))
+        except Exception:  # noqa: BLE001 - a watcher's failure must not end the search
+            if not self._hook_failed:
+                self._hook_failed = True
+                log.warning("the search's on_node hook raised (logged once; the search goes on)", exc_info=True)
 
     # -- seeds and rounds ----------------------------------------------------------------------
     def seed_for(self, *keys: object) -> int:
@@ -140,7 +184,9 @@ class SearchContext:
         self, index: int, params: SamplingParams | None = None, key: str = "sample", noise: Any = None
     ) -> RowRequest:
         """A new sample of the prompt; its seed is derived from (key, index)."""
-        return self.row(self.root, self.prompt_ids, params or self.params, self.seed_for(key, index), "sample", noise=noise)
+        return self.row(
+            self.root, self.prompt_ids, params or self.params, self.seed_for(key, index), "sample", noise=noise
+        )
 
     def row(
         self, parent: Node, prompt_ids: list[int], params: SamplingParams, seed: int, kind: str, **fields: Any
@@ -190,7 +236,9 @@ class SearchContext:
     def improvement(self, node: Node, index: int, params: SamplingParams | None = None) -> RowRequest:
         """Ask the model to improve ``node`` (with the scorer's reason as feedback)."""
         text = self.improver.prompt(self.task, node.text, node.reason)
-        return self.row(node, self.encode(text), params or self.params, self.seed_for("improve", node.id, index), "improve")
+        return self.row(
+            node, self.encode(text), params or self.params, self.seed_for("improve", node.id, index), "improve"
+        )
 
     def synthesis(
         self, nodes: list[Node], synth: Synthesizer, index: int, params: SamplingParams | None = None
@@ -256,7 +304,7 @@ class SearchContext:
             )
             if row.params.max_tokens < s.params.max_tokens:
                 node.meta["clipped_to"] = row.params.max_tokens
-            nodes.append(self.tree.add(node))
+            nodes.append(self.add(node))
         return nodes
 
     def _whole(self, row: RowRequest, c: Completion) -> Completion:
@@ -318,6 +366,7 @@ class SearchContext:
             node.score = s.value
             node.reason = s.reason
             node.scores = dict(s.parts) if s.parts else {scorer.name: s.value}
+            self._tell("scored", node)
         return nodes
 
     def pool(self) -> list[Node]:

@@ -43,7 +43,7 @@ from sazanami.fluctuation import NoiseMix
 from sazanami.islands.runtime import Islands
 from sazanami.params import MAX_N, MAX_TOKENS_LIMIT, SamplingParams
 from sazanami.rows import RowRequest
-from sazanami.search.context import SearchContext
+from sazanami.search.context import NodeEvent, SearchContext
 from sazanami.search.selectors import make_selector, rank
 from sazanami.search.synthesis import Improver, Synthesizer
 from sazanami.search.tree import Node, Tree
@@ -388,7 +388,7 @@ def _beam(ctx: SearchContext, width: int | None = None, beta: float | None = Non
         for c in completions:
             tag = c.tag if isinstance(c.tag, dict) else {}
             meta = {k: round(float(v), 4) for k, v in tag.items()} | {"width": w}
-            nodes.append(ctx.tree.add(Node.from_completion(c, ctx.root.id, "beam", r, ctx.params, meta=meta)))
+            nodes.append(ctx.add(Node.from_completion(c, ctx.root.id, "beam", r, ctx.params, meta=meta)))
         ctx.score(nodes)
         r += 1
 
@@ -752,6 +752,7 @@ def search(
     progress: bool = False,
     improver: Improver | None = None,
     islands: Islands | None = None,
+    on_node: Callable[[NodeEvent], Any] | None = None,
     **options: Any,
 ) -> Tree:
     """Run ``strategy`` on ``prompt`` and return its tree (``tree.text`` is the winner).
@@ -768,6 +769,10 @@ def search(
         islands: tools the candidates may call and/or a grammar they follow
             (:class:`sazanami.islands.Islands`); each branch keeps its own tool history,
             identical calls run once per search. Judge calls get none.
+        on_node: called with a :class:`~sazanami.search.context.NodeEvent` for each node
+            as it is added to the tree (in order, the root first) and as it is scored; it
+            runs on the search's thread and should be quick; an exception in it is logged
+            and the search goes on.
         options: the strategy's own options (see :func:`strategy_options`); for
             ``synthesize``, options of its base strategy are passed on to it.
     """
@@ -787,6 +792,7 @@ def search(
         improver=improver,
         config={"options": _jsonable(options)},
         islands=islands,
+        on_node=on_node,
     )
     check_strategy_options(name, options, ctx.budget.tokens)  # bounds that follow from the budget
     try:

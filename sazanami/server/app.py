@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -142,7 +143,8 @@ class _Run:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
 
     async def events(self, request: Request) -> AsyncIterator[Event]:
-        """Events until done/error; a client disconnect cancels the run and ends them."""
+        """Events until done/error (deltas and a search's nodes come before); a client
+        disconnect cancels the run and ends them."""
         watcher = asyncio.create_task(_disconnected(request))
         try:
             while True:
@@ -152,7 +154,7 @@ class _Run:
                     getter.cancel()
                     raise Cancelled("the client went away")
                 event = getter.result()
-                if event[0] != "deltas":
+                if event[0] not in ("deltas", "node"):
                     self.ended = True
                 yield event
                 if self.ended:
@@ -404,7 +406,7 @@ class Server:
         run.cancel = cancelled.set
         deadline = time.monotonic() + self.limits.max_search_seconds
         engine = BatchedEngine(self.engine, self.batcher, cancelled, plan.alone, deadline)
-        fn = partial(self._search, plan, engine)
+        fn = partial(self._search, plan, engine, run.sink if plan.req.stream else None)
 
         def work() -> None:
             with self._lock:
@@ -420,12 +422,16 @@ class Server:
         self.pool.submit(work)
         return run
 
-    def _search(self, plan: _Plan, engine: BatchedEngine) -> Any:
+    def _search(self, plan: _Plan, engine: BatchedEngine, sink: Callable[[Event], None] | None = None) -> Any:
+        """Run the plan's search; with ``sink`` (a streamed request), each node as it is added
+        or scored goes to it as a ``("node", payload)`` event (:func:`_search_node`)."""
         from sazanami.search import search
 
         spec = plan.req.search
         assert spec is not None
         kw: dict[str, Any] = {"scorer": spec.scorer} if spec.scorer is not None else {}
+        if sink is not None:
+            kw["on_node"] = lambda event: sink(("node", _search_node(event)))
         return search(
             engine,
             plan.prompts[0],
@@ -558,7 +564,9 @@ class Server:
             async for kind, value in events:
                 if kind == "error":
                     raise value
-                if kind == "deltas":
+                if kind == "node":  # a search's tree as it grows: an empty piece of choice 0 carries it
+                    yield shape.chunk([shape.piece(0, "")], search_node=value)
+                elif kind == "deltas":
                     self.monitor.output(plan.clock)
                     self.feed(plan, choices, value)
                     for d in value:
@@ -600,6 +608,29 @@ class Server:
         if plan.req.wants_usage():
             yield shape.chunk([], usage(plan.prompt_tokens, completion_tokens, plan.cached_tokens()), seed=seed)
         yield DONE
+
+
+_NODE_ADDED = ("id", "parent", "kind", "round", "seed", "temperature", "tokens", "text", "finish_reason")
+
+
+def _search_node(event: Any) -> dict[str, Any]:
+    """A streamed search's ``search_node`` object (docs/guide/server.md): a node just added
+    (its place in the tree, seed and text) or just scored (its score and the scorer's reason),
+    with the tokens generated so far and the budget. Built on the search's thread, so it is a
+    snapshot: the node may change later."""
+    n = event.node
+    if event.stage == "added":
+        node = {k: getattr(n, k) for k in _NODE_ADDED} | {"sources": list(n.sources), "spans": list(n.spans)}
+    else:  # JSON has no NaN or infinity: such a score is sent as null, as the tree writes it
+        finite = {k: v if v is None or math.isfinite(v) else None for k, v in n.scores.items()}
+        score = n.score if n.score is None or math.isfinite(n.score) else None
+        node = {"id": n.id, "score": score, "scores": finite, "reason": n.reason, "pruned": n.pruned}
+    return {
+        "event": event.stage,
+        "node": node,
+        "generated_tokens": event.generated_tokens,
+        "budget_tokens": event.budget_tokens,
+    }
 
 
 def _cache_info(engine: Any) -> dict[str, Any] | None:

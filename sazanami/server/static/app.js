@@ -1,5 +1,6 @@
 // sazanami playground: one page over the OpenAI-compatible API (no build step).
-// Plain sampling streams n variants side by side (SSE); a search returns its tree.
+// Plain sampling streams n variants side by side (SSE); a search streams its tree as it grows
+// (a `search_node` chunk per node added or scored) and ends with the winner and the whole tree.
 // Tool results injected into a text (islands) are shown as <mark class="island">.
 // Seeds are read and sent exactly (parseJSON/toJSON in treeview.js: 63-bit integers as BigInt).
 // Chat mode keeps the conversation (/v1/chat/completions: the model's chat template formats it on
@@ -12,6 +13,9 @@ let controller = null;  // aborting the fetch cancels the generation on the serv
 let current = null;     // the run on the page: {form, body, seed, outputs}
 let chat = [];          // chat mode: the conversation so far ({role, content})
 let ticker = null;      // the progress line's clock while a search runs
+let live = null;        // a streamed search's tree so far: {nodes, best, generated, budget}
+let drawing = null;     // the pending redraw of the live tree (at most one per DRAW_MS)
+const DRAW_MS = 120;
 const HISTORY = "sazanami-playground-runs", HISTORY_MAX = 20;
 const FIELDS = ["prompt", "n", "max_tokens", "temperature", "seed", "preset", "sigma", "beta", "strategy", "budget", "scorer", "regex"];
 
@@ -160,6 +164,7 @@ function body() {
   const strategy = $("strategy").value;
   if (strategy) {
     b.search = { strategy, budget: numberOf("budget", { integer: true, min: 1 }), scorer: $("scorer").value || undefined, return_tree: true };
+    b.stream = true;  // its nodes arrive as the search adds them
   } else {
     b.n = numberOf("n", { integer: true, min: 1 });
     b.stream = true;
@@ -244,7 +249,7 @@ async function run() {
       status("stopped");
       for (const s of document.querySelectorAll(".variant:not(.done) .state")) s.textContent = "stopped";
       document.querySelectorAll(".variant:not(.done)").forEach((c) => c.classList.add("stopped"));
-      if (b.search) $("tree").replaceChildren(el("p", { class: "muted" }, "stopped: a search that is stopped returns no tree"));
+      if (b.search) stoppedTree();
     } else {
       if (b.search && !$("tree").querySelector("svg")) $("search").hidden = true;  // no tree is coming
       const field = fieldOf(e.param);
@@ -254,6 +259,9 @@ async function run() {
       if (!field && String(e.message).includes("\n")) $("status").classList.add("multiline");
     }
   } finally {
+    live = null;
+    clearTimeout(drawing);
+    drawing = null;
     stopProgress();
     $("run").disabled = false;
     $("stop").disabled = true;
@@ -261,23 +269,62 @@ async function run() {
   }
 }
 
-// A search answers once, at its end: until then a bar and a clock say it is running.
+// While a search runs, a clock, its nodes so far and a bar of the tokens generated of its budget
+// (the bar slides until the first node says how far it is).
 function startProgress(search, t0) {
   $("progress").hidden = false;
+  $("progress").classList.remove("determinate");
+  $("progress").removeAttribute("aria-valuenow");
+  $("progress").querySelector(".bar span").style.width = "";
   const limit = info.limits.max_search_seconds;
   const tick = () => {
     const s = (performance.now() - t0) / 1000;
-    $("progress-text").textContent = `${search.strategy} running · ${s.toFixed(1)} s · budget ${search.budget ?? "default"} tokens · at most ${limit} s`;
+    const spent = live && live.budget
+      ? `${live.nodes.length - 1} nodes · ${live.generated} of ${live.budget} tokens`
+      : `budget ${search.budget ?? "default"} tokens`;
+    $("progress-text").textContent = `${search.strategy} running · ${s.toFixed(1)} s · ${spent} · at most ${limit} s`;
   };
   tick();
   ticker = setInterval(tick, 200);
-  $("tree").replaceChildren(el("p", { class: "muted" }, "the tree appears when the search ends"));
+  $("tree").replaceChildren(el("p", { class: "muted" }, "the tree appears as the search adds nodes"));
 }
 
 function stopProgress() {
   clearInterval(ticker);
   ticker = null;
   $("progress").hidden = true;
+}
+
+// -- a streamed search's tree as it grows ------------------------------------------------------
+function growTree(ev) {
+  if (!live) live = { nodes: [], best: null, seed: current.seed };
+  if (ev.event === "added") live.nodes[ev.node.id] = { score: null, ...ev.node };
+  else if (live.nodes[ev.node.id]) Object.assign(live.nodes[ev.node.id], ev.node);
+  live.generated = ev.generated_tokens;
+  live.budget = ev.budget_tokens;
+  const share = Math.min(1, live.generated / Math.max(1, live.budget));
+  $("progress").classList.add("determinate");
+  $("progress").setAttribute("aria-valuenow", String(Math.round(100 * share)));
+  $("progress").querySelector(".bar span").style.width = `${(100 * share).toFixed(1)}%`;
+  if (!drawing) drawing = setTimeout(drawLive, DRAW_MS);
+}
+
+function drawLive() {
+  drawing = null;
+  if (!live || !live.nodes.length) return;
+  const selected = $("tree").querySelector(".node.selected")?.dataset.id;
+  drawTree(live, $("tree"), $("detail"));
+  if (selected !== undefined) $("tree").querySelector(`[data-id="${selected}"]`)?.classList.add("selected");
+  $("spend").textContent = `${live.nodes.length - 1} nodes so far`;
+}
+
+// A stopped search picks no winner: the tree as far as it grew stays, with a note.
+function stoppedTree() {
+  const grown = live && live.nodes.length > 1;
+  if (grown) drawLive();
+  const note = el("p", { class: "muted" }, grown ? "stopped: the tree so far (a stopped search picks no winner)" : "stopped: a search that is stopped returns no tree");
+  if (grown) $("tree").prepend(note);
+  else $("tree").replaceChildren(note);
 }
 
 function showRunInfo(seed) {
@@ -325,6 +372,8 @@ async function readStream(res) {
   const reader = res.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
+  const searching = Boolean(current.body.search);
+  let winner = null, text = "", last = null;  // a search: its winner's text and its last chunk
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
@@ -338,8 +387,21 @@ async function readStream(res) {
       const chunk = parseJSON(data);
       if (chunk.error) throw new Error(chunk.error.message);
       if (chunk.seed !== undefined && chunk.seed !== null) showRunInfo(chunk.seed);
-      for (const choice of chunk.choices || []) onChoice(choice);
+      if (chunk.search_node) growTree(chunk.search_node);
+      else if (searching) {  // the winner's text comes after the tree; shown whole at the end
+        for (const choice of chunk.choices || []) {
+          text += choice.text ?? (choice.delta || {}).content ?? "";
+          if (choice.finish_reason) winner = choice;
+        }
+        if (chunk.search) last = chunk;
+      } else for (const choice of chunk.choices || []) onChoice(choice);
     }
+  }
+  if (searching) {
+    if (!last || !winner) throw new Error("the search's stream ended without its result");
+    live = null;
+    showSearch({ seed: last.seed, search: last.search, choices: [{ ...winner, text, delta: undefined }] });
+    return;
   }
   current.outputs = [...document.querySelectorAll(".variant")].map((c) => ({
     seed: c.dataset.seed, text: c.querySelector(".text").textContent, finish_reason: c.querySelector(".state").textContent,
