@@ -319,9 +319,14 @@ class _Plan:
 class Server:
     """What the routes share: the engine, its batcher, the limits and the admission counter."""
 
-    def __init__(self, engine: Engine, model_name: str, limits: Limits, tools: Any = None) -> None:
+    def __init__(
+        self, engine: Engine, model_name: str, limits: Limits, tools: Any = None, aliases: tuple[str, ...] = ()
+    ) -> None:
         self.engine = engine
         self.model_name = model_name
+        """The id the model is served under (:func:`model_id`): /v1/models, every response's ``model``."""
+        self.aliases = aliases
+        """Other names a request may give the model by (the path it was loaded from); never shown."""
         self.limits = limits
         self.tools = tools
         pc = getattr(engine, "prefix_cache", None)
@@ -364,7 +369,7 @@ class Server:
             self.slots.release()
 
     def check_model(self, model: str | None) -> None:
-        if model is not None and model not in (self.model_name, self.engine.backend.name):
+        if model is not None and model not in (self.model_name, self.engine.backend.name, *self.aliases):
             raise ApiError(
                 404,
                 f"The model {model!r} does not exist; this server serves {self.model_name!r}",
@@ -639,6 +644,21 @@ def _cache_info(engine: Any) -> dict[str, Any] | None:
     return None if pc is None else pc.stats.to_dict() | {"bytes": pc.nbytes, "max_bytes": pc.max_bytes}
 
 
+def model_id(model: str) -> str:
+    """The id ``model`` is served under: a registry name as it is; for a path, the file's stem
+    (``.gguf``) or the directory's name, never the path (which would show the server's file
+    system to every client): ``/srv/models/SmolLM2-135M.Q4_1.gguf`` → ``SmolLM2-135M.Q4_1``."""
+    kind, sep, rest = model.partition(":")
+    if sep and kind == "noise-lm":  # a research model: noise-lm:DIR
+        return f"{kind}:{model_id(rest)}"
+    path = Path(model).expanduser()
+    if model.endswith(".gguf"):
+        return path.stem
+    if "/" in model or "\\" in model or path.is_dir():
+        return path.resolve().name
+    return model
+
+
 def create_app(
     model: str = DEFAULT_MODEL,
     limits: Limits | None = None,
@@ -650,7 +670,9 @@ def create_app(
     api_key: str | None = None,
     cors_origins: list[str] | None = None,
 ) -> FastAPI:
-    """The server for ``model`` (a registry name, HF directory or ``.gguf``; or a ready ``engine``).
+    """The server for ``model`` (a registry name, HF directory or ``.gguf``; or a ready ``engine``),
+    served under :func:`model_id` (a path's file stem or directory name; requests may name it so
+    or by the path they were given).
 
     ``tools``: the :class:`~sazanami.islands.ToolRegistry` requests may use; ``"builtin"``
     (default) is CALC; None allows none. ``backend`` (:data:`~sazanami.models.BACKENDS`):
@@ -672,7 +694,7 @@ def create_app(
         from sazanami.islands import builtin_tools
 
         tools = builtin_tools(["calc"])
-    server = Server(engine, model, limits, tools)
+    server = Server(engine, model_id(model), limits, tools, aliases=(model,))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
