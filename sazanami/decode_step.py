@@ -192,6 +192,9 @@ class Step:
     """Batch row → (its token at the normal position, the result ids injected after it)."""
     accepted: list[int] = field(default_factory=list)
     """Per row, the drafted tokens :meth:`RowStep.verify` kept (empty for a plain step)."""
+    taken: list[list[int]] = field(default_factory=list)
+    """Per row, every token it drew this step, in order (:meth:`RowStep.verify`; empty for a
+    plain step, where ``drawn`` is the one)."""
 
 
 class RowStep:
@@ -256,6 +259,7 @@ class RowStep:
         s = self(logits[:, 0], positions)  # position 0: every row, as in plain decoding
         tokens, drawn, injected = s.tokens.clone(), list(s.drawn), dict(s.injected)
         accepted = [0] * len(self.rows)
+        taken = [[t] for t in drawn]
         for i, d in enumerate(drafts):
             self.rows[i].drafted += len(d)
 
@@ -289,9 +293,10 @@ class RowStep:
                 self.rows[i].accepted += 1
                 tokens[i] = injected[i][0] if i in injected else new[i]
                 drawn[i] = new[i]
+                taken[i].append(new[i])
             j += 1
             live = [i for i in live if goes_on(i, j)]
-        return Step(tokens, drawn, injected, accepted)
+        return Step(tokens, drawn, injected, accepted, taken)
 
     # -- its parts ------------------------------------------------------------------------------
     def process(self, logits: torch.Tensor) -> tuple[torch.Tensor, Processed]:

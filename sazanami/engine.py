@@ -65,6 +65,13 @@ class Delta:
     finish_reason: str | None = None
     cached_tokens: int = 0
     """Prompt tokens of the row taken from the prefix cache (the same in each of its deltas)."""
+    token_ids: list[int] | None = None
+    """Every token the row drew this step, in order: several when a draft was accepted
+    (speculative decoding); None: ``token_id`` alone."""
+    drafted: int = 0
+    """Tokens drafted for the row so far (speculative decoding)."""
+    accepted: int = 0
+    """Of them, those its sampler drew (kept)."""
 
 
 class Engine:
@@ -229,7 +236,8 @@ class Engine:
             if emit:
                 yield [
                     Delta(a, rows[a].delta(), s.drawn[i], rows[a].finish_reason is not None,
-                          rows[a].finish_reason, cached[a])
+                          rows[a].finish_reason, cached[a], s.taken[i] if s.taken else None,
+                          rows[a].drafted, rows[a].accepted)
                     for i, a in enumerate(active)
                 ]  # fmt: skip
             else:

@@ -324,3 +324,30 @@ def test_rows_near_the_context_end_draft_only_what_fits(tiny_engine: Engine, mon
     scripted(monkeypatch, [c.token_ids for c in plain], most=16)
     _, fast = both(tiny_engine, [long, "short"], p, raw=True)
     assert fast[0].finish_reason == "length" and fast[0].prompt_tokens + len(fast[0].token_ids) <= limit + 1
+
+
+# -- the HTTP API ------------------------------------------------------------------------------------
+def test_server_counts_every_accepted_token_and_reports_drafts(tiny_engine: Engine):
+    """A step that accepts a draft adds several tokens to a choice (regression: one per step)."""
+    import urllib.request
+
+    from sazanami.server import Limits, create_app
+    from sazanami.server.testing import serving
+
+    body = {"model": "tiny-random", "prompt": REPEATS[:-4], "max_tokens": 48, "temperature": 0, "seed": 1,
+            "ignore_eos": True}  # fmt: skip
+
+    def post(base: str, extra: dict) -> dict:
+        req = urllib.request.Request(
+            f"{base}/v1/completions", json.dumps(body | extra).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.loads(r.read())
+
+    with serving(create_app("tiny-random", Limits(max_tokens=64), engine=tiny_engine)) as base:
+        plain, fast = post(base, {}), post(base, {"speculative": "prompt"})
+    assert fast["choices"][0]["text"] == plain["choices"][0]["text"]
+    assert fast["usage"]["completion_tokens"] == plain["usage"]["completion_tokens"] == 48
+    details = fast["usage"]["completion_tokens_details"]
+    assert details["accepted_prediction_tokens"] > 15 and details["rejected_prediction_tokens"] >= 0
+    assert "completion_tokens_details" not in plain["usage"]

@@ -299,6 +299,12 @@ class _Plan:
         """One per row; none for beams (their choices come with the completions)."""
         return [Choice(i, seed=r.seed) for i, r in enumerate(self.rows)] if self.kind == "sample" else []
 
+    def predictions(self, choices: list[Choice]) -> tuple[int, int] | None:
+        """(drafted, accepted) tokens of speculative decoding over the choices; None without it."""
+        if self.params.speculative is None or self.kind != "sample":
+            return None
+        return sum(c.drafted for c in choices), sum(c.accepted for c in choices)
+
     def cached_tokens(self) -> int | None:
         """Prompt tokens of this request the prefix cache served, each distinct prompt once
         (as ``prompt_tokens`` counts them); None for a search (its ``spend`` reports them)."""
@@ -457,10 +463,12 @@ class Server:
         for d in deltas:
             c = choices[d.row]
             c.text += d.text
-            eos = d.finished and d.finish_reason == "stop" and d.token_id in self.eos and not ignore_eos
-            if d.token_id is not None and not eos:
-                c.tokens += 1
-                c.token_ids.append(d.token_id)
+            ids = d.token_ids if d.token_ids is not None else [] if d.token_id is None else [d.token_id]
+            eos = d.finished and d.finish_reason == "stop" and bool(ids) and ids[-1] in self.eos and not ignore_eos
+            taken = ids[:-1] if eos else ids  # several when a draft was accepted (speculative decoding)
+            c.tokens += len(taken)
+            c.token_ids.extend(taken)
+            c.drafted, c.accepted = d.drafted, d.accepted
             if d.finished:
                 c.finish_reason = d.finish_reason
             plan.cached[d.row] = d.cached_tokens
@@ -476,6 +484,7 @@ class Server:
             c.seed, c.token_ids, c.logprobs = comp.seed, comp.token_ids, comp.logprobs
             c.trace, c.spans = comp.trace or None, comp.spans or None
             c.top_logprobs = comp.top_logprobs or None
+            c.drafted, c.accepted = comp.drafted_tokens, comp.accepted_tokens
         return choices
 
     def search_result(self, plan: _Plan, tree: Any) -> tuple[Choice, dict[str, Any]]:
@@ -531,7 +540,7 @@ class Server:
         if completion_tokens is None:
             completion_tokens = sum(c.tokens for c in choices)
         self.monitor.tokens(plan.prompt_tokens, completion_tokens)
-        tokens = usage(plan.prompt_tokens, completion_tokens, plan.cached_tokens())
+        tokens = usage(plan.prompt_tokens, completion_tokens, plan.cached_tokens(), plan.predictions(choices))
         return plan.shape.response(choices, tokens, self.engine.tokenizer, plan.want_logprobs, **extra)
 
     async def stream(self, plan: _Plan, request: Request) -> AsyncIterator[str]:
@@ -611,7 +620,8 @@ class Server:
             completion_tokens = sum(c.tokens for c in choices)
         self.monitor.tokens(plan.prompt_tokens, completion_tokens)
         if plan.req.wants_usage():
-            yield shape.chunk([], usage(plan.prompt_tokens, completion_tokens, plan.cached_tokens()), seed=seed)
+            tokens = usage(plan.prompt_tokens, completion_tokens, plan.cached_tokens(), plan.predictions(choices))
+            yield shape.chunk([], tokens, seed=seed)
         yield DONE
 
 

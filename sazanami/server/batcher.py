@@ -128,9 +128,7 @@ class _Cohort:
                 self.live.discard(d.row)
             job, local = self.owner[d.row]
             if id(job) not in self.cut:
-                by_job.setdefault(id(job), []).append(
-                    Delta(local, d.text, d.token_id, d.finished, d.finish_reason, d.cached_tokens)
-                )
+                by_job.setdefault(id(job), []).append(dataclasses.replace(d, row=local))
         for job in self.jobs:
             if id(job) in by_job:
                 job.sink(("deltas", by_job[id(job)]))

@@ -36,6 +36,10 @@ class Choice:
     """Per token, the most likely (id, log-prob) alternatives under the raw model distribution."""
     tool_calls: list[dict[str, Any]] | None = None
     """OpenAI function calls the output made (``text`` is then the content before them, or None)."""
+    drafted: int = 0
+    """Tokens speculative decoding drafted for it."""
+    accepted: int = 0
+    """Of them, those its sampler drew."""
 
 
 class Shape:
@@ -159,9 +163,16 @@ def logprobs_object(c: Choice, tokenizer: Any, chat: bool) -> dict[str, Any] | N
     }
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> dict[str, Any]:
+def usage(
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int | None = None,
+    predictions: tuple[int, int] | None = None,
+) -> dict[str, Any]:
     """OpenAI's usage object; ``cached_tokens`` (prompt tokens the prefix cache served) goes
-    under ``prompt_tokens_details`` when known."""
+    under ``prompt_tokens_details`` when known; ``predictions`` (drafted, accepted tokens of
+    speculative decoding) under ``completion_tokens_details`` as OpenAI's predicted outputs
+    report theirs (accepted / rejected prediction tokens)."""
     out: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -169,6 +180,12 @@ def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None 
     }
     if cached_tokens is not None:
         out["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    if predictions is not None:
+        drafted, accepted = predictions
+        out["completion_tokens_details"] = {
+            "accepted_prediction_tokens": accepted,
+            "rejected_prediction_tokens": drafted - accepted,
+        }
     return out
 
 
