@@ -691,7 +691,9 @@ class LlamaCppBackend:
         a row, whatever its blocks), so a row reuses every cached token but its last."""
         self.verifies_drafts = True
         """Speculative decoding: :meth:`forward` returns logits of every drafted position
-        (``counts``) and :meth:`SeqCache.trim` removes a rejected draft's cells."""
+        (``counts``) and :meth:`SeqCache.trim` removes a rejected draft's cells. Bit-identical to
+        one-token steps with one thread; with more, a one-row step past 256 cells splits its
+        attention over the threads and near-ties can flip (docs/SPECULATIVE.md: 7 of 30 rows)."""
         self.supports_prefix_cache = lib.llama_model_n_swa(model) == 0
         """Prefix blocks live in spare sequence ids (:meth:`SeqCache.read_block`); not for
         sliding-window models, whose window cache would keep the held cells."""
