@@ -290,6 +290,7 @@ def test_a_search_draws_its_tree_as_it_grows(page):
     assert first["running"] and not first["winner"], first  # drawn before the search's end
     assert first["nodes"] < len(tree["nodes"]) - 1, first
     assert page.locator(".tree .node").count() == len(tree["nodes"])
+    assert page.text_content("#variant-0 .text") == tree["nodes"][tree["best"]]["text"]  # the winner, whole
     assert page.get_attribute("#progress", "aria-valuenow") is not None
     page.wait_for_function("!document.getElementById('run').disabled")
 

@@ -13,6 +13,7 @@ let controller = null;  // aborting the fetch cancels the generation on the serv
 let current = null;     // the run on the page: {form, body, seed, outputs}
 let chat = [];          // chat mode: the conversation so far ({role, content})
 let ticker = null;      // the progress line's clock while a search runs
+let tick = () => {};    // writes the progress line now (a node that arrives updates it at once)
 let live = null;        // a streamed search's tree so far: {nodes, best, generated, budget}
 let drawing = null;     // the pending redraw of the live tree (at most one per DRAW_MS)
 const DRAW_MS = 120;
@@ -277,7 +278,7 @@ function startProgress(search, t0) {
   $("progress").removeAttribute("aria-valuenow");
   $("progress").querySelector(".bar span").style.width = "";
   const limit = info.limits.max_search_seconds;
-  const tick = () => {
+  tick = () => {
     const s = (performance.now() - t0) / 1000;
     const spent = live && live.budget
       ? `${live.nodes.length - 1} nodes · ${live.generated} of ${live.budget} tokens`
@@ -292,6 +293,7 @@ function startProgress(search, t0) {
 function stopProgress() {
   clearInterval(ticker);
   ticker = null;
+  tick = () => {};
   $("progress").hidden = true;
 }
 
@@ -306,6 +308,7 @@ function growTree(ev) {
   $("progress").classList.add("determinate");
   $("progress").setAttribute("aria-valuenow", String(Math.round(100 * share)));
   $("progress").querySelector(".bar span").style.width = `${(100 * share).toFixed(1)}%`;
+  tick();
   if (!drawing) drawing = setTimeout(drawLive, DRAW_MS);
 }
 
