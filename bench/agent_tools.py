@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         done = json.loads((Path(args.out) / "summary.json").read_text())
         print(table(done["results"]))
-        print(f"\n{done['finished_runs']} runs on {done['machine']['processor'] or done['machine']['platform']}, "
+        print(f"\n{done['finished_runs']} runs on {done['machine'].get('cpu') or done['machine']['platform']}, "
               f"{done['date']}: `{done['command']}`")  # fmt: skip
         return 0
     runs = 2 if args.quick else args.runs
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def write_summary() -> dict[str, Any]:
         summary = {
-            "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+            "machine": {"platform": platform.platform(), "cpu": models.cpu_model(), "cpus": os.cpu_count()},
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "command": command,
             "model": args.model,
