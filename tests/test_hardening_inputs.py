@@ -170,7 +170,6 @@ def test_grammar_bounds_accept_real_grammars():
 
 
 def test_bounds_are_linear_and_never_recurse():
-    t = time.monotonic()
     assert json_nesting('{"a": "[[[{{", "b": [[1, "]"], {"c": "\\"["}]}') == 3
     assert json_nesting("[" * 200_000) == 200_000  # no RecursionError: a count, not a parse
     with pytest.raises(ParameterError, match="values"):
@@ -189,7 +188,6 @@ def test_bounds_are_linear_and_never_recurse():
     long_chain = "start: r0\n" + "\n".join(f"r{i}: r{i + 1}" for i in range(900)) + '\nr900: "z"'
     with pytest.raises(ParameterError, match="902 levels"):
         check_grammar("lark", long_chain, "grammar")
-    assert time.monotonic() - t < 2
 
 
 def test_the_deepest_grammars_the_bounds_allow_compile_without_crashing():
