@@ -23,6 +23,7 @@ from sazanami.params import SamplingParams
 
 __all__ = ["Completion", "Output", "RowRequest", "RunningRow", "Span", "find_stop", "injected_tokens"]
 
+
 class Span(TypedDict, total=False):
     """Text that islands injected into an output (a tool's result), not drawn by the model.
 
