@@ -146,6 +146,9 @@ def main() -> None:
             (docs / f"{k:03d}_{entry}.py").write_text(code)
         for name in args.models.split(","):
             backend = models.load(name, backend="llamacpp", threads=args.threads)
+            regimes = backend.call_regimes()  # probed once, outside the timings
+            print(f"{name}: calls of {regimes[0] or 'no'} tokens or more take other kernels", flush=True)
+            meta.setdefault("call_regimes", {})[name] = regimes
             engine = Engine(backend)
             index = Path(tmp) / f"index-{name}"
             build_index([docs], index, engine.tokenizer)

@@ -306,14 +306,20 @@ class Engine:
         """Each batch row's draft for the next forward: none for a row a tool's result follows;
         at most the draws a row has left minus one (its token is one) and what the cache and the
         model's context hold after the row's token (a padded batch writes every row's positions
-        up to the longest draft, so the tightest row bounds them all)."""
+        up to the longest draft, so the tightest row bounds them all); in all, what the backend's
+        ``draft_limits`` allows a call of this many rows."""
         ends = lengths.tolist()
         top = min(min(capacity, self.max_positions) - 1 - e for e in ends)  # positions after the token
+        total, per_row = self.backend.draft_limits(len(ends))  # what keeps every row's logits exact
         room = [
-            0 if i in injected else max(0, min(r.req.params.max_tokens - r.drawn - 1, top))
+            0 if i in injected else max(0, min(r.req.params.max_tokens - r.drawn - 1, top, per_row))
             for i, r in enumerate(step.rows)
         ]
-        return drafter.propose([r.tokens for r in step.rows], room)
+        drafts = drafter.propose([r.tokens for r in step.rows], room)
+        for i, d in enumerate(drafts):  # the call's drafts in all, first rows first
+            drafts[i] = d[: max(0, total)]
+            total -= len(drafts[i])
+        return drafts
 
     def _forward_drafts(
         self, tokens: torch.Tensor, drafts: list[list[int]], cache: Any, lengths: torch.Tensor

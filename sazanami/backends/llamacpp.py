@@ -657,6 +657,10 @@ class LlamaCppBackend:
         lib.llama_backend_init()
         mp = lib.llama_model_default_params()
         mp.n_gpu_layers = 0
+        # no weight repacking: a repacked matmul runs a batch's tokens in groups of four through
+        # another kernel than the rest, so a token's logits would depend on its place in the call
+        # (measured on Qwen2.5-Coder's Q4_K weights: drafts verified in one call ≠ one-token steps)
+        mp.use_extra_bufts = False
         model = lib.llama_model_load_from_file(str(path).encode(), mp)
         if not model:
             raise ModelNotFoundError(f"llama.cpp could not load {path}")
@@ -692,8 +696,10 @@ class LlamaCppBackend:
         self.verifies_drafts = True
         """Speculative decoding: :meth:`forward` returns logits of every drafted position
         (``counts``) and :meth:`SeqCache.trim` removes a rejected draft's cells. Bit-identical to
-        one-token steps with one thread; with more, a one-row step past 256 cells splits its
-        attention over the threads and near-ties can flip (docs/SPECULATIVE.md: 7 of 30 rows)."""
+        one-token steps within :meth:`draft_limits`, with one thread; with more, a one-row step
+        past 512 cells splits its attention over the threads and near-ties can flip
+        (docs/SPECULATIVE.md)."""
+        self._regimes: tuple[int | None, bool] | None = None
         self.supports_prefix_cache = lib.llama_model_n_swa(model) == 0
         """Prefix blocks live in spare sequence ids (:meth:`SeqCache.read_block`); not for
         sliding-window models, whose window cache would keep the held cells."""
@@ -795,6 +801,61 @@ class LlamaCppBackend:
         rows = torch.from_numpy(x[len(tok) - B * T :]).view(B, T, C)
         noisy = hook(-1, rows).reshape(B * T, C).float().numpy()
         return np.ascontiguousarray(np.concatenate([x[: len(tok) - B * T], noisy]), dtype=np.float32)
+
+    def draft_limits(self, rows: int) -> tuple[int, int]:
+        """Drafted tokens one forward of ``rows`` rows may carry beside each row's own token —
+        (in all, per row) — such that every row's logits stay bit-identical to a plain step's.
+
+        llama.cpp picks its matmul kernels by the tokens in a call: below some count (measured
+        once, :meth:`call_regimes`) a call computes each token as a one-token call does, from it
+        on another kernel rounds differently. A call with drafts must stay on the side of that
+        count where the plain step (``rows`` tokens) is; per row, one piece (:data:`ROW_PIECE`).
+        """
+        threshold, uniform = self.call_regimes()
+        per_row = ROW_PIECE - 1
+        if rows >= BATCH:
+            return 0, 0
+        if threshold is None:
+            return BATCH - rows, per_row
+        if rows < threshold:
+            return threshold - 1 - rows, per_row
+        return (BATCH - rows, per_row) if uniform else (0, 0)
+
+    def call_regimes(self) -> tuple[int | None, bool]:
+        """(The fewest tokens in one call whose logits differ from one-token calls — None when
+        calls of every size probed agree; whether all calls from that count on agree with each
+        other.) Probed once per backend (a few dozen small decodes), by a text's first 16
+        tokens run one at a time and in calls of every size up to 16, then 24, 32, 48 and 63."""
+        if self._regimes is not None:
+            return self._regimes
+        text = "def kernel_probe(values):\n    return [v * 2 + 1 for v in values if v % 3]  # calls of every size\n"
+        ids = np.array((self.tokenizer.encode(text) * 8)[:ROW_PIECE], dtype=np.int32)
+        cache = self.new_cache(1, ROW_PIECE + 1)
+        seq, off = cache.seqs[0], self.bos_offset
+
+        def decode(start: int, n: int) -> np.ndarray:  # one call of ids[start:start + n]; logits of ≤ 16
+            if start == 0:  # a fresh row (its BOS in a call of its own)
+                self.lib.llama_memory_seq_rm(self.pool.mem, seq, -1, -1)
+                if self.bos is not None:
+                    self._decode(
+                        np.array([self.bos], np.int32),
+                        np.zeros(1, np.int32),
+                        np.array([seq], np.int32),
+                        np.zeros(1, np.int8),
+                    )
+            pos = np.arange(start, start + n, dtype=np.int32) + off
+            out = (np.arange(start, start + n) < 16).astype(np.int8)
+            return self._decode(ids[start : start + n], pos, np.full(n, seq, np.int32), out)
+
+        one = np.concatenate([decode(t, 1) for t in range(16)])  # (16, V): one token per call
+        sizes = [*range(2, 17), 24, 32, 48, ROW_PIECE]
+        calls = {n: decode(0, n) for n in sizes}
+        threshold = next((n for n in sizes if not np.array_equal(calls[n], one[: min(n, 16)])), None)
+        ref = calls[max(threshold, 16)] if threshold is not None else None
+        uniform = ref is None or all(np.array_equal(calls[n], ref[: len(calls[n])]) for n in sizes if n >= threshold)
+        del cache  # its sequence goes back to the pool
+        self._regimes = (threshold, uniform)
+        return self._regimes
 
     def new_cache(self, batch: int, capacity: int) -> SeqCache:
         capacity = min(capacity, self.max_positions)
