@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from sazanami.errors import ParameterError, check_int
+from sazanami.errors import ParameterError, check_int, check_known
 
 SOURCES = ("prompt", "corpus", "siblings")
 """Where drafts come from: the row's prompt and own output, a corpus index, the other rows of
@@ -78,12 +79,8 @@ class Speculative:
         if isinstance(value, (list, tuple)):
             return cls(sources=tuple(value))
         if isinstance(value, dict):
-            unknown = sorted(set(value) - {"sources", "max_draft", "corpus"})
-            if unknown:
-                raise ParameterError(
-                    f"speculative.{unknown[0]}",
-                    f"unknown speculative key {unknown[0]!r}; known: sources, max_draft, corpus",
-                )
+            known = [f.name for f in dataclasses.fields(cls)]
+            check_known(value, known, "speculative key", prefix="speculative.")
             return cls(**value)
         raise ParameterError("speculative", f"speculative must be a source name, a list or an object, got {value!r}")
 
@@ -106,7 +103,7 @@ class Speculative:
                     )
                 fields["max_draft"] = int(val)
             else:
-                raise ParameterError(f"speculative.{key}", f"unknown speculative key {key!r}; known: corpus, max_draft")
+                check_known([key], ("corpus", "max_draft"), "speculative key", prefix="speculative.")
         return cls(sources=tuple(sources) or ("prompt",), **fields)
 
     def to_dict(self) -> dict[str, Any]:
