@@ -103,6 +103,7 @@ __all__ = [
     "colored_noise_at",
     "colored_noise_at_spectrum",
     "colored_noise_block",
+    "fit_bank",
 ]
 
 SeedLike = int | Sequence[int] | torch.Tensor
@@ -271,7 +272,7 @@ def _readonly(*arrays: np.ndarray) -> None:
 
 
 @lru_cache(maxsize=128)
-def _fit_bank(beta: float, max_steps: int) -> _Bank:
+def fit_bank(beta: float, max_steps: int) -> _Bank:
     """NNLS fit of a 1/f^β spectrum, then its one-innovation (Kalman) form; see the module doc."""
     if beta == 0.0:
         return _white_bank()
@@ -397,7 +398,7 @@ class ColoredNoise:
         if self.block % 2:
             raise ParameterError("block", f"block must be an even integer in [2, inf), got {block!r}")
         self._ids = self._check_ids(stream_ids)
-        self._bank = _fit_bank(self.beta, self.max_steps)
+        self._bank = fit_bank(self.beta, self.max_steps)
         bank = self._bank
         self._a = bank.a
         self._c = bank.c.tolist()
@@ -655,7 +656,7 @@ def _fit_octaves(beta: float, max_steps: int) -> _Octaves:
     """NNLS weights of J held-white components (≈ 2^j steps each) for 1/f^β; see :func:`colored_noise_at`.
 
     J = ⌈log2 max_steps⌉ + 3, so the longest component holds ≈ 4·max_steps steps; the fit
-    (relative error, then Gauss–Newton on the log error, as :func:`_fit_bank`) runs on a
+    (relative error, then Gauss–Newton on the log error, as :func:`fit_bank`) runs on a
     log-spaced grid from 1/max_steps to 1/2. β = 0 is component 0 alone: one fresh normal a step.
     """
     if beta == 0.0:

@@ -14,7 +14,6 @@ from sazanami.noise import (
     ColoredLanes,
     ColoredNoise,
     NoiseState,
-    _fit_bank,
     _fit_octaves,
     _i64,
     _mix64,
@@ -22,6 +21,7 @@ from sazanami.noise import (
     colored_noise_at,
     colored_noise_at_spectrum,
     colored_noise_block,
+    fit_bank,
 )
 from sazanami.spectra import dfa_exponent, plot_psd, psd, psd_slope
 
@@ -49,7 +49,7 @@ def test_block_slope(beta: float) -> None:
 @pytest.mark.parametrize("beta", (0.3, 1.0, 1.7, 2.0))
 def test_one_innovation_form_has_the_fitted_spectrum(beta: float) -> None:
     """|H(f)|² of y_t = a e_t + Σ c_k v_k(t), v_k ← lerp(v_k, e_t, 1 − φ_k) equals the NNLS bank's PSD."""
-    bank = _fit_bank(beta, 4096)
+    bank = fit_bank(beta, 4096)
     f = np.geomspace(1e-5, 0.5, 400)
     z = np.exp(-2j * np.pi * f)[:, None]
     phi = 1 - bank.lerp

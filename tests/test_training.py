@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sazanami.errors import ParameterError
-from sazanami.noise import _fit_bank
+from sazanami.noise import fit_bank
 from sazanami.spectra import psd_slope
 from sazanami.training import (
     Color,
@@ -286,7 +286,7 @@ def test_grokfast_ma_matches_the_papers_algorithm_in_a_training_loop() -> None:
 
 def test_spectral_gain_closed_forms() -> None:
     beta, lam, steps = 1.0, 2.0, 200
-    bank = _fit_bank(beta, steps)
+    bank = fit_bank(beta, steps)
     dc = bank.a + bank.c.sum()
     impulse = torch.zeros(60, 1, dtype=torch.float64)
     impulse[0] = 1.0

@@ -41,7 +41,7 @@ from sazanami.search.budget import search_budget
 from sazanami.search.flows import Flow, check_nesting, parse_document, step_fields
 from sazanami.server.batcher import BatchedEngine, Cancelled, SearchTimeout
 from sazanami.server.responses import DONE, sse
-from sazanami.server.schemas import _check_scorer
+from sazanami.server.schemas import check_scorer
 
 __all__ = ["EXAMPLES", "FlowRequest", "flows_router"]
 
@@ -111,14 +111,14 @@ def check_document(doc: dict[str, Any]) -> None:
             here = f"{where}[{i}].{kind}"
             fluctuation(f"{here}.", args)
             if kind == "score" and "scorer" in args:
-                _check_scorer(args["scorer"], f"{here}.scorer")
+                check_scorer(args["scorer"], f"{here}.scorer")
             if kind == "repeat":
                 steps(args.get("steps"), f"{here}.steps")
 
     if "scorer" in doc:
-        _check_scorer(doc["scorer"], "scorer")
+        check_scorer(doc["scorer"], "scorer")
     for name, spec in (doc.get("scorers") or {}).items() if isinstance(doc.get("scorers"), dict) else ():
-        _check_scorer(spec, f"scorers.{name}")
+        check_scorer(spec, f"scorers.{name}")
     fluctuation("params.", doc.get("params"))
     if isinstance(doc.get("islands"), dict) and doc["islands"].get("corpus") is not None:
         raise ParameterError(

@@ -178,7 +178,8 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
             )
         if spec:
             raise ParameterError(
-                "response_format", f"give one of grammar, regex, json_schema, response_format; got {', '.join(spec)} too"
+                "response_format",
+                f"give one of grammar, regex, json_schema, response_format; got {', '.join(spec)} too",
             )
         schema = {"type": "object"} if fmt.type == "json_object" else (fmt.json_schema or {}).get("schema")
         if not isinstance(schema, dict):
@@ -206,7 +207,9 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
                 "tools", "tools must be all function objects (OpenAI function calling) or all names (server tools)"
             )
         if names and self.server_tools is not None:
-            raise ParameterError("tools", "give server tools once: server_tools (tools as a list of names is deprecated)")
+            raise ParameterError(
+                "tools", "give server tools once: server_tools (tools as a list of names is deprecated)"
+            )
         if self.server_tools is not None:
             return "server_tools", list(self.server_tools)
         return ("tools", names) if names else ("", [])
@@ -301,7 +304,7 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
             param = exc.param if exc.param == "strategy" else f"search.options.{exc.param}"
             raise ParameterError(param, str(exc)) from exc
         _check_synthesizer(spec.options.get("synthesizer"), limits)
-        _check_scorer(spec.scorer)
+        check_scorer(spec.scorer)
         if spec.scorer is not None:
             try:
                 make_scorer(spec.scorer)  # raises for a bad spec
@@ -362,7 +365,9 @@ def _check_schema(schema: Any, param: str) -> None:
         value, depth = stack.pop()
         nodes += 1
         if nodes > MAX_SCHEMA_NODES:
-            raise SchemaTooLarge(param, f"{param} has more than {MAX_SCHEMA_NODES} values; this server takes at most that")
+            raise SchemaTooLarge(
+                param, f"{param} has more than {MAX_SCHEMA_NODES} values; this server takes at most that"
+            )
         if isinstance(value, (dict, list)):
             if depth > MAX_SCHEMA_DEPTH:
                 raise ParameterError(param, f"{param} is nested deeper than {MAX_SCHEMA_DEPTH} levels")
@@ -418,7 +423,7 @@ class SchemaTooLarge(ParameterError):
     """A JSON schema over :data:`MAX_SCHEMA_NODES` (answered with 413)."""
 
 
-def _check_scorer(spec: Any, where: str = "search.scorer") -> None:
+def check_scorer(spec: Any, where: str = "search.scorer") -> None:
     """Refuse Python verifiers (``py:module:function``, ``{"type": "verifier"}``): they import
     code; and regex patterns that may backtrack for exponential time (see :func:`_check_pattern`)."""
     if isinstance(spec, str):
@@ -437,7 +442,7 @@ def _check_scorer(spec: Any, where: str = "search.scorer") -> None:
             for pattern in [patterns] if isinstance(patterns, str) else patterns if isinstance(patterns, list) else []:
                 _check_pattern(pattern, where)
         for i, part in enumerate(spec.get("parts") or []):
-            _check_scorer(
+            check_scorer(
                 part.get("scorer") if isinstance(part, dict) and "scorer" in part else part, f"{where}.parts[{i}]"
             )
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from sazanami.errors import check_index, check_range
-from sazanami.noise import _fit_bank
+from sazanami.noise import fit_bank
 from sazanami.training.colors import check_positive
 
 __all__ = ["GradientFilter", "GrokfastEMA", "GrokfastMA", "SpectralGain", "spectral_gain_response"]
@@ -143,7 +143,7 @@ class SpectralGain(GradientFilter):
         check_range("beta", beta, 0, 2)
         self.beta = float(beta)
         self.max_steps = check_index("max_steps", max_steps, 1)
-        bank = _fit_bank(self.beta, self.max_steps)
+        bank = fit_bank(self.beta, self.max_steps)
         dc = bank.a + float(bank.c.sum())
         self._a = bank.a / dc
         self._c = (bank.c / dc).tolist()
@@ -179,7 +179,7 @@ def spectral_gain_response(beta: float, freqs: np.ndarray, *, max_steps: int = 1
 
     H(z) = (a + Σ_k c_k (1 − φ_k) z⁻¹ / (1 − φ_k z⁻¹)) / H(1).
     """
-    bank = _fit_bank(float(beta), int(max_steps))
+    bank = fit_bank(float(beta), int(max_steps))
     dc = bank.a + float(bank.c.sum())
     zinv = np.exp(-2j * np.pi * np.asarray(freqs, dtype=np.float64))[:, None]
     phi = 1 - bank.lerp[None, :]
