@@ -35,6 +35,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import torch
+
 from sazanami import models
 from sazanami.engine import Engine
 from sazanami.params import SamplingParams
@@ -145,6 +147,7 @@ def main() -> None:
         for k, (entry, code) in enumerate(functions):
             (docs / f"{k:03d}_{entry}.py").write_text(code)
         for name in args.models.split(","):
+            torch.set_num_threads(args.threads)  # sampling beside llama.cpp, as `--threads` does in the CLI
             backend = models.load(name, backend="llamacpp", threads=args.threads)
             regimes = backend.call_regimes()  # probed once, outside the timings
             print(f"{name}: calls of {regimes[0] or 'no'} tokens or more take other kernels", flush=True)

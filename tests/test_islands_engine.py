@@ -237,3 +237,20 @@ def test_stop_strings_may_begin_in_the_lead(tiny_engine: Engine):
     assert run("So 2001.", r"ab\nQ: [a-z]{3}") == ("ab", "stop")
     assert run("x\nQ: y", r"abc") == ("abc", "stop")  # ends with its grammar, not at the lead's stop
     assert run("So.\n", r"abQ") == ("abQ", "stop")
+
+
+def test_copy_island_fills_a_document_span_in_one_piece(tiny_engine: Engine, tmp_path):
+    """COPY(doc, start, length): the span is injected verbatim and runs through the model as one
+    prefill piece (the drawn tokens after it see it as a fresh forward over the whole text does)."""
+    from sazanami.islands import Corpus
+
+    (tmp_path / "x003.txt").write_text("".join(f"entry {i}: pink noise falls as 1/f\n" for i in range(30)))
+    corpus = Corpus.load(tmp_path)
+    isl = forced(r"COPY\(x003, 489, 40\)[a-z]{5}", builtin_tools(["copy"], corpus), max_result_tokens=200)
+    ids = tiny_engine.encode("x", raw=True)
+    (c,) = tiny_engine.run([RowRequest(ids, SamplingParams(max_tokens=80), 3, islands=isl)])
+    (span,) = c.spans
+    assert span["name"] == "COPY" and span["result"] == corpus.docs["x003"][489:529] and not span["error"]
+    ref = recomputed_logprobs(tiny_engine, ids, c)
+    for i in drawn(c):
+        assert c.logprobs[i] == pytest.approx(ref[i], abs=1e-4)

@@ -235,3 +235,32 @@ def test_hanging_tools_do_not_pile_up_threads(monkeypatch):
         time.sleep(0.01)
     (again,) = run_calls([(tools.get("HANG"), Call("HANG", "y", 0, 7))], tools, 5.0, 100)
     assert again.text == "done"
+
+
+def test_copy_inserts_a_verbatim_span_by_offset_or_by_quoted_text(tmp_path):
+    text = "header\n" + "".join(f"line {i:03d}:  two  spaces kept\n" for i in range(40))
+    (tmp_path / "x003.txt").write_text(text)
+    corpus = Corpus.load(tmp_path)
+    assert corpus.span("x003", 489, 400) == text[489:889]  # seed 002's "400 bytes at offset 489"
+    assert corpus.span("x003", "line 010:", 20) == text[text.index("line 010:") :][:20]
+    tools = builtin_tools(["copy"], corpus)
+    (by_offset, by_text) = run_calls(
+        [
+            (tools.get("COPY"), Call("COPY", "x003, 489, 400", 0, 1)),
+            (tools.get("COPY"), Call("COPY", 'x003, "line 010:", 20', 0, 1)),
+        ],
+        tools,
+        5.0,
+        1000,
+    )
+    assert by_offset.text == text[489:889] and not by_offset.error
+    assert by_text.text == text[text.index("line 010:") :][:20]
+    for args, message in [
+        (("nope", 0, 5), "no document"),
+        (("x003", len(text), 5), rf"start must be in \[0, {len(text) - 1}\]"),
+        (("x003", 0, 0), r"length must be in \[1, 4000\], got 0"),
+        (("x003", 0, 4001), r"length must be in \[1, 4000\]"),
+        (("x003", "not in it", 5), "does not contain"),
+    ]:
+        with pytest.raises(ToolError, match=message):
+            corpus.span(*args)

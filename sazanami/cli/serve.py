@@ -34,10 +34,10 @@ from sazanami.server.limits import Limits
     default="calc",
     show_default=True,
     metavar="LIST",
-    help="Tools requests may let the model call, comma-separated: calc, search, load ('' for none).",
+    help="Tools requests may let the model call, comma-separated: calc, search, load, copy ('' for none).",
 )
 @click.option(
-    "--corpus", default=None, metavar="PATH", help="Documents for SEARCH/LOAD: a folder of .txt files or a JSONL file."
+    "--corpus", default=None, metavar="PATH", help="Documents for SEARCH/LOAD/COPY: a folder of .txt files or a JSONL file."
 )
 @click.option(
     "--api-key",
@@ -122,5 +122,5 @@ def serve(
 
 
 def tool_registry(names: str, corpus: str | None = None) -> ToolRegistry | None:
-    """The tools the server runs: built-in names, comma-separated; SEARCH/LOAD over ``corpus``; None for none."""
+    """The tools the server runs: built-in names, comma-separated; SEARCH/LOAD/COPY over ``corpus``; None for none."""
     return Islands.from_dict({"tools": names, "corpus": corpus}).tools

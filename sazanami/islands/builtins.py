@@ -1,4 +1,5 @@
-"""Built-in tools: CALC (arithmetic), SEARCH (BM25 over a local corpus), LOAD (a document).
+"""Built-in tools: CALC (arithmetic), SEARCH (BM25 over a local corpus), LOAD (a document),
+COPY (a verbatim span of a document: seed 002's "400 bytes at offset 489 of x003.txt").
 
 ``CALC`` walks the expression's syntax tree and computes only numbers, operators and a
 short list of math functions — it never calls ``eval``; names, attributes, calls of
@@ -34,6 +35,8 @@ MAX_EXPONENT = 10_000
 MAX_ROUND_DIGITS = 1000
 """The magnitude of ``round``'s digits at most (``round(x, -n)`` computes 10**n)."""
 LOAD_CHARS = 600
+COPY_CHARS = 4000
+"""Characters one COPY call may insert at most (the row's ``max_result_tokens`` cuts it further)."""
 
 _BINARY: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -206,19 +209,37 @@ class Corpus:
         return text if len(text) <= limit else text[:limit] + "…"
 
 
-BUILTINS = ("calc", "search", "load")
+    def span(self, doc_id: str, start: int | str, length: int) -> str:
+        """``length`` characters of the document, verbatim, from character ``start`` or from
+        the first occurrence of the text ``start``."""
+        if doc_id not in self.docs:
+            raise ToolError(f"no document {doc_id!r}")
+        text = self.docs[doc_id]
+        if not 1 <= length <= COPY_CHARS:
+            raise ToolError(f"length must be in [1, {COPY_CHARS}], got {length}")
+        if isinstance(start, str):
+            at = text.find(start) if start else -1
+            if at < 0:
+                raise ToolError(f"document {doc_id!r} does not contain {start[:40]!r}")
+            start = at
+        if not 0 <= start < len(text):
+            raise ToolError(f"start must be in [0, {len(text) - 1}] for document {doc_id!r}, got {start}")
+        return text[start : start + length]
+
+
+BUILTINS = ("calc", "search", "load", "copy")
 
 
 def builtin_tools(
     names: list[str] | tuple[str, ...] = BUILTINS, corpus: Corpus | None = None, k: int = 3
 ) -> ToolRegistry:
-    """A registry with the chosen built-ins; ``search`` and ``load`` need a corpus."""
+    """A registry with the chosen built-ins; ``search``, ``load`` and ``copy`` need a corpus."""
     registry = ToolRegistry()
     for name in names:
         key = name.strip().lower()
         if key == "calc":
             registry.register(calc, name="CALC", example="17*23")
-        elif key in ("search", "load"):
+        elif key in ("search", "load", "copy"):
             if corpus is None:
                 raise ParameterError(
                     "corpus", f"the {key} tool needs a corpus (a folder of .txt files or a JSONL file)"
@@ -230,6 +251,18 @@ def builtin_tools(
 
                 registry.register(
                     search, name="SEARCH", description=f"Ids of the {k} documents that best match the query."
+                )
+            elif key == "copy":
+
+                def copy(doc_id: str, start: str, length: int = 400) -> str:
+                    return corpus.span(doc_id, int(start) if start.strip().isdigit() else start, length)
+
+                registry.register(
+                    copy,
+                    name="COPY",
+                    description="A verbatim span of a document: from a character offset or from a quoted "
+                    f"text, `length` characters (at most {COPY_CHARS}).",
+                    example="notes, 489, 400",
                 )
             else:
 

@@ -33,9 +33,9 @@ from sazanami.rows import RunningRow, Span
 Prompt = str | list[dict[str, str]]
 
 ISLAND_INPUTS: dict[str, str] = {
-    "tools": "Tools the model may call, comma-separated: calc, search, load. It writes NAME(args); "
+    "tools": "Tools the model may call, comma-separated: calc, search, load, copy. It writes NAME(args); "
     "the result is injected as ' => result'.",
-    "corpus": "Documents for SEARCH/LOAD: a folder of .txt files or a JSONL file of {id, text}.",
+    "corpus": "Documents for SEARCH/LOAD/COPY: a folder of .txt files or a JSONL file of {id, text}.",
     "regex": "The output must match this regular expression.",
     "json_schema": "The output must be JSON following this schema.",
     "grammar": "The output must follow this Lark grammar.",

@@ -122,7 +122,7 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
     # sazanami's extensions
     search: SearchSpec | None = None
     server_tools: list[str] | None = Field(
-        None, description="Tools the server runs (calc, search, load): their results are injected into the text."
+        None, description="Tools the server runs (calc, search, load, copy): their results are injected into the text."
     )
     tool_grammar: bool | None = Field(
         None, description="Generate function calls under their JSON schemas' grammar (default true)."
