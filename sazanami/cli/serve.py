@@ -18,7 +18,9 @@ from sazanami.server.limits import Limits
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name, HF directory or .gguf file.")
+@click.option(
+    "--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name, HF directory or .gguf file."
+)
 @limits_options
 @engine_options
 @click.option(
@@ -37,7 +39,10 @@ from sazanami.server.limits import Limits
     help="Tools requests may let the model call, comma-separated: calc, search, load, copy ('' for none).",
 )
 @click.option(
-    "--corpus", default=None, metavar="PATH", help="Documents for SEARCH/LOAD/COPY: a folder of .txt files or a JSONL file."
+    "--corpus",
+    default=None,
+    metavar="PATH",
+    help="Documents for SEARCH/LOAD/COPY: a folder of .txt files or a JSONL file.",
 )
 @click.option(
     "--api-key",
@@ -96,7 +101,9 @@ def serve(
     engine = None  # torch / llama.cpp: create_app builds it (its prefix cache sized by the limits)
     if backend == "vllm" or ray_replicas:
         rows = limits_obj.max_batch_rows
-        engine = engine_from_options(model, limits_obj.prefix_cache_mb > 0, backend, rows, None, ray_replicas, ray_address)
+        engine = engine_from_options(
+            model, limits_obj.prefix_cache_mb > 0, backend, rows, None, ray_replicas, ray_address
+        )
     origins = [o.strip() for o in cors_origins.split(",") if o.strip()] if cors_origins else None
     app = create_app(
         model,

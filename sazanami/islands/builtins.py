@@ -208,7 +208,6 @@ class Corpus:
         text = " ".join(self.docs[doc_id].split())
         return text if len(text) <= limit else text[:limit] + "…"
 
-
     def span(self, doc_id: str, start: int | str, length: int) -> str:
         """``length`` characters of the document, verbatim, from character ``start`` or from
         the first occurrence of the text ``start``."""

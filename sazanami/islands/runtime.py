@@ -223,7 +223,9 @@ class Islands:
         (``"islands."`` in a flow).
         """
         if not isinstance(spec, dict):
-            raise ParameterError(where.rstrip(".") or "islands", f"islands must be an object, got {type(spec).__name__}")
+            raise ParameterError(
+                where.rstrip(".") or "islands", f"islands must be an object, got {type(spec).__name__}"
+            )
         known = (*ISLAND_INPUTS, "constraint", *ISLAND_LIMITS)
         extra = sorted(set(spec) - set(known))
         if extra:
