@@ -11,29 +11,13 @@ from typing import Any
 import click
 
 from sazanami.bench.humaneval.run import SETTINGS, HumanEvalConfig
-from sazanami.cli.options import backend_option, dataclass_options
-from sazanami.errors import ParameterError
+from sazanami.cli.humaneval_options import names, open_engine, quiet_option, run_options, task_numbers
 
 DEFAULT_OUT = Path("bench") / "out" / "humaneval.jsonl"
 
 
-def _humaneval_options(fn: Any) -> Any:
-    for option in reversed(dataclass_options(HumanEvalConfig)):
-        fn = option(fn)
-    return fn
-
-
 @click.command("humaneval")
-@_humaneval_options
-@backend_option
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False),
-    default=str(DEFAULT_OUT),
-    show_default=True,
-    help="JSONL of graded samples; a rerun continues it (resumable).",
-)
-@click.option("--threads", type=int, default=None, help="llama.cpp threads (1 where other work shares the cores).")
+@run_options(HumanEvalConfig, DEFAULT_OUT, "JSONL of graded samples; a rerun continues it (resumable).")
 @click.option(
     "--canonical",
     is_flag=True,
@@ -45,7 +29,7 @@ def _humaneval_options(fn: Any) -> Any:
     help="Print pass@k per setting and the frontier gains from --out, write NAME_summary.csv and NAME.png beside it, then exit.",
 )
 @click.option("--list-settings", is_flag=True, help="List the named settings, then exit.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-problem lines.")
+@quiet_option
 def humaneval(
     out: str,
     threads: int | None,
@@ -84,13 +68,8 @@ def humaneval(
         for key, where in write_outputs(path, path.parent).items():
             click.echo(f"{key}: {where}")
         return
-    settings = tuple(s.strip() for item in fields.pop("settings") for s in item.split(",") if s.strip())
-    numbers = tuple(int(n) for item in fields.pop("problems") for n in str(item).split(",") if n.strip())
-    config = HumanEvalConfig(settings=settings or HumanEvalConfig.settings, problems=numbers, **fields)
-    if threads is not None and threads < 1:
-        raise ParameterError("threads", f"threads must be in [1, inf), got {threads}")
-    from sazanami.engines import EngineSpec
-
-    engine = EngineSpec(config.model, backend, threads=threads).open(rows=config.samples * len(config.settings))
+    settings = names(fields.pop("settings")) or HumanEvalConfig.settings
+    config = HumanEvalConfig(settings=settings, problems=task_numbers(fields.pop("problems")), **fields)
+    engine = open_engine(config.model, backend, threads, rows=config.samples * len(config.settings))
     done = he.run_humaneval(config, engine, path, progress=not quiet, log=None if quiet else click.echo)
     click.echo(f"{done} problems generated and graded; results in {path}")

@@ -11,36 +11,20 @@ from typing import Any
 import click
 
 from sazanami.bench.humaneval.search_run import ARMS, SearchConfig
-from sazanami.cli.options import backend_option, dataclass_options
-from sazanami.errors import ParameterError
+from sazanami.cli.humaneval_options import names, open_engine, quiet_option, run_options, task_numbers
 
 DEFAULT_OUT = Path("bench") / "out" / "humaneval_search.jsonl"
 
 
-def _search_options(fn: Any) -> Any:
-    for option in reversed(dataclass_options(SearchConfig)):
-        fn = option(fn)
-    return fn
-
-
 @click.command("humaneval-search")
-@_search_options
-@backend_option
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False),
-    default=str(DEFAULT_OUT),
-    show_default=True,
-    help="JSONL of graded searches; a rerun continues it (resumable).",
-)
-@click.option("--threads", type=int, default=None, help="llama.cpp threads (1 where other work shares the cores).")
+@run_options(SearchConfig, DEFAULT_OUT, "JSONL of graded searches; a rerun continues it (resumable).")
 @click.option(
     "--report",
     is_flag=True,
     help="Print the comparisons from --out, write NAME_summary.csv and NAME.png beside it, then exit.",
 )
 @click.option("--list-arms", is_flag=True, help="List the named arms, then exit.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-problem lines.")
+@quiet_option
 def humaneval_search(
     out: str, threads: int | None, report: bool, list_arms: bool, quiet: bool, backend: str, **fields: Any
 ) -> None:
@@ -64,13 +48,8 @@ def humaneval_search(
         click.echo(f"summary: {write_summary(path)}")
         click.echo(f"plot: {write_plot(path)}")
         return
-    arms = tuple(a.strip() for item in fields.pop("arms") for a in item.split(",") if a.strip())
-    numbers = tuple(int(n) for item in fields.pop("problems") for n in str(item).split(",") if n.strip())
-    config = SearchConfig(arms=arms or SearchConfig.arms, problems=numbers, **fields)
-    if threads is not None and threads < 1:
-        raise ParameterError("threads", f"threads must be in [1, inf), got {threads}")
-    from sazanami.engines import EngineSpec
-
-    engine = EngineSpec(config.model, backend, threads=threads).open(rows=8)
+    arms = names(fields.pop("arms")) or SearchConfig.arms
+    config = SearchConfig(arms=arms, problems=task_numbers(fields.pop("problems")), **fields)
+    engine = open_engine(config.model, backend, threads, rows=8)
     done = run_search_arms(config, engine, path, progress=not quiet, log=None if quiet else click.echo)
     click.echo(f"{done} problems searched and graded; results in {path}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -61,3 +62,18 @@ def split(problems: tuple[Problem, ...] | list[Problem], half: str) -> list[Prob
         return list(problems)
     parity = 0 if half == "dev" else 1
     return [p for p in problems if p.number % 2 == parity]
+
+
+def choose_problems(half: str = "all", limit: int | None = None, numbers: Iterable[int] = ()) -> list[Problem]:
+    """The problems of a run: the task ``numbers`` in the order given, if any (``half`` and ``limit``
+    are then ignored); else the first ``limit`` problems of ``half`` (all when None), in task order."""
+    problems = load_problems()
+    numbers = tuple(numbers)
+    if numbers:
+        by_number = {p.number: p for p in problems}
+        bad = [n for n in numbers if n not in by_number]
+        if bad:
+            raise ParameterError("problems", f"task numbers must be in [0, 163], got {bad}")
+        return [by_number[n] for n in numbers]
+    chosen = split(problems, half)
+    return chosen[:limit] if limit else chosen

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sazanami.bench.humaneval.grading import grade
-from sazanami.bench.humaneval.problems import Problem, load_problems, split
+from sazanami.bench.humaneval.problems import Problem, choose_problems
 from sazanami.errors import ParameterError
 from sazanami.models import cpu_model
 from sazanami.params import SamplingParams
@@ -93,15 +93,8 @@ class HumanEvalConfig:
             raise ParameterError("limit", f"limit must be in [1, 164], got {self.limit}")
 
     def chosen(self) -> list[Problem]:
-        problems = load_problems()
-        if self.problems:
-            by_number = {p.number: p for p in problems}
-            bad = [n for n in self.problems if n not in by_number]
-            if bad:
-                raise ParameterError("problems", f"task numbers must be in [0, 163], got {bad}")
-            return [by_number[n] for n in self.problems]
-        chosen = split(problems, self.half)
-        return chosen[: self.limit] if self.limit else chosen
+        """This run's problems (:func:`~sazanami.bench.humaneval.problems.choose_problems`)."""
+        return choose_problems(self.half, self.limit, self.problems)
 
     def params(self, setting: str, problem: Problem) -> SamplingParams:
         kwargs = dict(SETTINGS[setting])

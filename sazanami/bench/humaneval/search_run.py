@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sazanami.bench.humaneval.grading import grade
-from sazanami.bench.humaneval.problems import Problem, load_problems, split
+from sazanami.bench.humaneval.problems import Problem, choose_problems
 from sazanami.bench.humaneval.run import STOPS, machine, read_records
 from sazanami.errors import ParameterError
 from sazanami.params import SamplingParams
@@ -101,15 +101,8 @@ class SearchConfig:
             raise ParameterError("limit", f"limit must be in [1, 164], got {self.limit}")
 
     def chosen(self) -> list[Problem]:
-        problems = load_problems()
-        if self.problems:
-            by_number = {p.number: p for p in problems}
-            bad = [n for n in self.problems if n not in by_number]
-            if bad:
-                raise ParameterError("problems", f"task numbers must be in [0, 163], got {bad}")
-            return [by_number[n] for n in self.problems]
-        chosen = split(problems, self.half)
-        return chosen[: self.limit] if self.limit else chosen
+        """This run's problems (:func:`~sazanami.bench.humaneval.problems.choose_problems`)."""
+        return choose_problems(self.half, self.limit, self.problems)
 
     def params(self) -> SamplingParams:
         return SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens, stop=STOPS)
