@@ -11,20 +11,10 @@ Playwright for Python, like tests/test_flows_browser.py.
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
-from test_playground_defects import CROSSINGS  # tests/ is on the path (no package)
+from test_playground_defects import BIG, CROSSINGS  # tests/ is on the path (no package)
 
-from sazanami.server import Limits, create_app
-from sazanami.server.testing import serving
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
-BIG = 8088524283061314308  # above 2^53: a JavaScript number would show 8088524283061315000
 TINY = f"""name: tiny
 prompt: "Say hi."
 seed: {BIG}
@@ -38,29 +28,18 @@ steps:
 """
 W, H = 178, 66  # a node's size on the canvas (flows.js)
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs: pip install playwright")
-if not shutil.which("chromium"):
-    pytest.skip(
-        "the browser test needs Debian's chromium: apt-get install -y chromium chromium-driver", allow_module_level=True
-    )
-
 
 @pytest.fixture(scope="module")
-def page(tiny_engine):
-    with serving(create_app("tiny-random", Limits(max_tokens=64), engine=tiny_engine)) as url:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            try:
-                pg = browser.new_page(viewport={"width": 1400, "height": 900})
-                pg.set_default_timeout(10_000)
-                errors: list[str] = []
-                pg.on("pageerror", lambda e: errors.append(str(e)))
-                pg.goto(url + "/flows")
-                pg.wait_for_selector(".fnode[data-id='hot']")
-                yield pg
-                assert not errors, errors
-            finally:
-                browser.close()
+def page(app_url, browser):
+    pg = browser.new_page(viewport={"width": 1400, "height": 900})
+    pg.set_default_timeout(10_000)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(app_url + "/flows")
+    pg.wait_for_selector(".fnode[data-id='hot']")
+    yield pg
+    pg.close()
+    assert not errors, errors
 
 
 def _open(page, name: str, text: str) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import click
@@ -15,39 +14,21 @@ import pytest
 from click.testing import CliRunner
 
 from sazanami.cli.search import flow
-from sazanami.server import Limits, create_app
-from sazanami.server.testing import serving
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "flows"
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs: pip install playwright")
-if not shutil.which("chromium"):
-    pytest.skip(
-        "the browser test needs Debian's chromium: apt-get install -y chromium chromium-driver", allow_module_level=True
-    )
 
 
 @pytest.fixture(scope="module")
-def page(tiny_engine):
-    with serving(create_app("tiny-random", Limits(max_tokens=64), engine=tiny_engine)) as url:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            try:
-                pg = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-                errors: list[str] = []
-                pg.on("pageerror", lambda e: errors.append(str(e)))
-                pg.goto(url + "/flows")
-                pg.wait_for_selector("#kinds button[data-kind='merge']")
-                pg.wait_for_selector(".fnode[data-id='hot']")  # the branching example opens first
-                yield pg
-                assert not errors, errors
-            finally:
-                browser.close()
+def page(app_url, browser):
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(app_url + "/flows")
+    pg.wait_for_selector("#kinds button[data-kind='merge']")
+    pg.wait_for_selector(".fnode[data-id='hot']")  # the branching example opens first
+    yield pg
+    pg.close()
+    assert not errors, errors
 
 
 def _center(page, selector: str) -> tuple[float, float]:
@@ -186,10 +167,19 @@ def test_open_or_drop_a_file_pan_and_zoom(page):
 
 def test_fifty_nodes_stay_fast(page):
     steps = [{"generate": {"n": 2}}] + [{"score": {}} if i % 2 else {"select": {"k": 1}} for i in range(49)]
-    doc = {"name": "long", "prompt": "x", "budget": 64, "params": {"max_tokens": 4}, "scorer": "contains:a", "steps": steps}
+    doc = {
+        "name": "long",
+        "prompt": "x",
+        "budget": 64,
+        "params": {"max_tokens": 4},
+        "scorer": "contains:a",
+        "steps": steps,
+    }
     page.evaluate("(doc) => loadDoc(doc, 'long')", doc)
     page.wait_for_function("document.querySelectorAll('.fnode').length === 50")
     _valid(page)
-    ms = page.evaluate("() => { const t = performance.now(); for (let i = 0; i < 20; i++) render(); return (performance.now() - t) / 20; }")
+    ms = page.evaluate(
+        "() => { const t = performance.now(); for (let i = 0; i < 20; i++) render(); return (performance.now() - t) / 20; }"
+    )
     assert ms < 40, f"one redraw of 50 nodes took {ms:.1f} ms"
     assert page.locator("#wires .wire:not(.hit)").count() == 49

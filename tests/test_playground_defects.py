@@ -12,7 +12,6 @@ Playwright for Python, like tests/test_server_browser.py.
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
@@ -20,34 +19,7 @@ from sazanami.seeds import derive_seed
 from sazanami.server import Limits, create_app
 from sazanami.server.testing import serving
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
 BIG = 8088524283061314308  # above 2^53: a JavaScript number would show 8088524283061315000
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs: pip install playwright")
-if not shutil.which("chromium"):
-    pytest.skip(
-        "the browser test needs Debian's chromium: apt-get install -y chromium chromium-driver", allow_module_level=True
-    )
-
-
-@pytest.fixture(scope="module")
-def server(tiny_engine):
-    with serving(create_app("tiny-random", Limits(max_tokens=64), engine=tiny_engine)) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _offline(context, url: str) -> list[str]:
@@ -66,16 +38,16 @@ def _offline(context, url: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def page(server, browser):
+def page(app_url, browser):
     context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
-    _offline(context, server)
+    _offline(context, app_url)
     pg = context.new_page()
     pg.set_default_timeout(10_000)
     errors: list[str] = []
     failed: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.on("response", lambda r: r.status == 404 and failed.append(r.url))
-    pg.goto(server + "/")
+    pg.goto(app_url + "/")
     pg.wait_for_selector("#preset option[value='pink-temperature']", state="attached")
     yield pg
     context.close()
@@ -348,22 +320,22 @@ def test_an_empty_prompt_is_not_sent(page):
     assert not [u for u in requests if "completions" in u]
 
 
-def test_favicon(page, server):
-    res = page.request.get(server + "/favicon.ico")
+def test_favicon(page, app_url):
+    res = page.request.get(app_url + "/favicon.ico")
     assert res.status == 200 and res.headers["content-type"].startswith("image/")
     assert page.locator("link[rel=icon]").count() == 1
 
 
 # -- 10. API docs offline --------------------------------------------------------------------------
-def test_api_docs_render_offline(browser, server):
+def test_api_docs_render_offline(browser, app_url):
     context = browser.new_context()
-    refused = _offline(context, server)
+    refused = _offline(context, app_url)
     pg = context.new_page()
-    pg.goto(server + "/docs")
+    pg.goto(app_url + "/docs")
     pg.wait_for_selector(".swagger-ui .info .title", timeout=15_000)
     assert "sazanami" in pg.inner_text(".swagger-ui .info .title")
     assert pg.locator(".opblock-summary-path[data-path='/v1/chat/completions']").count() == 1
-    pg.goto(server + "/redoc")
+    pg.goto(app_url + "/redoc")
     pg.wait_for_selector("h1:has-text('sazanami')", timeout=15_000)
     # only ReDoc's "powered by" logo (an image, its absence harmless) points elsewhere
     assert [u for u in refused if not u.endswith(".svg")] == []

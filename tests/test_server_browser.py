@@ -6,41 +6,19 @@ Python (``pip install playwright``); it drives the system browser, so no ``playw
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
-
-from sazanami.server import Limits, create_app
-from sazanami.server.testing import serving
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs: pip install playwright")
-if not shutil.which("chromium"):
-    pytest.skip(
-        "the browser test needs Debian's chromium: apt-get install -y chromium chromium-driver", allow_module_level=True
-    )
 
 
 @pytest.fixture(scope="module")
-def page(tiny_engine):
-    with serving(create_app("tiny-random", Limits(max_tokens=64), engine=tiny_engine)) as url:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            try:
-                pg = browser.new_page(viewport={"width": 1280, "height": 900})
-                errors: list[str] = []
-                pg.on("pageerror", lambda e: errors.append(str(e)))
-                pg.goto(url + "/")
-                pg.wait_for_selector("#preset option[value='pink-temperature']", state="attached")
-                yield pg
-                assert not errors, errors
-            finally:
-                browser.close()
+def page(app_url, browser):
+    pg = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(app_url + "/")
+    pg.wait_for_selector("#preset option[value='pink-temperature']", state="attached")
+    yield pg
+    pg.close()
+    assert not errors, errors
 
 
 def test_streams_variants_side_by_side_with_traces(page):
