@@ -200,7 +200,9 @@ def test_vllm_generate_seeded_with_every_logits_fluctuation(vllm_engine):
 @pytest.mark.real
 def test_vllm_streams_each_steps_text(vllm_engine):
     calc = builtin_tools(["calc"])
-    ids = vllm_engine.encode("CALC(1+1) => 2\nCALC(2+2) => 4\nCALC(3+3) => 6\nCALC(4+4) => 8\nCALC(5+5) => 10\n", raw=True)
+    ids = vllm_engine.encode(
+        "CALC(1+1) => 2\nCALC(2+2) => 4\nCALC(3+3) => 6\nCALC(4+4) => 8\nCALC(5+5) => 10\n", raw=True
+    )
     p = SamplingParams(seed=1, max_tokens=30, temperature=0.8, repetition_penalty=1.1, fluctuation="pink-draw")
     rows = [
         RowRequest(ids, p, derive_seed(1, 0, 1), islands=Islands(tools=calc, describe_tools=False)),  # calls tools
@@ -255,7 +257,9 @@ def test_vllm_islands_continue_the_row_as_on_torch(vllm_engine):
     from sazanami.engine import Engine
 
     calc = builtin_tools(["calc"])
-    ids = vllm_engine.encode("CALC(1+1) => 2\nCALC(2+2) => 4\nCALC(3+3) => 6\nCALC(4+4) => 8\nCALC(5+5) => 10\n", raw=True)
+    ids = vllm_engine.encode(
+        "CALC(1+1) => 2\nCALC(2+2) => 4\nCALC(3+3) => 6\nCALC(4+4) => 8\nCALC(5+5) => 10\n", raw=True
+    )
     p = SamplingParams(seed=1, max_tokens=30, temperature=0.8, repetition_penalty=1.1, fluctuation="pink-draw")
     free = RowRequest(ids, p, derive_seed(1, 0, 1), islands=Islands(tools=calc, describe_tools=False))
     regex = Islands(tools=calc, constraint=Constraint.regex(r"The sum CALC\(1\+2\)[a-z ]{8,12}"), describe_tools=False)
@@ -283,9 +287,13 @@ def test_vllm_colored_draw_is_exact(vllm_engine):
     from vllm.inputs import TokensPrompt
 
     ids = vllm_engine.encode("Pick a random animal and name it.")
-    ref = vllm_engine.llm.generate(
-        [TokensPrompt(prompt_token_ids=ids)], VP(max_tokens=1, temperature=0, logprobs=20), use_tqdm=False
-    )[0].outputs[0].logprobs[0]
+    ref = (
+        vllm_engine.llm.generate(
+            [TokensPrompt(prompt_token_ids=ids)], VP(max_tokens=1, temperature=0, logprobs=20), use_tqdm=False
+        )[0]
+        .outputs[0]
+        .logprobs[0]
+    )
     probs = {t: float(torch.tensor(lp.logprob).exp()) for t, lp in ref.items()}
     n = 300
     params = SamplingParams(temperature=1.0, max_tokens=1, ignore_eos=True, fluctuation="pink-draw")

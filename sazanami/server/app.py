@@ -697,7 +697,9 @@ def create_app(
     if engine is None:
         from sazanami.models import load_for
 
-        engine = Engine(load_for(model, backend, limits.max_batch_rows, threads=threads), prefix_cache=limits.prefix_cache_mb > 0)
+        engine = Engine(
+            load_for(model, backend, limits.max_batch_rows, threads=threads), prefix_cache=limits.prefix_cache_mb > 0
+        )
         if engine.prefix_cache is not None:
             engine.prefix_cache.max_bytes = limits.prefix_cache_mb * 2**20
     if tools == "builtin":
@@ -780,7 +782,11 @@ def create_app(
     async def completions(request: Request) -> Any:
         return await generate(request, CompletionRequest)
 
-    @app.post("/v1/chat/completions", summary="Chat completions (OpenAI-compatible)", openapi_extra=_body(ChatCompletionRequest))
+    @app.post(
+        "/v1/chat/completions",
+        summary="Chat completions (OpenAI-compatible)",
+        openapi_extra=_body(ChatCompletionRequest),
+    )
     async def chat_completions(request: Request) -> Any:
         return await generate(request, ChatCompletionRequest)
 
@@ -909,7 +915,10 @@ async def _read_body_now(request: Request, limit: int) -> bytes:
         total += len(chunk)
         if total > limit:
             raise ApiError(
-                413, f"request body exceeds this server's limit of {limit} bytes", param="body", code="request_too_large"
+                413,
+                f"request body exceeds this server's limit of {limit} bytes",
+                param="body",
+                code="request_too_large",
             )
         chunks.append(chunk)
     body = b"".join(chunks)
