@@ -326,12 +326,25 @@ def lcp() -> Engine:
 def llama_cpp_greedy(path: str, prompt: str, tokens: int) -> str:
     """llama.cpp's own greedy completion through its high-level API (the reference).
 
-    Same attention kernel (flash attention, which the backend's ``auto`` picks on CPU) and
-    context size as the backend: other kernels round differently and flip near-ties.
+    Same attention kernel (flash attention, which the backend's ``auto`` picks on CPU), context
+    size and weights (not repacked, as the backend loads them) as the backend: other kernels
+    round differently and flip near-ties.
     """
     import llama_cpp
+    import llama_cpp.llama_cpp as bindings
 
-    llm = llama_cpp.Llama(model_path=path, n_ctx=4096, n_threads=1, flash_attn=True, verbose=False)
+    defaults = bindings.llama_model_default_params
+
+    def unpacked():  # the high-level API has no switch for weight repacking
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    bindings.llama_model_default_params = unpacked
+    try:
+        llm = llama_cpp.Llama(model_path=path, n_ctx=4096, n_threads=1, flash_attn=True, verbose=False)
+    finally:
+        bindings.llama_model_default_params = defaults
     return llm.create_completion(prompt, max_tokens=tokens, temperature=0)["choices"][0]["text"]
 
 
