@@ -201,14 +201,14 @@ class LlamaBackend:
     """Speculative decoding: :meth:`forward` gives every position's logits; positions are
     computed in the same shapes however they are batched (see the module), so a drafted
     position's logits are those of a one-token step."""
+    prefix_block = 4
+    """Prefix-cache block, in tokens: a block is two small copies here, so blocks of 4 keep a
+    row's recomputed tail short (a prompt reuses all but its last 1–4 tokens) for little overhead."""
+
     def draft_limits(self, rows: int) -> tuple[int, int]:
         """Drafted tokens a forward of ``rows`` rows may carry (in all, per row): any number, as
         positions are computed in the same shapes however many a call holds."""
         return 1 << 30, 1 << 30
-
-    prefix_block = 4
-    """Prefix-cache block, in tokens: a block is two small copies here, so blocks of 4 keep a
-    row's recomputed tail short (a prompt reuses all but its last 1–4 tokens) for little overhead."""
 
     def __init__(
         self,
