@@ -80,32 +80,65 @@ def open_tasks(count: int) -> list[str]:
     return [r["prompt"] for r in rows[:count]]
 
 
-def llama_cpp_loop(path: Path, prompts: list[str], max_tokens: int, threads: int) -> tuple[float, int]:
-    """llama.cpp's own greedy loop (high-level API, flash attention as the backend): (seconds, tokens)."""
+def llama_cpp_loop(path: Path, prompts: list[str], max_tokens: int, threads: int, lookup: bool = False) -> dict:
+    """llama.cpp's own greedy loop (high-level API, flash attention as the backend); ``lookup``:
+    with its own prompt-lookup drafts (``LlamaPromptLookupDecoding``, 10 tokens a draft)."""
     import llama_cpp
+    from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=4096, n_threads=threads, flash_attn=True, verbose=False)
-    seconds, tokens = 0.0, 0
+    draft = LlamaPromptLookupDecoding(num_pred_tokens=10) if lookup else None
+    llm = llama_cpp.Llama(
+        model_path=str(path), n_ctx=4096, n_threads=threads, flash_attn=True, verbose=False, draft_model=draft
+    )
+    seconds, first, tokens, ids = 0.0, 0.0, 0, []
     for text in prompts:
+        prompt = llm.tokenize(text.encode(), add_bos=True, special=True)
+        llm.reset()
         t = time.perf_counter()
-        out = llm.create_completion(text, max_tokens=max_tokens, temperature=0)
+        row: list[int] = []
+        for tok in llm.generate(prompt, temp=0.0, top_k=1, reset=True):
+            if not row:
+                first += time.perf_counter() - t
+            if llama_cpp.llama_token_is_eog(llm._model.vocab, tok):
+                break
+            row.append(int(tok))
+            if len(row) == max_tokens:
+                break
         seconds += time.perf_counter() - t
-        tokens += out["usage"]["completion_tokens"]
-    return seconds, tokens
+        tokens += len(row)
+        ids.append(row)
+    return {"seconds": seconds, "first": first, "tokens": tokens, "drafted": 0, "accepted": 0, "ids": ids}
+
+
+LLAMA_ARMS = ("llamacpp", "llamacpp+lookup")
+
+
+def report_line(rec: dict, arms: dict[str, dict]) -> str:
+    """One arm's line: tokens/s end to end and after the first step, each over ``plain`` and llama.cpp."""
+    line = f"{rec['model']:20} n={rec['n']:<3} {rec['kind']:7} {rec['arm']:16}"
+    for key, label in (("tokens_per_s", "e2e"), ("decode_tokens_per_s", "decode")):
+        line += f"  {label} {rec[key]:6.1f} tok/s ×plain {rec[key] / arms['plain'][key]:4.2f}"
+        if "llamacpp" in arms:
+            line += f" ×llama.cpp {rec[key] / arms['llamacpp'][key]:4.2f}"
+    return line + f"  accepted {rec['accepted']}/{rec['drafted']}  identical={rec['identical']}"
 
 
 def run_arm(engine: Engine, prompts: list[str], params: SamplingParams) -> dict:
-    seconds, tokens, drafted, accepted, ids = 0.0, 0, 0, 0, []
+    """One arm over ``prompts``: total seconds, seconds to each prompt's first step, tokens, drafts."""
+    seconds, first, tokens, drafted, accepted, ids = 0.0, 0.0, 0, 0, 0, []
     for prompt in prompts:
         engine.clear_prefix_cache()  # every arm computes its prompts
         t = time.perf_counter()
-        out = engine.generate(prompt, params)
+        out: list = []
+        for k, _ in enumerate(engine.steps(engine.rows_for([prompt], params), out, deltas=False)):
+            if k == 0:
+                first += time.perf_counter() - t
         seconds += time.perf_counter() - t
         tokens += sum(c.completion_tokens for c in out)
         drafted += sum(c.drafted_tokens for c in out)
         accepted += sum(c.accepted_tokens for c in out)
         ids.append([c.token_ids for c in out])
-    return {"seconds": seconds, "tokens": tokens, "drafted": drafted, "accepted": accepted, "ids": ids}
+    return {"seconds": seconds, "first": first, "tokens": tokens, "drafted": drafted, "accepted": accepted, "ids": ids}
 
 
 def main() -> None:
@@ -171,31 +204,26 @@ def main() -> None:
                         texts = [
                             engine.tokenizer.apply_chat_template([{"role": "user", "content": p}]) for p in prompts
                         ]
-                        s, t = llama_cpp_loop(backend.path, texts, args.max_tokens, args.threads)
-                        got["llamacpp"] = {"seconds": s, "tokens": t, "drafted": 0, "accepted": 0, "ids": None}
+                        got["llamacpp"] = llama_cpp_loop(backend.path, texts, args.max_tokens, args.threads)
+                        got["llamacpp+lookup"] = llama_cpp_loop(
+                            backend.path, texts, args.max_tokens, args.threads, lookup=True
+                        )
                     for arm, spec in arms.items():
                         spec = f"{spec},max_draft={args.max_draft}" if spec else None
                         got[arm] = run_arm(engine, prompts, base.replace(speculative=spec))
+                    plain, recs = got["plain"], {}
                     for arm, r in got.items():
-                        rec = {
-                            "model": name,
-                            "n": n,
-                            "kind": kind,
-                            "arm": arm,
-                            "tokens_per_s": r["tokens"] / r["seconds"],
-                        }
-                        rec |= {k: r[k] for k in ("seconds", "tokens", "drafted", "accepted")}
-                        rec["identical"] = None if r["ids"] is None else r["ids"] == got["plain"]["ids"]
+                        rec = {"model": name, "n": n, "kind": kind, "arm": arm}
+                        rec |= {k: r[k] for k in ("seconds", "first", "tokens", "drafted", "accepted")}
+                        rec["tokens_per_s"] = r["tokens"] / r["seconds"]
+                        # after each prompt's first step: decoding alone, the prompt's prefill left out
+                        rec["decode_tokens_per_s"] = (r["tokens"] - n * len(prompts)) / (r["seconds"] - r["first"])
+                        ids = r["ids"] if arm not in LLAMA_ARMS else [[row] for row in r["ids"]]
+                        rec["identical"] = ids == plain["ids"]
+                        recs[arm] = rec
+                    for rec in recs.values():
                         records.append(rec)
-                        print(
-                            f"{name:20} n={n:<3} {kind:7} {arm:9} {rec['tokens_per_s']:8.1f} tok/s"
-                            f"  ×plain {rec['tokens_per_s'] / (got['plain']['tokens'] / got['plain']['seconds']):5.2f}"
-                            + (f"  ×llama.cpp {rec['tokens_per_s'] / (got['llamacpp']['tokens'] / got['llamacpp']['seconds']):5.2f}"
-                               if "llamacpp" in got else "")
-                            + f"  accepted {r['accepted']}/{r['drafted']}"
-                            + ("" if rec["identical"] is None else f"  identical={rec['identical']}"),
-                            flush=True,
-                        )  # fmt: skip
+                        print(report_line(rec, recs), flush=True)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with open(out_path, "w") as f:
         f.write(json.dumps({"meta": meta}) + "\n")

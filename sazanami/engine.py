@@ -41,6 +41,7 @@ from sazanami.params import SamplingParams
 from sazanami.prefix_cache import DEFAULT_BLOCK, PrefixCache
 from sazanami.rows import Completion, RowRequest
 from sazanami.seeds import derive_seed, seed_or_fresh
+from sazanami.speculative.budget import StepCost, budget
 from sazanami.speculative.drafter import Drafter
 
 Prompt = str | list[dict[str, str]]
@@ -90,6 +91,8 @@ class Engine:
         attach = getattr(backend, "attach_prefix_cache", None)
         if self.prefix_cache is not None and attach is not None:
             attach(self.prefix_cache)  # the backend frees what an evicted block holds
+        self.step_cost = StepCost()
+        """Seconds per speculative step against tokens fed (sizes the drafts; never changes outputs)."""
 
     # -- prompts ---------------------------------------------------------------------------
     def encode(self, prompt: Prompt, raw: bool = False) -> list[int]:
@@ -228,6 +231,7 @@ class Engine:
                 s = step(logits, lengths.tolist())
             else:  # the same, along each row's draft: accepted drafts stay, the rest is dropped
                 s = step.verify(logits, drafts, lengths.tolist())
+                self.step_cost.stop()
                 drafter.observe(drafts, s.accepted)
                 lengths = lengths + torch.tensor(s.accepted, dtype=torch.long)
                 for i, (d, a) in enumerate(zip(drafts, s.accepted)):
@@ -258,6 +262,8 @@ class Engine:
                 tokens, injected = s.tokens, s.injected
             if drafter is not None:  # each row's token and its new draft, in one forward pass
                 drafts = self._drafts(drafter, step, lengths, cache.capacity, injected)
+                if not injected:  # a step that injects a tool's result is not a typical step
+                    self.step_cost.start(len(drafts) + sum(map(len, drafts)))
                 logits = self._forward_drafts(tokens, drafts, cache, lengths)  # (B, 1 + K, V)
                 lengths = lengths + 1
                 if injected:  # rows with a tool's result drafted nothing: position 0 is their last
@@ -306,7 +312,8 @@ class Engine:
         """Each batch row's draft for the next forward: none for a row a tool's result follows;
         at most the draws a row has left minus one (its token is one) and what the cache and the
         model's context hold after the row's token (a padded batch writes every row's positions
-        up to the longest draft, so the tightest row bounds them all); in all, what the backend's
+        up to the longest draft, so the tightest row bounds them all); what pays for the time it
+        adds (:func:`~sazanami.speculative.budget.budget`); in all, what the backend's
         ``draft_limits`` allows a call of this many rows."""
         ends = lengths.tolist()
         top = min(min(capacity, self.max_positions) - 1 - e for e in ends)  # positions after the token
@@ -315,7 +322,7 @@ class Engine:
             0 if i in injected else max(0, min(r.req.params.max_tokens - r.drawn - 1, top, per_row))
             for i, r in enumerate(step.rows)
         ]
-        drafts = drafter.propose([r.tokens for r in step.rows], room)
+        drafts = budget(drafter.propose([r.tokens for r in step.rows], room), drafter.alphas(), self.step_cost.ratio())
         for i, d in enumerate(drafts):  # the call's drafts in all, first rows first
             drafts[i] = d[: max(0, total)]
             total -= len(drafts[i])

@@ -114,7 +114,8 @@ def test_draft_length_grows_on_acceptance_and_waits_after_failures():
 # -- exact verification ----------------------------------------------------------------------------
 def scripted(monkeypatch, future: list[list[int]], wrong_after: int | None = None, most: int = 7):
     """The engine drafts the plain run's own next tokens (all accepted), or with
-    ``wrong_after`` a token that differs from the right one there (rejected from there)."""
+    ``wrong_after`` a token that differs from the right one there (rejected from there);
+    every drafted token is fed (no draft budget), so every position is verified."""
 
     class Scripted(Drafter):
         def propose(self, outputs, room):
@@ -128,6 +129,7 @@ def scripted(monkeypatch, future: list[list[int]], wrong_after: int | None = Non
             return drafts
 
     monkeypatch.setattr(engine_module, "Drafter", Scripted)
+    monkeypatch.setattr(engine_module, "budget", lambda drafts, alphas, ratio: drafts)
 
 
 @pytest.mark.parametrize("wrong_after", [None, 0, 2])

@@ -6,6 +6,10 @@ long only while its drafts are accepted: all accepted doubles the length (up to 
 a partial acceptance of a tokens sets it to a + 1; nothing accepted halves it and makes the row
 wait before drafting again, the wait doubling with each failure in a row (up to
 :data:`MAX_WAIT` steps). Text that does not copy thus drafts rarely and briefly.
+
+The row's acceptance rate (:meth:`DraftLength.alpha`: each drafted position a trial, ended by
+the first rejection, older drafts fading) tells :mod:`~sazanami.speculative.budget` how likely
+each of its drafted tokens is to be kept.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ START = 4
 """The first draft's length (at most ``max_draft``)."""
 MAX_WAIT = 32
 """Most steps a row waits after a rejected draft."""
+FADE = 0.8
+"""Weight left to a draft's trials after each newer draft."""
 
 
 class DraftLength:
     """One row's draft length and wait (keeps state; see the module docstring)."""
 
-    __slots__ = ("max_draft", "length", "wait", "backoff")
+    __slots__ = ("max_draft", "length", "wait", "backoff", "kept", "missed")
 
     def __init__(self, max_draft: int) -> None:
         self.max_draft = max_draft
@@ -28,6 +34,10 @@ class DraftLength:
         """Steps left before the row drafts again."""
         self.backoff = 0
         """The wait after the next rejected draft (doubles while drafts keep failing)."""
+        self.kept = 0.0
+        """Drafted tokens accepted (faded)."""
+        self.missed = 0.0
+        """Drafts cut short by a rejection (faded)."""
 
     def want(self) -> int:
         """Tokens to draft this step (0 while waiting); counts the step."""
@@ -40,6 +50,8 @@ class DraftLength:
         """The row's last draft of ``drafted`` tokens kept ``accepted`` of them."""
         if drafted <= 0:
             return
+        self.kept = FADE * self.kept + accepted
+        self.missed = FADE * self.missed + (accepted < drafted)
         if accepted >= drafted:
             self.length = min(self.max_draft, 2 * self.length)
             self.backoff = 0
@@ -50,3 +62,8 @@ class DraftLength:
             self.length = max(1, self.length // 2)
             self.backoff = min(MAX_WAIT, max(1, 2 * self.backoff))
             self.wait = self.backoff
+
+    def alpha(self) -> float:
+        """The chance that the row's next drafted token is accepted, given the ones before it
+        were (Laplace's rule over its faded trials: ½ before any draft)."""
+        return (self.kept + 1.0) / (self.kept + self.missed + 2.0)

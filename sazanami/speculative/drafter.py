@@ -100,6 +100,10 @@ class Drafter:
             return tokens[-n:]
         return list(self.prompt_ids[b][len(tokens) - n :]) + tokens
 
+    def alphas(self) -> list[float]:
+        """Each batch row's chance that its next drafted token is accepted (0 for a row that does not draft)."""
+        return [0.0 if (n := self.length[b]) is None else n.alpha() for b in self.alive]
+
     def observe(self, drafts: list[list[int]], accepted: list[int]) -> None:
         """The row step kept ``accepted[i]`` of batch row i's ``drafts[i]``."""
         for i, b in enumerate(self.alive):
