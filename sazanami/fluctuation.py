@@ -310,7 +310,9 @@ class FluctuationState:
         """Step 2: logits (V,) + σ · std · x_t; −inf stays −inf (never unmasks)."""
         if self.logit_tokens is not None:
             rows = torch.zeros(1, dtype=torch.long)
-            return perturb_candidates(logits[None], self.logit_tokens, rows, torch.tensor([self.fl.logits.sigma]), self._trunc)[0]
+            return perturb_candidates(
+                logits[None], self.logit_tokens, rows, torch.tensor([self.fl.logits.sigma]), self._trunc
+            )[0]
         if self.logit_noise is None:
             return logits
         x = self.logit_noise.step()
@@ -452,19 +454,61 @@ class Truncation:
         return Truncation.stack([self] * len(rows))
 
 
-def _compact(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, V) bool → ids (n, W) of each row's True columns, ascending, and valid (n, W); W = the
-    largest count (≥ 1); padding ids are 0."""
-    n = mask.shape[0]
-    count = mask.sum(-1)  # (n,)
+def _pack(rows: torch.Tensor, cols: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entries (rows[i], cols[i]), row-major with columns ascending within a row (what
+    ``nonzero`` gives) → ids (n, W) of each row's columns, ascending, and valid (n, W);
+    W = the largest count (≥ 1); padding ids are 0."""
+    count = torch.bincount(rows, minlength=n)  # (n,)
     width = max(int(count.max()) if n else 0, 1)
-    rows, cols = mask.nonzero(as_tuple=True)  # row-major: columns ascending within a row
     pos = torch.arange(rows.numel()) - (count.cumsum(0) - count)[rows]
     ids = torch.zeros(n, width, dtype=torch.long)
     valid = torch.zeros(n, width, dtype=torch.bool)
     ids[rows, pos] = cols
     valid[rows, pos] = True
     return ids, valid
+
+
+def _kept(ids: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The packed candidates ``ids`` (n, W) narrowed to the entries ``keep`` (n, W) marks."""
+    r, c = keep.nonzero(as_tuple=True)
+    return _pack(r, ids[r, c], ids.shape[0])
+
+
+CHUNK = 64
+"""Vocabulary entries per chunk when looking for the entries above a bar (see :func:`_above`)."""
+
+
+def _bar(top: torch.Tensor, t: torch.Tensor, truncation: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """Each row's least candidate logit (n,): the floor (and min-p) below its maximum ``top``;
+    +inf for a row with no finite logit (no candidates)."""
+    floor = t * math.log(CANDIDATE_FLOOR)  # log-prob ratio floor, in logit units: ≤ 0
+    if truncation is not None:  # min-p: p ≥ min_p · p_max  ⇔  x ≥ x_max + T ln min_p
+        floor = torch.maximum(floor, t * torch.log(truncation["min_p"]))
+    return torch.where(torch.isfinite(top), top + floor, math.inf)
+
+
+def _above(x: torch.Tensor, bar_of: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(each row's maximum (n,), rows, columns of the entries ≥ ``bar_of(maximum)``), the entries
+    row-major with columns ascending. One read of ``x`` (chunk maxima of :data:`CHUNK` entries);
+    only the chunks that reach the bar are compared entry by entry (−inf and NaN never pass)."""
+    n, V = x.shape
+    k = V // CHUNK
+    head = x[:, : k * CHUNK].reshape(n, k, CHUNK)  # a view unless x is strided
+    peaks = head.amax(-1)  # (n, k)
+    rest = x[:, k * CHUNK :]
+    top = peaks.amax(-1) if k else rest.amax(-1)
+    if k and rest.shape[1]:
+        top = torch.maximum(top, rest.amax(-1))
+    bar = bar_of(top)  # (n,)
+    rows, chunk = (peaks >= bar[:, None]).nonzero(as_tuple=True)
+    inner, offset = (head[rows, chunk] >= bar[rows, None]).nonzero(as_tuple=True)
+    r, c = rows[inner], chunk[inner] * CHUNK + offset
+    if rest.shape[1]:  # the last V mod CHUNK entries, then every row's columns in order again
+        rr, rc = (rest >= bar[:, None]).nonzero(as_tuple=True)
+        r, c = torch.cat([r, rr]), torch.cat([c, rc + k * CHUNK])
+        order = (r * V + c).argsort()
+        r, c = r[order], c[order]
+    return top, r, c
 
 
 def token_candidates(
@@ -477,7 +521,7 @@ def token_candidates(
     1. its truncation keeps, judged on these logits at the row's temperature: min-p, top-p
        (probabilities over the whole row) and top-k — what would survive if the noise were 0;
     2. are at least ``CANDIDATE_FLOOR`` (10^-4) × as likely as its most likely token;
-    3. are among its ``CANDIDATES_MAX`` (1024) most likely.
+    3. are among its ``CANDIDATES_MAX`` (1024) most likely (ties: the lower token id).
 
     With no truncation (or for the draw, whose logits are already truncated) 2 and 3 decide.
     Why a floor and a cap rather than a fixed top-K: a peaked row (most steps of a language
@@ -488,41 +532,49 @@ def token_candidates(
     nucleus keeps. Tokens outside get no logit noise; the colored draw still draws them, exactly
     (see :func:`gumbel_candidates`).
 
+    Cost: one read of the vocabulary (:func:`_above`); the rest works on the candidates (a
+    top-p row adds the passes its normaliser needs).
     Each row's set depends on that row alone (no batch reductions), so it is batch-invariant.
     """
+    return _candidates(logits, truncation)[1:]
+
+
+def _candidates(
+    logits: torch.Tensor, truncation: dict[str, torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`token_candidates` with each row's maximum logit first: (top (n,), ids, valid)."""
     n, _ = logits.shape
     x = logits
-    finite = torch.isfinite(x)
     t = truncation["temperature"] if truncation is not None else torch.ones(n)
-    top = x.masked_fill(~finite, -math.inf).amax(-1)  # (n,)
-    top = torch.where(torch.isfinite(top), top, 0.0)
-    floor = t * math.log(CANDIDATE_FLOOR)  # log-prob ratio floor, in logit units: ≤ 0
-    if truncation is not None:  # min-p: p ≥ min_p · p_max  ⇔  x ≥ x_max + T ln min_p
-        floor = torch.maximum(floor, t * torch.log(truncation["min_p"]))
-    mask = finite & (x >= (top + floor)[:, None])
+    top, r, c = _above(x, lambda top: _bar(top, t, truncation))
+    ids, valid = _pack(r, c, n)
     cap = torch.full((n,), CANDIDATES_MAX, dtype=torch.long)
     if truncation is not None:
         k = truncation["top_k"]
         cap = torch.where(k > 0, torch.minimum(k, cap), cap)
+    vals = x.gather(1, ids).masked_fill(~valid, -math.inf)  # (n, W)
     if truncation is not None and bool((truncation["top_p"] < 1).any()):
         # top-p on the candidates, their probabilities normalised over the whole row at T
-        ids, valid = _compact(mask)
-        z = (x - top[:, None]) / t[:, None]
+        safe_top = torch.where(torch.isfinite(top), top, 0.0)
+        z = (x - safe_top[:, None]) / t[:, None]
         lse = torch.log(_row_sums(z.exp()))  # (n,), −inf entries add 0
-        vals = z.gather(1, ids).masked_fill(~valid, -math.inf)
-        order = vals.argsort(dim=-1, descending=True, stable=True)
-        p = (vals.gather(1, order) - lse[:, None]).exp()
+        zc = (vals - safe_top[:, None]) / t[:, None]
+        order = zc.argsort(dim=-1, descending=True, stable=True)
+        p = (zc.gather(1, order) - lse[:, None]).exp()
         drop = (p.cumsum(-1) - p) >= truncation["top_p"][:, None]
         keep = valid.clone()
         keep.scatter_(1, order, valid.gather(1, order) & ~drop)
-        mask = torch.zeros_like(mask)
-        r, c = keep.nonzero(as_tuple=True)
-        mask[r, ids[r, c]] = True
-    for r in (mask.sum(-1) > cap).nonzero().flatten().tolist():  # the most likely cap[r]
-        best = x[r].masked_fill(~mask[r], -math.inf).topk(int(cap[r])).indices
-        mask[r] = False
-        mask[r, best] = True
-    return _compact(mask)
+        ids, valid = _kept(ids, keep)
+        vals = x.gather(1, ids).masked_fill(~valid, -math.inf)
+    over = (valid.sum(-1) > cap).nonzero().flatten().tolist()
+    if over:  # the most likely cap[r], ties to the lower id (a stable sort of ascending ids)
+        keep = valid.clone()
+        for row in over:
+            best = vals[row].argsort(descending=True, stable=True)[: int(cap[row])]
+            keep[row] = False
+            keep[row, best] = True
+        ids, valid = _kept(ids, keep)
+    return top, ids, valid
 
 
 class TokenNoise:
@@ -601,19 +653,14 @@ def gumbel_candidates(logits: torch.Tensor, noise: TokenNoise, rows: torch.Tenso
     within it is the inverse CDF (token-id order) at u = Φ(z) of stream ``TAIL_STREAM + 1``,
     exact as well. So every step is an exact sample of softmax(logits), as in version 1.
     """
-    ids, valid = token_candidates(logits)
+    top, ids, valid = _candidates(logits)
     n, width = ids.shape
-    finite = torch.isfinite(logits)
-    top = logits.masked_fill(~finite, -math.inf).amax(-1)
-    chosen = torch.zeros_like(finite)
+    top = torch.where(torch.isfinite(top), top, 0.0)
+    mass = (logits - top[:, None]).exp_()  # (n, V): −inf entries 0
     r, c = valid.nonzero(as_tuple=True)
-    chosen[r, ids[r, c]] = True
-    tail = finite & ~chosen
-    tail_logit = torch.full((n,), -math.inf, dtype=torch.float64)
-    has_tail = tail.any(-1)
-    if bool(has_tail.any()):
-        mass = torch.where(tail, (logits - top[:, None]).exp(), 0.0)
-        tail_logit = torch.where(has_tail, top.double() + _row_sums(mass).double().log(), -math.inf)
+    mass[r, ids[r, c]] = 0.0  # what is left is the tail's
+    tail_mass = _row_sums(mass).double()  # (n,): 0 where the candidates are every finite token
+    tail_logit = torch.where(tail_mass > 0, top.double() + tail_mass.log(), -math.inf)
     extra = torch.tensor([TAIL_STREAM, TAIL_STREAM + 1, 0], dtype=torch.long).expand(n, 3)
     z = noise.values(rows, torch.cat([ids, extra], 1))  # (n, W + 3)
     noise.last[rows] = z[:, -1].double()
@@ -622,7 +669,9 @@ def gumbel_candidates(logits: torch.Tensor, noise: TokenNoise, rows: torch.Tenso
     tokens = ids.gather(1, win.clamp(max=width - 1)[:, None]).squeeze(1)
     won = (win == width).nonzero().flatten()
     if won.numel():  # the tail won: which of its tokens (inverse CDF in token-id order)
-        p = torch.where(tail[won], (logits[won].double() - top[won, None].double()).exp(), 0.0)  # (k, V)
+        p = (logits[won].double() - top[won, None].double()).exp()  # (k, V), in double
+        rw, cw = valid[won].nonzero(as_tuple=True)
+        p[rw, ids[won][rw, cw]] = 0.0  # 0 off the tail
         cdf = p.cumsum(-1)  # flat across non-tail tokens, so the search lands on a tail token
         u = torch.special.ndtr(z[won, width + 1].double())
         j = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)
@@ -800,7 +849,16 @@ class FluctuationBatch:
     def active(self) -> bool:
         return any(
             s is not None
-            for s in (self.temp, self.logits, self.logits2, self.gumbel, self.gumbel2, self.quantile, self.hidden, self.embed)
+            for s in (
+                self.temp,
+                self.logits,
+                self.logits2,
+                self.gumbel,
+                self.gumbel2,
+                self.quantile,
+                self.hidden,
+                self.embed,
+            )
         )
 
     def select(self, keep: torch.Tensor) -> None:
@@ -808,7 +866,16 @@ class FluctuationBatch:
         idx = keep.tolist()
         self.fls = [self.fls[i] for i in idx]
         self.temp_x = [self.temp_x[i] for i in idx]
-        for s in (self.temp, self.logits, self.logits2, self.gumbel, self.gumbel2, self.quantile, self.hidden, self.embed):
+        for s in (
+            self.temp,
+            self.logits,
+            self.logits2,
+            self.gumbel,
+            self.gumbel2,
+            self.quantile,
+            self.hidden,
+            self.embed,
+        ):
             if s is not None:
                 s.select(keep)
         self.has = {k: v[keep] for k, v in self.has.items()}
@@ -847,7 +914,12 @@ class FluctuationBatch:
         if self.logits2 is not None and bool(self.has["logits2"].any()):
             rows = self.has["logits2"].nonzero().flatten()
             trunc = {k: v[rows] for k, v in self.trunc.items()}
-            new = perturb_candidates(logits[rows], self.logits2, rows, self.sigma["logits"][rows], trunc)
+            every = rows.numel() == logits.shape[0] and out is logits
+            new = perturb_candidates(
+                logits if every else logits[rows], self.logits2, rows, self.sigma["logits"][rows], trunc
+            )
+            if every:
+                return new
             out = out.clone() if out is logits else out
             out[rows] = new
         return out
@@ -868,6 +940,10 @@ class FluctuationBatch:
             out[b] = min(max(base[b] * math.exp(e.sigma * x), e.t_min), e.t_max)
         return out
 
+    def colored(self) -> torch.Tensor:
+        """(B,) bool: the rows whose token :meth:`draw` draws (a ``draw`` entry, any mode)."""
+        return self.has["gumbel"] | self.has["gumbel2"] | self.has["quantile"]
+
     def draw(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Step 5 for rows with a ``draw`` entry: exact samples of softmax(logits) from colored noise."""
         out = tokens
@@ -880,7 +956,8 @@ class FluctuationBatch:
         if self.gumbel2 is not None and bool(self.has["gumbel2"].any()):
             rows = self.has["gumbel2"].nonzero().flatten()
             out = out.clone() if out is tokens else out
-            out[rows] = gumbel_candidates(logits[rows], self.gumbel2, rows)
+            every = rows.numel() == logits.shape[0]
+            out[rows] = gumbel_candidates(logits if every else logits[rows], self.gumbel2, rows)
         if self.quantile is not None:
             rows, z = self.quantile.step(self.has["quantile"])
             u = torch.special.ndtr(z[:, 0].double())  # (n,)

@@ -296,12 +296,15 @@ class SamplerBatch:
         self.xtc_threshold = col("xtc_threshold")
         # XTC's coin: its own generator per row (derived seed), so the draw's uniforms are unchanged
         self.use_xtc = any(x.xtc_probability > 0 for x in p)
-        self.xtc_gens = [torch.Generator().manual_seed(derive_seed(r.seed, "xtc")) for r in rows] if self.use_xtc else []
+        self.xtc_gens = (
+            [torch.Generator().manual_seed(derive_seed(r.seed, "xtc")) for r in rows] if self.use_xtc else []
+        )
         # DRY: each row's context (prompt + generated) and breaker tokens
         self.use_dry = any(x.dry_multiplier > 0 and x.dry_penalty_last_n != 0 for x in p)
         self.history = [list(r.prompt_ids) for r in rows] if self.use_dry else None
         self.breakers = [
-            breaker_tokens(tokenizer, x.dry_sequence_breakers) if tokenizer is not None and x.dry_multiplier > 0
+            breaker_tokens(tokenizer, x.dry_sequence_breakers)
+            if tokenizer is not None and x.dry_multiplier > 0
             else frozenset()
             for x in p
         ]
@@ -436,8 +439,15 @@ class SamplerBatch:
         uniform, or a colored draw (``draw`` fluctuation). Each row's generator steps once.
         """
         x = processed.logits
-        uniforms = self._uniforms(self.generators)  # (B,)
-        tokens = self.fluct.draw(x, draw_inverse_cdf(x, uniforms))  # colored draw on rows with one
+        uniforms = self._uniforms(self.generators)  # (B,): every row's generator steps
+        plain = ~(processed.greedy | self.fluct.colored())  # rows the inverse-CDF draw decides
+        if bool(plain.all()):
+            tokens = draw_inverse_cdf(x, uniforms)
+        else:  # each row's draw depends on its row alone: the others' are not computed
+            tokens = torch.zeros(x.shape[0], dtype=torch.long)
+            if bool(plain.any()):
+                tokens[plain] = draw_inverse_cdf(x[plain], uniforms[plain])
+        tokens = self.fluct.draw(x, tokens)  # colored draw on rows with one
         if bool(processed.greedy.any()):
             tokens = torch.where(processed.greedy, x.argmax(-1), tokens)
         return tokens
