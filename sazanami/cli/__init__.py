@@ -4,7 +4,8 @@ One module per command group (generate, noise, models, search, serve, bench); th
 are derived from the objects that own them in :mod:`sazanami.cli.options`. User mistakes
 (``SazanamiError``) become one line on stderr and exit code 2.
 
-Commands that live outside the CLI (research's ``noise-lm``) register themselves: a package
+Commands that live outside the CLI (``train`` and ``prune`` from training, research's
+``noise-lm``) register themselves: a package
 names its click command under the ``sazanami.commands`` entry-point group of its
 ``pyproject.toml``, and ``sazanami`` adds every one it finds the first time it lists or looks
 up a command — the CLI imports none of them, so they may import :mod:`sazanami.cli.options`
@@ -29,7 +30,6 @@ from sazanami.cli.options import PARAM_OPTIONS
 from sazanami.cli.search import flow, search, tree
 from sazanami.cli.serve import serve
 from sazanami.errors import SazanamiError
-from sazanami.training.commands import prune, train
 
 __all__ = ["COMMANDS_GROUP", "PARAM_OPTIONS", "main"]
 
@@ -73,5 +73,5 @@ def main() -> None:
     """sazanami (漣): noise as a seedable control signal for LLM generation, and search."""
 
 
-for _command in (generate, models, noise, search, flow, tree, serve, bench_group, train, prune, batch, index):
+for _command in (generate, models, noise, search, flow, tree, serve, bench_group, batch, index):
     main.add_command(_command)

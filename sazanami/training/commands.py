@@ -1,8 +1,9 @@
 """``sazanami train`` and ``sazanami prune``: click commands over the training API.
 
 The options of ``train`` are derived from :class:`~sazanami.training.trainer.TrainConfig`'s
-fields (a new field becomes an option); register both with
-``main.add_command(train)`` / ``main.add_command(prune)`` (see :data:`COMMANDS`).
+fields and their docstrings (a new field becomes an option), as every option of the CLI is
+(:func:`sazanami.cli.options.dataclass_options`). Both commands register with the CLI through
+the ``sazanami.commands`` entry points of ``pyproject.toml`` (the CLI does not import them).
 """
 
 from __future__ import annotations
@@ -15,38 +16,28 @@ from typing import Any
 
 import click
 
+from sazanami.cli.options import dataclass_options
 from sazanami.training.colors import Color
 from sazanami.training.trainer import TrainConfig
 
-__all__ = ["COMMANDS", "prune", "train"]
+__all__ = ["prune", "train"]
 
 _COLOR_FIELDS = {"lr_noise", "grad_noise", "embed_noise"}
 
 
 def _config_options(fn: Any) -> Any:
-    """One ``--option`` per TrainConfig field except ``task`` (the argument)."""
-    for f in reversed(dataclasses.fields(TrainConfig)):
-        if f.name == "task":
-            continue
-        kind = {int: int, float: float}.get(type(f.default), str)
-        if f.name in _COLOR_FIELDS:
-            kind = str
-        default = None if f.name in _COLOR_FIELDS else f.default
-        fn = click.option(
-            "--" + f.name.replace("_", "-"),
-            f.name,
-            type=kind,
-            default=default,
-            show_default=default is not None,
-            help=f.metadata.get("help"),
-        )(fn)
+    """One ``--option`` per TrainConfig field except ``task`` (the argument), documented by its docstring."""
+    for option in reversed(dataclass_options(TrainConfig, [f.name for f in dataclasses.fields(TrainConfig)][1:])):
+        fn = option(fn)
     return fn
 
 
 @click.command()
 @click.argument("task")
 @_config_options
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (model, checkpoint, metrics).")
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Output directory (model, checkpoint, metrics)."
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(task: str, out: str, quiet: bool, **kw: Any) -> None:
     """Fine-tune a model on a reasoning-gym TASK family with colored fluctuations.
@@ -69,9 +60,7 @@ def train(task: str, out: str, quiet: bool, **kw: Any) -> None:
     try:
         result = run_train(cfg, out, progress=not quiet)
     except KeyboardInterrupt:
-        click.echo(
-            f"\ninterrupted; checkpoint in {checkpoint_path(out)} — rerun the same command to resume", err=True
-        )
+        click.echo(f"\ninterrupted; checkpoint in {checkpoint_path(out)} — rerun the same command to resume", err=True)
         sys.exit(130)
     note = f" (resumed from step {result.resumed_from})" if result.resumed_from else ""
     click.echo(f"trained {result.steps} steps{note}; final loss {result.loss:.4f}")
@@ -82,13 +71,26 @@ def train(task: str, out: str, quiet: bool, **kw: Any) -> None:
 @click.command()
 @click.option("--model", default="smollm2-135m", show_default=True, help="Model name or directory.")
 @click.option(
-    "--score", type=click.Choice(["spectral", "magnitude", "activation"]), default="spectral", show_default=True,
+    "--score",
+    type=click.Choice(["spectral", "magnitude", "activation"]),
+    default="spectral",
+    show_default=True,
     help="Unit score: distance of the activation spectrum from white noise (|slope|; the whitest units go first), weight norm, or activation RMS.",
 )
-@click.option("--sparsity", type=float, default=0.3, show_default=True, help="Fraction of heads and of MLP channels removed per layer, in [0, 1).")
-@click.option("--calib-windows", type=int, default=16, show_default=True, help="Calibration windows of --window tokens.")
+@click.option(
+    "--sparsity",
+    type=float,
+    default=0.3,
+    show_default=True,
+    help="Fraction of heads and of MLP channels removed per layer, in [0, 1).",
+)
+@click.option(
+    "--calib-windows", type=int, default=16, show_default=True, help="Calibration windows of --window tokens."
+)
 @click.option("--window", type=int, default=256, show_default=True, help="Tokens per calibration / evaluation window.")
-@click.option("--eval/--no-eval", "evaluate", default=True, show_default=True, help="Report held-out perplexity before and after.")
+@click.option(
+    "--eval/--no-eval", "evaluate", default=True, show_default=True, help="Report held-out perplexity before and after."
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory of the pruned model.")
 def prune(model: str, score: str, sparsity: float, calib_windows: int, window: int, evaluate: bool, out: str) -> None:
     """Prune attention heads and MLP channels by a 1/f spectral score or a baseline.
@@ -110,14 +112,18 @@ def prune(model: str, score: str, sparsity: float, calib_windows: int, window: i
     after = pruning.perplexity(net, held) if held is not None else None
     checkpoints.save_model(net, backend.tokenizer, out)
     heads, chans = removed.counts()
-    report = {"model": model, "score": score, "sparsity": sparsity, "heads_removed": heads, "channels_removed": chans,
-              "perplexity_before": before, "perplexity_after": after, "removed": dataclasses.asdict(removed)}
+    report = {
+        "model": model,
+        "score": score,
+        "sparsity": sparsity,
+        "heads_removed": heads,
+        "channels_removed": chans,
+        "perplexity_before": before,
+        "perplexity_after": after,
+        "removed": dataclasses.asdict(removed),
+    }
     (Path(out) / "pruning.json").write_text(json.dumps(report))
     click.echo(f"removed {heads} heads and {chans} MLP channels ({score}, sparsity {sparsity:g})")
     if before is not None:
         click.echo(f"held-out perplexity: {before:.3f} -> {after:.3f}")
     click.echo(f"model: {out}")
-
-
-COMMANDS = (train, prune)
-"""Register with: ``for c in COMMANDS: main.add_command(c)``."""

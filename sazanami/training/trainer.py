@@ -20,9 +20,8 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,32 +41,46 @@ __all__ = ["FILTERS", "TrainConfig", "TrainResult", "train"]
 FILTERS = ("none", "ema", "ma", "spectral")
 
 
-def _opt(help: str, **kw: Any) -> Any:
-    return field(metadata={"help": help}, **kw)
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run. Every field is a ``sazanami train`` option (``--lr-noise`` for ``lr_noise``)."""
 
-    task: str = _opt("reasoning-gym task family", default="letter_counting")
-    model: str = _opt("model name or directory", default="smollm2-135m")
-    steps: int = _opt("optimizer steps", default=100)
-    batch: int = _opt("examples per step", default=8)
-    lr: float = _opt("peak learning rate (AdamW)", default=5e-5)
-    warmup: int = _opt("linear warm-up steps before the cosine decay", default=10)
-    weight_decay: float = _opt("AdamW weight decay", default=0.0)
-    seed: int = _opt("seed of the data order, the noise and the train split", default=0)
-    train_size: int = _opt("training examples generated", default=1000)
-    test_size: int = _opt("held-out examples generated (another seed)", default=200)
-    max_len: int = _opt("longest example in tokens (prompts are cut from the left)", default=256)
-    lr_noise: Color | None = _opt("colored learning rate COLOR:SIGMA, e.g. pink:0.3", default=None)
-    grad_noise: Color | None = _opt("colored gradient noise COLOR:ETA, e.g. pink:0.01", default=None)
-    embed_noise: Color | None = _opt("colored embedding noise COLOR:ALPHA (white:5 is NEFTune)", default=None)
-    filter: str = _opt("spectral gradient filter: none, ema, ma, spectral", default="none")
-    filter_lamb: float = _opt("the filter's amplification λ", default=2.0)
-    checkpoint_every: int = _opt("steps between checkpoints (0: only on Ctrl-C and at the end)", default=50)
-    eval_batch: int = _opt("batch size of the held-out evaluation", default=16)
+    task: str = "letter_counting"
+    """Reasoning-gym task family."""
+    model: str = "smollm2-135m"
+    """Model name or directory."""
+    steps: int = 100
+    """Optimizer steps."""
+    batch: int = 8
+    """Examples per step."""
+    lr: float = 5e-5
+    """Peak learning rate (AdamW)."""
+    warmup: int = 10
+    """Linear warm-up steps before the cosine decay."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    seed: int = 0
+    """Seed of the data order, the noise and the train split."""
+    train_size: int = 1000
+    """Training examples generated."""
+    test_size: int = 200
+    """Held-out examples generated (another seed)."""
+    max_len: int = 256
+    """Longest example in tokens (prompts are cut from the left)."""
+    lr_noise: Color | None = None
+    """Colored learning rate COLOR:SIGMA, e.g. pink:0.3."""
+    grad_noise: Color | None = None
+    """Colored gradient noise COLOR:ETA, e.g. pink:0.01."""
+    embed_noise: Color | None = None
+    """Colored embedding noise COLOR:ALPHA (white:5 is NEFTune)."""
+    filter: str = "none"
+    """Spectral gradient filter: none, ema, ma, spectral."""
+    filter_lamb: float = 2.0
+    """The filter's amplification λ."""
+    checkpoint_every: int = 50
+    """Steps between checkpoints (0: only on Ctrl-C and at the end)."""
+    eval_batch: int = 16
+    """Batch size of the held-out evaluation."""
 
     def __post_init__(self) -> None:
         check_index("steps", self.steps, 1)
@@ -138,7 +151,11 @@ class _Run:
         self.embed_noise = None
         if cfg.embed_noise is not None:
             self.embed_noise = ColoredEmbeddingNoise(
-                cfg.embed_noise, derive_seed(cfg.seed, "embed"), max_batch=cfg.batch, max_len=cfg.max_len, max_steps=cfg.steps
+                cfg.embed_noise,
+                derive_seed(cfg.seed, "embed"),
+                max_batch=cfg.batch,
+                max_len=cfg.max_len,
+                max_steps=cfg.steps,
             )
             self.embed_noise.attach(self.model.get_input_embeddings())
         self.filter: GradientFilter | None = {
@@ -284,7 +301,13 @@ def train(
     accuracy = run.evaluate()
     checkpoints.save_model(run.model, run.tokenizer, out)
     last = run.history[-1] if run.history else {"loss": math.nan}
-    metrics = {"config": cfg.to_json(), "steps": run.step, "test_accuracy": accuracy, "test_size": len(run.test),
-               "final_loss": last["loss"], "history": run.history}
+    metrics = {
+        "config": cfg.to_json(),
+        "steps": run.step,
+        "test_accuracy": accuracy,
+        "test_size": len(run.test),
+        "final_loss": last["loss"],
+        "history": run.history,
+    }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return TrainResult(out, run.step, last["loss"], accuracy, resumed, run.history)
