@@ -547,9 +547,9 @@ def test_a_flow_stops_when_its_client_leaves_between_steps_that_call_no_model(ti
         assert r.status == 200 and r.readline().startswith(b"data: ")
         conn.close()
         t = time.monotonic()
-        while (server.searching or server.admitted) and time.monotonic() - t < 10:
+        while (server.searching or server.admission.admitted) and time.monotonic() - t < 10:
             time.sleep(0.05)
-        assert server.searching == 0 and server.admitted == 0
+        assert server.searching == 0 and server.admission.admitted == 0
         assert time.monotonic() - t < 3  # was the whole 18 s: no engine call after the first step
 
 

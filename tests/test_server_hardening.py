@@ -166,7 +166,7 @@ def test_disconnect_cancels_a_search(tiny_engine):
             )
         # The search thread stops at its next engine call; its queued rows are dropped.
         deadline = time.monotonic() + 10
-        while server.admitted or server.batcher.running_rows or server.batcher.waiting or server.searching:
+        while server.admission.admitted or server.batcher.running_rows or server.batcher.waiting or server.searching:
             assert time.monotonic() < deadline, _get(f"{base}/health")
             time.sleep(0.05)
         rows = server.batcher.stats["rows"]

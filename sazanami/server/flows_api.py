@@ -1,4 +1,4 @@
-"""Flows over HTTP, and the flow editor page: ``app.include_router(flows_router(api_error, read_body))``.
+"""Flows over HTTP, and the flow editor page: ``app.include_router(flows_router())``.
 
 - ``GET /flows`` — the node editor (static page; no build step);
 - ``GET /v1/flows/examples`` — the shipped flows (``examples/flows/``), as text and parsed;
@@ -40,6 +40,8 @@ from sazanami.islands import Islands, ToolRegistry
 from sazanami.search.budget import search_budget
 from sazanami.search.flows import Flow, check_nesting, parse_document, step_fields
 from sazanami.server.batcher import BatchedEngine, Cancelled, SearchTimeout
+from sazanami.server.bodies import read_body
+from sazanami.server.errors import api_error
 from sazanami.server.responses import DONE, sse
 from sazanami.server.schemas import check_scorer
 
@@ -171,12 +173,9 @@ def _yaml(doc: dict[str, Any]) -> str:
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)
 
 
-def flows_router(
-    api_error: Callable[[BaseException], Any],
-    read_body: Callable[[Request, int], Any],
-    folder: Path = EXAMPLES,
-) -> APIRouter:
-    """The routes (module docstring); ``api_error`` and ``read_body`` are the app's own."""
+def flows_router(folder: Path = EXAMPLES) -> APIRouter:
+    """The routes (module docstring); errors are answered by :func:`~sazanami.server.errors.api_error`
+    (with the step's ``node``), bodies read by :func:`~sazanami.server.bodies.read_body`."""
     router = APIRouter()
 
     def error(exc: BaseException) -> Any:
@@ -254,7 +253,7 @@ def flows_router(
             err, body = error(exc)
             return JSONResponse(body, status_code=err.status)
         budget = search_budget(flow.budget, flow.params.max_tokens, cap=server.limits.max_search_budget)
-        release = server.admit()
+        release = server.admission.admit()
         return StreamingResponse(
             _stream(server, flow, req, islands, budget, release, error),
             media_type="text/event-stream",
@@ -309,7 +308,7 @@ async def _stream(
                 server.searching -= 1
 
     try:
-        async with server.slots:
+        async with server.admission.slots:
             server.pool.submit(work)
             while True:
                 kind, value = await queue.get()

@@ -109,8 +109,8 @@ class _StateCollector(Collector):
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, value=value)
 
-        yield gauge("sazanami_requests_admitted", "Requests admitted (running or waiting)", s.admitted)
-        yield gauge("sazanami_requests_waiting", "Admitted requests waiting for a request slot", s.waiting)
+        yield gauge("sazanami_requests_admitted", "Requests admitted (running or waiting)", s.admission.admitted)
+        yield gauge("sazanami_requests_waiting", "Admitted requests waiting for a request slot", s.admission.waiting)
         yield gauge("sazanami_engine_jobs_waiting", "Engine jobs waiting for a batch (queue depth)", b.waiting)
         yield gauge("sazanami_running_rows", "Rows generating now", b.running_rows)
         yield gauge("sazanami_searches_running", "Searches and flows running now", s.searching)
