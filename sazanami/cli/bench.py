@@ -6,10 +6,12 @@ Registered on the main group in :mod:`sazanami.cli`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from sazanami.cli.options import backend_option, engine_from_options
+from sazanami.bench.frontier.run import FrontierConfig
+from sazanami.cli.options import backend_option, config_from_options, config_options, engine_from_options
 from sazanami.errors import ParameterError
 
 DEFAULT_OUT = Path("bench") / "out" / "frontier"
@@ -22,22 +24,24 @@ def bench_group() -> None:
     """Benchmarks that measure what sazanami's samplers buy."""
 
 
+FRONTIER_FIELDS = (
+    "prompts",
+    "samples",
+    "max_tokens",
+    "methods",
+    "limit",
+    "quick",
+    "cache",
+    "fresh",
+    "model",
+    "seed",
+    "n_boot",
+)
+"""The :class:`~sazanami.bench.frontier.FrontierConfig` fields ``bench frontier`` takes as options."""
+
+
 @bench_group.command("frontier")
-@click.option(
-    "--prompts",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="JSONL prompts ({id, prompt} per line)  [default: bench/data/creative_dev.jsonl]",
-)
-@click.option("--samples", "-k", type=int, default=None, help="Samples per prompt and setting  [default: 8; quick 4]")
-@click.option("--max-tokens", type=int, default=None, help="New tokens per sample  [default: 48; quick 32]")
-@click.option(
-    "--methods",
-    default=None,
-    help="Comma-separated methods (temperature is always included)  [default: all]; see --list-methods.",
-)
-@click.option("--limit", type=int, default=None, help="Use the first N prompts  [default: all; quick 6]")
-@click.option("--quick", is_flag=True, help="Few prompts, samples, tokens and settings: minutes on a laptop CPU.")
+@config_options(FrontierConfig, FRONTIER_FIELDS, {"cache": str(DEFAULT_CACHE)})
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
@@ -46,17 +50,7 @@ def bench_group() -> None:
     "[default: bench/out/frontier, or bench/out/frontier-quick]",
 )
 @click.option("--name", default="frontier", show_default=True, help="File name stem of the outputs.")
-@click.option(
-    "--cache",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Generation cache (JSONL), shared by runs  [default: bench/out/frontier-cache.jsonl]",
-)
-@click.option("--fresh", is_flag=True, help="Ignore cached generations.")
-@click.option("--model", "-m", default=None, help="Registry name, HF directory or .gguf  [default: the embedded model]")
 @backend_option
-@click.option("--seed", type=int, default=0, show_default=True, help="Base seed of the samples and the bootstrap.")
-@click.option("--bootstrap", "n_boot", type=int, default=2000, show_default=True, help="Bootstrap resamples.")
 @click.option(
     "--threads",
     type=int,
@@ -66,23 +60,13 @@ def bench_group() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-setting lines.")
 @click.option("--list-methods", is_flag=True, help="List the methods and their sweeps, then exit.")
 def frontier(
-    prompts: str | None,
-    samples: int | None,
-    max_tokens: int | None,
-    methods: str | None,
-    limit: int | None,
-    quick: bool,
     out: str | None,
     name: str,
-    cache: str | None,
-    fresh: bool,
-    model: str | None,
     backend: str,
-    seed: int,
-    n_boot: int,
     threads: int | None,
     quiet: bool,
     list_methods: bool,
+    **fields: Any,
 ) -> None:
     """Diversity vs perplexity of every sampler setting: the frontier, and who beats temperature.
 
@@ -106,24 +90,12 @@ def frontier(
         import torch
 
         torch.set_num_threads(threads)
-    out_dir = Path(out) if out else DEFAULT_OUT.with_name("frontier-quick" if quick else "frontier")
-    config = fr.FrontierConfig(
-        prompts=prompts or fr.DEFAULT_PROMPTS,
-        methods=tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None,
-        samples=samples,
-        max_tokens=max_tokens,
-        limit=limit,
-        quick=quick,
-        model=model,
-        seed=seed,
-        n_boot=n_boot,
-        cache=Path(cache) if cache else DEFAULT_CACHE,
-        fresh=fresh,
-    )
+    out_dir = Path(out) if out else DEFAULT_OUT.with_name("frontier-quick" if fields["quick"] else "frontier")
+    config = config_from_options(fr.FrontierConfig, fields)
     from sazanami.models import DEFAULT_MODEL
 
     rows = config.resolved().samples or 1  # each prompt's samples run as one batch
-    engine = engine_from_options(model or DEFAULT_MODEL, True, backend, rows)
+    engine = engine_from_options(config.model or DEFAULT_MODEL, True, backend, rows)
     if not quiet:
         click.echo(f"backend: {engine.backend.capabilities.backend}", err=True)
     result = fr.run_frontier(config, engine, progress=not quiet, log=(lambda s: None) if quiet else None)

@@ -11,7 +11,8 @@ from typing import Any
 import click
 
 from sazanami.bench.humaneval.run import SETTINGS, HumanEvalConfig, check_resumable
-from sazanami.cli.humaneval_options import names, open_engine, quiet_option, run_options, task_numbers
+from sazanami.cli.humaneval_options import open_engine, quiet_option, run_options, task_numbers
+from sazanami.cli.options import comma_list
 
 DEFAULT_OUT = Path("bench") / "out" / "humaneval.jsonl"
 
@@ -71,7 +72,7 @@ def humaneval(
         for key, where in write_outputs(path, path.parent, name=path.stem).items():
             click.echo(f"{key}: {where}")
         return
-    settings = names(fields.pop("settings")) or HumanEvalConfig.settings
+    settings = comma_list(fields.pop("settings")) or HumanEvalConfig.settings
     config = HumanEvalConfig(settings=settings, problems=task_numbers(fields.pop("problems")), **fields)
     check_resumable(config, path)  # before the model loads: a refused run costs nothing
     engine = open_engine(config.model, backend, threads, rows=config.samples * len(config.settings))

@@ -11,7 +11,8 @@ from typing import Any
 import click
 
 from sazanami.bench.humaneval.search_run import ARMS, SearchConfig
-from sazanami.cli.humaneval_options import names, open_engine, quiet_option, run_options, task_numbers
+from sazanami.cli.humaneval_options import open_engine, quiet_option, run_options, task_numbers
+from sazanami.cli.options import comma_list
 
 DEFAULT_OUT = Path("bench") / "out" / "humaneval_search.jsonl"
 
@@ -48,7 +49,7 @@ def humaneval_search(
         click.echo(f"summary: {write_summary(path)}")
         click.echo(f"plot: {write_plot(path)}")
         return
-    arms = names(fields.pop("arms")) or SearchConfig.arms
+    arms = comma_list(fields.pop("arms")) or SearchConfig.arms
     config = SearchConfig(arms=arms, problems=task_numbers(fields.pop("problems")), **fields)
     engine = open_engine(config.model, backend, threads, rows=8)
     done = run_search_arms(config, engine, path, progress=not quiet, log=None if quiet else click.echo)

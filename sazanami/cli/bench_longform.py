@@ -3,83 +3,48 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from sazanami.cli.options import backend_option, engine_from_options
+from sazanami.bench.longform.run import LongformConfig
+from sazanami.cli.options import backend_option, config_from_options, config_options, engine_from_options
 from sazanami.errors import ParameterError
 
 DEFAULT_OUT = Path("bench") / "out" / "longform"
 DEFAULT_CACHE = Path("bench") / "out" / "longform-cache.jsonl"
 
 
+LONGFORM_FIELDS = (
+    "prompts", "samples", "max_tokens", "methods", "limit", "judge_samples", "partitioner", "quick", "cache",
+    "model", "seed", "n_boot",
+)  # fmt: skip
+"""The :class:`~sazanami.bench.longform.LongformConfig` fields ``bench longform`` takes as options."""
+
+
 @click.command("longform")
+@config_options(LongformConfig, LONGFORM_FIELDS, {"cache": str(DEFAULT_CACHE)})
 @click.option(
-    "--prompts",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="JSONL prompts ({id, prompt} per line)  [default: bench/data/creative_test.jsonl, the held-out set]",
+    "--out", type=click.Path(file_okay=False), default=None, help="Output folder  [default: bench/out/longform]"
 )
-@click.option("--samples", "-k", type=int, default=None, help="Samples per prompt and setting  [default: 8; quick 4]")
-@click.option("--max-tokens", type=int, default=None, help="New tokens per sample  [default: 512; quick 256]")
+@click.option("--name", default="longform", show_default=True, help="File name stem of the outputs.")
+@backend_option
 @click.option(
-    "--methods",
-    default=None,
-    help="Comma-separated methods (temperature always included)  [default: all; quick: a fixed subset]; "
-    "see --list-methods.",
-)
-@click.option("--limit", type=int, default=None, help="Use the first N prompts  [default: all; quick 6]")
-@click.option(
-    "--judge-samples",
+    "--threads",
     type=int,
     default=None,
-    help="Samples per prompt and setting scored by Gemma 3 270M; 0 = no judge  [default: all; quick 1]",
-)
-@click.option(
-    "--partitioner",
-    type=click.Choice(["embedding", "unigram"]),
-    default="embedding",
-    show_default=True,
-    help="Equivalence of two samples for distinct_k: MiniLM cosine or unigram Jaccard, at the thresholds "
-    "fixed on bench/data/equivalence_pairs.jsonl.",
-)
-@click.option("--quick", is_flag=True, help="6 prompts × 4 samples × 256 tokens, 8 settings (temperature, white/pink/brown temperature noise, the pink quantile draw), 1 judged sample each.")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder  [default: bench/out/longform]")
-@click.option("--name", default="longform", show_default=True, help="File name stem of the outputs.")
-@click.option(
-    "--cache",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Generation cache (JSONL; judge scores go beside it)  [default: bench/out/longform-cache.jsonl]",
-)
-@click.option("--model", "-m", default=None, help="Registry name or HF directory  [default: the embedded model]")
-@backend_option
-@click.option("--seed", type=int, default=0, show_default=True, help="Base seed of the samples and the bootstrap.")
-@click.option("--bootstrap", "n_boot", type=int, default=2000, show_default=True, help="Bootstrap resamples.")
-@click.option(
-    "--threads", type=int, default=None, help="torch and llama.cpp CPU threads; 1 on shared cores  [default: torch's; the judge: physical cores]"
+    help="torch and llama.cpp CPU threads; 1 on shared cores  [default: torch's; the judge: physical cores]",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-setting lines.")
 @click.option("--list-methods", is_flag=True, help="List the methods and their sweeps, then exit.")
 def longform(
-    prompts: str | None,
-    samples: int | None,
-    max_tokens: int | None,
-    methods: str | None,
-    limit: int | None,
-    judge_samples: int | None,
-    partitioner: str,
-    quick: bool,
     out: str | None,
     name: str,
-    cache: str | None,
-    model: str | None,
     backend: str,
-    seed: int,
-    n_boot: int,
     threads: int | None,
     quiet: bool,
     list_methods: bool,
+    **fields: Any,
 ) -> None:
     """Long texts: surprisal spectra vs human prose, repetition, degeneration, distinct_k, and
     perplexity under an independent judge (Gemma 3 270M), per sampler setting.
@@ -104,25 +69,11 @@ def longform(
         import torch
 
         torch.set_num_threads(threads)
-    config = lf.LongformConfig(
-        prompts=prompts or lf.TEST_PROMPTS,
-        methods=tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None,
-        samples=samples,
-        max_tokens=max_tokens,
-        limit=limit,
-        judge_samples=judge_samples,
-        quick=quick,
-        model=model,
-        seed=seed,
-        n_boot=n_boot,
-        cache=Path(cache) if cache else DEFAULT_CACHE,
-        partitioner=partitioner,
-        threads=threads,
-    )
+    config = config_from_options(lf.LongformConfig, fields | {"threads": threads})
     from sazanami.models import DEFAULT_MODEL
 
     rows = config.resolved().samples or 1  # each prompt's samples run as one batch
-    engine = engine_from_options(model or DEFAULT_MODEL, True, backend, rows)
+    engine = engine_from_options(config.model or DEFAULT_MODEL, True, backend, rows)
     if not quiet:
         click.echo(f"backend: {engine.backend.capabilities.backend}", err=True)
     result = lf.run_longform(config, engine, progress=not quiet, log=(lambda s: None) if quiet else None)

@@ -37,11 +37,6 @@ def run_options(config: type, out: Path, out_help: str) -> Callable[[Any], Any]:
     return apply
 
 
-def names(items: Iterable[str]) -> tuple[str, ...]:
-    """The names of a repeatable, comma-separated option (``--arms a,b --arms c``), blanks dropped."""
-    return tuple(s.strip() for item in items for s in item.split(",") if s.strip())
-
-
 def task_numbers(items: Iterable[Any]) -> tuple[int, ...]:
     """The task numbers of a repeatable, comma-separated ``--problems``, blanks dropped."""
     return tuple(int(n) for item in items for n in str(item).split(",") if n.strip())

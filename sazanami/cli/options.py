@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -40,6 +41,9 @@ FLAGS: dict[str, tuple[str, ...]] = {
     "max_calls": ("--max-tool-calls",),  # Islands: the tool limits say "tool"
     "timeout": ("--tool-timeout",),
     "beta": ("--beam-beta",),  # beam's noise color; --beta overrides the fluctuation's
+    "samples": ("--samples", "-k"),  # the benches' samples per prompt
+    "model": ("--model", "-m"),
+    "n_boot": ("--bootstrap",),
 }
 """The flags not spelled ``--field-name`` (the value keeps the field's name)."""
 
@@ -62,7 +66,8 @@ def _base(hint: Any) -> Any:
 
 
 def _help(doc: str) -> str:
-    return doc.replace("``", "")
+    """A docstring as plain help text: no ``literal`` marks, :role:`~a.b.Name` → Name."""
+    return re.sub(r":\w+:`~?(?:[\w.]+\.)?([\w]+)`", r"\1", doc).replace("``", "")
 
 
 def _option(name: str, hint: Any, default: Any, doc: str, dest: str | None = None, **extra: Any) -> Decorator:
@@ -88,15 +93,46 @@ def _apply(fn: Any, options: Iterable[Decorator]) -> Any:
     return fn
 
 
-def dataclass_options(cls: type, names: Iterable[str] | None = None) -> list[Decorator]:
-    """An option per dataclass field (those in ``names``, default all), documented by its docstring."""
+def dataclass_options(
+    cls: type, names: Iterable[str] | None = None, defaults: dict[str, Any] | None = None
+) -> list[Decorator]:
+    """An option per dataclass field (those in ``names``, default all), documented by its docstring;
+    ``defaults``: the command's own default of a field where it differs from the dataclass's."""
     hints, docs = typing.get_type_hints(cls), field_docs(cls)
     wanted = None if names is None else set(names)
+    defaults = defaults or {}
     return [
-        _option(f.name, hints[f.name], f.default, docs.get(f.name, ""))
+        _option(f.name, hints[f.name], defaults.get(f.name, f.default), docs.get(f.name, ""))
         for f in dataclasses.fields(cls)
         if wanted is None or f.name in wanted
     ]
+
+
+def config_options(cls: type, names: Iterable[str], defaults: dict[str, Any] | None = None) -> Decorator:
+    """The options of a run's config dataclass ``cls``: one per field in ``names`` (see
+    :func:`dataclass_options`); the command takes them as ``**fields`` for :func:`config_from_options`."""
+    options = dataclass_options(cls, names, defaults)
+    return lambda fn: _apply(fn, options)
+
+
+def config_from_options(cls: type, values: dict[str, Any]) -> Any:
+    """``cls`` from the values of :func:`config_options`' options: a repeatable (tuple) option
+    is split at commas, and given no value it is None where that is the field's default."""
+    hints = typing.get_type_hints(cls)
+    kw = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        if typing.get_origin(_base(hints[f.name])) is tuple:
+            value = comma_list(value) or (None if f.default is None else ())
+        kw[f.name] = value
+    return cls(**kw)
+
+
+def comma_list(items: Iterable[str]) -> tuple[str, ...]:
+    """The names of a repeatable, comma-separated option (``--methods a,b --methods c``), blanks dropped."""
+    return tuple(s.strip() for item in items for s in item.split(",") if s.strip())
 
 
 # -- sampling --------------------------------------------------------------------------------------

@@ -145,7 +145,13 @@ def search(
     params = params_from_options(kw)
     rows = options.get("n") or options.get("width") or SEARCH_ROWS
     engine = engine_from_options(
-        kw["model"], kw.pop("prefix_cache"), kw.pop("backend"), rows, params.fluctuation, kw.pop("ray_replicas"), kw.pop("ray_address")
+        kw["model"],
+        kw.pop("prefix_cache"),
+        kw.pop("backend"),
+        rows,
+        params.fluctuation,
+        kw.pop("ray_replicas"),
+        kw.pop("ray_address"),
     )
     islands = islands_from_options(island_kw, engine.tokenizer)
     scorer_obj = make_scorer(scorer)

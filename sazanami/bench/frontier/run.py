@@ -45,8 +45,9 @@ class FrontierConfig:
     """What one benchmark run does. ``None`` sizes take the quick or full defaults."""
 
     prompts: str | Path = DEFAULT_PROMPTS
+    """JSONL prompts ({id, prompt} per line)."""
     methods: tuple[str, ...] | None = None
-    """Method names (:data:`METHODS`); None = all. ``temperature`` is always added: it is the reference."""
+    """Method names (:data:`METHODS`, comma-separated on the command line; see --list-methods); None = all. ``temperature`` is always added: it is the reference."""
     samples: int | None = None
     """Samples per prompt and setting (default 8; quick 4)."""
     max_tokens: int | None = None
@@ -54,13 +55,17 @@ class FrontierConfig:
     limit: int | None = None
     """Use the first ``limit`` prompts (default all; quick 6)."""
     quick: bool = False
+    """Few prompts, samples, tokens and settings: minutes on a laptop CPU."""
     model: str | None = None
-    """Registry name or HF directory; None = the embedded default."""
+    """Registry name, HF directory or .gguf; None = the embedded default."""
     seed: int = 0
+    """Base seed of the samples and the bootstrap."""
     n_boot: int = 2000
+    """Bootstrap resamples."""
     level: float = 0.95
+    """Confidence level of the bootstrap intervals."""
     cache: str | Path | None = None
-    """Generation cache (JSONL); None = no cache."""
+    """Generation cache (JSONL), shared by runs (None: none)."""
     fresh: bool = False
     """Ignore cache hits (still writes new generations)."""
 

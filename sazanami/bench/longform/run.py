@@ -109,8 +109,9 @@ class LongformConfig:
     """What one long-form run does. ``None`` sizes take the quick or full defaults."""
 
     prompts: str | Path = TEST_PROMPTS
+    """JSONL prompts ({id, prompt} per line); the default is the held-out set."""
     methods: tuple[str, ...] | None = None
-    """Names in :data:`LONGFORM_METHODS`; None = all (quick: :data:`QUICK_METHODS`). temperature is always added."""
+    """Names in :data:`LONGFORM_METHODS` (comma-separated on the command line; see --list-methods); None = all (quick: :data:`QUICK_METHODS`). temperature is always added."""
     samples: int | None = None
     """Samples per prompt and setting (default 8; quick 4)."""
     max_tokens: int | None = None
@@ -120,15 +121,23 @@ class LongformConfig:
     judge_samples: int | None = None
     """Samples per prompt and setting scored by the Gemma judge (default all; quick 1). 0 = no judge."""
     quick: bool = False
+    """6 prompts × 4 samples × 256 tokens, 8 settings (temperature, white/pink/brown temperature noise, the pink quantile draw), 1 judged sample each."""
     model: str | None = None
+    """Registry name or HF directory; None = the embedded default."""
     seed: int = 0
+    """Base seed of the samples and the bootstrap."""
     n_boot: int = 2000
+    """Bootstrap resamples."""
     level: float = 0.95
+    """Confidence level of the bootstrap intervals."""
     cache: str | Path | None = None
     """Generation cache (JSONL); the judge's scores go to a ``-judge`` file beside it."""
     partitioner: str = "embedding"
+    """Equivalence of two samples for distinct_k: embedding (MiniLM cosine) or unigram (Jaccard), at the thresholds fixed on bench/data/equivalence_pairs.jsonl."""
     loop_n: int = 12
+    """Degeneration: a token that completes a ``loop_n``-token n-gram seen before starts a loop."""
     p_min: float = 1e-4
+    """Degeneration: a token with probability below ``p_min`` under the generator at T = 1."""
     threads: int | None = None
     """llama.cpp threads of the judge; None = the physical cores, as the llama.cpp backend."""
 
