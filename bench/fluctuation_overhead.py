@@ -113,10 +113,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     names = [name for name in PRESETS if name != "none"] + list(EXTRA)
-    if args.names == "per-token":
-        names = list(PER_TOKEN)
-    elif args.names:
-        names = args.names.split(",")
+    if args.names:  # "per-token" stands for those entries
+        names = [x for name in args.names.split(",") for x in (PER_TOKEN if name == "per-token" else (name,))]
     ns = [int(x) for x in args.ns.split(",")]
     print(
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
