@@ -386,6 +386,7 @@ def test_info_and_playground_page(url):
     assert "pink-temperature" in info["presets"] and "best_of_n" in info["strategies"]
     assert info["tools"] == ["CALC"] and info["limits"]["max_n"] == 8
     assert not any(s.startswith("py:") for s in info["scorers"])
+    assert "prompt" in info["speculative"]["sources"]  # the playground's speculative field offers them
     with urllib.request.urlopen(f"{url}/", timeout=10) as r:
         assert b"sazanami playground" in r.read()
     with urllib.request.urlopen(f"{url}/static/app.js", timeout=10) as r:

@@ -6,6 +6,8 @@ Python (``pip install playwright``); it drives the system browser, so no ``playw
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 
@@ -81,3 +83,24 @@ def test_tool_results_are_marked_in_variants_and_search_nodes(page):
     assert page.locator("#detail pre mark.island").count() == 1
     page.uncheck("#tool-CALC")
     page.fill("#regex", "")
+
+
+def test_usage_shows_speculative_drafts(page):
+    """Issue 27: with a speculative source, the run's usage line says how many tokens were
+    drafted and how many of them the sampler drew (from the stream's usage chunk)."""
+    page.select_option("#strategy", "")
+    page.check("input[name=mode][value=completion]")
+    page.fill("#prompt", "the cat sat on the mat. the cat sat on the mat. the cat sat on the mat. the")
+    page.fill("#n", "1")
+    page.fill("#max_tokens", "32")
+    page.fill("#temperature", "0")
+    page.fill("#speculative", "prompt")
+    page.click("#run")
+    page.wait_for_function("document.querySelector('#usage').textContent.includes('speculative')", timeout=20_000)
+    usage = page.inner_text("#usage")
+    assert re.search(r"\d+ prompt \+ \d+ generated tokens", usage), usage
+    assert re.search(r"speculative: \d+ of \d+ drafted tokens accepted", usage), usage
+    page.fill("#speculative", "")
+    page.click("#run")
+    page.wait_for_function("document.querySelector('#usage').textContent.includes('generated')", timeout=20_000)
+    assert "speculative" not in page.inner_text("#usage")  # usage without drafts says nothing of them

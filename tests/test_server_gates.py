@@ -501,6 +501,45 @@ def test_metrics_in_prometheus_text_format(url, client):
     assert after["sazanami_time_to_first_token_seconds"].type == "histogram"
 
 
+def test_metrics_count_speculative_drafts(url, monkeypatch):
+    """Issue 27: ``sazanami_drafted_tokens_total`` and ``sazanami_accepted_tokens_total`` move by
+    what each completion's usage reports (accepted + rejected prediction tokens), whole or
+    streamed; a request without ``speculative`` moves neither. Every draft is fed (no draft
+    budget), so how much is drafted does not hang on this machine's step timings."""
+    import sazanami.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "budget", lambda drafts, alphas, ratio: drafts)
+    prompt = "the cat sat on the mat. the cat sat on the mat. the cat sat on the mat. the"
+    body = {"model": "tiny-random", "prompt": prompt, "max_tokens": 48, "temperature": 0, "seed": 1, "ignore_eos": True}
+    before = _metrics(url)
+    status, _, raw = _request(url + "/v1/completions", body, AUTH)
+    assert status == 200
+    plain_after = _metrics(url)
+    spec = body | {"speculative": "prompt"}
+    usages = []
+    status, _, raw = _request(url + "/v1/completions", spec, AUTH)
+    assert status == 200
+    usages.append(json.loads(raw)["usage"])
+    stream = spec | {"stream": True, "stream_options": {"include_usage": True}}
+    status, _, raw = _request(url + "/v1/completions", stream, AUTH)
+    assert status == 200
+    chunks = [json.loads(line[6:]) for line in raw.decode().splitlines() if line.startswith("data: {")]
+    usages.append(chunks[-1]["usage"])
+    after = _metrics(url)
+    for name in ("sazanami_drafted_tokens_total", "sazanami_accepted_tokens_total"):
+        assert _value(plain_after, name) == _value(before, name), name
+    details = [u["completion_tokens_details"] for u in usages]
+    accepted = sum(d["accepted_prediction_tokens"] for d in details)
+    drafted = accepted + sum(d["rejected_prediction_tokens"] for d in details)
+    assert accepted > 0
+
+    def delta(name: str) -> float:
+        return _value(after, name) - _value(before, name)
+
+    assert delta("sazanami_drafted_tokens_total") == drafted
+    assert delta("sazanami_accepted_tokens_total") == accepted
+
+
 def test_each_app_has_its_own_registry(tiny_engine):
     apps = [create_app("tiny-random", Limits(), engine=tiny_engine) for _ in range(2)]
     with TestClient(apps[0]) as a, TestClient(apps[1]) as b:

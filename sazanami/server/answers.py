@@ -107,8 +107,9 @@ async def respond(server: Server, plan: Plan, request: Request) -> dict[str, Any
     plan.finish_calls(choices)
     if completion_tokens is None:
         completion_tokens = sum(c.tokens for c in choices)
-    server.monitor.tokens(plan.prompt_tokens, completion_tokens)
-    tokens = usage(plan.prompt_tokens, completion_tokens, plan.cached_tokens(), plan.predictions(choices))
+    predictions = plan.predictions(choices)
+    server.monitor.tokens(plan.prompt_tokens, completion_tokens, predictions)
+    tokens = usage(plan.prompt_tokens, completion_tokens, plan.cached_tokens(), predictions)
     return plan.shape.response(choices, tokens, server.engine.tokenizer, plan.want_logprobs, **extra)
 
 
@@ -187,9 +188,10 @@ async def stream(server: Server, plan: Plan, request: Request) -> AsyncIterator[
                         yield shape.chunk([shape.end(c, tok, plan.want_logprobs)])
     if completion_tokens is None:
         completion_tokens = sum(c.tokens for c in choices)
-    server.monitor.tokens(plan.prompt_tokens, completion_tokens)
+    predictions = plan.predictions(choices)
+    server.monitor.tokens(plan.prompt_tokens, completion_tokens, predictions)
     if plan.req.wants_usage():
-        tokens = usage(plan.prompt_tokens, completion_tokens, plan.cached_tokens(), plan.predictions(choices))
+        tokens = usage(plan.prompt_tokens, completion_tokens, plan.cached_tokens(), predictions)
         yield shape.chunk([], tokens, seed=seed)
     yield DONE
 

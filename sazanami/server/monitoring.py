@@ -9,6 +9,9 @@ so several apps in one process (tests, notebooks) keep apart. Exported:
 - ``sazanami_prompt_tokens_total``, ``sazanami_generation_tokens_total`` — of the completions
   answered (each distinct prompt once, as ``usage`` counts them; a search's generated tokens
   are its spend);
+- ``sazanami_drafted_tokens_total``, ``sazanami_accepted_tokens_total`` — speculative decoding's
+  draft tokens over the completions answered, and those of them the sampler drew (as ``usage``
+  reports them: accepted and rejected prediction tokens; :mod:`sazanami.speculative`);
 - ``sazanami_time_to_first_token_seconds`` — from the request's arrival to its first step's
   output (sampling) or its samples (beams); searches are not timed;
 - ``sazanami_inter_token_latency_seconds`` — between a sampling request's successive steps
@@ -57,6 +60,12 @@ class Monitor:
         self.generation_tokens = Counter(
             "sazanami_generation_tokens", "Generated tokens of the completions answered", registry=r
         )
+        self.drafted_tokens = Counter(
+            "sazanami_drafted_tokens", "Draft tokens of speculative decoding in the completions answered", registry=r
+        )
+        self.accepted_tokens = Counter(
+            "sazanami_accepted_tokens", "Draft tokens the sampler drew (accepted), of those drafted", registry=r
+        )
         self.ttft = Histogram(
             "sazanami_time_to_first_token_seconds",
             "From a request's arrival to its first output",
@@ -84,9 +93,15 @@ class Monitor:
             self.itl.observe(now - clock.last)
         clock.last = now
 
-    def tokens(self, prompt: int, generated: int) -> None:
+    def tokens(self, prompt: int, generated: int, predictions: tuple[int, int] | None = None) -> None:
+        """A completion answered: its prompt and generated tokens, and ``predictions`` — the
+        (drafted, accepted) tokens of speculative decoding, None without it."""
         self.prompt_tokens.inc(prompt)
         self.generation_tokens.inc(generated)
+        if predictions is not None:
+            drafted, accepted = predictions
+            self.drafted_tokens.inc(drafted)
+            self.accepted_tokens.inc(accepted)
 
 
 class Clock:

@@ -89,7 +89,7 @@ def api_router() -> APIRouter:
         server.check_model(model_id)
         return model_card(server)
 
-    @router.get("/v1/sazanami", summary="Presets, strategies, scorers, tools and limits")
+    @router.get("/v1/sazanami", summary="Presets, strategies, scorers, speculative sources, tools and limits")
     async def info(request: Request) -> dict[str, Any]:
         return _info(request.app.state.server)
 
@@ -155,6 +155,7 @@ def _info(server: Server) -> dict[str, Any]:
     from sazanami.fluctuation import PRESETS
     from sazanami.search import STRATEGIES, strategy_options
     from sazanami.search.scorer_specs import SCORER_NAMES
+    from sazanami.speculative.spec import SOURCES
 
     def plain(x: Any) -> Any:
         return json.loads(json.dumps(x, default=str))
@@ -166,6 +167,7 @@ def _info(server: Server) -> dict[str, Any]:
         "strategies": {name: plain(strategy_options(name)) for name in STRATEGIES},
         "scorers": [s for s in SCORER_NAMES if not s.startswith("py:")],
         "tools": server.tools.names if server.tools is not None else [],
+        "speculative": {"sources": list(SOURCES)},
         "limits": server.limits.to_dict() | {"memory_budget": server.memory_budget},
         "defaults": {k: v for k, v in SamplingParams().to_dict().items() if k != "fluctuation"},
     }

@@ -18,7 +18,7 @@ let live = null;        // a streamed search's tree so far: {nodes, best, genera
 let drawing = null;     // the pending redraw of the live tree (at most one per DRAW_MS)
 const DRAW_MS = 120;
 const HISTORY = "sazanami-playground-runs", HISTORY_MAX = 20;
-const FIELDS = ["prompt", "n", "max_tokens", "temperature", "seed", "preset", "sigma", "beta", "strategy", "budget", "scorer", "regex"];
+const FIELDS = ["prompt", "n", "max_tokens", "temperature", "seed", "speculative", "preset", "sigma", "beta", "strategy", "budget", "scorer", "regex"];
 
 function status(text, error = false) {
   $("status").textContent = text;
@@ -32,6 +32,7 @@ async function init() {
   $("preset").value = "pink-temperature";
   for (const name of Object.keys(info.strategies)) $("strategy").append(el("option", { value: name }, name));
   for (const s of info.scorers) $("scorers").append(el("option", { value: s }));
+  for (const s of info.speculative.sources) $("speculative-sources").append(el("option", { value: s }));
   for (const name of info.tools) {
     const box = el("input", { type: "checkbox", value: name, id: `tool-${name}` });
     const label = el("label", { for: `tool-${name}` });
@@ -126,6 +127,7 @@ function fieldOf(param) {
   if (param === "messages" || param === "prompt") return "prompt";
   if (/\.sigma$/.test(param)) return "sigma";
   if (/\.beta$/.test(param)) return "beta";
+  if (param.startsWith("speculative")) return "speculative";
   if (param.startsWith("search.budget")) return "budget";
   if (param.startsWith("search.scorer")) return "scorer";
   if (param.startsWith("search.")) return "strategy";
@@ -162,6 +164,7 @@ function body() {
   const tools = [...document.querySelectorAll("#tools input:checked")].map((x) => x.value);
   if (tools.length) b.tools = tools;
   if ($("regex").value.trim()) b.regex = $("regex").value.trim();
+  if ($("speculative").value.trim()) b.speculative = $("speculative").value.trim();
   const strategy = $("strategy").value;
   if (strategy) {
     b.search = { strategy, budget: numberOf("budget", { integer: true, min: 1 }), scorer: $("scorer").value || undefined, return_tree: true };
@@ -169,7 +172,7 @@ function body() {
   } else {
     b.n = numberOf("n", { integer: true, min: 1 });
     b.stream = true;
-    b.stream_options = { include_usage: true };  // its last chunk carries the run's seed
+    b.stream_options = { include_usage: true };  // its last chunk carries the run's seed and usage
   }
   return b;
 }
@@ -214,6 +217,7 @@ async function run() {
   current = { form: formState(), url, body: b, seed: b.seed, outputs: [], time: new Date().toISOString() };
   $("empty").hidden = true;
   $("runinfo").hidden = true;
+  $("usage").textContent = "";
   $("variants").replaceChildren();
   $("variants-box").hidden = Boolean(b.search);
   $("tree").replaceChildren();
@@ -337,6 +341,21 @@ function showRunInfo(seed) {
   $("runinfo").hidden = false;
 }
 
+// The run's usage (the stream's last chunk): its tokens, the prompt tokens the prefix cache
+// served, and speculative decoding's drafts (accepted + rejected prediction tokens) and how many
+// of them the sampler drew.
+function showUsage(u) {
+  const parts = [`${u.prompt_tokens} prompt + ${u.completion_tokens} generated tokens`];
+  const cached = (u.prompt_tokens_details || {}).cached_tokens;
+  if (cached) parts.push(`${cached} prompt tokens from the prefix cache`);
+  const d = u.completion_tokens_details;
+  if (d) {
+    const drafted = d.accepted_prediction_tokens + d.rejected_prediction_tokens;
+    parts.push(`speculative: ${d.accepted_prediction_tokens} of ${drafted} drafted tokens accepted`);
+  }
+  $("usage").textContent = ` · ${parts.join(" · ")}`;
+}
+
 // -- variants --------------------------------------------------------------------------------
 function variantCard(index) {
   let card = $(`variant-${index}`);
@@ -390,6 +409,7 @@ async function readStream(res) {
       const chunk = parseJSON(data);
       if (chunk.error) throw new Error(chunk.error.message);
       if (chunk.seed !== undefined && chunk.seed !== null) showRunInfo(chunk.seed);
+      if (chunk.usage) showUsage(chunk.usage);
       if (chunk.search_node) growTree(chunk.search_node);
       else if (searching) {  // the winner's text comes after the tree; shown whole at the end
         for (const choice of chunk.choices || []) {
