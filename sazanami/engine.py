@@ -322,7 +322,10 @@ class Engine:
             0 if i in injected else max(0, min(r.req.params.max_tokens - r.drawn - 1, top, per_row))
             for i, r in enumerate(step.rows)
         ]
-        drafts = budget(drafter.propose([r.tokens for r in step.rows], room), drafter.alphas(), self.step_cost.ratio())
+        cost = self.step_cost
+        drafts = budget(
+            drafter.propose([r.tokens for r in step.rows], room), drafter.alphas(), cost.ratio(), not cost.fitted()
+        )
         for i, d in enumerate(drafts):  # the call's drafts in all, first rows first
             drafts[i] = d[: max(0, total)]
             total -= len(drafts[i])

@@ -23,6 +23,16 @@ CHROMIUM_ARGS = [
 """Debian's Chromium as the browser tests run it: headless, no sandbox (containers), no network of its own."""
 
 
+@pytest.fixture
+def whole_drafts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every drafted token is fed (no draft budget): how much is drafted then depends on the
+    drafts alone, not on how long steps took on a busy machine (the budget's own tests:
+    tests/test_speculative_budget.py)."""
+    import sazanami.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "budget", lambda drafts, alphas, ratio, explore=False: drafts)
+
+
 @pytest.fixture(scope="session")
 def tiny_engine() -> Engine:
     return Engine(models.load("tiny-random"))

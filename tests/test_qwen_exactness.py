@@ -15,6 +15,7 @@ from sazanami.params import SamplingParams
 from tests.test_speculative_real import CODE, PROMPT
 
 pytestmark = [
+    pytest.mark.usefixtures("whole_drafts"),  # acceptance counted without the timing-sized budget
     pytest.mark.real,
     pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed"),
 ]

@@ -501,14 +501,11 @@ def test_metrics_in_prometheus_text_format(url, client):
     assert after["sazanami_time_to_first_token_seconds"].type == "histogram"
 
 
-def test_metrics_count_speculative_drafts(url, monkeypatch):
+def test_metrics_count_speculative_drafts(url, whole_drafts):
     """Issue 27: ``sazanami_drafted_tokens_total`` and ``sazanami_accepted_tokens_total`` move by
     what each completion's usage reports (accepted + rejected prediction tokens), whole or
     streamed; a request without ``speculative`` moves neither. Every draft is fed (no draft
     budget), so how much is drafted does not hang on this machine's step timings."""
-    import sazanami.engine as engine_module
-
-    monkeypatch.setattr(engine_module, "budget", lambda drafts, alphas, ratio: drafts)
     prompt = "the cat sat on the mat. the cat sat on the mat. the cat sat on the mat. the"
     body = {"model": "tiny-random", "prompt": prompt, "max_tokens": 48, "temperature": 0, "seed": 1, "ignore_eos": True}
     before = _metrics(url)

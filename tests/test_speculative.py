@@ -22,6 +22,8 @@ from sazanami.speculative.corpus import SENTINEL, CorpusIndex, build_index
 from sazanami.speculative.drafter import Drafter
 from sazanami.speculative.ngrams import NgramIndex
 
+pytestmark = pytest.mark.usefixtures("whole_drafts")  # acceptance counted without the timing-sized budget
+
 REPEATS = "the cat sat on the mat. the cat sat on the mat. the cat sat on the mat. the dog sat"
 
 
@@ -115,7 +117,7 @@ def test_draft_length_grows_on_acceptance_and_waits_after_failures():
 def scripted(monkeypatch, future: list[list[int]], wrong_after: int | None = None, most: int = 7):
     """The engine drafts the plain run's own next tokens (all accepted), or with
     ``wrong_after`` a token that differs from the right one there (rejected from there);
-    every drafted token is fed (no draft budget), so every position is verified."""
+    every drafted token is fed (the module's ``whole_drafts``), so every position is verified."""
 
     class Scripted(Drafter):
         def propose(self, outputs, room):
@@ -129,7 +131,6 @@ def scripted(monkeypatch, future: list[list[int]], wrong_after: int | None = Non
             return drafts
 
     monkeypatch.setattr(engine_module, "Drafter", Scripted)
-    monkeypatch.setattr(engine_module, "budget", lambda drafts, alphas, ratio: drafts)
 
 
 @pytest.mark.parametrize("wrong_after", [None, 0, 2])
@@ -353,3 +354,38 @@ def test_server_counts_every_accepted_token_and_reports_drafts(tiny_engine: Engi
     details = fast["usage"]["completion_tokens_details"]
     assert details["accepted_prediction_tokens"] > 15 and details["rejected_prediction_tokens"] >= 0
     assert "completion_tokens_details" not in plain["usage"]
+
+
+def test_server_drafts_from_named_indexes_only(tiny_engine: Engine, tmp_path):
+    """Over HTTP ``speculative.corpus`` names one of the server's indexes (serve
+    --speculative-index NAME=PATH), never a folder: the server opens no file a request names."""
+    import urllib.error
+    import urllib.request
+
+    from sazanami.server import Limits, create_app
+    from sazanami.server.testing import serving
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text(REPEATS * 3)
+    build_index([docs], tmp_path / "idx", tiny_engine.tokenizer)
+    body = {"model": "tiny-random", "prompt": REPEATS[:-4], "max_tokens": 24, "temperature": 0, "seed": 1}
+
+    def post(base: str, spec: object) -> tuple[int, dict]:
+        req = urllib.request.Request(
+            f"{base}/v1/completions", json.dumps(body | {"speculative": spec}).encode(), {"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    app = create_app("tiny-random", Limits(max_tokens=64), engine=tiny_engine, indexes={"docs": str(tmp_path / "idx")})
+    with serving(app) as base:
+        code, named = post(base, {"sources": ["corpus"], "corpus": "docs"})
+        assert code == 200 and named["usage"]["completion_tokens"] == 24
+        for spec in ({"sources": ["corpus"], "corpus": str(tmp_path / "idx")}, f"corpus={tmp_path / 'idx'}"):
+            code, err = post(base, spec)
+            assert code == 400 and err["error"]["param"] == "speculative.corpus", err
+            assert "one of this server's corpus indexes (docs)" in err["error"]["message"]

@@ -14,6 +14,7 @@ from sazanami.engine import Engine
 from sazanami.params import SamplingParams
 
 pytestmark = [
+    pytest.mark.usefixtures("whole_drafts"),  # acceptance counted without the timing-sized budget
     pytest.mark.real,
     pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed"),
 ]

@@ -6,13 +6,17 @@ Every :class:`~sazanami.server.limits.Limits` field is an option (derived in
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import torch
 
 from sazanami.cli.options import engine_from_options, engine_options, limits_options
+from sazanami.errors import ParameterError
 from sazanami.islands import Islands, ToolRegistry
 from sazanami.models import DEFAULT_MODEL
 from sazanami.server.limits import Limits
+from sazanami.speculative.corpus import open_index
 
 
 @click.command()
@@ -45,6 +49,13 @@ from sazanami.server.limits import Limits
     help="Documents for SEARCH/LOAD/COPY: a folder of .txt files or a JSONL file.",
 )
 @click.option(
+    "--speculative-index",
+    "indexes",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="A corpus index (a `sazanami index` folder) that requests may draft from as speculative.corpus NAME; repeatable.",
+)
+@click.option(
     "--api-key",
     envvar="SAZANAMI_API_KEY",
     default=None,
@@ -73,6 +84,7 @@ def serve(
     threads: int,
     tools: str,
     corpus: str | None,
+    indexes: tuple[str, ...],
     log_level: str,
     api_key: str | None,
     cors_origins: str | None,
@@ -95,6 +107,7 @@ def serve(
     from sazanami.server.app import create_app
 
     registry = tool_registry(tools, corpus)  # a bad list or corpus fails before the model loads
+    named = index_names(indexes)
     if threads > 0:
         torch.set_num_threads(threads)
     limits_obj = Limits(**limits)
@@ -114,8 +127,11 @@ def serve(
         threads=threads or None,
         api_key=api_key or None,
         cors_origins=origins,
+        indexes=named,
     )
     server = app.state.server
+    for path in named.values():  # a stale index or one built for another tokenizer fails now, not per request
+        open_index(path, server.engine.tokenizer)
     running = server.engine.backend.capabilities.backend
     gate = "; API key required" if api_key else ""
     click.echo(
@@ -131,3 +147,16 @@ def serve(
 def tool_registry(names: str, corpus: str | None = None) -> ToolRegistry | None:
     """The tools the server runs: built-in names, comma-separated; SEARCH/LOAD/COPY over ``corpus``; None for none."""
     return Islands.from_dict({"tools": names, "corpus": corpus}).tools
+
+
+def index_names(items: tuple[str, ...]) -> dict[str, str]:
+    """``NAME=PATH`` pairs (``--speculative-index``) as a dict; each PATH must be a folder."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ParameterError("speculative-index", f"--speculative-index takes NAME=PATH, got {item!r}")
+        if not Path(path).is_dir():
+            raise ParameterError("speculative-index", f"--speculative-index {name}: no index folder at {path!r}")
+        out[name.strip()] = path.strip()
+    return out

@@ -83,6 +83,7 @@ def create_app(
     threads: int | None = None,
     api_key: str | None = None,
     cors_origins: list[str] | None = None,
+    indexes: dict[str, str] | None = None,
 ) -> FastAPI:
     """The server for ``model`` (a registry name, HF directory or ``.gguf``; or a ready ``engine``),
     served under :func:`model_id` (a path's file stem or directory name; requests may name it so
@@ -95,7 +96,8 @@ def create_app(
     is below the measured crossover, llama.cpp for GGUF-only models). ``threads``: llama.cpp's.
     ``api_key``: every ``/v1`` route and ``/metrics`` need ``Authorization: Bearer API_KEY``
     (:mod:`sazanami.server.gates`; None or empty: open). ``cors_origins``: browser origins
-    allowed to call the API (``["*"]`` for any; None: no CORS headers).
+    allowed to call the API (``["*"]`` for any; None: no CORS headers). ``indexes``: corpus
+    indexes (``sazanami index`` folders) by name, which a request's ``speculative.corpus`` names.
     """
     limits = limits or Limits()
     if engine is None:
@@ -104,7 +106,7 @@ def create_app(
         from sazanami.islands import builtin_tools
 
         tools = builtin_tools(["calc"])
-    server = Server(engine, model_id(model), limits, tools, aliases=(model,))
+    server = Server(engine, model_id(model), limits, tools, aliases=(model,), indexes=indexes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

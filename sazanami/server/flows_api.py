@@ -44,6 +44,7 @@ from sazanami.server.bodies import read_body
 from sazanami.server.errors import api_error
 from sazanami.server.responses import DONE, sse
 from sazanami.server.schemas import check_scorer
+from sazanami.speculative.spec import Speculative
 
 __all__ = ["EXAMPLES", "FlowRequest", "flows_router"]
 
@@ -93,7 +94,8 @@ def examples(folder: Path = EXAMPLES) -> list[dict[str, Any]]:
 
 def check_document(doc: dict[str, Any]) -> None:
     """What a flow may not do over HTTP, checked before it is parsed: the server opens no file and
-    imports no code a request names (fluctuation paths, ``islands.corpus``, Python verifiers)."""
+    imports no code a request names (fluctuation paths, ``islands.corpus``, a speculative corpus
+    index, Python verifiers)."""
 
     def fluctuation(where: str, args: Any) -> None:
         fl = args.get("fluctuation") if isinstance(args, dict) else None
@@ -101,6 +103,12 @@ def check_document(doc: dict[str, Any]) -> None:
             raise ParameterError(
                 f"{where}fluctuation",
                 f"{where}fluctuation must be a preset ({', '.join(PRESETS)}) or an object over HTTP",
+            )
+        spec = Speculative.parse(args.get("speculative")) if isinstance(args, dict) else None
+        if spec is not None and spec.corpus is not None:
+            raise ParameterError(
+                f"{where}speculative.corpus",
+                f"{where}speculative.corpus names a folder; over HTTP a flow drafts from its prompt and siblings only",
             )
 
     def steps(items: Any, where: str) -> None:

@@ -82,7 +82,9 @@ class Limits:
         if self.memory_budget is not None:  # kept in bytes
             object.__setattr__(self, "memory_budget", parse_bytes(self.memory_budget))
         if not isinstance(self.batch_invariant, bool):
-            raise ParameterError("batch_invariant", f"batch_invariant must be true or false, got {self.batch_invariant!r}")
+            raise ParameterError(
+                "batch_invariant", f"batch_invariant must be true or false, got {self.batch_invariant!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -42,7 +42,7 @@ class Plan:
         server.check_model(req.model)
         params = req.sampling_params(limits)
         params = params.replace(seed=seed_or_fresh(params.seed))  # reported back, so any request can be rerun
-        self.params = params
+        self.params = params = server.speculative_params(params)
         self.prompts: list[Prompt] = req.prompts(limits)
         self.raw = req.raw
         """No chat template applied by the engine (completions, or a chat already rendered here)."""

@@ -4,12 +4,15 @@ limits and memory budget, admission and the metrics; built once per app by
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sazanami.engine import Engine
+from sazanami.errors import ParameterError
+from sazanami.params import SamplingParams
 from sazanami.server.admission import Admission
 from sazanami.server.batcher import Batcher
 from sazanami.server.errors import ApiError
@@ -24,7 +27,13 @@ class Server:
     """What the routes share: the engine, its batcher, the limits and admission."""
 
     def __init__(
-        self, engine: Engine, model_name: str, limits: Limits, tools: Any = None, aliases: tuple[str, ...] = ()
+        self,
+        engine: Engine,
+        model_name: str,
+        limits: Limits,
+        tools: Any = None,
+        aliases: tuple[str, ...] = (),
+        indexes: dict[str, str] | None = None,
     ) -> None:
         self.engine = engine
         self.model_name = model_name
@@ -34,6 +43,8 @@ class Server:
         """Other names a request may give the model by (the path it was loaded from); never shown."""
         self.limits = limits
         self.tools = tools
+        self.indexes = dict(indexes or {})
+        """The corpus indexes requests may draft from, by name (``serve --speculative-index NAME=PATH``)."""
         pc = getattr(engine, "prefix_cache", None)
         self.memory_budget: int = limits.memory_budget or default_memory_budget(  # type: ignore[assignment]
             prefix_cache_bytes=pc.max_bytes if pc is not None else 0
@@ -50,6 +61,20 @@ class Server:
         self.max_positions: int = engine.backend.max_positions
         """The model's context (every backend says it): a prompt + max_tokens past it is 413."""
         self.monitor = Monitor(self)
+
+    def speculative_params(self, params: SamplingParams) -> SamplingParams:
+        """``params`` with ``speculative.corpus`` — over HTTP the name of one of :attr:`indexes`,
+        never a path (the server opens no file a request names) — replaced by that index's folder."""
+        spec = params.speculative
+        if spec is None or spec.corpus is None:
+            return params
+        if spec.corpus not in self.indexes:
+            known = ", ".join(sorted(self.indexes)) or "none (serve --speculative-index NAME=PATH adds one)"
+            raise ParameterError(
+                "speculative.corpus",
+                f"speculative.corpus must name one of this server's corpus indexes ({known}), got {spec.corpus[:80]!r}",
+            )
+        return params.replace(speculative=dataclasses.replace(spec, corpus=self.indexes[spec.corpus]))
 
     def check_model(self, model: str | None) -> None:
         """404 unless ``model`` (a request's) is None or a name this server serves its model by."""

@@ -65,5 +65,6 @@ class DraftLength:
 
     def alpha(self) -> float:
         """The chance that the row's next drafted token is accepted, given the ones before it
-        were (Laplace's rule over its faded trials: ½ before any draft)."""
-        return (self.kept + 1.0) / (self.kept + self.missed + 2.0)
+        were: its faded trials under a Beta(1.5, 0.5) prior — ¾ before any draft, an optimistic
+        start so that rows try drafting at all; a few drafts of its own outweigh it."""
+        return (self.kept + 1.5) / (self.kept + self.missed + 2.0)

@@ -12,7 +12,9 @@ of 16 rows already feeds 16 tokens, so a draft there must be very likely to be a
 from the engine's own steps. :func:`budget` then keeps, most likely first, each drafted token
 whose chance of being accepted ``p`` (the row's acceptance rate ``α`` to the power of its place
 in the draft) raises the expected tokens per second: ``p · (a/b + T) > E``, with ``T`` the
-tokens fed and ``E`` the tokens expected so far. Timing decides only how much is drafted,
+tokens fed and ``E`` the tokens expected so far. Until the fit exists, each step feeds at
+least its most likely drafted token (exploration: a wide batch would otherwise never draft, so
+never learn either its rows' acceptance or the step's cost). Timing decides only how much is drafted,
 never which tokens are drawn: outputs stay those of plain decoding.
 """
 
@@ -26,7 +28,7 @@ RATIO_RANGE = (0.5, 256.0)
 """The fitted ratio is held in this range (a noisy fit never turns drafting off or on wholesale)."""
 DECAY = 0.97
 """Weight left to a step after each newer one (about the last 30 steps count)."""
-MIN_SPREAD = 0.25
+MIN_SPREAD = 0.2
 """Least weighted variance of the steps' sizes before the fit replaces the prior."""
 
 
@@ -60,12 +62,14 @@ class StepCost:
         self.sy += seconds
         self.sxy += fed * seconds
 
+    def fitted(self) -> bool:
+        """Whether the recent steps differ enough in size to tell ``a`` from ``b`` (else :meth:`ratio`
+        is the prior; as steps of one size keep coming the older ones fade, and it becomes False again)."""
+        return self.s0 > 0 and self.s2 / self.s0 - (self.s1 / self.s0) ** 2 >= MIN_SPREAD
+
     def ratio(self) -> float:
         """``a / b``: the prior until steps of different sizes were timed, then the fit (held in range)."""
-        if self.s0 <= 0:
-            return PRIOR_RATIO
-        spread = self.s2 / self.s0 - (self.s1 / self.s0) ** 2
-        if spread < MIN_SPREAD:
+        if not self.fitted():
             return PRIOR_RATIO
         b = (self.s0 * self.sxy - self.s1 * self.sy) / (self.s0 * self.s2 - self.s1 * self.s1)
         a = (self.sy - b * self.s1) / self.s0
@@ -74,18 +78,20 @@ class StepCost:
         return min(max(a / b, RATIO_RANGE[0]), RATIO_RANGE[1])
 
 
-def budget(drafts: list[list[int]], alphas: list[float], ratio: float) -> list[list[int]]:
+def budget(drafts: list[list[int]], alphas: list[float], ratio: float, explore: bool = False) -> list[list[int]]:
     """``drafts`` cut to the tokens worth feeding: row i's draft token j (from 1) is accepted
     with chance ``alphas[i] ** j``; tokens are taken most likely first while that chance times
-    ``ratio + T`` exceeds ``E`` (tokens fed and expected so far, see the module docstring)."""
+    ``ratio + T`` exceeds ``E`` (tokens fed and expected so far, see the module docstring).
+    ``explore``: keep at least the most likely token (the step cost is not fitted yet: steps
+    of one size tell it nothing, and rows that never draft never learn their acceptance)."""
     fed = float(len(drafts))  # every row feeds its own token
     expected = fed  # which is always kept
     chances = sorted(
         ((alphas[i] ** j, i) for i, d in enumerate(drafts) for j in range(1, len(d) + 1)), reverse=True
     )  # per row, later places are less likely: a row's kept tokens are a prefix of its draft
     keep = [0] * len(drafts)
-    for p, i in chances:
-        if p * (ratio + fed) <= expected:
+    for k, (p, i) in enumerate(chances):
+        if p * (ratio + fed) <= expected and not (explore and k == 0):
             break
         keep[i] += 1
         fed += 1
