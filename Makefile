@@ -44,7 +44,7 @@ $(FAST_STAMP): $(STAMP)
 	touch $(FAST_STAMP)
 
 run: setup
-	$(PY) -m sazanami.demo
+	$(PY) -m sazanami.cli.demo
 
 test: setup
 	$(PY) -m pytest -q

@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     import openai
 
     from sazanami import models
-    from sazanami.engine import Engine
+    from sazanami.engine.loop import Engine
     from sazanami.server import Limits, create_app
     from sazanami.server.testing import serving
 

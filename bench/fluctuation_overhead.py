@@ -38,11 +38,11 @@ from typing import Any
 import torch
 
 from sazanami import models
-from sazanami.engine import Engine
+from sazanami.engine.loop import Engine
 from sazanami.errors import ParameterError
-from sazanami.fluctuation import PRESETS, FluctuationBatch
-from sazanami.noise import ColoredNoise
-from sazanami.params import SamplingParams
+from sazanami.noise.colored import ColoredNoise
+from sazanami.noise.fluctuation import PRESETS, FluctuationBatch
+from sazanami.sampling.params import SamplingParams
 
 PROMPT = "Describe a walk through a forest in autumn."
 EXTRA = {"pink-draw-quantile": {"draw": {"mode": "quantile", "beta": 1.0}}}  # one stream per row

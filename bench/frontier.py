@@ -1,4 +1,4 @@
-"""The diversity-perplexity frontier benchmark (see :mod:`sazanami.bench.frontier`).
+"""The diversity-perplexity frontier benchmark (see :mod:`sazanami.evals.frontier`).
 
     python bench/frontier.py --quick                 # minutes on a laptop CPU
     python bench/frontier.py --out docs              # the full run behind docs/RESULTS.md

@@ -27,11 +27,11 @@ from typing import Any
 import torch
 
 from sazanami import models
-from sazanami.engine import Completion, Engine
+from sazanami.engine.loop import Completion, Engine
 from sazanami.islands import Constraint, Islands, builtin_tools
 from sazanami.islands.constraints import ll_tokenizer
 from sazanami.islands.runtime import IslandBatch
-from sazanami.params import SamplingParams
+from sazanami.sampling.params import SamplingParams
 
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 CONFIGS = {

@@ -30,10 +30,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from sazanami.engine import Engine
+from sazanami.engine.loop import Engine
 from sazanami.islands import Islands, builtin_tools
 from sazanami.models import load
-from sazanami.params import SamplingParams
+from sazanami.sampling.params import SamplingParams
 from sazanami.search import search
 
 OUT = Path(__file__).parent / "out"

@@ -1,4 +1,4 @@
-"""Throughput of the colored-noise sources in :mod:`sazanami.noise`.
+"""Throughput of the colored-noise sources in :mod:`sazanami.noise.colored`.
 
     .venv/bin/python bench/noise_throughput.py [--threads N] [--quick]
 
@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from sazanami.noise import ColoredNoise, _box_muller, colored_noise_block
+from sazanami.noise.colored import ColoredNoise, _box_muller, colored_noise_block
 
 
 def best_of(fn: Callable[[], object], repeats: int, inner: int) -> float:

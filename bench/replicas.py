@@ -22,8 +22,8 @@ import time
 from typing import Any
 
 from sazanami import SamplingParams
-from sazanami.engines import EngineSpec
-from sazanami.replicas import PrefixOwners, RayEngines
+from sazanami.engine.engine_spec import EngineSpec
+from sazanami.engine.replicas import PrefixOwners, RayEngines
 from sazanami.search import search
 
 PROMPT = "Write a story about a lighthouse keeper."

@@ -25,7 +25,7 @@ reused prompt tokens (``prompt_tokens`` are those computed), ``computed_tokens``
 computed prompt tokens) and each strategy's solved rate minus best-of-n's at equal wall time
 and at equal computed tokens. Every search starts with an empty prefix cache (within a search
 it reuses what it computed). The statistics (groups, paired deltas, equal-cost deltas) live in
-:mod:`sazanami.bench.search_quality_stats`. Held-out concept tasks: ``SAZANAMI_CONCEPTS=bench/data/concepts_test.jsonl``.
+:mod:`sazanami.evals.search_quality_stats`. Held-out concept tasks: ``SAZANAMI_CONCEPTS=bench/data/concepts_test.jsonl``.
 Two settings:
 
 - ``verifier``: the task's own checker is the scorer (contains / the arithmetic check);
@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sazanami import Engine, SamplingParams, load  # noqa: E402
-from sazanami.bench.search_quality_stats import (  # noqa: E402
+from sazanami.evals.search_quality_stats import (  # noqa: E402
     EQUAL_COSTS,
     equal_cost_delta,  # noqa: F401  (re-exported: tests/test_search_quality_costs.py reads it here)
     read_runs,

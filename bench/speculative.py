@@ -38,8 +38,8 @@ from pathlib import Path
 import torch
 
 from sazanami import models
-from sazanami.engine import Engine
-from sazanami.params import SamplingParams
+from sazanami.engine.loop import Engine
+from sazanami.sampling.params import SamplingParams
 from sazanami.speculative.corpus import build_index
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +52,7 @@ EDITS = (
 
 def humaneval_functions() -> list[tuple[str, str]]:
     """(entry point, whole function text) of every HumanEval problem: prompt + canonical solution."""
-    from sazanami.bench.humaneval.problems import load_problems
+    from sazanami.evals.humaneval.problems import load_problems
 
     return [(p.entry_point, p.prompt + p.canonical_solution) for p in load_problems()]
 

@@ -32,8 +32,8 @@ import torch
 
 from sazanami import models
 from sazanami.backends.llama import LlamaBackend
-from sazanami.engine import Engine
-from sazanami.params import SamplingParams
+from sazanami.engine.loop import Engine
+from sazanami.sampling.params import SamplingParams
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 

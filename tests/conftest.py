@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from sazanami import models
-from sazanami.engine import Engine
+from sazanami.engine.loop import Engine
 
 # `--backend auto` never measures in tests: llama.cpp for one row, torch for more
 os.environ[models.AUTO_ROWS_ENV] = "2"
@@ -28,7 +28,7 @@ def whole_drafts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every drafted token is fed (no draft budget): how much is drafted then depends on the
     drafts alone, not on how long steps took on a busy machine (the budget's own tests:
     tests/test_speculative_budget.py)."""
-    import sazanami.engine as engine_module
+    import sazanami.engine.loop as engine_module
 
     monkeypatch.setattr(engine_module, "budget", lambda drafts, alphas, ratio, explore=False: drafts)
 

@@ -12,10 +12,10 @@ import dataclasses
 
 import pytest
 
-from sazanami.beam_params import NOT_FOR_BEAMS, BeamParams
-from sazanami.engine import Engine
+from sazanami.engine.loop import Engine
 from sazanami.errors import ParameterError
-from sazanami.params import SamplingParams
+from sazanami.sampling.beam_params import NOT_FOR_BEAMS, BeamParams
+from sazanami.sampling.params import SamplingParams
 
 BASE = {"width": 3, "seed": 5, "max_tokens": 24, "temperature": 1.0}
 DRY = {"dry_multiplier": 1.0}

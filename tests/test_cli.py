@@ -7,7 +7,7 @@ import json
 from click.testing import CliRunner
 
 from sazanami.cli import PARAM_OPTIONS, main
-from sazanami.params import SamplingParams
+from sazanami.sampling.params import SamplingParams
 
 
 def invoke(*args: str):
@@ -179,8 +179,8 @@ def test_generate_beams_run_the_beam_search_entry_without_the_deprecated_field()
     import warnings
 
     from sazanami import models
-    from sazanami.beam_params import BeamParams
-    from sazanami.engine import Engine
+    from sazanami.engine.loop import Engine
+    from sazanami.sampling.beam_params import BeamParams
 
     args = ["generate", "hello", "-m", "tiny-random", "--seed", "4", "--max-tokens", "6", "--json"]
     with warnings.catch_warnings():

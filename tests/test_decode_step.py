@@ -1,15 +1,15 @@
-"""The row step (sazanami.decode_step): one step for every driver, its parts, and forks."""
+"""The row step (sazanami.engine.decode_step): one step for every driver, its parts, and forks."""
 
 from __future__ import annotations
 
 import torch
 
-from sazanami.decode_step import RowStep
-from sazanami.engine import Engine
+from sazanami.engine.decode_step import RowStep
+from sazanami.engine.loop import Engine
 from sazanami.islands import Constraint, Islands
-from sazanami.params import SamplingParams
-from sazanami.rows import RowRequest
-from sazanami.sampling import SamplerBatch
+from sazanami.sampling.params import SamplingParams
+from sazanami.sampling.rows import RowRequest
+from sazanami.sampling.sampler import SamplerBatch
 
 V = 50
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from sazanami.draws import _gumbel_screen, _quantile_full, gumbel_argmax, gumbel_from_normal, quantile_draw
+from sazanami.noise.draws import _gumbel_screen, _quantile_full, gumbel_argmax, gumbel_from_normal, quantile_draw
 
 
 def _cases(seed: int, trials: int):

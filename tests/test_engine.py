@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from sazanami.engine import Engine, RowRequest
+from sazanami.engine.loop import Engine, RowRequest
 from sazanami.errors import ParameterError
-from sazanami.params import SamplingParams
+from sazanami.sampling.params import SamplingParams
 
 
 def texts(completions):

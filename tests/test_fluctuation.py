@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from sazanami.engine import Engine, RowRequest
+from sazanami.engine.loop import Engine, RowRequest
 from sazanami.errors import ParameterError
-from sazanami.fluctuation import PRESETS, Entry, Fluctuation, gumbel_from_normal
-from sazanami.noise import ColoredNoise
-from sazanami.params import SamplingParams
+from sazanami.noise.colored import ColoredNoise
+from sazanami.noise.fluctuation import PRESETS, Entry, Fluctuation, gumbel_from_normal
+from sazanami.sampling.params import SamplingParams
 
 SHORT = dict(seed=3, max_tokens=24, ignore_eos=True)
 
@@ -181,7 +181,7 @@ def test_beam_width_one_top_value_matches_sequence_logprob(tiny_engine: Engine):
 # -- adapters for transformers' generate ---------------------------------------------------------------
 def test_logits_processor_inside_generate():
     transformers = pytest.importorskip("transformers")
-    from sazanami.adapters import FluctuationLogitsProcessor, hidden_noise_hooks
+    from sazanami.sampling.transformers_hooks import FluctuationLogitsProcessor, hidden_noise_hooks
 
     cfg = transformers.LlamaConfig(
         vocab_size=64,
@@ -272,7 +272,7 @@ def _reference_step(states, logits, temp, h_layers, num_layers):
 def test_batched_state_matches_per_row_reference(mixtures, version):
     """Every (seed, stream, step) value, and so every token, equals the per-row implementation's
     (noise version 1, 2, or rows of both in one batch; version 2 with each row's truncation)."""
-    from sazanami.fluctuation import FluctuationBatch, Truncation
+    from sazanami.noise.fluctuation import FluctuationBatch, Truncation
 
     V, C, L = 37, 12, 4
     fls = [
@@ -331,7 +331,7 @@ def test_batched_state_matches_per_row_reference(mixtures, version):
 
 
 def test_batched_one_row_hook_steps_only_that_row():
-    from sazanami.fluctuation import FluctuationBatch
+    from sazanami.noise.fluctuation import FluctuationBatch
 
     fl = Fluctuation.parse("pink-hidden")
     ref = [fl.start(s, 8, 6) for s in (1, 2)]
@@ -351,7 +351,7 @@ def test_batched_one_row_hook_steps_only_that_row():
 
 def test_batched_rows_of_several_colors_keep_their_order():
     """Every row perturbed, grouped by color (rows 0, 2 | 1): each still gets its own stream."""
-    from sazanami.fluctuation import FluctuationBatch
+    from sazanami.noise.fluctuation import FluctuationBatch
 
     fls = [Fluctuation.parse(f'{{"logits": {{"beta": {b}}}, "draw": {{"beta": {b}}}}}') for b in (1, 2, 1)]
     ref = [fl.start(s, 9) for fl, s in zip(fls, (1, 2, 3))]
@@ -381,7 +381,7 @@ def test_noise_version_field():
 
 def test_version1_is_one_colored_stream_per_vocabulary_entry():
     """Version 1 stays what it was: logits + σ·std·x_t, x the row's ColoredNoise over the vocabulary."""
-    from sazanami.fluctuation import FluctuationBatch, logit_std
+    from sazanami.noise.fluctuation import FluctuationBatch, logit_std
     from sazanami.seeds import derive_seed
 
     V, fl = 50, Fluctuation(logits=Entry(sigma=0.4, beta=1.0), noise_version=1)
@@ -397,8 +397,8 @@ def test_version2_noise_is_the_stateless_value_on_candidates_only():
     """Each candidate gets σ·std·colored_noise_at(β, derive_seed(seed, "logits"), id, t); the rest
     keep their logits bit for bit; a token that becomes a candidate at step t gets its stream's
     value at t, as if it had been computed all along."""
-    from sazanami.fluctuation import Truncation, logit_std
-    from sazanami.noise import colored_noise_at
+    from sazanami.noise.colored import colored_noise_at
+    from sazanami.noise.fluctuation import Truncation, logit_std
     from sazanami.seeds import derive_seed
 
     V = 40
@@ -420,7 +420,7 @@ def test_version2_noise_is_the_stateless_value_on_candidates_only():
 
 
 def test_version2_candidates_follow_truncation():
-    from sazanami.fluctuation import CANDIDATES_MAX, Truncation, token_candidates
+    from sazanami.noise.fluctuation import CANDIDATES_MAX, Truncation, token_candidates
 
     probs = torch.tensor([0.5, 0.2, 0.15, 0.1, 0.04, 0.01, 1e-6, 0.0])
     x = probs.log()[None]  # the last entry is −inf (masked)
@@ -443,7 +443,7 @@ def test_version2_candidates_follow_truncation():
 def test_version2_gumbel_draw_is_exact_with_a_tail(beta: float, monkeypatch):
     """4000 independent rows (seeds): the tokens at steps 0, 7 and 31 follow softmax(logits) —
     with the candidate cap at 2, the tail (tokens 2-4, mass 0.3) is drawn through its own option."""
-    import sazanami.fluctuation as fluct
+    import sazanami.noise.fluctuation as fluct
 
     monkeypatch.setattr(fluct, "CANDIDATES_MAX", 2)
     probs = torch.tensor([0.45, 0.25, 0.15, 0.1, 0.05])
@@ -464,7 +464,7 @@ def test_version2_gumbel_draw_is_exact_with_a_tail(beta: float, monkeypatch):
 
 def test_version2_draw_is_batch_invariant_and_colored():
     """A row's draws are the same alone as among others; β = 2 repeats tokens more than β = 0."""
-    from sazanami.fluctuation import FluctuationBatch
+    from sazanami.noise.fluctuation import FluctuationBatch
 
     V = 300
     x = torch.randn(1, V, generator=torch.Generator().manual_seed(4)) * 1.5
@@ -496,7 +496,7 @@ def test_noise_versions_in_engine(tiny_engine: Engine):
 
 def test_version2_rows_can_all_finish():
     """When the batch drops its last version-2 row, the per-token entries skip (no empty-batch work)."""
-    from sazanami.fluctuation import FluctuationBatch
+    from sazanami.noise.fluctuation import FluctuationBatch
 
     fls = [Fluctuation.parse('{"logits": {}, "draw": {}}'), Fluctuation.parse("pink-temperature")]
     bat = FluctuationBatch(fls, [[(1, 1.0)], [(2, 1.0)]], 30)

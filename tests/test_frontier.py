@@ -13,7 +13,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sazanami.bench.frontier import (
+from sazanami.cli.bench import bench_group
+from sazanami.errors import ParameterError
+from sazanami.evals.frontier import (
     METHODS,
     FrontierConfig,
     GenerationCache,
@@ -29,8 +31,6 @@ from sazanami.bench.frontier import (
     score_completions,
     summarize,
 )
-from sazanami.cli.bench import bench_group
-from sazanami.errors import ParameterError
 
 
 class HashEmbedder:
@@ -202,7 +202,7 @@ def test_load_prompts(tmp_path: Path) -> None:
 
 def test_score_completions_matches_engine(tiny_engine) -> None:
     """A clean teacher-forced pass gives the log-probs and entropies the engine recorded."""
-    from sazanami.params import SamplingParams
+    from sazanami.sampling.params import SamplingParams
 
     out = tiny_engine.generate("hi", SamplingParams(n=3, seed=5, max_tokens=6, temperature=1.0, trace=True))
     ids = tiny_engine.encode("hi")
@@ -243,7 +243,7 @@ def test_run_frontier_uses_cache(tiny_engine, tmp_path: Path) -> None:
 
 
 def test_cache_misses_when_the_generating_code_changes(tiny_engine, tmp_path: Path, monkeypatch) -> None:
-    import sazanami.bench.frontier.generation as fr
+    import sazanami.evals.frontier.generation as fr
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"id": "a", "prompt": "Tell me."}\n')
@@ -268,7 +268,7 @@ def test_cache_misses_when_the_generating_code_changes(tiny_engine, tmp_path: Pa
 
 
 def test_cli_micro_run_writes_csv_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sazanami.embeddings as emb
+    import sazanami.measure.embeddings as emb
 
     monkeypatch.setattr(emb, "get_embedder", lambda: HashEmbedder())
     prompts = tmp_path / "p.jsonl"

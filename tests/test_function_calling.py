@@ -18,7 +18,7 @@ import pytest
 from sazanami.errors import ParameterError
 from sazanami.server import Limits, create_app
 from sazanami.server.testing import serving
-from sazanami.tool_calls import (
+from sazanami.server.tool_calls import (
     CallStream,
     FunctionCalling,
     chat,
@@ -494,7 +494,7 @@ def test_check_messages_and_tools_errors():
 
 def test_http_and_python_api_agree(client, tiny_engine):
     """The server is a thin layer over tool_calls.chat's objects: the same seeded request, the same calls."""
-    from sazanami.params import SamplingParams
+    from sazanami.sampling.params import SamplingParams
 
     r = client.chat.completions.create(
         model="tiny-random", messages=MSG, tools=TOOLS, tool_choice=NAMED, n=3, seed=4, **ONE
@@ -507,7 +507,7 @@ def test_http_and_python_api_agree(client, tiny_engine):
 
 
 def test_python_api_chat(tiny_engine):
-    from sazanami.params import SamplingParams
+    from sazanami.sampling.params import SamplingParams
 
     params = SamplingParams(seed=9, n=2, max_tokens=200)
     out = chat(tiny_engine, MSG, tools=TOOLS, tool_choice=NAMED, parallel_tool_calls=False, params=params)
@@ -530,7 +530,7 @@ QWEN = Path.home() / ".cache/sazanami/models/qwen2.5-coder-0.5b/qwen2.5-coder-0.
 @pytest.mark.skipif(not QWEN.exists(), reason="Qwen2.5-Coder-0.5B GGUF not downloaded (sazanami models pull)")
 def test_qwen_calls_in_auto_and_answers_from_the_result():
     from sazanami import models
-    from sazanami.engine import Engine
+    from sazanami.engine.loop import Engine
 
     engine = Engine(models.load("qwen2.5-coder-0.5b", backend="llamacpp", threads=1))
     with serving(create_app("qwen2.5-coder-0.5b", Limits(max_tokens=64), engine=engine)) as url:

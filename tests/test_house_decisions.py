@@ -12,7 +12,8 @@ import sazanami.search.budget as budget_module
 import sazanami.seeds as seeds
 from sazanami import BeamParams, Engine, ParameterError, SamplingParams
 from sazanami.errors import check_known
-from sazanami.fluctuation import Fluctuation
+from sazanami.noise.fluctuation import Fluctuation
+from sazanami.sampling.beam_params import split_beams
 from sazanami.search.budget import DEFAULT_BUDGET_SAMPLES, Budget, search_budget
 from sazanami.search.context import SearchContext
 from sazanami.search.tree import Node, TreeError
@@ -53,7 +54,7 @@ def test_check_known_names_the_first_unknown_key_and_what_is_known() -> None:
             "draw.gamma",
             "unknown field 'gamma' in fluctuation.draw",
         ),
-        (lambda: Fluctuation.parse_with_beams({"beams": {"gamma": 1}}), "beams.gamma", "in fluctuation.beams"),
+        (lambda: split_beams({"beams": {"gamma": 1}}), "beams.gamma", "in fluctuation.beams"),
         (
             lambda: Budget.parse({"tokens": 5, "tokenz": 1}),
             "budget.tokenz",
@@ -75,7 +76,7 @@ def test_tree_nodes_report_unknown_fields_through_the_same_check() -> None:
 def test_no_hand_written_unknown_field_check_is_left() -> None:
     """The six readers issue 26 found with their own copy of the check now call check_known."""
     pattern = re.compile(r"unknown\w* = (sorted\()?set\(")
-    readers = ["params.py", "beam_params.py", "fluctuation.py", "search/budget.py", "search/tree.py"]
+    readers = ["sampling/params.py", "engine/beam_params.py", "noise/fluctuation.py", "search/budget.py", "search/tree.py"]
     sources = _sources()
     hits = [path for path in (f"sazanami/{r}" for r in readers) if pattern.search(sources[path])]
     assert hits == []
@@ -202,13 +203,13 @@ def test_cli_search_tree_takes_n() -> None:
 
 
 def test_noise_mixture_type_is_defined_once() -> None:
-    import sazanami.fluctuation as fluctuation
-    import sazanami.rows as rows
+    import sazanami.noise.fluctuation as fluctuation
+    import sazanami.sampling.rows as rows
     import sazanami.search.strategies as strategies
 
     assert rows.NoiseMix is fluctuation.NoiseMix and strategies.NoiseMix is fluctuation.NoiseMix
     defined = [p for p, text in _sources().items() if re.search(r"^\w+ = list\[tuple\[int, float\]\]", text, re.M)]
-    assert defined == ["sazanami/fluctuation.py"]
+    assert defined == ["sazanami/noise/fluctuation.py"]
 
 
 def test_no_module_imports_private_names_of_strategies() -> None:
@@ -227,8 +228,8 @@ def test_no_module_imports_private_names_of_strategies() -> None:
 
 def test_benchmarks_name_the_machine_through_models_cpu_model(monkeypatch: pytest.MonkeyPatch) -> None:
     import sazanami.models as models
-    from sazanami.bench.frontier.run import machine_info
-    from sazanami.bench.humaneval.run import machine
+    from sazanami.evals.frontier.run import machine_info
+    from sazanami.evals.humaneval.run import machine
 
     monkeypatch.setattr(models, "_cpuinfo", lambda: "processor\t: 0\nmodel name\t: Test CPU 9000\n")
     assert models.cpu_model() == "Test CPU 9000"
@@ -247,8 +248,8 @@ def test_shared_decoding_fields_are_declared_once() -> None:
     import inspect
     import textwrap
 
-    from sazanami.beam_params import DecodeParams
-    from sazanami.fields import field_docs
+    from sazanami.field_docs import field_docs
+    from sazanami.sampling.beam_params import DecodeParams
 
     shared = {f.name for f in dataclasses.fields(DecodeParams)}
     assert shared == set(SamplingParams.field_names()) & set(BeamParams.field_names())

@@ -93,7 +93,7 @@ def test_reference_pages_name_importable_modules() -> None:
     names = []
     for page in (DOCS / "reference").glob("*.md"):
         names += re.findall(r"^::: (\S+)$", page.read_text(encoding="utf-8"), flags=re.M)
-    assert "sazanami.params" in names and "sazanami.engine" in names
+    assert "sazanami.sampling.params" in names and "sazanami.engine.loop" in names
     for name in names:
         assert importlib.util.find_spec(name) is not None, name
 

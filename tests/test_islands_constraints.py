@@ -12,12 +12,12 @@ import torch
 from click.testing import CliRunner
 
 from sazanami.cli.options import highlight, island_options, islands_from_options
-from sazanami.engine import Engine, RowRequest
+from sazanami.engine.loop import Engine, RowRequest
 from sazanami.errors import ParameterError
 from sazanami.islands import Constraint, Islands, builtin_tools, drawn_text
 from sazanami.islands.constraints import ConstraintBatch, unpack_bitmask
 from sazanami.islands.grammar_writer import REGEX_META_GRAMMAR, extract_grammar, generate_in_own_grammar, write_grammar
-from sazanami.params import SamplingParams
+from sazanami.sampling.params import SamplingParams
 
 PRESETS = [
     "none", "white-temperature", "pink-temperature", "brown-temperature",
@@ -71,7 +71,7 @@ def guard_spy(monkeypatch):
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_constrained_outputs_always_match_under_every_fluctuation(tiny_engine: Engine, preset: str, guard_spy):
-    pytest.importorskip("sazanami.fluctuation")
+    pytest.importorskip("sazanami.noise.fluctuation")
     params = SamplingParams(n=3, seed=7, max_tokens=96, temperature=1.5, fluctuation=preset)
     tok = tiny_engine.tokenizer
     for constraint, check in (

@@ -15,10 +15,10 @@ import time
 import pytest
 import torch
 
-from sazanami.engine import Engine, RowRequest
+from sazanami.engine.loop import Engine, RowRequest
 from sazanami.errors import ParameterError
 from sazanami.islands import Constraint, Islands, ToolRegistry, builtin_tools, drawn_text
-from sazanami.params import SamplingParams
+from sazanami.sampling.params import SamplingParams
 
 
 def forced(regex: str, tools: ToolRegistry | None = None, **kw) -> Islands:

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from sazanami import models
-from sazanami.decode_step import RowState
-from sazanami.engine import Engine, RowRequest
+from sazanami.backends.tokenizer import Tokenizer
+from sazanami.engine.decode_step import RowState
+from sazanami.engine.loop import Engine, RowRequest
 from sazanami.islands import Constraint, Islands, builtin_tools
 from sazanami.islands.runtime import IslandBatch
-from sazanami.params import SamplingParams
-from sazanami.tokenizer import Tokenizer
+from sazanami.sampling.params import SamplingParams
 
 pytestmark = pytest.mark.real
 

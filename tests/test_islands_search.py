@@ -14,11 +14,11 @@ import threading
 import pytest
 import torch
 
-from sazanami.engine import Engine, RowRequest
+from sazanami.engine.loop import Engine, RowRequest
 from sazanami.islands import Constraint, Islands, ToolRegistry, drawn_text
 from sazanami.islands.tools import CallSyntax, CallWatcher
-from sazanami.params import SamplingParams
-from sazanami.sampling import SamplerBatch
+from sazanami.sampling.params import SamplingParams
+from sazanami.sampling.sampler import SamplerBatch
 from sazanami.search import search
 from sazanami.search.tree import Tree
 

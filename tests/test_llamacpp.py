@@ -14,10 +14,10 @@ import torch
 
 from sazanami import models
 from sazanami.backends.llamacpp import MAX_SEQUENCES, SeqCache, _Pool
-from sazanami.engine import Engine
+from sazanami.engine.loop import Engine
+from sazanami.engine.prefix_cache import PrefixCache
 from sazanami.errors import ModelNotFoundError, ParameterError
-from sazanami.params import SamplingParams
-from sazanami.prefix_cache import PrefixCache
+from sazanami.sampling.params import SamplingParams
 
 # -- bookkeeping, on a fake of llama.cpp's memory API (no bindings needed) --------------------
 
@@ -611,7 +611,7 @@ def _commands(group: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str
 def test_every_command_with_a_model_takes_the_backend():
     from sazanami.cli import main
     from sazanami.cli.options import options_of
-    from sazanami.engines import ENGINE_BACKENDS  # the model backends, then vllm
+    from sazanami.engine.engine_spec import ENGINE_BACKENDS  # the model backends, then vllm
 
     assert ENGINE_BACKENDS[: len(models.BACKENDS)] == models.BACKENDS
     torch_only = {"train", "prune"}  # they change the weights: gradients and masks need torch

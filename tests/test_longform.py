@@ -12,10 +12,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sazanami.bench import longform as lf
-from sazanami.bench.longform import judge as jd
 from sazanami.cli.bench import bench_group
 from sazanami.errors import ParameterError
+from sazanami.evals import longform as lf
+from sazanami.evals.longform import judge as jd
 from tests.test_frontier import HashEmbedder
 
 
@@ -102,7 +102,7 @@ def _args(tmp_path: Path, *extra: str) -> list[str]:
 
 
 def test_cli_micro_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sazanami.embeddings as emb
+    import sazanami.measure.embeddings as emb
 
     monkeypatch.setattr(emb, "get_embedder", lambda: HashEmbedder())
     monkeypatch.setattr(jd, "judge_unavailable", lambda: "not in this test")

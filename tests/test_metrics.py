@@ -1,4 +1,4 @@
-"""Tests of sazanami.metrics on hand-made inputs whose values are worked out in the comments."""
+"""Tests of sazanami.measure.metrics on hand-made inputs whose values are worked out in the comments."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from sazanami import metrics
 from sazanami.errors import ParameterError
-from sazanami.metrics import (
+from sazanami.measure import metrics
+from sazanami.measure.metrics import (
     compression_ratio,
     distinct_n,
     ngram_diversity,
@@ -313,7 +313,7 @@ def test_short_series_give_nan() -> None:
 
 
 def test_spectrum_of_white_surprisal() -> None:
-    from sazanami import spectra
+    from sazanami.noise import spectra
 
     # i.i.d. surprisals (white): flat spectrum, DFA exponent 1/2. One series of 4096
     # tokens; tolerance 0.15 on each fit.

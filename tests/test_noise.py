@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sazanami.errors import ParameterError
-from sazanami.noise import (
+from sazanami.noise.colored import (
     ColoredLanes,
     ColoredNoise,
     NoiseState,
@@ -23,7 +23,7 @@ from sazanami.noise import (
     colored_noise_block,
     fit_bank,
 )
-from sazanami.spectra import dfa_exponent, plot_psd, psd, psd_slope
+from sazanami.noise.spectra import dfa_exponent, plot_psd, psd, psd_slope
 
 BETAS = (0.0, 0.5, 1.0, 1.5, 2.0)
 BAND = (1 / 128, 1 / 8)  # cycles/step; Welch nperseg 1024 over 4096 steps → 121 frequencies

@@ -10,14 +10,14 @@ import torch
 from click.testing import CliRunner
 
 from sazanami import models
-from sazanami.engine import Engine
+from sazanami.engine.loop import Engine
 from sazanami.errors import ParameterError
-from sazanami.fluctuation import Fluctuation
-from sazanami.params import SamplingParams
+from sazanami.noise.fluctuation import Fluctuation
 from sazanami.research.noise_lm import NoiseLM, NoiseLMConfig, corpus, scattershot
 from sazanami.research.noise_lm.keys import digit_distance, expand, random_keys
 from sazanami.research.noise_lm.lookup import KeyIndex
 from sazanami.research.noise_lm.noise import contexts
+from sazanami.sampling.params import SamplingParams
 
 SMALL = NoiseLMConfig(dim=16, order=2, seed=3)
 

@@ -7,10 +7,10 @@ import torch
 
 from sazanami import models
 from sazanami.backends.llama import LlamaBackend
-from sazanami.engine import Engine
+from sazanami.engine.loop import Engine
+from sazanami.engine.prefix_cache import PrefixCache
 from sazanami.errors import ParameterError
-from sazanami.params import SamplingParams
-from sazanami.prefix_cache import PrefixCache
+from sazanami.sampling.params import SamplingParams
 from sazanami.search import search
 
 
@@ -166,7 +166,7 @@ def test_a_full_cache_hit_still_computes_the_last_token():
 
 
 def test_rows_that_may_not_reuse_compute_their_whole_prompt(engines):
-    from sazanami.rows import RowRequest
+    from sazanami.sampling.rows import RowRequest
 
     _, on = engines
     ids = on.encode("A batch-invariant request.")
@@ -228,7 +228,7 @@ def _counting(backend):
 
 @pytest.mark.parametrize("positions", [2048, 48])
 def test_prompts_of_different_lengths_prefill_in_one_pass(monkeypatch, positions):
-    import sazanami.engine as engine_module
+    import sazanami.engine.loop as engine_module
 
     monkeypatch.setattr(engine_module, "RAGGED_POSITIONS", positions)  # 48: several passes
     backend = models.load("tiny-random")

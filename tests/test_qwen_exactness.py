@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from sazanami import models
-from sazanami.engine import Engine
-from sazanami.params import SamplingParams
+from sazanami.engine.loop import Engine
+from sazanami.sampling.params import SamplingParams
 from tests.test_speculative_real import CODE, PROMPT
 
 pytestmark = [

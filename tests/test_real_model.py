@@ -7,8 +7,8 @@ import time
 import pytest
 
 from sazanami import models
-from sazanami.engine import Engine
-from sazanami.params import SamplingParams
+from sazanami.engine.loop import Engine
+from sazanami.sampling.params import SamplingParams
 
 pytestmark = pytest.mark.real
 
@@ -38,8 +38,8 @@ def test_incremental_decode_matches_full_decode(real_engine: Engine):
     """A running row's text, decoded a window at a time, is the whole output decoded, at every token."""
     import random
 
-    from sazanami.decode_step import RowState
-    from sazanami.rows import RowRequest
+    from sazanami.engine.decode_step import RowState
+    from sazanami.sampling.rows import RowRequest
 
     tok = real_engine.tokenizer
     pieces = tok.encode("naïve café 日本語のテキスト 🙂👍🏽 👨‍👩‍👧 ünïcödé — “quotes” ∑x² 𝔘𝔫𝔦")

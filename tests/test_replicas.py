@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from sazanami.cli import main
-from sazanami.engine import Engine, RowRequest
-from sazanami.engines import EngineSpec
+from sazanami.engine.engine_spec import EngineSpec
+from sazanami.engine.loop import Engine, RowRequest
+from sazanami.engine.replicas import PrefixOwners, assign_rows
 from sazanami.errors import ParameterError
-from sazanami.params import SamplingParams
-from sazanami.replicas import PrefixOwners, assign_rows
+from sazanami.sampling.params import SamplingParams
 from sazanami.search.scorers import token_logprobs
 from sazanami.search.strategies import search
 
@@ -95,7 +95,7 @@ def test_batch_search_on_ray_replicas(tmp_path):
 def ray_engines():
     if importlib.util.find_spec("ray") is None:
         pytest.skip("ray is not installed (extra: ray)")
-    from sazanami.replicas import RayEngines
+    from sazanami.engine.replicas import RayEngines
 
     engines = RayEngines(EngineSpec("tiny-random", threads=1), replicas=2)
     yield engines

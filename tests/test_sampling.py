@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from sazanami.sampling import (
+from sazanami.sampling.sampler import (
     apply_penalties,
     draw_inverse_cdf,
     dynamic_temperature,
@@ -129,9 +129,9 @@ def test_inverse_cdf_draw_is_exact():
 
 # -- logit bias, DRY, top-nσ, XTC ------------------------------------------------------------------
 from sazanami.errors import ParameterError  # noqa: E402
-from sazanami.params import SamplingParams  # noqa: E402
-from sazanami.rows import RowRequest  # noqa: E402
-from sazanami.sampling import (  # noqa: E402
+from sazanami.sampling.params import SamplingParams  # noqa: E402
+from sazanami.sampling.rows import RowRequest  # noqa: E402
+from sazanami.sampling.sampler import (  # noqa: E402
     SamplerBatch,
     apply_logit_bias,
     dry_penalties,
@@ -199,7 +199,7 @@ def test_dry_in_the_sampler_uses_prompt_and_history():
 
 
 def test_dry_breakers_from_the_tokenizer():
-    from sazanami.sampling import breaker_tokens
+    from sazanami.sampling.sampler import breaker_tokens
 
     class Tok:
         vocab_size = 6

@@ -1,4 +1,4 @@
-"""bench/search_quality.py's statistics (sazanami.bench.search_quality_stats): paired deltas,
+"""bench/search_quality.py's statistics (sazanami.evals.search_quality_stats): paired deltas,
 group membership, summaries, and the committed summaries recomputed from the committed runs."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sazanami.bench import search_quality_stats as sq
 from sazanami.errors import ParameterError
+from sazanami.evals import search_quality_stats as sq
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,7 +173,7 @@ def test_summarise_means_and_spread_over_seeds() -> None:
 _HASH_SEED_SCRIPT = """
 import json, random, sys
 sys.path.insert(0, {root!r})
-from sazanami.bench import search_quality_stats as sq
+from sazanami.evals import search_quality_stats as sq
 rng = random.Random(3)
 rows = [
     {{"setting": "verifier", "strategy": s, "budget_tokens": 100, "task": f"task-{{i}}", "group": g, "seed": seed,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sazanami.errors import ParameterError
-from sazanami.params import SamplingParams
+from sazanami.sampling.params import SamplingParams
 from sazanami.search import (
     Budget,
     Ledger,
@@ -328,7 +328,7 @@ def test_cli_search_refuses_unbounded_rounds():
 def test_paths_rounds_are_one_engine_call_each(tiny_engine):
     from collections import Counter
 
-    from sazanami.engine import Engine
+    from sazanami.engine.loop import Engine
 
     calls = []
 

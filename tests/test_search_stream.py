@@ -10,7 +10,7 @@ import urllib.request
 import openai
 import pytest
 
-from sazanami.params import SamplingParams
+from sazanami.sampling.params import SamplingParams
 from sazanami.search import search
 from sazanami.search.context import NodeEvent
 from sazanami.server import Limits, create_app

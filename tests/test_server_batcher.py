@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sazanami.params import SamplingParams
+from sazanami.sampling.params import SamplingParams
 from sazanami.server.batcher import BatchedEngine, Batcher, Cancelled
 
 

@@ -23,10 +23,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sazanami import models
 from sazanami.backends.llama import LlamaBackend, LlamaConfig
+from sazanami.backends.tokenizer import Tokenizer
 from sazanami.backends.vllm import kv_bytes_per_token
-from sazanami.engine import Engine
-from sazanami.params import SamplingParams
-from sazanami.rows import RowRequest
+from sazanami.engine.loop import Engine
+from sazanami.sampling.params import SamplingParams
+from sazanami.sampling.rows import RowRequest
 from sazanami.server import Limits, create_app
 from sazanami.server.batcher import Batcher
 from sazanami.server.memory import (
@@ -38,7 +39,6 @@ from sazanami.server.memory import (
     parse_bytes,
 )
 from sazanami.server.testing import serving
-from sazanami.tokenizer import Tokenizer
 
 KEY = "sk-test-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from sazanami.errors import ParameterError
-from sazanami.params import INT_RANGES, SamplingParams
+from sazanami.sampling.params import INT_RANGES, SamplingParams
 from sazanami.server import Limits, create_app
 from sazanami.server.batcher import Batcher
 from sazanami.server.testing import serving

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from sazanami.cli.serve import serve
 from sazanami.errors import ParameterError
-from sazanami.params import SamplingParams
+from sazanami.sampling.params import SamplingParams
 from sazanami.server.limits import Limits
 from sazanami.server.schemas import ChatCompletionRequest, CompletionRequest
 

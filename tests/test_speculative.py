@@ -11,11 +11,11 @@ import re
 
 import pytest
 
-import sazanami.engine as engine_module
-from sazanami.engine import Engine
+import sazanami.engine.loop as engine_module
+from sazanami.engine.loop import Engine
 from sazanami.errors import ParameterError
 from sazanami.islands import Constraint, Islands
-from sazanami.params import SamplingParams
+from sazanami.sampling.params import SamplingParams
 from sazanami.speculative import Speculative
 from sazanami.speculative.adaptive import MAX_WAIT, DraftLength
 from sazanami.speculative.corpus import SENTINEL, CorpusIndex, build_index

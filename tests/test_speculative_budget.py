@@ -70,7 +70,7 @@ def test_alpha_follows_the_rows_acceptance():
 def test_the_engine_feeds_only_what_the_budget_keeps(tiny_engine, monkeypatch):
     """The budget sizes the drafts of a real run (a step-cost ratio pinned, so no timing is
     involved); the tokens stay those of plain decoding whatever it keeps."""
-    from sazanami.params import SamplingParams
+    from sazanami.sampling.params import SamplingParams
     from sazanami.speculative.budget import StepCost
 
     p = SamplingParams(n=4, seed=3, max_tokens=40, temperature=0.0, ignore_eos=True)

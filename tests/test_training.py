@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from sazanami.errors import ParameterError
-from sazanami.noise import fit_bank
-from sazanami.spectra import psd_slope
+from sazanami.noise.colored import fit_bank
+from sazanami.noise.spectra import psd_slope
 from sazanami.training import (
     Color,
     ColoredGradientNoise,

@@ -9,9 +9,9 @@ import torch
 from click.testing import CliRunner
 
 from sazanami import models
-from sazanami.engine import Engine
+from sazanami.engine.loop import Engine
 from sazanami.errors import ParameterError
-from sazanami.params import SamplingParams
+from sazanami.sampling.params import SamplingParams
 from sazanami.training import checkpoints, pruning
 from sazanami.training.colors import Color
 from sazanami.training.commands import prune as prune_cmd

@@ -15,15 +15,15 @@ import pytest
 import scipy.stats
 import torch
 
+from sazanami.backends.tokenizer import Tokenizer
 from sazanami.backends.vllm import RowProcessor, check_row, needs_processor, row_settings
 from sazanami.errors import ParameterError
 from sazanami.islands import Constraint, Islands, builtin_tools
 from sazanami.models import embedded_dir
-from sazanami.params import SamplingParams
-from sazanami.rows import RowRequest
-from sazanami.sampling import SamplerBatch
+from sazanami.sampling.params import SamplingParams
+from sazanami.sampling.rows import RowRequest
+from sazanami.sampling.sampler import SamplerBatch
 from sazanami.seeds import derive_seed
-from sazanami.tokenizer import Tokenizer
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vllm is not importable here (its venv: `make vllm`)")
@@ -254,7 +254,7 @@ def test_vllm_islands_continue_the_row_as_on_torch(vllm_engine):
     from vllm.platforms import current_platform
 
     from sazanami import models
-    from sazanami.engine import Engine
+    from sazanami.engine.loop import Engine
 
     calc = builtin_tools(["calc"])
     ids = vllm_engine.encode(

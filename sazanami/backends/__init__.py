@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 import torch
 
+from sazanami.backends.tokenizer import Tokenizer
 from sazanami.errors import ParameterError
-from sazanami.fluctuation import POINTS
-from sazanami.tokenizer import Tokenizer
+from sazanami.noise.fluctuation import POINTS
 
 HiddenHook = Callable[[int, torch.Tensor], torch.Tensor]
 """``hook(layer, hidden) -> hidden``; layer -1 is the input embeddings. (B, T, C)."""
@@ -30,7 +30,7 @@ class Capabilities:
 
     backend: str
     fluctuation_points: tuple[str, ...]
-    """Fluctuation points (``sazanami.fluctuation.POINTS``) the backend supports."""
+    """Fluctuation points (``sazanami.noise.fluctuation.POINTS``) the backend supports."""
     islands: bool
     """Tool calls and grammars (:mod:`sazanami.islands`)."""
     beams: bool

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from sazanami.backends import Capabilities, HiddenHook
-from sazanami.fluctuation import POINTS
-from sazanami.tokenizer import Tokenizer
+from sazanami.backends.tokenizer import Tokenizer
+from sazanami.noise.fluctuation import POINTS
 
 TILE = 16
 """Rows per matrix product: longer inputs run as a batch of 16-row products, a single row as

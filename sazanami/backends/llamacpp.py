@@ -51,8 +51,8 @@ import numpy as np
 import torch
 
 from sazanami.backends import Capabilities, HiddenHook
+from sazanami.backends.tokenizer import Tokenizer
 from sazanami.errors import ModelNotFoundError, ParameterError
-from sazanami.tokenizer import Tokenizer
 
 CAPABILITIES = Capabilities(
     backend="llamacpp",

@@ -1,17 +1,17 @@
 """vLLM as a sazanami engine: vLLM runs the model and the batch, sazanami's noise enters as a logits processor.
 
 vLLM owns the loop (scheduling, paged KV cache, prefix cache), so this backend is an
-:class:`~sazanami.engine.Engine` whose :meth:`VllmEngine.steps` hands the rows to
+:class:`~sazanami.engine.loop.Engine` whose :meth:`VllmEngine.steps` hands the rows to
 ``vllm.LLM.generate`` and replays the tokens that come back through the engine's own
-row step (:class:`~sazanami.decode_step.RowStep`: stop strings, lengths, grammar, tool calls,
+row step (:class:`~sazanami.engine.decode_step.RowStep`: stop strings, lengths, grammar, tool calls,
 ``finish_reason``), so completions look exactly like the torch backend's.
 
 Rows that need sazanami's sampler (any logits-level fluctuation, or a sampler feature vLLM
 lacks: typical-p, dynamic temperature, mirostat, DRY, XTC, top-nσ, logit bias) carry their
 settings in ``SamplingParams.extra_args["sazanami"]``. :class:`FluctuationProcessor` (a vLLM
 V1 custom logits processor) holds, per such request, a one-row
-:class:`~sazanami.decode_step.RowStep` built from the row's own parameters, seed and noise
-mixture (the first half of the engine's row step runs inside vLLM), so the noise is keyed by (seed, stream, step) exactly as in :mod:`sazanami.noise`,
+:class:`~sazanami.engine.decode_step.RowStep` built from the row's own parameters, seed and noise
+mixture (the first half of the engine's row step runs inside vLLM), so the noise is keyed by (seed, stream, step) exactly as in :mod:`sazanami.noise.colored`,
 and runs the whole sampler pipeline (bias, penalties, logit noise, fluctuating temperature,
 truncation, draw) on the row's logits. Only the token it drew stays finite; the vLLM request
 is greedy, so vLLM emits that token. For the colored draw that token is
@@ -54,16 +54,16 @@ from typing import Any
 import torch
 
 from sazanami.backends import Capabilities
-from sazanami.decode_step import RowState, RowStep
-from sazanami.engine import Delta, Engine
+from sazanami.backends.tokenizer import Tokenizer
+from sazanami.engine.decode_step import RowState, RowStep
+from sazanami.engine.loop import Delta, Engine
 from sazanami.errors import ParameterError
 from sazanami.islands.constraints import Constraint
 from sazanami.islands.runtime import Islands
 from sazanami.islands.tools import CallSyntax, Tool, ToolRegistry
-from sazanami.params import SamplingParams
-from sazanami.rows import Completion, RowRequest
+from sazanami.sampling.params import SamplingParams
+from sazanami.sampling.rows import Completion, RowRequest
 from sazanami.seeds import derive_seed
-from sazanami.tokenizer import Tokenizer
 
 # vLLM logs to stdout at INFO (hundreds of lines per start): errors only, unless the user asks.
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
@@ -217,16 +217,16 @@ def vllm_params(
 
 
 class RowProcessor:
-    """sazanami's sampler for one vLLM request: a one-row :class:`~sazanami.decode_step.RowStep`.
+    """sazanami's sampler for one vLLM request: a one-row :class:`~sazanami.engine.decode_step.RowStep`.
 
     Keeps state (noise, penalty counts, mirostat μ); changes the argmax: its output keeps only
     the drawn token finite. ``position`` counts the positions of the current request it chose a
     token for; a second call for the same output length (a discarded chunked-prefill sample)
     returns the same token without drawing again.
 
-    It runs the row step's first half (:meth:`RowStep.choose <sazanami.decode_step.RowStep.choose>`:
+    It runs the row step's first half (:meth:`RowStep.choose <sazanami.engine.decode_step.RowStep.choose>`:
     grammar mask, sampler, guard) and, given a tokenizer, lets the row take the token
-    (:meth:`RowStep.take <sazanami.decode_step.RowStep.take>`: its text, DRY's context, its grammar,
+    (:meth:`RowStep.take <sazanami.engine.decode_step.RowStep.take>`: its text, DRY's context, its grammar,
     which may end the row); a complete call ends the text at the call (the torch backend's
     trim). Once the row ended so, the processor forces ``stop_token`` without drawing, which
     ends the request. :meth:`resume` hands the step (sampler and grammar) to the continuation
@@ -419,7 +419,7 @@ def kv_bytes_per_token(hf_config: Any, dtype: torch.dtype) -> int:
 
 
 class _VllmBackend:
-    """What :class:`~sazanami.engine.Engine` reads from a backend; the forward pass is vLLM's own."""
+    """What :class:`~sazanami.engine.loop.Engine` reads from a backend; the forward pass is vLLM's own."""
 
     def __init__(
         self, name: str, tokenizer: Tokenizer, vocab_size: int, max_positions: int, kv_bytes_per_token: int
@@ -443,7 +443,7 @@ class _VllmBackend:
 
 
 class VllmEngine(Engine):
-    """An :class:`~sazanami.engine.Engine` whose rows run on vLLM (see the module docstring).
+    """An :class:`~sazanami.engine.loop.Engine` whose rows run on vLLM (see the module docstring).
 
     ``model``: ``smollm2-135m`` (the embedded model's cached safetensors) or a Hugging Face
     directory. ``llm_options`` go to ``vllm.LLM`` (``max_model_len``, ``max_num_seqs``,

@@ -1,4 +1,4 @@
-"""``sazanami bench``: benchmarks from the command line. Thin layer over :mod:`sazanami.bench.frontier`.
+"""``sazanami bench``: benchmarks from the command line. Thin layer over :mod:`sazanami.evals.frontier`.
 
 Registered on the main group in :mod:`sazanami.cli`.
 """
@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from sazanami.bench.frontier.run import FrontierConfig
 from sazanami.cli.options import backend_option, config_from_options, config_options, engine_from_options
 from sazanami.errors import ParameterError
+from sazanami.evals.frontier.run import FrontierConfig
 
 DEFAULT_OUT = Path("bench") / "out" / "frontier"
 #: One cache for every run, so a full run reuses a quick run's generations.
@@ -37,7 +37,7 @@ FRONTIER_FIELDS = (
     "seed",
     "n_boot",
 )
-"""The :class:`~sazanami.bench.frontier.FrontierConfig` fields ``bench frontier`` takes as options."""
+"""The :class:`~sazanami.evals.frontier.FrontierConfig` fields ``bench frontier`` takes as options."""
 
 
 @bench_group.command("frontier")
@@ -76,7 +76,7 @@ def frontier(
     bootstrap intervals over prompts, and each setting's diversity gain over the temperature
     curve at equal perplexity) and plots of the frontier and of the gains.
     """
-    from sazanami.bench import frontier as fr
+    from sazanami.evals import frontier as fr
 
     if list_methods:
         for m in fr.METHODS.values():

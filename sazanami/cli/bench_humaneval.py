@@ -1,6 +1,6 @@
-"""``sazanami bench humaneval``: thin layer over :mod:`sazanami.bench.humaneval` (registered in :mod:`.bench`).
+"""``sazanami bench humaneval``: thin layer over :mod:`sazanami.evals.humaneval` (registered in :mod:`.bench`).
 
-The run's options come from :class:`~sazanami.bench.humaneval.run.HumanEvalConfig`'s fields.
+The run's options come from :class:`~sazanami.evals.humaneval.run.HumanEvalConfig`'s fields.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from sazanami.bench.humaneval.run import SETTINGS, HumanEvalConfig, check_resumable
 from sazanami.cli.humaneval_options import open_engine, quiet_option, run_options, task_numbers
 from sazanami.cli.options import comma_list
+from sazanami.evals.humaneval.run import SETTINGS, HumanEvalConfig, check_resumable
 
 DEFAULT_OUT = Path("bench") / "out" / "humaneval.jsonl"
 
@@ -49,7 +49,7 @@ def humaneval(
     Samples are graded by the hidden tests in a child process (rlimits, deadline, no network,
     unprivileged). A file's records all have one format: a rerun in another format is refused.
     """
-    from sazanami.bench import humaneval as he
+    from sazanami.evals import humaneval as he
 
     if list_settings:
         for name, kw in SETTINGS.items():
@@ -66,7 +66,7 @@ def humaneval(
         return
     path = Path(out)
     if report:
-        from sazanami.bench.humaneval.report import summary_text, write_outputs
+        from sazanami.evals.humaneval.report import summary_text, write_outputs
 
         click.echo(summary_text(path))
         for key, where in write_outputs(path, path.parent, name=path.stem).items():

@@ -1,6 +1,6 @@
-"""``sazanami bench humaneval-search``: Experiment 2 (:mod:`sazanami.bench.humaneval.search_run`).
+"""``sazanami bench humaneval-search``: Experiment 2 (:mod:`sazanami.evals.humaneval.search_run`).
 
-The run's options come from :class:`~sazanami.bench.humaneval.search_run.SearchConfig`'s fields.
+The run's options come from :class:`~sazanami.evals.humaneval.search_run.SearchConfig`'s fields.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from sazanami.bench.humaneval.search_run import ARMS, SearchConfig
 from sazanami.cli.humaneval_options import open_engine, quiet_option, run_options, task_numbers
 from sazanami.cli.options import comma_list
+from sazanami.evals.humaneval.search_run import ARMS, SearchConfig
 
 DEFAULT_OUT = Path("bench") / "out" / "humaneval_search.jsonl"
 
@@ -35,7 +35,7 @@ def humaneval_search(
     graded by the hidden tests. Every finished candidate is graded too (how often the scorer
     picked a passing one when there was one).
     """
-    from sazanami.bench.humaneval.search_run import run_search_arms
+    from sazanami.evals.humaneval.search_run import run_search_arms
 
     if list_arms:
         for name, spec in ARMS.items():
@@ -43,7 +43,7 @@ def humaneval_search(
         return
     path = Path(out)
     if report:
-        from sazanami.bench.humaneval.search_report import summary_text, write_plot, write_summary
+        from sazanami.evals.humaneval.search_report import summary_text, write_plot, write_summary
 
         click.echo(summary_text(path))
         click.echo(f"summary: {write_summary(path)}")

@@ -1,4 +1,4 @@
-"""``sazanami bench longform``: thin layer over :mod:`sazanami.bench.longform` (registered in :mod:`.bench`)."""
+"""``sazanami bench longform``: thin layer over :mod:`sazanami.evals.longform` (registered in :mod:`.bench`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from sazanami.bench.longform.run import LongformConfig
 from sazanami.cli.options import backend_option, config_from_options, config_options, engine_from_options
 from sazanami.errors import ParameterError
+from sazanami.evals.longform.run import LongformConfig
 
 DEFAULT_OUT = Path("bench") / "out" / "longform"
 DEFAULT_CACHE = Path("bench") / "out" / "longform-cache.jsonl"
@@ -19,7 +19,7 @@ LONGFORM_FIELDS = (
     "prompts", "samples", "max_tokens", "methods", "limit", "judge_samples", "partitioner", "quick", "cache",
     "model", "seed", "n_boot",
 )  # fmt: skip
-"""The :class:`~sazanami.bench.longform.LongformConfig` fields ``bench longform`` takes as options."""
+"""The :class:`~sazanami.evals.longform.LongformConfig` fields ``bench longform`` takes as options."""
 
 
 @click.command("longform")
@@ -53,7 +53,7 @@ def longform(
     temperature curve at equal judge perplexity), longform_prompts.csv, longform.json and
     plots of the frontier, the surprisal spectra and the degeneration curves.
     """
-    from sazanami.bench import longform as lf
+    from sazanami.evals import longform as lf
 
     if list_methods:
         for m in lf.LONGFORM_METHODS.values():

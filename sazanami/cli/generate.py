@@ -34,7 +34,7 @@ def generate(prompt: str, stream: bool, as_json: bool, **kw: Any) -> None:
     )
     islands = islands_from_options(kw, engine.tokenizer)
     if params.beams is not None:  # a beams entry in --fluctuation: the beam-search entry, not the deprecated field
-        from sazanami.beam_params import BeamParams
+        from sazanami.sampling.beam_params import BeamParams
 
         rows = engine.beam_rows([prompt], BeamParams.from_sampling(params), kw["raw"], islands=islands)
     else:

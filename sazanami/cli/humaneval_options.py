@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from sazanami.cli.options import backend_option, dataclass_options
-from sazanami.engine import Engine
+from sazanami.engine.loop import Engine
 from sazanami.errors import check_int
 
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-problem lines.")
@@ -46,6 +46,6 @@ def open_engine(model: str, backend: str, threads: int | None, rows: int) -> Eng
     """The run's engine (``threads`` llama.cpp threads, at least 1; None: its default) for ``rows`` rows."""
     if threads is not None:
         check_int("threads", threads, 1)
-    from sazanami.engines import EngineSpec
+    from sazanami.engine.engine_spec import EngineSpec
 
     return EngineSpec(model, backend, threads=threads).open(rows=rows)

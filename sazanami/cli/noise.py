@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from sazanami import noise as nz
-from sazanami import spectra
+from sazanami.noise import colored as nz
+from sazanami.noise import spectra
 
 
 @click.command()

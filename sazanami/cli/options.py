@@ -1,6 +1,6 @@
 """Click options derived from the objects that own them.
 
-Every :class:`~sazanami.params.SamplingParams` field, every :class:`~sazanami.server.limits.Limits`
+Every :class:`~sazanami.sampling.params.SamplingParams` field, every :class:`~sazanami.server.limits.Limits`
 field, every option of every search strategy and every key of an islands spec becomes an
 option here, named after the field (``top_p`` → ``--top-p``), typed and defaulted from it and
 documented by its docstring. A new field appears in the CLI at once. The few flags spelled
@@ -21,14 +21,14 @@ from typing import Any
 
 import click
 
-from sazanami.engine import Engine
-from sazanami.engines import ENGINE_BACKENDS, EngineSpec
+from sazanami.engine.engine_spec import ENGINE_BACKENDS, EngineSpec
+from sazanami.engine.loop import Engine
 from sazanami.errors import ParameterError
-from sazanami.fields import field_docs
-from sazanami.fluctuation import Fluctuation
+from sazanami.field_docs import field_docs
 from sazanami.islands.runtime import ISLAND_INPUTS, ISLAND_LIMITS, Islands, marked_text
 from sazanami.models import DEFAULT_MODEL, load, load_for
-from sazanami.params import SamplingParams
+from sazanami.sampling.beam_params import split_beams
+from sazanami.sampling.params import SamplingParams
 from sazanami.search.strategies import STRATEGIES, strategy_options
 from sazanami.server.limits import Limits
 
@@ -185,10 +185,10 @@ def engine_from_options(
     ``backend`` None: torch wherever it runs the model (``load``'s default); otherwise
     ``auto``/``torch``/``llamacpp`` for a request of ``rows`` rows (:func:`load_for`), or
     ``vllm`` (:class:`~sazanami.backends.vllm.VllmEngine`). ``ray_replicas`` > 0: that many
-    Ray actors, one engine of one thread each (:class:`~sazanami.replicas.RayEngines`).
+    Ray actors, one engine of one thread each (:class:`~sazanami.engine.replicas.RayEngines`).
     """
     if ray_replicas:
-        from sazanami.replicas import RayEngines
+        from sazanami.engine.replicas import RayEngines
 
         spec = EngineSpec(model, backend or "auto", threads=1, prefix_cache=prefix_cache)
         return RayEngines(spec, replicas=ray_replicas, address=ray_address)
@@ -209,7 +209,7 @@ BACKEND_HELP = (
 backend_option = click.option(
     "--backend", type=click.Choice(ENGINE_BACKENDS), default="auto", show_default=True, help=BACKEND_HELP
 )
-"""``--backend``: its choices are :data:`sazanami.engines.ENGINE_BACKENDS` (the model backends
+"""``--backend``: its choices are :data:`sazanami.engine.engine_spec.ENGINE_BACKENDS` (the model backends
 of :data:`sazanami.models.BACKENDS`, one place to add one, plus ``vllm``)."""
 
 ray_options = [
@@ -239,7 +239,7 @@ def params_from_options(kw: dict[str, Any]) -> SamplingParams:
     values["stop"] = tuple(values["stop"])
     fluct, sigma, beta = kw.get("fluctuation"), kw.get("sigma"), kw.get("beta")
     if fluct is not None or sigma is not None or beta is not None:
-        fl, beams = Fluctuation.parse_with_beams(fluct or "pink-temperature")  # a beams entry: beam search
+        fl, beams = split_beams(fluct or "pink-temperature")  # a beams entry: beam search
         values["fluctuation"] = fl.override(sigma=sigma, beta=beta) if fl is not None else None
         if beams is not None:
             values["beams"] = beams if beta is None else dataclasses.replace(beams, beta=beta)

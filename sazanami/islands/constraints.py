@@ -141,7 +141,7 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 def ll_tokenizer(tokenizer: Any, vocab_size: int | None = None) -> Any:
-    """llguidance's view of a :class:`~sazanami.tokenizer.Tokenizer` (built once, cached).
+    """llguidance's view of a :class:`~sazanami.backends.tokenizer.Tokenizer` (built once, cached).
 
     Built from the ``tokenizers`` JSON, so no ``transformers`` import; ``vocab_size`` is the
     model's (it may exceed the tokenizer's when the embedding matrix is padded).

@@ -105,7 +105,7 @@ def write_grammar(
     ``params`` are the writer's sampling parameters (``n`` is set to ``attempts``);
     ``constrain`` runs regex writing under :data:`REGEX_META_GRAMMAR`.
     """
-    from sazanami.params import SamplingParams
+    from sazanami.sampling.params import SamplingParams
 
     if kind not in PROMPTS:
         raise ParameterError("kind", f"kind must be one of {', '.join(PROMPTS)}, got {kind!r}")

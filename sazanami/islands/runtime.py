@@ -2,7 +2,7 @@
 
 ``Islands`` says what may come from outside the model (tools, a grammar) and the limits;
 it rides on each ``RowRequest``. ``IslandBatch`` is what the engine loop talks to, at
-three points of a step (the rows it reads and changes are :class:`~sazanami.rows.RunningRow`):
+three points of a step (the rows it reads and changes are :class:`~sazanami.sampling.rows.RunningRow`):
 
 1. ``mask(logits)`` before the sampler — −inf outside each constrained row's grammar;
 2. ``observe(b, row, token)`` after the draw — advances the row's grammar, ends the row
@@ -28,7 +28,7 @@ from sazanami.errors import ParameterError, check_int, check_range
 from sazanami.islands.builtins import Corpus, builtin_tools
 from sazanami.islands.constraints import Constraint, ConstraintBatch
 from sazanami.islands.tools import MAX_NAME_CHARS, Call, CallResult, CallSyntax, CallWatcher, ToolRegistry, run_calls
-from sazanami.rows import RunningRow, Span
+from sazanami.sampling.rows import RunningRow, Span
 
 Prompt = str | list[dict[str, str]]
 

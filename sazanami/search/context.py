@@ -3,7 +3,7 @@
 Strategies and flows are written with the same few moves, all methods of
 :class:`SearchContext`:
 
-- build rows (:class:`~sazanami.rows.RowRequest`, the engine's own row type; the node each
+- build rows (:class:`~sazanami.sampling.rows.RowRequest`, the engine's own row type; the node each
   becomes rides in its ``tag`` as an :class:`Origin`) — :meth:`fresh` (a new sample of the
   prompt), :meth:`continuation` (regenerate the suffix of a node from a cut point),
   :meth:`improvement` (ask the model to improve a draft), :meth:`synthesis` (merge several
@@ -31,11 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sazanami.engine import Engine, Prompt
+from sazanami.engine.loop import Engine, Prompt
 from sazanami.errors import ParameterError, check_int
 from sazanami.islands.runtime import Islands
-from sazanami.params import SamplingParams
-from sazanami.rows import Completion, RowRequest, Span, find_stop, injected_tokens
+from sazanami.sampling.params import SamplingParams
+from sazanami.sampling.rows import Completion, RowRequest, Span, find_stop, injected_tokens
 from sazanami.search.budget import Ledger, search_budget
 from sazanami.search.scorer_specs import make_scorer
 from sazanami.search.scorers import Score, Scorer

@@ -78,11 +78,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sazanami.engine import Engine
+from sazanami.engine.loop import Engine
 from sazanami.errors import ParameterError, check_int, check_range
 from sazanami.islands.bounds import loads_json
 from sazanami.islands.runtime import Islands
-from sazanami.params import MAX_N, SamplingParams
+from sazanami.sampling.params import MAX_N, SamplingParams
 from sazanami.search.budget import Budget
 from sazanami.search.context import SearchContext
 from sazanami.search.flow_graph import GRAPH_FIELDS, FlowError, Graph, Step, build_graph, parse_graph_fields

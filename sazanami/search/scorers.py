@@ -39,8 +39,8 @@ from sazanami.errors import ParameterError, check_int, check_range
 from sazanami.search.inflection import concept_coverage
 
 if TYPE_CHECKING:
-    from sazanami.embeddings import TextEncoder
-    from sazanami.engine import Engine
+    from sazanami.engine.loop import Engine
+    from sazanami.measure.embeddings import TextEncoder
 
 __all__ = [
     "CombinedScorer",
@@ -321,8 +321,8 @@ class JudgeScorer(Scorer):
 
 
 def _greedy(engine: Engine, prompts: list[str], max_tokens: int, prefix: str = "") -> list[str | None]:
-    from sazanami.params import SamplingParams
-    from sazanami.rows import RowRequest
+    from sazanami.sampling.params import SamplingParams
+    from sazanami.sampling.rows import RowRequest
 
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=0)
     extra = engine.tokenizer.encode(prefix) if prefix else []
@@ -357,7 +357,7 @@ class NoveltyScorer(Scorer):
             return [Score(None, "nothing to compare with") for _ in texts]
         embedder = self.embedder
         if embedder is None:
-            from sazanami.embeddings import get_embedder
+            from sazanami.measure.embeddings import get_embedder
 
             embedder = get_embedder()
         emb = torch.nn.functional.normalize(embedder.encode(texts + (ref or [])).float(), dim=-1)  # (N+R, D)

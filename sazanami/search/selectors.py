@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sazanami.errors import ParameterError, check_int, check_range
 
 if TYPE_CHECKING:
-    from sazanami.embeddings import TextEncoder
+    from sazanami.measure.embeddings import TextEncoder
 
 __all__ = ["MMR", "Selector", "TopK", "make_selector", "rank"]
 
@@ -83,7 +83,7 @@ class MMR(Selector):
         rel = [0.0 if v is None else (1.0 if hi == lo else (v - lo) / (hi - lo)) for v in values]
         embedder = self.embedder
         if embedder is None:
-            from sazanami.embeddings import get_embedder
+            from sazanami.measure.embeddings import get_embedder
 
             embedder = get_embedder()
         emb = torch.nn.functional.normalize(embedder.encode([x.text for x in pool]).float(), dim=-1)  # (N, D)

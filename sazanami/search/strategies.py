@@ -10,7 +10,7 @@
    cosine similarity c, keeping the norm; see :func:`neighbour`), ``paths`` (keep a prefix
    of a winner, regenerate the suffix with fresh noise).
 4. :func:`beam` — stochastic beam search (Gumbel-top-k, Kool et al. 2019, as implemented
-   in :mod:`sazanami.beams`), its k samples scored; repeated with new seeds while the
+   in :mod:`sazanami.engine.beams`), its k samples scored; repeated with new seeds while the
    budget lasts.
 5. :func:`tree_search` — token-level best-first search with checkpoints every ``chunk``
    tokens: expand the best open prefixes into ``branch`` continuations, score the partial
@@ -37,12 +37,12 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from sazanami.engine import Engine, Prompt
+from sazanami.engine.loop import Engine, Prompt
 from sazanami.errors import ParameterError, check_int, check_range
-from sazanami.fluctuation import NoiseMix
 from sazanami.islands.runtime import Islands
-from sazanami.params import MAX_N, MAX_TOKENS_LIMIT, SamplingParams
-from sazanami.rows import RowRequest
+from sazanami.noise.fluctuation import NoiseMix
+from sazanami.sampling.params import MAX_N, MAX_TOKENS_LIMIT, SamplingParams
+from sazanami.sampling.rows import RowRequest
 from sazanami.search.context import NodeEvent, SearchContext
 from sazanami.search.selectors import make_selector, rank
 from sazanami.search.synthesis import Improver, Synthesizer

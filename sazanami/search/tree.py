@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sazanami.errors import SazanamiError, check_known
-from sazanami.rows import Completion, Output, Span
+from sazanami.sampling.rows import Completion, Output, Span
 
 __all__ = ["Node", "Tree", "TreeError"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import Request
 
-from sazanami.rows import Completion
+from sazanami.sampling.rows import Completion
 from sazanami.server.batcher import Cancelled
 from sazanami.server.errors import api_error
 from sazanami.server.planning import Plan

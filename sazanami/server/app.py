@@ -45,7 +45,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
-from sazanami.engine import Engine
+from sazanami.engine.loop import Engine
 from sazanami.models import DEFAULT_MODEL
 from sazanami.server.errors import install as install_error_handlers
 from sazanami.server.flows_api import flows_router

@@ -44,9 +44,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from sazanami.engine import Delta, Engine
+from sazanami.engine.loop import Delta, Engine
 from sazanami.errors import SazanamiError
-from sazanami.rows import Completion, RowRequest
+from sazanami.sampling.rows import Completion, RowRequest
 from sazanami.server.memory import Footprint, check_fits, footprint
 
 Event = tuple[str, Any]

@@ -35,8 +35,8 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from sazanami.errors import ParameterError
-from sazanami.fluctuation import PRESETS
 from sazanami.islands import Islands, ToolRegistry
+from sazanami.noise.fluctuation import PRESETS
 from sazanami.search.budget import search_budget
 from sazanami.search.flows import Flow, check_nesting, parse_document, step_fields
 from sazanami.server.batcher import BatchedEngine, Cancelled, SearchTimeout

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sazanami.errors import ParameterError, check_int, check_range
-from sazanami.params import MAX_N, MAX_TOKENS_LIMIT
+from sazanami.sampling.params import MAX_N, MAX_TOKENS_LIMIT
 from sazanami.server.memory import parse_bytes
 
 

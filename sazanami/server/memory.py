@@ -1,6 +1,6 @@
 """Memory admission: what a batch of rows makes the server hold, and the budget it must fit.
 
-A batch of rows (one engine call: :meth:`~sazanami.engine.Engine.steps`) holds
+A batch of rows (one engine call: :meth:`~sazanami.engine.loop.Engine.steps`) holds
 
 1. keys/values: ``rows × capacity × kv_bytes_per_token``, where ``capacity`` is the longest
    row's prompt + ``max_tokens`` (+ the positions its tool results may take) + 1, at most the
@@ -138,7 +138,7 @@ class Footprint:
 
 
 def footprint(rows: Sequence[Any], backend: Any) -> Footprint:
-    """The :class:`Footprint` of :class:`~sazanami.rows.RowRequest` ``rows`` on ``backend``."""
+    """The :class:`Footprint` of :class:`~sazanami.sampling.rows.RowRequest` ``rows`` on ``backend``."""
     limit = getattr(backend, "max_positions", None) or 2**31
     widths = [r.params.beams.width if r.params.beams is not None else 1 for r in rows]
     capacity = max((len(r.prompt_ids) + r.params.max_tokens + _injections(r.islands) + 1 for r in rows), default=0)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from sazanami.beam_params import BeamParams
-from sazanami.engine import Engine
+from sazanami.engine.loop import Engine
 from sazanami.errors import ParameterError
-from sazanami.rows import RowRequest
+from sazanami.sampling.beam_params import BeamParams
+from sazanami.sampling.rows import RowRequest
 from sazanami.seeds import seed_or_fresh
 from sazanami.server.errors import ApiError
 from sazanami.server.memory import check_fits, footprint
@@ -47,7 +47,7 @@ class Plan:
         self.raw = req.raw
         """No chat template applied by the engine (completions, or a chat already rendered here)."""
         self.calling = req.function_calling(limits)
-        """OpenAI function calling (:class:`~sazanami.tool_calls.FunctionCalling`), or None."""
+        """OpenAI function calling (:class:`~sazanami.server.tool_calls.FunctionCalling`), or None."""
         if self.calling is not None and not chat:
             raise ParameterError("tools", "function objects in tools need /v1/chat/completions (messages)")
         self.islands = req.islands(server.tools, self.calling, engine.tokenizer)
@@ -99,9 +99,9 @@ class Plan:
 
     def _render_tools(self, engine: Engine) -> None:
         """A conversation with function tools or tool messages is rendered here (the model's
-        template with tools, or the fallback format; :func:`~sazanami.tool_calls.render_prompt`);
+        template with tools, or the fallback format; :func:`~sazanami.server.tool_calls.render_prompt`);
         the server tools' description, if any, goes into it first."""
-        from sazanami.tool_calls import has_tool_messages, render_prompt
+        from sazanami.server.tool_calls import has_tool_messages, render_prompt
 
         (messages,) = self.prompts
         assert isinstance(messages, list)
@@ -119,15 +119,15 @@ class Plan:
         """Split each whole choice into content and tool calls (finish reason ``tool_calls``)."""
         if self.calling is None:
             return
-        from sazanami.tool_calls import message_of
+        from sazanami.server.tool_calls import message_of
 
         for c in choices:
             message, c.finish_reason = message_of(self.calling, c.text, c.finish_reason or "stop")
             c.text, c.tool_calls = message["content"] or "", message.get("tool_calls")
 
     def call_stream(self) -> Any:
-        """A streaming parser for one choice (:class:`~sazanami.tool_calls.CallStream`), or None."""
-        from sazanami.tool_calls import CallStream
+        """A streaming parser for one choice (:class:`~sazanami.server.tool_calls.CallStream`), or None."""
+        from sazanami.server.tool_calls import CallStream
 
         return CallStream(self.calling) if self.calling is not None and self.calling.calls else None
 

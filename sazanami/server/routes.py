@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from sazanami.params import SamplingParams
+from sazanami.sampling.params import SamplingParams
 from sazanami.server.answers import guarded, respond
 from sazanami.server.bodies import read_body
 from sazanami.server.errors import api_error
@@ -152,7 +152,7 @@ def _cache_info(engine: Any) -> dict[str, Any] | None:
 
 
 def _info(server: Server) -> dict[str, Any]:
-    from sazanami.fluctuation import PRESETS
+    from sazanami.noise.fluctuation import PRESETS
     from sazanami.search import STRATEGIES, strategy_options
     from sazanami.search.scorer_specs import SCORER_NAMES
     from sazanami.speculative.spec import SOURCES

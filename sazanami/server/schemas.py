@@ -1,6 +1,6 @@
 """HTTP request bodies: OpenAI's fields plus sazanami's extensions, mapped onto the library's objects.
 
-The sampling fields are generated from :class:`~sazanami.params.SamplingParams` (one per
+The sampling fields are generated from :class:`~sazanami.sampling.params.SamplingParams` (one per
 dataclass field, same name, documented by the field's docstring), so every parameter of the
 Python API is reachable from the body and SamplingParams stays the one place that checks
 ranges: the server's 400 carries its message ("top_p must be in (0, 1], got 1.5") and param.
@@ -13,7 +13,7 @@ Extensions in the body (pass them with the openai client's ``extra_body``):
 - ``server_tools`` — names of tools the server runs (``["calc"]``); the model's calls are
   run and their results injected into the text. ``tools`` as a list of names is the old
   spelling (deprecated); ``tools`` as OpenAI function objects is OpenAI function calling
-  (:mod:`sazanami.tool_calls`: ``tool_choice``, ``parallel_tool_calls``, answers with
+  (:mod:`sazanami.server.tool_calls`: ``tool_choice``, ``parallel_tool_calls``, answers with
   ``message.tool_calls``), and ``tool_grammar: false`` generates those calls unconstrained;
 - ``grammar`` (Lark) / ``regex`` / ``json_schema`` — a constraint the output follows
   (OpenAI's ``response_format`` with ``json_schema`` or ``json_object`` maps here too);
@@ -32,8 +32,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from sazanami.errors import ParameterError
-from sazanami.fields import field_docs
-from sazanami.params import SamplingParams
+from sazanami.field_docs import field_docs
+from sazanami.sampling.params import SamplingParams
 from sazanami.search.budget import DEFAULT_BUDGET_SAMPLES, Budget, search_budget
 from sazanami.server.limits import Limits
 
@@ -187,7 +187,7 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
                 "response_format.json_schema.schema", "response_format.json_schema needs a 'schema' object"
             )
         _check_schema(schema, "response_format.json_schema.schema")
-        from sazanami.tool_calls import check_json_schema
+        from sazanami.server.tool_calls import check_json_schema
 
         check_json_schema(schema, "response_format.json_schema.schema")  # the metaschema
         return {"json_schema": schema}
@@ -215,10 +215,10 @@ class _Request(SamplingFields):  # type: ignore[misc, valid-type]
         return ("tools", names) if names else ("", [])
 
     def function_calling(self, limits: Limits) -> Any:
-        """OpenAI function calling of this request (:class:`~sazanami.tool_calls.FunctionCalling`;
+        """OpenAI function calling of this request (:class:`~sazanami.server.tool_calls.FunctionCalling`;
         with ``tool_choice`` none the functions are described and nothing is called), or None
         when ``tools`` holds no function objects."""
-        from sazanami.tool_calls import FunctionCalling, response_schema
+        from sazanami.server.tool_calls import FunctionCalling, response_schema
 
         functions = [t for t in self.tools or [] if not isinstance(t, str)]
         field, _ = self.server_tool_names()
@@ -336,7 +336,7 @@ def _check_synthesizer(synth: dict[str, Any] | None, limits: Limits) -> None:
 
 
 def _presets() -> list[str]:
-    from sazanami.fluctuation import PRESETS
+    from sazanami.noise.fluctuation import PRESETS
 
     return list(PRESETS)
 
@@ -514,7 +514,7 @@ class ChatCompletionRequest(_Request):
             if m.tool_call_id is not None:
                 msg["tool_call_id"] = m.tool_call_id
             out.append(msg)
-        from sazanami.tool_calls import check_messages
+        from sazanami.server.tool_calls import check_messages
 
         check_messages(out)
         return [out]  # type: ignore[list-item]

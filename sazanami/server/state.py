@@ -10,9 +10,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sazanami.engine import Engine
+from sazanami.engine.loop import Engine
 from sazanami.errors import ParameterError
-from sazanami.params import SamplingParams
+from sazanami.sampling.params import SamplingParams
 from sazanami.server.admission import Admission
 from sazanami.server.batcher import Batcher
 from sazanami.server.errors import ApiError

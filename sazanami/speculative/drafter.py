@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sazanami.rows import RowRequest
+from sazanami.sampling.rows import RowRequest
 from sazanami.speculative.adaptive import DraftLength
 from sazanami.speculative.corpus import WINDOW, CorpusIndex, open_index
 from sazanami.speculative.ngrams import MAX_NGRAM, NgramIndex

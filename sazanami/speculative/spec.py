@@ -1,4 +1,4 @@
-"""The ``speculative`` parameter of :class:`~sazanami.params.SamplingParams`."""
+"""The ``speculative`` parameter of :class:`~sazanami.sampling.params.SamplingParams`."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ arXiv:2310.05914) adds, during training only, uniform noise to the input embeddi
 
 (L the padded sequence length, as in ``transformers``' ``neftune_post_forward_hook``).
 Here ε at slot (row b, position l, channel c) is α/√(L·d) · (2Φ(x_t) − 1), x_t the slot's
-unit-variance 1/f^β stream of :class:`sazanami.noise.ColoredNoise` over training steps:
+unit-variance 1/f^β stream of :class:`sazanami.noise.colored.ColoredNoise` over training steps:
 still exactly uniform on the same interval at every step, but a slot's noise drifts
 slowly across steps instead of being redrawn. β = 0 is NEFTune itself, drawn with
 ``Tensor.uniform_`` from a ``torch.Generator`` seeded per step (bit-for-bit the formula
@@ -25,7 +25,7 @@ import math
 import torch
 
 from sazanami.errors import ParameterError, check_index
-from sazanami.noise import ColoredNoise
+from sazanami.noise.colored import ColoredNoise
 from sazanami.seeds import derive_seed
 from sazanami.training.colors import Color
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 import torch
 
 from sazanami.errors import check_index
-from sazanami.noise import ColoredNoise
+from sazanami.noise.colored import ColoredNoise
 from sazanami.seeds import derive_seed
 from sazanami.training.colors import Color, check_positive
 

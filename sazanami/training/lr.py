@@ -1,6 +1,6 @@
 """Colored learning rate: any base schedule times exp(σ·x_t − σ²/2), x a 1/f^β stream.
 
-x_t is one unit-variance stream of :class:`sazanami.noise.ColoredNoise` over optimizer
+x_t is one unit-variance stream of :class:`sazanami.noise.colored.ColoredNoise` over optimizer
 steps, so the multiplier m_t = exp(σ·x_t − σ²/2) is log-normal with E[m_t] = 1 (the
 mean learning rate is the base schedule's) and log m_t has the 1/f^β spectrum.
 """
@@ -14,7 +14,7 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from sazanami.errors import check_index
-from sazanami.noise import ColoredNoise
+from sazanami.noise.colored import ColoredNoise
 from sazanami.training.colors import Color
 
 __all__ = ["ColoredLR", "LRMultiplier", "lr_multipliers"]

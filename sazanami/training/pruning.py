@@ -8,7 +8,7 @@ Scores (higher = keep):
   unit's activation over token positions (P(f) ∝ f^−β̂: periodogram per sequence, Hann
   window, mean removed, averaged over sequences and, for a head, over its D output
   dimensions; fitted over f ∈ [2/T, 1/4] with 1/f weights like
-  :func:`sazanami.noise.psd_slope`). A unit whose activation is closest to white noise
+  :func:`sazanami.noise.colored.psd_slope`). A unit whose activation is closest to white noise
   (β̂ ≈ 0) carries least sequential structure and goes first; a unit dominated by slow
   (β̂ > 0) *or* fast (β̂ < 0, "blue") variation is kept. (Ranking by β̂ itself, as an
   earlier version did, removes the bluest units first, not the whitest.)

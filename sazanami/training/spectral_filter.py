@@ -11,7 +11,7 @@ by Amplifying Slow Gradients", arXiv:2405.20233).
   running sum (a float32 running sum keeps the rounding residue of large early gradients
   long after they left the window, and it swamps the mean of the small late ones).
 - :class:`SpectralGain`: lowpass = the causal minimum-phase filter H whose power gain
-  |H(f)|² is the 1/f^β spectrum fitted by :class:`sazanami.noise.ColoredNoise` (the same
+  |H(f)|² is the 1/f^β spectrum fitted by :class:`sazanami.noise.colored.ColoredNoise` (the same
   AR(1) bank in innovations form, driven by the gradient instead of white noise)::
 
       y_t = (a·g_t + Σ_k c_k v_k(t)) / H(1),   v_k(t+1) = v_k(t) + (1 − φ_k)(g_t − v_k(t))
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from sazanami.errors import check_index, check_range
-from sazanami.noise import fit_bank
+from sazanami.noise.colored import fit_bank
 from sazanami.training.colors import check_positive
 
 __all__ = ["GradientFilter", "GrokfastEMA", "GrokfastMA", "SpectralGain", "spectral_gain_response"]

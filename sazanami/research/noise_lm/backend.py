@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from sazanami.backends import Capabilities, HiddenHook
-from sazanami.fluctuation import POINTS
+from sazanami.noise.fluctuation import POINTS
 from sazanami.research.noise_lm.model import NoiseLM
 from sazanami.research.noise_lm.noise import PAD
 

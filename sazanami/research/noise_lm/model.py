@@ -10,13 +10,13 @@ import numpy as np
 
 import sazanami.research.noise_lm.scattershot as scattershot
 import sazanami.research.noise_lm.vocab as vocab
+from sazanami.backends.tokenizer import Tokenizer
 from sazanami.errors import ModelNotFoundError, ParameterError, check_int
 from sazanami.research.noise_lm.config import NoiseLMConfig
 from sazanami.research.noise_lm.keys import expand, random_keys
 from sazanami.research.noise_lm.lookup import KeyIndex
 from sazanami.research.noise_lm.middle import MiddleLayer
 from sazanami.research.noise_lm.noise import PAD, NoiseTables, contexts
-from sazanami.tokenizer import Tokenizer
 
 FORMAT = 1
 

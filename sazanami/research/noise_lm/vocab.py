@@ -14,7 +14,7 @@ from tokenizers import Regex, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as RustTokenizer
 from tokenizers.models import WordLevel
 
-from sazanami.tokenizer import Tokenizer
+from sazanami.backends.tokenizer import Tokenizer
 
 SPECIALS = ["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 EOS = "<|endoftext|>"
