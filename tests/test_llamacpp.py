@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sazanami import models
-from sazanami.backends.llamacpp import MAX_SEQUENCES, SeqCache, _Pool
+from sazanami.backends.llamacpp_cache import MAX_SEQUENCES, SeqCache, SequencePool
 from sazanami.engine.loop import Engine
 from sazanami.engine.prefix_cache import PrefixCache
 from sazanami.errors import ModelNotFoundError, ParameterError
@@ -83,18 +83,18 @@ class FakeLib:
         return size
 
 
-def fake_pool(context: int = 64, sequences: int = 4, bos: int = 0) -> tuple[FakeLib, _Pool]:
+def fake_pool(context: int = 64, sequences: int = 4, bos: int = 0) -> tuple[FakeLib, SequencePool]:
     lib = FakeLib()
-    return lib, _Pool(lib, object(), threads=1, context=context, sequences=sequences, bos_offset=bos)
+    return lib, SequencePool(lib, object(), threads=1, context=context, sequences=sequences, bos_offset=bos)
 
 
-def fill(pool: _Pool, cache: SeqCache, row: int, n: int) -> None:
+def fill(pool: SequencePool, cache: SeqCache, row: int, n: int) -> None:
     """What a forward of n tokens does to the row's sequence."""
     pool.mem.kv[cache.seqs[row]] = set(range(n))
     pool.touch([cache.seqs[row]])
 
 
-def new_cache(pool: _Pool, batch: int, capacity: int) -> SeqCache:
+def new_cache(pool: SequencePool, batch: int, capacity: int) -> SeqCache:
     per = capacity + pool.bos_offset
     return SeqCache(pool, pool.take(batch, per), capacity, per)
 

@@ -339,8 +339,10 @@ class FluctuationProcessor(LogitsProcessor):  # type: ignore[misc,valid-type]
 
     def _tokenizer_for(self, settings: dict[str, Any]) -> Tokenizer | None:
         """The model's tokenizer, loaded once, for rows that need it (tool calls, DRY's breakers)."""
-        if self._tokenizer is None and self._tokenizer_dir and (
-            settings.get("islands") or settings["params"].get("dry_multiplier")
+        if (
+            self._tokenizer is None
+            and self._tokenizer_dir
+            and (settings.get("islands") or settings["params"].get("dry_multiplier"))
         ):
             self._tokenizer = Tokenizer.from_dir(self._tokenizer_dir)
         return self._tokenizer
