@@ -212,14 +212,16 @@ def test_noise_mixture_type_is_defined_once() -> None:
     assert defined == ["sazanami/noise/fluctuation.py"]
 
 
-def test_no_module_imports_private_names_of_strategies() -> None:
+def test_no_module_imports_private_names_of_another() -> None:
+    """A name another module needs is public (strategies' helpers for flows, plots and metrics
+    helpers for the long-form eval, the scorers' item coercion for the doctest scorer)."""
     import ast
 
     offenders = []
     for path, text in _sources().items():
         for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.ImportFrom) and node.module == "sazanami.search.strategies":
-                offenders += [(path, a.name) for a in node.names if a.name.startswith("_")]
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sazanami"):
+                offenders += [(path, a.name) for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
     assert offenders == []
 
 

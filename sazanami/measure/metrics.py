@@ -186,7 +186,7 @@ def semantic_diversity(texts: list[str], embedder: TextEncoder | None = None) ->
     texts = check_texts(texts)
     if len(texts) < 2:
         raise ParameterError("texts", f"texts must hold at least 2 texts, got {len(texts)}")
-    emb = _embed(texts, embedder)  # (N, D), unit rows
+    emb = embed_texts(texts, embedder)  # (N, D), unit rows
     n = len(texts)
     i, j = torch.triu_indices(n, n, offset=1)
     sims = (emb @ emb.T)[i, j]  # (N*(N-1)/2,)
@@ -209,7 +209,7 @@ def semantic_clusters(texts: list[str], threshold: float = 0.3, embedder: TextEn
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import pdist
 
-    emb = _embed(texts, embedder).double().numpy()  # (N, D)
+    emb = embed_texts(texts, embedder).double().numpy()  # (N, D)
     # Clipped: rounding can give -1e-16 for identical directions.
     distances = pdist(emb, metric="cosine").clip(min=0.0)
     labels = fcluster(linkage(distances, method="average"), t=threshold, criterion="distance")
@@ -228,7 +228,7 @@ def novelty(texts: list[str], reference_text: str, embedder: TextEncoder | None 
     texts = check_texts(texts)
     if not isinstance(reference_text, str):
         raise ParameterError("reference_text", f"reference_text must be a str, got {type(reference_text).__name__}")
-    emb = _embed([*texts, reference_text], embedder)  # (N+1, D)
+    emb = embed_texts([*texts, reference_text], embedder)  # (N+1, D)
     return (1.0 - emb[:-1] @ emb[-1]).tolist()
 
 
@@ -240,12 +240,12 @@ def typicality(texts: list[str], embedder: TextEncoder | None = None) -> list[fl
     in [-1, 1]; 1 for every text of a set of identical texts.
     """
     texts = check_texts(texts)
-    emb = _embed(texts, embedder)  # (N, D)
+    emb = embed_texts(texts, embedder)  # (N, D)
     centroid = torch.nn.functional.normalize(emb.mean(dim=0), dim=0)  # (D,)
     return (emb @ centroid).tolist()
 
 
-def _embed(texts: list[str], embedder: TextEncoder | None) -> torch.Tensor:
+def embed_texts(texts: list[str], embedder: TextEncoder | None) -> torch.Tensor:
     """Embed with ``embedder`` (default: the shared MiniLM), as float64 unit rows (N, D)."""
     if embedder is None:
         from sazanami.measure.embeddings import get_embedder

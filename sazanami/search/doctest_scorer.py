@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sazanami.sandbox import SandboxLimits, run_python
-from sazanami.search.scorers import Host, Score, Scorer, _items
+from sazanami.search.scorers import Host, Score, Scorer, as_items
 
 DOCTEST_LIMITS = SandboxLimits(wall_s=10.0, cpu_s=5, memory_mb=1024, file_mb=16)
 _MARK = "__sazanami_doctest__"
@@ -114,7 +114,7 @@ class DoctestScorer(Scorer):
         prompt = self.prompt if self.prompt is not None else (ctx.task if ctx is not None else "")
         n = len(doctest_examples(prompt))
         out = []
-        for it in _items(items):
+        for it in as_items(items):
             value, why = doctest_check(prompt, it.text)
             if value is None:
                 out.append(Score(None, "no examples"))

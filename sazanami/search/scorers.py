@@ -101,7 +101,8 @@ class Host(Protocol):
         ...
 
 
-def _items(items: Any) -> list[Any]:
+def as_items(items: Any) -> list[Any]:
+    """Candidates as items with a ``.text``: a lone string, or a list of strings and items."""
     if isinstance(items, str):
         return [_Text(items)]
     return [_Text(x) if isinstance(x, str) else x for x in items]
@@ -119,7 +120,7 @@ class Scorer:
 
     def __call__(self, items: str | Sequence[Any], ctx: Host | None = None) -> Score | list[Score]:
         """Score one text (returns a Score) or a list (returns a list)."""
-        out = self.score(_items(items), ctx)
+        out = self.score(as_items(items), ctx)
         return out[0] if isinstance(items, str) else out
 
     def spec(self) -> Any:
@@ -148,7 +149,7 @@ class LogprobScorer(Scorer):
         self.engine = engine
 
     def score(self, items: Sequence[Any], ctx: Host | None = None) -> list[Score]:
-        items = _items(items)
+        items = as_items(items)
         out = []
         for it in items:
             lps = list(getattr(it, "logprobs", []) or [])
@@ -282,7 +283,7 @@ class JudgeScorer(Scorer):
         return self.template.replace("{task}", task).replace("{text}", text)
 
     def score(self, items: Sequence[Any], ctx: Host | None = None) -> list[Score]:
-        items = _items(items)
+        items = as_items(items)
         task = ctx.task if ctx is not None else ""
         # Cached per search (ctx.cache), so a shared scorer never hands out free verdicts.
         cache: dict[Any, Score] | None = getattr(ctx, "cache", None)
@@ -350,7 +351,7 @@ class NoveltyScorer(Scorer):
     def score(self, items: Sequence[Any], ctx: Host | None = None) -> list[Score]:
         import torch
 
-        items = _items(items)
+        items = as_items(items)
         texts = [it.text for it in items]
         ref = self.reference
         if not texts or (ref is None and len(texts) < 2) or (ref is not None and not ref):
@@ -388,7 +389,7 @@ class VerifierScorer(Scorer):
         self.name = name or getattr(fn, "__name__", "verifier")
 
     def score(self, items: Sequence[Any], ctx: Host | None = None) -> list[Score]:
-        return [_as_score(self.fn(it.text)) for it in _items(items)]
+        return [_as_score(self.fn(it.text)) for it in as_items(items)]
 
     def spec(self) -> Any:
         mod = getattr(self.fn, "__module__", None)
@@ -434,7 +435,7 @@ class RegexScorer(Scorer):
 
     def score(self, items: Sequence[Any], ctx: Host | None = None) -> list[Score]:
         out = []
-        for it in _items(items):
+        for it in as_items(items):
             missing = [p for p, c in zip(self.patterns, self.compiled, strict=False) if not c.search(it.text)]
             value = 1 - len(missing) / len(self.patterns)
             out.append(Score(value, "all patterns match" if not missing else "no match: " + ", ".join(missing)))
@@ -498,7 +499,7 @@ class ContainsScorer(Scorer):
 
     def score(self, items: Sequence[Any], ctx: Host | None = None) -> list[Score]:
         out = []
-        for it in _items(items):
+        for it in as_items(items):
             value, missing = concept_coverage(it.text, self.words)
             out.append(Score(value, "uses every word" if not missing else "missing: " + ", ".join(missing)))
         return out
@@ -543,7 +544,7 @@ class CombinedScorer(Scorer):
         self.names = names
 
     def score(self, items: Sequence[Any], ctx: Host | None = None) -> list[Score]:
-        items = _items(items)
+        items = as_items(items)
         per = [s.score(items, ctx) for s, _ in self.parts]  # per[part][item]
         weights = [w for _, w in self.parts]
         if self.mode == "rank":

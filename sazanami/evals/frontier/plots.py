@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
@@ -19,7 +19,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: str | Path, title: str, title_size: int) -> Path:
+def save_figure(fig: Any, path: str | Path, title: str, title_size: int) -> Path:
     """Title, lay out and write ``fig`` as a PNG at ``path`` (folders made); close it."""
     if title:
         fig.suptitle(title, fontsize=title_size)
@@ -27,7 +27,7 @@ def _save(fig: Any, path: str | Path, title: str, title_size: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -41,7 +41,7 @@ def plot_frontier(rows: list[dict[str, Any]], path: str | Path, title: str = "")
     noise on the temperature and the logits; noise on the draw and inside the model. Lines
     join a method's sweep; off-curve β points are hollow markers.
     """
-    plt = _pyplot()
+    plt = pyplot()
     methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "temperature"]
     baselines = [m for m in methods if m in _BASELINES]
     outer = [m for m in methods if m not in _BASELINES and ("temperature" in m or "logits" in m)]
@@ -69,7 +69,7 @@ def plot_frontier(rows: list[dict[str, Any]], path: str | Path, title: str = "")
         for ax, (name, members) in zip(axes[row], panels, strict=True):
             for i, m in enumerate(["temperature", *members]):
                 color = "black" if m == "temperature" else colors[(i - 1) % len(colors)]
-                _plot_method(ax, [r for r in rows if r["method"] == m], m, color, m == "temperature", metric)
+                plot_method(ax, [r for r in rows if r["method"] == m], m, color, m == "temperature", metric)
             ax.set_xscale("log")
             ax.grid(alpha=0.3, which="both")
             if row == 0:
@@ -78,10 +78,10 @@ def plot_frontier(rows: list[dict[str, Any]], path: str | Path, title: str = "")
             if row == len(metrics) - 1:
                 ax.set_xlabel("perplexity under the reference model (T = 1), log scale")
         axes[row][0].set_ylabel(ylabel)
-    return _save(fig, path, title, title_size=10)
+    return save_figure(fig, path, title, title_size=10)
 
 
-def _plot_method(ax: Any, rows: list[dict[str, Any]], name: str, color: Any, reference: bool, metric: str) -> None:
+def plot_method(ax: Any, rows: list[dict[str, Any]], name: str, color: Any, reference: bool, metric: str) -> None:
     curve = sorted((r for r in rows if r["sweep"] != "beta"), key=lambda r: r["value"])
     for group, hollow in ((curve, False), ([r for r in rows if r["sweep"] == "beta"], True)):
         if not group:
@@ -132,7 +132,7 @@ def plot_gains(rows: list[dict[str, Any]], path: str | Path, title: str = "") ->
     Left: semantic diversity; right: distinct-2 (a drop there flags repetition). Green: the
     interval lies above 0; red: below; blue: it holds 0.
     """
-    plt = _pyplot()
+    plt = pyplot()
     items = [r for r in rows if r["method"] != "temperature"]
     n = len(items)
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.22 * n + 1.6), sharey=True, squeeze=False)
@@ -151,4 +151,4 @@ def plot_gains(rows: list[dict[str, Any]], path: str | Path, title: str = "") ->
     axes[0][0].set_yticks(range(n))
     axes[0][0].set_yticklabels([f"{r['method']} {r['label']}" for r in reversed(items)], fontsize=7)
     axes[0][0].set_ylim(-0.7, n - 0.3)
-    return _save(fig, path, title, title_size=9)
+    return save_figure(fig, path, title, title_size=9)

@@ -92,12 +92,12 @@ def degeneration_point(
 
 def similarity_matrix(texts: list[str], partitioner: str, embedder: TextEncoder | None = None) -> torch.Tensor:
     """(N, N) similarities under ``partitioner``: embedding cosine or unigram Jaccard."""
-    from sazanami.measure.metrics import _embed, words
+    from sazanami.measure.metrics import embed_texts, words
 
     if partitioner not in PARTITIONERS:
         raise ParameterError("partitioner", f"partitioner must be one of {', '.join(PARTITIONERS)}, got {partitioner!r}")
     if partitioner == "embedding":
-        emb = _embed(texts, embedder)  # (N, D) unit rows
+        emb = embed_texts(texts, embedder)  # (N, D) unit rows
         return emb @ emb.T
     sets = [set(words(t)) for t in texts]
     n = len(sets)

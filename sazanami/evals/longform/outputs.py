@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from sazanami.evals.frontier.outputs import write_csv, write_run_facts
-from sazanami.evals.frontier.plots import _plot_method, _pyplot, _save
+from sazanami.evals.frontier.plots import plot_method, pyplot, save_figure
 from sazanami.evals.longform.run import LongformResult
 
 _PANELS = (
@@ -27,7 +27,7 @@ _PANELS = (
 
 def plot_longform(result: LongformResult, path: str | Path, title: str = "") -> Path:
     """Each panel: a metric against perplexity under the judge (generator when no judge), per method."""
-    plt = _pyplot()
+    plt = pyplot()
     judged = any(math.isfinite(r.summary.get("ppl_judge", math.nan)) for r in result.results)
     key = "judge" if judged else "gen"
     rows = []
@@ -46,7 +46,7 @@ def plot_longform(result: LongformResult, path: str | Path, title: str = "") -> 
     for ax, (metric, label) in zip(axes[0], _PANELS, strict=True):
         for i, m in enumerate(methods):
             color = "black" if m == "temperature" else colors[(i - 1) % len(colors)]
-            _plot_method(ax, [r for r in rows if r["method"] == m], m, color, m == "temperature", metric)
+            plot_method(ax, [r for r in rows if r["method"] == m], m, color, m == "temperature", metric)
         h = result.human
         if metric == "psd_slope" and all(math.isfinite(h[k]) for k in ("psd_slope", "psd_slope_lo", "psd_slope_hi")):
             ax.axhline(h["psd_slope"], color="grey", ls="--", lw=1)
@@ -57,12 +57,12 @@ def plot_longform(result: LongformResult, path: str | Path, title: str = "") -> 
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=7, loc="best")
-    return _save(fig, path, title, title_size=9)
+    return save_figure(fig, path, title, title_size=9)
 
 
 def plot_spectra(result: LongformResult, path: str | Path, title: str = "") -> Path:
     """Mean Welch PSD of the surprisal series: the human reference (black) and every setting."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     colors = plt.get_cmap("tab20").colors
     for i, r in enumerate(result.results):
@@ -77,12 +77,12 @@ def plot_spectra(result: LongformResult, path: str | Path, title: str = "") -> P
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=6, ncol=2)
-    return _save(fig, path, title, title_size=9)
+    return save_figure(fig, path, title, title_size=9)
 
 
 def plot_degeneration(result: LongformResult, path: str | Path, title: str = "") -> Path:
     """Fraction of samples not yet degenerated (no loop, no token with p < p_min) by position."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     colors = plt.get_cmap("tab20").colors
     for i, r in enumerate(result.results):
@@ -93,7 +93,7 @@ def plot_degeneration(result: LongformResult, path: str | Path, title: str = "")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
-    return _save(fig, path, title, title_size=9)
+    return save_figure(fig, path, title, title_size=9)
 
 
 def write_outputs(result: LongformResult, out: str | Path, name: str = "longform") -> dict[str, Path]:
