@@ -58,8 +58,16 @@ def lookups(lm: NoiseLM, test_ids: np.ndarray, n: int) -> list[dict]:
             m.predict(ctx[:8])  # warm caches (hub distances)
             top, secs = timed(lambda: m.predict(ctx)[:, 0])  # noqa: B023 - called at once
             exact = top if exact is None else exact
-            rows.append({"lookup": method, "hub": hub, "agree_exact": float((top == exact).mean()),
-                         "accuracy": float((top == y).mean()), "build_s": build, "us_per_query": 1e6 * secs / len(ctx)})
+            rows.append(
+                {
+                    "lookup": method,
+                    "hub": hub,
+                    "agree_exact": float((top == exact).mean()),
+                    "accuracy": float((top == y).mean()),
+                    "build_s": build,
+                    "us_per_query": 1e6 * secs / len(ctx),
+                }
+            )
     return rows
 
 
@@ -75,9 +83,13 @@ def middle_layer(lm: NoiseLM, test_ids: np.ndarray, seed: int) -> dict:
         true.append(stats(lm.keys[s[cut:]])[:2])
     P, Y = np.array(pred), np.array(true)
     r2 = 1 - ((Y - P) ** 2).sum(0) / ((Y - Y.mean(0)) ** 2).sum(0)
-    return {"pairs": len(Y), "r2_log_length": float(r2[0]), "r2_key_variance": float(r2[1]),
-            "mean_abs_length_error": float(np.abs(np.exp(P[:, 0]) - np.exp(Y[:, 0])).mean()),
-            "constant_abs_length_error": float(np.abs(np.exp(Y[:, 0].mean()) - np.exp(Y[:, 0])).mean())}
+    return {
+        "pairs": len(Y),
+        "r2_log_length": float(r2[0]),
+        "r2_key_variance": float(r2[1]),
+        "mean_abs_length_error": float(np.abs(np.exp(P[:, 0]) - np.exp(Y[:, 0])).mean()),
+        "constant_abs_length_error": float(np.abs(np.exp(Y[:, 0].mean()) - np.exp(Y[:, 0])).mean()),
+    }
 
 
 def retrieval(lm: NoiseLM, n: int, corrupt: float, seed: int) -> dict:
@@ -141,11 +153,20 @@ def main() -> None:
     tok = vocab.build(train_docs, args.vocab)
     test_ids = encode_docs(tok, test_docs)
     full_ids = encode_docs(tok, train_docs)
-    res: dict = {"machine": f"{cpu_model()}, torch threads 1, Python {platform.python_version()}",
-                 "data": {"train_docs": len(train_docs), "dev_docs": len(dev_docs), "test_docs": len(test_docs),
-                          "train_tokens": len(full_ids), "test_tokens": len(test_ids), "vocab": tok.vocab_size,
-                          "test_unk": float((test_ids == 0).mean()), "eval_tokens": min(args.eval_tokens, len(test_ids) - 1)},
-                 "sizes": []}
+    res: dict = {
+        "machine": f"{cpu_model()}, torch threads 1, Python {platform.python_version()}",
+        "data": {
+            "train_docs": len(train_docs),
+            "dev_docs": len(dev_docs),
+            "test_docs": len(test_docs),
+            "train_tokens": len(full_ids),
+            "test_tokens": len(test_ids),
+            "vocab": tok.vocab_size,
+            "test_unk": float((test_ids == 0).mean()),
+            "eval_tokens": min(args.eval_tokens, len(test_ids) - 1),
+        },
+        "sizes": [],
+    }
     print(json.dumps(res["data"]))
 
     # -- accuracy vs training size: noise LM and Kneser–Ney -------------------------------------
@@ -160,11 +181,21 @@ def main() -> None:
         kev3 = kn3.evaluate(test_ids, args.eval_tokens)
         kn, k_train = timed(KneserNey, ids, tok.vocab_size, 4)  # the noise LM's 3 context words, + the target
         kev, k_eval = timed(kn.evaluate, test_ids, args.eval_tokens)
-        row = {"fraction": frac, "train_tokens": len(ids),
-               "noise_lm": ev | {"train_s": t_train, "calibrate_s": t_cal, "eval_s": t_eval, "learned": lm.parameters(),
-                                 "temperature": lm.config.temperature, "floor": lm.config.floor},
-               "kneser_ney": kev | {"train_s": k_train, "eval_s": k_eval, "stored": kn.size(), "order": 4},
-               "kneser_ney_3": kev3 | {"stored": kn3.size(), "order": 3}}
+        row = {
+            "fraction": frac,
+            "train_tokens": len(ids),
+            "noise_lm": ev
+            | {
+                "train_s": t_train,
+                "calibrate_s": t_cal,
+                "eval_s": t_eval,
+                "learned": lm.parameters(),
+                "temperature": lm.config.temperature,
+                "floor": lm.config.floor,
+            },
+            "kneser_ney": kev | {"train_s": k_train, "eval_s": k_eval, "stored": kn.size(), "order": 4},
+            "kneser_ney_3": kev3 | {"stored": kn3.size(), "order": 3},
+        }
         res["sizes"].append(row)
         print(json.dumps(row))
 
@@ -174,11 +205,19 @@ def main() -> None:
         disk = sum(p.stat().st_size for p in Path(d).iterdir())
         engine = Engine(load(f"noise-lm:{d}"))
         p = SamplingParams(n=2, seed=args.seed, max_tokens=16, temperature=1.0)
-        engine_samples = {pr: [c.text for c in engine.generate(pr, p.replace(seed=args.seed + i), raw=True)] for i, pr in enumerate(PROMPTS)}
-        (_, t_gen) = timed(engine.generate, PROMPTS[0], SamplingParams(n=1, seed=1, max_tokens=64, ignore_eos=True), raw=True)
+        engine_samples = {
+            pr: [c.text for c in engine.generate(pr, p.replace(seed=args.seed + i), raw=True)]
+            for i, pr in enumerate(PROMPTS)
+        }
+        (_, t_gen) = timed(
+            engine.generate, PROMPTS[0], SamplingParams(n=1, seed=1, max_tokens=64, ignore_eos=True), raw=True
+        )
     arrays = lm.tables.arrays() | {"keys": lm.keys}
-    res["noise_lm_memory"] = {"array_bytes": int(sum(a.nbytes for a in arrays.values())), "disk_bytes": disk,
-                              "engine_ms_per_token": 1000 * t_gen / 64}
+    res["noise_lm_memory"] = {
+        "array_bytes": int(sum(a.nbytes for a in arrays.values())),
+        "disk_bytes": disk,
+        "engine_ms_per_token": 1000 * t_gen / 64,
+    }
     res["lookups"] = lookups(lm, test_ids, args.eval_tokens)
     res["middle_layer"] = middle_layer(lm, test_ids, args.seed)
     res["retrieval"] = retrieval(lm, 300, 0.3, args.seed)
@@ -201,8 +240,12 @@ def main() -> None:
         seq = [str(t) for t in test_ids[:401]]
         lp = [nk.logscore(seq[i], seq[max(0, i - 2) : i]) for i in range(1, len(seq))]
         ours = KneserNey(full_ids, tok.vocab_size, 3).evaluate(test_ids, 400)
-        res["nltk_check"] = {"tokens": 400, "nltk_perplexity": float(2 ** (-np.mean(lp))), "ours_perplexity": ours["perplexity"],
-                             "nltk_fit_s": t_nltk}
+        res["nltk_check"] = {
+            "tokens": 400,
+            "nltk_perplexity": float(2 ** (-np.mean(lp))),
+            "ours_perplexity": ours["perplexity"],
+            "nltk_fit_s": t_nltk,
+        }
     except ImportError:
         res["nltk_check"] = "nltk not installed (pip install 'sazanami[research]')"
     print("nltk", res["nltk_check"])
@@ -220,11 +263,25 @@ def main() -> None:
             curve.append({"train_s": secs, "tokens_seen": seen} | ev | {"eval_s": t})
             print("gpt", dim, curve[-1])
 
-        info = train_gpt(gpt, full_ids, args.gpt_seconds, seed=args.seed,
-                         checkpoints=tuple(m for m in marks if m < args.gpt_seconds), on_checkpoint=check)
+        info = train_gpt(
+            gpt,
+            full_ids,
+            args.gpt_seconds,
+            seed=args.seed,
+            checkpoints=tuple(m for m in marks if m < args.gpt_seconds),
+            on_checkpoint=check,
+        )
         check(gpt, args.gpt_seconds, info["tokens_seen"])
-        res["gpt"].append({"parameters": gpt.parameters_count(), "dim": dim, "layers": 4, "context": 64,
-                           "steps": info["steps"], "curve": curve})
+        res["gpt"].append(
+            {
+                "parameters": gpt.parameters_count(),
+                "dim": dim,
+                "layers": 4,
+                "context": 64,
+                "steps": info["steps"],
+                "curve": curve,
+            }
+        )
         res["samples"]["gpt"][dim] = {pr: gpt_samples(gpt, tok, pr, 16, args.seed + i) for i, pr in enumerate(PROMPTS)}
         print("gpt samples", json.dumps(res["samples"]["gpt"][dim], indent=1))
 
@@ -234,7 +291,9 @@ def main() -> None:
         cfg = NoiseLMConfig(**(NoiseLMConfig(seed=args.seed).to_dict() | changes))
         m, t = timed(NoiseLM.train, train_docs, cfg, tokenizer=tok)
         m = m.calibrate(dev_docs, 2000)
-        res["ablations"].append({"changes": changes, "train_s": t, "learned": m.parameters()} | m.evaluate(test_docs, args.eval_tokens))
+        res["ablations"].append(
+            {"changes": changes, "train_s": t, "learned": m.parameters()} | m.evaluate(test_docs, args.eval_tokens)
+        )
         print("ablation", res["ablations"][-1])
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

@@ -59,6 +59,7 @@ def count_forwards(backend) -> list[int]:  # type: ignore[no-untyped-def]
     backend.forward = counted
     return count
 
+
 CONCEPTS = Path(os.environ.get("SAZANAMI_CONCEPTS", ROOT.parent / "shared" / "bench" / "concepts_dev.jsonl"))
 
 STRATEGIES = {
@@ -106,14 +107,16 @@ def main() -> None:
                 on = CountingEngine(backend)  # a fresh cache (the backend's block size): no help from earlier tasks
                 kw = dict(scorer=scorer, budget=budget, params=params, seed=args.seed + i, **options)
                 runs = {}
-                for which in (("off", "on") if i % 2 == 0 else ("on", "off")):
+                for which in ("off", "on") if i % 2 == 0 else ("on", "off"):
                     engine = off if which == "off" else on
                     engine.calls, forwards[0] = [], 0
                     t = time.perf_counter()
                     tree = search(engine, task["prompt"], strategy, **kw)
                     runs[which] = (tree, time.perf_counter() - t, list(engine.calls), forwards[0])
                 (a, ta, ca, fa), (b, tb, cb, fb) = runs["off"], runs["on"]
-                diff = sum(x.token_ids != y.token_ids for x, y in zip(a.nodes, b.nodes)) + abs(len(a.nodes) - len(b.nodes))
+                diff = sum(x.token_ids != y.token_ids for x, y in zip(a.nodes, b.nodes)) + abs(
+                    len(a.nodes) - len(b.nodes)
+                )
                 rows.append({
                     "strategy": name, "multiple": mult, "task": task["id"],
                     "wall_off": ta, "wall_on": tb,

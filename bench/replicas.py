@@ -71,7 +71,9 @@ def affinity(engine: RayEngines, on: bool) -> tuple[float, float, list[str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--replicas", type=int, default=2, help="actors (1 thread each); the single engine gets as many threads")
+    ap.add_argument(
+        "--replicas", type=int, default=2, help="actors (1 thread each); the single engine gets as many threads"
+    )
     ap.add_argument("--backend", default="torch", choices=("torch", "llamacpp"))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=48, help="tokens per row of the 16-row generation")

@@ -141,7 +141,11 @@ def llamacpp_rows(tokens: int, threads: int) -> list[tuple[str, float, float]]:
         for step in range(tokens):
             for s in range(n):
                 batch.token[s], batch.pos[s], batch.n_seq_id[s], batch.seq_id[s][0], batch.logits[s] = (
-                    int(nxt[s]), len(ids) + step, 1, s, 1
+                    int(nxt[s]),
+                    len(ids) + step,
+                    1,
+                    s,
+                    1,
                 )
             batch.n_tokens = n
             L.llama_decode(ctx, batch)

@@ -37,8 +37,12 @@ METHODS = {
 
 def record(run: _Run) -> dict:
     hits, nll = run.evaluate_examples()
-    return {"hits": [int(h) for h in hits], "nll": [round(float(x), 5) for x in nll],
-            "accuracy": float(hits.float().mean()), "mean_nll": float(nll.mean())}
+    return {
+        "hits": [int(h) for h in hits],
+        "nll": [round(float(x), 5) for x in nll],
+        "accuracy": float(hits.float().mean()),
+        "mean_nll": float(nll.mean()),
+    }
 
 
 def main() -> None:
@@ -60,18 +64,32 @@ def main() -> None:
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.exists() else {"base": {}, "runs": []}
     report["args"] = vars(args)
-    common = dict(task=args.task, model=args.model, steps=args.steps, batch=args.batch, lr=args.lr,
-                  warmup=min(2, args.steps), train_size=args.train_size, test_size=args.test_size,
-                  max_len=args.max_len, checkpoint_every=0, eval_batch=16)
+    common = dict(
+        task=args.task,
+        model=args.model,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        warmup=min(2, args.steps),
+        train_size=args.train_size,
+        test_size=args.test_size,
+        max_len=args.max_len,
+        checkpoint_every=0,
+        eval_batch=16,
+    )
     done = {(r["method"], r["seed"]) for r in report["runs"]}
     for seed in args.seeds:
         if str(seed) not in report["base"]:  # the untrained model on this seed's held-out split
             t0 = time.time()
-            report["base"][str(seed)] = {**record(_Run(TrainConfig(seed=seed, **common))),
-                                         "seconds": round(time.time() - t0)}
+            report["base"][str(seed)] = {
+                **record(_Run(TrainConfig(seed=seed, **common))),
+                "seconds": round(time.time() - t0),
+            }
             out.write_text(json.dumps(report, indent=1))
-            print(f"base model seed {seed}: {report['base'][str(seed)]['accuracy']:.3f} ({time.time() - t0:.0f} s)",
-                  flush=True)
+            print(
+                f"base model seed {seed}: {report['base'][str(seed)]['accuracy']:.3f} ({time.time() - t0:.0f} s)",
+                flush=True,
+            )
         for method in args.methods:
             if (method, seed) in done:
                 continue
@@ -80,12 +98,22 @@ def main() -> None:
             while run.step < run.cfg.steps:
                 run.train_step()
             rec = record(run)
-            report["runs"].append({"method": method, "seed": seed, **rec, "n": len(rec["hits"]),
-                                   "losses": [round(h["loss"], 4) for h in run.history],
-                                   "seconds": round(time.time() - t0)})
+            report["runs"].append(
+                {
+                    "method": method,
+                    "seed": seed,
+                    **rec,
+                    "n": len(rec["hits"]),
+                    "losses": [round(h["loss"], 4) for h in run.history],
+                    "seconds": round(time.time() - t0),
+                }
+            )
             out.write_text(json.dumps(report, indent=1))
-            print(f"{method:10s} seed {seed}: exact {rec['accuracy']:.3f}, answer NLL {rec['mean_nll']:.3f}"
-                  f" ({time.time() - t0:.0f} s)", flush=True)
+            print(
+                f"{method:10s} seed {seed}: exact {rec['accuracy']:.3f}, answer NLL {rec['mean_nll']:.3f}"
+                f" ({time.time() - t0:.0f} s)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

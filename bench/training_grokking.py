@@ -139,9 +139,14 @@ def run(method: str, seed: int, args: argparse.Namespace) -> dict:
             if step >= args.budget:
                 break
     return {
-        "method": method, "seed": seed, "steps_to_95": reached, "budget": args.budget, "dim": args.dim,
+        "method": method,
+        "seed": seed,
+        "steps_to_95": reached,
+        "budget": args.budget,
+        "dim": args.dim,
         "block": args.block,
-        "seconds": round(time.time() - t0, 1), "curve": curve,
+        "seconds": round(time.time() - t0, 1),
+        "curve": curve,
     }
 
 
@@ -176,7 +181,10 @@ def main() -> None:
             with out.open("a") as f:
                 f.write(json.dumps(r) + "\n")
             s = r["steps_to_95"]
-            print(f"{method:10s} seed {seed}: {'> ' + str(args.budget) if s is None else s} steps ({r['seconds']} s)", flush=True)
+            print(
+                f"{method:10s} seed {seed}: {'> ' + str(args.budget) if s is None else s} steps ({r['seconds']} s)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

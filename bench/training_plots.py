@@ -76,8 +76,10 @@ def grokking_summary(runs: list[dict]) -> tuple[str, dict]:
         mem_s = f"{statistics.median(mem):,.0f} ({len(mem)}/{len(rs)})" if mem else "—"
         # a run that stopped at 95 % before that step is counted with its last value (≥ 0.95)
         at = [(_val_at(r["curve"], common) if r["curve"][-1][0] >= common else r["curve"][-1][2]) for r in rs]
-        lines.append(f"| {m} | {', '.join(str(r['seed']) for r in rs)} | {cap:,} | {len(reached)}/{len(rs)} | {steps} | {mem_s}"
-                     f" | {statistics.mean(at):.3f} ({min(at):.3f}–{max(at):.3f}) |")
+        lines.append(
+            f"| {m} | {', '.join(str(r['seed']) for r in rs)} | {cap:,} | {len(reached)}/{len(rs)} | {steps} | {mem_s}"
+            f" | {statistics.mean(at):.3f} ({min(at):.3f}–{max(at):.3f}) |"
+        )
         out[m] = {"reached": reached, "n": len(rs), "cap": cap, "val_at_common": at}
     return "\n".join(lines), out
 
@@ -93,8 +95,10 @@ def ratio_lines(s: dict) -> str:
         if len(base["reached"]) == base["n"]:
             lines.append(f"- baseline / {m}: {statistics.mean(base['reached']) / g:.1f}× (paper: {paper:.0f}×)")
         else:
-            lines.append(f"- baseline / {m}: > {base['cap'] / g:.1f}× (baseline censored at {base['cap']:,};"
-                         f" {m} mean {g:,.0f} over {len(s[m]['reached'])} seeds that reached 95 %; paper: {paper:.0f}×)")
+            lines.append(
+                f"- baseline / {m}: > {base['cap'] / g:.1f}× (baseline censored at {base['cap']:,};"
+                f" {m} mean {g:,.0f} over {len(s[m]['reached'])} seeds that reached 95 %; paper: {paper:.0f}×)"
+            )
     return "\n".join(lines)
 
 
@@ -114,7 +118,9 @@ def grokking_plot(runs: list[dict], path: Path) -> None:
         label = r["method"] if r["seed"] == min(q["seed"] for q in runs if q["method"] == r["method"]) else None
         for ax, col in zip(axes, (1, 2)):
             ax.plot(steps, [c[col] for c in r["curve"]], ls, color=colors[r["method"]], lw=1, label=label)
-    for ax, name in zip(axes, ("train accuracy (batches since the last evaluation)", "validation accuracy (4,705 pairs)")):
+    for ax, name in zip(
+        axes, ("train accuracy (batches since the last evaluation)", "validation accuracy (4,705 pairs)")
+    ):
         ax.set_xlabel("optimizer step")
         ax.set_title(name)
         ax.axhline(0.95, color="grey", lw=0.5)
@@ -158,9 +164,11 @@ def finetune_summary(rep: dict) -> tuple[str, list[dict]]:
     k = sum(sum(b["hits"]) for b in base.values())
     n = sum(len(b["hits"]) for b in base.values())
     lo, hi = wilson(k, n)
-    lines.append(f"| untrained model | {', '.join(base)} | {k}/{n} = {k / n:.3f} [{lo:.3f}, {hi:.3f}] |"
-                 f" {' / '.join(format(b['accuracy'], '.2f') for b in base.values())} | — |"
-                 f" {np.mean([x for b in base.values() for x in b['nll']]):.3f} | — | — |")
+    lines.append(
+        f"| untrained model | {', '.join(base)} | {k}/{n} = {k / n:.3f} [{lo:.3f}, {hi:.3f}] |"
+        f" {' / '.join(format(b['accuracy'], '.2f') for b in base.values())} | — |"
+        f" {np.mean([x for b in base.values() for x in b['nll']]):.3f} | — | — |"
+    )
     rows.append({"method": "untrained", "acc": k / n, "ci": (lo, hi), "dnll": None})
     for m in dict.fromkeys(r["method"] for r in rep["runs"]):
         rs = sorted((r for r in rep["runs"] if r["method"] == m), key=lambda r: r["seed"])
@@ -177,8 +185,10 @@ def finetune_summary(rep: dict) -> tuple[str, list[dict]]:
             d = _paired(rep, m, "nll")
             dacc = f"{a[0]:+.3f} [{a[1]:+.3f}, {a[2]:+.3f}]"
             dnll = f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
-        lines.append(f"| {m} | {', '.join(str(r['seed']) for r in rs)} | {k}/{n} = {k / n:.3f} [{lo:.3f}, {hi:.3f}] |"
-                     f" {' / '.join(format(r['accuracy'], '.2f') for r in rs)} | {dacc} | {nll:.3f} | {dnll} | {loss:.3f} |")
+        lines.append(
+            f"| {m} | {', '.join(str(r['seed']) for r in rs)} | {k}/{n} = {k / n:.3f} [{lo:.3f}, {hi:.3f}] |"
+            f" {' / '.join(format(r['accuracy'], '.2f') for r in rs)} | {dacc} | {nll:.3f} | {dnll} | {loss:.3f} |"
+        )
         rows.append({"method": m, "acc": k / n, "ci": (lo, hi), "dnll": d})
     return "\n".join(lines), rows
 
@@ -198,9 +208,13 @@ def finetune_plot(rows: list[dict], path: Path) -> None:
     axes[0].set_ylabel("held-out exact match (pooled seeds)")
     axes[0].set_title("accuracy, 95 % Wilson")
     d = [r for r in rows if r["dnll"] is not None]
-    axes[1].errorbar(range(len(d)), [r["dnll"][0] for r in d],
-                     yerr=[[r["dnll"][0] - r["dnll"][1] for r in d], [r["dnll"][2] - r["dnll"][0] for r in d]],
-                     fmt="o", capsize=4)
+    axes[1].errorbar(
+        range(len(d)),
+        [r["dnll"][0] for r in d],
+        yerr=[[r["dnll"][0] - r["dnll"][1] for r in d], [r["dnll"][2] - r["dnll"][0] for r in d]],
+        fmt="o",
+        capsize=4,
+    )
     axes[1].axhline(0, color="grey", lw=0.5)
     axes[1].set_xticks(range(len(d)), [r["method"] for r in d], rotation=20)
     axes[1].set_ylabel("Δ answer NLL vs baseline (nats)")
@@ -218,7 +232,10 @@ def pruning_table(path: Path) -> str:
     sparsities = sorted({r["sparsity"] for r in rows if r["score"] != "dense"})
     dense = next(r for r in rows if r["score"] == "dense")
     lines = ["| score | " + " | ".join(f"{s:.0%}" for s in sparsities) + " |", "|---" * (len(sparsities) + 1) + "|"]
-    lines.append(f"| dense (0 %) | {dense['ppl']:.1f} [{dense['ci'][0]:.1f}, {dense['ci'][1]:.1f}] |" + " |" * (len(sparsities) - 1))
+    lines.append(
+        f"| dense (0 %) | {dense['ppl']:.1f} [{dense['ci'][0]:.1f}, {dense['ci'][1]:.1f}] |"
+        + " |" * (len(sparsities) - 1)
+    )
     for score in dict.fromkeys(r["score"] for r in rows if r["score"] != "dense"):
         cells = []
         for s in sparsities:
@@ -231,8 +248,11 @@ def pruning_table(path: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--grokking", default="docs/training_grokking.jsonl")
-    ap.add_argument("--grokking-long", default="docs/training_grokking_baseline3000.jsonl",
-                    help="the baseline at a larger cap (a table, no figure)")
+    ap.add_argument(
+        "--grokking-long",
+        default="docs/training_grokking_baseline3000.jsonl",
+        help="the baseline at a larger cap (a table, no figure)",
+    )
     ap.add_argument("--finetune", default="docs/training_finetune.json")
     ap.add_argument("--pruning", default="docs/training_pruning.json")
     args = ap.parse_args()

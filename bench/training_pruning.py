@@ -57,15 +57,24 @@ def main() -> None:
     rows = json.loads(out.read_text())["rows"] if out.exists() else []  # rerun: only what is missing
     if not any(r["score"] == "dense" for r in rows):
         nll = pruning.window_nll(net, held)
-        rows.append({"score": "dense", "sparsity": 0.0, "ppl": math.exp(float(nll.mean())), "ci": interval(nll),
-                     "nll": nll.tolist()})
+        rows.append(
+            {
+                "score": "dense",
+                "sparsity": 0.0,
+                "ppl": math.exp(float(nll.mean())),
+                "ci": interval(nll),
+                "nll": nll.tolist(),
+            }
+        )
         print(f"dense: ppl {rows[-1]['ppl']:.2f} ({time.time() - t0:.0f} s)", flush=True)
     for score in args.scores:
         net.load_state_dict(dense)
         if score == "random":  # a floor: units chosen at random (seeded)
             gen = torch.Generator().manual_seed(0)
-            scores = [pruning.UnitScores(torch.rand(len(s.heads), generator=gen), torch.rand(len(s.channels), generator=gen))
-                      for s in pruning.score_units(net, None, "magnitude")]
+            scores = [
+                pruning.UnitScores(torch.rand(len(s.heads), generator=gen), torch.rand(len(s.channels), generator=gen))
+                for s in pruning.score_units(net, None, "magnitude")
+            ]
         elif score == "spectral-high":  # the spectral score reversed: the units furthest from white go first
             scores = [pruning.UnitScores(-s.heads, -s.channels) for s in pruning.score_units(net, calib, "spectral")]
         elif score == "spectral-slope":  # β̂ itself: the bluest units go first (the earlier spectral score)
@@ -79,10 +88,22 @@ def main() -> None:
             removed = pruning.prune(net, scores, s)
             nll = pruning.window_nll(net, held)
             heads, chans = removed.counts()
-            rows.append({"score": score, "sparsity": s, "ppl": math.exp(float(nll.mean())), "ci": interval(nll),
-                         "heads": heads, "channels": chans, "nll": nll.tolist()})
-            print(f"{score:10s} {s:.1f}: ppl {rows[-1]['ppl']:.2f} {rows[-1]['ci']} heads {heads} channels {chans}"
-                  f" ({time.time() - t0:.0f} s)", flush=True)
+            rows.append(
+                {
+                    "score": score,
+                    "sparsity": s,
+                    "ppl": math.exp(float(nll.mean())),
+                    "ci": interval(nll),
+                    "heads": heads,
+                    "channels": chans,
+                    "nll": nll.tolist(),
+                }
+            )
+            print(
+                f"{score:10s} {s:.1f}: ppl {rows[-1]['ppl']:.2f} {rows[-1]['ci']} heads {heads} channels {chans}"
+                f" ({time.time() - t0:.0f} s)",
+                flush=True,
+            )
             Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
     plot(rows, Path(args.out).with_suffix(".png"))
 

@@ -139,7 +139,9 @@ def default_dtype(hidden: int = 576, intermediate: int = 1536) -> str:
     info = _cpuinfo()
     if "avx512_bf16" not in info and "amx_bf16" not in info:
         return "float32"
-    key = f"{_cpu_model(info)} | torch {torch.__version__} | {torch.get_num_threads()} threads | {hidden}x{intermediate}"
+    key = (
+        f"{_cpu_model(info)} | torch {torch.__version__} | {torch.get_num_threads()} threads | {hidden}x{intermediate}"
+    )
 
     def measure() -> dict[str, Any]:
         seconds = _time_dtypes(hidden, intermediate)
@@ -507,7 +509,9 @@ def _resolve_dtype(dtype: str, path: Path | None = None) -> str:
 
 
 @lru_cache(maxsize=4)
-def load(name_or_path: str = DEFAULT_MODEL, dtype: str = "auto", backend: str = "auto", threads: int | None = None) -> Any:
+def load(
+    name_or_path: str = DEFAULT_MODEL, dtype: str = "auto", backend: str = "auto", threads: int | None = None
+) -> Any:
     """Load a model by registry name, HF directory or ``.gguf`` path (cached per process).
 
     ``backend``: ``torch``, ``llamacpp`` or ``auto`` (torch where it can run the model, so

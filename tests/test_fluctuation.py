@@ -373,7 +373,10 @@ def test_noise_version_field():
     assert fl.to_dict()["noise_version"] == 1
     assert Fluctuation.from_dict(json.loads(json.dumps(fl.to_dict()))) == fl
     assert SamplingParams(fluctuation=fl).to_dict()["fluctuation"]["noise_version"] == 1
-    for bad, message in ((3, "noise_version must be in [1, 2], got 3"), ("2", "noise_version must be an integer, got '2'")):
+    for bad, message in (
+        (3, "noise_version must be in [1, 2], got 3"),
+        ("2", "noise_version must be an integer, got '2'"),
+    ):
         with pytest.raises(ParameterError) as info:
             SamplingParams(fluctuation={"logits": {}, "noise_version": bad})
         assert info.value.param == "noise_version" and message in str(info.value)

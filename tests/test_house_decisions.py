@@ -76,7 +76,13 @@ def test_tree_nodes_report_unknown_fields_through_the_same_check() -> None:
 def test_no_hand_written_unknown_field_check_is_left() -> None:
     """The six readers issue 26 found with their own copy of the check now call check_known."""
     pattern = re.compile(r"unknown\w* = (sorted\()?set\(")
-    readers = ["sampling/params.py", "engine/beam_params.py", "noise/fluctuation.py", "search/budget.py", "search/tree.py"]
+    readers = [
+        "sampling/params.py",
+        "engine/beam_params.py",
+        "noise/fluctuation.py",
+        "search/budget.py",
+        "search/tree.py",
+    ]
     sources = _sources()
     hits = [path for path in (f"sazanami/{r}" for r in readers) if pattern.search(sources[path])]
     assert hits == []
@@ -221,7 +227,9 @@ def test_no_module_imports_private_names_of_another() -> None:
     for path, text in _sources().items():
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sazanami"):
-                offenders += [(path, a.name) for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                offenders += [
+                    (path, a.name) for a in node.names if a.name.startswith("_") and not a.name.startswith("__")
+                ]
     assert offenders == []
 
 

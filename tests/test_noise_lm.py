@@ -118,7 +118,9 @@ def test_generation_runs_through_the_engine(saved):
     ids = backend.tokenizer.encode("return the")
     logits = backend.forward(torch.tensor([ids]), backend.new_cache(1, 8), torch.tensor([0]))
     np.testing.assert_allclose(logits[0].numpy(), backend.model.logprobs(backend.model.context(ids))[0], rtol=1e-5)
-    noisy = engine.generate("return the", p.replace(fluctuation=Fluctuation.parse("pink-hidden").override(sigma=0.5)), raw=True)
+    noisy = engine.generate(
+        "return the", p.replace(fluctuation=Fluctuation.parse("pink-hidden").override(sigma=0.5)), raw=True
+    )
     assert [c.token_ids for c in noisy] != [c.token_ids for c in a]
 
 

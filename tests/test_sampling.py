@@ -160,7 +160,10 @@ def test_logit_bias_by_hand_and_validation():
     with pytest.raises(ParameterError, match="token ids"):
         SamplingParams(logit_bias={"x": 1})
     # in the sampler: a +100 bias makes greedy pick the token; an id past the vocabulary is an error
-    rows = [RowRequest([0], SamplingParams(temperature=0, logit_bias={"11": 100}), 1), RowRequest([0], SamplingParams(temperature=0), 2)]
+    rows = [
+        RowRequest([0], SamplingParams(temperature=0, logit_bias={"11": 100}), 1),
+        RowRequest([0], SamplingParams(temperature=0), 2),
+    ]
     tok, _ = SamplerBatch(rows, 20).sample(x[:2])
     assert tok.tolist() == [11, int(x[1].argmax())]
     with pytest.raises(ParameterError, match=r"\[0, 19\], got 25"):
@@ -233,7 +236,12 @@ def test_xtc_by_hand():
     thr = torch.full((4,), 0.15)
     # row 0 acts: 0.4, 0.3, 0.2 ≥ 0.15 → drop 0.4 and 0.3, keep 0.2 (the least likely top choice)
     # row 1: chance ≥ probability → unchanged; row 2: probability 0; row 3: one token ≥ 0.35 → unchanged
-    out = xtc(x, torch.tensor([0.1, 0.9, 0.0, 0.1]), torch.tensor([0.5, 0.5, 0.0, 0.5]), torch.tensor([0.15, 0.15, 0.15, 0.35]))
+    out = xtc(
+        x,
+        torch.tensor([0.1, 0.9, 0.0, 0.1]),
+        torch.tensor([0.5, 0.5, 0.0, 0.5]),
+        torch.tensor([0.15, 0.15, 0.15, 0.35]),
+    )
     assert torch.equal(x, before)
     assert torch.isfinite(out[0]).tolist() == [False, False, True, True, True]
     assert torch.equal(out[1:], x[1:])

@@ -21,7 +21,14 @@ def sq():
 
 
 def _row(strategy: str, solved: float, wall: float, computed: float) -> dict:
-    return {"setting": "verifier", "group": "all", "strategy": strategy, "solved": solved, "wall_s": wall, "computed_tokens": computed}
+    return {
+        "setting": "verifier",
+        "group": "all",
+        "strategy": strategy,
+        "solved": solved,
+        "wall_s": wall,
+        "computed_tokens": computed,
+    }
 
 
 def test_equal_cost_delta_interpolates_best_of_n_in_log_cost(sq) -> None:

@@ -287,6 +287,8 @@ def test_beams_in_params_are_read_only_by_the_beam_strategy(tiny_engine):
     beams = search(tiny_engine, "hi", "beam", scorer="logprob", budget=40, params=p, rounds=1)
     assert [n.kind for n in beams.nodes] == ["root", "beam", "beam", "beam"]
     assert all(n.meta["width"] == 3 for n in beams.nodes[1:])
+
+
 # -- option bounds (issue 14): checked before any work, from the Python API and the CLI ---------------
 @pytest.mark.parametrize(
     ("strategy", "options", "param"),

@@ -63,7 +63,12 @@ def test_completion_logprobs_and_echo(client):
 def test_top_logprobs_are_the_raw_alternatives(client, tiny_engine):
     """top_logprobs: the k most likely tokens of the raw distribution, chat and completions, streamed too."""
     r = client.chat.completions.create(
-        model="tiny-random", messages=MSG, max_tokens=6, seed=2, logprobs=True, top_logprobs=3,
+        model="tiny-random",
+        messages=MSG,
+        max_tokens=6,
+        seed=2,
+        logprobs=True,
+        top_logprobs=3,
         extra_body={"ignore_eos": True},
     )
     content = r.choices[0].logprobs.content
@@ -72,7 +77,13 @@ def test_top_logprobs_are_the_raw_alternatives(client, tiny_engine):
         tops = [t.logprob for t in item.top_logprobs]
         assert len(tops) == 3 and tops == sorted(tops, reverse=True) and item.logprob <= tops[0] + 1e-4
     stream = client.chat.completions.create(
-        model="tiny-random", messages=MSG, max_tokens=6, seed=2, logprobs=True, top_logprobs=3, stream=True,
+        model="tiny-random",
+        messages=MSG,
+        max_tokens=6,
+        seed=2,
+        logprobs=True,
+        top_logprobs=3,
+        stream=True,
         extra_body={"ignore_eos": True},
     )
     streamed = [i for ch in stream for c in ch.choices if c.logprobs and c.logprobs.content for i in c.logprobs.content]
@@ -86,12 +97,20 @@ def test_top_logprobs_are_the_raw_alternatives(client, tiny_engine):
 def test_new_samplers_over_http(client):
     """logit_bias in OpenAI's shape, and XTC / DRY / top-nσ as body fields."""
     ids = client.chat.completions.create(
-        model="tiny-random", messages=MSG, max_tokens=4, seed=1, temperature=0, logit_bias={"7": 100},
+        model="tiny-random",
+        messages=MSG,
+        max_tokens=4,
+        seed=1,
+        temperature=0,
+        logit_bias={"7": 100},
         extra_body={"ignore_eos": True, "trace": True},
     ).choices[0]
     assert [step["token"] for step in ids.model_extra["trace"]] == [7] * 4
     r = client.chat.completions.create(
-        model="tiny-random", messages=MSG, max_tokens=4, seed=1,
+        model="tiny-random",
+        messages=MSG,
+        max_tokens=4,
+        seed=1,
         extra_body={"xtc_probability": 0.5, "dry_multiplier": 0.8, "top_n_sigma": 1.0, "dry_sequence_breakers": ["\n"]},
     )
     assert r.choices[0].finish_reason in ("stop", "length")
@@ -172,7 +191,6 @@ def test_stream_completions(client):
     assert "".join(pieces) == whole.choices[0].text
 
 
-
 def test_usage_reports_prompt_tokens_served_by_the_prefix_cache(client, tiny_engine):
     # A long system prompt no other test sends: the first request computes it, the next reuse it.
     tiny_engine.clear_prefix_cache()  # the session's engine: other files' prompts share the template's head
@@ -200,6 +218,7 @@ def test_usage_reports_prompt_tokens_served_by_the_prefix_cache(client, tiny_eng
     assert again.usage.prompt_tokens_details.cached_tokens == 0  # raw text: not the chat template's tokens
     again = client.completions.create(model="tiny-random", prompt=raw, max_tokens=4, n=3, seed=2)
     assert 0 < again.usage.prompt_tokens_details.cached_tokens < again.usage.prompt_tokens
+
 
 # -- extensions ----------------------------------------------------------------------------------
 def test_fluctuation_preset_and_json_with_trace(client):

@@ -128,11 +128,20 @@ def test_run_errors_are_openai_errors_with_the_node(url):
         ({"steps": [{"generate": {"n": 1, "fluctuation": "x.json"}}]}, "steps[0].generate.fluctuation"),
         ({"islands": {"tools": ["search"], "corpus": "/etc"}}, "islands.corpus"),
         ({"params": {"speculative": "prompt,corpus=/etc"}}, "params.speculative.corpus"),
-        ({"steps": [{"generate": {"n": 1, "speculative": {"sources": ["corpus"], "corpus": "/x"}}}]},
-         "steps[0].generate.speculative.corpus"),
+        (
+            {"steps": [{"generate": {"n": 1, "speculative": {"sources": ["corpus"], "corpus": "/x"}}}]},
+            "steps[0].generate.speculative.corpus",
+        ),
         ({"scorers": {"mine": "py:os:getcwd"}}, "scorers.mine"),
-        ({"steps": [{"generate": {"n": 1}}, {"repeat": {"times": 1, "steps": [{"score": {"scorer": "py:os:getcwd"}}]}}]},
-         "steps[1].repeat.steps[0].score.scorer"),
+        (
+            {
+                "steps": [
+                    {"generate": {"n": 1}},
+                    {"repeat": {"times": 1, "steps": [{"score": {"scorer": "py:os:getcwd"}}]}},
+                ]
+            },
+            "steps[1].repeat.steps[0].score.scorer",
+        ),
     ],
 )
 def test_a_flow_over_http_opens_no_file_and_imports_no_code(url, patch, param):

@@ -75,7 +75,9 @@ def _error(url: str, path: str, body: Any) -> tuple[int, dict]:
 def test_search_options_out_of_range_are_400_before_work(app, url, strategy, options, param, words):
     steps = app.state.server.batcher.stats["steps"]
     search = {"strategy": strategy, "budget": 64, "scorer": "logprob", "options": options}
-    status, err = _error(url, "/v1/completions", {"prompt": "Name a fruit.", "max_tokens": 8, "seed": 1, "search": search})
+    status, err = _error(
+        url, "/v1/completions", {"prompt": "Name a fruit.", "max_tokens": 8, "seed": 1, "search": search}
+    )
     assert status == 400 and err["param"] == param and words in err["message"], err
     assert app.state.server.batcher.stats["steps"] == steps  # nothing ran
 
@@ -149,9 +151,7 @@ def test_library_search_bounds_options_by_budget(tiny_engine):
 def test_disconnect_cancels_a_search(tiny_engine):
     import openai
 
-    app = create_app(
-        "tiny-random", Limits(max_tokens=64, max_search_budget=8192, max_searches=1), engine=tiny_engine
-    )
+    app = create_app("tiny-random", Limits(max_tokens=64, max_search_budget=8192, max_searches=1), engine=tiny_engine)
     server = app.state.server
     with serving(app) as base:
         impatient = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=0.5)
@@ -222,7 +222,9 @@ def test_limits_validate_new_fields():
 # -- 3. every integer field has a range ------------------------------------------------------------
 def test_every_integer_sampling_field_has_a_range():
     hints = typing.get_type_hints(SamplingParams)
-    ints = {f.name for f in dataclasses.fields(SamplingParams) if int in typing.get_args(hints[f.name]) + (hints[f.name],)}
+    ints = {
+        f.name for f in dataclasses.fields(SamplingParams) if int in typing.get_args(hints[f.name]) + (hints[f.name],)
+    }
     assert ints == set(INT_RANGES), "add the new integer field's range to params.INT_RANGES"
     for name, (low, high) in INT_RANGES.items():
         for bad in (low - 1, high + 1, 2**70):

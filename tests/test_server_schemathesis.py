@@ -23,7 +23,13 @@ EXAMPLES = 200
 @pytest.fixture(scope="module")
 def live(tiny_engine):
     limits = Limits(
-        max_tokens=4, max_n=2, max_prompts=2, max_search_budget=32, max_concurrent=4, max_queue=64, max_search_seconds=10
+        max_tokens=4,
+        max_n=2,
+        max_prompts=2,
+        max_search_budget=32,
+        max_concurrent=4,
+        max_queue=64,
+        max_search_seconds=10,
     )
     app = create_app("tiny-random", limits, engine=tiny_engine)
     with serving(app) as base:
@@ -35,7 +41,12 @@ def test_generated_requests_get_no_5xx_and_4xx_name_their_param(live):
     schema = schemathesis.openapi.from_dict(app.openapi())
     operations = [result.ok() for result in schema.get_all_operations()]
     posts = [op for op in operations if op.method.upper() == "POST"]
-    assert {op.path for op in posts} == {"/v1/completions", "/v1/chat/completions", "/v1/flows/run", "/v1/flows/validate"}
+    assert {op.path for op in posts} == {
+        "/v1/completions",
+        "/v1/chat/completions",
+        "/v1/flows/run",
+        "/v1/flows/validate",
+    }
     for op in posts:  # the request bodies are published (else schemathesis sends none)
         assert op.body, op.path
     seen: dict[int, int] = {}

@@ -373,7 +373,9 @@ def test_server_drafts_from_named_indexes_only(tiny_engine: Engine, tmp_path):
 
     def post(base: str, spec: object) -> tuple[int, dict]:
         req = urllib.request.Request(
-            f"{base}/v1/completions", json.dumps(body | {"speculative": spec}).encode(), {"Content-Type": "application/json"}
+            f"{base}/v1/completions",
+            json.dumps(body | {"speculative": spec}).encode(),
+            {"Content-Type": "application/json"},
         )
         try:
             with urllib.request.urlopen(req, timeout=60) as r:

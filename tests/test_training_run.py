@@ -154,15 +154,48 @@ def test_prune_validation(tiny_hf) -> None:
 
 def test_cli_train_and_prune(tmp_path: Path) -> None:
     runner = CliRunner()
-    args = ["letter_counting", "--model", "tiny-random", "--steps", "2", "--batch", "2", "--train-size", "8",
-            "--test-size", "4", "--max-len", "96", "--embed-noise", "white:5", "--quiet", "--out", str(tmp_path / "t")]
+    args = [
+        "letter_counting",
+        "--model",
+        "tiny-random",
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--train-size",
+        "8",
+        "--test-size",
+        "4",
+        "--max-len",
+        "96",
+        "--embed-noise",
+        "white:5",
+        "--quiet",
+        "--out",
+        str(tmp_path / "t"),
+    ]
     res = runner.invoke(train_cmd, args)
     assert res.exit_code == 0, res.output
     assert "held-out exact match" in res.output
     res = runner.invoke(train_cmd, [*args[:-2], "--lr-noise", "teal:1", "--out", str(tmp_path / "u")])
     assert isinstance(res.exception, ParameterError) and res.exception.param == "lr-noise"
-    res = runner.invoke(prune_cmd, ["--model", str(tmp_path / "t"), "--score", "magnitude", "--sparsity", "0.25",
-                                    "--window", "64", "--calib-windows", "2", "--out", str(tmp_path / "p")])
+    res = runner.invoke(
+        prune_cmd,
+        [
+            "--model",
+            str(tmp_path / "t"),
+            "--score",
+            "magnitude",
+            "--sparsity",
+            "0.25",
+            "--window",
+            "64",
+            "--calib-windows",
+            "2",
+            "--out",
+            str(tmp_path / "p"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "removed 2 heads and 64 MLP channels" in res.output
 
@@ -181,9 +214,17 @@ def test_trainer_callbacks_apply_each_piece(tmp_path: Path) -> None:
     ids = torch.randint(0, 250, (8, 16), generator=torch.Generator().manual_seed(0))
     data = [{"input_ids": r, "labels": r} for r in ids]
     args = TrainingArguments(
-        output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4, learning_rate=1e-3,
-        lr_scheduler_type="constant", report_to=[], save_strategy="no", logging_strategy="no",
-        use_cpu=True, seed=0, data_seed=0,
+        output_dir=str(tmp_path),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        lr_scheduler_type="constant",
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        use_cpu=True,
+        seed=0,
+        data_seed=0,
     )
     lr_cb = ColoredLRCallback(Color(1.0, 0.5), seed=1)
     emb_cb = EmbeddingNoiseCallback(Color(1.0, 5.0), seed=2, max_batch=4, max_len=16)

@@ -39,7 +39,9 @@ def main() -> None:
     width = min(shutil.get_terminal_size((120, 20)).columns, 140)
     t = time.perf_counter()
     engine = Engine(models.load())
-    print(f"model {models.DEFAULT_MODEL} on the {engine.backend.label} backend, loaded in {time.perf_counter() - t:.1f} s")
+    print(
+        f"model {models.DEFAULT_MODEL} on the {engine.backend.label} backend, loaded in {time.perf_counter() - t:.1f} s"
+    )
     print(f"prompt: {PROMPT}\n")
     base = SamplingParams(n=3, seed=2026, max_tokens=40, temperature=0.8, trace=True)
     for fluctuation in ("none", "pink-temperature", "pink-draw"):

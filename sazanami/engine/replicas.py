@@ -133,9 +133,7 @@ class _RemoteBackend:
     new_cache = forward = _refuse
 
 
-def assign_rows(
-    requests: list[RowRequest], replicas: int, owners: PrefixOwners | None = None
-) -> list[list[int]]:
+def assign_rows(requests: list[RowRequest], replicas: int, owners: PrefixOwners | None = None) -> list[list[int]]:
     """Row indices per replica: same-prompt rows together, balanced, preferring the replica
     that holds the longest prefix of the prompt (``owners``; None: balance only).
 

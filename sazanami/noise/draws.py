@@ -97,7 +97,9 @@ def gumbel_argmax(logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     rows, cols = cand.nonzero(as_tuple=True)  # row-major: columns ascending within a row
     if rows.numel() > 8 * n * 64:  # flat rows (high temperature): screen in float32 first
         screen = x[rows, cols] + _gumbel_screen(z[rows, cols])
-        best = torch.full((n,), -math.inf).scatter_reduce(0, rows, torch.where(screen.isfinite(), screen, -math.inf), "amax")
+        best = torch.full((n,), -math.inf).scatter_reduce(
+            0, rows, torch.where(screen.isfinite(), screen, -math.inf), "amax"
+        )
         keep = (screen >= best[rows] - _SCREEN_MARGIN * (1 + best[rows].abs())) | (screen == math.inf)
         keep |= ~best[rows].isfinite()
         rows, cols = rows[keep], cols[keep]

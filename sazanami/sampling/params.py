@@ -85,7 +85,6 @@ class SamplingParams(DecodeParams):
         if self.beams is not None:
             object.__setattr__(self, "beams", BeamParams.parse(self.beams))
         if self.fluctuation is not None:
-
             fluctuation, beams = split_beams(self.fluctuation)
             object.__setattr__(self, "fluctuation", fluctuation)
             if beams is not None:  # the fluctuation spelling of beams

@@ -42,7 +42,9 @@ class ColoredLRCallback(TrainerCallback):
         self.multiplier = LRMultiplier(color, seed, max_steps=max_steps)
         self.history: list[float] = []
 
-    def on_step_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None, lr_scheduler: Any = None, **kw: Any) -> None:
+    def on_step_begin(
+        self, args: Any, state: Any, control: Any, optimizer: Any = None, lr_scheduler: Any = None, **kw: Any
+    ) -> None:
         m = self.multiplier.next()
         self.history.append(m)
         base = lr_scheduler.get_last_lr() if lr_scheduler is not None else [g["lr"] for g in optimizer.param_groups]

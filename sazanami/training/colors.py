@@ -16,6 +16,7 @@ __all__ = ["NAMED_BETAS", "Color", "check_positive"]
 NAMED_BETAS = {"white": 0.0, "pink": 1.0, "brown": 2.0}
 """Names accepted in place of β."""
 
+
 def check_positive(param: str, value: object, *, allow_zero: bool = False) -> float:
     """``value`` as a finite float in (0, inf) (or [0, inf)), else ParameterError."""
     check_range(param, value, 0, None, low_open=not allow_zero)  # type: ignore[arg-type]
@@ -48,7 +49,8 @@ class Color:
             scale = float(tail)
         except ValueError:
             raise ParameterError(
-                param, f"{param} must be COLOR:SCALE with COLOR in {{{', '.join(NAMED_BETAS)}}} or β in [0, 2], got {text!r}"
+                param,
+                f"{param} must be COLOR:SCALE with COLOR in {{{', '.join(NAMED_BETAS)}}} or β in [0, 2], got {text!r}",
             ) from None
         try:
             return cls(beta, scale)

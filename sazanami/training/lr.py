@@ -27,7 +27,9 @@ class LRMultiplier:
         if not isinstance(color, Color):
             color = Color(*color)
         self.color = color
-        self._noise = ColoredNoise(color.beta, 1, seed, max_steps=check_index("max_steps", max_steps, 1), dtype=torch.float64)
+        self._noise = ColoredNoise(
+            color.beta, 1, seed, max_steps=check_index("max_steps", max_steps, 1), dtype=torch.float64
+        )
 
     def next(self) -> float:
         """m_t for the next step."""

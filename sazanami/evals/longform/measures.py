@@ -95,7 +95,9 @@ def similarity_matrix(texts: list[str], partitioner: str, embedder: TextEncoder 
     from sazanami.measure.metrics import embed_texts, words
 
     if partitioner not in PARTITIONERS:
-        raise ParameterError("partitioner", f"partitioner must be one of {', '.join(PARTITIONERS)}, got {partitioner!r}")
+        raise ParameterError(
+            "partitioner", f"partitioner must be one of {', '.join(PARTITIONERS)}, got {partitioner!r}"
+        )
     if partitioner == "embedding":
         emb = embed_texts(texts, embedder)  # (N, D) unit rows
         return emb @ emb.T
@@ -110,7 +112,10 @@ def similarity_matrix(texts: list[str], partitioner: str, embedder: TextEncoder 
 
 
 def partition(
-    texts: list[str], partitioner: str = "embedding", threshold: float | None = None, embedder: TextEncoder | None = None
+    texts: list[str],
+    partitioner: str = "embedding",
+    threshold: float | None = None,
+    embedder: TextEncoder | None = None,
 ) -> list[int]:
     """Class label of each text (0, 1, ... in order of first appearance), NoveltyBench's greedy way:
     a text joins the first class whose first member it is equivalent to (similarity ≥ threshold)."""
@@ -131,7 +136,10 @@ def partition(
 
 
 def distinct_k(
-    texts: list[str], partitioner: str = "embedding", threshold: float | None = None, embedder: TextEncoder | None = None
+    texts: list[str],
+    partitioner: str = "embedding",
+    threshold: float | None = None,
+    embedder: TextEncoder | None = None,
 ) -> int:
     """NoveltyBench's distinct_k: the number of equivalence classes among ``texts``."""
     return len(set(partition(texts, partitioner, threshold, embedder)))

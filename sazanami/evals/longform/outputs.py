@@ -87,7 +87,9 @@ def plot_degeneration(result: LongformResult, path: str | Path, title: str = "")
     colors = plt.get_cmap("tab20").colors
     for i, r in enumerate(result.results):
         style = "-" if r.setting.method == "temperature" else "--"
-        ax.plot(np.arange(len(r.survival)), r.survival, style, lw=1.2, color=colors[i % len(colors)], label=r.setting.name)
+        ax.plot(
+            np.arange(len(r.survival)), r.survival, style, lw=1.2, color=colors[i % len(colors)], label=r.setting.name
+        )
     ax.set_xlabel("token position")
     ax.set_ylabel("fraction of samples not yet degenerated")
     ax.set_ylim(-0.02, 1.02)

@@ -67,7 +67,9 @@ class KneserNey:
 class TinyGPT(nn.Module):
     """A decoder-only transformer (pre-norm, learned positions, tied embeddings)."""
 
-    def __init__(self, vocab_size: int, dim: int = 256, layers: int = 4, heads: int = 4, context: int = 64, seed: int = 0) -> None:
+    def __init__(
+        self, vocab_size: int, dim: int = 256, layers: int = 4, heads: int = 4, context: int = 64, seed: int = 0
+    ) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         self.context = context
@@ -95,8 +97,14 @@ class TinyGPT(nn.Module):
 
 
 def train_gpt(
-    model: TinyGPT, ids: np.ndarray, seconds: float, seed: int = 0, batch: int = 16, lr: float = 3e-3,
-    checkpoints: tuple[float, ...] = (), on_checkpoint=None,  # noqa: ANN001 - callable(model, seconds, tokens)
+    model: TinyGPT,
+    ids: np.ndarray,
+    seconds: float,
+    seed: int = 0,
+    batch: int = 16,
+    lr: float = 3e-3,
+    checkpoints: tuple[float, ...] = (),
+    on_checkpoint=None,  # noqa: ANN001 - callable(model, seconds, tokens)
 ) -> dict:
     """AdamW on random windows (seeded generator) for ``seconds`` of wall time."""
     gen = torch.Generator().manual_seed(seed)

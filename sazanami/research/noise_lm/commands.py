@@ -32,7 +32,9 @@ def _config_options(fn):  # noqa: ANN001, ANN202 - a click decorator
 @click.option("--docs", type=click.IntRange(1), default=None, help="Train on the first N training documents only.")
 @click.option("--vocab", type=click.IntRange(8), default=2000, show_default=True, help="Vocabulary size (words).")
 @click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the train/dev/test split.")
-@click.option("--calibrate/--no-calibrate", default=True, show_default=True, help="Fit temperature and floor on the dev split.")
+@click.option(
+    "--calibrate/--no-calibrate", default=True, show_default=True, help="Fit temperature and floor on the dev split."
+)
 @_config_options
 def train(directory: Path, docs: int | None, vocab: int, split_seed: int, calibrate: bool, **config: object) -> None:
     """Train on the standard library's docstrings and save to DIRECTORY."""
@@ -55,7 +57,13 @@ def train(directory: Path, docs: int | None, vocab: int, split_seed: int, calibr
 @click.option("--width", type=click.IntRange(1, 64), default=4, show_default=True, help="Stubs kept per step.")
 @click.option("--max-tokens", type=click.IntRange(1), default=32, show_default=True, help="Longest stub.")
 @click.option("--seed", type=int, default=None, help="Sample stubs (Gumbel) with this seed; default: beam.")
-@click.option("--nearest", type=click.IntRange(0), default=0, show_default=True, help="Also show this many nearest training sentences.")
+@click.option(
+    "--nearest",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Also show this many nearest training sentences.",
+)
 def generate(directory: Path, prompt: str, width: int, max_tokens: int, seed: int | None, nearest: int) -> None:
     """Grow output stubs after PROMPT and print them, most plausible first."""
     model = NoiseLM.load(directory)

@@ -65,7 +65,11 @@ class NoiseLM:
     # -- training ---------------------------------------------------------------------------
     @classmethod
     def train(
-        cls, docs: list[str], config: NoiseLMConfig | None = None, vocab_size: int = 2000, tokenizer: Tokenizer | None = None
+        cls,
+        docs: list[str],
+        config: NoiseLMConfig | None = None,
+        vocab_size: int = 2000,
+        tokenizer: Tokenizer | None = None,
     ) -> NoiseLM:
         """Learn every table in one pass over ``docs``; the vocabulary is built from them unless given."""
         config = config or NoiseLMConfig()
@@ -91,7 +95,10 @@ class NoiseLM:
         """The same learned tables under changed inference settings (lookup, τ, ε, β)."""
         fixed = set(changes) - {"lookup", "temperature", "floor", "backoff", "hub"}
         if fixed:
-            raise ParameterError(sorted(fixed)[0], f"only lookup, temperature, floor, backoff and hub can change after training, got {sorted(fixed)}")
+            raise ParameterError(
+                sorted(fixed)[0],
+                f"only lookup, temperature, floor, backoff and hub can change after training, got {sorted(fixed)}",
+            )
         new = NoiseLM.__new__(NoiseLM)
         new.__dict__ |= self.__dict__
         new.config = dataclasses.replace(self.config, **changes)
@@ -182,7 +189,9 @@ class NoiseLM:
         return ctx
 
     # -- evaluation -------------------------------------------------------------------------
-    def evaluate(self, docs: list[str], limit: int | None = None, temperature: float | None = None, floor: float | None = None) -> dict:
+    def evaluate(
+        self, docs: list[str], limit: int | None = None, temperature: float | None = None, floor: float | None = None
+    ) -> dict:
         """Next-token accuracy (via the lookup), perplexity and unknown-word rate on ``docs``."""
         ids = encode_docs(self.tokenizer, docs)
         ctx = contexts(ids, self.config.order)[1:]
@@ -200,7 +209,12 @@ class NoiseLM:
             lp = self.logprobs_from(dist, t, f)
             nll -= float(lp[np.arange(len(y)), y].sum())
         n = len(target)
-        return {"tokens": n, "accuracy": hits / n, "perplexity": float(np.exp(nll / n)), "unk": float((target == 0).mean())}
+        return {
+            "tokens": n,
+            "accuracy": hits / n,
+            "perplexity": float(np.exp(nll / n)),
+            "unk": float((target == 0).mean()),
+        }
 
     def calibrate(self, docs: list[str], limit: int = 4000) -> NoiseLM:
         """Refit τ and ε on ``docs`` (a dev split) by grid search on perplexity."""
@@ -215,7 +229,9 @@ class NoiseLM:
         return self.with_config(temperature=best[1], floor=best[2])
 
     # -- generation -------------------------------------------------------------------------
-    def stubs(self, prompt: str, width: int = 4, max_tokens: int = 32, seed: int | None = None, weight: float = 1.0) -> list[tuple[str, float]]:
+    def stubs(
+        self, prompt: str, width: int = 4, max_tokens: int = 32, seed: int | None = None, weight: float = 1.0
+    ) -> list[tuple[str, float]]:
         """Grow ``width`` output stubs by beam search and rank the finished ones.
 
         Each step every live stub proposes its ``width`` nearest tokens (through the lookup);

@@ -42,7 +42,9 @@ def context_hashes(ctx: np.ndarray, order: int) -> np.ndarray:
 class NoiseTables:
     """Per-order hashed contexts → (sum of follower keys, count, distinct followers)."""
 
-    def __init__(self, hashes: list[np.ndarray], sums: list[np.ndarray], counts: list[np.ndarray], types: list[np.ndarray]) -> None:
+    def __init__(
+        self, hashes: list[np.ndarray], sums: list[np.ndarray], counts: list[np.ndarray], types: list[np.ndarray]
+    ) -> None:
         self.hashes, self.sums, self.counts, self.types = hashes, sums, counts, types  # index 0: empty context
 
     @classmethod
@@ -99,7 +101,12 @@ class NoiseTables:
     def arrays(self) -> dict[str, np.ndarray]:
         out = {}
         for n in range(self.order + 1):
-            out |= {f"hash{n}": self.hashes[n], f"sum{n}": self.sums[n], f"count{n}": self.counts[n], f"type{n}": self.types[n]}
+            out |= {
+                f"hash{n}": self.hashes[n],
+                f"sum{n}": self.sums[n],
+                f"count{n}": self.counts[n],
+                f"type{n}": self.types[n],
+            }
         return out
 
     @classmethod
