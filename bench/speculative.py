@@ -6,15 +6,20 @@
 Per model (llama.cpp backend, ``--threads`` threads) and task kind, in one run:
 
 - ``llamacpp``: llama.cpp's own greedy loop through its high-level API (batch 1 only);
+- ``llamacpp+lookup``: the same with llama-cpp-python's prompt-lookup drafts (10 tokens a
+  draft, verified by whatever kernel llama.cpp picks, weights repacked as it loads them);
 - ``plain``: sazanami without speculation;
-- ``prompt``, ``siblings`` (n > 1), ``corpus`` (corpus tasks), ``all``: sazanami with those drafts.
+- ``prompt``, ``siblings`` (n > 1), ``corpus`` (corpus tasks), ``all``: sazanami with those drafts;
+- ``all-inexact`` (batch 1): all sources with ``exact=false`` (drafts up to ``--max-draft`` past
+  the kernel threshold: ``identical`` then says whether a near-tie flipped).
 
 Tasks: *copy* — edit a HumanEval canonical solution given in the prompt (rename a parameter,
 add type hints, add a docstring; the answer copies most of the function); *corpus* — continue
 a HumanEval function whose whole text is in a corpus index built here from every canonical
 solution; *open* — open-ended prompts (``bench/data/creative_dev.jsonl``). Batch 1 is greedy;
 n > 1 samples (temperature 0.7, the same seeds in every arm). Each arm reports tokens/s over
-all its tasks, drafted and accepted tokens, and whether its tokens equal ``plain``'s (they
+all its tasks — end to end and after each prompt's first step (decoding alone, the prefill left
+out) — drafted and accepted tokens, and whether its tokens equal ``plain``'s (the exact arms
 must). Ratios printed at the end: each arm over ``plain`` and, at batch 1, over ``llamacpp``.
 Raw records (one JSON line per model × n × kind × arm, with the machine, date and command in
 the first line) go to ``--out`` (default ``bench/results/speculative-<date>.jsonl``).
@@ -199,6 +204,8 @@ def main() -> None:
                     if kind == "corpus":
                         arms["corpus"] = f"corpus={index}"
                     arms["all"] = "prompt,siblings" + (f",corpus={index}" if kind == "corpus" else "")
+                    if n == 1:  # drafts past the kernel threshold: not bit-identical, flips counted
+                        arms["all-inexact"] = arms["all"] + ",exact=false"
                     got = {}
                     if n == 1:
                         texts = [

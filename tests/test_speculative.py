@@ -51,6 +51,8 @@ def test_speculative_parses_every_spelling():
     assert SamplingParams(speculative=None).speculative is None
     p = SamplingParams(speculative={"sources": ["prompt"], "max_draft": 4})
     assert SamplingParams.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+    s = SamplingParams(speculative="prompt,exact=false").speculative
+    assert s.exact is False and Speculative.parse(s.to_dict()) == s and Speculative().exact is True
 
 
 @pytest.mark.parametrize(
@@ -65,6 +67,8 @@ def test_speculative_parses_every_spelling():
         ({"sources": ["prompt"], "depth": 2}, "speculative.depth", "unknown speculative key"),
         (["prompt", "prompt"], "speculative.sources", "repeats"),
         ("{bad", "speculative", "JSON"),
+        ("prompt,exact=maybe", "speculative.exact", "true or false"),
+        ({"sources": ["prompt"], "exact": 1}, "speculative.exact", "true or false, got 1"),
     ],
 )
 def test_bad_speculative_names_the_field(value, param, text):

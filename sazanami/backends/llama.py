@@ -205,9 +205,9 @@ class LlamaBackend:
     """Prefix-cache block, in tokens: a block is two small copies here, so blocks of 4 keep a
     row's recomputed tail short (a prompt reuses all but its last 1–4 tokens) for little overhead."""
 
-    def draft_limits(self, rows: int) -> tuple[int, int]:
+    def draft_limits(self, rows: int, exact: bool = True) -> tuple[int, int]:
         """Drafted tokens a forward of ``rows`` rows may carry (in all, per row): any number, as
-        positions are computed in the same shapes however many a call holds."""
+        positions are computed in the same shapes however many a call holds (exact or not)."""
         return 1 << 30, 1 << 30
 
     def __init__(

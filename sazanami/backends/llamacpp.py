@@ -297,19 +297,22 @@ class LlamaCppBackend:
         noisy = hook(-1, rows).reshape(B * T, C).float().numpy()
         return np.ascontiguousarray(np.concatenate([x[: len(tok) - B * T], noisy]), dtype=np.float32)
 
-    def draft_limits(self, rows: int) -> tuple[int, int]:
+    def draft_limits(self, rows: int, exact: bool = True) -> tuple[int, int]:
         """Drafted tokens one forward of ``rows`` rows may carry beside each row's own token —
-        (in all, per row) — such that every row's logits stay bit-identical to a plain step's.
+        (in all, per row) — such that every row's logits stay bit-identical to a plain step's
+        (``exact``; else only the batch and a row's piece bound them).
 
         llama.cpp picks its matmul kernels by the tokens in a call: below some count (measured
         once, :meth:`call_regimes`) a call computes each token as a one-token call does, from it
         on another kernel rounds differently. A call with drafts must stay on the side of that
         count where the plain step (``rows`` tokens) is; per row, one piece (:data:`ROW_PIECE`).
         """
-        threshold, uniform = self.call_regimes()
         per_row = ROW_PIECE - 1
         if rows >= BATCH:
             return 0, 0
+        if not exact:
+            return BATCH - rows, per_row
+        threshold, uniform = self.call_regimes()
         if threshold is None:
             return BATCH - rows, per_row
         if rows < threshold:

@@ -314,10 +314,11 @@ class Engine:
         model's context hold after the row's token (a padded batch writes every row's positions
         up to the longest draft, so the tightest row bounds them all); what pays for the time it
         adds (:func:`~sazanami.speculative.budget.budget`); in all, what the backend's
-        ``draft_limits`` allows a call of this many rows."""
+        ``draft_limits`` allows a call of this many rows (exact unless no row asks for it)."""
         ends = lengths.tolist()
         top = min(min(capacity, self.max_positions) - 1 - e for e in ends)  # positions after the token
-        total, per_row = self.backend.draft_limits(len(ends))  # what keeps every row's logits exact
+        exact = any(r.req.params.speculative.exact for r in step.rows if r.req.params.speculative)
+        total, per_row = self.backend.draft_limits(len(ends), exact)  # exact: every row's logits bit-identical
         room = [
             0 if i in injected else max(0, min(r.req.params.max_tokens - r.drawn - 1, top, per_row))
             for i, r in enumerate(step.rows)

@@ -30,6 +30,13 @@ class Speculative:
     """Most tokens drafted per step; in [1, 64]. The adaptive length stays below it."""
     corpus: str | None = None
     """A corpus index (the folder ``sazanami index -o`` wrote); needed by the ``corpus`` source."""
+    exact: bool = True
+    """Tokens identical to plain decoding: a step carries only as many drafted tokens as keep
+    every row's logits bit-identical to a one-token step (the backend's ``draft_limits``; on
+    llama.cpp with Qwen2.5-Coder at batch 1, 6). False: up to ``max_draft`` per row, verified
+    by whatever kernel the backend picks for the step's size — every token is still a draw from
+    the model with the row's seed, but a near-tie may flip where those kernels round
+    differently (docs/SPECULATIVE.md measures how often)."""
 
     def __post_init__(self) -> None:
         sources = self.sources
@@ -48,6 +55,8 @@ class Speculative:
             raise ParameterError("speculative.sources", f"speculative.sources repeats a source: {list(sources)}")
         object.__setattr__(self, "sources", tuple(sources))
         check_int("speculative.max_draft", self.max_draft, 1, MAX_DRAFT)
+        if not isinstance(self.exact, bool):
+            raise ParameterError("speculative.exact", f"speculative.exact must be true or false, got {self.exact!r}")
         if self.corpus is not None and (not isinstance(self.corpus, str) or not self.corpus):
             raise ParameterError("speculative.corpus", f"speculative.corpus must be a path, got {self.corpus!r}")
         if "corpus" in self.sources and self.corpus is None:
@@ -86,7 +95,7 @@ class Speculative:
 
     @classmethod
     def _from_items(cls, text: str) -> Speculative:
-        """``prompt,siblings,corpus=PATH,max_draft=8`` (the CLI's spelling)."""
+        """``prompt,siblings,corpus=PATH,max_draft=8,exact=false`` (the CLI's spelling)."""
         sources: list[str] = []
         fields: dict[str, Any] = {}
         for item in (x.strip() for x in text.split(",")):
@@ -96,6 +105,10 @@ class Speculative:
             elif key == "corpus":
                 sources.append("corpus")
                 fields["corpus"] = val
+            elif key == "exact":
+                if val.strip().lower() not in ("true", "false"):
+                    raise ParameterError("speculative.exact", f"speculative.exact must be true or false, got {val!r}")
+                fields["exact"] = val.strip().lower() == "true"
             elif key == "max_draft":
                 if not val.strip().isdigit():
                     raise ParameterError(
@@ -103,11 +116,13 @@ class Speculative:
                     )
                 fields["max_draft"] = int(val)
             else:
-                check_known([key], ("corpus", "max_draft"), "speculative key", prefix="speculative.")
+                check_known([key], ("corpus", "exact", "max_draft"), "speculative key", prefix="speculative.")
         return cls(sources=tuple(sources) or ("prompt",), **fields)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"sources": list(self.sources), "max_draft": self.max_draft}
         if self.corpus is not None:
             out["corpus"] = self.corpus
+        if not self.exact:
+            out["exact"] = False
         return out
