@@ -1,7 +1,8 @@
 """Speculative decoding, side by side: llama.cpp's own loop, sazanami plain, sazanami with each draft source.
 
     python bench/speculative.py [--models smollm2-135m,qwen2.5-coder-0.5b] [--ns 1,16] [--tasks 6]
-                                [--max-tokens 160] [--threads 1] [--quick] [--out FILE.jsonl]
+                                [--max-tokens 160] [--threads 1] [--kinds copy,corpus,open] [--quick]
+                                [--out FILE.jsonl]
 
 Per model (llama.cpp backend, ``--threads`` threads) and task kind, in one run:
 
@@ -153,6 +154,7 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=6, help="Prompts per task kind.")
     ap.add_argument("--max-tokens", type=int, default=160)
     ap.add_argument("--max-draft", type=int, default=16)
+    ap.add_argument("--kinds", default="copy,corpus,open", help="Task kinds (comma-separated).")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="Tiny sizes: SmolLM2, 2 tasks, 32 tokens, n 1 and 4.")
     ap.add_argument("--out", default=None)
@@ -165,11 +167,15 @@ def main() -> None:
     stamp = datetime.now(UTC)
     out_path = Path(args.out or ROOT / f"bench/results/speculative-{stamp:%Y%m%d-%H%M}.jsonl")
     functions = humaneval_functions()
-    tasks = {
-        "copy": copy_tasks(functions, args.tasks),
-        "corpus": corpus_tasks(functions, args.tasks),
-        "open": open_tasks(args.tasks),
+    makers = {
+        "copy": lambda: copy_tasks(functions, args.tasks),
+        "corpus": lambda: corpus_tasks(functions, args.tasks),
+        "open": lambda: open_tasks(args.tasks),
     }
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if not kinds or set(kinds) - set(makers):
+        raise SystemExit(f"--kinds must name some of {', '.join(makers)}, got {args.kinds!r}")
+    tasks = {kind: makers[kind]() for kind in kinds}
     records: list[dict] = []
     meta = {
         "machine": f"{platform.processor() or platform.machine()}, {platform.platform()}",
