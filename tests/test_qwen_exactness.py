@@ -65,3 +65,16 @@ def test_qwen_greedy_tokens_identical_with_speculation(qwen: Engine):
     fast = qwen.generate(PROMPT, p.replace(speculative="prompt"))
     assert [c.token_ids for c in fast] == [c.token_ids for c in plain]
     assert sum(c.accepted_tokens for c in fast) > 10
+
+
+def test_qwen_wide_batches_keep_their_tokens_exact(qwen: Engine):
+    """From the threshold on, llama.cpp would split ragged drafts into small passes (the other
+    kernel): exact drafts stop there, and resume as finished rows leave the batch below it."""
+    threshold, _ = qwen.backend.call_regimes()
+    if threshold is not None:
+        assert qwen.backend.draft_limits(threshold) == (0, 0)
+        assert qwen.backend.draft_limits(threshold, exact=False)[0] > 0
+    p = SamplingParams(n=8, seed=5, max_tokens=24, temperature=0.7)
+    plain = qwen.generate(PROMPT, p)
+    fast = qwen.generate(PROMPT, p.replace(speculative="prompt,siblings"))
+    assert [c.token_ids for c in fast] == [c.token_ids for c in plain]

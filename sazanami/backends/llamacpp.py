@@ -302,22 +302,25 @@ class LlamaCppBackend:
         (in all, per row) — such that every row's logits stay bit-identical to a plain step's
         (``exact``; else only the batch and a row's piece bound them).
 
-        llama.cpp picks its matmul kernels by the tokens in a call: below some count (measured
-        once, :meth:`call_regimes`) a call computes each token as a one-token call does, from it
+        llama.cpp picks its matmul kernels by the tokens in a pass: below some count (measured
+        once, :meth:`call_regimes`) a pass computes each token as a one-token pass does, from it
         on another kernel rounds differently. A call with drafts must stay on the side of that
         count where the plain step (``rows`` tokens) is; per row, one piece (:data:`ROW_PIECE`).
+        At ``rows`` ≥ the threshold that cannot be kept: llama.cpp splits a call whose rows
+        carry different numbers of tokens into passes of equal-length pieces (one token of every
+        row, then the drafts), and a pass of the drafts of a few rows is small enough for the
+        other kernel — found by the bench (Qwen2.5-Coder, n = 16: drafted rows diverged). So
+        exact drafts stop there (with no threshold, every pass agrees and drafts go on).
         """
         per_row = ROW_PIECE - 1
         if rows >= BATCH:
             return 0, 0
         if not exact:
             return BATCH - rows, per_row
-        threshold, uniform = self.call_regimes()
+        threshold, _ = self.call_regimes()
         if threshold is None:
             return BATCH - rows, per_row
-        if rows < threshold:
-            return threshold - 1 - rows, per_row
-        return (BATCH - rows, per_row) if uniform else (0, 0)
+        return (threshold - 1 - rows, per_row) if rows < threshold else (0, 0)
 
     def call_regimes(self) -> tuple[int | None, bool]:
         """(The fewest tokens in one call whose logits differ from one-token calls — None when
