@@ -43,7 +43,13 @@ def test_an_unfitted_step_cost_explores_with_one_token():
     assert not cost.fitted()  # one size: a and b cannot be told apart
     for fed in (17, 16, 17):
         cost.observe(fed, 0.1 + 0.01 * fed)
-    assert cost.fitted() and cost.ratio() == pytest.approx(10.0, rel=1e-6)
+    assert cost.fitted() and cost.ratio() == pytest.approx(10.0, rel=1e-6) and not cost.explore()
+    fresh = StepCost()
+    explored = []
+    for _ in range(4):
+        explored.append(fresh.explore())
+        fresh.observe(16, 0.26)
+    assert explored == [True, False, True, False]  # every other step: two sizes, so a fit can come
 
 
 def test_budget_drafts_less_in_a_wide_batch_and_prefers_likely_rows():

@@ -325,7 +325,7 @@ class Engine:
         ]
         cost = self.step_cost
         drafts = budget(
-            drafter.propose([r.tokens for r in step.rows], room), drafter.alphas(), cost.ratio(), not cost.fitted()
+            drafter.propose([r.tokens for r in step.rows], room), drafter.alphas(), cost.ratio(), cost.explore()
         )
         for i, d in enumerate(drafts):  # the call's drafts in all, first rows first
             drafts[i] = d[: max(0, total)]

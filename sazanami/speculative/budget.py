@@ -12,9 +12,10 @@ of 16 rows already feeds 16 tokens, so a draft there must be very likely to be a
 from the engine's own steps. :func:`budget` then keeps, most likely first, each drafted token
 whose chance of being accepted ``p`` (the row's acceptance rate ``α`` to the power of its place
 in the draft) raises the expected tokens per second: ``p · (a/b + T) > E``, with ``T`` the
-tokens fed and ``E`` the tokens expected so far. Until the fit exists, each step feeds at
-least its most likely drafted token (exploration: a wide batch would otherwise never draft, so
-never learn either its rows' acceptance or the step's cost). Timing decides only how much is drafted,
+tokens fed and ``E`` the tokens expected so far. Until the fit exists, every other step feeds
+at least its most likely drafted token (exploration: a wide batch would otherwise never draft,
+so never learn either its rows' acceptance or the step's cost; every other, so that steps of
+two sizes come and the fit can tell ``a`` from ``b``). Timing decides only how much is drafted,
 never which tokens are drawn: outputs stay those of plain decoding.
 """
 
@@ -35,10 +36,12 @@ MIN_SPREAD = 0.2
 class StepCost:
     """Seconds per decode step against tokens fed, fitted online (see the module docstring)."""
 
-    __slots__ = ("s0", "s1", "s2", "sy", "sxy", "_started", "_fed")
+    __slots__ = ("s0", "s1", "s2", "sy", "sxy", "steps", "_started", "_fed")
 
     def __init__(self) -> None:
         self.s0 = self.s1 = self.s2 = self.sy = self.sxy = 0.0
+        self.steps = 0
+        """Steps observed."""
         self._started: float | None = None
         self._fed = 0
 
@@ -61,6 +64,12 @@ class StepCost:
         self.s2 += fed * fed
         self.sy += seconds
         self.sxy += fed * seconds
+        self.steps += 1
+
+    def explore(self) -> bool:
+        """Whether this step should feed a drafted token the budget would not (:func:`budget`'s
+        ``explore``): every other step while the cost is not fitted, so steps of two sizes come."""
+        return not self.fitted() and self.steps % 2 == 0
 
     def fitted(self) -> bool:
         """Whether the recent steps differ enough in size to tell ``a`` from ``b`` (else :meth:`ratio`
