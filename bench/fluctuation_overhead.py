@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -117,7 +116,7 @@ def main() -> None:
         names = [x for name in args.names.split(",") for x in (PER_TOKEN if name == "per-token" else (name,))]
     ns = [int(x) for x in args.ns.split(",")]
     print(
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {models.cpu_model()}, {os.cpu_count()} cores"
     )
     print("command: python bench/fluctuation_overhead.py " + " ".join(sys.argv[1:]))
     for model in args.models.split(","):
