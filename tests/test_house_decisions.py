@@ -78,7 +78,7 @@ def test_no_hand_written_unknown_field_check_is_left() -> None:
     pattern = re.compile(r"unknown\w* = (sorted\()?set\(")
     readers = [
         "sampling/params.py",
-        "engine/beam_params.py",
+        "sampling/beam_params.py",
         "noise/fluctuation.py",
         "search/budget.py",
         "search/tree.py",
