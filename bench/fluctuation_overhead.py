@@ -115,9 +115,7 @@ def main() -> None:
     if args.names:  # "per-token" stands for those entries
         names = [x for name in args.names.split(",") for x in (PER_TOKEN if name == "per-token" else (name,))]
     ns = [int(x) for x in args.ns.split(",")]
-    print(
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {models.cpu_model()}, {os.cpu_count()} cores"
-    )
+    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {models.cpu_model()}, {os.cpu_count()} cores")
     print("command: python bench/fluctuation_overhead.py " + " ".join(sys.argv[1:]))
     for model in args.models.split(","):
         backend = models.load(model, backend=args.backend, threads=args.threads)
